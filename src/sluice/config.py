@@ -1,0 +1,132 @@
+"""Settings from ``SLUICE_*`` environment variables and an optional ``sluice.toml``.
+
+Precedence, highest first: explicit arguments (CLI flags), environment variables,
+the ``[sluice]`` table of ``sluice.toml`` (path in ``SLUICE_CONFIG``, default
+``./sluice.toml`` if present), then the defaults below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from sluice.errors import ConfigError
+
+__all__ = ["Settings", "load_settings"]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything Sluice can be told. Each field ``x`` is also ``SLUICE_X``."""
+
+    database_url: str = "sqlite:///sluice.db"
+    #: Standard Webhooks signing secret (``whsec_`` + base64) for the ``webhook`` provider.
+    webhook_secret: str | None = None
+    #: Seconds before an HTTP call to a provider is abandoned (recorded as TIMEOUT).
+    http_timeout: float = 10.0
+    #: Sends in flight at once per worker process.
+    worker_concurrency: int = 100
+    #: Most messages one claim takes.
+    worker_batch_size: int = 200
+    #: Seconds a claim lasts; a worker that dies gives its messages back after this.
+    lease_seconds: float = 30.0
+    #: Seconds between sweeps for expired leases.
+    reaper_interval: float = 5.0
+    #: Seconds between polls when no notification arrives (fallback to LISTEN/NOTIFY).
+    poll_interval: float = 1.0
+    #: Enqueue notifies workers at most once per this many seconds per channel and process.
+    notify_interval: float = 0.2
+    #: Retry backoff: full jitter over ``min(retry_cap, retry_base * 2**(n-1))`` seconds.
+    retry_base: float = 2.0
+    retry_cap: float = 600.0
+    #: Seconds an outcome may wait in memory before it is written back.
+    flush_interval: float = 0.005
+    #: Pool size of database connections per process (PostgreSQL).
+    pool_size: int = 8
+    #: Log level for the ``sluice`` loggers.
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        positive = (
+            "http_timeout",
+            "worker_concurrency",
+            "worker_batch_size",
+            "lease_seconds",
+            "reaper_interval",
+            "poll_interval",
+            "retry_base",
+            "retry_cap",
+            "pool_size",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{_env_name(name)} must be greater than 0")
+        for name in ("notify_interval", "flush_interval"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{_env_name(name)} must not be negative")
+        if self.lease_seconds <= self.http_timeout:
+            raise ConfigError(
+                f"SLUICE_LEASE_SECONDS ({self.lease_seconds}) must be longer than "
+                f"SLUICE_HTTP_TIMEOUT ({self.http_timeout}), or live sends would be reclaimed"
+            )
+        if self.retry_cap < self.retry_base:
+            raise ConfigError("SLUICE_RETRY_CAP must be at least SLUICE_RETRY_BASE")
+        if not self.database_url.startswith(("sqlite:", "postgresql:", "postgres:")):
+            raise ConfigError(
+                f"SLUICE_DATABASE_URL {self.database_url!r} is not supported: use "
+                "sqlite:///path/to/file.db or postgresql://user@host:port/dbname"
+            )
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied (``None`` values are ignored)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _env_name(field_name: str) -> str:
+    return "SLUICE_" + field_name.upper()
+
+
+def _coerce(name: str, kind: Any, raw: Any, source: str) -> Any:
+    target = kind if isinstance(kind, type) else None
+    if target is None:  # "str | None" and friends: strings
+        return None if raw in ("", None) else str(raw)
+    try:
+        if target is bool:
+            return str(raw).lower() in ("1", "true", "yes", "on")
+        return target(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{source}: {name} = {raw!r} is not a valid {target.__name__}"
+        ) from None
+
+
+def load_settings(
+    env: dict[str, str] | None = None, config_path: str | Path | None = None, **overrides: Any
+) -> Settings:
+    """Read settings; raise ``ConfigError`` naming the bad variable or key."""
+    env = dict(os.environ) if env is None else env
+    path = Path(config_path or env.get("SLUICE_CONFIG") or "sluice.toml")
+    values: dict[str, Any] = {}
+    known = {f.name: f.type for f in fields(Settings)}
+    types = {f.name: type(f.default) if f.default is not None else None for f in fields(Settings)}
+    if path.is_file():
+        try:
+            table = tomllib.loads(path.read_text()).get("sluice", {})
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        for key, raw in table.items():
+            if key not in known:
+                raise ConfigError(f"{path}: unknown setting [sluice].{key}")
+            values[key] = _coerce(key, types[key], raw, str(path))
+    elif config_path is not None or "SLUICE_CONFIG" in env:
+        raise ConfigError(f"config file {path} does not exist")
+    for name in known:
+        raw = env.get(_env_name(name))
+        if raw is not None and raw != "":
+            values[name] = _coerce(_env_name(name), types[name], raw, "environment")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(**values)

@@ -1,0 +1,337 @@
+"""Plain types shared by every part of Sluice: messages, attempts, outcomes, codes."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+__all__ = [
+    "Attempt",
+    "AttemptOutcome",
+    "Completion",
+    "ErrorClass",
+    "ErrorCode",
+    "Message",
+    "NewMessage",
+    "Outcome",
+    "Status",
+    "content_hash",
+    "new_message_id",
+]
+
+
+class Status(enum.StrEnum):
+    """Where a message is in its life (see DESIGN.md, "Message lifecycle")."""
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    BOUNCED = "bounced"
+    READ = "read"
+    HELD = "held"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+    SHADOWED = "shadowed"
+
+
+class ErrorClass(enum.StrEnum):
+    """What the dispatcher does about a failed attempt.
+
+    - ``transient``: retry with backoff; the attempt counts toward ``max_attempts``.
+    - ``throttle``: defer (``Retry-After`` or backoff); the attempt does not count.
+    - ``auth``: the credentials are at fault, not the message; it must not burn attempts.
+    - ``permanent``: retrying cannot help; dead-letter at once.
+    """
+
+    TRANSIENT = "transient"
+    THROTTLE = "throttle"
+    AUTH = "auth"
+    PERMANENT = "permanent"
+
+
+class ErrorCode(enum.StrEnum):
+    """Canonical error codes; each adapter maps its provider's errors onto these."""
+
+    INVALID_RECIPIENT = "INVALID_RECIPIENT"
+    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
+    ACCOUNT_SUSPENDED = "ACCOUNT_SUSPENDED"
+    TEMPLATE_NOT_APPROVED = "TEMPLATE_NOT_APPROVED"
+    RATE_LIMITED = "RATE_LIMITED"
+    AUTH_REVOKED = "AUTH_REVOKED"
+    SCOPE_MISSING = "SCOPE_MISSING"
+    PROVIDER_UNAVAILABLE = "PROVIDER_UNAVAILABLE"
+    PROVIDER_ERROR = "PROVIDER_ERROR"
+    TIMEOUT = "TIMEOUT"
+    CONNECTION_FAILED = "CONNECTION_FAILED"
+    BAD_REQUEST = "BAD_REQUEST"
+    ENDPOINT_GONE = "ENDPOINT_GONE"
+    UNKNOWN_PROVIDER = "UNKNOWN_PROVIDER"
+    LEASE_EXPIRED = "LEASE_EXPIRED"
+    INTERNAL = "INTERNAL"
+
+    @property
+    def error_class(self) -> ErrorClass:
+        """The class that decides what happens next."""
+        return _CLASS_OF[self]
+
+
+_CLASS_OF: dict[ErrorCode, ErrorClass] = {
+    ErrorCode.INVALID_RECIPIENT: ErrorClass.PERMANENT,
+    # A spent quota comes back when the window resets: wait, don't burn attempts.
+    ErrorCode.QUOTA_EXCEEDED: ErrorClass.THROTTLE,
+    ErrorCode.ACCOUNT_SUSPENDED: ErrorClass.PERMANENT,
+    ErrorCode.TEMPLATE_NOT_APPROVED: ErrorClass.PERMANENT,
+    ErrorCode.RATE_LIMITED: ErrorClass.THROTTLE,
+    ErrorCode.AUTH_REVOKED: ErrorClass.AUTH,
+    ErrorCode.SCOPE_MISSING: ErrorClass.AUTH,
+    # 502/503/504: the provider says "not now"; deferring keeps an outage out of the DLQ.
+    ErrorCode.PROVIDER_UNAVAILABLE: ErrorClass.THROTTLE,
+    ErrorCode.PROVIDER_ERROR: ErrorClass.TRANSIENT,
+    ErrorCode.TIMEOUT: ErrorClass.TRANSIENT,
+    ErrorCode.CONNECTION_FAILED: ErrorClass.TRANSIENT,
+    ErrorCode.BAD_REQUEST: ErrorClass.PERMANENT,
+    ErrorCode.ENDPOINT_GONE: ErrorClass.PERMANENT,
+    ErrorCode.UNKNOWN_PROVIDER: ErrorClass.PERMANENT,
+    ErrorCode.LEASE_EXPIRED: ErrorClass.TRANSIENT,
+    ErrorCode.INTERNAL: ErrorClass.TRANSIENT,
+}
+
+
+class AttemptOutcome(enum.StrEnum):
+    """How one attempt ended, as recorded in the attempts table."""
+
+    SENT = "sent"
+    FAILED = "failed"
+    THROTTLED = "throttled"
+    LEASE_EXPIRED = "lease_expired"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a provider adapter reports for one send."""
+
+    ok: bool
+    code: ErrorCode | None = None
+    detail: str = ""
+    provider_status: str | None = None
+    provider_code: str | None = None
+    provider_message_id: str | None = None
+    retry_after: float | None = None
+
+    @classmethod
+    def success(
+        cls, provider_message_id: str | None = None, provider_status: str | None = None
+    ) -> Outcome:
+        """The provider accepted the message."""
+        return cls(True, provider_message_id=provider_message_id, provider_status=provider_status)
+
+    @classmethod
+    def failure(
+        cls,
+        code: ErrorCode,
+        detail: str = "",
+        *,
+        provider_status: str | None = None,
+        provider_code: str | None = None,
+        retry_after: float | None = None,
+    ) -> Outcome:
+        """The provider refused or could not be reached."""
+        return cls(
+            False,
+            code,
+            detail[:2000],
+            provider_status=provider_status,
+            provider_code=provider_code,
+            retry_after=retry_after,
+        )
+
+
+def new_message_id() -> str:
+    """A time-ordered UUID (version 7 layout) as text.
+
+    Time order keeps the primary-key index append-mostly, which matters at thousands
+    of inserts a second; the 74 random bits keep ids unguessable enough to expose.
+    """
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64
+    value |= 0b10 << 62 | (rand & ((1 << 62) - 1))
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_LIMITS = {"tenant": 128, "channel": 64, "provider": 64, "action": 128, "recipient": 2048}
+_MAX_PAYLOAD_BYTES = 256 * 1024
+
+
+@dataclass(slots=True)
+class NewMessage:
+    """A side effect to deliver, as the caller describes it.
+
+    ``provider`` names the adapter (or, later, a route of adapters) to send with.
+    ``priority``: higher goes first. ``run_at``: not before this time (None: now).
+    """
+
+    tenant: str
+    channel: str
+    provider: str
+    recipient: str
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    action: str = "send"
+    priority: int = 0
+    run_at: datetime | None = None
+    max_attempts: int = 5
+    idempotency_key: str | None = None
+    correlation_id: str | None = None
+    scopes: Sequence[str] = ()
+    id: str = field(default_factory=new_message_id)
+
+    def validate(self, where: str = "") -> str:
+        """Check every field; return the payload as canonical JSON.
+
+        Raises ``ValidationError`` naming the first bad field (prefixed with ``where``
+        for batches, e.g. ``messages[3].recipient``).
+        """
+        from sluice.errors import ValidationError
+
+        for name, limit in _LIMITS.items():
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise ValidationError(where + name, "is required and must be a non-empty string")
+            if len(value) > limit:
+                raise ValidationError(where + name, f"is longer than {limit} characters")
+            if "\x00" in value:
+                raise ValidationError(where + name, "must not contain NUL characters")
+        if not isinstance(self.payload, Mapping):
+            raise ValidationError(where + "payload", "must be a JSON object")
+        try:
+            payload_json = json.dumps(
+                self.payload, separators=(",", ":"), sort_keys=True, allow_nan=False
+            )
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(where + "payload", f"is not JSON-serialisable: {exc}") from None
+        if "\\u0000" in payload_json:
+            raise ValidationError(where + "payload", "must not contain NUL characters")
+        if len(payload_json) > _MAX_PAYLOAD_BYTES:
+            raise ValidationError(where + "payload", f"is larger than {_MAX_PAYLOAD_BYTES} bytes")
+        if isinstance(self.priority, bool) or not isinstance(self.priority, int):
+            raise ValidationError(where + "priority", "must be an integer")
+        if not -1000 <= self.priority <= 1000:
+            raise ValidationError(where + "priority", "must be between -1000 and 1000")
+        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
+            raise ValidationError(where + "max_attempts", "must be an integer")
+        if not 1 <= self.max_attempts <= 100:
+            raise ValidationError(where + "max_attempts", "must be between 1 and 100")
+        if self.run_at is not None:
+            if not isinstance(self.run_at, datetime):
+                raise ValidationError(where + "run_at", "must be a datetime")
+            if self.run_at.tzinfo is None:
+                raise ValidationError(where + "run_at", "must be timezone-aware (e.g. UTC)")
+        for name in ("idempotency_key", "correlation_id"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not isinstance(value, str) or not value or len(value) > 255 or "\x00" in value:
+                raise ValidationError(
+                    where + name, "must be a non-empty string of at most 255 characters"
+                )
+        if isinstance(self.scopes, str) or not all(
+            isinstance(s, str) and s and len(s) <= 128 for s in self.scopes
+        ):
+            raise ValidationError(where + "scopes", "must be a list of non-empty strings")
+        return payload_json
+
+
+def content_hash(msg: NewMessage, payload_json: str) -> str:
+    """Fingerprint of what the caller asked for, to tell a retry from a conflict.
+
+    The correlation id is left out on purpose: a client retrying the same request
+    often carries a fresh trace id, and that is still the same side effect.
+    """
+    parts = [
+        msg.channel,
+        msg.provider,
+        msg.action,
+        msg.recipient,
+        payload_json,
+        str(msg.priority),
+        msg.run_at.isoformat() if msg.run_at else "",
+        str(msg.max_attempts),
+        ",".join(sorted(msg.scopes)),
+    ]
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+@dataclass(slots=True)
+class Message:
+    """A message as stored."""
+
+    id: str
+    tenant: str
+    channel: str
+    provider: str
+    action: str
+    recipient: str
+    payload: dict[str, Any]
+    priority: int
+    status: Status
+    run_at: datetime
+    attempts: int
+    max_attempts: int
+    claim_seq: int = 0
+    idempotency_key: str | None = None
+    correlation_id: str | None = None
+    scopes: list[str] = field(default_factory=list)
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    last_error_code: str | None = None
+    last_error: str | None = None
+    provider_message_id: str | None = None
+    worker_id: str | None = None
+    lease_until: datetime | None = None
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One try at delivering a message: a row in the attempts table."""
+
+    message_id: str
+    attempt_no: int
+    worker_id: str
+    provider: str
+    started_at: datetime
+    finished_at: datetime
+    outcome: AttemptOutcome
+    error_code: str | None = None
+    error_class: str | None = None
+    provider_status: str | None = None
+    provider_code: str | None = None
+    detail: str | None = None
+    latency_ms: float | None = None
+
+
+@dataclass(slots=True)
+class Completion:
+    """The dispatcher's verdict on one claimed message, written back in a batch.
+
+    ``claim_seq`` and ``worker_id`` guard the write: it only lands while the message
+    is still ``sending`` under this very claim, so a worker whose lease expired can
+    never overwrite a newer outcome.
+    """
+
+    message_id: str
+    claim_seq: int
+    worker_id: str
+    status: Status  # sent, queued (retry / defer) or dead
+    attempt: Attempt
+    run_at: datetime | None = None  # for queued: when to try again
+    refund_attempt: bool = False  # throttled: the attempt does not count
+    provider_message_id: str | None = None
