@@ -316,6 +316,9 @@ class Attempt:
     provider_code: str | None = None
     detail: str | None = None
     latency_ms: float | None = None
+    #: False when the claim had already been taken back (lease expired): the send
+    #: happened, but its verdict did not change the message.
+    applied: bool = True
 
 
 @dataclass(slots=True)

@@ -1,0 +1,50 @@
+"""Stores: one protocol, a PostgreSQL and a SQLite implementation, picked by URL."""
+
+from __future__ import annotations
+
+from sluice.config import Settings
+from sluice.errors import ConfigError
+from sluice.store.base import (
+    AuditEntry,
+    DlqGroup,
+    MessageFilter,
+    RescueResult,
+    StatusReport,
+    Store,
+    WorkerInfo,
+)
+
+__all__ = [
+    "AuditEntry",
+    "DlqGroup",
+    "MessageFilter",
+    "RescueResult",
+    "StatusReport",
+    "Store",
+    "WorkerInfo",
+    "create_store",
+    "open_store",
+]
+
+
+def create_store(url: str, settings: Settings | None = None) -> Store:
+    """A store for ``url`` (``postgresql://…`` or ``sqlite:///…``), not yet opened."""
+    pool_size = settings.pool_size if settings else 8
+    if url.startswith(("postgresql://", "postgres://")):
+        from sluice.store.postgres import PostgresStore
+
+        return PostgresStore(url, pool_size=pool_size)
+    if url.startswith("sqlite:"):
+        from sluice.store.sqlite import SqliteStore
+
+        return SqliteStore(url)
+    raise ConfigError(
+        f"database URL {url!r} is not supported: use sqlite:///file.db or postgresql://…"
+    )
+
+
+async def open_store(url: str, settings: Settings | None = None) -> Store:
+    """Create and open a store; raises ``StoreUnavailable`` if it cannot be reached."""
+    store = create_store(url, settings)
+    await store.open()  # type: ignore[attr-defined]  # both implementations have open()
+    return store

@@ -1,0 +1,90 @@
+"""Enqueue planning shared by every way in: validation, idempotency, conflict checks.
+
+Free of I/O so the same rules hold whether the rows go through the caller's
+psycopg or sqlite3 connection, SQLAlchemy, or Sluice's own store.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sluice.errors import IdempotencyConflict, ValidationError
+from sluice.model import NewMessage, content_hash
+
+__all__ = ["MAX_BATCH", "PreparedRow", "prepare", "resolve"]
+
+#: Most messages one enqueue call takes; larger loads are split by the caller.
+MAX_BATCH = 50_000
+
+
+@dataclass(slots=True)
+class PreparedRow:
+    """One validated message, as the columns the insert needs."""
+
+    message: NewMessage
+    payload_json: str
+    scopes_json: str
+    content_hash: str
+
+
+def prepare(messages: Iterable[NewMessage]) -> list[PreparedRow]:
+    """Validate every message before anything is written; raise on the first bad field."""
+    if isinstance(messages, NewMessage):
+        messages = [messages]
+    rows: list[PreparedRow] = []
+    batch = list(messages)
+    if not batch:
+        raise ValidationError("messages", "is empty: give at least one message")
+    if len(batch) > MAX_BATCH:
+        raise ValidationError("messages", f"has {len(batch)} messages; at most {MAX_BATCH}")
+    for i, msg in enumerate(batch):
+        if not isinstance(msg, NewMessage):
+            raise ValidationError(f"messages[{i}]", "is not a sluice.NewMessage")
+        where = f"messages[{i}]." if len(batch) > 1 else ""
+        payload_json = msg.validate(where)
+        rows.append(
+            PreparedRow(
+                msg, payload_json, json.dumps(list(msg.scopes)), content_hash(msg, payload_json)
+            )
+        )
+    return rows
+
+
+def keyed(rows: Sequence[PreparedRow], inserted: set[str] | None) -> list[tuple[str, str]]:
+    """(tenant, key) pairs whose row may not have been inserted and must be looked up."""
+    return [
+        (r.message.tenant, r.message.idempotency_key)
+        for r in rows
+        if r.message.idempotency_key is not None
+        and (inserted is None or r.message.id not in inserted)
+    ]
+
+
+def resolve(
+    rows: Sequence[PreparedRow], existing: dict[tuple[str, str], tuple[str, str]]
+) -> list[str]:
+    """The id each message ended up with; raise ``IdempotencyConflict`` on a mismatch.
+
+    ``existing`` maps (tenant, key) to (id, content_hash) of the stored message. A
+    repeated key inside one batch resolves against the first row that carried it.
+    """
+    ids: list[str] = []
+    for r in rows:
+        m = r.message
+        if m.idempotency_key is None:
+            ids.append(m.id)
+            continue
+        found = existing.get((m.tenant, m.idempotency_key))
+        if found is None:  # inserted, and nothing else holds the key
+            ids.append(m.id)
+            continue
+        existing_id, existing_hash = found
+        if existing_hash != r.content_hash:
+            raise IdempotencyConflict(m.tenant, m.idempotency_key, existing_id)
+        ids.append(existing_id)
+    return ids
+
+

@@ -1,0 +1,219 @@
+-- Named queries for PostgreSQL. Each block starts with "-- name: <query>" and the
+-- SQLite file has a block of the same name doing the same thing.
+
+-- name: schema_version_table
+CREATE TABLE IF NOT EXISTS sluice_schema_migrations (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+
+-- name: schema_versions
+SELECT version FROM sluice_schema_migrations ORDER BY version
+
+-- name: schema_version_record
+INSERT INTO sluice_schema_migrations (version, name) VALUES (%(version)s, %(name)s)
+
+-- name: migrate_lock
+SELECT pg_advisory_xact_lock(7243312501)
+
+-- name: message_insert_many
+INSERT INTO sluice_messages (
+    id, tenant, channel, provider, action, recipient, payload, priority, status, run_at,
+    attempts, max_attempts, claim_seq, idempotency_key, content_hash, correlation_id, scopes,
+    created_at, updated_at)
+SELECT i.id, i.tenant, i.channel, i.provider, i.action, i.recipient, i.payload::jsonb,
+       i.priority, 'queued', coalesce(i.run_at, %(now)s), 0, i.max_attempts, 0,
+       i.idempotency_key, i.content_hash, i.correlation_id, i.scopes::jsonb, %(now)s, %(now)s
+FROM unnest(
+    %(ids)s::uuid[], %(tenants)s::text[], %(channels)s::text[], %(providers)s::text[],
+    %(actions)s::text[], %(recipients)s::text[], %(payloads)s::text[], %(priorities)s::int[],
+    %(run_ats)s::timestamptz[], %(max_attempts)s::int[], %(idempotency_keys)s::text[],
+    %(content_hashes)s::text[], %(correlation_ids)s::text[], %(scopes)s::text[]
+) AS i(id, tenant, channel, provider, action, recipient, payload, priority, run_at,
+       max_attempts, idempotency_key, content_hash, correlation_id, scopes)
+ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING id::text
+
+-- name: message_find_by_keys
+SELECT m.id::text, m.tenant, m.idempotency_key, m.content_hash
+FROM sluice_messages m
+JOIN unnest(%(tenants)s::text[], %(keys)s::text[]) AS k(tenant, key)
+  ON m.tenant = k.tenant AND m.idempotency_key = k.key
+
+-- name: notify_ready
+SELECT pg_notify('sluice_ready', c) FROM unnest(%(channels)s::text[]) AS c
+
+-- name: message_claim
+WITH ready AS (
+    SELECT id FROM sluice_messages
+    WHERE status = 'queued' AND run_at <= %(now)s
+    ORDER BY priority DESC, run_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE sluice_messages m
+SET status = 'sending', attempts = m.attempts + 1, claim_seq = m.claim_seq + 1,
+    worker_id = %(worker_id)s, claimed_at = %(now)s, lease_until = %(lease_until)s,
+    updated_at = %(now)s
+FROM ready
+WHERE m.id = ready.id
+RETURNING m.id::text, m.tenant, m.channel, m.provider, m.action, m.recipient, m.payload,
+          m.priority, m.run_at, m.attempts, m.max_attempts, m.claim_seq, m.idempotency_key,
+          m.correlation_id, m.scopes, m.created_at
+
+-- name: message_complete_many
+WITH input AS (
+    SELECT * FROM unnest(
+        %(ids)s::uuid[], %(claim_seqs)s::int[], %(statuses)s::text[], %(run_ats)s::timestamptz[],
+        %(refunds)s::int[], %(provider_message_ids)s::text[], %(providers)s::text[],
+        %(started_ats)s::timestamptz[], %(finished_ats)s::timestamptz[], %(outcomes)s::text[],
+        %(error_codes)s::text[], %(error_classes)s::text[], %(provider_statuses)s::text[],
+        %(provider_codes)s::text[], %(details)s::text[], %(latencies)s::real[]
+    ) AS t(id, claim_seq, status, run_at, refund, provider_message_id, provider, started_at,
+           finished_at, outcome, error_code, error_class, provider_status, provider_code,
+           detail, latency_ms)
+), done AS (
+    UPDATE sluice_messages m
+    SET status = i.status,
+        run_at = coalesce(i.run_at, m.run_at),
+        attempts = m.attempts - i.refund,
+        lease_until = NULL,
+        last_error_code = i.error_code,
+        last_error = i.detail,
+        provider_message_id = coalesce(i.provider_message_id, m.provider_message_id),
+        updated_at = %(now)s
+    FROM input i
+    WHERE m.id = i.id AND m.status = 'sending' AND m.claim_seq = i.claim_seq
+      AND m.worker_id = %(worker_id)s
+    RETURNING m.id
+)
+INSERT INTO sluice_attempts (
+    message_id, attempt_no, worker_id, provider, started_at, finished_at, outcome, error_code,
+    error_class, provider_status, provider_code, detail, latency_ms, applied)
+SELECT i.id, i.claim_seq, %(worker_id)s, i.provider, i.started_at, i.finished_at, i.outcome,
+       i.error_code, i.error_class, i.provider_status, i.provider_code, i.detail, i.latency_ms,
+       done.id IS NOT NULL
+FROM input i LEFT JOIN done ON done.id = i.id
+RETURNING message_id::text, applied
+
+-- name: message_release
+UPDATE sluice_messages m
+SET status = 'queued', attempts = m.attempts - 1, lease_until = NULL, updated_at = %(now)s
+FROM unnest(%(ids)s::uuid[], %(claim_seqs)s::int[]) AS r(id, claim_seq)
+WHERE m.id = r.id AND m.claim_seq = r.claim_seq AND m.status = 'sending'
+  AND m.worker_id = %(worker_id)s
+RETURNING m.id::text
+
+-- name: message_rescue_expired
+WITH expired AS (
+    SELECT id FROM sluice_messages
+    WHERE status = 'sending' AND lease_until < %(now)s
+    ORDER BY lease_until
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), moved AS (
+    UPDATE sluice_messages m
+    SET status = CASE WHEN m.attempts >= m.max_attempts THEN 'dead' ELSE 'queued' END,
+        run_at = %(now)s,
+        lease_until = NULL,
+        last_error_code = 'LEASE_EXPIRED',
+        last_error = 'lease expired while claimed by worker ' || coalesce(m.worker_id, '?'),
+        updated_at = %(now)s
+    FROM expired e
+    WHERE m.id = e.id
+    RETURNING m.id, m.claim_seq, m.worker_id, m.provider, m.claimed_at, m.status
+), recorded AS (
+    INSERT INTO sluice_attempts (
+        message_id, attempt_no, worker_id, provider, started_at, finished_at, outcome,
+        error_code, error_class, detail, applied)
+    SELECT id, claim_seq, coalesce(worker_id, '?'), provider, coalesce(claimed_at, %(now)s),
+           %(now)s, 'lease_expired', 'LEASE_EXPIRED', 'transient',
+           'lease expired before the outcome was written; the provider may or may not have acted',
+           true
+    FROM moved
+)
+SELECT id::text, status FROM moved
+
+-- name: message_get
+SELECT id::text, tenant, channel, provider, action, recipient, payload, priority, status,
+       run_at, attempts, max_attempts, claim_seq, idempotency_key, correlation_id, scopes,
+       created_at, updated_at, last_error_code, last_error, provider_message_id, worker_id,
+       lease_until
+FROM sluice_messages WHERE id = %(id)s::uuid
+
+-- name: attempt_list
+SELECT message_id::text, attempt_no, worker_id, provider, started_at, finished_at, outcome,
+       error_code, error_class, provider_status, provider_code, detail, latency_ms, applied
+FROM sluice_attempts WHERE message_id = %(id)s::uuid ORDER BY attempt_no, id
+
+-- name: status_counts
+SELECT status, count(*) FROM sluice_messages GROUP BY status
+
+-- name: oldest_ready
+SELECT min(run_at) FROM sluice_messages WHERE status = 'queued' AND run_at <= %(now)s
+
+-- name: dlq_groups
+SELECT channel, coalesce(last_error_code, 'UNKNOWN') AS error_code, count(*) AS n,
+       min(updated_at) AS first_at, max(updated_at) AS last_at
+FROM sluice_messages
+WHERE status = 'dead'
+  AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
+  AND (%(channel)s::text IS NULL OR channel = %(channel)s)
+GROUP BY channel, coalesce(last_error_code, 'UNKNOWN')
+ORDER BY n DESC, channel, error_code
+
+-- name: message_select_by_status
+SELECT id::text FROM sluice_messages
+WHERE status = %(status)s
+  AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
+  AND (%(channel)s::text IS NULL OR channel = %(channel)s)
+  AND (%(error_code)s::text IS NULL OR last_error_code = %(error_code)s)
+  AND (%(since)s::timestamptz IS NULL OR updated_at >= %(since)s)
+ORDER BY updated_at, id
+LIMIT %(limit)s
+
+-- name: message_requeue
+UPDATE sluice_messages
+SET status = 'queued', attempts = 0, run_at = %(now)s, lease_until = NULL, updated_at = %(now)s
+WHERE id = ANY(%(ids)s::uuid[]) AND status = %(from_status)s
+RETURNING id::text
+
+-- name: message_cancel
+UPDATE sluice_messages
+SET status = 'cancelled', lease_until = NULL, updated_at = %(now)s
+WHERE id = ANY(%(ids)s::uuid[]) AND status = %(from_status)s
+RETURNING id::text
+
+-- name: audit_lock
+SELECT pg_advisory_xact_lock(7243312502)
+
+-- name: audit_last_hash
+SELECT hash FROM sluice_audit ORDER BY id DESC LIMIT 1
+
+-- name: audit_insert
+INSERT INTO sluice_audit (at, actor, action, target, reason, detail, prev_hash, hash)
+VALUES (%(at)s, %(actor)s, %(action)s, %(target)s, %(reason)s, %(detail)s::jsonb,
+        %(prev_hash)s, %(hash)s)
+RETURNING id
+
+-- name: audit_list
+SELECT id, at, actor, action, target, reason, detail::text, prev_hash, hash
+FROM sluice_audit ORDER BY id DESC LIMIT %(limit)s
+
+-- name: worker_upsert
+INSERT INTO sluice_workers (id, host, pid, started_at, last_seen_at, in_flight, sent_total)
+VALUES (%(id)s, %(host)s, %(pid)s, %(now)s, %(now)s, %(in_flight)s, %(sent_total)s)
+ON CONFLICT (id) DO UPDATE
+SET last_seen_at = excluded.last_seen_at, in_flight = excluded.in_flight,
+    sent_total = excluded.sent_total, stopped_at = NULL
+
+-- name: worker_stop
+UPDATE sluice_workers SET stopped_at = %(now)s, last_seen_at = %(now)s, in_flight = 0
+WHERE id = %(id)s
+
+-- name: worker_list
+SELECT id, host, pid, started_at, last_seen_at, stopped_at, in_flight, sent_total
+FROM sluice_workers
+WHERE stopped_at IS NULL OR stopped_at > %(since)s
+ORDER BY started_at

@@ -1,0 +1,157 @@
+-- Named queries for SQLite; same names and meaning as postgres/queries.sql.
+-- Batches run as executemany or per row inside one transaction: SQLite has one
+-- writer, so a transaction of many small statements costs one commit.
+
+-- name: schema_version_table
+CREATE TABLE IF NOT EXISTS sluice_schema_migrations (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+)
+
+-- name: schema_versions
+SELECT version FROM sluice_schema_migrations ORDER BY version
+
+-- name: schema_version_record
+INSERT INTO sluice_schema_migrations (version, name) VALUES (:version, :name)
+
+-- name: message_insert
+INSERT INTO sluice_messages (
+    id, tenant, channel, provider, action, recipient, payload, priority, status, run_at,
+    attempts, max_attempts, claim_seq, idempotency_key, content_hash, correlation_id, scopes,
+    created_at, updated_at)
+VALUES (:id, :tenant, :channel, :provider, :action, :recipient, :payload, :priority, 'queued',
+        coalesce(:run_at, :now), 0, :max_attempts, 0, :idempotency_key, :content_hash,
+        :correlation_id, :scopes, :now, :now)
+ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+
+-- name: message_find_by_key
+SELECT id, tenant, idempotency_key, content_hash
+FROM sluice_messages WHERE tenant = :tenant AND idempotency_key = :key
+
+-- name: message_claim
+UPDATE sluice_messages
+SET status = 'sending', attempts = attempts + 1, claim_seq = claim_seq + 1,
+    worker_id = :worker_id, claimed_at = :now, lease_until = :lease_until, updated_at = :now
+WHERE id IN (
+    SELECT id FROM sluice_messages
+    WHERE status = 'queued' AND run_at <= :now
+    ORDER BY priority DESC, run_at
+    LIMIT :limit
+)
+RETURNING id, tenant, channel, provider, action, recipient, payload, priority, run_at, attempts,
+          max_attempts, claim_seq, idempotency_key, correlation_id, scopes, created_at
+
+-- name: message_complete
+UPDATE sluice_messages
+SET status = :status,
+    run_at = coalesce(:run_at, run_at),
+    attempts = attempts - :refund,
+    lease_until = NULL,
+    last_error_code = :error_code,
+    last_error = :detail,
+    provider_message_id = coalesce(:provider_message_id, provider_message_id),
+    updated_at = :now
+WHERE id = :id AND status = 'sending' AND claim_seq = :claim_seq AND worker_id = :worker_id
+
+-- name: attempt_insert
+INSERT INTO sluice_attempts (
+    message_id, attempt_no, worker_id, provider, started_at, finished_at, outcome, error_code,
+    error_class, provider_status, provider_code, detail, latency_ms, applied)
+VALUES (:message_id, :attempt_no, :worker_id, :provider, :started_at, :finished_at, :outcome,
+        :error_code, :error_class, :provider_status, :provider_code, :detail, :latency_ms,
+        :applied)
+
+-- name: message_release
+UPDATE sluice_messages
+SET status = 'queued', attempts = attempts - 1, lease_until = NULL, updated_at = :now
+WHERE id = :id AND claim_seq = :claim_seq AND status = 'sending' AND worker_id = :worker_id
+
+-- name: message_select_expired
+SELECT id, claim_seq, worker_id, provider, claimed_at, attempts, max_attempts
+FROM sluice_messages
+WHERE status = 'sending' AND lease_until < :now
+ORDER BY lease_until
+LIMIT :limit
+
+-- name: message_expire
+UPDATE sluice_messages
+SET status = :status, run_at = :now, lease_until = NULL, last_error_code = 'LEASE_EXPIRED',
+    last_error = 'lease expired while claimed by worker ' || coalesce(worker_id, '?'),
+    updated_at = :now
+WHERE id = :id AND status = 'sending' AND claim_seq = :claim_seq
+
+-- name: message_get
+SELECT id, tenant, channel, provider, action, recipient, payload, priority, status, run_at,
+       attempts, max_attempts, claim_seq, idempotency_key, correlation_id, scopes, created_at,
+       updated_at, last_error_code, last_error, provider_message_id, worker_id, lease_until
+FROM sluice_messages WHERE id = :id
+
+-- name: attempt_list
+SELECT message_id, attempt_no, worker_id, provider, started_at, finished_at, outcome,
+       error_code, error_class, provider_status, provider_code, detail, latency_ms, applied
+FROM sluice_attempts WHERE message_id = :id ORDER BY attempt_no, id
+
+-- name: status_counts
+SELECT status, count(*) FROM sluice_messages GROUP BY status
+
+-- name: oldest_ready
+SELECT min(run_at) FROM sluice_messages WHERE status = 'queued' AND run_at <= :now
+
+-- name: dlq_groups
+SELECT channel, coalesce(last_error_code, 'UNKNOWN') AS error_code, count(*) AS n,
+       min(updated_at) AS first_at, max(updated_at) AS last_at
+FROM sluice_messages
+WHERE status = 'dead'
+  AND (:tenant IS NULL OR tenant = :tenant)
+  AND (:channel IS NULL OR channel = :channel)
+GROUP BY channel, coalesce(last_error_code, 'UNKNOWN')
+ORDER BY n DESC, channel, error_code
+
+-- name: message_select_by_status
+SELECT id FROM sluice_messages
+WHERE status = :status
+  AND (:tenant IS NULL OR tenant = :tenant)
+  AND (:channel IS NULL OR channel = :channel)
+  AND (:error_code IS NULL OR last_error_code = :error_code)
+  AND (:since IS NULL OR updated_at >= :since)
+ORDER BY updated_at, id
+LIMIT :limit
+
+-- name: message_requeue
+UPDATE sluice_messages
+SET status = 'queued', attempts = 0, run_at = :now, lease_until = NULL, updated_at = :now
+WHERE id = :id AND status = :from_status
+
+-- name: message_cancel
+UPDATE sluice_messages
+SET status = 'cancelled', lease_until = NULL, updated_at = :now
+WHERE id = :id AND status = :from_status
+
+-- name: audit_last_hash
+SELECT hash FROM sluice_audit ORDER BY id DESC LIMIT 1
+
+-- name: audit_insert
+INSERT INTO sluice_audit (at, actor, action, target, reason, detail, prev_hash, hash)
+VALUES (:at, :actor, :action, :target, :reason, :detail, :prev_hash, :hash)
+
+-- name: audit_list
+SELECT id, at, actor, action, target, reason, detail, prev_hash, hash
+FROM sluice_audit ORDER BY id DESC LIMIT :limit
+
+-- name: worker_upsert
+INSERT INTO sluice_workers (id, host, pid, started_at, last_seen_at, in_flight, sent_total)
+VALUES (:id, :host, :pid, :now, :now, :in_flight, :sent_total)
+ON CONFLICT (id) DO UPDATE
+SET last_seen_at = excluded.last_seen_at, in_flight = excluded.in_flight,
+    sent_total = excluded.sent_total, stopped_at = NULL
+
+-- name: worker_stop
+UPDATE sluice_workers SET stopped_at = :now, last_seen_at = :now, in_flight = 0
+WHERE id = :id
+
+-- name: worker_list
+SELECT id, host, pid, started_at, last_seen_at, stopped_at, in_flight, sent_total
+FROM sluice_workers
+WHERE stopped_at IS NULL OR stopped_at > :since
+ORDER BY started_at

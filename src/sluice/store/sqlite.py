@@ -1,0 +1,601 @@
+"""The SQLite store: WAL mode, one writer; the embedded default.
+
+Every statement runs on one connection in one dedicated thread, so the event loop
+never blocks on disk and writes never interleave. Several processes may share the
+file (WAL, ``BEGIN IMMEDIATE``, a busy timeout); for many hosts use PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sluice.errors import ConfigError, MigrationError, NotFound, StoreError, StoreUnavailable
+from sluice.model import Attempt, AttemptOutcome, Completion, Message, NewMessage, Status
+from sluice.store import _enqueue
+from sluice.store._audit import GENESIS, chain_hash
+from sluice.store._queries import load_queries, migrations
+from sluice.store.base import (
+    AuditEntry,
+    DlqGroup,
+    MessageFilter,
+    RescueResult,
+    StatusReport,
+    WorkerInfo,
+)
+
+__all__ = ["SqliteStore", "sqlite_enqueue", "sqlite_path"]
+
+Q = load_queries("sqlite")
+T = TypeVar("T")
+
+
+def sqlite_path(url: str) -> str:
+    """The file path of a ``sqlite:///path`` URL (``sqlite:///:memory:`` is refused)."""
+    if not url.startswith("sqlite:///"):
+        raise ConfigError(f"SQLite URL {url!r} must look like sqlite:///path/to/file.db")
+    path = url[len("sqlite:///") :]
+    if not path or path == ":memory:":
+        raise ConfigError("SQLite needs a file (several processes share it): sqlite:///sluice.db")
+    return path
+
+
+def _ts(dt: datetime | None) -> float | None:
+    return None if dt is None else dt.timestamp()
+
+
+def _dt(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def connect(path: str, *, timeout: float = 30.0) -> sqlite3.Connection:
+    """A connection set up the way Sluice needs: WAL, durable commits, explicit transactions."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    # FULL: a commit survives power loss, not only a crash; commits are per batch.
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+    return conn
+
+
+@contextlib.contextmanager
+def _write(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    # IMMEDIATE takes the write lock up front, so two processes never deadlock
+    # upgrading read locks; the busy timeout queues them instead.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    else:
+        conn.execute("COMMIT")
+
+
+def sqlite_enqueue(
+    conn: sqlite3.Connection, rows: Sequence[_enqueue.PreparedRow], now: datetime
+) -> list[str]:
+    """Insert prepared rows on ``conn`` inside whatever transaction it has open."""
+    t = now.timestamp()
+    conn.executemany(
+        Q["message_insert"],
+        [
+            {
+                "id": r.message.id,
+                "tenant": r.message.tenant,
+                "channel": r.message.channel,
+                "provider": r.message.provider,
+                "action": r.message.action,
+                "recipient": r.message.recipient,
+                "payload": r.payload_json,
+                "priority": r.message.priority,
+                "run_at": _ts(r.message.run_at),
+                "max_attempts": r.message.max_attempts,
+                "idempotency_key": r.message.idempotency_key,
+                "content_hash": r.content_hash,
+                "correlation_id": r.message.correlation_id,
+                "scopes": r.scopes_json,
+                "now": t,
+            }
+            for r in rows
+        ],
+    )
+    existing: dict[tuple[str, str], tuple[str, str]] = {}
+    for tenant, key in _enqueue.keyed(rows, None):
+        found = conn.execute(Q["message_find_by_key"], {"tenant": tenant, "key": key}).fetchone()
+        if found:
+            existing[(tenant, key)] = (found[0], found[3])
+    return _enqueue.resolve(rows, existing)
+
+
+def _message(r: Sequence[Any], status: Status = Status.SENDING) -> Message:
+    (mid, tenant, channel, provider, action, recipient, payload, priority, run_at, attempts,
+     max_attempts, claim_seq, idem, corr, scopes, created_at) = r  # fmt: skip
+    return Message(
+        id=mid,
+        tenant=tenant,
+        channel=channel,
+        provider=provider,
+        action=action,
+        recipient=recipient,
+        payload=json.loads(payload),
+        priority=priority,
+        status=status,
+        run_at=_dt(run_at),  # type: ignore[arg-type]  # NOT NULL column
+        attempts=attempts,
+        max_attempts=max_attempts,
+        claim_seq=claim_seq,
+        idempotency_key=idem,
+        correlation_id=corr,
+        scopes=json.loads(scopes),
+        created_at=_dt(created_at),
+    )
+
+
+class SqliteStore:
+    """Store on one SQLite file."""
+
+    dialect = "sqlite"
+
+    def __init__(self, url: str, *, poll_interval: float = 0.01) -> None:
+        self.path = sqlite_path(url)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sluice-sqlite")
+        self._conn: sqlite3.Connection | None = None
+        self._watch: sqlite3.Connection | None = None
+        self._poll_interval = poll_interval
+        self._wake = asyncio.Event()
+        self._last_version: int | None = None
+
+    async def open(self) -> SqliteStore:
+        """Open the file (created if missing)."""
+        if self._conn is None:
+            try:
+                self._conn = await self._call(connect, self.path)
+                self._watch = sqlite3.connect(self.path, isolation_level=None)
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"cannot open SQLite file {self.path}: {exc}") from exc
+        return self
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await self._call(conn.close)
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
+        self._executor.shutdown(wait=True)
+
+    async def __aenter__(self) -> SqliteStore:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` on the store's thread, translating sqlite errors."""
+        if self._conn is None:
+            await self.open()
+        conn = self._conn
+        assert conn is not None
+
+        def call() -> T:
+            try:
+                return fn(conn)
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):
+                    raise MigrationError(
+                        f"the Sluice schema is missing ({exc}); run: sluice migrate"
+                    ) from exc
+                raise StoreError(f"SQLite error: {exc}") from exc
+            except sqlite3.Error as exc:
+                raise StoreError(f"SQLite error: {exc}") from exc
+
+        return await self._call(call)
+
+    # -- schema ------------------------------------------------------------------
+
+    @staticmethod
+    def _applied(conn: sqlite3.Connection) -> set[int]:
+        conn.execute(Q["schema_version_table"])
+        return {v for (v,) in conn.execute(Q["schema_versions"])}
+
+    async def migrate(self) -> list[int]:
+        def apply(conn: sqlite3.Connection) -> list[int]:
+            out: list[int] = []
+            with _write(conn):
+                done = self._applied(conn)
+                known = migrations("sqlite")
+                newest = max((v for v, _, _ in known), default=0)
+                if done and max(done) > newest:
+                    raise MigrationError(
+                        f"database schema is at version {max(done)}, newer than this Sluice "
+                        f"({newest}); upgrade Sluice"
+                    )
+                for version, name, sql in known:
+                    if version in done:
+                        continue
+                    for statement in _split_sql(sql):
+                        conn.execute(statement)
+                    conn.execute(Q["schema_version_record"], {"version": version, "name": name})
+                    out.append(version)
+            return out
+
+        return await self._run(apply)
+
+    async def schema_pending(self) -> list[int]:
+        def pending(conn: sqlite3.Connection) -> list[int]:
+            done = self._applied(conn)
+            return [v for v, _, _ in migrations("sqlite") if v not in done]
+
+        return await self._run(pending)
+
+    # -- outbox ------------------------------------------------------------------
+
+    async def enqueue_many(
+        self, messages: Sequence[NewMessage], now: datetime | None = None
+    ) -> list[str]:
+        rows = _enqueue.prepare(messages)
+        stamp = now or datetime.now(UTC)
+
+        def insert(conn: sqlite3.Connection) -> list[str]:
+            with _write(conn):
+                return sqlite_enqueue(conn, rows, stamp)
+
+        ids = await self._run(insert)
+        self._wake.set()
+        return ids
+
+    # -- dispatch ----------------------------------------------------------------
+
+    async def message_claim(
+        self, worker_id: str, limit: int, lease_seconds: float, now: datetime
+    ) -> list[Message]:
+        params = {
+            "worker_id": worker_id,
+            "limit": limit,
+            "now": now.timestamp(),
+            "lease_until": (now + timedelta(seconds=lease_seconds)).timestamp(),
+        }
+
+        def claim(conn: sqlite3.Connection) -> list[Any]:
+            with _write(conn):
+                return conn.execute(Q["message_claim"], params).fetchall()
+
+        return [_message(r) for r in await self._run(claim)]
+
+    async def message_complete_many(
+        self, worker_id: str, completions: Sequence[Completion], now: datetime
+    ) -> set[str]:
+        if not completions:
+            return set()
+        t = now.timestamp()
+
+        def complete(conn: sqlite3.Connection) -> set[str]:
+            applied: set[str] = set()
+            attempts = []
+            with _write(conn):
+                for c in completions:
+                    a = c.attempt
+                    cur = conn.execute(
+                        Q["message_complete"],
+                        {
+                            "id": c.message_id,
+                            "claim_seq": c.claim_seq,
+                            "worker_id": worker_id,
+                            "status": str(c.status),
+                            "run_at": _ts(c.run_at),
+                            "refund": 1 if c.refund_attempt else 0,
+                            "error_code": a.error_code,
+                            "detail": a.detail,
+                            "provider_message_id": c.provider_message_id,
+                            "now": t,
+                        },
+                    )
+                    ok = cur.rowcount == 1
+                    if ok:
+                        applied.add(c.message_id)
+                    attempts.append(
+                        {
+                            "message_id": c.message_id,
+                            "attempt_no": c.claim_seq,
+                            "worker_id": worker_id,
+                            "provider": a.provider,
+                            "started_at": a.started_at.timestamp(),
+                            "finished_at": a.finished_at.timestamp(),
+                            "outcome": str(a.outcome),
+                            "error_code": a.error_code,
+                            "error_class": a.error_class,
+                            "provider_status": a.provider_status,
+                            "provider_code": a.provider_code,
+                            "detail": a.detail,
+                            "latency_ms": a.latency_ms,
+                            "applied": 1 if ok else 0,
+                        }
+                    )
+                conn.executemany(Q["attempt_insert"], attempts)
+            return applied
+
+        return await self._run(complete)
+
+    async def message_release(
+        self, worker_id: str, claims: Sequence[tuple[str, int]], now: datetime
+    ) -> list[str]:
+        t = now.timestamp()
+
+        def release(conn: sqlite3.Connection) -> list[str]:
+            out = []
+            with _write(conn):
+                for mid, seq in claims:
+                    cur = conn.execute(
+                        Q["message_release"],
+                        {"id": mid, "claim_seq": seq, "worker_id": worker_id, "now": t},
+                    )
+                    if cur.rowcount == 1:
+                        out.append(mid)
+            return out
+
+        return await self._run(release) if claims else []
+
+    async def message_rescue_expired(self, now: datetime, limit: int = 1000) -> RescueResult:
+        t = now.timestamp()
+
+        def rescue(conn: sqlite3.Connection) -> RescueResult:
+            requeued: list[str] = []
+            dead: list[str] = []
+            with _write(conn):
+                rows = conn.execute(
+                    Q["message_select_expired"], {"now": t, "limit": limit}
+                ).fetchall()
+                for mid, seq, worker, provider, claimed_at, attempts, max_attempts in rows:
+                    status = "dead" if attempts >= max_attempts else "queued"
+                    conn.execute(
+                        Q["message_expire"],
+                        {"id": mid, "claim_seq": seq, "status": status, "now": t},
+                    )
+                    conn.execute(
+                        Q["attempt_insert"],
+                        {
+                            "message_id": mid,
+                            "attempt_no": seq,
+                            "worker_id": worker or "?",
+                            "provider": provider,
+                            "started_at": claimed_at if claimed_at is not None else t,
+                            "finished_at": t,
+                            "outcome": "lease_expired",
+                            "error_code": "LEASE_EXPIRED",
+                            "error_class": "transient",
+                            "provider_status": None,
+                            "provider_code": None,
+                            "detail": "lease expired before the outcome was written; "
+                            "the provider may or may not have acted",
+                            "latency_ms": None,
+                            "applied": 1,
+                        },
+                    )
+                    (dead if status == "dead" else requeued).append(mid)
+            return RescueResult(requeued=requeued, dead=dead)
+
+        return await self._run(rescue)
+
+    # -- reading -----------------------------------------------------------------
+
+    async def _all(self, name: str, params: dict[str, Any]) -> list[Any]:
+        return await self._run(lambda conn: conn.execute(Q[name], params).fetchall())
+
+    async def message_get(self, message_id: str) -> Message:
+        rows = await self._all("message_get", {"id": message_id})
+        if not rows:
+            raise NotFound(f"no message with id {message_id!r}")
+        r = rows[0]
+        msg = _message(r[:8] + r[9:17], Status(r[8]))
+        msg.updated_at, msg.last_error_code, msg.last_error = _dt(r[17]), r[18], r[19]
+        msg.provider_message_id, msg.worker_id, msg.lease_until = r[20], r[21], _dt(r[22])
+        return msg
+
+    async def attempt_list(self, message_id: str) -> list[Attempt]:
+        rows = await self._all("attempt_list", {"id": message_id})
+        return [
+            Attempt(
+                message_id=r[0], attempt_no=r[1], worker_id=r[2], provider=r[3],
+                started_at=_dt(r[4]), finished_at=_dt(r[5]),  # type: ignore[arg-type]
+                outcome=AttemptOutcome(r[6]), error_code=r[7], error_class=r[8],
+                provider_status=r[9], provider_code=r[10], detail=r[11], latency_ms=r[12],
+                applied=bool(r[13]),
+            )  # fmt: skip
+            for r in rows
+        ]
+
+    async def status_report(self, now: datetime) -> StatusReport:
+        counts = {s: n for s, n in await self._all("status_counts", {})}
+        (oldest,) = (await self._all("oldest_ready", {"now": now.timestamp()}))[0]
+        return StatusReport(
+            counts=counts,
+            oldest_ready_age_seconds=None if oldest is None else now.timestamp() - oldest,
+            dead=await self.dlq_groups(MessageFilter()),
+            workers=await self.worker_list(now - timedelta(minutes=10)),
+        )
+
+    async def dlq_groups(self, flt: MessageFilter) -> list[DlqGroup]:
+        rows = await self._all("dlq_groups", {"tenant": flt.tenant, "channel": flt.channel})
+        return [DlqGroup(c, e, n, _dt(f), _dt(last)) for c, e, n, f, last in rows]  # type: ignore[arg-type]
+
+    async def message_select(self, status: str, flt: MessageFilter) -> list[str]:
+        rows = await self._all(
+            "message_select_by_status",
+            {
+                "status": status,
+                "tenant": flt.tenant,
+                "channel": flt.channel,
+                "error_code": flt.error_code,
+                "since": _ts(flt.since),
+                "limit": -1 if flt.limit is None else flt.limit,
+            },
+        )
+        return [r[0] for r in rows]
+
+    async def _move(
+        self, query: str, ids: Sequence[str], from_status: str, now: datetime, audit: AuditEntry
+    ) -> list[str]:
+        t = now.timestamp()
+
+        def move(conn: sqlite3.Connection) -> list[str]:
+            moved = []
+            with _write(conn):
+                for mid in ids:
+                    cur = conn.execute(Q[query], {"id": mid, "from_status": from_status, "now": t})
+                    if cur.rowcount == 1:
+                        moved.append(mid)
+                detail = {**audit.detail, "count": len(moved), "ids": moved[:1000]}
+                _audit_insert(conn, audit, detail)
+            return moved
+
+        moved = await self._run(move)
+        self._wake.set()
+        return moved
+
+    async def message_requeue(
+        self, ids: Sequence[str], from_status: str, now: datetime, audit: AuditEntry
+    ) -> list[str]:
+        return await self._move("message_requeue", ids, from_status, now, audit)
+
+    async def message_cancel(
+        self, ids: Sequence[str], from_status: str, now: datetime, audit: AuditEntry
+    ) -> list[str]:
+        return await self._move("message_cancel", ids, from_status, now, audit)
+
+    # -- audit -------------------------------------------------------------------
+
+    async def audit_append(self, entry: AuditEntry) -> AuditEntry:
+        def append(conn: sqlite3.Connection) -> AuditEntry:
+            with _write(conn):
+                return _audit_insert(conn, entry, entry.detail)
+
+        return await self._run(append)
+
+    async def audit_list(self, limit: int = 100) -> list[AuditEntry]:
+        rows = await self._all("audit_list", {"limit": limit})
+        return [
+            AuditEntry(
+                id=r[0], at=_dt(r[1]), actor=r[2], action=r[3], target=r[4],  # type: ignore[arg-type]
+                reason=r[5], detail=json.loads(r[6]), prev_hash=r[7], hash=r[8],
+            )  # fmt: skip
+            for r in rows
+        ]
+
+    # -- workers -----------------------------------------------------------------
+
+    async def worker_heartbeat(
+        self, worker_id: str, host: str, pid: int, in_flight: int, sent_total: int, now: datetime
+    ) -> None:
+        params = {
+            "id": worker_id, "host": host, "pid": pid, "now": now.timestamp(),
+            "in_flight": in_flight, "sent_total": sent_total,
+        }  # fmt: skip
+
+        def beat(conn: sqlite3.Connection) -> None:
+            with _write(conn):
+                conn.execute(Q["worker_upsert"], params)
+
+        await self._run(beat)
+
+    async def worker_stop(self, worker_id: str, now: datetime) -> None:
+        def stop(conn: sqlite3.Connection) -> None:
+            with _write(conn):
+                conn.execute(Q["worker_stop"], {"id": worker_id, "now": now.timestamp()})
+
+        await self._run(stop)
+
+    async def worker_list(self, since: datetime) -> list[WorkerInfo]:
+        rows = await self._all("worker_list", {"since": since.timestamp()})
+        return [
+            WorkerInfo(i, h, p, _dt(s), _dt(seen), _dt(stop), f, n)  # type: ignore[arg-type]
+            for i, h, p, s, seen, stop, f, n in rows
+        ]
+
+    # -- wake-ups ----------------------------------------------------------------
+
+    async def wait_for_work(self, timeout: float) -> bool:
+        """Wake when any process commits to the file (``PRAGMA data_version``) or on timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            if self._wake.is_set():
+                self._wake.clear()
+                return True
+            if self._changed():
+                return True
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), min(self._poll_interval, remaining))
+
+    def wake(self) -> None:
+        """Wake a waiting worker in this process."""
+        self._wake.set()
+
+    def _changed(self) -> bool:
+        # data_version moves when another connection commits; reading it touches
+        # only the shared-memory index, so polling it often is cheap.
+        if self._watch is None:
+            return False
+        try:
+            (version,) = self._watch.execute("PRAGMA data_version").fetchone()
+        except sqlite3.Error:
+            return False
+        changed = self._last_version is not None and version != self._last_version
+        self._last_version = version
+        return changed
+
+
+def _split_sql(script: str) -> list[str]:
+    """Statements of a migration; ``sqlite3.complete_statement`` keeps triggers whole."""
+    out, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip() and not all(
+        ln.strip().startswith("--") or not ln.strip() for ln in buf.splitlines()
+    ):
+        raise MigrationError(f"incomplete SQL statement at end of migration: {buf[:80]!r}")
+    return out
+
+
+def _audit_insert(
+    conn: sqlite3.Connection, entry: AuditEntry, detail: dict[str, Any]
+) -> AuditEntry:
+    row = conn.execute(Q["audit_last_hash"]).fetchone()
+    prev = row[0] if row else GENESIS
+    at = entry.at.replace(microsecond=entry.at.microsecond // 1000 * 1000)
+    stamped = AuditEntry(
+        at=at, actor=entry.actor, action=entry.action, target=entry.target,
+        reason=entry.reason, detail=detail,
+    )  # fmt: skip
+    digest = chain_hash(prev, stamped)
+    cur = conn.execute(
+        Q["audit_insert"],
+        {
+            "at": at.timestamp(), "actor": entry.actor, "action": entry.action,
+            "target": entry.target, "reason": entry.reason,
+            "detail": json.dumps(detail, default=str), "prev_hash": prev, "hash": digest,
+        },  # fmt: skip
+    )
+    return AuditEntry(
+        id=cur.lastrowid, at=at, actor=entry.actor, action=entry.action, target=entry.target,
+        reason=entry.reason, detail=detail, prev_hash=prev, hash=digest,
+    )  # fmt: skip

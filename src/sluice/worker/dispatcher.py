@@ -1,0 +1,411 @@
+"""The dispatcher: claim → send → record, concurrently, with leases and a reaper.
+
+One ``Dispatcher`` runs in one process on one asyncio loop:
+
+- the *claim loop* leases at most as many messages as there are free send slots, so
+  every claimed message starts at once and none waits out its lease in memory;
+- each message is sent on its own task through its provider (one shared HTTP pool);
+- outcomes go to a buffer that the *flusher* writes back in batches, every write
+  guarded by the claim so a stale worker cannot overwrite a newer outcome;
+- the *reaper* returns messages whose lease expired (a worker died or froze);
+- the *heartbeat* tells the store this worker is alive.
+
+It wakes on the store's notifications (LISTEN/NOTIFY on PostgreSQL, the file's data
+version on SQLite) and polls as a fallback. ``stop()`` (SIGTERM/SIGINT) stops
+claiming, lets in-flight sends finish, writes their outcomes, and releases claimed
+messages that never started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from sluice.clock import Clock, SystemClock
+from sluice.config import Settings
+from sluice.errors import SluiceError
+from sluice.model import (
+    Attempt,
+    AttemptOutcome,
+    Completion,
+    ErrorCode,
+    Message,
+    Outcome,
+    Status,
+)
+from sluice.providers.base import Provider
+from sluice.store.base import Store
+from sluice.worker.retry import Decision, RetryPolicy
+
+__all__ = ["Dispatcher", "WorkerStats", "new_worker_id"]
+
+
+def new_worker_id() -> str:
+    """``host:pid:random``: unique per process, readable in ``sluice status``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    """Counters of one dispatcher since it started."""
+
+    claimed: int = 0
+    sent: int = 0
+    retried: int = 0
+    deferred: int = 0
+    dead: int = 0
+    stale: int = 0
+    released: int = 0
+    rescued: int = 0
+    by_code: dict[str, int] = field(default_factory=dict)
+
+
+class Dispatcher:
+    """Delivers queued messages from ``store`` through ``providers``."""
+
+    def __init__(
+        self,
+        store: Store,
+        providers: Mapping[str, Provider],
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        retry: RetryPolicy | None = None,
+        worker_id: str | None = None,
+        logger: Any = None,
+    ) -> None:
+        self.store = store
+        self.providers = dict(providers)
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.retry = retry or RetryPolicy(settings.retry_base, settings.retry_cap)
+        self.worker_id = worker_id or new_worker_id()
+        self.log = logger or structlog.get_logger("sluice.worker").bind(worker=self.worker_id)
+        self.stats = WorkerStats()
+        self._in_flight = 0
+        self._slot_free = asyncio.Event()
+        self._buffer: list[Completion] = []
+        self._buffer_ready = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._unstarted: list[tuple[str, int]] = []
+        self._flush_lock = asyncio.Lock()
+        self._last_work = 0.0
+
+    def _idle(self) -> bool:
+        return self._in_flight == 0 and not self._buffer and not self._flush_lock.locked()
+
+    # -- control -----------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the dispatcher to finish in-flight work and return from ``run``."""
+        self._stopping.set()
+        self._slot_free.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    async def run(self, *, until_idle: bool = False) -> WorkerStats:
+        """Run until ``stop()`` (or, with ``until_idle``, until nothing is left to do)."""
+        self.log.info(
+            "worker started",
+            concurrency=self.settings.worker_concurrency,
+            lease_seconds=self.settings.lease_seconds,
+            providers=sorted(self.providers),
+        )
+        await self._heartbeat()
+        background = [
+            asyncio.create_task(self._flush_loop(), name="sluice-flush"),
+            asyncio.create_task(self._reaper_loop(), name="sluice-reaper"),
+            asyncio.create_task(self._heartbeat_loop(), name="sluice-heartbeat"),
+        ]
+        try:
+            await self._claim_loop(until_idle)
+        finally:
+            self._stopping.set()
+            await self._drain()
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await self._flush()  # whatever the cancelled flusher had not written
+            await self._release_unstarted()
+            with contextlib.suppress(SluiceError):
+                await self.store.worker_stop(self.worker_id, self.clock.now())
+            self.log.info("worker stopped", **self._stats_dict())
+        return self.stats
+
+    # -- claiming ----------------------------------------------------------------
+
+    async def _claim_loop(self, until_idle: bool) -> None:
+        s = self.settings
+        concurrency = s.worker_concurrency
+        # Claim when at least this many slots are free, so batches stay worth a round trip.
+        low_water = max(1, min(s.worker_batch_size, concurrency) // 4)
+        error_delay = 0.1
+        while not self.stopping:
+            free = concurrency - self._in_flight
+            if free < low_water:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                continue
+            try:
+                batch = await self.store.message_claim(
+                    self.worker_id, min(free, s.worker_batch_size), s.lease_seconds, self.clock.now()
+                )
+            except SluiceError as exc:
+                self.log.warning("claim failed; retrying", error=str(exc), delay=error_delay)
+                await self._sleep(error_delay)
+                error_delay = min(error_delay * 2, 5.0)
+                continue
+            error_delay = 0.1
+            if batch:
+                self._last_work = time.monotonic()
+                self.stats.claimed += len(batch)
+                self._start(batch)
+                continue
+            if until_idle and self._idle():
+                return
+            if self._in_flight and until_idle:
+                # Work is still running; look again soon in case it retries.
+                await self._sleep(0.05)
+                continue
+            # Producers coalesce notifications (one per channel per notify_interval), so
+            # right after activity look again every interval: a message whose NOTIFY was
+            # coalesced away then waits at most one interval, never a whole poll.
+            recent = time.monotonic() - self._last_work < 2 * s.notify_interval
+            timeout = s.notify_interval if recent and s.notify_interval else s.poll_interval
+            await self.store.wait_for_work(timeout)
+
+    def _start(self, batch: list[Message]) -> None:
+        for msg in batch:
+            self._in_flight += 1
+            task = asyncio.create_task(self._deliver(msg))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, msg: Message) -> None:
+        try:
+            if self.stopping:
+                # Claimed but not started: hand it straight back, attempt refunded.
+                self._unstarted.append((msg.id, msg.claim_seq))
+                return
+            started = self.clock.now()
+            t0 = time.perf_counter()
+            outcome = await self._send(msg)
+            latency_ms = (time.perf_counter() - t0) * 1000.0
+            finished = self.clock.now()
+            decision = self.retry.decide(msg, outcome, finished)
+            self._record(msg, outcome, decision, started, finished, latency_ms)
+        finally:
+            self._in_flight -= 1
+            self._slot_free.set()
+
+    async def _send(self, msg: Message) -> Outcome:
+        provider = self.providers.get(msg.provider)
+        if provider is None:
+            return Outcome.failure(
+                ErrorCode.UNKNOWN_PROVIDER,
+                f"no provider named {msg.provider!r} is configured on worker {self.worker_id} "
+                f"(configured: {', '.join(sorted(self.providers)) or 'none'})",
+            )
+        try:
+            return await provider.send(msg, None)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # an adapter bug must not kill the worker or lose the message
+            self.log.exception("provider raised", provider=msg.provider, message_id=msg.id)
+            return Outcome.failure(ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+
+    def _record(
+        self,
+        msg: Message,
+        outcome: Outcome,
+        decision: Decision,
+        started: Any,
+        finished: Any,
+        latency_ms: float,
+    ) -> None:
+        if outcome.ok:
+            attempt_outcome = AttemptOutcome.SENT
+            self.stats.sent += 1
+        elif decision.refund_attempt:
+            attempt_outcome = AttemptOutcome.THROTTLED
+            self.stats.deferred += 1
+        else:
+            attempt_outcome = AttemptOutcome.FAILED
+            if decision.status is Status.DEAD:
+                self.stats.dead += 1
+            else:
+                self.stats.retried += 1
+        if outcome.code is not None:
+            self.stats.by_code[outcome.code] = self.stats.by_code.get(outcome.code, 0) + 1
+            self.log.info(
+                "attempt failed",
+                message_id=msg.id,
+                provider=msg.provider,
+                code=str(outcome.code),
+                error_class=str(decision.error_class),
+                next=str(decision.status),
+                provider_status=outcome.provider_status,
+            )
+        attempt = Attempt(
+            message_id=msg.id,
+            attempt_no=msg.claim_seq,
+            worker_id=self.worker_id,
+            provider=msg.provider,
+            started_at=started,
+            finished_at=finished,
+            outcome=attempt_outcome,
+            error_code=str(outcome.code) if outcome.code else None,
+            error_class=str(decision.error_class) if decision.error_class else None,
+            provider_status=outcome.provider_status,
+            provider_code=outcome.provider_code,
+            detail=outcome.detail or None,
+            latency_ms=round(latency_ms, 3),
+        )
+        self._buffer.append(
+            Completion(
+                message_id=msg.id,
+                claim_seq=msg.claim_seq,
+                worker_id=self.worker_id,
+                status=decision.status,
+                attempt=attempt,
+                run_at=decision.run_at,
+                refund_attempt=decision.refund_attempt,
+                provider_message_id=outcome.provider_message_id,
+            )
+        )
+        self._buffer_ready.set()
+
+    # -- writing back ------------------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._buffer_ready.wait()
+            if self.settings.flush_interval and len(self._buffer) < self.settings.worker_batch_size:
+                # Let a few more outcomes join this write; one round trip per batch.
+                await asyncio.sleep(self.settings.flush_interval)
+            await self._flush()
+
+    async def _flush(self) -> None:
+        async with self._flush_lock:
+            self._buffer_ready.clear()
+            if not self._buffer:
+                return
+            batch, self._buffer = self._buffer, []
+            delay = 0.1
+            deadline = time.monotonic() + self.settings.lease_seconds
+            while True:
+                try:
+                    applied = await self.store.message_complete_many(
+                        self.worker_id, batch, self.clock.now()
+                    )
+                    break
+                except SluiceError as exc:
+                    if time.monotonic() > deadline:
+                        # The leases are gone by now: the reaper records these attempts as
+                        # lease_expired and the messages go round again. Nothing is lost.
+                        self.log.error(
+                            "could not write outcomes before the lease ran out",
+                            count=len(batch),
+                            error=str(exc),
+                        )
+                        return
+                    self.log.warning("write-back failed; retrying", error=str(exc), delay=delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+            stale = len(batch) - len(applied)
+            if stale:
+                self.stats.stale += stale
+                self.log.warning(
+                    "outcomes arrived after the lease expired; recorded, not applied",
+                    count=stale,
+                )
+
+    async def _drain(self) -> None:
+        """Wait for in-flight sends (each bounded by the HTTP timeout) to finish."""
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def _release_unstarted(self) -> None:
+        if not self._unstarted:
+            return
+        claims, self._unstarted = self._unstarted, []
+        try:
+            released = await self.store.message_release(self.worker_id, claims, self.clock.now())
+            self.stats.released += len(released)
+            self.log.info("released unstarted messages", count=len(released))
+        except SluiceError as exc:
+            self.log.error(
+                "could not release unstarted messages; their lease will return them",
+                count=len(claims),
+                error=str(exc),
+            )
+
+    # -- maintenance -------------------------------------------------------------
+
+    async def _reaper_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reaper_interval)
+            try:
+                result = await self.store.message_rescue_expired(self.clock.now())
+            except SluiceError as exc:
+                self.log.warning("reaper failed", error=str(exc))
+                continue
+            if result.requeued or result.dead:
+                self.stats.rescued += len(result.requeued) + len(result.dead)
+                self.log.warning(
+                    "leases expired; messages returned",
+                    requeued=len(result.requeued),
+                    dead_lettered=len(result.dead),
+                )
+                if result.requeued:
+                    self.store.wake()  # type: ignore[attr-defined]  # both stores have wake()
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(5.0)
+            await self._heartbeat()
+
+    async def _heartbeat(self) -> None:
+        try:
+            await self.store.worker_heartbeat(
+                self.worker_id,
+                socket.gethostname(),
+                os.getpid(),
+                self._in_flight,
+                self.stats.sent,
+                self.clock.now(),
+            )
+        except SluiceError as exc:
+            self.log.warning("heartbeat failed", error=str(exc))
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    def _stats_dict(self) -> dict[str, Any]:
+        s = self.stats
+        return {
+            "claimed": s.claimed,
+            "sent": s.sent,
+            "retried": s.retried,
+            "deferred": s.deferred,
+            "dead": s.dead,
+            "stale": s.stale,
+            "released": s.released,
+            "rescued": s.rescued,
+        }
+

@@ -1,0 +1,77 @@
+"""What happens after an attempt: sent, retry later, defer, or dead-letter.
+
+Backoff is exponential with full jitter (a uniformly random delay between zero and
+``min(cap, base * 2**(n-1))``), which spreads a burst of failures over the whole
+window instead of re-synchronising them.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sluice.model import ErrorClass, ErrorCode, Message, Outcome, Status
+
+__all__ = ["Decision", "RetryPolicy"]
+
+#: Longest Retry-After we accept from a provider; a larger value is a provider bug.
+MAX_RETRY_AFTER = 24 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The next state of a message after one attempt."""
+
+    status: Status
+    run_at: datetime | None = None
+    refund_attempt: bool = False
+    error_class: ErrorClass | None = None
+
+
+@dataclass(slots=True)
+class RetryPolicy:
+    """Backoff with full jitter, capped; ``Retry-After`` honoured; classes decide the rest."""
+
+    base: float = 2.0
+    cap: float = 600.0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def __post_init__(self) -> None:
+        if self.base <= 0 or self.cap < self.base:
+            raise ValueError("retry policy needs 0 < base <= cap")
+
+    def backoff(self, n: int) -> float:
+        """Delay in seconds before retry number ``n`` (1-based)."""
+        ceiling = min(self.cap, self.base * 2 ** min(max(n, 1) - 1, 32))
+        return self.rng.uniform(0, ceiling)
+
+    def decide(self, message: Message, outcome: Outcome, now: datetime) -> Decision:
+        """Map an outcome to a decision; ``message.attempts`` includes this attempt."""
+        if outcome.ok:
+            return Decision(Status.SENT)
+        code = outcome.code or ErrorCode.INTERNAL
+        klass = code.error_class
+        if klass is ErrorClass.PERMANENT:
+            return Decision(Status.DEAD, error_class=klass)
+        if klass is ErrorClass.AUTH:
+            # Until connections can hold their messages (re-auth releases them), an auth
+            # failure dead-letters with its code so `sluice dlq retry --error-code` replays it.
+            return Decision(Status.DEAD, error_class=klass)
+        if klass is ErrorClass.THROTTLE:
+            if outcome.retry_after is not None and outcome.retry_after >= 0:
+                wait = min(outcome.retry_after, MAX_RETRY_AFTER)
+                # A little spread so every deferred message does not return in one instant.
+                delay = wait + self.rng.uniform(0, max(0.05, wait * 0.1))
+            else:
+                deferrals = message.claim_seq - message.attempts + 1
+                delay = self.backoff(deferrals)
+            return Decision(
+                Status.QUEUED, now + timedelta(seconds=delay), refund_attempt=True, error_class=klass
+            )
+        if message.attempts >= message.max_attempts:
+            return Decision(Status.DEAD, error_class=klass)
+        delay = self.backoff(message.attempts)
+        if outcome.retry_after is not None and outcome.retry_after >= 0:
+            delay = max(delay, min(outcome.retry_after, MAX_RETRY_AFTER))
+        return Decision(Status.QUEUED, now + timedelta(seconds=delay), error_class=klass)
