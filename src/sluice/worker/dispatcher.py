@@ -141,6 +141,7 @@ class Dispatcher:
                     await task
             await self._flush()  # whatever the cancelled flusher had not written
             await self._release_unstarted()
+            await self._heartbeat()
             with contextlib.suppress(SluiceError):
                 await self.store.worker_stop(self.worker_id, self.clock.now())
             self.log.info("worker stopped", **self._stats_dict())

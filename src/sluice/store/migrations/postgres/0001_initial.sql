@@ -91,6 +91,8 @@ END;
 $$;
 CREATE TRIGGER sluice_audit_no_update BEFORE UPDATE OR DELETE ON sluice_audit
     FOR EACH ROW EXECUTE FUNCTION sluice_audit_append_only();
+CREATE TRIGGER sluice_audit_no_truncate BEFORE TRUNCATE ON sluice_audit
+    FOR EACH STATEMENT EXECUTE FUNCTION sluice_audit_append_only();
 
 CREATE TABLE sluice_workers (
     id           text PRIMARY KEY,

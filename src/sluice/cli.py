@@ -1,0 +1,668 @@
+"""The ``sluice`` command. Every flag has an environment variable, shown in ``--help``.
+
+Exit codes: 0 done; 1 the system failed (database down, …); 2 bad input or
+configuration (the message names what is wrong, and nothing was changed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, is_dataclass
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from sluice.clock import SystemClock
+from sluice.config import Settings, load_settings
+from sluice.errors import (
+    ConfigError,
+    IdempotencyConflict,
+    NotFound,
+    SluiceError,
+    ValidationError,
+)
+from sluice.model import NewMessage
+from sluice.store import MessageFilter, Store, open_store
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="sluice",
+    help="Sluice delivers outbound side effects durably, under the operator's hand.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+dlq_app = typer.Typer(help="The dead-letter queue: list, retry, cancel.", no_args_is_help=True)
+messages_app = typer.Typer(help="Inspect messages.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(messages_app, name="messages")
+
+# -- shared options ---------------------------------------------------------------
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="SLUICE_DATABASE_URL",
+        help="sqlite:///file.db or postgresql://user@host:port/db [default: sqlite:///sluice.db]",
+    ),
+]
+JsonOutput = Annotated[
+    bool, typer.Option("--json", envvar="SLUICE_JSON", help="Print JSON for programs.")
+]
+Tenant = Annotated[
+    str | None, typer.Option("--tenant", envvar="SLUICE_TENANT", help="Only this tenant.")
+]
+Channel = Annotated[
+    str | None, typer.Option("--channel", envvar="SLUICE_CHANNEL", help="Only this channel.")
+]
+ErrorCodeOpt = Annotated[
+    str | None,
+    typer.Option("--error-code", envvar="SLUICE_ERROR_CODE", help="Only this error code."),
+]
+Since = Annotated[
+    str | None,
+    typer.Option(
+        "--since",
+        envvar="SLUICE_SINCE",
+        help="Only messages dead-lettered since: ISO time or a span (15m, 2h, 7d).",
+    ),
+]
+Limit = Annotated[
+    int | None,
+    typer.Option("--limit", envvar="SLUICE_LIMIT", help="At most this many messages."),
+]
+DryRun = Annotated[
+    bool,
+    typer.Option("--dry-run", envvar="SLUICE_DRY_RUN", help="Show what would change; change nothing."),
+]
+Actor = Annotated[
+    str,
+    typer.Option("--actor", envvar="SLUICE_ACTOR", help="Who is acting (for the audit log)."),
+]
+Reason = Annotated[
+    str | None, typer.Option("--reason", envvar="SLUICE_REASON", help="Why (for the audit log).")
+]
+
+
+def _default_actor() -> str:
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # no user name in some containers
+        return "cli"
+
+
+def _settings(database_url: str | None = None, **overrides: Any) -> Settings:
+    return load_settings(database_url=database_url, **overrides)
+
+
+def _fail(exc: BaseException) -> typer.Exit:
+    bad_input = (ValidationError, ConfigError, IdempotencyConflict, NotFound)
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(2 if isinstance(exc, bad_input) else 1)
+
+
+def _run(fn: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return asyncio.run(fn())  # type: ignore[arg-type]  # a coroutine is awaited
+    except SluiceError as exc:
+        raise _fail(exc) from None
+
+
+async def _with_store(settings: Settings, fn: Callable[[Store], Awaitable[T]]) -> T:
+    store = await open_store(settings.database_url, settings)
+    try:
+        return await fn(store)
+    finally:
+        await store.close()
+
+
+def _jsonable(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return _jsonable(asdict(value))
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(json.dumps(_jsonable(value), indent=2, sort_keys=True))
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+# -- commands ---------------------------------------------------------------------
+
+
+@app.command()
+def migrate(database_url: DatabaseUrl = None) -> None:
+    """Apply pending schema migrations (safe to run again; safe from many hosts at once)."""
+    settings = _settings(database_url)
+
+    async def go() -> list[int]:
+        return await _with_store(settings, lambda s: s.migrate())
+
+    applied = _run(go)
+    if applied:
+        typer.echo(f"applied migrations: {', '.join(map(str, applied))}")
+    else:
+        typer.echo("schema is up to date")
+
+
+@app.command()
+def worker(
+    database_url: DatabaseUrl = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(envvar="SLUICE_WORKER_CONCURRENCY", help="Sends in flight at once. [default: 100]"),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(envvar="SLUICE_WORKER_BATCH_SIZE", help="Most messages per claim. [default: 200]"),
+    ] = None,
+    lease_seconds: Annotated[
+        float | None,
+        typer.Option(envvar="SLUICE_LEASE_SECONDS", help="How long a claim lasts. [default: 30]"),
+    ] = None,
+    reaper_interval: Annotated[
+        float | None,
+        typer.Option(
+            envvar="SLUICE_REAPER_INTERVAL", help="Seconds between expired-lease sweeps. [default: 5]"
+        ),
+    ] = None,
+    poll_interval: Annotated[
+        float | None,
+        typer.Option(envvar="SLUICE_POLL_INTERVAL", help="Fallback poll, seconds. [default: 1]"),
+    ] = None,
+    http_timeout: Annotated[
+        float | None,
+        typer.Option(envvar="SLUICE_HTTP_TIMEOUT", help="Provider call timeout, seconds. [default: 10]"),
+    ] = None,
+    webhook_secret: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SLUICE_WEBHOOK_SECRET",
+            help="Standard Webhooks signing secret (whsec_…); enables the webhook provider.",
+        ),
+    ] = None,
+    until_idle: Annotated[
+        bool,
+        typer.Option(
+            "--until-idle", envvar="SLUICE_UNTIL_IDLE", help="Exit once nothing is ready to send."
+        ),
+    ] = False,
+    log_level: Annotated[
+        str | None, typer.Option(envvar="SLUICE_LOG_LEVEL", help="debug, info, warning, error.")
+    ] = None,
+) -> None:
+    """Claim and deliver messages until SIGTERM/SIGINT (in-flight sends finish first)."""
+    from sluice.logs import configure_logging
+
+    try:
+        settings = _settings(
+            database_url,
+            worker_concurrency=concurrency,
+            worker_batch_size=batch_size,
+            lease_seconds=lease_seconds,
+            reaper_interval=reaper_interval,
+            poll_interval=poll_interval,
+            http_timeout=http_timeout,
+            webhook_secret=webhook_secret,
+            log_level=log_level,
+        )
+        configure_logging(settings.log_level)
+    except SluiceError as exc:
+        raise _fail(exc) from None
+    stats = _run(lambda: run_worker(settings, until_idle=until_idle))
+    typer.echo(
+        f"worker done: sent {stats.sent}, retried {stats.retried}, deferred {stats.deferred}, "
+        f"dead-lettered {stats.dead}, released {stats.released}",
+        err=True,
+    )
+
+
+async def run_worker(settings: Settings, *, until_idle: bool = False) -> Any:
+    """Run one dispatcher with signal handling; return its stats."""
+    from sluice.errors import MigrationError
+    from sluice.providers import build_providers, http_client
+    from sluice.worker import Dispatcher
+
+    store = await open_store(settings.database_url, settings)
+    try:
+        pending = await store.schema_pending()
+        if pending:
+            raise MigrationError(
+                f"the schema is missing migrations {pending}; run: sluice migrate"
+            )
+        async with http_client(settings) as client:
+            clock = SystemClock()
+            dispatcher = Dispatcher(
+                store, build_providers(settings, client, clock), settings, clock=clock
+            )
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, dispatcher.stop)
+            try:
+                return await dispatcher.run(until_idle=until_idle)
+            finally:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+    finally:
+        await store.close()
+
+
+def _parse_run_at(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    text = text.strip()
+    if text.startswith("+"):
+        units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+        number, unit = text[1:-1], text[-1]
+        if unit in units and number.isdigit():
+            return datetime.now(UTC) + timedelta(seconds=int(number) * units[unit])
+        raise ValidationError("run_at", f"{text!r} is not a delay like +30s, +15m, +2h")
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationError("run_at", f"{text!r} is not an ISO 8601 time") from None
+    if when.tzinfo is None:
+        raise ValidationError("run_at", "needs a timezone, e.g. 2026-01-01T09:00:00Z")
+    return when
+
+
+def _parse_payload(text: str) -> dict[str, Any]:
+    if text.startswith("@"):
+        try:
+            with open(text[1:]) as f:
+                text = f.read()
+        except OSError as exc:
+            raise ValidationError("payload", f"cannot read {text[1:]}: {exc.strerror}") from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValidationError("payload", f"is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ValidationError("payload", "must be a JSON object")
+    return value
+
+
+@app.command()
+def send(
+    tenant: Annotated[str, typer.Option(envvar="SLUICE_TENANT", help="Tenant the message is for.")],
+    channel: Annotated[
+        str, typer.Option(envvar="SLUICE_CHANNEL", help="Channel: webhook, sms, email, …")
+    ],
+    recipient: Annotated[
+        str, typer.Option(envvar="SLUICE_RECIPIENT", help="URL, phone number, address, …")
+    ],
+    provider: Annotated[
+        str, typer.Option(envvar="SLUICE_PROVIDER", help="Provider adapter to send with.")
+    ] = "webhook",
+    payload: Annotated[
+        str, typer.Option(envvar="SLUICE_PAYLOAD", help="JSON object, or @file.json.")
+    ] = "{}",
+    action: Annotated[
+        str, typer.Option(envvar="SLUICE_ACTION", help="Action type, e.g. order.created.")
+    ] = "send",
+    priority: Annotated[
+        int, typer.Option(envvar="SLUICE_PRIORITY", help="Higher goes first (-1000..1000).")
+    ] = 0,
+    run_at: Annotated[
+        str | None,
+        typer.Option(envvar="SLUICE_RUN_AT", help="Not before: ISO time or +30s/+15m/+2h."),
+    ] = None,
+    max_attempts: Annotated[
+        int, typer.Option(envvar="SLUICE_MAX_ATTEMPTS", help="Attempts before dead-letter.")
+    ] = 5,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(envvar="SLUICE_IDEMPOTENCY_KEY", help="Same key, same message (per tenant)."),
+    ] = None,
+    correlation_id: Annotated[
+        str | None, typer.Option(envvar="SLUICE_CORRELATION_ID", help="Your trace id.")
+    ] = None,
+    scope: Annotated[
+        list[str] | None,
+        typer.Option("--scope", envvar="SLUICE_SCOPES", help="Required scope (repeatable)."),
+    ] = None,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Enqueue one message from the shell; prints its id."""
+
+    async def go() -> str:
+        settings = _settings(database_url)
+        msg = NewMessage(
+            tenant=tenant,
+            channel=channel,
+            provider=provider,
+            recipient=recipient,
+            payload=_parse_payload(payload),
+            action=action,
+            priority=priority,
+            run_at=_parse_run_at(run_at),
+            max_attempts=max_attempts,
+            idempotency_key=idempotency_key,
+            correlation_id=correlation_id,
+            scopes=scope or [],
+        )
+        msg.validate()  # before touching the database: bad input changes nothing
+        return await _with_store(settings, lambda s: s.enqueue_many([msg]))
+
+    ids: Any = _run(go)
+    if as_json:
+        _print_json({"id": ids[0]})
+    else:
+        typer.echo(ids[0])
+
+
+@app.command()
+def status(database_url: DatabaseUrl = None, as_json: JsonOutput = False) -> None:
+    """Counts by status, age of the oldest ready message, dead letters, workers."""
+    from sluice import ops
+
+    settings = _settings(database_url)
+    report = _run(lambda: _with_store(settings, ops.status))
+    if as_json:
+        _print_json(report)
+        return
+    order = ["queued", "sending", "held", "sent", "delivered", "dead", "cancelled", "shadowed"]
+    keys = order + sorted(k for k in report.counts if k not in order)
+    typer.echo(_table(["status", "count"], [[k, report.counts.get(k, 0)] for k in keys]))
+    typer.echo(f"\noldest ready message waiting: {_age(report.oldest_ready_age_seconds)}")
+    dead_total = sum(g.count for g in report.dead)
+    typer.echo(f"dead letters: {dead_total}")
+    if report.dead:
+        typer.echo(
+            _table(
+                ["channel", "error_code", "count", "last"],
+                [[g.channel, g.error_code, g.count, g.last_at.isoformat()] for g in report.dead],
+            )
+        )
+    now = datetime.now(UTC)
+    live = [w for w in report.workers if w.stopped_at is None]
+    typer.echo(f"\nworkers: {len(live)} running")
+    if report.workers:
+        typer.echo(
+            _table(
+                ["worker", "state", "last seen", "in flight", "sent"],
+                [
+                    [
+                        w.id,
+                        "stopped" if w.stopped_at else "running",
+                        _age((now - w.last_seen_at).total_seconds()) + " ago",
+                        w.in_flight,
+                        w.sent_total,
+                    ]
+                    for w in report.workers
+                ],
+            )
+        )
+
+
+@messages_app.command("show")
+def messages_show(
+    message_id: Annotated[str, typer.Argument(help="The message id.")],
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """One message with every attempt made at it."""
+    from sluice import ops
+
+    settings = _settings(database_url)
+    msg, attempts = _run(
+        lambda: _with_store(settings, lambda s: ops.message_show(s, message_id))
+    )
+    if as_json:
+        _print_json({"message": msg, "attempts": attempts})
+        return
+    fields = [
+        ("id", msg.id), ("tenant", msg.tenant), ("channel", msg.channel),
+        ("provider", msg.provider), ("action", msg.action), ("recipient", msg.recipient),
+        ("status", msg.status.value), ("priority", msg.priority),
+        ("attempts", f"{msg.attempts}/{msg.max_attempts}"), ("run_at", msg.run_at),
+        ("created_at", msg.created_at), ("updated_at", msg.updated_at),
+        ("idempotency_key", msg.idempotency_key), ("correlation_id", msg.correlation_id),
+        ("scopes", ", ".join(msg.scopes) or None), ("last_error_code", msg.last_error_code),
+        ("last_error", msg.last_error), ("provider_message_id", msg.provider_message_id),
+        ("payload", json.dumps(msg.payload, sort_keys=True)),
+    ]  # fmt: skip
+    for name, value in fields:
+        if value is not None:
+            typer.echo(f"{name + ':':<21}{value}")
+    typer.echo(f"\nattempts ({len(attempts)}):")
+    if attempts:
+        typer.echo(
+            _table(
+                ["#", "outcome", "code", "provider status", "latency ms", "worker", "started"],
+                [
+                    [
+                        a.attempt_no,
+                        a.outcome.value + ("" if a.applied else " (late)"),
+                        a.error_code,
+                        a.provider_status,
+                        a.latency_ms,
+                        a.worker_id,
+                        a.started_at.isoformat(),
+                    ]
+                    for a in attempts
+                ],
+            )
+        )
+
+
+def _filter(
+    tenant: str | None,
+    channel: str | None,
+    error_code: str | None,
+    since: str | None,
+    limit: int | None,
+) -> MessageFilter:
+    from sluice.ops.actions import parse_since
+
+    if limit is not None and limit < 1:
+        raise ValidationError("limit", "must be at least 1")
+    return MessageFilter(
+        tenant=tenant,
+        channel=channel,
+        error_code=error_code,
+        since=parse_since(since, datetime.now(UTC)) if since else None,
+        limit=limit,
+    )
+
+
+@dlq_app.command("list")
+def dlq_list(
+    tenant: Tenant = None,
+    channel: Channel = None,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Dead letters grouped by channel and error code, largest group first."""
+    from sluice import ops
+
+    settings = _settings(database_url)
+    flt = MessageFilter(tenant=tenant, channel=channel)
+    groups = _run(lambda: _with_store(settings, lambda s: ops.dlq_list(s, flt)))
+    if as_json:
+        _print_json({"groups": groups, "total": sum(g.count for g in groups)})
+        return
+    if not groups:
+        typer.echo("the dead-letter queue is empty")
+        return
+    typer.echo(
+        _table(
+            ["channel", "error_code", "count", "first", "last"],
+            [
+                [g.channel, g.error_code, g.count, g.first_at.isoformat(), g.last_at.isoformat()]
+                for g in groups
+            ],
+        )
+    )
+    typer.echo(f"\ntotal: {sum(g.count for g in groups)}")
+
+
+def _dlq_move(
+    verb: str,
+    tenant: str | None,
+    channel: str | None,
+    error_code: str | None,
+    since: str | None,
+    limit: int | None,
+    dry_run: bool,
+    actor: str | None,
+    reason: str | None,
+    database_url: str | None,
+    as_json: bool,
+) -> None:
+    from sluice import ops
+
+    async def go() -> Any:
+        settings = _settings(database_url)
+        flt = _filter(tenant, channel, error_code, since, limit)
+        fn = ops.dlq_retry if verb == "retry" else ops.dlq_cancel
+        who = actor or _default_actor()
+        return await _with_store(
+            settings, lambda s: fn(s, flt, dry_run=dry_run, actor=who, reason=reason)
+        )
+
+    result = _run(go)
+    if as_json:
+        _print_json(result)
+        return
+    done = "requeued" if verb == "retry" else "cancelled"
+    if result.dry_run:
+        typer.echo(f"dry run: {result.matched} dead letters would be {done}")
+        for mid in result.ids[:20]:
+            typer.echo(f"  {mid}")
+        if result.matched > 20:
+            typer.echo(f"  … and {result.matched - 20} more")
+    else:
+        typer.echo(f"{result.changed} of {result.matched} dead letters {done}")
+
+
+@dlq_app.command("retry")
+def dlq_retry(
+    error_code: ErrorCodeOpt = None,
+    channel: Channel = None,
+    tenant: Tenant = None,
+    since: Since = None,
+    limit: Limit = None,
+    dry_run: DryRun = False,
+    actor: Annotated[
+        str | None, typer.Option(envvar="SLUICE_ACTOR", help="Who is acting (audit log).")
+    ] = None,
+    reason: Reason = None,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Put dead letters back in the queue with fresh attempts (oldest first)."""
+    _dlq_move("retry", tenant, channel, error_code, since, limit, dry_run, actor, reason,
+              database_url, as_json)  # fmt: skip
+
+
+@dlq_app.command("cancel")
+def dlq_cancel(
+    error_code: ErrorCodeOpt = None,
+    channel: Channel = None,
+    tenant: Tenant = None,
+    since: Since = None,
+    limit: Limit = None,
+    dry_run: DryRun = False,
+    actor: Annotated[
+        str | None, typer.Option(envvar="SLUICE_ACTOR", help="Who is acting (audit log).")
+    ] = None,
+    reason: Reason = None,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Cancel dead letters for good; they stay visible with status cancelled."""
+    _dlq_move("cancel", tenant, channel, error_code, since, limit, dry_run, actor, reason,
+              database_url, as_json)  # fmt: skip
+
+
+@app.command()
+def simulator(
+    host: Annotated[str, typer.Option(envvar="SLUICE_SIMULATOR_HOST", help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="SLUICE_SIMULATOR_PORT", help="Port.")] = 8025,
+    webhook_secret: Annotated[
+        str | None,
+        typer.Option(envvar="SLUICE_WEBHOOK_SECRET", help="Secret to verify webhook signatures."),
+    ] = None,
+) -> None:
+    """Run the provider simulator: receives webhooks, verifies, records, injects faults."""
+    from sluice.providers.simulator import serve
+
+    if not webhook_secret:
+        raise _fail(
+            ConfigError("the simulator needs SLUICE_WEBHOOK_SECRET (or --webhook-secret)")
+        )
+    typer.echo(f"provider simulator on http://{host}:{port} (effects: /_sim/effects)", err=True)
+    serve(host, port, webhook_secret)
+
+
+@app.command()
+def run(
+    database_url: DatabaseUrl = None,
+    port: Annotated[
+        int, typer.Option(envvar="SLUICE_SIMULATOR_PORT", help="Simulator port (0: any free).")
+    ] = 8025,
+    demo: Annotated[
+        int, typer.Option(envvar="SLUICE_DEMO", help="Demo messages to enqueue at start.")
+    ] = 300,
+    duration: Annotated[
+        float,
+        typer.Option(envvar="SLUICE_RUN_DURATION", help="Stop after this many seconds (0: Ctrl-C)."),
+    ] = 0.0,
+) -> None:
+    """Everything in one process: SQLite, migrations, simulator, worker, a demo load."""
+    from sluice.embedded import run_embedded
+
+    try:
+        settings = _settings(database_url)
+    except SluiceError as exc:
+        raise _fail(exc) from None
+    _run(lambda: run_embedded(settings, port=port, demo=demo, duration=duration))
+
+
+def main() -> None:
+    """Entry point of the ``sluice`` script."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""What the runbooks' "immediate actions" do, as functions of a store.
+
+Each act that changes messages writes one audit row (actor, reason, filter, ids) in
+the same transaction as the change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from sluice.clock import Clock, SystemClock
+from sluice.errors import ValidationError
+from sluice.model import Attempt, Message, Status
+from sluice.store.base import AuditEntry, DlqGroup, MessageFilter, StatusReport, Store
+
+__all__ = ["DlqAction", "dlq_cancel", "dlq_list", "dlq_retry", "message_show", "status"]
+
+
+@dataclass(frozen=True, slots=True)
+class DlqAction:
+    """The result of a dead-letter retry or cancel."""
+
+    action: str
+    dry_run: bool
+    matched: int
+    changed: int
+    ids: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+async def status(store: Store, clock: Clock | None = None) -> StatusReport:
+    """Counts by status, age of the oldest ready message, dead letters, workers."""
+    return await store.status_report((clock or SystemClock()).now())
+
+
+async def message_show(store: Store, message_id: str) -> tuple[Message, list[Attempt]]:
+    """A message with every attempt made at it."""
+    msg = await store.message_get(message_id)
+    return msg, await store.attempt_list(message_id)
+
+
+async def dlq_list(store: Store, flt: MessageFilter) -> list[DlqGroup]:
+    """Dead letters grouped by channel and error code (the runbook's triage query)."""
+    return await store.dlq_groups(flt)
+
+
+def _check(flt: MessageFilter, actor: str) -> None:
+    if flt.limit is not None and flt.limit < 1:
+        raise ValidationError("limit", "must be at least 1")
+    if not actor or not actor.strip():
+        raise ValidationError("actor", "is required: who is doing this")
+
+
+async def _dlq_move(
+    store: Store,
+    verb: str,
+    flt: MessageFilter,
+    *,
+    dry_run: bool,
+    actor: str,
+    reason: str | None,
+    clock: Clock | None,
+) -> DlqAction:
+    _check(flt, actor)
+    ids = await store.message_select(Status.DEAD, flt)
+    if dry_run or not ids:
+        return DlqAction(verb, dry_run, len(ids), 0, ids)
+    now = (clock or SystemClock()).now()
+    audit = AuditEntry(
+        at=now,
+        actor=actor,
+        action=f"dlq.{verb}",
+        target="messages",
+        reason=reason,
+        detail={"filter": _filter_dict(flt)},
+    )
+    move = store.message_requeue if verb == "retry" else store.message_cancel
+    changed = await move(ids, Status.DEAD, now, audit)
+    if verb == "retry":
+        wake = getattr(store, "wake", None)
+        if wake:
+            wake()
+    return DlqAction(verb, False, len(ids), len(changed), changed)
+
+
+async def dlq_retry(
+    store: Store,
+    flt: MessageFilter,
+    *,
+    dry_run: bool = False,
+    actor: str,
+    reason: str | None = None,
+    clock: Clock | None = None,
+) -> DlqAction:
+    """Put dead letters matching ``flt`` back in the queue with fresh attempts."""
+    return await _dlq_move(
+        store, "retry", flt, dry_run=dry_run, actor=actor, reason=reason, clock=clock
+    )
+
+
+async def dlq_cancel(
+    store: Store,
+    flt: MessageFilter,
+    *,
+    dry_run: bool = False,
+    actor: str,
+    reason: str | None = None,
+    clock: Clock | None = None,
+) -> DlqAction:
+    """Cancel dead letters matching ``flt`` for good (they stay visible as cancelled)."""
+    return await _dlq_move(
+        store, "cancel", flt, dry_run=dry_run, actor=actor, reason=reason, clock=clock
+    )
+
+
+def _filter_dict(flt: MessageFilter) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in ("tenant", "channel", "error_code", "limit"):
+        value = getattr(flt, key)
+        if value is not None:
+            out[key] = value
+    if flt.since is not None:
+        out["since"] = flt.since.isoformat()
+    return out
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    """``2025-09-18T03:00Z``, or a span back from now: ``90s``, ``15m``, ``2h``, ``7d``."""
+    from datetime import UTC, timedelta
+
+    text = text.strip()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text and text[-1] in units and text[:-1].isdigit():
+        return now - timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationError(
+            "since", f"{text!r} is neither an ISO time nor a span like 15m, 2h, 7d"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)

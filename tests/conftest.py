@@ -1,0 +1,130 @@
+"""Shared fixtures: a real PostgreSQL database per test run, SQLite files per test.
+
+The suite never skips for a missing service: if PostgreSQL is down it stops at once
+and says how to start it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from sluice.store import Store, create_store
+
+PG_ADMIN_URL = os.environ.get(
+    "SLUICE_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+PG_START = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+TABLES = ("sluice_messages", "sluice_attempts", "sluice_workers", "sluice_audit")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    try:
+        psycopg.connect(PG_ADMIN_URL, connect_timeout=3).close()
+    except psycopg.OperationalError as exc:
+        pytest.exit(
+            f"PostgreSQL is not reachable at {PG_ADMIN_URL} ({exc}).\n"
+            f"Start it with: {PG_START}",
+            returncode=3,
+        )
+
+
+def pg_url_for(name: str) -> str:
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    return f"{base}/{name}"
+
+
+def create_database(prefix: str = "sluice_test") -> str:
+    """Create a uniquely named database; return its URL."""
+    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return pg_url_for(name)
+
+
+def drop_database(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _migrate(url: str) -> None:
+    store = create_store(url)
+    await store.open()  # type: ignore[attr-defined]
+    try:
+        await store.migrate()
+    finally:
+        await store.close()
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A migrated PostgreSQL database for this test run, dropped at the end."""
+    url = create_database()
+    asyncio.run(_migrate(url))
+    yield url
+    drop_database(url)
+
+
+def clean_pg(url: str) -> None:
+    """Empty every Sluice table (the audit trigger is bypassed for the test only)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")
+        conn.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY")
+
+
+@pytest.fixture
+def clean_pg_url(pg_url: str) -> str:
+    """The run's PostgreSQL database, emptied for this test."""
+    clean_pg(pg_url)
+    return pg_url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A fresh, migrated SQLite file for this test."""
+    url = f"sqlite:///{tmp_path / 'sluice.db'}"
+    asyncio.run(_migrate(url))
+    return url
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a clean, migrated store of each kind."""
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("pg_url")
+        clean_pg(url)
+        return url
+    url = f"sqlite:///{tmp_path / 'sluice.db'}"
+    asyncio.run(_migrate(url))
+    return url
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    """An open store of each kind (the contract suite runs every test on both)."""
+    s = create_store(store_url)
+    await s.open()  # type: ignore[attr-defined]
+    yield s
+    await s.close()
+
+
+def sluice_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run the real ``sluice`` command in a subprocess."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "sluice.cli", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        check=False,
+    )

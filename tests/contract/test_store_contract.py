@@ -1,0 +1,389 @@
+"""The Store contract: every test runs against PostgreSQL and SQLite alike."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from sluice.errors import IdempotencyConflict, MigrationError, NotFound, ValidationError
+from sluice.model import Attempt, AttemptOutcome, Completion, NewMessage, Status
+from sluice.store import AuditEntry, MessageFilter, Store
+from sluice.store._audit import verify_chain
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def msg(**kw: object) -> NewMessage:
+    fields: dict[str, object] = {
+        "tenant": "acme",
+        "channel": "webhook",
+        "provider": "null",
+        "recipient": "https://example.test/hook",
+        "payload": {"n": 1},
+    }
+    fields.update(kw)
+    return NewMessage(**fields)  # type: ignore[arg-type]
+
+
+def done(m, status: Status = Status.SENT, *, worker: str = "w1", **kw) -> Completion:  # type: ignore[no-untyped-def]
+    outcome = AttemptOutcome.SENT if status is Status.SENT else AttemptOutcome.FAILED
+    return Completion(
+        message_id=m.id,
+        claim_seq=m.claim_seq,
+        worker_id=worker,
+        status=status,
+        attempt=Attempt(m.id, m.claim_seq, worker, m.provider, NOW, NOW, outcome, **kw),
+    )
+
+
+# -- schema -------------------------------------------------------------------------
+
+
+async def test_migrate__is_idempotent(store: Store) -> None:
+    assert await store.migrate() == []
+    assert await store.schema_pending() == []
+
+
+# -- enqueue ------------------------------------------------------------------------
+
+
+async def test_enqueue__stores_every_field(store: Store) -> None:
+    run_at = NOW + timedelta(hours=1)
+    [mid] = await store.enqueue_many(
+        [
+            msg(
+                action="order.created",
+                payload={"order": 7, "items": ["a", "b"]},
+                priority=5,
+                run_at=run_at,
+                max_attempts=3,
+                idempotency_key="k-1",
+                correlation_id="corr-1",
+                scopes=["calendar.events.write"],
+            )
+        ],
+        NOW,
+    )
+    m = await store.message_get(mid)
+    assert (m.tenant, m.channel, m.provider, m.action) == ("acme", "webhook", "null", "order.created")
+    assert m.payload == {"order": 7, "items": ["a", "b"]}
+    assert (m.priority, m.run_at, m.max_attempts, m.attempts) == (5, run_at, 3, 0)
+    assert (m.idempotency_key, m.correlation_id, m.scopes) == ("k-1", "corr-1", ["calendar.events.write"])
+    assert m.status is Status.QUEUED
+
+
+async def test_enqueue__returns_ids_in_order(store: Store) -> None:
+    batch = [msg(payload={"i": i}) for i in range(50)]
+    ids = await store.enqueue_many(batch, NOW)
+    assert ids == [m.id for m in batch]
+    for i in (0, 49):
+        assert (await store.message_get(ids[i])).payload == {"i": i}
+
+
+async def test_enqueue__same_key_same_content_returns_first(store: Store) -> None:
+    [first] = await store.enqueue_many([msg(idempotency_key="k")], NOW)
+    [again] = await store.enqueue_many([msg(idempotency_key="k")], NOW)
+    assert again == first
+    assert (await store.status_report(NOW)).counts == {"queued": 1}
+
+
+async def test_enqueue__same_key_different_content_conflicts(store: Store) -> None:
+    [first] = await store.enqueue_many([msg(idempotency_key="k")], NOW)
+    with pytest.raises(IdempotencyConflict) as info:
+        await store.enqueue_many([msg(idempotency_key="k", payload={"n": 2})], NOW)
+    assert info.value.existing_id == first
+    assert (await store.message_get(first)).payload == {"n": 1}  # never overwritten
+
+
+async def test_enqueue__conflict_rolls_back_the_whole_batch(store: Store) -> None:
+    await store.enqueue_many([msg(idempotency_key="k")], NOW)
+    with pytest.raises(IdempotencyConflict):
+        await store.enqueue_many([msg(payload={"new": 1}), msg(idempotency_key="k", payload={"x": 1})], NOW)
+    assert (await store.status_report(NOW)).counts == {"queued": 1}
+
+
+async def test_enqueue__key_is_per_tenant(store: Store) -> None:
+    a = await store.enqueue_many([msg(tenant="a", idempotency_key="k")], NOW)
+    b = await store.enqueue_many([msg(tenant="b", idempotency_key="k", payload={"other": 1})], NOW)
+    assert a != b
+
+
+async def test_enqueue__repeated_key_inside_one_batch_resolves_to_one_message(store: Store) -> None:
+    ids = await store.enqueue_many([msg(idempotency_key="k"), msg(idempotency_key="k")], NOW)
+    assert ids[0] == ids[1]
+    assert (await store.status_report(NOW)).counts == {"queued": 1}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("tenant", ""),
+        ("channel", " "),
+        ("recipient", None),
+        ("payload", [1, 2]),
+        ("payload", {"x": float("nan")}),
+        ("priority", 5000),
+        ("priority", "high"),
+        ("max_attempts", 0),
+        ("run_at", datetime(2026, 1, 1)),
+        ("idempotency_key", ""),
+        ("scopes", "calendar.write"),
+    ],
+)
+async def test_enqueue__bad_field_is_named_and_nothing_is_stored(
+    store: Store, field: str, value: object
+) -> None:
+    with pytest.raises(ValidationError) as info:
+        await store.enqueue_many([msg(), msg(**{field: value})], NOW)
+    assert info.value.field == f"messages[1].{field}"
+    assert (await store.status_report(NOW)).counts == {}
+
+
+async def test_enqueue__empty_batch_is_refused(store: Store) -> None:
+    with pytest.raises(ValidationError, match="messages"):
+        await store.enqueue_many([], NOW)
+
+
+# -- claim --------------------------------------------------------------------------
+
+
+async def test_claim__highest_priority_then_oldest_first(store: Store) -> None:
+    low = await store.enqueue_many([msg(priority=0, run_at=NOW - timedelta(minutes=5))], NOW)
+    high_new = await store.enqueue_many([msg(priority=9, run_at=NOW - timedelta(minutes=1))], NOW)
+    high_old = await store.enqueue_many([msg(priority=9, run_at=NOW - timedelta(minutes=2))], NOW)
+    order = []
+    for _ in range(3):
+        [m] = await store.message_claim("w1", 1, 30, NOW)
+        order.append(m.id)
+    assert order == [high_old[0], high_new[0], low[0]]
+
+
+async def test_claim__leaves_future_messages(store: Store) -> None:
+    await store.enqueue_many([msg(run_at=NOW + timedelta(seconds=10))], NOW)
+    assert await store.message_claim("w1", 10, 30, NOW) == []
+    assert len(await store.message_claim("w1", 10, 30, NOW + timedelta(seconds=10))) == 1
+
+
+async def test_claim__leases_and_counts_the_attempt(store: Store) -> None:
+    [mid] = await store.enqueue_many([msg()], NOW)
+    [m] = await store.message_claim("w1", 10, 30, NOW)
+    assert (m.id, m.attempts, m.claim_seq, m.status) == (mid, 1, 1, Status.SENDING)
+    stored = await store.message_get(mid)
+    assert stored.status is Status.SENDING
+    assert stored.worker_id == "w1"
+    assert stored.lease_until == NOW + timedelta(seconds=30)
+    assert await store.message_claim("w2", 10, 30, NOW) == []  # never claimed twice
+
+
+async def test_claim__respects_limit(store: Store) -> None:
+    await store.enqueue_many([msg(payload={"i": i}) for i in range(10)], NOW)
+    assert len(await store.message_claim("w1", 4, 30, NOW)) == 4
+    assert len(await store.message_claim("w2", 100, 30, NOW)) == 6
+
+
+# -- complete -----------------------------------------------------------------------
+
+
+async def test_complete__writes_outcome_and_attempt(store: Store) -> None:
+    [mid] = await store.enqueue_many([msg()], NOW)
+    [m] = await store.message_claim("w1", 1, 30, NOW)
+    c = done(m, latency_ms=12.5, provider_status="HTTP 200")
+    c.provider_message_id = "prov-1"
+    assert await store.message_complete_many("w1", [c], NOW) == {mid}
+    stored = await store.message_get(mid)
+    assert (stored.status, stored.provider_message_id, stored.lease_until) == (Status.SENT, "prov-1", None)
+    [a] = await store.attempt_list(mid)
+    assert (a.attempt_no, a.outcome, a.worker_id, a.latency_ms, a.applied) == (
+        1, AttemptOutcome.SENT, "w1", 12.5, True,
+    )
+
+
+async def test_complete__stale_claim_cannot_overwrite_newer_outcome(store: Store) -> None:
+    [mid] = await store.enqueue_many([msg()], NOW)
+    [stale] = await store.message_claim("w1", 1, 30, NOW)
+    later = NOW + timedelta(seconds=31)
+    await store.message_rescue_expired(later)
+    [fresh] = await store.message_claim("w2", 1, 30, later)
+    assert await store.message_complete_many("w2", [done(fresh, worker="w2")], later) == {mid}
+    # The frozen first worker wakes up and reports a failure: it must not land.
+    assert await store.message_complete_many("w1", [done(stale, Status.DEAD)], later) == set()
+    assert (await store.message_get(mid)).status is Status.SENT
+    outcomes = [(a.attempt_no, a.outcome, a.applied) for a in await store.attempt_list(mid)]
+    assert (1, AttemptOutcome.LEASE_EXPIRED, True) in outcomes
+    assert (1, AttemptOutcome.FAILED, False) in outcomes  # recorded, not applied
+    assert (2, AttemptOutcome.SENT, True) in outcomes
+
+
+async def test_complete__retry_requeues_at_run_at(store: Store) -> None:
+    [mid] = await store.enqueue_many([msg()], NOW)
+    [m] = await store.message_claim("w1", 1, 30, NOW)
+    c = done(m, Status.QUEUED, error_code="TIMEOUT")
+    c.run_at = NOW + timedelta(seconds=8)
+    await store.message_complete_many("w1", [c], NOW)
+    stored = await store.message_get(mid)
+    assert (stored.status, stored.attempts, stored.last_error_code) == (Status.QUEUED, 1, "TIMEOUT")
+    assert await store.message_claim("w1", 1, 30, NOW + timedelta(seconds=7)) == []
+    [again] = await store.message_claim("w1", 1, 30, NOW + timedelta(seconds=8))
+    assert (again.attempts, again.claim_seq) == (2, 2)
+
+
+async def test_complete__refunded_attempt_does_not_count(store: Store) -> None:
+    [mid] = await store.enqueue_many([msg()], NOW)
+    [m] = await store.message_claim("w1", 1, 30, NOW)
+    c = done(m, Status.QUEUED, error_code="RATE_LIMITED")
+    c.refund_attempt = True
+    await store.message_complete_many("w1", [c], NOW)
+    stored = await store.message_get(mid)
+    assert (stored.attempts, stored.claim_seq) == (0, 1)
+
+
+async def test_complete__batch_of_mixed_outcomes(store: Store) -> None:
+    ids = await store.enqueue_many([msg(payload={"i": i}) for i in range(6)], NOW)
+    claimed = await store.message_claim("w1", 6, 30, NOW)
+    comps = [done(m, Status.SENT if i % 2 else Status.DEAD, error_code=None if i % 2 else "BAD_REQUEST")
+             for i, m in enumerate(claimed)]  # fmt: skip
+    assert await store.message_complete_many("w1", comps, NOW) == set(ids)
+    assert (await store.status_report(NOW)).counts == {"sent": 3, "dead": 3}
+
+
+# -- leases -------------------------------------------------------------------------
+
+
+async def test_rescue__returns_expired_leases_and_records_lease_expired(store: Store) -> None:
+    [mid] = await store.enqueue_many([msg()], NOW)
+    await store.message_claim("w1", 1, 30, NOW)
+    assert (await store.message_rescue_expired(NOW + timedelta(seconds=29))).requeued == []
+    result = await store.message_rescue_expired(NOW + timedelta(seconds=31))
+    assert result.requeued == [mid]
+    stored = await store.message_get(mid)
+    assert (stored.status, stored.attempts, stored.last_error_code) == (Status.QUEUED, 1, "LEASE_EXPIRED")
+    [a] = await store.attempt_list(mid)
+    assert (a.outcome, a.error_code, a.worker_id) == (AttemptOutcome.LEASE_EXPIRED, "LEASE_EXPIRED", "w1")
+
+
+async def test_rescue__dead_letters_when_attempts_are_exhausted(store: Store) -> None:
+    [mid] = await store.enqueue_many([msg(max_attempts=1)], NOW)
+    await store.message_claim("w1", 1, 30, NOW)
+    result = await store.message_rescue_expired(NOW + timedelta(minutes=1))
+    assert result.dead == [mid]
+    assert (await store.message_get(mid)).status is Status.DEAD
+
+
+async def test_release__returns_unstarted_claims_with_attempt_refunded(store: Store) -> None:
+    [mid] = await store.enqueue_many([msg()], NOW)
+    [m] = await store.message_claim("w1", 1, 30, NOW)
+    assert await store.message_release("w2", [(mid, m.claim_seq)], NOW) == []  # not yours
+    assert await store.message_release("w1", [(mid, m.claim_seq)], NOW) == [mid]
+    stored = await store.message_get(mid)
+    assert (stored.status, stored.attempts) == (Status.QUEUED, 0)
+    assert await store.attempt_list(mid) == []
+
+
+# -- reading ------------------------------------------------------------------------
+
+
+async def test_message_get__unknown_id_is_not_found(store: Store) -> None:
+    with pytest.raises(NotFound):
+        await store.message_get("01a20894-f698-7944-b912-c60a04f276af")
+    with pytest.raises(NotFound):
+        await store.message_get("not-a-uuid")
+
+
+async def test_status_report__counts_oldest_and_dead(store: Store) -> None:
+    await store.enqueue_many([msg(run_at=NOW - timedelta(seconds=90))], NOW)
+    await store.enqueue_many([msg(run_at=NOW + timedelta(hours=1))], NOW)  # not waiting yet
+    [d] = await store.enqueue_many([msg(channel="sms")], NOW)
+    [m] = [c for c in await store.message_claim("w1", 5, 30, NOW) if c.id == d] or [None]
+    report = await store.status_report(NOW)
+    assert report.counts["queued"] + report.counts.get("sending", 0) == 3
+    assert m is not None
+    await store.message_complete_many("w1", [done(m, Status.DEAD, error_code="INVALID_RECIPIENT")], NOW)
+    report = await store.status_report(NOW)
+    assert report.oldest_ready_age_seconds is None or report.oldest_ready_age_seconds >= 0
+    assert [(g.channel, g.error_code, g.count) for g in report.dead] == [("sms", "INVALID_RECIPIENT", 1)]
+
+
+# -- dead letters -------------------------------------------------------------------
+
+
+async def _dead(store: Store, n: int, **kw: object) -> list[str]:
+    ids = await store.enqueue_many([msg(payload={"i": i}, **kw) for i in range(n)], NOW)
+    claimed = await store.message_claim("w1", n, 30, NOW)
+    code = str(kw.pop("code", "PROVIDER_ERROR"))  # type: ignore[arg-type]
+    await store.message_complete_many("w1", [done(m, Status.DEAD, error_code=code) for m in claimed], NOW)
+    return ids
+
+
+async def test_dlq__groups_filters_and_replays_with_audit(store: Store) -> None:
+    await _dead(store, 3, channel="sms", tenant="a")
+    await _dead(store, 2, channel="email", tenant="b")
+    groups = await store.dlq_groups(MessageFilter())
+    assert [(g.channel, g.count) for g in groups] == [("sms", 3), ("email", 2)]
+    assert [g.channel for g in await store.dlq_groups(MessageFilter(tenant="b"))] == ["email"]
+    ids = await store.message_select("dead", MessageFilter(channel="sms", limit=2))
+    assert len(ids) == 2
+    audit = AuditEntry(at=NOW, actor="oncall", action="dlq.retry", reason="scopes fixed")
+    moved = await store.message_requeue(ids, "dead", NOW, audit)
+    assert sorted(moved) == sorted(ids)
+    for mid in ids:
+        m = await store.message_get(mid)
+        assert (m.status, m.attempts) == (Status.QUEUED, 0)
+    [entry] = await store.audit_list()
+    assert (entry.actor, entry.action, entry.reason, entry.detail["count"]) == ("oncall", "dlq.retry", "scopes fixed", 2)
+    # Replaying again changes nothing: they are no longer dead.
+    assert await store.message_requeue(ids, "dead", NOW, audit) == []
+
+
+async def test_dlq__cancel(store: Store) -> None:
+    ids = await _dead(store, 2)
+    audit = AuditEntry(at=NOW, actor="oncall", action="dlq.cancel")
+    assert sorted(await store.message_cancel(ids, "dead", NOW, audit)) == sorted(ids)
+    assert (await store.status_report(NOW)).counts == {"cancelled": 2}
+
+
+async def test_dlq__since_filter(store: Store) -> None:
+    await _dead(store, 2)
+    assert await store.message_select("dead", MessageFilter(since=NOW + timedelta(seconds=1))) == []
+    assert len(await store.message_select("dead", MessageFilter(since=NOW - timedelta(seconds=1)))) == 2
+
+
+# -- audit --------------------------------------------------------------------------
+
+
+async def test_audit__is_hash_chained(store: Store) -> None:
+    for i in range(3):
+        await store.audit_append(AuditEntry(at=NOW + timedelta(seconds=i), actor="a", action=f"act{i}", detail={"i": i}))
+    entries = list(reversed(await store.audit_list()))
+    assert [e.action for e in entries] == ["act0", "act1", "act2"]
+    assert verify_chain(entries) is None
+    tampered = list(entries)
+    tampered[1] = dataclasses.replace(entries[1], actor="mallory")
+    assert verify_chain(tampered) == tampered[1].id
+
+
+# -- workers ------------------------------------------------------------------------
+
+
+async def test_workers__heartbeat_and_stop(store: Store) -> None:
+    await store.worker_heartbeat("w1", "host-a", 123, 4, 10, NOW)
+    await store.worker_heartbeat("w1", "host-a", 123, 2, 15, NOW + timedelta(seconds=5))
+    [w] = await store.worker_list(NOW - timedelta(minutes=1))
+    assert (w.id, w.in_flight, w.sent_total, w.stopped_at) == ("w1", 2, 15, None)
+    await store.worker_stop("w1", NOW + timedelta(seconds=6))
+    [w] = await store.worker_list(NOW - timedelta(minutes=1))
+    assert w.stopped_at is not None
+    assert await store.worker_list(NOW + timedelta(minutes=1)) == []
+
+
+async def test_missing_schema_says_run_migrate(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from sluice.store import create_store
+
+    s = create_store(f"sqlite:///{tmp_path / 'empty.db'}")
+    await s.open()  # type: ignore[attr-defined]
+    try:
+        with pytest.raises(MigrationError, match="sluice migrate"):
+            await s.status_report(NOW)
+    finally:
+        await s.close()
