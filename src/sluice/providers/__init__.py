@@ -17,12 +17,11 @@ def http_client(settings: Settings) -> httpx.AsyncClient:
     Redirects are not followed: a provider answering 3xx is a misconfiguration to
     surface, and following it could send a tenant's data somewhere it never named.
     """
-    limits = httpx.Limits(
-        max_connections=max(10, settings.worker_concurrency),
-        max_keepalive_connections=max(10, settings.worker_concurrency),
-    )
+    from sluice.providers._transport import AiohttpTransport
+
+    transport = AiohttpTransport(max_connections=max(10, settings.worker_concurrency))
     return httpx.AsyncClient(
-        timeout=settings.http_timeout, limits=limits, follow_redirects=False, trust_env=False
+        transport=transport, timeout=settings.http_timeout, follow_redirects=False, trust_env=False
     )
 
 

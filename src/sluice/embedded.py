@@ -1,0 +1,167 @@
+"""``sluice run``: the whole system in one process, for a first look and for demos.
+
+SQLite file (migrated), the provider simulator on loopback, one worker, and a small
+demo load across three tenants, some of it aimed at endpoints that fail on purpose
+so that retries and the dead-letter queue have something to show.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import signal
+import sys
+from typing import Any
+
+import httpx
+
+from sluice.clock import SystemClock
+from sluice.config import Settings
+from sluice.errors import ConfigError
+from sluice.model import NewMessage
+from sluice.store import open_store
+
+__all__ = ["run_embedded"]
+
+TENANTS = ("acme-demo", "northern-labs", "globex")
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)  # noqa: T201  # the command's own output
+
+
+def demo_messages(base_url: str, count: int) -> list[NewMessage]:
+    """``count`` webhooks: most succeed, every 10th fails once, every 25th is gone (410)."""
+    out = []
+    for i in range(count):
+        tenant = TENANTS[i % len(TENANTS)]
+        if i % 25 == 24:
+            path = f"/webhook/gone/{tenant}"
+        elif i % 10 == 9:
+            path = f"/webhook/flaky/{tenant}"
+        else:
+            path = f"/webhook/{tenant}/orders"
+        out.append(
+            NewMessage(
+                tenant=tenant,
+                channel="webhook",
+                provider="webhook",
+                action="order.created",
+                recipient=base_url + path,
+                payload={"order_id": f"ord_{i:05d}", "amount_cents": 1000 + i},
+                priority=5 if i % 7 == 0 else 0,
+                max_attempts=4,
+                idempotency_key=f"demo-{i}",
+                correlation_id=f"demo-run-{i}",
+            )
+        )
+    return out
+
+
+async def run_embedded(settings: Settings, *, port: int, demo: int, duration: float) -> None:
+    """Run migrations, simulator, worker and demo load until Ctrl-C or ``duration``."""
+    from sluice.logs import configure_logging
+    from sluice.providers import build_providers, http_client
+    from sluice.providers.simulator import SimulatorThread
+    from sluice.worker import Dispatcher
+
+    if demo < 0:
+        raise ConfigError("--demo must be 0 or more")
+    configure_logging("warning", "console")
+    secret = settings.webhook_secret or "whsec_" + base64.b64encode(os.urandom(24)).decode()
+    # The demo's failures should retry within seconds, not minutes.
+    settings = settings.replace(webhook_secret=secret, retry_base=0.5, retry_cap=5.0)
+
+    store = await open_store(settings.database_url, settings)
+    try:
+        applied = await store.migrate()
+        _say(f"database   {settings.database_url}  (migrations applied: {applied or 'none needed'})")
+        try:
+            sim = SimulatorThread(secret, port=port).start()
+        except OSError as exc:
+            raise ConfigError(
+                f"the simulator cannot listen on 127.0.0.1:{port} ({exc.strerror}); "
+                "pick another with --port (0: any free port)"
+            ) from None
+        try:
+            _say(f"simulator  {sim.url}  (effects: {sim.url}/_sim/effects)")
+            async with httpx.AsyncClient(base_url=sim.url) as control:
+                await control.post("/_sim/faults", json={"path_prefix": "/webhook/gone", "status": 410})
+                await control.post(
+                    "/_sim/faults",
+                    json={"path_prefix": "/webhook/flaky", "fail_first": 1, "error_status": 500},
+                )
+            if demo:
+                ids = await store.enqueue_many(demo_messages(sim.url, demo))
+                _say(f"demo load  {len(ids)} webhooks enqueued for {', '.join(TENANTS)}")
+                _say(f"           e.g. sluice messages show {ids[9]}   (fails once, then succeeds)")
+            url_flag = f"--database-url {settings.database_url}"
+            _say("")
+            _say("look with, in another terminal:")
+            _say(f"  sluice status {url_flag}")
+            _say(f"  sluice dlq list {url_flag}")
+            _say(f"  curl {sim.url}/_sim/effects")
+            _say("")
+            _say("Ctrl-C stops (in-flight sends finish first)." if not duration else
+                 f"stopping by itself after {duration:g}s.")  # fmt: skip
+            await _work(store, settings, sim, duration, build_providers, http_client, Dispatcher)
+        finally:
+            sim.stop()
+    finally:
+        await store.close()
+
+
+async def _work(
+    store: Any,
+    settings: Settings,
+    sim: Any,
+    duration: float,
+    build_providers: Any,
+    http_client: Any,
+    dispatcher_cls: Any,
+) -> None:
+    clock = SystemClock()
+    async with http_client(settings) as client:
+        dispatcher = dispatcher_cls(
+            store, build_providers(settings, client, clock), settings, clock=clock
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, dispatcher.stop)
+        worker = asyncio.create_task(dispatcher.run())
+        started = loop.time()
+        last = ""
+        try:
+            while not worker.done():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(worker), 1.0)
+                line = await _progress(store, sim, clock)
+                if line != last:
+                    _say(line)
+                    last = line
+                if duration and loop.time() - started >= duration:
+                    dispatcher.stop()
+            await worker
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+    _say(await _progress(store, sim, clock))
+    _say("stopped.")
+
+
+async def _progress(store: Any, sim: Any, clock: SystemClock) -> str:
+    report = await store.status_report(clock.now())
+    c = report.counts
+    effects = sim.state.summary()
+    return (
+        f"[{clock.now():%H:%M:%S}] queued {c.get('queued', 0)}  sending {c.get('sending', 0)}  "
+        f"sent {c.get('sent', 0)}  dead {c.get('dead', 0)}  |  simulator: "
+        f"{effects.get('unique', 0)} delivered, {effects.get('duplicates', 0)} duplicates, "
+        f"{effects.get('errors_injected', 0)} failures injected"
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use: sluice run")
