@@ -1,0 +1,136 @@
+"""Real processes for acceptance tests: the simulator and workers as subprocesses."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(os.urandom(24)).decode()
+
+
+@dataclass
+class SimulatorProcess:
+    """``sluice simulator`` in its own process, with its control API."""
+
+    url: str
+    secret: str
+    proc: subprocess.Popen[bytes]
+
+    def faults(self, **spec: object) -> None:
+        httpx.post(f"{self.url}/_sim/faults", json=spec, timeout=5).raise_for_status()
+
+    def clear_faults(self) -> None:
+        httpx.delete(f"{self.url}/_sim/faults", timeout=5).raise_for_status()
+
+    def summary(self) -> dict[str, int]:
+        return httpx.get(f"{self.url}/_sim/effects", timeout=10).json()
+
+    def ids(self) -> dict[str, int]:
+        return httpx.get(f"{self.url}/_sim/effects/ids", timeout=30).json()["ids"]
+
+
+@pytest.fixture
+def simulator(tmp_path: Path) -> Iterator[SimulatorProcess]:
+    """A provider simulator process on a free loopback port."""
+    port = free_port()
+    secret = new_secret()
+    log = open(tmp_path / "simulator.log", "wb")  # noqa: SIM115  # closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sluice.cli", "simulator", "--port", str(port)],
+        env={**os.environ, "SLUICE_WEBHOOK_SECRET": secret},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if httpx.get(f"{url}/_sim/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"simulator did not start: {(tmp_path / 'simulator.log').read_text()}")
+        time.sleep(0.05)
+    try:
+        yield SimulatorProcess(url, secret, proc)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@dataclass
+class Workers:
+    """Worker subprocesses started by a test; all are killed at teardown."""
+
+    tmp_path: Path
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self, database_url: str, secret: str, **env: str) -> subprocess.Popen[bytes]:
+        n = len(self.procs)
+        log = open(self.tmp_path / f"worker-{n}.log", "wb")  # noqa: SIM115  # owned by the process
+        full_env = {
+            **os.environ,
+            "SLUICE_DATABASE_URL": database_url,
+            "SLUICE_WEBHOOK_SECRET": secret,
+            "SLUICE_LOG_LEVEL": "warning",
+            **env,
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sluice.cli", "worker"],
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def log(self, n: int) -> str:
+        return (self.tmp_path / f"worker-{n}.log").read_text(errors="replace")
+
+    def stop_all(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Workers]:
+    w = Workers(tmp_path)
+    try:
+        yield w
+    finally:
+        for p in w.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(5)
