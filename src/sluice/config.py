@@ -8,6 +8,7 @@ the ``[sluice]`` table of ``sluice.toml`` (path in ``SLUICE_CONFIG``, default
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from dataclasses import dataclass, fields
@@ -99,9 +100,7 @@ def _coerce(name: str, kind: Any, raw: Any, source: str) -> Any:
             return str(raw).lower() in ("1", "true", "yes", "on")
         return target(raw)
     except (TypeError, ValueError):
-        raise ConfigError(
-            f"{source}: {name} = {raw!r} is not a valid {target.__name__}"
-        ) from None
+        raise ConfigError(f"{source}: {name} = {raw!r} is not a valid {target.__name__}") from None
 
 
 def load_settings(

@@ -6,6 +6,7 @@ import enum
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -168,6 +169,17 @@ def new_message_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+# An escaped NUL in JSON text: "\u0000" preceded by an even number of backslashes
+# (an odd number would make it the literal text backslash-u-0-0-0-0).
+_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def _mapping_as_dict(value: object) -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 _LIMITS = {"tenant": 128, "channel": 64, "provider": 64, "action": 128, "recipient": 2048}
 _MAX_PAYLOAD_BYTES = 256 * 1024
 
@@ -214,11 +226,16 @@ class NewMessage:
             raise ValidationError(where + "payload", "must be a JSON object")
         try:
             payload_json = json.dumps(
-                self.payload, separators=(",", ":"), sort_keys=True, allow_nan=False
+                self.payload,
+                separators=(",", ":"),
+                sort_keys=True,
+                allow_nan=False,
+                default=_mapping_as_dict,
             )
         except (TypeError, ValueError) as exc:
             raise ValidationError(where + "payload", f"is not JSON-serialisable: {exc}") from None
-        if "\\u0000" in payload_json:
+        if _JSON_NUL.search(payload_json):
+            # PostgreSQL's jsonb cannot hold U+0000; refuse it on every store alike.
             raise ValidationError(where + "payload", "must not contain NUL characters")
         if len(payload_json) > _MAX_PAYLOAD_BYTES:
             raise ValidationError(where + "payload", f"is larger than {_MAX_PAYLOAD_BYTES} bytes")

@@ -38,13 +38,19 @@ def _unwrap(conn: Any) -> Any:
 
     Writing on the raw connection keeps us inside the transaction SQLAlchemy opened.
     """
-    module = type(conn).__module__
-    if module.startswith("sqlalchemy"):
-        if hasattr(conn, "get_bind") and hasattr(conn, "connection"):  # Session
-            conn = conn.connection()
-        raw = conn.connection  # PoolProxiedConnection
-        return raw.dbapi_connection
-    return conn
+    if not type(conn).__module__.startswith("sqlalchemy"):
+        return conn
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.orm import Session
+
+    if isinstance(conn, Session):
+        conn = conn.connection()
+    if not isinstance(conn, Connection):
+        raise ConfigError(
+            f"cannot enqueue on a SQLAlchemy {type(conn).__name__}: pass the Connection or "
+            "Session whose transaction the messages belong to (engine.begin() / Session())"
+        )
+    return conn.connection.dbapi_connection
 
 
 def enqueue_many(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 from sluice.errors import IdempotencyConflict, ValidationError
 from sluice.model import NewMessage, content_hash
@@ -86,5 +85,3 @@ def resolve(
             raise IdempotencyConflict(m.tenant, m.idempotency_key, existing_id)
         ids.append(existing_id)
     return ids
-
-

@@ -211,7 +211,9 @@ class PostgresStore:
 
     # -- outbox ------------------------------------------------------------------
 
-    async def enqueue_many(self, messages: Sequence[NewMessage], now: datetime | None = None) -> list[str]:
+    async def enqueue_many(
+        self, messages: Sequence[NewMessage], now: datetime | None = None
+    ) -> list[str]:
         from sluice.clock import SystemClock
 
         rows = _enqueue.prepare(messages)
@@ -244,22 +246,7 @@ class PostgresStore:
         params = {
             "worker_id": worker_id,
             "now": now,
-            "ids": [c.message_id for c in completions],
-            "claim_seqs": [c.claim_seq for c in completions],
-            "statuses": [str(c.status) for c in completions],
-            "run_ats": [c.run_at for c in completions],
-            "refunds": [1 if c.refund_attempt else 0 for c in completions],
-            "provider_message_ids": [c.provider_message_id for c in completions],
-            "providers": [c.attempt.provider for c in completions],
-            "started_ats": [c.attempt.started_at for c in completions],
-            "finished_ats": [c.attempt.finished_at for c in completions],
-            "outcomes": [str(c.attempt.outcome) for c in completions],
-            "error_codes": [c.attempt.error_code for c in completions],
-            "error_classes": [c.attempt.error_class for c in completions],
-            "provider_statuses": [c.attempt.provider_status for c in completions],
-            "provider_codes": [c.attempt.provider_code for c in completions],
-            "details": [c.attempt.detail for c in completions],
-            "latencies": [c.attempt.latency_ms for c in completions],
+            "batch": json.dumps([_completion_row(c) for c in completions], separators=(",", ":")),
         }
         rows = await self._fetch("message_complete_many", params)
         return {mid for mid, applied in rows if applied}
@@ -293,7 +280,7 @@ class PostgresStore:
         if not rows:
             raise NotFound(f"no message with id {message_id!r}")
         r = rows[0]
-        msg = _message(r[:8] + r[9:17], Status(r[8]))  # type: ignore[arg-type]  # tuple slice
+        msg = _message(r[:8] + r[9:17], Status(r[8]))
         msg.updated_at, msg.last_error_code, msg.last_error = r[17], r[18], r[19]
         msg.provider_message_id, msg.worker_id, msg.lease_until = r[20], r[21], r[22]
         return msg
@@ -364,9 +351,16 @@ class PostgresStore:
         rows = await self._fetch("audit_list", {"limit": limit})
         return [
             AuditEntry(
-                id=r[0], at=r[1], actor=r[2], action=r[3], target=r[4], reason=r[5],
-                detail=json.loads(r[6]), prev_hash=r[7], hash=r[8],
-            )  # fmt: skip
+                id=r[0],
+                at=r[1],
+                actor=r[2],
+                action=r[3],
+                target=r[4],
+                reason=r[5],
+                detail=json.loads(r[6]),
+                prev_hash=r[7],
+                hash=r[8],
+            )
             for r in rows
         ]
 
@@ -428,20 +422,60 @@ class PostgresStore:
                 delay = min(delay * 2, 10.0)
 
 
+def _completion_row(c: Completion) -> dict[str, Any]:
+    """One element of the JSON batch of ``message_complete_many`` (nulls left out)."""
+    a = c.attempt
+    row: dict[str, Any] = {
+        "id": c.message_id,
+        "claim_seq": c.claim_seq,
+        "status": c.status.value,
+        "provider": a.provider,
+        "started_at": a.started_at.timestamp(),
+        "finished_at": a.finished_at.timestamp(),
+        "outcome": a.outcome.value,
+        "latency_ms": a.latency_ms,
+    }
+    if c.run_at is not None:
+        row["run_at"] = c.run_at.timestamp()
+    if c.refund_attempt:
+        row["refund"] = 1
+    if c.provider_message_id is not None:
+        row["provider_message_id"] = c.provider_message_id
+    for name in ("error_code", "error_class", "provider_status", "provider_code", "detail"):
+        value = getattr(a, name)
+        if value is not None:
+            row[name] = value
+    return row
+
+
 def _attempt(r: TupleRow) -> Attempt:
     return Attempt(
-        message_id=r[0], attempt_no=r[1], worker_id=r[2], provider=r[3], started_at=r[4],
-        finished_at=r[5], outcome=AttemptOutcome(r[6]), error_code=r[7], error_class=r[8],
-        provider_status=r[9], provider_code=r[10], detail=r[11], latency_ms=r[12],
+        message_id=r[0],
+        attempt_no=r[1],
+        worker_id=r[2],
+        provider=r[3],
+        started_at=r[4],
+        finished_at=r[5],
+        outcome=AttemptOutcome(r[6]),
+        error_code=r[7],
+        error_class=r[8],
+        provider_status=r[9],
+        provider_code=r[10],
+        detail=r[11],
+        latency_ms=r[12],
         applied=bool(r[13]),
-    )  # fmt: skip
+    )
 
 
 def _with_detail(entry: AuditEntry, detail: dict[str, Any]) -> AuditEntry:
     return AuditEntry(
-        at=entry.at, actor=entry.actor, action=entry.action, target=entry.target,
-        reason=entry.reason, detail=detail,
-    )  # fmt: skip
+        at=entry.at,
+        actor=entry.actor,
+        action=entry.action,
+        target=entry.target,
+        reason=entry.reason,
+        detail=detail,
+    )
 
 
 async def _audit_insert(conn: psycopg.AsyncConnection[TupleRow], entry: AuditEntry) -> AuditEntry:
@@ -452,23 +486,39 @@ async def _audit_insert(conn: psycopg.AsyncConnection[TupleRow], entry: AuditEnt
     prev = row[0] if row else GENESIS
     at = entry.at.replace(microsecond=entry.at.microsecond // 1000 * 1000)
     stamped = AuditEntry(
-        at=at, actor=entry.actor, action=entry.action, target=entry.target,
-        reason=entry.reason, detail=entry.detail,
-    )  # fmt: skip
+        at=at,
+        actor=entry.actor,
+        action=entry.action,
+        target=entry.target,
+        reason=entry.reason,
+        detail=entry.detail,
+    )
     digest = chain_hash(prev, stamped)
     cur = await conn.execute(
         Q["audit_insert"],
         {
-            "at": at, "actor": entry.actor, "action": entry.action, "target": entry.target,
-            "reason": entry.reason, "detail": json.dumps(entry.detail, default=str),
-            "prev_hash": prev, "hash": digest,
-        },  # fmt: skip
+            "at": at,
+            "actor": entry.actor,
+            "action": entry.action,
+            "target": entry.target,
+            "reason": entry.reason,
+            "detail": json.dumps(entry.detail, default=str),
+            "prev_hash": prev,
+            "hash": digest,
+        },
     )
     (new_id,) = await cur.fetchone()  # type: ignore[misc]  # INSERT … RETURNING id
     return AuditEntry(
-        id=new_id, at=at, actor=entry.actor, action=entry.action, target=entry.target,
-        reason=entry.reason, detail=entry.detail, prev_hash=prev, hash=digest,
-    )  # fmt: skip
+        id=new_id,
+        at=at,
+        actor=entry.actor,
+        action=entry.action,
+        target=entry.target,
+        reason=entry.reason,
+        detail=entry.detail,
+        prev_hash=prev,
+        hash=digest,
+    )
 
 
 async def pg_enqueue_async(

@@ -55,6 +55,11 @@ def _dt(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
 
 
+def _at(value: float) -> datetime:
+    """A NOT NULL time column."""
+    return datetime.fromtimestamp(value, UTC)
+
+
 def connect(path: str, *, timeout: float = 30.0) -> sqlite3.Connection:
     """A connection set up the way Sluice needs: WAL, durable commits, explicit transactions."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -129,7 +134,7 @@ def _message(r: Sequence[Any], status: Status = Status.SENDING) -> Message:
         payload=json.loads(payload),
         priority=priority,
         status=status,
-        run_at=_dt(run_at),  # type: ignore[arg-type]  # NOT NULL column
+        run_at=_at(run_at),
         attempts=attempts,
         max_attempts=max_attempts,
         claim_seq=claim_seq,
@@ -408,12 +413,21 @@ class SqliteStore:
         rows = await self._all("attempt_list", {"id": message_id})
         return [
             Attempt(
-                message_id=r[0], attempt_no=r[1], worker_id=r[2], provider=r[3],
-                started_at=_dt(r[4]), finished_at=_dt(r[5]),  # type: ignore[arg-type]
-                outcome=AttemptOutcome(r[6]), error_code=r[7], error_class=r[8],
-                provider_status=r[9], provider_code=r[10], detail=r[11], latency_ms=r[12],
+                message_id=r[0],
+                attempt_no=r[1],
+                worker_id=r[2],
+                provider=r[3],
+                started_at=_at(r[4]),
+                finished_at=_at(r[5]),
+                outcome=AttemptOutcome(r[6]),
+                error_code=r[7],
+                error_class=r[8],
+                provider_status=r[9],
+                provider_code=r[10],
+                detail=r[11],
+                latency_ms=r[12],
                 applied=bool(r[13]),
-            )  # fmt: skip
+            )
             for r in rows
         ]
 
@@ -488,9 +502,16 @@ class SqliteStore:
         rows = await self._all("audit_list", {"limit": limit})
         return [
             AuditEntry(
-                id=r[0], at=_dt(r[1]), actor=r[2], action=r[3], target=r[4],  # type: ignore[arg-type]
-                reason=r[5], detail=json.loads(r[6]), prev_hash=r[7], hash=r[8],
-            )  # fmt: skip
+                id=r[0],
+                at=_at(r[1]),
+                actor=r[2],
+                action=r[3],
+                target=r[4],
+                reason=r[5],
+                detail=json.loads(r[6]),
+                prev_hash=r[7],
+                hash=r[8],
+            )
             for r in rows
         ]
 
@@ -500,9 +521,13 @@ class SqliteStore:
         self, worker_id: str, host: str, pid: int, in_flight: int, sent_total: int, now: datetime
     ) -> None:
         params = {
-            "id": worker_id, "host": host, "pid": pid, "now": now.timestamp(),
-            "in_flight": in_flight, "sent_total": sent_total,
-        }  # fmt: skip
+            "id": worker_id,
+            "host": host,
+            "pid": pid,
+            "now": now.timestamp(),
+            "in_flight": in_flight,
+            "sent_total": sent_total,
+        }
 
         def beat(conn: sqlite3.Connection) -> None:
             with _write(conn):
@@ -583,19 +608,35 @@ def _audit_insert(
     prev = row[0] if row else GENESIS
     at = entry.at.replace(microsecond=entry.at.microsecond // 1000 * 1000)
     stamped = AuditEntry(
-        at=at, actor=entry.actor, action=entry.action, target=entry.target,
-        reason=entry.reason, detail=detail,
-    )  # fmt: skip
+        at=at,
+        actor=entry.actor,
+        action=entry.action,
+        target=entry.target,
+        reason=entry.reason,
+        detail=detail,
+    )
     digest = chain_hash(prev, stamped)
     cur = conn.execute(
         Q["audit_insert"],
         {
-            "at": at.timestamp(), "actor": entry.actor, "action": entry.action,
-            "target": entry.target, "reason": entry.reason,
-            "detail": json.dumps(detail, default=str), "prev_hash": prev, "hash": digest,
-        },  # fmt: skip
+            "at": at.timestamp(),
+            "actor": entry.actor,
+            "action": entry.action,
+            "target": entry.target,
+            "reason": entry.reason,
+            "detail": json.dumps(detail, default=str),
+            "prev_hash": prev,
+            "hash": digest,
+        },
     )
     return AuditEntry(
-        id=cur.lastrowid, at=at, actor=entry.actor, action=entry.action, target=entry.target,
-        reason=entry.reason, detail=detail, prev_hash=prev, hash=digest,
-    )  # fmt: skip
+        id=cur.lastrowid,
+        at=at,
+        actor=entry.actor,
+        action=entry.action,
+        target=entry.target,
+        reason=entry.reason,
+        detail=detail,
+        prev_hash=prev,
+        hash=digest,
+    )

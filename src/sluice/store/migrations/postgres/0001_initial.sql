@@ -32,7 +32,10 @@ CREATE TABLE sluice_messages (
     provider_message_id text,
     hold_reason         text,
     created_at          timestamptz NOT NULL,
-    updated_at          timestamptz NOT NULL
+    updated_at          timestamptz NOT NULL,
+    -- A message holds a lease exactly while it is sending; write-backs rely on it.
+    CONSTRAINT sluice_messages_lease_iff_sending
+        CHECK ((status = 'sending') = (lease_until IS NOT NULL))
 ) WITH (fillfactor = 80);  -- room for the claim/complete updates to stay on-page
 
 -- One message per (tenant, key): the outbox's idempotency guarantee.

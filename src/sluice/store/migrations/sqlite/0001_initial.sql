@@ -29,7 +29,10 @@ CREATE TABLE sluice_messages (
     provider_message_id TEXT,
     hold_reason         TEXT,
     created_at          REAL NOT NULL,
-    updated_at          REAL NOT NULL
+    updated_at          REAL NOT NULL,
+    -- A message holds a lease exactly while it is sending; write-backs rely on it.
+    CONSTRAINT sluice_messages_lease_iff_sending
+        CHECK ((status = 'sending') = (lease_until IS NOT NULL))
 );
 
 CREATE UNIQUE INDEX sluice_messages_idempotency

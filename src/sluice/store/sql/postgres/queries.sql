@@ -63,37 +63,39 @@ RETURNING m.id::text, m.tenant, m.channel, m.provider, m.action, m.recipient, m.
           m.correlation_id, m.scopes, m.created_at
 
 -- name: message_complete_many
+-- The batch arrives as one JSON array (one C-level json.dumps in Python instead of
+-- sixteen typed arrays dumped element by element); times are Unix epoch seconds.
 WITH input AS (
-    SELECT * FROM unnest(
-        %(ids)s::uuid[], %(claim_seqs)s::int[], %(statuses)s::text[], %(run_ats)s::timestamptz[],
-        %(refunds)s::int[], %(provider_message_ids)s::text[], %(providers)s::text[],
-        %(started_ats)s::timestamptz[], %(finished_ats)s::timestamptz[], %(outcomes)s::text[],
-        %(error_codes)s::text[], %(error_classes)s::text[], %(provider_statuses)s::text[],
-        %(provider_codes)s::text[], %(details)s::text[], %(latencies)s::real[]
-    ) AS t(id, claim_seq, status, run_at, refund, provider_message_id, provider, started_at,
-           finished_at, outcome, error_code, error_class, provider_status, provider_code,
-           detail, latency_ms)
+    SELECT * FROM json_to_recordset(%(batch)s::json) AS t(
+        id uuid, claim_seq int, status text, run_at double precision, refund int,
+        provider_message_id text, provider text, started_at double precision,
+        finished_at double precision, outcome text, error_code text, error_class text,
+        provider_status text, provider_code text, detail text, latency_ms real)
 ), done AS (
     UPDATE sluice_messages m
     SET status = i.status,
-        run_at = coalesce(i.run_at, m.run_at),
-        attempts = m.attempts - i.refund,
+        run_at = coalesce(to_timestamp(i.run_at), m.run_at),
+        attempts = m.attempts - coalesce(i.refund, 0),
         lease_until = NULL,
         last_error_code = i.error_code,
         last_error = i.detail,
         provider_message_id = coalesce(i.provider_message_id, m.provider_message_id),
         updated_at = %(now)s
     FROM input i
-    WHERE m.id = i.id AND m.status = 'sending' AND m.claim_seq = i.claim_seq
+    -- "lease_until IS NOT NULL" means "sending" (a CHECK constraint holds them equal).
+    -- Spelled this way the partial index on leased rows does not match, so the
+    -- planner always goes by primary key: with stale statistics it would otherwise
+    -- scan every leased row once per input row.
+    WHERE m.id = i.id AND m.lease_until IS NOT NULL AND m.claim_seq = i.claim_seq
       AND m.worker_id = %(worker_id)s
     RETURNING m.id
 )
 INSERT INTO sluice_attempts (
     message_id, attempt_no, worker_id, provider, started_at, finished_at, outcome, error_code,
     error_class, provider_status, provider_code, detail, latency_ms, applied)
-SELECT i.id, i.claim_seq, %(worker_id)s, i.provider, i.started_at, i.finished_at, i.outcome,
-       i.error_code, i.error_class, i.provider_status, i.provider_code, i.detail, i.latency_ms,
-       done.id IS NOT NULL
+SELECT i.id, i.claim_seq, %(worker_id)s, i.provider, to_timestamp(i.started_at),
+       to_timestamp(i.finished_at), i.outcome, i.error_code, i.error_class, i.provider_status,
+       i.provider_code, i.detail, i.latency_ms, done.id IS NOT NULL
 FROM input i LEFT JOIN done ON done.id = i.id
 RETURNING message_id::text, applied
 
@@ -101,7 +103,7 @@ RETURNING message_id::text, applied
 UPDATE sluice_messages m
 SET status = 'queued', attempts = m.attempts - 1, lease_until = NULL, updated_at = %(now)s
 FROM unnest(%(ids)s::uuid[], %(claim_seqs)s::int[]) AS r(id, claim_seq)
-WHERE m.id = r.id AND m.claim_seq = r.claim_seq AND m.status = 'sending'
+WHERE m.id = r.id AND m.claim_seq = r.claim_seq AND m.lease_until IS NOT NULL
   AND m.worker_id = %(worker_id)s
 RETURNING m.id::text
 

@@ -1,0 +1,99 @@
+-- Sluice: the current full schema for sqlite.
+-- It must equal the migration chain (migrations/sqlite/0001 ... applied in order):
+-- tests/integration/test_schema_matches_migrations.py builds one database from each
+-- and compares their catalogs. A new migration changes this file in the same commit.
+--
+-- Times are REAL seconds since the Unix epoch (UTC): compact, and ordered as numbers.
+
+CREATE TABLE sluice_messages (
+    id                  TEXT PRIMARY KEY,
+    tenant              TEXT NOT NULL,
+    channel             TEXT NOT NULL,
+    provider            TEXT NOT NULL,
+    action              TEXT NOT NULL,
+    recipient           TEXT NOT NULL,
+    payload             TEXT NOT NULL,
+    priority            INTEGER NOT NULL DEFAULT 0,
+    status              TEXT NOT NULL DEFAULT 'queued' CHECK (status IN (
+                            'queued', 'sending', 'sent', 'delivered', 'bounced', 'read',
+                            'held', 'dead', 'cancelled', 'shadowed')),
+    run_at              REAL NOT NULL,
+    attempts            INTEGER NOT NULL DEFAULT 0,
+    max_attempts        INTEGER NOT NULL CHECK (max_attempts BETWEEN 1 AND 100),
+    claim_seq           INTEGER NOT NULL DEFAULT 0,
+    idempotency_key     TEXT,
+    content_hash        TEXT NOT NULL,
+    correlation_id      TEXT,
+    scopes              TEXT NOT NULL DEFAULT '[]',
+    worker_id           TEXT,
+    claimed_at          REAL,
+    lease_until         REAL,
+    last_error_code     TEXT,
+    last_error          TEXT,
+    provider_message_id TEXT,
+    hold_reason         TEXT,
+    created_at          REAL NOT NULL,
+    updated_at          REAL NOT NULL,
+    -- A message holds a lease exactly while it is sending; write-backs rely on it.
+    CONSTRAINT sluice_messages_lease_iff_sending
+        CHECK ((status = 'sending') = (lease_until IS NOT NULL))
+);
+
+CREATE UNIQUE INDEX sluice_messages_idempotency
+    ON sluice_messages (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX sluice_messages_ready
+    ON sluice_messages (priority DESC, run_at) WHERE status = 'queued';
+CREATE INDEX sluice_messages_leased
+    ON sluice_messages (lease_until) WHERE status = 'sending';
+CREATE INDEX sluice_messages_dead
+    ON sluice_messages (channel, last_error_code, updated_at) WHERE status = 'dead';
+
+CREATE TABLE sluice_attempts (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id      TEXT NOT NULL,
+    attempt_no      INTEGER NOT NULL,
+    worker_id       TEXT NOT NULL,
+    provider        TEXT NOT NULL,
+    started_at      REAL NOT NULL,
+    finished_at     REAL NOT NULL,
+    outcome         TEXT NOT NULL CHECK (outcome IN ('sent', 'failed', 'throttled', 'lease_expired')),
+    error_code      TEXT,
+    error_class     TEXT,
+    provider_status TEXT,
+    provider_code   TEXT,
+    detail          TEXT,
+    latency_ms      REAL,
+    applied         INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX sluice_attempts_message ON sluice_attempts (message_id, attempt_no);
+
+CREATE TABLE sluice_audit (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    at        REAL NOT NULL,
+    actor     TEXT NOT NULL,
+    action    TEXT NOT NULL,
+    target    TEXT,
+    reason    TEXT,
+    detail    TEXT NOT NULL DEFAULT '{}',
+    prev_hash TEXT NOT NULL,
+    hash      TEXT NOT NULL UNIQUE
+);
+CREATE TRIGGER sluice_audit_no_update BEFORE UPDATE ON sluice_audit
+BEGIN
+    SELECT RAISE(ABORT, 'sluice_audit is append-only');
+END;
+CREATE TRIGGER sluice_audit_no_delete BEFORE DELETE ON sluice_audit
+BEGIN
+    SELECT RAISE(ABORT, 'sluice_audit is append-only');
+END;
+
+CREATE TABLE sluice_workers (
+    id           TEXT PRIMARY KEY,
+    host         TEXT NOT NULL,
+    pid          INTEGER NOT NULL,
+    started_at   REAL NOT NULL,
+    last_seen_at REAL NOT NULL,
+    stopped_at   REAL,
+    in_flight    INTEGER NOT NULL DEFAULT 0,
+    sent_total   INTEGER NOT NULL DEFAULT 0
+);
