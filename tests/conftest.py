@@ -31,8 +31,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         psycopg.connect(PG_ADMIN_URL, connect_timeout=3).close()
     except psycopg.OperationalError as exc:
         pytest.exit(
-            f"PostgreSQL is not reachable at {PG_ADMIN_URL} ({exc}).\n"
-            f"Start it with: {PG_START}",
+            f"PostgreSQL is not reachable at {PG_ADMIN_URL} ({exc}).\nStart it with: {PG_START}",
             returncode=3,
         )
 
@@ -117,7 +116,9 @@ async def store(store_url: str) -> AsyncIterator[Store]:
     await s.close()
 
 
-def sluice_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def sluice_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run the real ``sluice`` command in a subprocess."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(

@@ -56,6 +56,7 @@ __all__ = [
     "RetryPolicy",
     "Settings",
     "SluiceError",
+    "Status",
     "Store",
     "StoreError",
     "StoreUnavailable",

@@ -81,7 +81,9 @@ Limit = Annotated[
 ]
 DryRun = Annotated[
     bool,
-    typer.Option("--dry-run", envvar="SLUICE_DRY_RUN", help="Show what would change; change nothing."),
+    typer.Option(
+        "--dry-run", envvar="SLUICE_DRY_RUN", help="Show what would change; change nothing."
+    ),
 ]
 Actor = Annotated[
     str,
@@ -102,7 +104,10 @@ def _default_actor() -> str:
 
 
 def _settings(database_url: str | None = None, **overrides: Any) -> Settings:
-    return load_settings(database_url=database_url, **overrides)
+    try:
+        return load_settings(database_url=database_url, **overrides)
+    except SluiceError as exc:
+        raise _fail(exc) from None
 
 
 def _fail(exc: BaseException) -> typer.Exit:
@@ -118,8 +123,12 @@ def _run(fn: Callable[[], Awaitable[T]]) -> T:
         raise _fail(exc) from None
 
 
-async def _with_store(settings: Settings, fn: Callable[[Store], Awaitable[T]]) -> T:
-    store = await open_store(settings.database_url, settings)
+async def _with_store(
+    settings: Settings, fn: Callable[[Store], Awaitable[T]], *, create: bool = False
+) -> T:
+    # Only `migrate` may create a SQLite file: a mistyped path elsewhere is an error,
+    # not a new empty database.
+    store = await open_store(settings.database_url, settings, create=create)
     try:
         return await fn(store)
     finally:
@@ -171,7 +180,7 @@ def migrate(database_url: DatabaseUrl = None) -> None:
     settings = _settings(database_url)
 
     async def go() -> list[int]:
-        return await _with_store(settings, lambda s: s.migrate())
+        return await _with_store(settings, lambda s: s.migrate(), create=True)
 
     applied = _run(go)
     if applied:
@@ -185,11 +194,15 @@ def worker(
     database_url: DatabaseUrl = None,
     concurrency: Annotated[
         int | None,
-        typer.Option(envvar="SLUICE_WORKER_CONCURRENCY", help="Sends in flight at once. [default: 100]"),
+        typer.Option(
+            envvar="SLUICE_WORKER_CONCURRENCY", help="Sends in flight at once. [default: 100]"
+        ),
     ] = None,
     batch_size: Annotated[
         int | None,
-        typer.Option(envvar="SLUICE_WORKER_BATCH_SIZE", help="Most messages per claim. [default: 200]"),
+        typer.Option(
+            envvar="SLUICE_WORKER_BATCH_SIZE", help="Most messages per claim. [default: 200]"
+        ),
     ] = None,
     lease_seconds: Annotated[
         float | None,
@@ -198,7 +211,8 @@ def worker(
     reaper_interval: Annotated[
         float | None,
         typer.Option(
-            envvar="SLUICE_REAPER_INTERVAL", help="Seconds between expired-lease sweeps. [default: 5]"
+            envvar="SLUICE_REAPER_INTERVAL",
+            help="Seconds between expired-lease sweeps. [default: 5]",
         ),
     ] = None,
     poll_interval: Annotated[
@@ -207,7 +221,9 @@ def worker(
     ] = None,
     http_timeout: Annotated[
         float | None,
-        typer.Option(envvar="SLUICE_HTTP_TIMEOUT", help="Provider call timeout, seconds. [default: 10]"),
+        typer.Option(
+            envvar="SLUICE_HTTP_TIMEOUT", help="Provider call timeout, seconds. [default: 10]"
+        ),
     ] = None,
     webhook_secret: Annotated[
         str | None,
@@ -258,13 +274,11 @@ async def run_worker(settings: Settings, *, until_idle: bool = False) -> Any:
     from sluice.providers import build_providers, http_client
     from sluice.worker import Dispatcher
 
-    store = await open_store(settings.database_url, settings)
+    store = await open_store(settings.database_url, settings, create=False)
     try:
         pending = await store.schema_pending()
         if pending:
-            raise MigrationError(
-                f"the schema is missing migrations {pending}; run: sluice migrate"
-            )
+            raise MigrationError(f"the schema is missing migrations {pending}; run: sluice migrate")
         async with http_client(settings) as client:
             clock = SystemClock()
             dispatcher = Dispatcher(
@@ -361,7 +375,7 @@ def send(
 ) -> None:
     """Enqueue one message from the shell; prints its id."""
 
-    async def go() -> str:
+    async def go() -> list[str]:
         settings = _settings(database_url)
         msg = NewMessage(
             tenant=tenant,
@@ -441,9 +455,7 @@ def messages_show(
     from sluice import ops
 
     settings = _settings(database_url)
-    msg, attempts = _run(
-        lambda: _with_store(settings, lambda s: ops.message_show(s, message_id))
-    )
+    msg, attempts = _run(lambda: _with_store(settings, lambda s: ops.message_show(s, message_id)))
     if as_json:
         _print_json({"message": msg, "attempts": attempts})
         return
@@ -588,8 +600,19 @@ def dlq_retry(
     as_json: JsonOutput = False,
 ) -> None:
     """Put dead letters back in the queue with fresh attempts (oldest first)."""
-    _dlq_move("retry", tenant, channel, error_code, since, limit, dry_run, actor, reason,
-              database_url, as_json)  # fmt: skip
+    _dlq_move(
+        "retry",
+        tenant,
+        channel,
+        error_code,
+        since,
+        limit,
+        dry_run,
+        actor,
+        reason,
+        database_url,
+        as_json,
+    )
 
 
 @dlq_app.command("cancel")
@@ -608,13 +631,26 @@ def dlq_cancel(
     as_json: JsonOutput = False,
 ) -> None:
     """Cancel dead letters for good; they stay visible with status cancelled."""
-    _dlq_move("cancel", tenant, channel, error_code, since, limit, dry_run, actor, reason,
-              database_url, as_json)  # fmt: skip
+    _dlq_move(
+        "cancel",
+        tenant,
+        channel,
+        error_code,
+        since,
+        limit,
+        dry_run,
+        actor,
+        reason,
+        database_url,
+        as_json,
+    )
 
 
 @app.command()
 def simulator(
-    host: Annotated[str, typer.Option(envvar="SLUICE_SIMULATOR_HOST", help="Bind address.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(envvar="SLUICE_SIMULATOR_HOST", help="Bind address.")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(envvar="SLUICE_SIMULATOR_PORT", help="Port.")] = 8025,
     webhook_secret: Annotated[
         str | None,
@@ -625,9 +661,7 @@ def simulator(
     from sluice.providers.simulator import serve
 
     if not webhook_secret:
-        raise _fail(
-            ConfigError("the simulator needs SLUICE_WEBHOOK_SECRET (or --webhook-secret)")
-        )
+        raise _fail(ConfigError("the simulator needs SLUICE_WEBHOOK_SECRET (or --webhook-secret)"))
     typer.echo(f"provider simulator on http://{host}:{port} (effects: /_sim/effects)", err=True)
     serve(host, port, webhook_secret)
 
@@ -643,7 +677,9 @@ def run(
     ] = 300,
     duration: Annotated[
         float,
-        typer.Option(envvar="SLUICE_RUN_DURATION", help="Stop after this many seconds (0: Ctrl-C)."),
+        typer.Option(
+            envvar="SLUICE_RUN_DURATION", help="Stop after this many seconds (0: Ctrl-C)."
+        ),
     ] = 0.0,
 ) -> None:
     """Everything in one process: SQLite, migrations, simulator, worker, a demo load."""

@@ -52,6 +52,11 @@ class Settings:
     log_level: str = "info"
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            # NaN passes every "<= 0" comparison; refuse it here, by name.
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{_env_name(f.name)} must be a finite number, not {value!r}")
         positive = (
             "http_timeout",
             "worker_concurrency",
@@ -95,12 +100,14 @@ def _coerce(name: str, kind: Any, raw: Any, source: str) -> Any:
     target = kind if isinstance(kind, type) else None
     if target is None:  # "str | None" and friends: strings
         return None if raw in ("", None) else str(raw)
+    invalid = ConfigError(f"{source}: {name} = {raw!r} is not a valid {target.__name__}")
+    # TOML values arrive typed: 2.5 or true must not quietly become the integer 2 or 1.
+    if isinstance(raw, bool) or (target is int and isinstance(raw, float)):
+        raise invalid
     try:
-        if target is bool:
-            return str(raw).lower() in ("1", "true", "yes", "on")
         return target(raw)
     except (TypeError, ValueError):
-        raise ConfigError(f"{source}: {name} = {raw!r} is not a valid {target.__name__}") from None
+        raise invalid from None
 
 
 def load_settings(

@@ -29,7 +29,7 @@ TENANTS = ("acme-demo", "northern-labs", "globex")
 
 
 def _say(text: str = "") -> None:
-    print(text, flush=True)  # noqa: T201  # the command's own output
+    print(text, flush=True)  # the command's own output
 
 
 def demo_messages(base_url: str, count: int) -> list[NewMessage]:
@@ -77,7 +77,9 @@ async def run_embedded(settings: Settings, *, port: int, demo: int, duration: fl
     store = await open_store(settings.database_url, settings)
     try:
         applied = await store.migrate()
-        _say(f"database   {settings.database_url}  (migrations applied: {applied or 'none needed'})")
+        _say(
+            f"database   {settings.database_url}  (migrations applied: {applied or 'none needed'})"
+        )
         try:
             sim = SimulatorThread(secret, port=port).start()
         except OSError as exc:
@@ -88,7 +90,9 @@ async def run_embedded(settings: Settings, *, port: int, demo: int, duration: fl
         try:
             _say(f"simulator  {sim.url}  (effects: {sim.url}/_sim/effects)")
             async with httpx.AsyncClient(base_url=sim.url) as control:
-                await control.post("/_sim/faults", json={"path_prefix": "/webhook/gone", "status": 410})
+                await control.post(
+                    "/_sim/faults", json={"path_prefix": "/webhook/gone", "status": 410}
+                )
                 await control.post(
                     "/_sim/faults",
                     json={"path_prefix": "/webhook/flaky", "fail_first": 1, "error_status": 500},

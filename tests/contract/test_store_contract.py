@@ -67,10 +67,19 @@ async def test_enqueue__stores_every_field(store: Store) -> None:
         NOW,
     )
     m = await store.message_get(mid)
-    assert (m.tenant, m.channel, m.provider, m.action) == ("acme", "webhook", "null", "order.created")
+    assert (m.tenant, m.channel, m.provider, m.action) == (
+        "acme",
+        "webhook",
+        "null",
+        "order.created",
+    )
     assert m.payload == {"order": 7, "items": ["a", "b"]}
     assert (m.priority, m.run_at, m.max_attempts, m.attempts) == (5, run_at, 3, 0)
-    assert (m.idempotency_key, m.correlation_id, m.scopes) == ("k-1", "corr-1", ["calendar.events.write"])
+    assert (m.idempotency_key, m.correlation_id, m.scopes) == (
+        "k-1",
+        "corr-1",
+        ["calendar.events.write"],
+    )
     assert m.status is Status.QUEUED
 
 
@@ -100,7 +109,9 @@ async def test_enqueue__same_key_different_content_conflicts(store: Store) -> No
 async def test_enqueue__conflict_rolls_back_the_whole_batch(store: Store) -> None:
     await store.enqueue_many([msg(idempotency_key="k")], NOW)
     with pytest.raises(IdempotencyConflict):
-        await store.enqueue_many([msg(payload={"new": 1}), msg(idempotency_key="k", payload={"x": 1})], NOW)
+        await store.enqueue_many(
+            [msg(payload={"new": 1}), msg(idempotency_key="k", payload={"x": 1})], NOW
+        )
     assert (await store.status_report(NOW)).counts == {"queued": 1}
 
 
@@ -193,10 +204,18 @@ async def test_complete__writes_outcome_and_attempt(store: Store) -> None:
     c.provider_message_id = "prov-1"
     assert await store.message_complete_many("w1", [c], NOW) == {mid}
     stored = await store.message_get(mid)
-    assert (stored.status, stored.provider_message_id, stored.lease_until) == (Status.SENT, "prov-1", None)
+    assert (stored.status, stored.provider_message_id, stored.lease_until) == (
+        Status.SENT,
+        "prov-1",
+        None,
+    )
     [a] = await store.attempt_list(mid)
     assert (a.attempt_no, a.outcome, a.worker_id, a.latency_ms, a.applied) == (
-        1, AttemptOutcome.SENT, "w1", 12.5, True,
+        1,
+        AttemptOutcome.SENT,
+        "w1",
+        12.5,
+        True,
     )
 
 
@@ -242,8 +261,10 @@ async def test_complete__refunded_attempt_does_not_count(store: Store) -> None:
 async def test_complete__batch_of_mixed_outcomes(store: Store) -> None:
     ids = await store.enqueue_many([msg(payload={"i": i}) for i in range(6)], NOW)
     claimed = await store.message_claim("w1", 6, 30, NOW)
-    comps = [done(m, Status.SENT if i % 2 else Status.DEAD, error_code=None if i % 2 else "BAD_REQUEST")
-             for i, m in enumerate(claimed)]  # fmt: skip
+    comps = [
+        done(m, Status.SENT) if i % 2 else done(m, Status.DEAD, error_code="BAD_REQUEST")
+        for i, m in enumerate(claimed)
+    ]
     assert await store.message_complete_many("w1", comps, NOW) == set(ids)
     assert (await store.status_report(NOW)).counts == {"sent": 3, "dead": 3}
 
@@ -258,9 +279,17 @@ async def test_rescue__returns_expired_leases_and_records_lease_expired(store: S
     result = await store.message_rescue_expired(NOW + timedelta(seconds=31))
     assert result.requeued == [mid]
     stored = await store.message_get(mid)
-    assert (stored.status, stored.attempts, stored.last_error_code) == (Status.QUEUED, 1, "LEASE_EXPIRED")
+    assert (stored.status, stored.attempts, stored.last_error_code) == (
+        Status.QUEUED,
+        1,
+        "LEASE_EXPIRED",
+    )
     [a] = await store.attempt_list(mid)
-    assert (a.outcome, a.error_code, a.worker_id) == (AttemptOutcome.LEASE_EXPIRED, "LEASE_EXPIRED", "w1")
+    assert (a.outcome, a.error_code, a.worker_id) == (
+        AttemptOutcome.LEASE_EXPIRED,
+        "LEASE_EXPIRED",
+        "w1",
+    )
 
 
 async def test_rescue__dead_letters_when_attempts_are_exhausted(store: Store) -> None:
@@ -299,10 +328,14 @@ async def test_status_report__counts_oldest_and_dead(store: Store) -> None:
     report = await store.status_report(NOW)
     assert report.counts["queued"] + report.counts.get("sending", 0) == 3
     assert m is not None
-    await store.message_complete_many("w1", [done(m, Status.DEAD, error_code="INVALID_RECIPIENT")], NOW)
+    await store.message_complete_many(
+        "w1", [done(m, Status.DEAD, error_code="INVALID_RECIPIENT")], NOW
+    )
     report = await store.status_report(NOW)
     assert report.oldest_ready_age_seconds is None or report.oldest_ready_age_seconds >= 0
-    assert [(g.channel, g.error_code, g.count) for g in report.dead] == [("sms", "INVALID_RECIPIENT", 1)]
+    assert [(g.channel, g.error_code, g.count) for g in report.dead] == [
+        ("sms", "INVALID_RECIPIENT", 1)
+    ]
 
 
 # -- dead letters -------------------------------------------------------------------
@@ -312,7 +345,9 @@ async def _dead(store: Store, n: int, **kw: object) -> list[str]:
     ids = await store.enqueue_many([msg(payload={"i": i}, **kw) for i in range(n)], NOW)
     claimed = await store.message_claim("w1", n, 30, NOW)
     code = str(kw.pop("code", "PROVIDER_ERROR"))  # type: ignore[arg-type]
-    await store.message_complete_many("w1", [done(m, Status.DEAD, error_code=code) for m in claimed], NOW)
+    await store.message_complete_many(
+        "w1", [done(m, Status.DEAD, error_code=code) for m in claimed], NOW
+    )
     return ids
 
 
@@ -331,7 +366,12 @@ async def test_dlq__groups_filters_and_replays_with_audit(store: Store) -> None:
         m = await store.message_get(mid)
         assert (m.status, m.attempts) == (Status.QUEUED, 0)
     [entry] = await store.audit_list()
-    assert (entry.actor, entry.action, entry.reason, entry.detail["count"]) == ("oncall", "dlq.retry", "scopes fixed", 2)
+    assert (entry.actor, entry.action, entry.reason, entry.detail["count"]) == (
+        "oncall",
+        "dlq.retry",
+        "scopes fixed",
+        2,
+    )
     # Replaying again changes nothing: they are no longer dead.
     assert await store.message_requeue(ids, "dead", NOW, audit) == []
 
@@ -346,7 +386,10 @@ async def test_dlq__cancel(store: Store) -> None:
 async def test_dlq__since_filter(store: Store) -> None:
     await _dead(store, 2)
     assert await store.message_select("dead", MessageFilter(since=NOW + timedelta(seconds=1))) == []
-    assert len(await store.message_select("dead", MessageFilter(since=NOW - timedelta(seconds=1)))) == 2
+    assert (
+        len(await store.message_select("dead", MessageFilter(since=NOW - timedelta(seconds=1))))
+        == 2
+    )
 
 
 # -- audit --------------------------------------------------------------------------
@@ -354,7 +397,9 @@ async def test_dlq__since_filter(store: Store) -> None:
 
 async def test_audit__is_hash_chained(store: Store) -> None:
     for i in range(3):
-        await store.audit_append(AuditEntry(at=NOW + timedelta(seconds=i), actor="a", action=f"act{i}", detail={"i": i}))
+        await store.audit_append(
+            AuditEntry(at=NOW + timedelta(seconds=i), actor="a", action=f"act{i}", detail={"i": i})
+        )
     entries = list(reversed(await store.audit_list()))
     assert [e.action for e in entries] == ["act0", "act1", "act2"]
     assert verify_chain(entries) is None

@@ -70,7 +70,9 @@ def simulator(tmp_path: Path) -> Iterator[SimulatorProcess]:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            raise RuntimeError(f"simulator did not start: {(tmp_path / 'simulator.log').read_text()}")
+            raise RuntimeError(
+                f"simulator did not start: {(tmp_path / 'simulator.log').read_text()}"
+            )
         time.sleep(0.05)
     try:
         yield SimulatorProcess(url, secret, proc)

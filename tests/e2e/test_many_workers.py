@@ -43,12 +43,16 @@ async def _report(url: str):  # type: ignore[no-untyped-def]
     await store.open()  # type: ignore[attr-defined]
     try:
         now = datetime.now(UTC)
-        return (await store.status_report(now)).counts, await store.worker_list(now - timedelta(hours=1))
+        return (await store.status_report(now)).counts, await store.worker_list(
+            now - timedelta(hours=1)
+        )
     finally:
         await store.close()
 
 
-def test_three_workers_10k_messages__each_sent_exactly_once(clean_pg_url, simulator, workers) -> None:  # type: ignore[no-untyped-def]
+def test_three_workers_10k_messages__each_sent_exactly_once(
+    clean_pg_url, simulator, workers
+) -> None:  # type: ignore[no-untyped-def]
     ids = asyncio.run(_enqueue(clean_pg_url, simulator.url))
     started = time.monotonic()
     for _ in range(WORKERS):
@@ -65,11 +69,18 @@ def test_three_workers_10k_messages__each_sent_exactly_once(clean_pg_url, simula
     assert set(delivered) == set(ids)
     assert max(delivered.values()) == 1, "a message reached the provider twice"
     with psycopg.connect(clean_pg_url) as conn:
-        rows = dict(conn.execute("SELECT outcome, count(*) FROM sluice_attempts GROUP BY outcome").fetchall())
+        rows = dict(
+            conn.execute(
+                "SELECT outcome, count(*) FROM sluice_attempts GROUP BY outcome"
+            ).fetchall()
+        )
     assert rows == {"sent": N}
 
     _, seen = asyncio.run(_report(clean_pg_url))
     per_worker = [w.sent_total for w in seen]
     assert sum(per_worker) == N
     assert sum(1 for n in per_worker if n > 0) >= 2, f"work was not shared: {per_worker}"
-    print(f"\n{WORKERS} workers, {N} messages in {elapsed:.1f}s ({N / elapsed:.0f}/s over HTTP), split {per_worker}")
+    print(
+        f"\n{WORKERS} workers, {N} messages in {elapsed:.1f}s "
+        f"({N / elapsed:.0f}/s over HTTP), split {per_worker}"
+    )

@@ -81,7 +81,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         except aiohttp.ClientConnectorError as exc:
             raise httpx.ConnectError(str(exc), request=request) from exc
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
-            raise httpx.RemoteProtocolError(str(exc) or "server disconnected", request=request) from exc
+            raise httpx.RemoteProtocolError(
+                str(exc) or "server disconnected", request=request
+            ) from exc
         except aiohttp.InvalidURL as exc:
             raise httpx.UnsupportedProtocol(str(exc), request=request) from exc
         except aiohttp.ClientError as exc:

@@ -27,8 +27,11 @@ __all__ = [
 ]
 
 
-def create_store(url: str, settings: Settings | None = None) -> Store:
-    """A store for ``url`` (``postgresql://…`` or ``sqlite:///…``), not yet opened."""
+def create_store(url: str, settings: Settings | None = None, *, create: bool = True) -> Store:
+    """A store for ``url`` (``postgresql://…`` or ``sqlite:///…``), not yet opened.
+
+    ``create=False`` refuses to make a new SQLite file where none exists.
+    """
     pool_size = settings.pool_size if settings else 8
     if url.startswith(("postgresql://", "postgres://")):
         from sluice.store.postgres import PostgresStore
@@ -37,14 +40,14 @@ def create_store(url: str, settings: Settings | None = None) -> Store:
     if url.startswith("sqlite:"):
         from sluice.store.sqlite import SqliteStore
 
-        return SqliteStore(url)
+        return SqliteStore(url, create=create)
     raise ConfigError(
         f"database URL {url!r} is not supported: use sqlite:///file.db or postgresql://…"
     )
 
 
-async def open_store(url: str, settings: Settings | None = None) -> Store:
+async def open_store(url: str, settings: Settings | None = None, *, create: bool = True) -> Store:
     """Create and open a store; raises ``StoreUnavailable`` if it cannot be reached."""
-    store = create_store(url, settings)
+    store = create_store(url, settings, create=create)
     await store.open()  # type: ignore[attr-defined]  # both implementations have open()
     return store

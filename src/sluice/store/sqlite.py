@@ -150,8 +150,9 @@ class SqliteStore:
 
     dialect = "sqlite"
 
-    def __init__(self, url: str, *, poll_interval: float = 0.01) -> None:
+    def __init__(self, url: str, *, poll_interval: float = 0.01, create: bool = True) -> None:
         self.path = sqlite_path(url)
+        self._create = create
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sluice-sqlite")
         self._conn: sqlite3.Connection | None = None
         self._watch: sqlite3.Connection | None = None
@@ -162,6 +163,11 @@ class SqliteStore:
     async def open(self) -> SqliteStore:
         """Open the file (created if missing)."""
         if self._conn is None:
+            if not self._create and not Path(self.path).exists():
+                raise StoreUnavailable(
+                    f"no SQLite database at {self.path}: check the path, or create it with "
+                    f"sluice migrate --database-url sqlite:///{self.path}"
+                )
             try:
                 self._conn = await self._call(connect, self.path)
                 self._watch = sqlite3.connect(self.path, isolation_level=None)

@@ -163,7 +163,10 @@ class Dispatcher:
                 continue
             try:
                 batch = await self.store.message_claim(
-                    self.worker_id, min(free, s.worker_batch_size), s.lease_seconds, self.clock.now()
+                    self.worker_id,
+                    min(free, s.worker_batch_size),
+                    s.lease_seconds,
+                    self.clock.now(),
                 )
             except SluiceError as exc:
                 self.log.warning("claim failed; retrying", error=str(exc), delay=error_delay)
@@ -409,4 +412,3 @@ class Dispatcher:
             "released": s.released,
             "rescued": s.rescued,
         }
-

@@ -67,7 +67,10 @@ class RetryPolicy:
                 deferrals = message.claim_seq - message.attempts + 1
                 delay = self.backoff(deferrals)
             return Decision(
-                Status.QUEUED, now + timedelta(seconds=delay), refund_attempt=True, error_class=klass
+                Status.QUEUED,
+                now + timedelta(seconds=delay),
+                refund_attempt=True,
+                error_class=klass,
             )
         if message.attempts >= message.max_attempts:
             return Decision(Status.DEAD, error_class=klass)

@@ -1,0 +1,37 @@
+# The two commands of the README: `make run` and `make test`.
+# Both bootstrap .venv from requirements.lock on first use; nothing is installed by hand.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint bench clean
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+## Sluice embedded: SQLite file, migrations, provider simulator, worker, demo load.
+run: $(STAMP)
+	$(BIN)/sluice run
+
+## The whole test suite (PostgreSQL must be running; see README), then lint and types.
+test: $(STAMP)
+	$(BIN)/python -m pytest
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+
+## Benchmarks against procrastinate and Celery (not part of the tests).
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache sluice.db sluice.db-wal sluice.db-shm

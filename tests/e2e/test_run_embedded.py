@@ -1,0 +1,81 @@
+"""Acceptance tests of ``sluice run``: the whole system in one real process.
+
+It runs in a temporary working directory with no ``SLUICE_*`` variables inherited,
+so the default ``sqlite:///sluice.db`` lands in that directory and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DEMO = 60
+GONE = DEMO // 25  # every 25th demo message goes to an endpoint answering 410 Gone
+
+
+def sluice(*args: str, cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run the real ``sluice ARGS`` in ``cwd`` with a clean ``SLUICE_*`` environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "sluice.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**env, "COLUMNS": "200"},
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_run__delivers_the_demo_load_and_stops_by_itself(tmp_path: Path) -> None:
+    started = time.monotonic()
+
+    result = sluice("run", "--duration", "10", "--port", "0", "--demo", str(DEMO), cwd=tmp_path,
+                    timeout=60)  # fmt: skip
+
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert elapsed < 60
+    out = result.stdout
+    assert re.search(r"^simulator\s+http://127\.0\.0\.1:\d+", out, re.M), out
+    assert f"demo load  {DEMO} webhooks enqueued" in out
+    assert "sluice status --database-url sqlite:///sluice.db" in out
+    lines = out.strip().splitlines()
+    assert lines[-1] == "stopped."
+    final = re.search(r"queued (\d+)  sending (\d+)  sent (\d+)  dead (\d+)", lines[-2])
+    assert final, lines[-2]
+    assert final.groups() == ("0", "0", str(DEMO - GONE), str(GONE))
+    assert (tmp_path / "sluice.db").is_file()
+
+    status = sluice(
+        "status", "--json", "--database-url", f"sqlite:///{tmp_path / 'sluice.db'}",
+        cwd=tmp_path, timeout=30,
+    )  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert report["counts"] == {"sent": DEMO - GONE, "dead": GONE}
+    assert [(g["channel"], g["error_code"], g["count"]) for g in report["dead"]] == [
+        ("webhook", "ENDPOINT_GONE", GONE)
+    ]
+    assert [w["stopped_at"] is not None for w in report["workers"]] == [True]
+
+
+def test_run__on_a_port_already_taken_exits_2_and_suggests_another(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        result = sluice("run", "--port", str(port), "--demo", "0", "--duration", "1",
+                        cwd=tmp_path, timeout=30)  # fmt: skip
+
+    assert result.returncode == 2
+    assert f"127.0.0.1:{port}" in result.stderr
+    assert "--port" in result.stderr
+    assert "Traceback" not in result.stderr
