@@ -124,8 +124,8 @@ class Dispatcher:
             providers=sorted(self.providers),
         )
         await self._heartbeat()
+        flusher = asyncio.create_task(self._flush_loop(), name="sluice-flush")
         background = [
-            asyncio.create_task(self._flush_loop(), name="sluice-flush"),
             asyncio.create_task(self._reaper_loop(), name="sluice-reaper"),
             asyncio.create_task(self._heartbeat_loop(), name="sluice-heartbeat"),
         ]
@@ -139,7 +139,12 @@ class Dispatcher:
             for task in background:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            await self._flush()  # whatever the cancelled flusher had not written
+            # Never cancel the flusher: a write cut off mid-way would lose its batch
+            # from memory, and those messages would go out again after their lease.
+            self._buffer_ready.set()
+            with contextlib.suppress(Exception):
+                await flusher
+            await self._flush()
             await self._release_unstarted()
             await self._heartbeat()
             with contextlib.suppress(SluiceError):
@@ -296,7 +301,7 @@ class Dispatcher:
     # -- writing back ------------------------------------------------------------
 
     async def _flush_loop(self) -> None:
-        while True:
+        while not (self.stopping and self._idle()):
             await self._buffer_ready.wait()
             if self.settings.flush_interval and len(self._buffer) < self.settings.worker_batch_size:
                 # Let a few more outcomes join this write; one round trip per batch.
