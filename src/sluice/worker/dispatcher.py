@@ -49,6 +49,10 @@ from sluice.worker.retry import Decision, RetryPolicy
 __all__ = ["Dispatcher", "WorkerStats", "new_worker_id"]
 
 
+#: Poll interval while traffic is flowing (see ``_claim_loop``).
+HOT_POLL = 0.01
+
+
 def new_worker_id() -> str:
     """``host:pid:random``: unique per process, readable in ``sluice status``."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -190,12 +194,14 @@ class Dispatcher:
                 # Work is still running; look again soon in case it retries.
                 await self._sleep(0.05)
                 continue
-            # Producers coalesce notifications (one per channel per notify_interval), so
-            # right after activity look again every interval: a message whose NOTIFY was
-            # coalesced away then waits at most one interval, never a whole poll.
-            recent = time.monotonic() - self._last_work < 2 * s.notify_interval
-            timeout = s.notify_interval if recent and s.notify_interval else s.poll_interval
-            await self.store.wait_for_work(timeout)
+            # Producers send at most one NOTIFY per channel per notify_interval, so while
+            # traffic flows most messages arrive without one. For one interval after any
+            # wake-up or claim, look every HOT_POLL seconds: a message whose notification
+            # was coalesced away then waits at most HOT_POLL, and an idle worker still
+            # sleeps on LISTEN (or the fallback poll) without querying.
+            hot = time.monotonic() - self._last_work < s.notify_interval
+            if await self.store.wait_for_work(HOT_POLL if hot else s.poll_interval):
+                self._last_work = time.monotonic()
 
     def _start(self, batch: list[Message]) -> None:
         for msg in batch:
