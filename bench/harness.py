@@ -1,0 +1,574 @@
+"""Benchmark harness: run every selected part ``--repeat`` times, report medians.
+
+Each part is a function ``(Options) -> dict`` of figures. Repetitions are interleaved
+(rep 1 of every part, then rep 2, ...) so slow drift of the machine hits all systems alike.
+A part raising ``NotImplementedError`` is shown as "n/a"; any other failure is printed and
+the run goes on with the other parts (that part's later repetitions are skipped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import sluice_bench
+from bench.pg import fresh_db
+from bench.sysload import ForeignCpu, wait_quiet
+
+BENCH_DIR = Path(__file__).resolve().parent
+DEFAULT_OUT = BENCH_DIR / "results" / "latest.json"
+SLUICE_DB = "sluice_bench"
+#: Warn when unrelated processes took more than this share of the CPU during a repetition.
+BUSY_SHARE = 0.05
+
+# Targets (Sluice's published goals).
+PG_DRAIN_MIN = 10_000.0
+PG_VS_PROCRASTINATE_MIN = 10.0
+SQLITE_DRAIN_MIN = 5_000.0
+LATENCY_P50_MAX_MS = 5.0
+LATENCY_P99_MAX_MS = 25.0
+
+
+@dataclass(frozen=True)
+class Options:
+    n: int
+    repeat: int
+    latency_samples: int
+    http_n: int
+    procrastinate_concurrency: int
+    celery_concurrency: int
+    celery_pool: str
+    timeout: float
+    wait_quiet: float
+
+
+@dataclass(frozen=True)
+class Part:
+    key: str  # name used by --only
+    system: str
+    store: str
+    run: Callable[[Options], dict[str, Any]]
+    required: tuple[str, ...]
+
+
+@dataclass
+class Outcome:
+    status: str = "pending"  # ok | n/a | error | partial | skipped
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    #: Share of the machine's CPU used by unrelated processes during each repetition.
+    foreign_cpu: list[float] = field(default_factory=list)
+    #: The unrelated processes that used the most CPU seconds, per repetition.
+    foreign_top: list[list[tuple[str, float]]] = field(default_factory=list)
+    error: str | None = None
+
+    def median(self) -> dict[str, Any]:
+        if not self.runs:
+            return {}
+        keys = [k for k in self.runs[0] if all(k in r for r in self.runs)]
+        out: dict[str, Any] = {}
+        for k in keys:
+            vals = [r[k] for r in self.runs]
+            if all(isinstance(v, int | float) and not isinstance(v, bool) for v in vals):
+                out[k] = statistics.median(vals)
+            elif all(v == vals[0] for v in vals):
+                out[k] = vals[0]
+        return out
+
+
+# --- parts ---------------------------------------------------------------------------
+
+
+def _sluice_pg(o: Options) -> dict[str, Any]:
+    with fresh_db(SLUICE_DB) as url:
+        return sluice_bench.sluice_drain(url, o.n)
+
+
+def _sluice_sqlite(o: Options) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp:
+        return sluice_bench.sluice_drain(f"sqlite:///{tmp}/bench.db", o.n)
+
+
+def _procrastinate(o: Options) -> dict[str, Any]:
+    from bench import peers_procrastinate
+
+    return peers_procrastinate.run(o.n, concurrency=o.procrastinate_concurrency, timeout=o.timeout)
+
+
+def _celery(o: Options) -> dict[str, Any]:
+    from bench import peers_celery
+
+    return peers_celery.run(
+        o.n, concurrency=o.celery_concurrency, pool=o.celery_pool, timeout=o.timeout
+    )
+
+
+def _latency(o: Options) -> dict[str, Any]:
+    with fresh_db(SLUICE_DB) as url:
+        return sluice_bench.sluice_idle_latency(url, o.latency_samples)
+
+
+def _http(o: Options) -> dict[str, Any]:
+    return sluice_bench.sluice_http(o.http_n)
+
+
+DRAIN_KEYS = ("enqueue_batch_per_s", "enqueue_single_per_s", "drain_per_s")
+
+PARTS: tuple[Part, ...] = (
+    Part("sluice-pg", "Sluice", "PostgreSQL", _sluice_pg, DRAIN_KEYS),
+    Part("sluice-sqlite", "Sluice", "SQLite", _sluice_sqlite, DRAIN_KEYS),
+    Part("procrastinate", "procrastinate", "PostgreSQL", _procrastinate, DRAIN_KEYS),
+    Part("celery", "Celery", "Redis broker", _celery, DRAIN_KEYS),
+    Part("latency", "Sluice idle latency", "PostgreSQL", _latency, ("p50_ms", "p99_ms")),
+    Part("http", "Sluice HTTP webhooks", "—", _http, ("per_s",)),
+)
+PART_KEYS = tuple(p.key for p in PARTS)
+
+
+# --- running -------------------------------------------------------------------------
+
+
+class PartTimeout(BaseException):
+    """A part exceeded --timeout (a BaseException, so ``except Exception`` can't eat it)."""
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """Raise PartTimeout in the main thread after ``seconds`` (SIGALRM)."""
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise PartTimeout(f"part exceeded --timeout {seconds:g}s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _check_figures(part: Part, figures: Any) -> dict[str, Any]:
+    if not isinstance(figures, dict):
+        raise TypeError(f"{part.key} returned {type(figures).__name__}, expected dict")
+    missing = [k for k in part.required if k not in figures]
+    if missing:
+        raise KeyError(f"{part.key} result lacks keys {missing} (got {sorted(figures)})")
+    for k in part.required:
+        v = figures[k]
+        if v is not None and not isinstance(v, int | float):
+            raise TypeError(f"{part.key}: {k}={v!r} is not a number")
+    return figures
+
+
+def _brief(figures: dict[str, Any]) -> str:
+    shown = []
+    for k, v in figures.items():
+        if isinstance(v, float):
+            shown.append(f"{k}={v:,.1f}")
+        elif isinstance(v, int) and not isinstance(v, bool):
+            shown.append(f"{k}={v:,}")
+    return " ".join(shown)
+
+
+def run_parts(parts: list[Part], o: Options) -> dict[str, Outcome]:
+    outcomes = {p.key: Outcome() for p in parts}
+    for rep in range(1, o.repeat + 1):
+        for part in parts:
+            out = outcomes[part.key]
+            if out.status in ("n/a", "error", "partial"):
+                continue
+            if o.wait_quiet > 0:
+                waited, share = wait_quiet(o.wait_quiet, BUSY_SHARE)
+                if waited >= 1:
+                    _log(
+                        f"[rep {rep}/{o.repeat}] waited {waited:.0f}s for other processes to "
+                        f"quieten (now {share:.0%} of the CPU)"
+                    )
+            _log(f"[rep {rep}/{o.repeat}] {part.key} ...")
+            t0 = time.perf_counter()
+            foreign = ForeignCpu()
+            try:
+                with foreign, _deadline(o.timeout):
+                    figures = _check_figures(part, part.run(o))
+            except NotImplementedError as exc:
+                out.status, out.error = "n/a", str(exc) or "not implemented"
+                _log(f"[rep {rep}/{o.repeat}] {part.key}: n/a ({out.error})")
+                continue
+            except (Exception, PartTimeout) as exc:
+                out.status = "partial" if out.runs else "error"
+                out.error = f"{type(exc).__name__}: {exc}"
+                _log(f"[rep {rep}/{o.repeat}] {part.key}: FAILED\n{traceback.format_exc()}")
+                continue
+            elapsed = time.perf_counter() - t0
+            out.runs.append(figures)
+            share = foreign.seconds / (elapsed * (os.cpu_count() or 1))
+            out.seconds.append(elapsed)
+            out.foreign_cpu.append(share)
+            out.foreign_top.append(foreign.top())
+            out.status = "ok"
+            busy = ""
+            if share > BUSY_SHARE:
+                busy = ": " + ", ".join(f"{name} {sec:.1f}s" for name, sec in foreign.top())
+            _log(
+                f"[rep {rep}/{o.repeat}] {part.key}: {_brief(figures)} ({elapsed:.1f}s, "
+                f"other processes used {share:.0%} of the CPU{busy})"
+            )
+    return outcomes
+
+
+# --- reporting -----------------------------------------------------------------------
+
+
+def _num(v: Any, fmt: str = ",.0f") -> str:
+    if v is None:
+        return "—"
+    return format(v, fmt)
+
+
+def _verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("PASS" if ok else "MISS")
+
+
+def _all_ok(*checks: bool | None) -> bool | None:
+    if any(c is None for c in checks):
+        return None
+    return all(checks)
+
+
+def _cmp(value: Any, op: str, bound: float) -> bool | None:
+    if not isinstance(value, int | float):
+        return None
+    return value >= bound if op == ">=" else value <= bound
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(header), sep, *(line(r) for r in rows)])
+
+
+def build_report(
+    parts: list[Part], outcomes: dict[str, Outcome], o: Options
+) -> tuple[str, list[dict[str, Any]]]:
+    """Markdown tables + the list of target checks."""
+    med = {k: out.median() for k, out in outcomes.items()}
+    by_key = {p.key: p for p in parts}
+
+    def fig(key: str, name: str) -> Any:
+        return med.get(key, {}).get(name)
+
+    def cell(key: str, name: str, fmt: str = ",.0f") -> str:
+        out = outcomes.get(key)
+        if out is None:
+            return "not run"
+        if out.status == "n/a":
+            return "n/a"
+        if not out.runs:
+            return "error"
+        text = _num(fig(key, name), fmt)
+        if len(out.runs) < o.repeat:
+            text += f" ({len(out.runs)}/{o.repeat} runs)"
+        return text
+
+    pq_drain = fig("procrastinate", "drain_per_s")
+    pq_conc = o.procrastinate_concurrency
+    checks: list[dict[str, Any]] = []
+
+    def check(name: str, measured: Any, target: str, ok: bool | None) -> str:
+        checks.append(
+            {"target": name, "measured": measured, "goal": target, "result": _verdict(ok)}
+        )
+        return _verdict(ok)
+
+    rows = []
+    order = [
+        ("sluice-pg", "Sluice", "PostgreSQL"),
+        ("sluice-sqlite", "Sluice", "SQLite"),
+        ("procrastinate", "procrastinate", f"PostgreSQL, concurrency {pq_conc}"),
+        ("celery", "Celery", f"Redis broker, {o.celery_pool} x{o.celery_concurrency}"),
+    ]
+    for key, system, store in order:
+        if key not in by_key:
+            continue
+        drain = fig(key, "drain_per_s")
+        ratio = drain / pq_drain if isinstance(drain, int | float) and pq_drain else None
+        if key == "sluice-pg":
+            target = f"≥ {PG_DRAIN_MIN:,.0f}/s and ≥ {PG_VS_PROCRASTINATE_MIN:g}x procrastinate"
+            result = check(
+                "Sluice PostgreSQL drain",
+                {"drain_per_s": drain, "ratio_vs_procrastinate": ratio},
+                target,
+                _all_ok(
+                    _cmp(drain, ">=", PG_DRAIN_MIN), _cmp(ratio, ">=", PG_VS_PROCRASTINATE_MIN)
+                ),
+            )
+        elif key == "sluice-sqlite":
+            target = f"≥ {SQLITE_DRAIN_MIN:,.0f}/s"
+            result = check(
+                "Sluice SQLite drain", drain, target, _cmp(drain, ">=", SQLITE_DRAIN_MIN)
+            )
+        else:
+            target, result = "—", "—"
+        rows.append(
+            [
+                system,
+                store,
+                f"{o.n:,}",
+                cell(key, "enqueue_batch_per_s"),
+                cell(key, "enqueue_single_per_s"),
+                cell(key, "drain_per_s"),
+                "n/a" if ratio is None else f"{ratio:.2f}x",
+                target,
+                result,
+            ]
+        )
+    tables = []
+    if rows:
+        tables.append(
+            _table(
+                [
+                    "system",
+                    "store",
+                    "N",
+                    "enqueue msgs/s (batch)",
+                    "enqueue msgs/s (single)",
+                    "drain msgs/s",
+                    "ratio vs procrastinate (drain)",
+                    "target",
+                    "result",
+                ],
+                rows,
+            )
+        )
+
+    rows2 = []
+    if "latency" in by_key:
+        p50, p99 = fig("latency", "p50_ms"), fig("latency", "p99_ms")
+        rows2.append(
+            [
+                f"Sluice idle latency p50 (PostgreSQL, {o.latency_samples:,} samples)",
+                cell("latency", "p50_ms", ",.2f") + (" ms" if p50 is not None else ""),
+                f"≤ {LATENCY_P50_MAX_MS:g} ms",
+                check(
+                    "idle latency p50",
+                    p50,
+                    f"<= {LATENCY_P50_MAX_MS} ms",
+                    _cmp(p50, "<=", LATENCY_P50_MAX_MS),
+                ),
+            ]
+        )
+        rows2.append(
+            [
+                f"Sluice idle latency p99 (PostgreSQL, {o.latency_samples:,} samples)",
+                cell("latency", "p99_ms", ",.2f") + (" ms" if p99 is not None else ""),
+                f"≤ {LATENCY_P99_MAX_MS:g} ms",
+                check(
+                    "idle latency p99",
+                    p99,
+                    f"<= {LATENCY_P99_MAX_MS} ms",
+                    _cmp(p99, "<=", LATENCY_P99_MAX_MS),
+                ),
+            ]
+        )
+    if "http" in by_key:
+        per_s = fig("http", "per_s")
+        rows2.append(
+            [
+                f"Sluice HTTP webhooks/s (N = {o.http_n:,})",
+                cell("http", "per_s") + ("/s" if per_s is not None else ""),
+                "— (reported)",
+                "—",
+            ]
+        )
+    if rows2:
+        tables.append(_table(["metric", "measured", "target", "result"], rows2))
+    return "\n\n".join(tables), checks
+
+
+def _versions() -> dict[str, Any]:
+    v: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+    }
+    for dist in ("sluice", "procrastinate", "celery", "kombu", "redis", "psycopg"):
+        try:
+            v[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            v[dist] = None
+    try:
+        import psycopg
+
+        from bench.pg import ADMIN_DSN
+
+        with psycopg.connect(ADMIN_DSN, connect_timeout=5) as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+            v["postgresql"] = row[0] if row else None
+    except Exception as exc:
+        v["postgresql"] = f"unavailable: {exc}"
+    try:
+        import redis
+
+        from bench.peers_celery import BROKER_URL
+
+        v["redis_server"] = redis.Redis.from_url(BROKER_URL).info("server")["redis_version"]
+    except Exception as exc:
+        v["redis_server"] = f"unavailable: {exc}"
+    try:
+        v["git_commit"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=BENCH_DIR,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout.strip()
+    except Exception:
+        v["git_commit"] = None
+    return v
+
+
+# --- CLI -----------------------------------------------------------------------------
+
+
+def _parse_only(text: str) -> list[str]:
+    keys = [k.strip() for k in text.split(",") if k.strip()]
+    bad = [k for k in keys if k not in PART_KEYS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown part(s) {bad}; choose from {PART_KEYS}")
+    return keys
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Sluice vs procrastinate vs Celery, side by side, medians of --repeat runs.",
+    )
+    p.add_argument("--n", type=int, default=20_000, help="messages per drain run (default 20000)")
+    p.add_argument("--repeat", type=int, default=3, help="repetitions; median is reported")
+    p.add_argument(
+        "--only",
+        type=_parse_only,
+        default=list(PART_KEYS),
+        help="comma-separated parts: " + ",".join(PART_KEYS) + " (default: all)",
+    )
+    p.add_argument("--latency-samples", type=int, default=200, help="idle-latency samples")
+    p.add_argument("--http-n", type=int, default=5000, help="webhooks for the HTTP part")
+    p.add_argument("--procrastinate-concurrency", type=int, default=10)
+    p.add_argument("--celery-concurrency", type=int, default=2)
+    p.add_argument("--celery-pool", default="prefork", choices=["prefork", "solo", "threads"])
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        help="seconds one repetition of one part may take (default 600)",
+    )
+    p.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=30.0,
+        help="before each repetition, wait up to this many seconds until unrelated processes "
+        f"use < {BUSY_SHARE * 100:.0f}%% of the CPU (0 = don't wait; default 30)",
+    )
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
+    args = p.parse_args(argv)
+    if args.n < 1 or args.repeat < 1:
+        p.error("--n and --repeat must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    o = Options(
+        n=args.n,
+        repeat=args.repeat,
+        latency_samples=args.latency_samples,
+        http_n=args.http_n,
+        procrastinate_concurrency=args.procrastinate_concurrency,
+        celery_concurrency=args.celery_concurrency,
+        celery_pool=args.celery_pool,
+        timeout=args.timeout,
+        wait_quiet=args.wait_quiet,
+    )
+    parts = [p for p in PARTS if p.key in args.only]
+    started = dt.datetime.now(dt.UTC)
+    t0 = time.perf_counter()
+    outcomes = run_parts(parts, o)
+    total_s = time.perf_counter() - t0
+    report, checks = build_report(parts, outcomes, o)
+    versions = _versions()
+
+    print()
+    print(
+        f"N = {o.n:,}, median of {o.repeat} run(s), same machine ({versions['cpus']} CPUs), "
+        f"one run; total {total_s:.0f} s"
+    )
+    print()
+    print(report)
+    print()
+    shares = [x for out in outcomes.values() for x in out.foreign_cpu]
+    busy = [x for x in shares if x > BUSY_SHARE]
+    if busy:
+        print(
+            f"WARNING: other processes used more than {BUSY_SHARE:.0%} of the CPU during "
+            f"{len(busy)} of {len(shares)} repetitions (up to {max(busy):.0%}); "
+            "figures are pessimistic and noisy."
+        )
+        print()
+    problems = {k: v.error for k, v in outcomes.items() if v.status in ("error", "partial")}
+    if problems:
+        print("Failed parts:")
+        for k, err in problems.items():
+            print(f"- {k}: {(err or '').splitlines()[0]}")
+        print()
+
+    result = {
+        "started_at": started.isoformat(timespec="seconds"),
+        "duration_s": total_s,
+        "options": vars(o),
+        "versions": versions,
+        "parts": {
+            p.key: {
+                "system": p.system,
+                "store": p.store,
+                "status": outcomes[p.key].status,
+                "error": outcomes[p.key].error,
+                "median": outcomes[p.key].median(),
+                "runs": outcomes[p.key].runs,
+                "run_seconds": outcomes[p.key].seconds,
+                "foreign_cpu_share": outcomes[p.key].foreign_cpu,
+                "foreign_cpu_top": outcomes[p.key].foreign_top,
+            }
+            for p in parts
+        },
+        "targets": checks,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+    print(f"results written to {args.out}")
+    return 1 if problems else 0

@@ -1,0 +1,330 @@
+"""Sluice parts of the benchmark (the contract is in ``bench/harness.py``'s docstring).
+
+Each function creates Sluice's schema in the store it is given, starts and stops what
+it needs, verifies its own counts, and returns plain numbers.
+
+- ``sluice_drain``: enqueue (single transactional calls, then batches), then one worker
+  process drains everything through the ``null`` provider with full bookkeeping: every
+  message claimed under a lease, one attempt row written per message, the outcome
+  written back under the claim guard, all committed before it counts.
+- ``sluice_idle_latency``: a worker in another process waits on LISTEN/NOTIFY; the
+  bench commits one message at a time on its own connection and measures commit →
+  provider call (``time.perf_counter`` is the system-wide monotonic clock on Linux, so
+  the two processes' readings compare).
+- ``sluice_http``: signed Standard Webhooks POSTs through the real ``webhook`` adapter
+  to the provider simulator running in its own process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import os
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import psycopg
+
+import sluice
+from sluice.config import Settings
+from sluice.model import NewMessage, Outcome
+from sluice.providers.null import NullProvider
+from sluice.store import create_store
+from sluice.worker import Dispatcher
+
+#: Worker settings for the no-op drain: many sends in flight, large claims. These are
+#: what an operator would set for a provider that answers in microseconds.
+DRAIN_CONCURRENCY = 1000
+DRAIN_BATCH = 500
+#: Share of N enqueued one transaction at a time (the rest goes through batches).
+SINGLE_SHARE = 0.05
+
+
+def _message(i: int, provider: str = "null", recipient: str = "bench") -> NewMessage:
+    return NewMessage(
+        tenant=f"tenant-{i % 10}",
+        channel="bench",
+        provider=provider,
+        recipient=recipient,
+        action="bench.noop",
+        payload={"i": i},
+    )
+
+
+async def _migrate(url: str) -> None:
+    store = create_store(url)
+    await store.open()  # type: ignore[attr-defined]
+    try:
+        await store.migrate()
+    finally:
+        await store.close()
+
+
+def _enqueue_single(url: str, count: int) -> float:
+    """``count`` messages, each in its own transaction on the application's connection."""
+    start = time.perf_counter()
+    if url.startswith("postgresql"):
+        with psycopg.connect(url) as conn:
+            for i in range(count):
+                sluice.enqueue(conn, _message(i))
+                conn.commit()
+    else:
+        conn = sqlite3.connect(url[len("sqlite:///") :])
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        try:
+            for i in range(count):
+                sluice.enqueue(conn, _message(i))
+                conn.commit()
+        finally:
+            conn.close()
+    return count / (time.perf_counter() - start)
+
+
+async def _enqueue_batches(url: str, start_at: int, count: int) -> float:
+    store = create_store(url)
+    await store.open()  # type: ignore[attr-defined]
+    try:
+        t = time.perf_counter()
+        for lo in range(start_at, start_at + count, 5_000):
+            hi = min(start_at + count, lo + 5_000)
+            await store.enqueue_many([_message(i) for i in range(lo, hi)])
+        return count / (time.perf_counter() - t)
+    finally:
+        await store.close()
+
+
+def _drain_worker(url: str, n: int, result: Any) -> None:
+    """One worker process: drain until nothing is ready, report seconds and stats."""
+
+    async def run() -> None:
+        store = create_store(url)
+        await store.open()  # type: ignore[attr-defined]
+        try:
+            settings = Settings(
+                database_url=url,
+                worker_concurrency=DRAIN_CONCURRENCY,
+                worker_batch_size=DRAIN_BATCH,
+                log_level="warning",
+            )
+            d = Dispatcher(store, {"null": NullProvider()}, settings, logger=_Quiet())
+            t = time.perf_counter()
+            stats = await d.run(until_idle=True)
+            result.put((time.perf_counter() - t, stats.sent))
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+
+
+class _Quiet:
+    """A logger that keeps the benchmark's output to its table."""
+
+    def bind(self, **_: Any) -> _Quiet:
+        return self
+
+    def __getattr__(self, _: str) -> Any:
+        return lambda *a, **k: None
+
+
+async def _counts(url: str) -> dict[str, int]:
+    store = create_store(url)
+    await store.open()  # type: ignore[attr-defined]
+    try:
+        return (await store.status_report(datetime.now(UTC))).counts
+    finally:
+        await store.close()
+
+
+def _attempt_count(url: str) -> int:
+    if url.startswith("postgresql"):
+        with psycopg.connect(url) as conn:
+            row = conn.execute("SELECT count(*) FROM sluice_attempts WHERE applied").fetchone()
+    else:
+        with sqlite3.connect(url[len("sqlite:///") :]) as conn:
+            row = conn.execute("SELECT count(*) FROM sluice_attempts WHERE applied").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def sluice_drain(store_url: str, n: int) -> dict[str, Any]:
+    """Enqueue ``n`` (5 % singly, the rest in batches), then drain with one worker process."""
+    asyncio.run(_migrate(store_url))
+    single = max(1, int(n * SINGLE_SHARE))
+    single_rate = _enqueue_single(store_url, single)
+    batch_rate = asyncio.run(_enqueue_batches(store_url, single, n - single))
+    if store_url.startswith("postgresql"):
+        with psycopg.connect(store_url, autocommit=True) as conn:
+            conn.execute("ANALYZE sluice_messages")  # as autovacuum would; see README
+    ctx = mp.get_context("spawn")
+    result = ctx.Queue()
+    proc = ctx.Process(target=_drain_worker, args=(store_url, n, result))
+    proc.start()
+    seconds, sent = result.get(timeout=600)
+    proc.join(30)
+    counts = asyncio.run(_counts(store_url))
+    if counts != {"sent": n} or sent != n or _attempt_count(store_url) != n:
+        raise RuntimeError(f"drain incomplete: counts {counts}, worker sent {sent} of {n}")
+    return {
+        "enqueue_batch_per_s": batch_rate,
+        "enqueue_single_per_s": single_rate,
+        "drain_per_s": n / seconds,
+        "worker_concurrency": DRAIN_CONCURRENCY,
+        "worker_batch_size": DRAIN_BATCH,
+    }
+
+
+class _Clocked:
+    """A provider that reports when it was called, to the measuring process."""
+
+    name = "clocked"
+
+    def __init__(self, out: Any) -> None:
+        self.out = out
+
+    async def send(self, message: Any, credentials: Any = None) -> Outcome:
+        self.out.put((message.id, time.perf_counter()))
+        return Outcome.success(message.id)
+
+
+def _latency_worker(url: str, out: Any, ready: Any, stop: Any) -> None:
+    async def run() -> None:
+        store = create_store(url)
+        await store.open()  # type: ignore[attr-defined]
+        try:
+            settings = Settings(database_url=url, log_level="warning")
+            d = Dispatcher(store, {"clocked": _Clocked(out)}, settings, logger=_Quiet())
+            task = asyncio.create_task(d.run())
+            await asyncio.sleep(0.5)  # LISTEN is established
+            ready.set()
+            await asyncio.to_thread(stop.wait)  # a multiprocessing Event: wait off the loop
+            d.stop()
+            await task
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def sluice_idle_latency(store_url: str, samples: int) -> dict[str, Any]:
+    """Commit → provider call, one message at a time with the worker idle in between.
+
+    Idle: each message is committed only after the previous one was delivered and a
+    quiet gap longer than the NOTIFY coalescing interval, so every one wakes a
+    sleeping worker. Back-to-back: the next commit follows the delivery at once (the
+    worker is in its hot-poll window); reported as extra keys.
+    """
+    asyncio.run(_migrate(store_url))
+    ctx = mp.get_context("spawn")
+    out, ready, stop = ctx.Queue(), ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=_latency_worker, args=(store_url, out, ready, stop))
+    proc.start()
+    try:
+        if not ready.wait(30):
+            raise RuntimeError("latency worker did not start")
+        gap = Settings().notify_interval + 0.01
+        idle = _measure(store_url, samples, out, gap)
+        back_to_back = _measure(store_url, samples, out, 0.0)
+    finally:
+        stop.set()
+        proc.join(30)
+        if proc.is_alive():
+            proc.kill()
+    return {
+        "p50_ms": statistics.median(idle),
+        "p99_ms": _percentile(idle, 0.99),
+        "back_to_back_p50_ms": statistics.median(back_to_back),
+        "back_to_back_p99_ms": _percentile(back_to_back, 0.99),
+        "idle_gap_s": gap,
+    }
+
+
+def _measure(url: str, samples: int, out: Any, gap: float) -> list[float]:
+    latencies = []
+    with psycopg.connect(url) as conn:
+        for i in range(samples):
+            if gap:
+                time.sleep(gap)
+            mid = sluice.enqueue(conn, _message(i, provider="clocked"))
+            conn.commit()
+            committed = time.perf_counter()
+            got, called = out.get(timeout=10)
+            if got != mid:
+                raise RuntimeError(f"expected delivery of {mid}, got {got}")
+            latencies.append((called - committed) * 1000.0)
+    return latencies
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def sluice_http(n: int) -> dict[str, Any]:
+    """``n`` signed webhooks to the simulator (its own process), worker in this process."""
+    secret = "whsec_" + __import__("base64").b64encode(os.urandom(24)).decode()
+    port = _free_port()
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "sluice.cli", "simulator", "--port", str(port)],
+        env={**os.environ, "SLUICE_WEBHOOK_SECRET": secret},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(f"{base}/_sim/health", timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("simulator did not start") from None
+                time.sleep(0.05)
+        with tempfile.TemporaryDirectory() as tmp:
+            url = f"sqlite:///{tmp}/http.db"
+            seconds = asyncio.run(_http_drain(url, secret, base, n))
+            counts = asyncio.run(_counts(url))
+        got = httpx.get(f"{base}/_sim/effects", timeout=30).json()
+        if counts != {"sent": n} or got["unique"] != n:
+            raise RuntimeError(f"http incomplete: store {counts}, simulator {got}")
+        return {"per_s": n / seconds, "store": "sqlite", "duplicates": got["duplicates"]}
+    finally:
+        sim.terminate()
+        sim.wait(10)
+
+
+async def _http_drain(url: str, secret: str, base: str, n: int) -> float:
+    from sluice.providers import build_providers, http_client
+
+    store = create_store(url)
+    await store.open()  # type: ignore[attr-defined]
+    try:
+        await store.migrate()
+        await store.enqueue_many(
+            [_message(i, "webhook", f"{base}/webhook/bench/{i % 10}") for i in range(n)]
+        )
+        settings = Settings(
+            database_url=url, webhook_secret=secret, worker_concurrency=200, log_level="warning"
+        )
+        async with http_client(settings) as client:
+            d = Dispatcher(store, build_providers(settings, client), settings, logger=_Quiet())
+            t = time.perf_counter()
+            await d.run(until_idle=True)
+            return time.perf_counter() - t
+    finally:
+        await store.close()
