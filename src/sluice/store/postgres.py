@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
+import structlog
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
@@ -30,7 +30,7 @@ from sluice.store.base import (
 
 __all__ = ["PostgresStore", "pg_enqueue_plan"]
 
-log = logging.getLogger("sluice.store")
+log = structlog.get_logger("sluice.store")
 Q = load_queries("postgres")
 LISTEN_CHANNEL = "sluice_ready"
 
@@ -109,6 +109,9 @@ class PostgresStore:
             kwargs={"autocommit": True, "options": "-c timezone=UTC"},
             open=False,
             timeout=30.0,
+            # A round trip per checkout (tens a second at full speed) so that after a
+            # database restart a dead connection is replaced, not handed to a claim.
+            check=AsyncConnectionPool.check_connection,
         )
         self._listen = listen
         self._wake = asyncio.Event()
@@ -417,7 +420,7 @@ class PostgresStore:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the poll fallback keeps work moving meanwhile
-                log.warning("LISTEN connection lost (%s); retrying in %.1fs", exc, delay)
+                log.warning("LISTEN connection lost; reconnecting", error=str(exc), delay=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
