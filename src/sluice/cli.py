@@ -86,8 +86,10 @@ DryRun = Annotated[
     ),
 ]
 Actor = Annotated[
-    str,
-    typer.Option("--actor", envvar="SLUICE_ACTOR", help="Who is acting (for the audit log)."),
+    str | None,
+    typer.Option(
+        "--actor", envvar="SLUICE_ACTOR", help="Who is acting (audit log) [default: cli:<user>]."
+    ),
 ]
 Reason = Annotated[
     str | None, typer.Option("--reason", envvar="SLUICE_REASON", help="Why (for the audit log).")
@@ -592,9 +594,7 @@ def dlq_retry(
     since: Since = None,
     limit: Limit = None,
     dry_run: DryRun = False,
-    actor: Annotated[
-        str | None, typer.Option(envvar="SLUICE_ACTOR", help="Who is acting (audit log).")
-    ] = None,
+    actor: Actor = None,
     reason: Reason = None,
     database_url: DatabaseUrl = None,
     as_json: JsonOutput = False,
@@ -623,9 +623,7 @@ def dlq_cancel(
     since: Since = None,
     limit: Limit = None,
     dry_run: DryRun = False,
-    actor: Annotated[
-        str | None, typer.Option(envvar="SLUICE_ACTOR", help="Who is acting (audit log).")
-    ] = None,
+    actor: Actor = None,
     reason: Reason = None,
     database_url: DatabaseUrl = None,
     as_json: JsonOutput = False,

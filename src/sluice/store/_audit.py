@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+from typing import Any
 
 from sluice.store.base import AuditEntry
 
@@ -37,3 +39,38 @@ def verify_chain(entries_oldest_first: list[AuditEntry]) -> int | None:
             return e.id
         prev = e.hash
     return None
+
+
+def seal(
+    entry: AuditEntry, prev_hash: str | None, detail: dict[str, Any] | None = None
+) -> AuditEntry:
+    """The entry as stored: chained to ``prev_hash`` (the genesis hash for the first).
+
+    The time is cut to milliseconds, which both stores give back exactly, so that a
+    hash recomputed from a stored row matches the one written.
+    """
+    prev = prev_hash or GENESIS
+    at = entry.at.replace(microsecond=entry.at.microsecond // 1000 * 1000)
+    body = dataclasses.replace(
+        entry,
+        at=at,
+        detail=entry.detail if detail is None else detail,
+        id=None,
+        prev_hash=prev,
+        hash=None,
+    )
+    return dataclasses.replace(body, hash=chain_hash(prev, body))
+
+
+def insert_params(sealed: AuditEntry, at: Any) -> dict[str, Any]:
+    """Parameters of the ``audit_insert`` query (``at`` in the store's own time type)."""
+    return {
+        "at": at,
+        "actor": sealed.actor,
+        "action": sealed.action,
+        "target": sealed.target,
+        "reason": sealed.reason,
+        "detail": json.dumps(sealed.detail, default=str),
+        "prev_hash": sealed.prev_hash,
+        "hash": sealed.hash,
+    }

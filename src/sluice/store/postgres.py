@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
@@ -17,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 from sluice.errors import MigrationError, NotFound, StoreError, StoreUnavailable
 from sluice.model import Attempt, AttemptOutcome, Completion, Message, NewMessage, Status
 from sluice.store import _enqueue
-from sluice.store._audit import GENESIS, chain_hash
+from sluice.store._audit import insert_params, seal
 from sluice.store._queries import load_queries, migrations
 from sluice.store.base import (
     AuditEntry,
@@ -331,7 +332,7 @@ class PostgresStore:
             )
             moved = [r[0] for r in await cur.fetchall()]
             detail = {**audit.detail, "count": len(moved), "ids": moved[:1000]}
-            await _audit_insert(conn, _with_detail(audit, detail))
+            await _audit_insert(conn, audit, detail)
         return moved
 
     async def message_requeue(
@@ -470,58 +471,17 @@ def _attempt(r: TupleRow) -> Attempt:
     )
 
 
-def _with_detail(entry: AuditEntry, detail: dict[str, Any]) -> AuditEntry:
-    return AuditEntry(
-        at=entry.at,
-        actor=entry.actor,
-        action=entry.action,
-        target=entry.target,
-        reason=entry.reason,
-        detail=detail,
-    )
-
-
-async def _audit_insert(conn: psycopg.AsyncConnection[TupleRow], entry: AuditEntry) -> AuditEntry:
+async def _audit_insert(
+    conn: psycopg.AsyncConnection[TupleRow], entry: AuditEntry, detail: dict[str, Any] | None = None
+) -> AuditEntry:
     # The chain needs one writer at a time; audit writes are operator-paced.
     await conn.execute(Q["audit_lock"])
     cur = await conn.execute(Q["audit_last_hash"])
     row = await cur.fetchone()
-    prev = row[0] if row else GENESIS
-    at = entry.at.replace(microsecond=entry.at.microsecond // 1000 * 1000)
-    stamped = AuditEntry(
-        at=at,
-        actor=entry.actor,
-        action=entry.action,
-        target=entry.target,
-        reason=entry.reason,
-        detail=entry.detail,
-    )
-    digest = chain_hash(prev, stamped)
-    cur = await conn.execute(
-        Q["audit_insert"],
-        {
-            "at": at,
-            "actor": entry.actor,
-            "action": entry.action,
-            "target": entry.target,
-            "reason": entry.reason,
-            "detail": json.dumps(entry.detail, default=str),
-            "prev_hash": prev,
-            "hash": digest,
-        },
-    )
+    sealed = seal(entry, row[0] if row else None, detail)
+    cur = await conn.execute(Q["audit_insert"], insert_params(sealed, sealed.at))
     (new_id,) = await cur.fetchone()  # type: ignore[misc]  # INSERT … RETURNING id
-    return AuditEntry(
-        id=new_id,
-        at=at,
-        actor=entry.actor,
-        action=entry.action,
-        target=entry.target,
-        reason=entry.reason,
-        detail=entry.detail,
-        prev_hash=prev,
-        hash=digest,
-    )
+    return dataclasses.replace(sealed, id=new_id)
 
 
 async def pg_enqueue_async(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
@@ -20,7 +21,7 @@ from typing import Any, TypeVar
 from sluice.errors import ConfigError, MigrationError, NotFound, StoreError, StoreUnavailable
 from sluice.model import Attempt, AttemptOutcome, Completion, Message, NewMessage, Status
 from sluice.store import _enqueue
-from sluice.store._audit import GENESIS, chain_hash
+from sluice.store._audit import insert_params, seal
 from sluice.store._queries import load_queries, migrations
 from sluice.store.base import (
     AuditEntry,
@@ -611,38 +612,6 @@ def _audit_insert(
     conn: sqlite3.Connection, entry: AuditEntry, detail: dict[str, Any]
 ) -> AuditEntry:
     row = conn.execute(Q["audit_last_hash"]).fetchone()
-    prev = row[0] if row else GENESIS
-    at = entry.at.replace(microsecond=entry.at.microsecond // 1000 * 1000)
-    stamped = AuditEntry(
-        at=at,
-        actor=entry.actor,
-        action=entry.action,
-        target=entry.target,
-        reason=entry.reason,
-        detail=detail,
-    )
-    digest = chain_hash(prev, stamped)
-    cur = conn.execute(
-        Q["audit_insert"],
-        {
-            "at": at.timestamp(),
-            "actor": entry.actor,
-            "action": entry.action,
-            "target": entry.target,
-            "reason": entry.reason,
-            "detail": json.dumps(detail, default=str),
-            "prev_hash": prev,
-            "hash": digest,
-        },
-    )
-    return AuditEntry(
-        id=cur.lastrowid,
-        at=at,
-        actor=entry.actor,
-        action=entry.action,
-        target=entry.target,
-        reason=entry.reason,
-        detail=detail,
-        prev_hash=prev,
-        hash=digest,
-    )
+    sealed = seal(entry, row[0] if row else None, detail)
+    cur = conn.execute(Q["audit_insert"], insert_params(sealed, sealed.at.timestamp()))
+    return dataclasses.replace(sealed, id=cur.lastrowid)
