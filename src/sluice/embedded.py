@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -32,8 +33,12 @@ def _say(text: str = "") -> None:
     print(text, flush=True)  # the command's own output
 
 
-def demo_messages(base_url: str, count: int) -> list[NewMessage]:
-    """``count`` webhooks: most succeed, every 10th fails once, every 25th is gone (410)."""
+def demo_messages(base_url: str, count: int, run: str) -> list[NewMessage]:
+    """``count`` webhooks: most succeed, every 10th fails once, every 25th is gone (410).
+
+    ``run`` makes the idempotency keys unique to this start, so a second ``sluice run``
+    on the same file enqueues a fresh load instead of deduplicating against the first.
+    """
     out = []
     for i in range(count):
         tenant = TENANTS[i % len(TENANTS)]
@@ -53,8 +58,8 @@ def demo_messages(base_url: str, count: int) -> list[NewMessage]:
                 payload={"order_id": f"ord_{i:05d}", "amount_cents": 1000 + i},
                 priority=5 if i % 7 == 0 else 0,
                 max_attempts=4,
-                idempotency_key=f"demo-{i}",
-                correlation_id=f"demo-run-{i}",
+                idempotency_key=f"demo-{run}-{i}",
+                correlation_id=f"demo-{run}-{i}",
             )
         )
     return out
@@ -98,7 +103,8 @@ async def run_embedded(settings: Settings, *, port: int, demo: int, duration: fl
                     json={"path_prefix": "/webhook/flaky", "fail_first": 1, "error_status": 500},
                 )
             if demo:
-                ids = await store.enqueue_many(demo_messages(sim.url, demo))
+                run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+                ids = await store.enqueue_many(demo_messages(sim.url, demo, run_id))
                 _say(f"demo load  {len(ids)} webhooks enqueued for {', '.join(TENANTS)}")
                 _say(f"           e.g. sluice messages show {ids[9]}   (fails once, then succeeds)")
             url_flag = f"--database-url {settings.database_url}"
@@ -141,9 +147,9 @@ async def _work(
             while not worker.done():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(worker), 1.0)
-                line = await _progress(store, sim, clock)
-                if line != last:
-                    _say(line)
+                line = await _progress(store, sim)
+                if line != last:  # only when something moved
+                    _say(f"[{clock.now():%H:%M:%S}] {line}")
                     last = line
                 if duration and loop.time() - started >= duration:
                     dispatcher.stop()
@@ -151,16 +157,16 @@ async def _work(
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
-    _say(await _progress(store, sim, clock))
+    _say(f"[{clock.now():%H:%M:%S}] {await _progress(store, sim)}")
     _say("stopped.")
 
 
-async def _progress(store: Any, sim: Any, clock: SystemClock) -> str:
-    report = await store.status_report(clock.now())
+async def _progress(store: Any, sim: Any) -> str:
+    report = await store.status_report(datetime.now(UTC))
     c = report.counts
     effects = sim.state.summary()
     return (
-        f"[{clock.now():%H:%M:%S}] queued {c.get('queued', 0)}  sending {c.get('sending', 0)}  "
+        f"queued {c.get('queued', 0)}  sending {c.get('sending', 0)}  "
         f"sent {c.get('sent', 0)}  dead {c.get('dead', 0)}  |  simulator: "
         f"{effects.get('unique', 0)} delivered, {effects.get('duplicates', 0)} duplicates, "
         f"{effects.get('errors_injected', 0)} failures injected"
