@@ -41,8 +41,14 @@ app = typer.Typer(
 )
 dlq_app = typer.Typer(help="The dead-letter queue: list, retry, cancel.", no_args_is_help=True)
 messages_app = typer.Typer(help="Inspect messages.", no_args_is_help=True)
+connections_app = typer.Typer(
+    help="Tenant connections: credentials (encrypted), scopes, state.", no_args_is_help=True
+)
+keys_app = typer.Typer(help="The key that encrypts credentials at rest.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(messages_app, name="messages")
+app.add_typer(connections_app, name="connections")
+app.add_typer(keys_app, name="keys")
 
 # -- shared options ---------------------------------------------------------------
 
@@ -272,19 +278,35 @@ def worker(
 
 async def run_worker(settings: Settings, *, until_idle: bool = False) -> Any:
     """Run one dispatcher with signal handling; return its stats."""
+    import structlog
+
     from sluice.errors import MigrationError
+    from sluice.ops.connections import verify_key
     from sluice.providers import build_providers, http_client
-    from sluice.worker import Dispatcher
+    from sluice.worker import Dispatcher, new_worker_id
+    from sluice.worker.gate import ConnectionGate
 
     store = await open_store(settings.database_url, settings, create=False)
     try:
         pending = await store.schema_pending()
         if pending:
             raise MigrationError(f"the schema is missing migrations {pending}; run: sluice migrate")
+        box = _secret_box(settings)
+        await verify_key(store, box)
         async with http_client(settings) as client:
             clock = SystemClock()
+            providers = build_providers(settings, client, clock)
+            worker_id = new_worker_id()
+            log = structlog.get_logger("sluice.worker").bind(worker=worker_id)
+            gate = ConnectionGate(
+                store,
+                box,
+                requires_connection=[n for n, p in providers.items() if _needs_connection(p)],
+                worker_id=worker_id,
+                logger=log,
+            )
             dispatcher = Dispatcher(
-                store, build_providers(settings, client, clock), settings, clock=clock
+                store, providers, settings, clock=clock, worker_id=worker_id, logger=log, gate=gate
             )
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -296,6 +318,18 @@ async def run_worker(settings: Settings, *, until_idle: bool = False) -> Any:
                     loop.remove_signal_handler(sig)
     finally:
         await store.close()
+
+
+def _secret_box(settings: Settings) -> Any:
+    from sluice.secrets import SecretBox
+
+    if not settings.secret_key:
+        return None
+    return SecretBox(settings.secret_key, settings.secret_key_previous)
+
+
+def _needs_connection(provider: Any) -> bool:
+    return bool(getattr(provider, "requires_connection", False))
 
 
 def _parse_run_at(text: str | None) -> datetime | None:
@@ -462,7 +496,8 @@ def messages_show(
         _print_json({"message": msg, "attempts": attempts})
         return
     fields = [
-        ("id", msg.id), ("tenant", msg.tenant), ("channel", msg.channel),
+        ("id", msg.id),
+        ("hold_reason", msg.hold_reason), ("tenant", msg.tenant), ("channel", msg.channel),
         ("provider", msg.provider), ("action", msg.action), ("recipient", msg.recipient),
         ("status", msg.status.value), ("priority", msg.priority),
         ("attempts", f"{msg.attempts}/{msg.max_attempts}"), ("run_at", msg.run_at),
@@ -688,6 +723,340 @@ def run(
     except SluiceError as exc:
         raise _fail(exc) from None
     _run(lambda: run_embedded(settings, port=port, demo=demo, duration=duration))
+
+
+# -- connections ------------------------------------------------------------------
+
+CredentialOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--credential",
+        help="key=value (repeatable). Prefer --credentials-file: arguments show up in ps.",
+    ),
+]
+CredentialsFile = Annotated[
+    str | None,
+    typer.Option(
+        "--credentials-file",
+        envvar="SLUICE_CREDENTIALS_FILE",
+        help="JSON object of credentials; - reads standard input.",
+    ),
+]
+ScopeOpt = Annotated[list[str] | None, typer.Option("--scope", help="Granted scope (repeatable).")]
+ExpiresOpt = Annotated[
+    str | None,
+    typer.Option("--expires-at", envvar="SLUICE_EXPIRES_AT", help="Token expiry, ISO time."),
+]
+SecretKey = Annotated[
+    str | None,
+    typer.Option(
+        "--secret-key",
+        envvar="SLUICE_SECRET_KEY",
+        help="Key encrypting credentials (base64, 32 bytes).",
+        show_default=False,
+    ),
+]
+
+
+def _read_credentials(pairs: list[str] | None, path: str | None) -> dict[str, str] | None:
+    if pairs is None and path is None:
+        return None
+    out: dict[str, str] = {}
+    if path is not None:
+        try:
+            text = sys.stdin.read() if path == "-" else open(path).read()  # noqa: SIM115
+        except OSError as exc:
+            raise ValidationError("credentials", f"cannot read {path}: {exc.strerror}") from None
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValidationError("credentials", f"{path} is not valid JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise ValidationError("credentials", f"{path} must hold a JSON object")
+        out.update({str(k): str(v) for k, v in value.items()})
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValidationError("credentials", f"{key!r} is not key=value")
+        out[key] = value
+    return out
+
+
+def _parse_time(text: str | None, field: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationError(field, f"{text!r} is not an ISO 8601 time") from None
+    if when.tzinfo is None:
+        raise ValidationError(field, "needs a timezone, e.g. 2026-12-01T00:00:00Z")
+    return when
+
+
+def _box(settings: Settings) -> Any:
+    box = _secret_box(settings)
+    if box is None:
+        raise ConfigError(
+            "SLUICE_SECRET_KEY is not set: credentials are encrypted at rest and there is no "
+            "plaintext fallback; generate a key with: sluice keys generate"
+        )
+    return box
+
+
+def _print_connection(c: dict[str, Any]) -> None:
+    for key in ("id", "tenant", "provider", "state", "state_reason", "state_changed_at",
+                "scopes", "missing_scopes", "credential_version", "expires_at",
+                "last_check_at", "last_check_ok_at", "last_check_error"):  # fmt: skip
+        value = c.get(key)
+        if isinstance(value, list):
+            value = ", ".join(value) or "-"
+        typer.echo(f"{key + ':':<20}{value if value is not None else '-'}")
+
+
+@connections_app.command("add")
+def connections_add(
+    tenant: Annotated[str, typer.Option(envvar="SLUICE_TENANT", help="Tenant it belongs to.")],
+    provider: Annotated[str, typer.Option(envvar="SLUICE_PROVIDER", help="Provider it is for.")],
+    credential: CredentialOpt = None,
+    credentials_file: CredentialsFile = None,
+    scope: ScopeOpt = None,
+    expires_at: ExpiresOpt = None,
+    secret_key: SecretKey = None,
+    actor: Actor = None,
+    reason: Reason = None,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Add a tenant's connection to a provider; the credentials are encrypted at rest."""
+    from sluice.ops.connections import connection_add
+
+    async def go() -> Any:
+        settings = _settings(database_url, secret_key=secret_key)
+        secrets = _read_credentials(credential, credentials_file) or {}
+        when = _parse_time(expires_at, "expires_at")
+        box = _box(settings)
+        return await _with_store(
+            settings,
+            lambda s: connection_add(
+                s, box, tenant=tenant, provider=provider, secrets=secrets, scopes=scope or [],
+                expires_at=when, actor=actor or _default_actor(), reason=reason,
+            ),
+        )  # fmt: skip
+
+    conn = _run(go)
+    if as_json:
+        _print_json(conn.public())
+    else:
+        typer.echo(f"connection {conn.id} added for {tenant}/{provider} (state active)")
+
+
+@connections_app.command("list")
+def connections_list(
+    tenant: Tenant = None, database_url: DatabaseUrl = None, as_json: JsonOutput = False
+) -> None:
+    """Every connection with its state and scopes (never its secrets)."""
+
+    async def go() -> Any:
+        settings = _settings(database_url)
+        return await _with_store(settings, lambda s: s.connection_list(tenant))  # type: ignore[attr-defined]
+
+    conns = _run(go)
+    if as_json:
+        _print_json([c.public() for c in conns])
+        return
+    if not conns:
+        typer.echo("no connections")
+        return
+    typer.echo(
+        _table(
+            ["tenant", "provider", "state", "version", "scopes", "last check ok", "reason"],
+            [
+                [
+                    c.tenant, c.provider, c.state.value, c.credential_version,
+                    ", ".join(c.scopes) or "-",
+                    c.last_check_ok_at.isoformat() if c.last_check_ok_at else "never",
+                    c.state_reason or "",
+                ]
+                for c in conns
+            ],
+        )
+    )  # fmt: skip
+
+
+@connections_app.command("show")
+def connections_show(
+    tenant: Annotated[str, typer.Option(envvar="SLUICE_TENANT", help="Tenant.")],
+    provider: Annotated[str, typer.Option(envvar="SLUICE_PROVIDER", help="Provider.")],
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """One connection: state and why, scopes, version, last check (never its secrets)."""
+
+    async def go() -> Any:
+        settings = _settings(database_url)
+        return await _with_store(settings, lambda s: s.connection_get(tenant, provider))  # type: ignore[attr-defined]
+
+    conn = _run(go)
+    if as_json:
+        _print_json(conn.public())
+    else:
+        _print_connection(conn.public())
+
+
+@connections_app.command("rotate")
+def connections_rotate(
+    tenant: Annotated[str, typer.Option(envvar="SLUICE_TENANT", help="Tenant.")],
+    provider: Annotated[str, typer.Option(envvar="SLUICE_PROVIDER", help="Provider.")],
+    credential: CredentialOpt = None,
+    credentials_file: CredentialsFile = None,
+    scope: ScopeOpt = None,
+    expires_at: ExpiresOpt = None,
+    secret_key: SecretKey = None,
+    actor: Actor = None,
+    reason: Reason = None,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Re-consent: new credentials and/or scopes; releases the held messages, oldest first."""
+    from sluice.ops.connections import connection_rotate
+
+    async def go() -> Any:
+        settings = _settings(database_url, secret_key=secret_key)
+        secrets = _read_credentials(credential, credentials_file)
+        when = _parse_time(expires_at, "expires_at")
+        box = _secret_box(settings)
+        return await _with_store(
+            settings,
+            lambda s: connection_rotate(
+                s, box, tenant=tenant, provider=provider, secrets=secrets, scopes=scope,
+                expires_at=when, actor=actor or _default_actor(), reason=reason,
+            ),
+        )  # fmt: skip
+
+    conn, released = _run(go)
+    if as_json:
+        _print_json({"connection": conn.public(), "released": len(released)})
+    else:
+        typer.echo(
+            f"{tenant}/{provider} is active at credential version {conn.credential_version}; "
+            f"{len(released)} held messages released"
+        )
+
+
+@connections_app.command("revoke")
+def connections_revoke(
+    tenant: Annotated[str, typer.Option(envvar="SLUICE_TENANT", help="Tenant.")],
+    provider: Annotated[str, typer.Option(envvar="SLUICE_PROVIDER", help="Provider.")],
+    reason: Annotated[str, typer.Option(envvar="SLUICE_REASON", help="Why (required).")],
+    actor: Actor = None,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Stop using a connection now; its messages are held until re-consent."""
+    from sluice.ops.connections import connection_revoke
+
+    async def go() -> Any:
+        settings = _settings(database_url)
+        return await _with_store(
+            settings,
+            lambda s: connection_revoke(
+                s, tenant=tenant, provider=provider, actor=actor or _default_actor(), reason=reason
+            ),
+        )
+
+    held = _run(go)
+    if as_json:
+        _print_json({"held": len(held)})
+    else:
+        typer.echo(f"{tenant}/{provider} revoked; {len(held)} queued messages held")
+
+
+@connections_app.command("check")
+def connections_check(
+    tenant: Tenant = None,
+    provider: Annotated[
+        str | None, typer.Option(envvar="SLUICE_PROVIDER", help="Only this provider.")
+    ] = None,
+    secret_key: SecretKey = None,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Call each provider's cheapest authenticated endpoint: credentials valid, scopes
+    still granted, days until the token expires. Exit 1 if any check fails."""
+    from sluice.ops.connections import connection_check
+    from sluice.providers import build_providers, http_client
+
+    async def go() -> list[Any]:
+        settings = _settings(database_url, secret_key=secret_key)
+        box = _box(settings)
+
+        async def each(store: Store) -> list[Any]:
+            reports: list[Any] = []
+            async with http_client(settings) as client:
+                impls = build_providers(settings, client)
+                for conn in await store.connection_list(tenant, provider):  # type: ignore[attr-defined]
+                    impl = impls.get(conn.provider)
+                    if impl is None or not hasattr(impl, "check"):
+                        reports.append(None)
+                        continue
+                    reports.append(await connection_check(store, box, impl, conn))
+            return reports
+
+        return await _with_store(settings, each)
+
+    reports = [r for r in _run(go) if r is not None]
+    if as_json:
+        _print_json(reports)
+    else:
+        if not reports:
+            typer.echo("no connections to check")
+        for r in reports:
+            c = r.connection
+            days = "-" if r.days_until_expiry is None else f"{r.days_until_expiry:.1f}"
+            mark = "ok  " if r.ok else "FAIL"
+            typer.echo(f"{mark} {c['tenant']}/{c['provider']}: {r.detail}; expires in {days} days")
+    if any(not r.ok for r in reports):
+        raise typer.Exit(1)
+
+
+@keys_app.command("generate")
+def keys_generate() -> None:
+    """Print a new random key for SLUICE_SECRET_KEY."""
+    from sluice.secrets import generate_key
+
+    typer.echo(generate_key())
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    secret_key: SecretKey = None,
+    secret_key_previous: Annotated[
+        str | None,
+        typer.Option(
+            "--secret-key-previous",
+            envvar="SLUICE_SECRET_KEY_PREVIOUS",
+            help="The old key.",
+            show_default=False,
+        ),
+    ] = None,
+    actor: Actor = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Re-encrypt every credential under SLUICE_SECRET_KEY (old key in ..._PREVIOUS)."""
+    from sluice.ops.connections import keys_rotate as rotate
+
+    async def go() -> int:
+        settings = _settings(
+            database_url, secret_key=secret_key, secret_key_previous=secret_key_previous
+        )
+        box = _box(settings)
+        return await _with_store(
+            settings, lambda s: rotate(s, box, actor=actor or _default_actor())
+        )
+
+    n = _run(go)
+    typer.echo(f"{n} credentials re-encrypted; the previous key is no longer needed")
 
 
 def main() -> None:

@@ -50,6 +50,16 @@ class Settings:
     pool_size: int = 8
     #: Log level for the ``sluice`` loggers.
     log_level: str = "info"
+    #: Key that encrypts connections' credentials (base64 of 32 bytes; ``sluice keys generate``).
+    secret_key: str | None = None
+    #: The key being rotated away from, while ``sluice keys rotate`` re-encrypts.
+    secret_key_previous: str | None = None
+    #: Provider API base URLs (the provider simulator in development and tests).
+    twilio_base_url: str = "https://api.twilio.com"
+    sendgrid_base_url: str = "https://api.sendgrid.com"
+    whatsapp_base_url: str = "https://graph.facebook.com"
+    #: Where providers send delivery receipts (Sluice's ingress), if anywhere.
+    status_callback_url: str | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):

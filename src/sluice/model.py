@@ -314,6 +314,7 @@ class Message:
     provider_message_id: str | None = None
     worker_id: str | None = None
     lease_until: datetime | None = None
+    hold_reason: str | None = None
 
 
 @dataclass(slots=True)
@@ -350,8 +351,11 @@ class Completion:
     message_id: str
     claim_seq: int
     worker_id: str
-    status: Status  # sent, queued (retry / defer) or dead
-    attempt: Attempt
+    status: Status  # sent, queued (retry / defer), held or dead
+    #: None when no provider was called (held by a gate before the call).
+    attempt: Attempt | None
     run_at: datetime | None = None  # for queued: when to try again
-    refund_attempt: bool = False  # throttled: the attempt does not count
+    refund_attempt: bool = False  # throttled or held: the attempt does not count
     provider_message_id: str | None = None
+    #: For held: why, in words an operator can act on.
+    hold_reason: str | None = None

@@ -15,7 +15,14 @@ import structlog
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
-from sluice.errors import MigrationError, NotFound, StoreError, StoreUnavailable
+from sluice.connections import HOLD_PREFIX, Connection, ConnectionState, hold_reason
+from sluice.errors import (
+    MigrationError,
+    NotFound,
+    StoreError,
+    StoreUnavailable,
+    ValidationError,
+)
 from sluice.model import Attempt, AttemptOutcome, Completion, Message, NewMessage, Status
 from sluice.store import _enqueue
 from sluice.store._audit import insert_params, seal
@@ -287,6 +294,7 @@ class PostgresStore:
         msg = _message(r[:8] + r[9:17], Status(r[8]))
         msg.updated_at, msg.last_error_code, msg.last_error = r[17], r[18], r[19]
         msg.provider_message_id, msg.worker_id, msg.lease_until = r[20], r[21], r[22]
+        msg.hold_reason = r[23]
         return msg
 
     async def attempt_list(self, message_id: str) -> list[Attempt]:
@@ -368,6 +376,163 @@ class PostgresStore:
             for r in rows
         ]
 
+    # -- connections -------------------------------------------------------------
+
+    async def connection_insert(self, conn: Connection, audit: AuditEntry) -> Connection:
+        async with self._conn() as db, db.transaction():
+            cur = await db.execute(
+                Q["connection_insert"],
+                {
+                    "id": conn.id,
+                    "tenant": conn.tenant,
+                    "provider": conn.provider,
+                    "now": conn.created_at,
+                    "scopes": json.dumps(conn.scopes),
+                    "ciphertext": conn.ciphertext,
+                    "key_id": conn.key_id,
+                    "expires_at": conn.expires_at,
+                },
+            )
+            if await cur.fetchone() is None:
+                raise ValidationError(
+                    "connection",
+                    f"tenant {conn.tenant!r} already has a {conn.provider} connection; "
+                    "use: sluice connections rotate",
+                )
+            await _audit_insert(db, audit)
+        return await self.connection_get(conn.tenant, conn.provider)
+
+    async def connection_list(
+        self, tenant: str | None = None, provider: str | None = None
+    ) -> list[Connection]:
+        rows = await self._fetch("connection_select", {"tenant": tenant, "provider": provider})
+        return [_connection(r) for r in rows]
+
+    async def connection_get(self, tenant: str, provider: str) -> Connection:
+        found = await self.connection_list(tenant, provider)
+        if not found:
+            raise NotFound(f"tenant {tenant!r} has no {provider} connection")
+        return found[0]
+
+    async def connection_set_state(
+        self,
+        tenant: str,
+        provider: str,
+        state: ConnectionState,
+        reason: str,
+        missing_scopes: Sequence[str],
+        now: datetime,
+        actor: str,
+    ) -> tuple[bool, list[str]]:
+        async with self._conn() as db, db.transaction():
+            cur = await db.execute(
+                Q["connection_set_state"],
+                {
+                    "tenant": tenant,
+                    "provider": provider,
+                    "state": state.value,
+                    "reason": reason,
+                    "missing_scopes": json.dumps(list(missing_scopes)),
+                    "now": now,
+                },
+            )
+            changed = await cur.fetchone() is not None
+            held: list[str] = []
+            if state is not ConnectionState.ACTIVE:
+                cur = await db.execute(
+                    Q["message_hold_queued"],
+                    {
+                        "tenant": tenant,
+                        "provider": provider,
+                        "now": now,
+                        "reason": hold_reason(f"{state.value}: {reason}"),
+                    },
+                )
+                held = [r[0] for r in await cur.fetchall()]
+            if changed:
+                await _audit_insert(
+                    db,
+                    AuditEntry(
+                        at=now,
+                        actor=actor,
+                        action=f"connection.{state.value}",
+                        target=f"{tenant}/{provider}",
+                        reason=reason,
+                        detail={"missing_scopes": list(missing_scopes), "held": len(held)},
+                    ),
+                )
+        return changed, held
+
+    async def connection_rotate(
+        self,
+        tenant: str,
+        provider: str,
+        *,
+        ciphertext: bytes | None,
+        key_id: str | None,
+        scopes: Sequence[str] | None,
+        expires_at: datetime | None,
+        now: datetime,
+        audit: AuditEntry,
+    ) -> tuple[Connection, list[str]]:
+        async with self._conn() as db, db.transaction():
+            cur = await db.execute(
+                Q["connection_rotate"],
+                {
+                    "tenant": tenant,
+                    "provider": provider,
+                    "now": now,
+                    "reason": audit.reason or "re-consent",
+                    "scopes": None if scopes is None else json.dumps(list(scopes)),
+                    "ciphertext": ciphertext,
+                    "key_id": key_id,
+                    "expires_at": expires_at,
+                },
+            )
+            if await cur.fetchone() is None:
+                raise NotFound(f"tenant {tenant!r} has no {provider} connection")
+            cur = await db.execute(
+                Q["message_release_held"],
+                {"tenant": tenant, "provider": provider, "now": now, "prefix": HOLD_PREFIX},
+            )
+            released = [r[0] for r in await cur.fetchall()]
+            detail = {**audit.detail, "released": len(released)}
+            await _audit_insert(db, audit, detail)
+        self._wake.set()
+        return await self.connection_get(tenant, provider), released
+
+    async def connection_store_secret(
+        self,
+        connection_id: str,
+        ciphertext: bytes,
+        key_id: str,
+        expires_at: datetime | None,
+        now: datetime,
+    ) -> None:
+        await self._fetch(
+            "connection_store_secret",
+            {
+                "id": connection_id,
+                "ciphertext": ciphertext,
+                "key_id": key_id,
+                "expires_at": expires_at,
+                "now": now,
+            },
+        )
+
+    async def connection_record_check(
+        self,
+        connection_id: str,
+        ok: bool,
+        error: str | None,
+        expires_at: datetime | None,
+        now: datetime,
+    ) -> None:
+        await self._fetch(
+            "connection_record_check",
+            {"id": connection_id, "ok": ok, "error": error, "expires_at": expires_at, "now": now},
+        )
+
     # -- workers -----------------------------------------------------------------
 
     async def worker_heartbeat(
@@ -428,28 +593,49 @@ class PostgresStore:
 
 def _completion_row(c: Completion) -> dict[str, Any]:
     """One element of the JSON batch of ``message_complete_many`` (nulls left out)."""
-    a = c.attempt
-    row: dict[str, Any] = {
-        "id": c.message_id,
-        "claim_seq": c.claim_seq,
-        "status": c.status.value,
-        "provider": a.provider,
-        "started_at": a.started_at.timestamp(),
-        "finished_at": a.finished_at.timestamp(),
-        "outcome": a.outcome.value,
-        "latency_ms": a.latency_ms,
-    }
+    row: dict[str, Any] = {"id": c.message_id, "claim_seq": c.claim_seq, "status": c.status.value}
     if c.run_at is not None:
         row["run_at"] = c.run_at.timestamp()
     if c.refund_attempt:
         row["refund"] = 1
     if c.provider_message_id is not None:
         row["provider_message_id"] = c.provider_message_id
-    for name in ("error_code", "error_class", "provider_status", "provider_code", "detail"):
-        value = getattr(a, name)
-        if value is not None:
-            row[name] = value
+    if c.hold_reason is not None:
+        row["hold_reason"] = c.hold_reason
+    a = c.attempt
+    if a is not None:
+        row["provider"] = a.provider
+        row["started_at"] = a.started_at.timestamp()
+        row["finished_at"] = a.finished_at.timestamp()
+        row["outcome"] = a.outcome.value
+        row["latency_ms"] = a.latency_ms
+        for name in ("error_code", "error_class", "provider_status", "provider_code", "detail"):
+            value = getattr(a, name)
+            if value is not None:
+                row[name] = value
     return row
+
+
+def _connection(r: TupleRow) -> Connection:
+    return Connection(
+        id=r[0],
+        tenant=r[1],
+        provider=r[2],
+        state=ConnectionState(r[3]),
+        state_reason=r[4],
+        state_changed_at=r[5],
+        scopes=list(r[6]),
+        missing_scopes=list(r[7]),
+        ciphertext=bytes(r[8]),
+        key_id=r[9],
+        credential_version=r[10],
+        expires_at=r[11],
+        last_check_at=r[12],
+        last_check_ok_at=r[13],
+        last_check_error=r[14],
+        created_at=r[15],
+        updated_at=r[16],
+    )
 
 
 def _attempt(r: TupleRow) -> Attempt:

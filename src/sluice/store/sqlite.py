@@ -18,7 +18,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sluice.errors import ConfigError, MigrationError, NotFound, StoreError, StoreUnavailable
+from sluice.connections import HOLD_PREFIX, Connection, ConnectionState, hold_reason
+from sluice.errors import (
+    ConfigError,
+    MigrationError,
+    NotFound,
+    StoreError,
+    StoreUnavailable,
+    ValidationError,
+)
 from sluice.model import Attempt, AttemptOutcome, Completion, Message, NewMessage, Status
 from sluice.store import _enqueue
 from sluice.store._audit import insert_params, seal
@@ -309,15 +317,18 @@ class SqliteStore:
                             "status": str(c.status),
                             "run_at": _ts(c.run_at),
                             "refund": 1 if c.refund_attempt else 0,
-                            "error_code": a.error_code,
-                            "detail": a.detail,
+                            "error_code": a.error_code if a else None,
+                            "detail": a.detail if a else None,
                             "provider_message_id": c.provider_message_id,
+                            "hold_reason": c.hold_reason,
                             "now": t,
                         },
                     )
                     ok = cur.rowcount == 1
                     if ok:
                         applied.add(c.message_id)
+                    if a is None:  # held before any provider call: no attempt was made
+                        continue
                     attempts.append(
                         {
                             "message_id": c.message_id,
@@ -414,6 +425,7 @@ class SqliteStore:
         msg = _message(r[:8] + r[9:17], Status(r[8]))
         msg.updated_at, msg.last_error_code, msg.last_error = _dt(r[17]), r[18], r[19]
         msg.provider_message_id, msg.worker_id, msg.lease_until = r[20], r[21], _dt(r[22])
+        msg.hold_reason = r[23]
         return msg
 
     async def attempt_list(self, message_id: str) -> list[Attempt]:
@@ -522,6 +534,197 @@ class SqliteStore:
             for r in rows
         ]
 
+    # -- connections -------------------------------------------------------------
+
+    async def connection_insert(self, conn: Connection, audit: AuditEntry) -> Connection:
+        params = {
+            "id": conn.id,
+            "tenant": conn.tenant,
+            "provider": conn.provider,
+            "now": conn.created_at.timestamp(),
+            "scopes": json.dumps(conn.scopes),
+            "ciphertext": conn.ciphertext,
+            "key_id": conn.key_id,
+            "expires_at": _ts(conn.expires_at),
+        }
+
+        def insert(db: sqlite3.Connection) -> None:
+            with _write(db):
+                if db.execute(Q["connection_insert"], params).rowcount != 1:
+                    raise ValidationError(
+                        "connection",
+                        f"tenant {conn.tenant!r} already has a {conn.provider} connection; "
+                        "use: sluice connections rotate",
+                    )
+                _audit_insert(db, audit, audit.detail)
+
+        await self._run(insert)
+        return await self.connection_get(conn.tenant, conn.provider)
+
+    async def connection_list(
+        self, tenant: str | None = None, provider: str | None = None
+    ) -> list[Connection]:
+        rows = await self._all("connection_select", {"tenant": tenant, "provider": provider})
+        return [_connection(r) for r in rows]
+
+    async def connection_get(self, tenant: str, provider: str) -> Connection:
+        found = await self.connection_list(tenant, provider)
+        if not found:
+            raise NotFound(f"tenant {tenant!r} has no {provider} connection")
+        return found[0]
+
+    async def connection_set_state(
+        self,
+        tenant: str,
+        provider: str,
+        state: ConnectionState,
+        reason: str,
+        missing_scopes: Sequence[str],
+        now: datetime,
+        actor: str,
+    ) -> tuple[bool, list[str]]:
+        t = now.timestamp()
+
+        def change(db: sqlite3.Connection) -> tuple[bool, list[str]]:
+            with _write(db):
+                changed = (
+                    db.execute(
+                        Q["connection_set_state"],
+                        {
+                            "tenant": tenant,
+                            "provider": provider,
+                            "state": state.value,
+                            "reason": reason,
+                            "missing_scopes": json.dumps(list(missing_scopes)),
+                            "now": t,
+                        },
+                    ).rowcount
+                    == 1
+                )
+                held: list[str] = []
+                if state is not ConnectionState.ACTIVE:
+                    held = [
+                        r[0]
+                        for r in db.execute(
+                            "SELECT id FROM sluice_messages WHERE tenant = ? AND provider = ? "
+                            "AND status = 'queued'",
+                            (tenant, provider),
+                        )
+                    ]
+                    db.execute(
+                        Q["message_hold_queued"],
+                        {
+                            "tenant": tenant,
+                            "provider": provider,
+                            "now": t,
+                            "reason": hold_reason(f"{state.value}: {reason}"),
+                        },
+                    )
+                if changed:
+                    entry = AuditEntry(
+                        at=now,
+                        actor=actor,
+                        action=f"connection.{state.value}",
+                        target=f"{tenant}/{provider}",
+                        reason=reason,
+                        detail={"missing_scopes": list(missing_scopes), "held": len(held)},
+                    )
+                    _audit_insert(db, entry, entry.detail)
+                return changed, held
+
+        return await self._run(change)
+
+    async def connection_rotate(
+        self,
+        tenant: str,
+        provider: str,
+        *,
+        ciphertext: bytes | None,
+        key_id: str | None,
+        scopes: Sequence[str] | None,
+        expires_at: datetime | None,
+        now: datetime,
+        audit: AuditEntry,
+    ) -> tuple[Connection, list[str]]:
+        t = now.timestamp()
+        params = {
+            "tenant": tenant,
+            "provider": provider,
+            "now": t,
+            "reason": audit.reason or "re-consent",
+            "scopes": None if scopes is None else json.dumps(list(scopes)),
+            "ciphertext": ciphertext,
+            "key_id": key_id,
+            "expires_at": _ts(expires_at),
+        }
+
+        def rotate(db: sqlite3.Connection) -> list[str]:
+            with _write(db):
+                if db.execute(Q["connection_rotate"], params).rowcount != 1:
+                    raise NotFound(f"tenant {tenant!r} has no {provider} connection")
+                released = [
+                    r[0]
+                    for r in db.execute(
+                        "SELECT id FROM sluice_messages WHERE tenant = ? AND provider = ? "
+                        "AND status = 'held' AND hold_reason LIKE ? || '%' ORDER BY run_at",
+                        (tenant, provider, HOLD_PREFIX),
+                    )
+                ]
+                db.execute(
+                    Q["message_release_held"],
+                    {"tenant": tenant, "provider": provider, "now": t, "prefix": HOLD_PREFIX},
+                )
+                _audit_insert(db, audit, {**audit.detail, "released": len(released)})
+                return released
+
+        released = await self._run(rotate)
+        self._wake.set()
+        return await self.connection_get(tenant, provider), released
+
+    async def connection_store_secret(
+        self,
+        connection_id: str,
+        ciphertext: bytes,
+        key_id: str,
+        expires_at: datetime | None,
+        now: datetime,
+    ) -> None:
+        params = {
+            "id": connection_id,
+            "ciphertext": ciphertext,
+            "key_id": key_id,
+            "expires_at": _ts(expires_at),
+            "now": now.timestamp(),
+        }
+
+        def store(db: sqlite3.Connection) -> None:
+            with _write(db):
+                db.execute(Q["connection_store_secret"], params)
+
+        await self._run(store)
+
+    async def connection_record_check(
+        self,
+        connection_id: str,
+        ok: bool,
+        error: str | None,
+        expires_at: datetime | None,
+        now: datetime,
+    ) -> None:
+        params = {
+            "id": connection_id,
+            "ok": ok,
+            "error": error,
+            "expires_at": _ts(expires_at),
+            "now": now.timestamp(),
+        }
+
+        def record(db: sqlite3.Connection) -> None:
+            with _write(db):
+                db.execute(Q["connection_record_check"], params)
+
+        await self._run(record)
+
     # -- workers -----------------------------------------------------------------
 
     async def worker_heartbeat(
@@ -590,6 +793,28 @@ class SqliteStore:
         changed = self._last_version is not None and version != self._last_version
         self._last_version = version
         return changed
+
+
+def _connection(r: Sequence[Any]) -> Connection:
+    return Connection(
+        id=r[0],
+        tenant=r[1],
+        provider=r[2],
+        state=ConnectionState(r[3]),
+        state_reason=r[4],
+        state_changed_at=_at(r[5]),
+        scopes=json.loads(r[6]),
+        missing_scopes=json.loads(r[7]),
+        ciphertext=bytes(r[8]),
+        key_id=r[9],
+        credential_version=r[10],
+        expires_at=_dt(r[11]),
+        last_check_at=_dt(r[12]),
+        last_check_ok_at=_dt(r[13]),
+        last_check_error=r[14],
+        created_at=_at(r[15]),
+        updated_at=_at(r[16]),
+    )
 
 
 def _split_sql(script: str) -> list[str]:

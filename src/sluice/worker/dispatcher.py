@@ -32,18 +32,21 @@ import structlog
 
 from sluice.clock import Clock, SystemClock
 from sluice.config import Settings
+from sluice.connections import Connection, ConnectionState, hold_reason
 from sluice.errors import SluiceError
 from sluice.model import (
     Attempt,
     AttemptOutcome,
     Completion,
+    ErrorClass,
     ErrorCode,
     Message,
     Outcome,
     Status,
 )
-from sluice.providers.base import Provider
+from sluice.providers.base import Credentials, Provider
 from sluice.store.base import Store
+from sluice.worker.gate import ConnectionGate, Connections, Ticket
 from sluice.worker.retry import Decision, RetryPolicy
 
 __all__ = ["Dispatcher", "WorkerStats", "new_worker_id"]
@@ -70,6 +73,7 @@ class WorkerStats:
     stale: int = 0
     released: int = 0
     rescued: int = 0
+    held: int = 0
     by_code: dict[str, int] = field(default_factory=dict)
 
 
@@ -86,6 +90,7 @@ class Dispatcher:
         retry: RetryPolicy | None = None,
         worker_id: str | None = None,
         logger: Any = None,
+        gate: ConnectionGate | None = None,
     ) -> None:
         self.store = store
         self.providers = dict(providers)
@@ -95,6 +100,7 @@ class Dispatcher:
         self.worker_id = worker_id or new_worker_id()
         self.log = logger or structlog.get_logger("sluice.worker").bind(worker=self.worker_id)
         self.stats = WorkerStats()
+        self.gate = gate
         self._in_flight = 0
         self._slot_free = asyncio.Event()
         self._buffer: list[Completion] = []
@@ -186,7 +192,15 @@ class Dispatcher:
             if batch:
                 self._last_work = time.monotonic()
                 self.stats.claimed += len(batch)
-                self._start(batch)
+                connections: Connections = {}
+                if self.gate is not None:
+                    try:
+                        connections = await self.gate.load(batch)
+                    except SluiceError as exc:
+                        # Nothing was sent; the leases bring the batch back.
+                        self.log.warning("could not load connections", error=str(exc))
+                        continue
+                self._start(batch, connections)
                 continue
             if until_idle and self._idle():
                 return
@@ -203,31 +217,98 @@ class Dispatcher:
             if await self.store.wait_for_work(HOT_POLL if hot else s.poll_interval):
                 self._last_work = time.monotonic()
 
-    def _start(self, batch: list[Message]) -> None:
+    def _start(self, batch: list[Message], connections: Connections | None = None) -> None:
         for msg in batch:
             self._in_flight += 1
-            task = asyncio.create_task(self._deliver(msg))
+            task = asyncio.create_task(self._deliver(msg, connections or {}))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _deliver(self, msg: Message) -> None:
+    async def _deliver(self, msg: Message, connections: Connections) -> None:
         try:
             if self.stopping:
                 # Claimed but not started: hand it straight back, attempt refunded.
                 self._unstarted.append((msg.id, msg.claim_seq))
                 return
+            ticket = Ticket()
+            if self.gate is not None:
+                ticket = await self.gate.admit(msg, connections, self.clock.now())
+                if ticket.hold is not None:
+                    self._hold(msg, ticket.hold)
+                    return
             started = self.clock.now()
             t0 = time.perf_counter()
-            outcome = await self._send(msg)
+            outcome = await self._send(msg, ticket.credentials)
             latency_ms = (time.perf_counter() - t0) * 1000.0
             finished = self.clock.now()
             decision = self.retry.decide(msg, outcome, finished)
-            self._record(msg, outcome, decision, started, finished, latency_ms)
+            reason = None
+            if (
+                outcome.code is not None
+                and outcome.code.error_class is ErrorClass.AUTH
+                and ticket.connection is not None
+            ):
+                decision, reason = await self._auth_failure(msg, outcome, ticket.connection)
+            self._record(msg, outcome, decision, started, finished, latency_ms, reason)
         finally:
             self._in_flight -= 1
             self._slot_free.set()
 
-    async def _send(self, msg: Message) -> Outcome:
+    def _hold(self, msg: Message, reason: str) -> None:
+        """Held before any provider call: no attempt is recorded and none is spent."""
+        self.stats.held += 1
+        self.log.info("message held", message_id=msg.id, provider=msg.provider, reason=reason)
+        self._buffer.append(
+            Completion(
+                message_id=msg.id,
+                claim_seq=msg.claim_seq,
+                worker_id=self.worker_id,
+                status=Status.HELD,
+                attempt=None,
+                refund_attempt=True,
+                hold_reason=reason,
+            )
+        )
+        self._buffer_ready.set()
+
+    async def _auth_failure(
+        self, msg: Message, outcome: Outcome, conn: Connection
+    ) -> tuple[Decision, str]:
+        """The provider refused the credentials: the connection, not the message, is at
+        fault. Mark the connection, hold its queued messages, hold this one; no attempt
+        is spent and nothing reaches the dead-letter queue."""
+        if outcome.code is ErrorCode.SCOPE_MISSING:
+            state = ConnectionState.NEEDS_RECONSENT
+            missing = list(msg.scopes) or [outcome.provider_code or "unknown"]
+        else:
+            state = ConnectionState.PENDING_REAUTH
+            missing = []
+        why = f"{outcome.code}: {outcome.detail or outcome.provider_status or 'refused'}"[:300]
+        try:
+            changed, held = await self.store.connection_set_state(  # type: ignore[attr-defined]
+                msg.tenant,
+                msg.provider,
+                state,
+                why,
+                missing,
+                self.clock.now(),
+                f"worker:{self.worker_id}",
+            )
+            if changed:
+                self.log.warning(
+                    "connection needs the operator",
+                    tenant=msg.tenant,
+                    provider=msg.provider,
+                    state=state.value,
+                    reason=why,
+                    held=len(held),
+                )
+        except SluiceError as exc:
+            self.log.error("could not mark the connection", error=str(exc))
+        decision = Decision(Status.HELD, refund_attempt=True, error_class=ErrorClass.AUTH)
+        return decision, hold_reason(f"{state.value}: {why}")
+
+    async def _send(self, msg: Message, credentials: Credentials | None = None) -> Outcome:
         provider = self.providers.get(msg.provider)
         if provider is None:
             return Outcome.failure(
@@ -236,7 +317,7 @@ class Dispatcher:
                 f"(configured: {', '.join(sorted(self.providers)) or 'none'})",
             )
         try:
-            return await provider.send(msg, None)
+            return await provider.send(msg, credentials)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # an adapter bug must not kill the worker or lose the message
@@ -251,10 +332,14 @@ class Dispatcher:
         started: Any,
         finished: Any,
         latency_ms: float,
+        hold: str | None = None,
     ) -> None:
         if outcome.ok:
             attempt_outcome = AttemptOutcome.SENT
             self.stats.sent += 1
+        elif decision.status is Status.HELD:
+            attempt_outcome = AttemptOutcome.FAILED
+            self.stats.held += 1
         elif decision.refund_attempt:
             attempt_outcome = AttemptOutcome.THROTTLED
             self.stats.deferred += 1
@@ -300,6 +385,7 @@ class Dispatcher:
                 run_at=decision.run_at,
                 refund_attempt=decision.refund_attempt,
                 provider_message_id=outcome.provider_message_id,
+                hold_reason=hold,
             )
         )
         self._buffer_ready.set()
@@ -422,4 +508,5 @@ class Dispatcher:
             "stale": s.stale,
             "released": s.released,
             "rescued": s.rescued,
+            "held": s.held,
         }

@@ -65,12 +65,14 @@ RETURNING m.id::text, m.tenant, m.channel, m.provider, m.action, m.recipient, m.
 -- name: message_complete_many
 -- The batch arrives as one JSON array (one C-level json.dumps in Python instead of
 -- sixteen typed arrays dumped element by element); times are Unix epoch seconds.
+-- Rows without an outcome were held before any provider call: no attempt row.
 WITH input AS (
     SELECT * FROM json_to_recordset(%(batch)s::json) AS t(
         id uuid, claim_seq int, status text, run_at double precision, refund int,
         provider_message_id text, provider text, started_at double precision,
         finished_at double precision, outcome text, error_code text, error_class text,
-        provider_status text, provider_code text, detail text, latency_ms real)
+        provider_status text, provider_code text, detail text, latency_ms real,
+        hold_reason text)
 ), done AS (
     UPDATE sluice_messages m
     SET status = i.status,
@@ -80,6 +82,7 @@ WITH input AS (
         last_error_code = i.error_code,
         last_error = i.detail,
         provider_message_id = coalesce(i.provider_message_id, m.provider_message_id),
+        hold_reason = i.hold_reason,
         updated_at = %(now)s
     FROM input i
     -- "lease_until IS NOT NULL" means "sending" (a CHECK constraint holds them equal).
@@ -89,15 +92,22 @@ WITH input AS (
     WHERE m.id = i.id AND m.lease_until IS NOT NULL AND m.claim_seq = i.claim_seq
       AND m.worker_id = %(worker_id)s
     RETURNING m.id
+), recorded AS (
+    INSERT INTO sluice_attempts (
+        message_id, attempt_no, worker_id, provider, started_at, finished_at, outcome,
+        error_code, error_class, provider_status, provider_code, detail, latency_ms, applied)
+    SELECT i.id, i.claim_seq, %(worker_id)s, i.provider, to_timestamp(i.started_at),
+           to_timestamp(i.finished_at), i.outcome, i.error_code, i.error_class,
+           i.provider_status, i.provider_code, i.detail, i.latency_ms, done.id IS NOT NULL
+    FROM input i LEFT JOIN done ON done.id = i.id
+    WHERE i.outcome IS NOT NULL  -- held before any provider call: no attempt was made
+    RETURNING message_id::text, applied
+), held AS (
+    SELECT done.id FROM done JOIN input i ON i.id = done.id WHERE i.outcome IS NULL
 )
-INSERT INTO sluice_attempts (
-    message_id, attempt_no, worker_id, provider, started_at, finished_at, outcome, error_code,
-    error_class, provider_status, provider_code, detail, latency_ms, applied)
-SELECT i.id, i.claim_seq, %(worker_id)s, i.provider, to_timestamp(i.started_at),
-       to_timestamp(i.finished_at), i.outcome, i.error_code, i.error_class, i.provider_status,
-       i.provider_code, i.detail, i.latency_ms, done.id IS NOT NULL
-FROM input i LEFT JOIN done ON done.id = i.id
-RETURNING message_id::text, applied
+SELECT message_id, applied FROM recorded
+UNION ALL
+SELECT id::text, true FROM held
 
 -- name: message_release
 UPDATE sluice_messages m
@@ -141,7 +151,7 @@ SELECT id::text, status FROM moved
 SELECT id::text, tenant, channel, provider, action, recipient, payload, priority, status,
        run_at, attempts, max_attempts, claim_seq, idempotency_key, correlation_id, scopes,
        created_at, updated_at, last_error_code, last_error, provider_message_id, worker_id,
-       lease_until
+       lease_until, hold_reason
 FROM sluice_messages WHERE id = %(id)s::uuid
 
 -- name: attempt_list
@@ -219,3 +229,74 @@ SELECT id, host, pid, started_at, last_seen_at, stopped_at, in_flight, sent_tota
 FROM sluice_workers
 WHERE stopped_at IS NULL OR stopped_at > %(since)s
 ORDER BY started_at
+
+-- name: connection_insert
+INSERT INTO sluice_connections (
+    id, tenant, provider, state, state_reason, state_changed_at, scopes, missing_scopes,
+    ciphertext, key_id, credential_version, expires_at, created_at, updated_at)
+VALUES (%(id)s, %(tenant)s, %(provider)s, 'active', NULL, %(now)s, %(scopes)s::jsonb, '[]',
+        %(ciphertext)s, %(key_id)s, 1, %(expires_at)s, %(now)s, %(now)s)
+ON CONFLICT (tenant, provider) DO NOTHING
+RETURNING id::text
+
+-- name: connection_select
+SELECT id::text, tenant, provider, state, state_reason, state_changed_at, scopes,
+       missing_scopes, ciphertext, key_id, credential_version, expires_at, last_check_at,
+       last_check_ok_at, last_check_error, created_at, updated_at
+FROM sluice_connections
+WHERE (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
+  AND (%(provider)s::text IS NULL OR provider = %(provider)s)
+ORDER BY tenant, provider
+
+-- name: connection_select_for_update
+SELECT id::text, tenant, provider, state, state_reason, state_changed_at, scopes,
+       missing_scopes, ciphertext, key_id, credential_version, expires_at, last_check_at,
+       last_check_ok_at, last_check_error, created_at, updated_at
+FROM sluice_connections
+WHERE tenant = %(tenant)s AND provider = %(provider)s
+FOR UPDATE
+
+-- name: connection_set_state
+UPDATE sluice_connections
+SET state = %(state)s, state_reason = %(reason)s, state_changed_at = %(now)s,
+    missing_scopes = %(missing_scopes)s::jsonb, updated_at = %(now)s
+WHERE tenant = %(tenant)s AND provider = %(provider)s AND state <> %(state)s
+RETURNING id::text
+
+-- name: connection_rotate
+UPDATE sluice_connections
+SET state = 'active', state_reason = %(reason)s, state_changed_at = %(now)s,
+    missing_scopes = '[]', scopes = coalesce(%(scopes)s::jsonb, scopes),
+    ciphertext = coalesce(%(ciphertext)s, ciphertext), key_id = coalesce(%(key_id)s, key_id),
+    expires_at = CASE WHEN %(ciphertext)s::bytea IS NULL THEN expires_at ELSE %(expires_at)s END,
+    credential_version = credential_version + 1, updated_at = %(now)s
+WHERE tenant = %(tenant)s AND provider = %(provider)s
+RETURNING id::text
+
+-- name: connection_store_secret
+UPDATE sluice_connections
+SET ciphertext = %(ciphertext)s, key_id = %(key_id)s, expires_at = %(expires_at)s,
+    updated_at = %(now)s
+WHERE id = %(id)s::uuid
+
+-- name: connection_record_check
+UPDATE sluice_connections
+SET last_check_at = %(now)s,
+    last_check_ok_at = CASE WHEN %(ok)s THEN %(now)s ELSE last_check_ok_at END,
+    last_check_error = %(error)s,
+    expires_at = coalesce(%(expires_at)s, expires_at),
+    updated_at = %(now)s
+WHERE id = %(id)s::uuid
+
+-- name: message_hold_queued
+UPDATE sluice_messages
+SET status = 'held', hold_reason = %(reason)s, updated_at = %(now)s
+WHERE tenant = %(tenant)s AND provider = %(provider)s AND status = 'queued'
+RETURNING id::text
+
+-- name: message_release_held
+UPDATE sluice_messages
+SET status = 'queued', hold_reason = NULL, updated_at = %(now)s
+WHERE tenant = %(tenant)s AND provider = %(provider)s AND status = 'held'
+  AND hold_reason LIKE %(prefix)s || '%%'
+RETURNING id::text

@@ -51,6 +51,7 @@ SET status = :status,
     last_error_code = :error_code,
     last_error = :detail,
     provider_message_id = coalesce(:provider_message_id, provider_message_id),
+    hold_reason = :hold_reason,
     updated_at = :now
 WHERE id = :id AND status = 'sending' AND claim_seq = :claim_seq AND worker_id = :worker_id
 
@@ -84,7 +85,8 @@ WHERE id = :id AND status = 'sending' AND claim_seq = :claim_seq
 -- name: message_get
 SELECT id, tenant, channel, provider, action, recipient, payload, priority, status, run_at,
        attempts, max_attempts, claim_seq, idempotency_key, correlation_id, scopes, created_at,
-       updated_at, last_error_code, last_error, provider_message_id, worker_id, lease_until
+       updated_at, last_error_code, last_error, provider_message_id, worker_id, lease_until,
+       hold_reason
 FROM sluice_messages WHERE id = :id
 
 -- name: attempt_list
@@ -155,3 +157,60 @@ SELECT id, host, pid, started_at, last_seen_at, stopped_at, in_flight, sent_tota
 FROM sluice_workers
 WHERE stopped_at IS NULL OR stopped_at > :since
 ORDER BY started_at
+
+-- name: connection_insert
+INSERT INTO sluice_connections (
+    id, tenant, provider, state, state_reason, state_changed_at, scopes, missing_scopes,
+    ciphertext, key_id, credential_version, expires_at, created_at, updated_at)
+VALUES (:id, :tenant, :provider, 'active', NULL, :now, :scopes, '[]', :ciphertext, :key_id, 1,
+        :expires_at, :now, :now)
+ON CONFLICT (tenant, provider) DO NOTHING
+
+-- name: connection_select
+SELECT id, tenant, provider, state, state_reason, state_changed_at, scopes, missing_scopes,
+       ciphertext, key_id, credential_version, expires_at, last_check_at, last_check_ok_at,
+       last_check_error, created_at, updated_at
+FROM sluice_connections
+WHERE (:tenant IS NULL OR tenant = :tenant)
+  AND (:provider IS NULL OR provider = :provider)
+ORDER BY tenant, provider
+
+-- name: connection_set_state
+UPDATE sluice_connections
+SET state = :state, state_reason = :reason, state_changed_at = :now,
+    missing_scopes = :missing_scopes, updated_at = :now
+WHERE tenant = :tenant AND provider = :provider AND state <> :state
+
+-- name: connection_rotate
+UPDATE sluice_connections
+SET state = 'active', state_reason = :reason, state_changed_at = :now, missing_scopes = '[]',
+    scopes = coalesce(:scopes, scopes), ciphertext = coalesce(:ciphertext, ciphertext),
+    key_id = coalesce(:key_id, key_id),
+    expires_at = CASE WHEN :ciphertext IS NULL THEN expires_at ELSE :expires_at END,
+    credential_version = credential_version + 1, updated_at = :now
+WHERE tenant = :tenant AND provider = :provider
+
+-- name: connection_store_secret
+UPDATE sluice_connections
+SET ciphertext = :ciphertext, key_id = :key_id, expires_at = :expires_at, updated_at = :now
+WHERE id = :id
+
+-- name: connection_record_check
+UPDATE sluice_connections
+SET last_check_at = :now,
+    last_check_ok_at = CASE WHEN :ok THEN :now ELSE last_check_ok_at END,
+    last_check_error = :error,
+    expires_at = coalesce(:expires_at, expires_at),
+    updated_at = :now
+WHERE id = :id
+
+-- name: message_hold_queued
+UPDATE sluice_messages
+SET status = 'held', hold_reason = :reason, updated_at = :now
+WHERE tenant = :tenant AND provider = :provider AND status = 'queued'
+
+-- name: message_release_held
+UPDATE sluice_messages
+SET status = 'queued', hold_reason = NULL, updated_at = :now
+WHERE tenant = :tenant AND provider = :provider AND status = 'held'
+  AND hold_reason LIKE :prefix || '%'
