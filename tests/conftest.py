@@ -23,7 +23,13 @@ PG_ADMIN_URL = os.environ.get(
     "SLUICE_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 PG_START = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
-TABLES = ("sluice_messages", "sluice_attempts", "sluice_workers", "sluice_audit")
+TABLES = (
+    "sluice_messages",
+    "sluice_attempts",
+    "sluice_workers",
+    "sluice_audit",
+    "sluice_connections",
+)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

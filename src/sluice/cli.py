@@ -285,6 +285,7 @@ async def run_worker(settings: Settings, *, until_idle: bool = False) -> Any:
     from sluice.providers import build_providers, http_client
     from sluice.worker import Dispatcher, new_worker_id
     from sluice.worker.gate import ConnectionGate
+    from sluice.worker.refresh import Refresher
 
     store = await open_store(settings.database_url, settings, create=False)
     try:
@@ -298,12 +299,19 @@ async def run_worker(settings: Settings, *, until_idle: bool = False) -> Any:
             providers = build_providers(settings, client, clock)
             worker_id = new_worker_id()
             log = structlog.get_logger("sluice.worker").bind(worker=worker_id)
+            refresher = (
+                Refresher(store, box, providers, clock=clock, worker_id=worker_id, logger=log)
+                if box is not None
+                else None
+            )
             gate = ConnectionGate(
                 store,
                 box,
                 requires_connection=[n for n, p in providers.items() if _needs_connection(p)],
                 worker_id=worker_id,
                 logger=log,
+                refresher=refresher,
+                providers=providers,
             )
             dispatcher = Dispatcher(
                 store, providers, settings, clock=clock, worker_id=worker_id, logger=log, gate=gate
@@ -774,10 +782,13 @@ def _read_credentials(pairs: list[str] | None, path: str | None) -> dict[str, st
         if not isinstance(value, dict):
             raise ValidationError("credentials", f"{path} must hold a JSON object")
         out.update({str(k): str(v) for k, v in value.items()})
-    for pair in pairs or []:
+    for n, pair in enumerate(pairs or [], start=1):
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ValidationError("credentials", f"{key!r} is not key=value")
+            # Never echo it: a typo like "auth_token:tok-123" is still a secret.
+            raise ValidationError(
+                "credentials", f"--credential number {n} is not key=value (value not shown)"
+            )
         out[key] = value
     return out
 

@@ -11,13 +11,14 @@ import dataclasses
 import math
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from sluice.errors import ConfigError
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["Settings", "config_file", "load_settings"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,16 +121,39 @@ def _coerce(name: str, kind: Any, raw: Any, source: str) -> Any:
         raise invalid from None
 
 
+def config_file(
+    env: Mapping[str, str] | None = None, config_path: str | Path | None = None
+) -> Path | None:
+    """The ``sluice.toml`` in effect: ``config_path``, else ``SLUICE_CONFIG``, else
+    ``./sluice.toml`` when it exists; ``None`` when there is none.
+
+    A file that was named (argument or variable) but does not exist is a ``ConfigError``.
+    Settings (``[sluice]``) and action definitions (``[actions]``, see ``sluice.actions``)
+    are read from the same file.
+    """
+    env = os.environ if env is None else env
+    path = Path(config_path or env.get("SLUICE_CONFIG") or "sluice.toml")
+    if path.is_file():
+        return path
+    if config_path is not None or "SLUICE_CONFIG" in env:
+        raise ConfigError(f"config file {path} does not exist")
+    return None
+
+
 def load_settings(
     env: dict[str, str] | None = None, config_path: str | Path | None = None, **overrides: Any
 ) -> Settings:
-    """Read settings; raise ``ConfigError`` naming the bad variable or key."""
+    """Read settings; raise ``ConfigError`` naming the bad variable or key.
+
+    Only the ``[sluice]`` table is read; other top-level tables (``[actions]``) belong
+    to other readers and are left alone.
+    """
     env = dict(os.environ) if env is None else env
-    path = Path(config_path or env.get("SLUICE_CONFIG") or "sluice.toml")
+    path = config_file(env, config_path)
     values: dict[str, Any] = {}
     known = {f.name: f.type for f in fields(Settings)}
     types = {f.name: type(f.default) if f.default is not None else None for f in fields(Settings)}
-    if path.is_file():
+    if path is not None:
         try:
             table = tomllib.loads(path.read_text()).get("sluice", {})
         except tomllib.TOMLDecodeError as exc:
@@ -138,8 +162,6 @@ def load_settings(
             if key not in known:
                 raise ConfigError(f"{path}: unknown setting [sluice].{key}")
             values[key] = _coerce(key, types[key], raw, str(path))
-    elif config_path is not None or "SLUICE_CONFIG" in env:
-        raise ConfigError(f"config file {path} does not exist")
     for name in known:
         raw = env.get(_env_name(name))
         if raw is not None and raw != "":

@@ -299,7 +299,7 @@ def test_migrate__applies_the_schema_once_then_reports_it_up_to_date(fresh_url: 
     first = ok("migrate", env=env)
     second = ok("migrate", env=env)
 
-    assert first.stdout.strip() == "applied migrations: 1"
+    assert first.stdout.strip() == "applied migrations: 1, 2"
     assert second.stdout.strip() == "schema is up to date"
     assert ok_json("status", env=env)["counts"] == {}
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from sluice.clock import Clock, SystemClock
 from sluice.connections import Connection, ConnectionState
-from sluice.errors import ConfigError, ValidationError
+from sluice.errors import ConfigError, StoreError, ValidationError
 from sluice.model import new_message_id
 from sluice.secrets import SecretBox
 from sluice.store.base import AuditEntry, Store
@@ -182,13 +182,19 @@ async def keys_rotate(
     """Re-encrypt every credential under the current key; return how many changed."""
     now = (clock or SystemClock()).now()
     changed = 0
-    for conn in await store.connection_list():  # type: ignore[attr-defined]
-        if conn.key_id == box.current_id:
-            continue
-        secrets = box.decrypt(conn.ciphertext, conn.key_id, conn.id, conn.tenant, conn.provider)
-        ciphertext, kid = box.encrypt(secrets, conn.id, conn.tenant, conn.provider)
-        await store.connection_store_secret(conn.id, ciphertext, kid, conn.expires_at, now)  # type: ignore[attr-defined]
-        changed += 1
+    for _ in range(5):  # a refresh or rotation racing us: re-read and go again
+        pending = [c for c in await store.connection_list() if c.key_id != box.current_id]  # type: ignore[attr-defined]
+        if not pending:
+            break
+        for conn in pending:
+            secrets = box.decrypt(conn.ciphertext, conn.key_id, conn.id, conn.tenant, conn.provider)
+            ciphertext, kid = box.encrypt(secrets, conn.id, conn.tenant, conn.provider)
+            if await store.connection_store_secret(  # type: ignore[attr-defined]
+                conn.id, ciphertext, kid, conn.expires_at, now, conn.credential_version
+            ):
+                changed += 1
+    else:
+        raise StoreError("credentials kept changing during key rotation; run it again")
     await store.audit_append(
         AuditEntry(
             at=now,

@@ -7,10 +7,22 @@ messages can prove each landed exactly once), and injects faults on demand.
 Routes::
 
     POST   /webhook/{path...}    a Standard Webhooks receiver (signature checked)
+    POST   /twilio/2010-04-01/Accounts/{sid}/Messages.json    Twilio's Messages API
+    GET    /twilio/2010-04-01/Accounts/{sid}.json             Twilio's account fetch
+    POST   /sendgrid/v3/mail/send                             SendGrid's Mail Send
+    GET    /sendgrid/v3/scopes                                SendGrid's API key scopes
+    POST   /whatsapp/{version}/{phone_number_id}/messages     WhatsApp Cloud API send
+    GET    /whatsapp/{version}/{phone_number_id}              WhatsApp phone number read
     POST   /_sim/faults          install a fault set (JSON, see ``Faults``)
     GET    /_sim/faults          the installed fault sets
     DELETE /_sim/faults          remove them (``?path_prefix=`` for one)
+    POST   /_sim/credentials     register a provider credential (see ``Credential``)
+    GET    /_sim/credentials     the registered credentials (secrets shortened)
+    DELETE /_sim/credentials     forget them (``?provider=`` for one provider's)
+    POST   /_sim/credentials/revoke   {"provider", "token"}: answer 401 from now on
+    POST   /_sim/credentials/scopes   {"provider", "token", "scopes"}: replace its scopes
     GET    /_sim/effects         counters: unique, total, duplicates, rejected, ...
+                                 (``?by_provider=1`` adds ``by_provider``)
     GET    /_sim/effects/ids     every effect key with how often it arrived
     GET    /_sim/effects/{id}    the first body and headers received under that key
     DELETE /_sim/effects         forget every effect and reset the counters
@@ -18,7 +30,12 @@ Routes::
 
 A provider's wire format is a ``_Receiver``: how a request authenticates, what key it
 dedupes on and what its answers look like. Faults, effect counting and connection drops
-are shared by every receiver, so adding Twilio or SendGrid means adding a receiver.
+are shared by every receiver. The Standard Webhooks receiver checks a signature; the
+provider APIs check credentials registered through ``/_sim/credentials`` (unknown or
+revoked ones get the provider's real 401, a missing scope its real 403) and key each
+effect by Sluice's message id where the provider carries it: Twilio's ``StatusCallback``
+query ``sluice_message_id``, SendGrid's ``custom_args.sluice_message_id``, WhatsApp's
+``biz_opaque_callback_data`` (else by the id the simulator hands out).
 
 Run it with ``serve`` (the ``sluice simulator`` command) or, inside a test or
 ``sluice run``, with ``SimulatorThread``.
@@ -27,16 +44,26 @@ Run it with ``serve`` (the ``sluice simulator`` command) or, inside a test or
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
 import json
 import random
+import secrets
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from http import HTTPStatus
 from typing import Any, Protocol
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
+import httpx
 import uvicorn
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from starlette.applications import Starlette
@@ -50,6 +77,8 @@ from sluice.providers.webhook import decode_secret
 
 __all__ = [
     "DEFAULT_PORT",
+    "PROVIDERS",
+    "Credential",
     "Effect",
     "Faults",
     "SimulatorState",
@@ -67,6 +96,17 @@ _MAX_KEPT_BODY = 256 * 1024
 #: Aborts the connection a request came in on; True if it found and aborted it.
 ConnectionAborter = Callable[[Scope], Awaitable[bool]]
 
+#: Every wire format the simulator speaks, each mounted under ``/<name>``.
+PROVIDERS = ("webhook", "twilio", "sendgrid", "whatsapp")
+#: Scopes a credential gets when its registration names none: everything it can do.
+_DEFAULT_SCOPES: dict[str, tuple[str, ...]] = {
+    "twilio": (),
+    "sendgrid": ("mail.send",),
+    "whatsapp": ("whatsapp_business_messaging", "whatsapp_business_management"),
+}
+#: Headers never kept with an effect: an effect record must not become a secret store.
+_SECRET_HEADERS = frozenset({"authorization"})
+
 
 @dataclass(slots=True)
 class Effect:
@@ -78,15 +118,21 @@ class Effect:
     body: bytes
     received_at: datetime
     count: int = 1
+    provider: str = "webhook"
 
     def to_json(self) -> dict[str, Any]:
-        """The effect as the ``GET /_sim/effects/{id}`` answer."""
-        try:
-            body: Any = json.loads(self.body)
-        except ValueError:
-            body = self.body.decode("utf-8", errors="replace")
+        """The effect as the ``GET /_sim/effects/{id}`` answer (form bodies as objects)."""
+        body: Any
+        if self.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+            body = _form(self.body)
+        else:
+            try:
+                body = json.loads(self.body)
+            except ValueError:
+                body = self.body.decode("utf-8", errors="replace")
         return {
             "id": self.key,
+            "provider": self.provider,
             "count": self.count,
             "path": self.path,
             "received_at": self.received_at.isoformat(),
@@ -105,6 +151,8 @@ _FAULT_FIELDS = {
     "drop_after_effect_rate",
     "fail_first",
     "seed",
+    "provider",
+    "invalid_recipients",
 }
 
 
@@ -121,7 +169,12 @@ class Faults:
       sent verbatim, e.g. an HTTP-date).
     - ``drop_after_effect_rate``: this fraction of requests is recorded, then the
       connection is dropped without an answer: the sender cannot know it landed.
+    - ``invalid_recipients``: requests to these recipients (phone numbers, email
+      addresses) get the provider's real invalid-recipient error; not recorded.
     - ``seed``: seeds the random choices, for repeatable runs.
+
+    In a ``POST /_sim/faults`` body, ``provider`` (``twilio``, ...) is shorthand for
+    ``path_prefix: "/twilio"``: the fault set covers that provider's routes only.
     """
 
     path_prefix: str = "/"
@@ -133,6 +186,7 @@ class Faults:
     drop_after_effect_rate: float = 0.0
     fail_first: int = 0
     seed: int | None = None
+    invalid_recipients: frozenset[str] = frozenset()
     _random: random.Random = field(default_factory=random.Random, repr=False)
     _seen: dict[str, int] = field(default_factory=dict, repr=False)
 
@@ -144,8 +198,23 @@ class Faults:
         unknown = sorted(set(document) - _FAULT_FIELDS)
         if unknown:
             raise ValueError(f"unknown fields {unknown}; known: {sorted(_FAULT_FIELDS)}")
+        provider = document.get("provider")
+        default_prefix = "/"
+        if provider is not None:
+            if provider not in PROVIDERS:
+                raise ValueError(f"provider must be one of {list(PROVIDERS)}")
+            default_prefix = f"/{provider}"
+            prefix = document.get("path_prefix", default_prefix)
+            if not isinstance(prefix, str) or not (
+                prefix == default_prefix or prefix.startswith(default_prefix + "/")
+            ):
+                raise ValueError(f"path_prefix must lie under /{provider} when provider is set")
+        recipients = document.get("invalid_recipients", [])
+        if not isinstance(recipients, list) or not all(isinstance(r, str) for r in recipients):
+            raise ValueError("invalid_recipients must be a list of strings")
         faults = cls(
-            path_prefix=_text(document, "path_prefix", "/"),
+            path_prefix=_text(document, "path_prefix", default_prefix),
+            invalid_recipients=frozenset(recipients),
             latency_ms=_number(document, "latency_ms", 0.0, 0.0, 600_000.0),
             error_rate=_number(document, "error_rate", 0.0, 0.0, 1.0),
             error_status=_status(document, "error_status") or 500,
@@ -178,6 +247,7 @@ class Faults:
             "drop_after_effect_rate": self.drop_after_effect_rate,
             "fail_first": self.fail_first,
             "seed": self.seed,
+            "invalid_recipients": sorted(self.invalid_recipients),
         }
 
     def retry_after_header(self) -> str | None:
@@ -242,8 +312,100 @@ def _status(document: dict[str, Any], name: str) -> int | None:
     return int(value)
 
 
+_TOKEN_FIELD = {"twilio": "auth_token", "sendgrid": "api_key", "whatsapp": "access_token"}
+_ACCOUNT_FIELD = {"twilio": "account_sid", "whatsapp": "phone_number_id"}
+_CREDENTIAL_FIELDS = {
+    "twilio": {"provider", "account_sid", "auth_token", "status"},
+    "sendgrid": {"provider", "api_key", "scopes"},
+    "whatsapp": {"provider", "access_token", "phone_number_id", "scopes", "display_phone_number"},
+}
+
+
+@dataclass(slots=True)
+class Credential:
+    """A provider credential the simulator accepts, as ``POST /_sim/credentials`` gives it.
+
+    ``{"provider": "twilio", "account_sid", "auth_token", "status"?}`` (``status`` other
+    than ``active``, e.g. ``suspended``, makes sends fail with Twilio's 20005);
+    ``{"provider": "sendgrid", "api_key", "scopes"?}``;
+    ``{"provider": "whatsapp", "access_token", "phone_number_id", "scopes"?,
+    "display_phone_number"?}``. Without ``scopes`` a credential has every scope its
+    provider knows (``mail.send``; ``whatsapp_business_messaging`` and
+    ``whatsapp_business_management``).
+    """
+
+    provider: str
+    token: str
+    account: str | None = None
+    scopes: set[str] = field(default_factory=set)
+    revoked: bool = False
+    status: str = "active"
+    display_phone_number: str = "+1 555-010-0000"
+
+    @classmethod
+    def from_json(cls, document: Any) -> Credential:
+        """Parse a registration; ``ValueError`` says what is wrong."""
+        if not isinstance(document, dict):
+            raise ValueError("expected a JSON object")
+        provider = document.get("provider")
+        if provider not in _TOKEN_FIELD:
+            raise ValueError(f"provider must be one of {sorted(_TOKEN_FIELD)}")
+        unknown = sorted(set(document) - _CREDENTIAL_FIELDS[provider])
+        if unknown:
+            known = sorted(_CREDENTIAL_FIELDS[provider])
+            raise ValueError(f"unknown fields {unknown} for {provider}; known: {known}")
+        token = _required_text(document, _TOKEN_FIELD[provider])
+        account_field = _ACCOUNT_FIELD.get(provider)
+        account = _required_text(document, account_field) if account_field else None
+        credential = cls(
+            provider,
+            token,
+            account,
+            _scopes(document.get("scopes", list(_DEFAULT_SCOPES[provider]))),
+            status=_text(document, "status", "active"),
+        )
+        if "display_phone_number" in document:
+            credential.display_phone_number = _required_text(document, "display_phone_number")
+        return credential
+
+    def to_json(self) -> dict[str, Any]:
+        """The credential with its secret shortened, for ``GET /_sim/credentials``."""
+        return {
+            "provider": self.provider,
+            "token": self.token[:4] + "…",
+            "account": self.account,
+            "scopes": sorted(self.scopes),
+            "revoked": self.revoked,
+            "status": self.status,
+        }
+
+
+def _required_text(document: dict[str, Any], name: str) -> str:
+    value = document.get(name)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} is required and must be a non-empty string")
+    return value
+
+
+def _scopes(value: Any) -> set[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("scopes must be a list of strings")
+    return set(value)
+
+
+def _zero_counters() -> dict[str, int]:
+    return {
+        "total": 0,
+        "rejected": 0,
+        "errors_injected": 0,
+        "dropped": 0,
+        "callbacks_sent": 0,
+        "callbacks_failed": 0,
+    }
+
+
 class SimulatorState:
-    """Everything the simulator remembers: effects, counters and fault sets.
+    """Everything the simulator remembers: effects, counters, fault sets, credentials.
 
     Handlers run on one event loop and never await while they change state; the lock is
     for readers on other threads (a test holding a ``SimulatorThread``).
@@ -256,37 +418,87 @@ class SimulatorState:
         self._lock = threading.Lock()
         self._effects: dict[str, Effect] = {}
         self._faults: dict[str, Faults] = {}
+        self._credentials: dict[tuple[str, str], Credential] = {}
         self._total = self._rejected = self._errors_injected = self._dropped = 0
+        self._by_provider: dict[str, dict[str, int]] = {}
+        # Background work (status callbacks) must stay referenced until it is done, or
+        # the event loop may collect a task mid-flight.
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- effects ---------------------------------------------------------------
 
-    def record(self, key: str, path: str, headers: dict[str, str], body: bytes) -> int:
+    def record(
+        self,
+        key: str,
+        path: str,
+        headers: dict[str, str],
+        body: bytes,
+        provider: str = "webhook",
+    ) -> int:
         """Count one arrival of ``key``; the first keeps its body. Returns the count."""
         with self._lock:
             self._total += 1
+            self._counters(provider)["total"] += 1
             effect = self._effects.get(key)
             if effect is None:
                 self._effects[key] = Effect(
-                    key, path, headers, body[:_MAX_KEPT_BODY], self.clock.now()
+                    key, path, headers, body[:_MAX_KEPT_BODY], self.clock.now(), provider=provider
                 )
                 return 1
             effect.count += 1
             return effect.count
 
-    def count_rejected(self) -> None:
-        """A request failed authentication."""
+    def count_rejected(self, provider: str = "webhook") -> None:
+        """A request failed authentication or validation."""
         with self._lock:
             self._rejected += 1
+            self._counters(provider)["rejected"] += 1
 
-    def count_error_injected(self) -> None:
+    def count_error_injected(self, provider: str = "webhook") -> None:
         """A request was answered with an injected error."""
         with self._lock:
             self._errors_injected += 1
+            self._counters(provider)["errors_injected"] += 1
 
-    def count_dropped(self) -> None:
+    def count_dropped(self, provider: str = "webhook") -> None:
         """A recorded request's connection was dropped."""
         with self._lock:
             self._dropped += 1
+            self._counters(provider)["dropped"] += 1
+
+    def count_callback(self, provider: str, *, ok: bool) -> None:
+        """A status callback was delivered (2xx) or failed (anything else)."""
+        with self._lock:
+            self._counters(provider)["callbacks_sent" if ok else "callbacks_failed"] += 1
+
+    def _counters(self, provider: str) -> dict[str, int]:
+        counters = self._by_provider.get(provider)
+        if counters is None:
+            counters = self._by_provider[provider] = _zero_counters()
+        return counters
+
+    def by_provider(self) -> dict[str, dict[str, int]]:
+        """The counters of ``summary`` per provider, plus status callbacks sent/failed."""
+        with self._lock:
+            unique: dict[str, int] = {}
+            for effect in self._effects.values():
+                unique[effect.provider] = unique.get(effect.provider, 0) + 1
+            result: dict[str, dict[str, int]] = {}
+            for provider in PROVIDERS:
+                counters = self._by_provider.get(provider, _zero_counters())
+                n = unique.get(provider, 0)
+                result[provider] = {
+                    "unique": n,
+                    "duplicates": counters["total"] - n,
+                    **counters,
+                }
+            return result
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` in the background on the running loop, kept until it finishes."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def summary(self) -> dict[str, int]:
         """Counters; ``duplicates`` is arrivals beyond the first (``total - unique``)."""
@@ -312,10 +524,70 @@ class SimulatorState:
             return self._effects.get(key)
 
     def reset_effects(self) -> None:
-        """Forget every effect and zero the counters (fault sets stay)."""
+        """Forget every effect and zero the counters (fault sets and credentials stay)."""
         with self._lock:
             self._effects.clear()
+            self._by_provider.clear()
             self._total = self._rejected = self._errors_injected = self._dropped = 0
+
+    # -- credentials -----------------------------------------------------------
+
+    def register_credential(self, credential: Credential | dict[str, Any]) -> Credential:
+        """Accept ``credential`` from now on (a document is parsed as ``Credential``)."""
+        if not isinstance(credential, Credential):
+            credential = Credential.from_json(credential)
+        with self._lock:
+            self._credentials[(credential.provider, credential.token)] = credential
+        return credential
+
+    def credential(self, provider: str, token: str) -> Credential | None:
+        """The credential registered for ``provider`` with this secret, revoked or not."""
+        with self._lock:
+            return self._credentials.get((provider, token))
+
+    def revoke_credential(self, provider: str, token: str) -> bool:
+        """Refuse this credential from now on (the provider's 401); False if unknown.
+
+        ``token`` is the secret, or for Twilio and WhatsApp also the account SID or phone
+        number id it belongs to (revoking every credential of that account).
+        """
+        return bool(self._update_credentials(provider, token, revoked=True))
+
+    def set_scopes(self, provider: str, token: str, scopes: Iterable[str]) -> bool:
+        """Replace the credential's scopes (calls needing a lost one get the 403)."""
+        return bool(self._update_credentials(provider, token, scopes=set(scopes)))
+
+    def _update_credentials(
+        self,
+        provider: str,
+        token: str,
+        *,
+        revoked: bool | None = None,
+        scopes: set[str] | None = None,
+    ) -> int:
+        with self._lock:
+            found = [
+                c
+                for (p, _), c in self._credentials.items()
+                if p == provider and token in (c.token, c.account)
+            ]
+            for credential in found:
+                if revoked is not None:
+                    credential.revoked = revoked
+                if scopes is not None:
+                    credential.scopes = set(scopes)
+            return len(found)
+
+    def clear_credentials(self, provider: str | None = None) -> None:
+        """Forget every credential, or only ``provider``'s."""
+        with self._lock:
+            for key in [k for k in self._credentials if provider in (None, k[0])]:
+                del self._credentials[key]
+
+    def credentials(self) -> list[Credential]:
+        """Every registered credential."""
+        with self._lock:
+            return list(self._credentials.values())
 
     # -- faults ----------------------------------------------------------------
 
@@ -355,17 +627,40 @@ class SimulatorState:
 
 
 @dataclass(frozen=True, slots=True)
+class _Callback:
+    """A status callback to POST (form-encoded) once the effect is recorded."""
+
+    url: str
+    form: dict[str, str]
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
 class _Delivery:
     """What a receiver made of an authentic request."""
 
     key: str  # what the provider would dedupe on (webhook-id, Idempotency-Key, ...)
     headers: dict[str, str]
+    #: Who it is for, matched against ``Faults.invalid_recipients``; None: no such notion.
+    recipient: str | None = None
+    #: The provider's answer when it is accepted (a Twilio message resource, ...).
+    answer: dict[str, Any] = field(default_factory=dict)
+    #: The id the provider hands back (message sid, X-Message-Id, wamid).
+    provider_id: str = ""
+    callback: _Callback | None = None
+
+
+#: A read-only provider route (account fetch, scopes): authenticates and answers.
+_Lookup = Callable[[Request], Response]
 
 
 class _Receiver(Protocol):
     """One provider's wire format, mounted under ``prefix``."""
 
+    provider: str
     prefix: str
+    #: Route patterns under ``prefix`` whose POSTs carry effects.
+    effect_paths: tuple[str, ...]
 
     def authenticate(self, request: Request, body: bytes) -> _Delivery | Response:
         """The delivery, or the refusal a real provider would send (counted as rejected)."""
@@ -377,6 +672,14 @@ class _Receiver(Protocol):
 
     def refused(self, status: int, retry_after: str | None) -> Response:
         """The answer to a request failed by an injected fault."""
+        ...
+
+    def invalid_recipient(self, delivery: _Delivery) -> Response:
+        """The provider's error for a recipient listed in ``invalid_recipients``."""
+        ...
+
+    def lookups(self) -> list[tuple[str, _Lookup]]:
+        """GET routes under ``prefix`` (faults apply, nothing is recorded)."""
         ...
 
 
@@ -408,7 +711,9 @@ class _ClockedWebhook(Webhook):
 class _WebhookReceiver:
     """A Standard Webhooks receiver: verifies the signature, dedupes on ``webhook-id``."""
 
+    provider = "webhook"
     prefix = "/webhook"
+    effect_paths: tuple[str, ...] = ("", "/{path:path}")
 
     def __init__(self, secret: str, clock: Clock) -> None:
         self._verifier = _ClockedWebhook(secret, clock)
@@ -432,6 +737,507 @@ class _WebhookReceiver:
         return JSONResponse(
             {"error": "injected fault", "status": status}, status_code=status, headers=headers
         )
+
+    def invalid_recipient(self, delivery: _Delivery) -> Response:
+        # Never asked: a webhook's recipient is its URL, and deliveries carry none.
+        return self.refused(400, None)
+
+    def lookups(self) -> list[tuple[str, _Lookup]]:
+        return []
+
+
+# -- the provider APIs: Twilio, SendGrid, WhatsApp Cloud API ------------------
+
+
+def _form(body: bytes) -> dict[str, Any]:
+    """A form-encoded body; a field given more than once (``MediaUrl``) is a list."""
+    fields = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
+    return {k: v[0] if len(v) == 1 else v for k, v in fields.items()}
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def _kept_headers(request: Request) -> dict[str, str]:
+    return {k: v for k, v in request.headers.items() if k not in _SECRET_HEADERS}
+
+
+def _bearer(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def _basic(request: Request) -> tuple[str, str] | None:
+    scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, sep, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return (user, password) if sep else None
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def _twilio_signature(auth_token: str, url: str, form: dict[str, str]) -> str:
+    """``X-Twilio-Signature``: HMAC-SHA1 over the URL and the sorted form fields."""
+    text = url + "".join(f"{k}{v}" for k, v in sorted(form.items()))
+    digest = hmac.new(auth_token.encode(), text.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
+
+
+class _TwilioReceiver:
+    """Twilio's Messages API: basic auth, form bodies, ``{code, message, ...}`` errors.
+
+    The effect key is ``sluice_message_id`` from the ``StatusCallback`` URL's query, else
+    the message ``sid`` the simulator hands out. With a ``StatusCallback``, a
+    ``delivered`` callback (signed with ``X-Twilio-Signature``) follows in the background.
+    """
+
+    provider = "twilio"
+    prefix = "/twilio"
+    effect_paths: tuple[str, ...] = ("/2010-04-01/Accounts/{account_sid}/Messages.json",)
+
+    def __init__(self, state: SimulatorState) -> None:
+        self._state = state
+
+    def _account(self, request: Request) -> Credential | Response:
+        auth = _basic(request)
+        credential = self._state.credential("twilio", auth[1]) if auth else None
+        if (
+            auth is None
+            or credential is None
+            or credential.revoked
+            or credential.account != auth[0]
+            or request.path_params.get("account_sid") != auth[0]
+        ):
+            return _twilio_error(
+                401, 20003, "Authenticate", detail="Your AccountSid or AuthToken was incorrect."
+            )
+        return credential
+
+    def authenticate(self, request: Request, body: bytes) -> _Delivery | Response:
+        credential = self._account(request)
+        if isinstance(credential, Response):
+            return credential
+        if credential.status != "active":
+            return _twilio_error(401, 20005, f"Account not active ({credential.status})")
+        form = _form(body)
+        to, sender = form.get("To"), form.get("From")
+        service = form.get("MessagingServiceSid")
+        if not to:
+            return _twilio_error(400, 21604, "A 'To' phone number is required.")
+        if not sender and not service:
+            return _twilio_error(
+                400, 21603, "A 'From' or 'MessagingServiceSid' parameter is required."
+            )
+        if not (form.get("Body") or form.get("ContentSid") or form.get("MediaUrl")):
+            return _twilio_error(400, 21602, "Message body is required.")
+        sid = "SM" + uuid.uuid4().hex
+        account = str(credential.account)
+        key, callback = sid, None
+        callback_url = form.get("StatusCallback")
+        if isinstance(callback_url, str) and callback_url:
+            query = dict(parse_qsl(urlsplit(callback_url).query))
+            key = query.get("sluice_message_id") or sid
+            fields = {
+                "MessageSid": sid,
+                "SmsSid": sid,
+                "MessageStatus": "delivered",
+                "SmsStatus": "delivered",
+                "To": str(to),
+                "From": str(sender or ""),
+                "AccountSid": account,
+                "ApiVersion": "2010-04-01",
+            }
+            if service:
+                fields["MessagingServiceSid"] = str(service)
+            signature = _twilio_signature(credential.token, callback_url, fields)
+            callback = _Callback(callback_url, fields, {"x-twilio-signature": signature})
+        now = format_datetime(self._state.clock.now().astimezone(UTC))
+        uri = f"/2010-04-01/Accounts/{account}/Messages/{sid}"
+        answer = {
+            "account_sid": account,
+            "api_version": "2010-04-01",
+            "body": form.get("Body", ""),
+            "date_created": now,
+            "date_sent": None,
+            "date_updated": now,
+            "direction": "outbound-api",
+            "error_code": None,
+            "error_message": None,
+            "from": sender,
+            "messaging_service_sid": service,
+            "num_media": "0",
+            "num_segments": "1",
+            "price": None,
+            "price_unit": "USD",
+            "sid": sid,
+            "status": "queued" if sender else "accepted",
+            "subresource_uris": {"media": f"{uri}/Media.json"},
+            "to": to,
+            "uri": f"{uri}.json",
+        }
+        return _Delivery(
+            key,
+            _kept_headers(request),
+            recipient=str(to),
+            answer=answer,
+            provider_id=sid,
+            callback=callback,
+        )
+
+    def accepted(self, delivery: _Delivery, count: int) -> Response:
+        return JSONResponse(delivery.answer, status_code=201)
+
+    def refused(self, status: int, retry_after: str | None) -> Response:
+        code = 20003 if status == 401 else 20000 + status
+        return _twilio_error(status, code, _phrase(status), retry_after=retry_after)
+
+    def invalid_recipient(self, delivery: _Delivery) -> Response:
+        return _twilio_error(
+            400, 21211, f"The 'To' number {delivery.recipient} is not a valid phone number."
+        )
+
+    def lookups(self) -> list[tuple[str, _Lookup]]:
+        return [("/2010-04-01/Accounts/{account_sid}.json", self._fetch_account)]
+
+    def _fetch_account(self, request: Request) -> Response:
+        credential = self._account(request)
+        if isinstance(credential, Response):
+            return credential
+        return JSONResponse(
+            {
+                "sid": credential.account,
+                "friendly_name": "Sluice simulator account",
+                "status": credential.status,
+                "type": "Full",
+                "uri": f"/2010-04-01/Accounts/{credential.account}.json",
+            }
+        )
+
+
+def _twilio_error(
+    status: int,
+    code: int,
+    message: str,
+    *,
+    detail: str | None = None,
+    retry_after: str | None = None,
+) -> Response:
+    document: dict[str, Any] = {
+        "code": code,
+        "message": message,
+        "more_info": f"https://www.twilio.com/docs/errors/{code}",
+        "status": status,
+    }
+    if detail is not None:
+        document["detail"] = detail
+    headers = {"retry-after": retry_after} if retry_after is not None else None
+    return JSONResponse(document, status_code=status, headers=headers)
+
+
+class _SendGridReceiver:
+    """SendGrid's v3 API: bearer API keys with scopes, ``{"errors": [...]}`` bodies.
+
+    The effect key is ``custom_args.sluice_message_id`` (the first personalization's,
+    else the message's), else the ``X-Message-Id`` the simulator hands out.
+    """
+
+    provider = "sendgrid"
+    prefix = "/sendgrid"
+    effect_paths: tuple[str, ...] = ("/v3/mail/send",)
+
+    def __init__(self, state: SimulatorState) -> None:
+        self._state = state
+
+    def _key(self, request: Request, scope: str | None) -> Credential | Response:
+        token = _bearer(request)
+        credential = self._state.credential("sendgrid", token) if token else None
+        if credential is None or credential.revoked:
+            return _sendgrid_error(
+                401, "The provided authorization grant is invalid, expired, or revoked"
+            )
+        if scope is not None and scope not in credential.scopes:
+            return _sendgrid_error(403, "access forbidden")
+        return credential
+
+    def authenticate(self, request: Request, body: bytes) -> _Delivery | Response:
+        credential = self._key(request, "mail.send")
+        if isinstance(credential, Response):
+            return credential
+        document = _json_object(body)
+        if document is None:
+            return _sendgrid_error(400, "Bad Request")
+        personalizations = document.get("personalizations")
+        if not isinstance(personalizations, list) or not personalizations:
+            return _sendgrid_error(
+                400, "The personalizations field is required.", field="personalizations"
+            )
+        first = personalizations[0] if isinstance(personalizations[0], dict) else {}
+        to = first.get("to")
+        email = (
+            to[0].get("email") if isinstance(to, list) and to and isinstance(to[0], dict) else None
+        )
+        if not isinstance(email, str) or "@" not in email:
+            return _sendgrid_error(
+                400,
+                "The to email does not contain a valid address.",
+                field="personalizations.0.to.0.email",
+            )
+        sender = document.get("from")
+        if not isinstance(sender, dict) or not sender.get("email"):
+            return _sendgrid_error(
+                400, "The from email does not contain a valid address.", field="from.email"
+            )
+        if not document.get("template_id"):
+            if not document.get("content"):
+                return _sendgrid_error(
+                    400,
+                    "Unless a valid template_id is provided, the content parameter is required.",
+                    field="content",
+                )
+            if not document.get("subject") and not first.get("subject"):
+                return _sendgrid_error(400, "The subject is required.", field="subject")
+        message_id = secrets.token_urlsafe(16)
+        key = message_id
+        for args in (first.get("custom_args"), document.get("custom_args")):
+            if isinstance(args, dict) and isinstance(args.get("sluice_message_id"), str):
+                key = args["sluice_message_id"]
+                break
+        return _Delivery(key, _kept_headers(request), recipient=email, provider_id=message_id)
+
+    def accepted(self, delivery: _Delivery, count: int) -> Response:
+        return Response(status_code=202, headers={"x-message-id": delivery.provider_id})
+
+    def refused(self, status: int, retry_after: str | None) -> Response:
+        headers: dict[str, str] = {}
+        if status == 429:
+            # SendGrid says when the window resets; a fault's Retry-After sets it too.
+            wait = float(retry_after) if retry_after and _is_number(retry_after) else 1.0
+            reset = int(self._state.clock.now().timestamp() + wait)
+            headers.update(
+                {
+                    "x-ratelimit-limit": "600",
+                    "x-ratelimit-remaining": "0",
+                    "x-ratelimit-reset": str(reset),
+                }
+            )
+        if retry_after is not None:
+            headers["retry-after"] = retry_after
+        message = "too many requests" if status == 429 else _phrase(status)
+        return _sendgrid_error(status, message, headers=headers)
+
+    def invalid_recipient(self, delivery: _Delivery) -> Response:
+        return _sendgrid_error(
+            400,
+            "The to email does not contain a valid address.",
+            field="personalizations.0.to.0.email",
+        )
+
+    def lookups(self) -> list[tuple[str, _Lookup]]:
+        return [("/v3/scopes", self._scopes)]
+
+    def _scopes(self, request: Request) -> Response:
+        credential = self._key(request, None)  # any key may list its own scopes
+        if isinstance(credential, Response):
+            return credential
+        return JSONResponse({"scopes": sorted(credential.scopes)})
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _sendgrid_error(
+    status: int,
+    message: str,
+    *,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    error = {"message": message, "field": field, "help": None}
+    return JSONResponse({"errors": [error]}, status_code=status, headers=headers or None)
+
+
+class _WhatsAppReceiver:
+    """The WhatsApp Cloud API: bearer tokens per phone number id, Graph error bodies.
+
+    The effect key is ``biz_opaque_callback_data``, else the ``wamid`` the simulator
+    hands out. Sending needs ``whatsapp_business_messaging``; reading the phone number
+    needs that or ``whatsapp_business_management``.
+    """
+
+    provider = "whatsapp"
+    prefix = "/whatsapp"
+    effect_paths: tuple[str, ...] = ("/{version}/{phone_number_id}/messages",)
+
+    def __init__(self, state: SimulatorState) -> None:
+        self._state = state
+
+    def _token(self, request: Request, method: str, needs: set[str]) -> Credential | Response:
+        token = _bearer(request)
+        credential = self._state.credential("whatsapp", token) if token else None
+        if credential is None:
+            return _graph_error(401, 190, "Invalid OAuth access token - Cannot parse access token")
+        if credential.revoked:
+            return _graph_error(
+                401,
+                190,
+                "Error validating access token: The user has not authorized application.",
+                subcode=458,
+            )
+        number = request.path_params.get("phone_number_id")
+        if credential.account != number:
+            return _graph_error(
+                400,
+                100,
+                f"Unsupported {method} request. Object with ID '{number}' does not exist, cannot "
+                "be loaded due to missing permissions, or does not support this operation.",
+                subcode=33,
+            )
+        if not credential.scopes & needs:
+            return _graph_error(
+                403, 10, "(#10) Application does not have permission for this action"
+            )
+        return credential
+
+    def authenticate(self, request: Request, body: bytes) -> _Delivery | Response:
+        credential = self._token(request, "post", {"whatsapp_business_messaging"})
+        if isinstance(credential, Response):
+            return credential
+        document = _json_object(body)
+        if document is None:
+            return _graph_error(400, 100, "(#100) Invalid parameter")
+        if document.get("messaging_product") != "whatsapp":
+            return _graph_error(400, 100, "(#100) The parameter messaging_product is required.")
+        to = document.get("to")
+        if not isinstance(to, str) or not to:
+            return _graph_error(400, 100, "(#100) The parameter to is required.")
+        kind = document.get("type", "text")
+        content = document.get(kind)
+        if kind == "text":
+            valid = isinstance(content, dict) and bool(content.get("body"))
+        elif kind == "template":
+            language = content.get("language") if isinstance(content, dict) else None
+            valid = (
+                isinstance(content, dict)
+                and bool(content.get("name"))
+                and isinstance(language, dict)
+                and bool(language.get("code"))
+            )
+        else:
+            valid = isinstance(content, dict)
+        if not valid:
+            return _graph_error(400, 131008, f"(#131008) Required parameter is missing: {kind}")
+        wamid = "wamid." + base64.b64encode(secrets.token_bytes(30)).decode()
+        opaque = document.get("biz_opaque_callback_data")
+        key = opaque if isinstance(opaque, str) and opaque else wamid
+        answer = {
+            "messaging_product": "whatsapp",
+            "contacts": [{"input": to, "wa_id": "".join(c for c in to if c.isdigit())}],
+            "messages": [{"id": wamid, "message_status": "accepted"}],
+        }
+        return _Delivery(
+            key, _kept_headers(request), recipient=to, answer=answer, provider_id=wamid
+        )
+
+    def accepted(self, delivery: _Delivery, count: int) -> Response:
+        return JSONResponse(delivery.answer)
+
+    def refused(self, status: int, retry_after: str | None) -> Response:
+        if status == 429:
+            code, message = 130429, "(#130429) Rate limit hit"
+        elif status == 401:
+            code, message = 190, "Error validating access token"
+        elif status == 403:
+            code, message = 10, "(#10) Application does not have permission for this action"
+        elif status >= 500:
+            code, message = 2, "(#2) Service temporarily unavailable"
+        else:
+            code, message = 100, "(#100) Invalid parameter"
+        headers = {"retry-after": retry_after} if retry_after is not None else None
+        return _graph_error(status, code, message, headers=headers)
+
+    def invalid_recipient(self, delivery: _Delivery) -> Response:
+        return _graph_error(
+            400,
+            131030,
+            "(#131030) Recipient phone number not in allowed list",
+            details="Recipient phone number not in allowed list: Add recipient phone number "
+            "to recipient list and try again.",
+        )
+
+    def lookups(self) -> list[tuple[str, _Lookup]]:
+        return [("/{version}/{phone_number_id}", self._phone_number)]
+
+    def _phone_number(self, request: Request) -> Response:
+        credential = self._token(
+            request, "get", {"whatsapp_business_messaging", "whatsapp_business_management"}
+        )
+        if isinstance(credential, Response):
+            return credential
+        return JSONResponse(
+            {
+                "id": credential.account,
+                "display_phone_number": credential.display_phone_number,
+                "quality_rating": "GREEN",
+                "verified_name": "Sluice Simulator",
+            }
+        )
+
+
+def _graph_error(
+    status: int,
+    code: int,
+    message: str,
+    *,
+    subcode: int | None = None,
+    details: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    error: dict[str, Any] = {"message": message, "type": "OAuthException", "code": code}
+    if subcode is not None:
+        error["error_subcode"] = subcode
+    if details is not None:
+        error["error_data"] = {"messaging_product": "whatsapp", "details": details}
+    error["fbtrace_id"] = secrets.token_urlsafe(12)
+    return JSONResponse({"error": error}, status_code=status, headers=headers)
+
+
+async def _send_callback(state: SimulatorState, provider: str, callback: _Callback) -> None:
+    """POST one status callback; best effort, the outcome only counted."""
+    try:
+        async with httpx.AsyncClient(timeout=5.0, trust_env=False) as client:
+            response = await client.post(callback.url, data=callback.form, headers=callback.headers)
+        ok = response.is_success
+    # Whatever goes wrong (bad URL, refused, timeout) is the receiver's problem, as with
+    # the real provider: count it and carry on, never disturb the simulator's loop.
+    except Exception:
+        ok = False
+    state.count_callback(provider, ok=ok)
+
+
+def _listed(recipients: frozenset[str], recipient: str) -> bool:
+    # Twilio's WhatsApp numbers carry a channel prefix; the listed number may not.
+    return recipient in recipients or recipient.removeprefix("whatsapp:") in recipients
 
 
 class _DroppedConnection(Response):
@@ -467,19 +1273,53 @@ def _receiver_endpoint(
             # meanwhile may still have its effect recorded, and must treat it as uncertain.
             await asyncio.sleep(faults.latency_ms / 1000)
         delivery = receiver.authenticate(request, body)
+        provider = receiver.provider
         if isinstance(delivery, Response):
-            state.count_rejected()
+            state.count_rejected(provider)
             return delivery
         if faults is not None:
             status = faults.injected_status(delivery.key)
             if status is not None:
-                state.count_error_injected()
+                state.count_error_injected(provider)
                 return receiver.refused(status, faults.retry_after_header())
-        count = state.record(delivery.key, path, delivery.headers, body)
+            if delivery.recipient is not None and _listed(
+                faults.invalid_recipients, delivery.recipient
+            ):
+                state.count_error_injected(provider)
+                return receiver.invalid_recipient(delivery)
+        count = state.record(delivery.key, path, delivery.headers, body, provider)
+        if delivery.callback is not None:
+            # In the background: a slow or dead callback receiver must not slow the
+            # answer, as with the real provider.
+            state.spawn(_send_callback(state, provider, delivery.callback))
         if faults is not None and faults.drops():
-            state.count_dropped()
+            state.count_dropped(provider)
             return _DroppedConnection(state.abort_connection)
         return receiver.accepted(delivery, count)
+
+    return endpoint
+
+
+def _lookup_endpoint(
+    state: SimulatorState, receiver: _Receiver, lookup: _Lookup
+) -> Callable[[Request], Awaitable[Response]]:
+    """A read-only route: latency and injected errors apply; nothing is recorded."""
+
+    async def endpoint(request: Request) -> Response:
+        path = request.url.path
+        faults = state.faults_for(path)
+        if faults is not None and faults.latency_ms:
+            await asyncio.sleep(faults.latency_ms / 1000)
+        answer = lookup(request)
+        if answer.status_code >= 400:
+            state.count_rejected(receiver.provider)
+            return answer
+        if faults is not None:
+            status = faults.injected_status(path)
+            if status is not None:
+                state.count_error_injected(receiver.provider)
+                return receiver.refused(status, faults.retry_after_header())
+        return answer
 
     return endpoint
 
@@ -507,7 +1347,10 @@ def _control_routes(state: SimulatorState) -> list[BaseRoute]:
         return JSONResponse({"faults": [f.to_json() for f in state.faults()]})
 
     async def summary(request: Request) -> Response:
-        return JSONResponse(state.summary())
+        document: dict[str, Any] = dict(state.summary())
+        if request.query_params.get("by_provider", "").lower() in ("1", "true", "yes"):
+            document["by_provider"] = state.by_provider()
+        return JSONResponse(document)
 
     async def ids(request: Request) -> Response:
         return JSONResponse({"ids": state.counts()})
@@ -522,7 +1365,56 @@ def _control_routes(state: SimulatorState) -> list[BaseRoute]:
         state.reset_effects()
         return JSONResponse(state.summary())
 
+    def listing() -> Response:
+        return JSONResponse({"credentials": [c.to_json() for c in state.credentials()]})
+
+    async def register(request: Request) -> Response:
+        try:
+            credential = state.register_credential(_document(await request.body()))
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse({"credential": credential.to_json()})
+
+    async def get_credentials(request: Request) -> Response:
+        return listing()
+
+    async def delete_credentials(request: Request) -> Response:
+        state.clear_credentials(request.query_params.get("provider"))
+        return listing()
+
+    async def revoke(request: Request) -> Response:
+        try:
+            document = _document(await request.body())
+            provider, token = (
+                _required_text(document, "provider"),
+                _required_text(document, "token"),
+            )
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        if not state.revoke_credential(provider, token):
+            return JSONResponse({"error": "no such credential"}, status_code=404)
+        return listing()
+
+    async def scopes(request: Request) -> Response:
+        try:
+            document = _document(await request.body())
+            provider, token = (
+                _required_text(document, "provider"),
+                _required_text(document, "token"),
+            )
+            granted = _scopes(document.get("scopes"))
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        if not state.set_scopes(provider, token, granted):
+            return JSONResponse({"error": "no such credential"}, status_code=404)
+        return listing()
+
     return [
+        Route("/_sim/credentials", register, methods=["POST"]),
+        Route("/_sim/credentials", get_credentials, methods=["GET"]),
+        Route("/_sim/credentials", delete_credentials, methods=["DELETE"]),
+        Route("/_sim/credentials/revoke", revoke, methods=["POST"]),
+        Route("/_sim/credentials/scopes", scopes, methods=["POST"]),
         Route("/_sim/health", health, methods=["GET"]),
         Route("/_sim/faults", put_faults, methods=["POST"]),
         Route("/_sim/faults", get_faults, methods=["GET"]),
@@ -534,6 +1426,16 @@ def _control_routes(state: SimulatorState) -> list[BaseRoute]:
     ]
 
 
+def _document(body: bytes) -> dict[str, Any]:
+    try:
+        document = json.loads(body)
+    except ValueError as exc:
+        raise ValueError(f"not JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise ValueError("expected a JSON object")
+    return document
+
+
 def create_app(secret: str, *, clock: Clock | None = None) -> Starlette:
     """The simulator as an ASGI app; its ``SimulatorState`` is ``app.state.simulator``.
 
@@ -541,12 +1443,25 @@ def create_app(secret: str, *, clock: Clock | None = None) -> Starlette:
     ``ConfigError``. ``clock`` judges signature timestamps and stamps effects.
     """
     state = SimulatorState(clock)
-    receivers: list[_Receiver] = [_WebhookReceiver(secret, state.clock)]
+    receivers: list[_Receiver] = [
+        _WebhookReceiver(secret, state.clock),
+        _TwilioReceiver(state),
+        _SendGridReceiver(state),
+        _WhatsAppReceiver(state),
+    ]
     routes = _control_routes(state)
     for receiver in receivers:
         endpoint = _receiver_endpoint(state, receiver)
-        routes.append(Route(receiver.prefix, endpoint, methods=["POST"]))
-        routes.append(Route(receiver.prefix + "/{path:path}", endpoint, methods=["POST"]))
+        for path in receiver.effect_paths:
+            routes.append(Route(receiver.prefix + path, endpoint, methods=["POST"]))
+        for path, lookup in receiver.lookups():
+            routes.append(
+                Route(
+                    receiver.prefix + path,
+                    _lookup_endpoint(state, receiver, lookup),
+                    methods=["GET"],
+                )
+            )
     app = Starlette(routes=routes)
     app.state.simulator = state
     return app

@@ -6,17 +6,20 @@ covered by the contract suite in ``tests/contract``, run against each implementa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from sluice.connections import Connection, ConnectionState
 from sluice.model import Attempt, Completion, Message, NewMessage
 
 __all__ = [
     "AuditEntry",
     "DlqGroup",
     "MessageFilter",
+    "RefreshCallback",
+    "RefreshOutcome",
     "RescueResult",
     "StatusReport",
     "Store",
@@ -91,6 +94,69 @@ class AuditEntry:
     id: int | None = None
     prev_hash: str | None = None
     hash: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshOutcome:
+    """What a ``connection_refresh`` callback asks the store to write, still under the lock.
+
+    Either new credentials — ``ciphertext`` sealed by the caller's ``SecretBox`` (the
+    store never sees a secret), ``key_id``, the token's ``expires_at`` and, when the token
+    endpoint reported them, the granted ``scopes`` — or a ``state`` to move the connection
+    to (``pending_reauth`` after ``invalid_grant``), whose queued messages are then held.
+    ``reason`` and ``detail`` go to the audit row and must not contain secrets.
+    """
+
+    ciphertext: bytes | None = None
+    key_id: str | None = None
+    expires_at: datetime | None = None
+    scopes: tuple[str, ...] | None = None
+    state: ConnectionState | None = None
+    reason: str = ""
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if (self.ciphertext is None) == (self.state is None):
+            raise ValueError("a RefreshOutcome carries new credentials or a new state, not both")
+        if self.ciphertext is not None and not self.key_id:
+            raise ValueError("new credentials need the key_id that sealed them")
+        if self.state is ConnectionState.ACTIVE:
+            raise ValueError("a failed refresh cannot make a connection active")
+
+    def audit_entry(
+        self, current: Connection, now: datetime, actor: str, *, held: int = 0
+    ) -> AuditEntry:
+        """The audit row for this outcome over ``current`` (the row as it was read)."""
+        target = f"{current.tenant}/{current.provider}"
+        if self.state is None:
+            return AuditEntry(
+                at=now,
+                actor=actor,
+                action="connection.refresh",
+                target=target,
+                reason=self.reason or "access token refreshed",
+                detail={
+                    **self.detail,
+                    "from_version": current.credential_version,
+                    "to_version": current.credential_version + 1,
+                    "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+                    "scopes": None if self.scopes is None else list(self.scopes),
+                },
+            )
+        return AuditEntry(
+            at=now,
+            actor=actor,
+            action=f"connection.{self.state.value}",
+            target=target,
+            reason=self.reason,
+            detail={**self.detail, "cause": "token refresh", "held": held},
+        )
+
+
+#: Called by ``connection_refresh`` with the connection as stored, re-read under the lock;
+#: returns what to write, or ``None`` to write nothing (someone else already refreshed,
+#: the connection is no longer active, or the token endpoint failed transiently).
+RefreshCallback = Callable[[Connection], Awaitable[RefreshOutcome | None]]
 
 
 class Store(Protocol):
@@ -174,6 +240,30 @@ class Store(Protocol):
 
     async def audit_list(self, limit: int = 100) -> list[AuditEntry]:
         """The newest audit entries, newest first."""
+        ...
+
+    async def connection_refresh(
+        self,
+        tenant: str,
+        provider: str,
+        refresh: RefreshCallback,
+        now: datetime,
+        *,
+        actor: str,
+    ) -> Connection:
+        """Refresh a connection's credentials, one refresher at a time; return it as stored.
+
+        ``refresh`` runs with the row re-read under a per-connection lock, so it can see
+        that another worker refreshed meanwhile and return ``None``. PostgreSQL holds the
+        row lock (``SELECT … FOR UPDATE``) across ``refresh`` — single-flight across
+        processes and hosts. SQLite takes a per-store ``asyncio.Lock`` (single-flight in
+        the process) and writes with a compare-and-swap on ``credential_version``: two
+        processes on one file may both call the token endpoint, and the later write is
+        dropped in favour of the first (the write lock is never held across HTTP).
+        New credentials bump ``credential_version`` and are audited as
+        ``connection.refresh``; a new state is audited as ``connection.<state>`` and holds
+        the connection's queued messages. ``NotFound`` if there is no such connection.
+        """
         ...
 
     async def worker_heartbeat(

@@ -31,6 +31,8 @@ from sluice.store.base import (
     AuditEntry,
     DlqGroup,
     MessageFilter,
+    RefreshCallback,
+    RefreshOutcome,
     RescueResult,
     StatusReport,
     WorkerInfo,
@@ -399,7 +401,19 @@ class PostgresStore:
                     f"tenant {conn.tenant!r} already has a {conn.provider} connection; "
                     "use: sluice connections rotate",
                 )
-            await _audit_insert(db, audit)
+            # Messages held for want of this connection can go now.
+            cur = await db.execute(
+                Q["message_release_held"],
+                {
+                    "tenant": conn.tenant,
+                    "provider": conn.provider,
+                    "now": conn.created_at,
+                    "prefix": HOLD_PREFIX,
+                },
+            )
+            released = len(await cur.fetchall())
+            await _audit_insert(db, audit, {**audit.detail, "released": released})
+        self._wake.set()
         return await self.connection_get(conn.tenant, conn.provider)
 
     async def connection_list(
@@ -423,6 +437,7 @@ class PostgresStore:
         missing_scopes: Sequence[str],
         now: datetime,
         actor: str,
+        expected_version: int | None = None,
     ) -> tuple[bool, list[str]]:
         async with self._conn() as db, db.transaction():
             cur = await db.execute(
@@ -434,11 +449,13 @@ class PostgresStore:
                     "reason": reason,
                     "missing_scopes": json.dumps(list(missing_scopes)),
                     "now": now,
+                    "expected_version": expected_version,
                 },
             )
             changed = await cur.fetchone() is not None
             held: list[str] = []
-            if state is not ConnectionState.ACTIVE:
+            # An operator's act holds what is queued; a worker's only when it changed the state.
+            if state is not ConnectionState.ACTIVE and (changed or expected_version is None):
                 cur = await db.execute(
                     Q["message_hold_queued"],
                     {
@@ -508,8 +525,9 @@ class PostgresStore:
         key_id: str,
         expires_at: datetime | None,
         now: datetime,
-    ) -> None:
-        await self._fetch(
+        expected_version: int,
+    ) -> bool:
+        rows = await self._fetch(
             "connection_store_secret",
             {
                 "id": connection_id,
@@ -517,8 +535,47 @@ class PostgresStore:
                 "key_id": key_id,
                 "expires_at": expires_at,
                 "now": now,
+                "expected_version": expected_version,
             },
         )
+        return bool(rows)
+
+    async def connection_refresh(
+        self,
+        tenant: str,
+        provider: str,
+        refresh: RefreshCallback,
+        now: datetime,
+        *,
+        actor: str,
+        lock_timeout: float = 15.0,
+    ) -> Connection:
+        """Refresh under the row lock (``FOR UPDATE``), held across ``refresh``.
+
+        Every worker on every host that wants to refresh this connection queues on the
+        lock; the first calls the token endpoint, the others re-read the row it wrote and
+        (through ``refresh``) see a fresh token. The transaction stays open for the token
+        call, which the caller bounds by its HTTP timeout; ``lock_timeout`` bounds how long
+        a waiter queues behind a holder that froze (``StoreUnavailable`` then; the
+        refresher sends with the token it has). The default leaves a waiting message
+        time to be sent within its lease (30 s) after the HTTP timeout (10 s).
+        """
+        async with self._conn() as db, db.transaction():
+            await db.execute(
+                Q["connection_refresh_lock_timeout"],
+                {"lock_timeout": f"{max(1, round(lock_timeout * 1000))}ms"},
+            )
+            cur = await db.execute(
+                Q["connection_select_for_update"], {"tenant": tenant, "provider": provider}
+            )
+            row = await cur.fetchone()
+            if row is None:
+                raise NotFound(f"tenant {tenant!r} has no {provider} connection")
+            current = _connection(row)
+            outcome = await refresh(current)
+            if outcome is not None:
+                await _refresh_write(db, current, outcome, now, actor)
+        return await self.connection_get(tenant, provider)
 
     async def connection_record_check(
         self,
@@ -636,6 +693,49 @@ def _connection(r: TupleRow) -> Connection:
         created_at=r[15],
         updated_at=r[16],
     )
+
+
+async def _refresh_write(
+    db: psycopg.AsyncConnection[TupleRow],
+    current: Connection,
+    outcome: RefreshOutcome,
+    now: datetime,
+    actor: str,
+) -> None:
+    """Write what a refresh produced, with its audit row, in the caller's transaction."""
+    base = {"id": current.id, "version": current.credential_version, "now": now}
+    if outcome.state is None:
+        cur = await db.execute(
+            Q["connection_refresh_store"],
+            {
+                **base,
+                "ciphertext": outcome.ciphertext,
+                "key_id": outcome.key_id,
+                "expires_at": outcome.expires_at,
+                "scopes": None if outcome.scopes is None else json.dumps(list(outcome.scopes)),
+            },
+        )
+        if await cur.fetchone() is None:
+            return
+        await _audit_insert(db, outcome.audit_entry(current, now, actor))
+        return
+    cur = await db.execute(
+        Q["connection_refresh_fail"],
+        {**base, "state": outcome.state.value, "reason": outcome.reason},
+    )
+    if await cur.fetchone() is None:
+        return
+    cur = await db.execute(
+        Q["message_hold_queued"],
+        {
+            "tenant": current.tenant,
+            "provider": current.provider,
+            "now": now,
+            "reason": hold_reason(f"{outcome.state.value}: {outcome.reason}"),
+        },
+    )
+    held = [r[0] for r in await cur.fetchall()]
+    await _audit_insert(db, outcome.audit_entry(current, now, actor, held=len(held)))
 
 
 def _attempt(r: TupleRow) -> Attempt:

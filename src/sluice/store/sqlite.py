@@ -35,6 +35,8 @@ from sluice.store.base import (
     AuditEntry,
     DlqGroup,
     MessageFilter,
+    RefreshCallback,
+    RefreshOutcome,
     RescueResult,
     StatusReport,
     WorkerInfo,
@@ -168,6 +170,8 @@ class SqliteStore:
         self._poll_interval = poll_interval
         self._wake = asyncio.Event()
         self._last_version: int | None = None
+        #: One token refresh at a time per connection in this process (connection_refresh).
+        self._refresh_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     async def open(self) -> SqliteStore:
         """Open the file (created if missing)."""
@@ -556,9 +560,20 @@ class SqliteStore:
                         f"tenant {conn.tenant!r} already has a {conn.provider} connection; "
                         "use: sluice connections rotate",
                     )
-                _audit_insert(db, audit, audit.detail)
+                # Messages held for want of this connection can go now.
+                released = db.execute(
+                    Q["message_release_held"],
+                    {
+                        "tenant": conn.tenant,
+                        "provider": conn.provider,
+                        "now": conn.created_at.timestamp(),
+                        "prefix": HOLD_PREFIX,
+                    },
+                ).rowcount
+                _audit_insert(db, audit, {**audit.detail, "released": released})
 
         await self._run(insert)
+        self._wake.set()
         return await self.connection_get(conn.tenant, conn.provider)
 
     async def connection_list(
@@ -582,6 +597,7 @@ class SqliteStore:
         missing_scopes: Sequence[str],
         now: datetime,
         actor: str,
+        expected_version: int | None = None,
     ) -> tuple[bool, list[str]]:
         t = now.timestamp()
 
@@ -597,12 +613,13 @@ class SqliteStore:
                             "reason": reason,
                             "missing_scopes": json.dumps(list(missing_scopes)),
                             "now": t,
+                            "expected_version": expected_version,
                         },
                     ).rowcount
                     == 1
                 )
                 held: list[str] = []
-                if state is not ConnectionState.ACTIVE:
+                if state is not ConnectionState.ACTIVE and (changed or expected_version is None):
                     held = [
                         r[0]
                         for r in db.execute(
@@ -688,20 +705,52 @@ class SqliteStore:
         key_id: str,
         expires_at: datetime | None,
         now: datetime,
-    ) -> None:
+        expected_version: int,
+    ) -> bool:
         params = {
             "id": connection_id,
             "ciphertext": ciphertext,
             "key_id": key_id,
             "expires_at": _ts(expires_at),
             "now": now.timestamp(),
+            "expected_version": expected_version,
         }
 
-        def store(db: sqlite3.Connection) -> None:
+        def store(db: sqlite3.Connection) -> bool:
             with _write(db):
-                db.execute(Q["connection_store_secret"], params)
+                return bool(db.execute(Q["connection_store_secret"], params).rowcount == 1)
 
-        await self._run(store)
+        return await self._run(store)
+
+    async def connection_refresh(
+        self,
+        tenant: str,
+        provider: str,
+        refresh: RefreshCallback,
+        now: datetime,
+        *,
+        actor: str,
+    ) -> Connection:
+        """Refresh one connection at a time in this process; write with compare-and-swap.
+
+        The trade-off: SQLite's only cross-process lock is the file's write lock, and
+        holding it across the token endpoint call would stop every claim and every
+        outcome write of every process for that long. So the lock here is an
+        ``asyncio.Lock`` per connection (single-flight inside the process), and the
+        write is guarded by ``credential_version``: when two processes on one file
+        refresh at the same moment, both call the token endpoint, the first write wins
+        and the second is dropped (its caller gets the winner's credentials). With a
+        token endpoint that rotates refresh tokens and revokes a reused one, the loser's
+        call can invalidate the winner's refresh token; run one worker process per
+        SQLite file, or PostgreSQL, where the row lock makes this single-flight.
+        """
+        lock = self._refresh_locks.setdefault((tenant, provider), asyncio.Lock())
+        async with lock:
+            current = await self.connection_get(tenant, provider)
+            outcome = await refresh(current)
+            if outcome is not None:
+                await self._run(lambda db: _refresh_write(db, current, outcome, now, actor))
+            return await self.connection_get(tenant, provider)
 
     async def connection_record_check(
         self,
@@ -815,6 +864,51 @@ def _connection(r: Sequence[Any]) -> Connection:
         created_at=_at(r[15]),
         updated_at=_at(r[16]),
     )
+
+
+def _refresh_write(
+    db: sqlite3.Connection,
+    current: Connection,
+    outcome: RefreshOutcome,
+    now: datetime,
+    actor: str,
+) -> None:
+    """Write what a refresh produced, with its audit row, in one write transaction."""
+    base = {"id": current.id, "version": current.credential_version, "now": now.timestamp()}
+    with _write(db):
+        if outcome.state is None:
+            cur = db.execute(
+                Q["connection_refresh_store"],
+                {
+                    **base,
+                    "ciphertext": outcome.ciphertext,
+                    "key_id": outcome.key_id,
+                    "expires_at": _ts(outcome.expires_at),
+                    "scopes": None if outcome.scopes is None else json.dumps(list(outcome.scopes)),
+                },
+            )
+            if cur.rowcount == 1:
+                entry = outcome.audit_entry(current, now, actor)
+                _audit_insert(db, entry, entry.detail)
+            return
+        cur = db.execute(
+            Q["connection_refresh_fail"],
+            {**base, "state": outcome.state.value, "reason": outcome.reason},
+        )
+        if cur.rowcount != 1:
+            return
+        pair = {"tenant": current.tenant, "provider": current.provider}
+        held = [r[0] for r in db.execute(Q["connection_refresh_queued_ids"], pair)]
+        db.execute(
+            Q["message_hold_queued"],
+            {
+                **pair,
+                "now": now.timestamp(),
+                "reason": hold_reason(f"{outcome.state.value}: {outcome.reason}"),
+            },
+        )
+        entry = outcome.audit_entry(current, now, actor, held=len(held))
+        _audit_insert(db, entry, entry.detail)
 
 
 def _split_sql(script: str) -> list[str]:

@@ -26,6 +26,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -54,6 +55,8 @@ __all__ = ["Dispatcher", "WorkerStats", "new_worker_id"]
 
 #: Poll interval while traffic is flowing (see ``_claim_loop``).
 HOT_POLL = 0.01
+#: Seconds a message waits when this worker cannot open its credentials.
+WORKER_PROBLEM_DELAY = 30.0
 
 
 def new_worker_id() -> str:
@@ -236,6 +239,9 @@ class Dispatcher:
                 if ticket.hold is not None:
                     self._hold(msg, ticket.hold)
                     return
+                if ticket.defer is not None:
+                    self._defer(msg, ticket.defer)
+                    return
             started = self.clock.now()
             t0 = time.perf_counter()
             outcome = await self._send(msg, ticket.credentials)
@@ -271,29 +277,50 @@ class Dispatcher:
         )
         self._buffer_ready.set()
 
+    def _defer(self, msg: Message, why: str) -> None:
+        """This worker cannot send it (its own configuration); another may. No attempt."""
+        self.stats.deferred += 1
+        self.log.error("cannot open credentials; message deferred", message_id=msg.id, reason=why)
+        self._buffer.append(
+            Completion(
+                message_id=msg.id,
+                claim_seq=msg.claim_seq,
+                worker_id=self.worker_id,
+                status=Status.QUEUED,
+                attempt=None,
+                run_at=self.clock.now() + timedelta(seconds=WORKER_PROBLEM_DELAY),
+                refund_attempt=True,
+            )
+        )
+        self._buffer_ready.set()
+
     async def _auth_failure(
         self, msg: Message, outcome: Outcome, conn: Connection
-    ) -> tuple[Decision, str]:
+    ) -> tuple[Decision, str | None]:
         """The provider refused the credentials: the connection, not the message, is at
         fault. Mark the connection, hold its queued messages, hold this one; no attempt
-        is spent and nothing reaches the dead-letter queue."""
+        is spent and nothing reaches the dead-letter queue.
+
+        The verdict applies only to the credential version this send used, on a connection
+        still active: a late 401 must not undo a re-consent that landed meanwhile, nor
+        overwrite an operator's revoke.
+        """
         if outcome.code is ErrorCode.SCOPE_MISSING:
             state = ConnectionState.NEEDS_RECONSENT
-            missing = list(msg.scopes) or [outcome.provider_code or "unknown"]
+            provider = self.providers.get(msg.provider)
+            scopes_for = getattr(provider, "scopes_for", None)
+            implied = list(scopes_for(msg)) if scopes_for is not None else []
+            missing = sorted(set(msg.scopes) | set(implied)) or [outcome.provider_code or "unknown"]
         else:
             state = ConnectionState.PENDING_REAUTH
             missing = []
         why = f"{outcome.code}: {outcome.detail or outcome.provider_status or 'refused'}"[:300]
+        held_decision = Decision(Status.HELD, refund_attempt=True, error_class=ErrorClass.AUTH)
         try:
             changed, held = await self.store.connection_set_state(  # type: ignore[attr-defined]
-                msg.tenant,
-                msg.provider,
-                state,
-                why,
-                missing,
-                self.clock.now(),
-                f"worker:{self.worker_id}",
-            )
+                msg.tenant, msg.provider, state, why, missing, self.clock.now(),
+                f"worker:{self.worker_id}", expected_version=conn.credential_version,
+            )  # fmt: skip
             if changed:
                 self.log.warning(
                     "connection needs the operator",
@@ -303,10 +330,17 @@ class Dispatcher:
                     reason=why,
                     held=len(held),
                 )
+                return held_decision, hold_reason(f"{state.value}: {why}")
+            now_conn: Connection = await self.store.connection_get(msg.tenant, msg.provider)  # type: ignore[attr-defined]
         except SluiceError as exc:
             self.log.error("could not mark the connection", error=str(exc))
-        decision = Decision(Status.HELD, refund_attempt=True, error_class=ErrorClass.AUTH)
-        return decision, hold_reason(f"{state.value}: {why}")
+            return held_decision, hold_reason(f"{state.value}: {why}")
+        if now_conn.state is ConnectionState.ACTIVE:
+            # Re-consented while this send was out: try again at once with the new version.
+            retry = Decision(Status.QUEUED, self.clock.now(), True, ErrorClass.AUTH)
+            return retry, None
+        current = f"{now_conn.state.value}: {now_conn.state_reason or 'no reason given'}"
+        return held_decision, hold_reason(current)
 
     async def _send(self, msg: Message, credentials: Credentials | None = None) -> Outcome:
         provider = self.providers.get(msg.provider)

@@ -261,6 +261,10 @@ UPDATE sluice_connections
 SET state = %(state)s, state_reason = %(reason)s, state_changed_at = %(now)s,
     missing_scopes = %(missing_scopes)s::jsonb, updated_at = %(now)s
 WHERE tenant = %(tenant)s AND provider = %(provider)s AND state <> %(state)s
+  -- A worker's verdict applies only to the credentials it used, on an active connection:
+  -- a late 401 must not undo a re-consent nor overwrite an operator's revoke.
+  AND (%(expected_version)s::int IS NULL
+       OR (credential_version = %(expected_version)s AND state = 'active'))
 RETURNING id::text
 
 -- name: connection_rotate
@@ -268,7 +272,8 @@ UPDATE sluice_connections
 SET state = 'active', state_reason = %(reason)s, state_changed_at = %(now)s,
     missing_scopes = '[]', scopes = coalesce(%(scopes)s::jsonb, scopes),
     ciphertext = coalesce(%(ciphertext)s, ciphertext), key_id = coalesce(%(key_id)s, key_id),
-    expires_at = CASE WHEN %(ciphertext)s::bytea IS NULL THEN expires_at ELSE %(expires_at)s END,
+    expires_at = CASE WHEN %(ciphertext)s::bytea IS NULL
+                      THEN coalesce(%(expires_at)s, expires_at) ELSE %(expires_at)s END,
     credential_version = credential_version + 1, updated_at = %(now)s
 WHERE tenant = %(tenant)s AND provider = %(provider)s
 RETURNING id::text
@@ -277,7 +282,31 @@ RETURNING id::text
 UPDATE sluice_connections
 SET ciphertext = %(ciphertext)s, key_id = %(key_id)s, expires_at = %(expires_at)s,
     updated_at = %(now)s
-WHERE id = %(id)s::uuid
+-- Compare-and-swap: a refresh or rotation in between wins; the caller re-reads.
+WHERE id = %(id)s::uuid AND credential_version = %(expected_version)s
+RETURNING id::text
+
+-- name: connection_refresh_lock_timeout
+-- A worker that froze while holding a connection's row lock must not stall every other
+-- worker's sends for that connection: they give up waiting after this long.
+SELECT set_config('lock_timeout', %(lock_timeout)s, true)
+
+-- name: connection_refresh_store
+-- Compare-and-swap: only over the credentials the refresher read, and only while active
+-- (an operator's revoke or rotate in between wins).
+UPDATE sluice_connections
+SET ciphertext = %(ciphertext)s, key_id = %(key_id)s, expires_at = %(expires_at)s,
+    scopes = coalesce(%(scopes)s::jsonb, scopes),
+    credential_version = credential_version + 1, updated_at = %(now)s
+WHERE id = %(id)s::uuid AND credential_version = %(version)s AND state = 'active'
+RETURNING credential_version
+
+-- name: connection_refresh_fail
+UPDATE sluice_connections
+SET state = %(state)s, state_reason = %(reason)s, state_changed_at = %(now)s,
+    updated_at = %(now)s
+WHERE id = %(id)s::uuid AND credential_version = %(version)s AND state = 'active'
+RETURNING id::text
 
 -- name: connection_record_check
 UPDATE sluice_connections

@@ -180,20 +180,42 @@ UPDATE sluice_connections
 SET state = :state, state_reason = :reason, state_changed_at = :now,
     missing_scopes = :missing_scopes, updated_at = :now
 WHERE tenant = :tenant AND provider = :provider AND state <> :state
+  AND (:expected_version IS NULL
+       OR (credential_version = :expected_version AND state = 'active'))
 
 -- name: connection_rotate
 UPDATE sluice_connections
 SET state = 'active', state_reason = :reason, state_changed_at = :now, missing_scopes = '[]',
     scopes = coalesce(:scopes, scopes), ciphertext = coalesce(:ciphertext, ciphertext),
     key_id = coalesce(:key_id, key_id),
-    expires_at = CASE WHEN :ciphertext IS NULL THEN expires_at ELSE :expires_at END,
+    expires_at = CASE WHEN :ciphertext IS NULL THEN coalesce(:expires_at, expires_at)
+                      ELSE :expires_at END,
     credential_version = credential_version + 1, updated_at = :now
 WHERE tenant = :tenant AND provider = :provider
 
 -- name: connection_store_secret
 UPDATE sluice_connections
 SET ciphertext = :ciphertext, key_id = :key_id, expires_at = :expires_at, updated_at = :now
-WHERE id = :id
+WHERE id = :id AND credential_version = :expected_version
+
+-- name: connection_refresh_store
+-- Compare-and-swap: another process may have refreshed since this one read the row
+-- (SQLite's write lock is not held across the token endpoint call).
+UPDATE sluice_connections
+SET ciphertext = :ciphertext, key_id = :key_id, expires_at = :expires_at,
+    scopes = coalesce(:scopes, scopes),
+    credential_version = credential_version + 1, updated_at = :now
+WHERE id = :id AND credential_version = :version AND state = 'active'
+
+-- name: connection_refresh_fail
+UPDATE sluice_connections
+SET state = :state, state_reason = :reason, state_changed_at = :now, updated_at = :now
+WHERE id = :id AND credential_version = :version AND state = 'active'
+
+-- name: connection_refresh_queued_ids
+-- The messages message_hold_queued is about to hold, counted in the audit row.
+SELECT id FROM sluice_messages
+WHERE tenant = :tenant AND provider = :provider AND status = 'queued'
 
 -- name: connection_record_check
 UPDATE sluice_connections
