@@ -13,7 +13,7 @@ from typing import Any
 from sluice.clock import Clock, SystemClock
 from sluice.connections import Connection, ConnectionState
 from sluice.errors import ConfigError, StoreError, ValidationError
-from sluice.model import new_message_id
+from sluice.model import ErrorCode, new_message_id
 from sluice.secrets import SecretBox
 from sluice.store.base import AuditEntry, Store
 
@@ -172,6 +172,18 @@ async def connection_check(
     await store.connection_record_check(  # type: ignore[attr-defined]
         conn.id, ok, None if ok else detail, result.expires_at, now
     )
+    # Found before any message fails: mark the connection now, so its messages wait
+    # (held) instead of each discovering the problem at the provider.
+    state = None
+    if missing or result.code is ErrorCode.SCOPE_MISSING:
+        state = ConnectionState.NEEDS_RECONSENT
+    elif result.code is ErrorCode.AUTH_REVOKED:
+        state = ConnectionState.PENDING_REAUTH
+    if state is not None and conn.state is ConnectionState.ACTIVE:
+        await store.connection_set_state(  # type: ignore[attr-defined]
+            conn.tenant, conn.provider, state, f"connections check: {detail}", missing, now,
+            "sluice connections check", expected_version=conn.credential_version,
+        )  # fmt: skip
     days = (expires_at - now).total_seconds() / 86400 if expires_at else None
     return CheckReport(conn.public(), ok, detail, granted, missing, days)
 
