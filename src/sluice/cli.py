@@ -870,7 +870,7 @@ def connections_list(
 
     async def go() -> Any:
         settings = _settings(database_url)
-        return await _with_store(settings, lambda s: s.connection_list(tenant))  # type: ignore[attr-defined]
+        return await _with_store(settings, lambda s: s.connection_list(tenant))
 
     conns = _run(go)
     if as_json:
@@ -906,7 +906,7 @@ def connections_show(
 
     async def go() -> Any:
         settings = _settings(database_url)
-        return await _with_store(settings, lambda s: s.connection_get(tenant, provider))  # type: ignore[attr-defined]
+        return await _with_store(settings, lambda s: s.connection_get(tenant, provider))
 
     conn = _run(go)
     if as_json:
@@ -1006,7 +1006,7 @@ def connections_check(
             reports: list[Any] = []
             async with http_client(settings) as client:
                 impls = build_providers(settings, client)
-                for conn in await store.connection_list(tenant, provider):  # type: ignore[attr-defined]
+                for conn in await store.connection_list(tenant, provider):
                     impl = impls.get(conn.provider)
                     if impl is None or not hasattr(impl, "check"):
                         reports.append(None)

@@ -82,7 +82,7 @@ async def connection_add(
         at=now, actor=actor, action="connection.add", target=f"{tenant}/{provider}",
         reason=reason, detail={"scopes": conn.scopes, "credential_keys": sorted(secrets)},
     )  # fmt: skip
-    created: Connection = await store.connection_insert(conn, audit)  # type: ignore[attr-defined]
+    created: Connection = await store.connection_insert(conn, audit)
     return created
 
 
@@ -103,7 +103,7 @@ async def connection_rotate(
     its held messages go back to the queue, oldest first. Returns the released ids."""
     if secrets is None and scopes is None:
         raise ValidationError("credentials", "give new credentials, new scopes, or both")
-    current: Connection = await store.connection_get(tenant, provider)  # type: ignore[attr-defined]
+    current: Connection = await store.connection_get(tenant, provider)
     ciphertext = kid = None
     if secrets is not None:
         if box is None:
@@ -122,7 +122,7 @@ async def connection_rotate(
             "from_version": current.credential_version,
         },
     )  # fmt: skip
-    result: tuple[Connection, list[str]] = await store.connection_rotate(  # type: ignore[attr-defined]
+    result: tuple[Connection, list[str]] = await store.connection_rotate(
         tenant, provider, ciphertext=ciphertext, key_id=kid,
         scopes=sorted(set(scopes)) if scopes is not None else None,
         expires_at=expires_at, now=now, audit=audit,
@@ -136,8 +136,8 @@ async def connection_revoke(
     """Stop using a connection; its queued messages are held until re-consent."""
     if not reason or not reason.strip():
         raise ValidationError("reason", "is required to revoke a connection")
-    await store.connection_get(tenant, provider)  # type: ignore[attr-defined]  # NotFound first
-    _, held = await store.connection_set_state(  # type: ignore[attr-defined]
+    await store.connection_get(tenant, provider)
+    _, held = await store.connection_set_state(
         tenant, provider, ConnectionState.REVOKED, reason, [], (clock or SystemClock()).now(), actor
     )
     return list(held)
@@ -169,9 +169,7 @@ async def connection_check(
     if missing:
         detail = f"provider no longer grants: {', '.join(missing)}"
     expires_at = result.expires_at or conn.expires_at
-    await store.connection_record_check(  # type: ignore[attr-defined]
-        conn.id, ok, None if ok else detail, result.expires_at, now
-    )
+    await store.connection_record_check(conn.id, ok, None if ok else detail, result.expires_at, now)
     # Found before any message fails: mark the connection now, so its messages wait
     # (held) instead of each discovering the problem at the provider.
     state = None
@@ -180,7 +178,7 @@ async def connection_check(
     elif result.code is ErrorCode.AUTH_REVOKED:
         state = ConnectionState.PENDING_REAUTH
     if state is not None and conn.state is ConnectionState.ACTIVE:
-        await store.connection_set_state(  # type: ignore[attr-defined]
+        await store.connection_set_state(
             conn.tenant, conn.provider, state, f"connections check: {detail}", missing, now,
             "sluice connections check", expected_version=conn.credential_version,
         )  # fmt: skip
@@ -195,13 +193,13 @@ async def keys_rotate(
     now = (clock or SystemClock()).now()
     changed = 0
     for _ in range(5):  # a refresh or rotation racing us: re-read and go again
-        pending = [c for c in await store.connection_list() if c.key_id != box.current_id]  # type: ignore[attr-defined]
+        pending = [c for c in await store.connection_list() if c.key_id != box.current_id]
         if not pending:
             break
         for conn in pending:
             secrets = box.decrypt(conn.ciphertext, conn.key_id, conn.id, conn.tenant, conn.provider)
             ciphertext, kid = box.encrypt(secrets, conn.id, conn.tenant, conn.provider)
-            if await store.connection_store_secret(  # type: ignore[attr-defined]
+            if await store.connection_store_secret(
                 conn.id, ciphertext, kid, conn.expires_at, now, conn.credential_version
             ):
                 changed += 1
@@ -223,7 +221,7 @@ async def verify_key(store: Store, box: SecretBox | None) -> int:
 
     Returns the number of connections; raises ``ConfigError`` naming the problem.
     """
-    conns: list[Connection] = await store.connection_list()  # type: ignore[attr-defined]
+    conns: list[Connection] = await store.connection_list()
     if not conns:
         return 0
     if box is None:

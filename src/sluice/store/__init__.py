@@ -49,5 +49,5 @@ def create_store(url: str, settings: Settings | None = None, *, create: bool = T
 async def open_store(url: str, settings: Settings | None = None, *, create: bool = True) -> Store:
     """Create and open a store; raises ``StoreUnavailable`` if it cannot be reached."""
     store = create_store(url, settings, create=create)
-    await store.open()  # type: ignore[attr-defined]  # both implementations have open()
+    await store.open()
     return store

@@ -164,6 +164,14 @@ class Store(Protocol):
 
     dialect: str
 
+    async def open(self) -> Store:
+        """Connect (idempotent); raise ``StoreUnavailable`` if the database is out of reach."""
+        ...
+
+    def wake(self) -> None:
+        """Wake a worker of this process waiting in ``wait_for_work``."""
+        ...
+
     async def migrate(self) -> list[int]:
         """Apply pending migrations; return the versions applied (none: up to date)."""
         ...
@@ -240,6 +248,75 @@ class Store(Protocol):
 
     async def audit_list(self, limit: int = 100) -> list[AuditEntry]:
         """The newest audit entries, newest first."""
+        ...
+
+    async def connection_insert(self, conn: Connection, audit: AuditEntry) -> Connection:
+        """Store a new connection (``ValidationError`` if the tenant has one for that
+        provider) and release messages held for want of it; audited."""
+        ...
+
+    async def connection_list(
+        self, tenant: str | None = None, provider: str | None = None
+    ) -> list[Connection]:
+        """Connections, optionally of one tenant and/or provider."""
+        ...
+
+    async def connection_get(self, tenant: str, provider: str) -> Connection:
+        """A tenant's connection to a provider; ``NotFound`` if there is none."""
+        ...
+
+    async def connection_set_state(
+        self,
+        tenant: str,
+        provider: str,
+        state: ConnectionState,
+        reason: str,
+        missing_scopes: Sequence[str],
+        now: datetime,
+        actor: str,
+        expected_version: int | None = None,
+    ) -> tuple[bool, list[str]]:
+        """Change state (audited when it changed) and hold the connection's queued
+        messages. With ``expected_version`` only an active connection still at that
+        credential version changes. Returns (changed, held ids)."""
+        ...
+
+    async def connection_rotate(
+        self,
+        tenant: str,
+        provider: str,
+        *,
+        ciphertext: bytes | None,
+        key_id: str | None,
+        scopes: Sequence[str] | None,
+        expires_at: datetime | None,
+        now: datetime,
+        audit: AuditEntry,
+    ) -> tuple[Connection, list[str]]:
+        """Re-consent: active again, version + 1, held messages released; audited."""
+        ...
+
+    async def connection_store_secret(
+        self,
+        connection_id: str,
+        ciphertext: bytes,
+        key_id: str,
+        expires_at: datetime | None,
+        now: datetime,
+        expected_version: int,
+    ) -> bool:
+        """Replace the ciphertext if the credential version is still ``expected_version``."""
+        ...
+
+    async def connection_record_check(
+        self,
+        connection_id: str,
+        ok: bool,
+        error: str | None,
+        expires_at: datetime | None,
+        now: datetime,
+    ) -> None:
+        """Record the result of ``sluice connections check``."""
         ...
 
     async def connection_refresh(

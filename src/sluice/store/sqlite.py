@@ -569,8 +569,8 @@ class SqliteStore:
                         "now": conn.created_at.timestamp(),
                         "prefix": HOLD_PREFIX,
                     },
-                ).rowcount
-                _audit_insert(db, audit, {**audit.detail, "released": released})
+                ).fetchall()
+                _audit_insert(db, audit, {**audit.detail, "released": len(released)})
 
         await self._run(insert)
         self._wake.set()
@@ -623,20 +623,15 @@ class SqliteStore:
                     held = [
                         r[0]
                         for r in db.execute(
-                            "SELECT id FROM sluice_messages WHERE tenant = ? AND provider = ? "
-                            "AND status = 'queued'",
-                            (tenant, provider),
-                        )
+                            Q["message_hold_queued"],
+                            {
+                                "tenant": tenant,
+                                "provider": provider,
+                                "now": t,
+                                "reason": hold_reason(f"{state.value}: {reason}"),
+                            },
+                        ).fetchall()
                     ]
-                    db.execute(
-                        Q["message_hold_queued"],
-                        {
-                            "tenant": tenant,
-                            "provider": provider,
-                            "now": t,
-                            "reason": hold_reason(f"{state.value}: {reason}"),
-                        },
-                    )
                 if changed:
                     entry = AuditEntry(
                         at=now,
@@ -679,18 +674,12 @@ class SqliteStore:
             with _write(db):
                 if db.execute(Q["connection_rotate"], params).rowcount != 1:
                     raise NotFound(f"tenant {tenant!r} has no {provider} connection")
-                released = [
-                    r[0]
-                    for r in db.execute(
-                        "SELECT id FROM sluice_messages WHERE tenant = ? AND provider = ? "
-                        "AND status = 'held' AND hold_reason LIKE ? || '%' ORDER BY run_at",
-                        (tenant, provider, HOLD_PREFIX),
-                    )
-                ]
-                db.execute(
+                # Oldest first, as the claim order will take them.
+                rows = db.execute(
                     Q["message_release_held"],
                     {"tenant": tenant, "provider": provider, "now": t, "prefix": HOLD_PREFIX},
-                )
+                ).fetchall()
+                released = [mid for mid, _ in sorted(rows, key=lambda r: r[1])]
                 _audit_insert(db, audit, {**audit.detail, "released": len(released)})
                 return released
 
@@ -898,15 +887,17 @@ def _refresh_write(
         if cur.rowcount != 1:
             return
         pair = {"tenant": current.tenant, "provider": current.provider}
-        held = [r[0] for r in db.execute(Q["connection_refresh_queued_ids"], pair)]
-        db.execute(
-            Q["message_hold_queued"],
-            {
-                **pair,
-                "now": now.timestamp(),
-                "reason": hold_reason(f"{outcome.state.value}: {outcome.reason}"),
-            },
-        )
+        held = [
+            r[0]
+            for r in db.execute(
+                Q["message_hold_queued"],
+                {
+                    **pair,
+                    "now": now.timestamp(),
+                    "reason": hold_reason(f"{outcome.state.value}: {outcome.reason}"),
+                },
+            ).fetchall()
+        ]
         entry = outcome.audit_entry(current, now, actor, held=len(held))
         _audit_insert(db, entry, entry.detail)
 

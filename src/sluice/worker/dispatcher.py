@@ -317,7 +317,7 @@ class Dispatcher:
         why = f"{outcome.code}: {outcome.detail or outcome.provider_status or 'refused'}"[:300]
         held_decision = Decision(Status.HELD, refund_attempt=True, error_class=ErrorClass.AUTH)
         try:
-            changed, held = await self.store.connection_set_state(  # type: ignore[attr-defined]
+            changed, held = await self.store.connection_set_state(
                 msg.tenant, msg.provider, state, why, missing, self.clock.now(),
                 f"worker:{self.worker_id}", expected_version=conn.credential_version,
             )  # fmt: skip
@@ -331,7 +331,7 @@ class Dispatcher:
                     held=len(held),
                 )
                 return held_decision, hold_reason(f"{state.value}: {why}")
-            now_conn: Connection = await self.store.connection_get(msg.tenant, msg.provider)  # type: ignore[attr-defined]
+            now_conn: Connection = await self.store.connection_get(msg.tenant, msg.provider)
         except SluiceError as exc:
             self.log.error("could not mark the connection", error=str(exc))
             return held_decision, hold_reason(f"{state.value}: {why}")
@@ -507,7 +507,7 @@ class Dispatcher:
                     dead_lettered=len(result.dead),
                 )
                 if result.requeued:
-                    self.store.wake()  # type: ignore[attr-defined]  # both stores have wake()
+                    self.store.wake()
 
     async def _heartbeat_loop(self) -> None:
         while True:

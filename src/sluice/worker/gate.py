@@ -88,7 +88,7 @@ class ConnectionGate:
         loaded: dict[tuple[str, str], Connection | None] = {}
         for tenant, provider in pairs:
             try:
-                loaded[(tenant, provider)] = await self.store.connection_get(tenant, provider)  # type: ignore[attr-defined]
+                loaded[(tenant, provider)] = await self.store.connection_get(tenant, provider)
             except NotFound:
                 loaded[(tenant, provider)] = None
         return loaded

@@ -212,11 +212,6 @@ UPDATE sluice_connections
 SET state = :state, state_reason = :reason, state_changed_at = :now, updated_at = :now
 WHERE id = :id AND credential_version = :version AND state = 'active'
 
--- name: connection_refresh_queued_ids
--- The messages message_hold_queued is about to hold, counted in the audit row.
-SELECT id FROM sluice_messages
-WHERE tenant = :tenant AND provider = :provider AND status = 'queued'
-
 -- name: connection_record_check
 UPDATE sluice_connections
 SET last_check_at = :now,
@@ -230,9 +225,11 @@ WHERE id = :id
 UPDATE sluice_messages
 SET status = 'held', hold_reason = :reason, updated_at = :now
 WHERE tenant = :tenant AND provider = :provider AND status = 'queued'
+RETURNING id
 
 -- name: message_release_held
 UPDATE sluice_messages
 SET status = 'queued', hold_reason = NULL, updated_at = :now
 WHERE tenant = :tenant AND provider = :provider AND status = 'held'
   AND hold_reason LIKE :prefix || '%'
+RETURNING id, run_at
