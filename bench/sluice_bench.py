@@ -39,6 +39,7 @@ from sluice.model import NewMessage, Outcome
 from sluice.providers.null import NullProvider
 from sluice.store import create_store
 from sluice.worker import Dispatcher
+from sluice.worker.assemble import assemble_dispatcher
 
 #: Worker settings for the no-op drain: many sends in flight, large claims. These are
 #: what an operator would set for a provider that answers in microseconds.
@@ -115,7 +116,11 @@ def _drain_worker(url: str, n: int, result: Any) -> None:
                 worker_batch_size=DRAIN_BATCH,
                 log_level="warning",
             )
-            d = Dispatcher(store, {"null": NullProvider()}, settings, logger=_Quiet())
+            # Assembled as `sluice worker` assembles it: connection gate included.
+            async with httpx.AsyncClient() as client:
+                d = await assemble_dispatcher(
+                    store, settings, client, providers={"null": NullProvider()}, logger=_Quiet()
+                )
             t = time.perf_counter()
             stats = await d.run(until_idle=True)
             result.put((time.perf_counter() - t, stats.sent))

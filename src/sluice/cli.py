@@ -18,7 +18,6 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from sluice.clock import SystemClock
 from sluice.config import Settings, load_settings
 from sluice.errors import (
     ConfigError,
@@ -278,44 +277,13 @@ def worker(
 
 async def run_worker(settings: Settings, *, until_idle: bool = False) -> Any:
     """Run one dispatcher with signal handling; return its stats."""
-    import structlog
-
-    from sluice.errors import MigrationError
-    from sluice.ops.connections import verify_key
-    from sluice.providers import build_providers, http_client
-    from sluice.worker import Dispatcher, new_worker_id
-    from sluice.worker.gate import ConnectionGate
-    from sluice.worker.refresh import Refresher
+    from sluice.providers import http_client
+    from sluice.worker.assemble import assemble_dispatcher
 
     store = await open_store(settings.database_url, settings, create=False)
     try:
-        pending = await store.schema_pending()
-        if pending:
-            raise MigrationError(f"the schema is missing migrations {pending}; run: sluice migrate")
-        box = _secret_box(settings)
-        await verify_key(store, box)
         async with http_client(settings) as client:
-            clock = SystemClock()
-            providers = build_providers(settings, client, clock)
-            worker_id = new_worker_id()
-            log = structlog.get_logger("sluice.worker").bind(worker=worker_id)
-            refresher = (
-                Refresher(store, box, providers, clock=clock, worker_id=worker_id, logger=log)
-                if box is not None
-                else None
-            )
-            gate = ConnectionGate(
-                store,
-                box,
-                requires_connection=[n for n, p in providers.items() if _needs_connection(p)],
-                worker_id=worker_id,
-                logger=log,
-                refresher=refresher,
-                providers=providers,
-            )
-            dispatcher = Dispatcher(
-                store, providers, settings, clock=clock, worker_id=worker_id, logger=log, gate=gate
-            )
+            dispatcher = await assemble_dispatcher(store, settings, client)
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, dispatcher.stop)
@@ -329,15 +297,9 @@ async def run_worker(settings: Settings, *, until_idle: bool = False) -> Any:
 
 
 def _secret_box(settings: Settings) -> Any:
-    from sluice.secrets import SecretBox
+    from sluice.worker.assemble import secret_box
 
-    if not settings.secret_key:
-        return None
-    return SecretBox(settings.secret_key, settings.secret_key_previous)
-
-
-def _needs_connection(provider: Any) -> bool:
-    return bool(getattr(provider, "requires_connection", False))
+    return secret_box(settings)
 
 
 def _parse_run_at(text: str | None) -> datetime | None:

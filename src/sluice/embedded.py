@@ -68,9 +68,8 @@ def demo_messages(base_url: str, count: int, run: str) -> list[NewMessage]:
 async def run_embedded(settings: Settings, *, port: int, demo: int, duration: float) -> None:
     """Run migrations, simulator, worker and demo load until Ctrl-C or ``duration``."""
     from sluice.logs import configure_logging
-    from sluice.providers import build_providers, http_client
+    from sluice.providers import http_client
     from sluice.providers.simulator import SimulatorThread
-    from sluice.worker import Dispatcher
 
     if demo < 0:
         raise ConfigError("--demo must be 0 or more")
@@ -116,7 +115,7 @@ async def run_embedded(settings: Settings, *, port: int, demo: int, duration: fl
             _say("")
             _say("Ctrl-C stops (in-flight sends finish first)." if not duration else
                  f"stopping by itself after {duration:g}s.")  # fmt: skip
-            await _work(store, settings, sim, duration, build_providers, http_client, Dispatcher)
+            await _work(store, settings, sim, duration, http_client)
         finally:
             sim.stop()
     finally:
@@ -128,15 +127,13 @@ async def _work(
     settings: Settings,
     sim: Any,
     duration: float,
-    build_providers: Any,
     http_client: Any,
-    dispatcher_cls: Any,
 ) -> None:
+    from sluice.worker.assemble import assemble_dispatcher
+
     clock = SystemClock()
     async with http_client(settings) as client:
-        dispatcher = dispatcher_cls(
-            store, build_providers(settings, client, clock), settings, clock=clock
-        )
+        dispatcher = await assemble_dispatcher(store, settings, client, clock=clock)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, dispatcher.stop)

@@ -14,15 +14,46 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
 from sluice.model import ErrorClass, ErrorCode, Outcome
-from sluice.providers.webhook import parse_retry_after
+
+#: Longest ``Retry-After`` we honour; a receiver asking for a week is treated as a day.
+MAX_RETRY_AFTER = 86_400.0
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date).
+
+    Capped at ``MAX_RETRY_AFTER``; ``None`` for a missing or unparseable header, so the
+    dispatcher falls back to its own backoff.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # RFC 9110 dates are GMT; a naive one still means UTC
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - now).total_seconds()
+    if math.isnan(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
 
 __all__ = [
     "CheckResult",

@@ -40,6 +40,7 @@ import httpx
 from sluice.clock import Clock, SystemClock
 from sluice.model import ErrorClass, ErrorCode, Message, Outcome
 from sluice.providers._errors import (
+    MAX_RETRY_AFTER,
     CheckResult,
     Reply,
     check_failure,
@@ -51,7 +52,6 @@ from sluice.providers._errors import (
     throttle_delay,
 )
 from sluice.providers.base import Credentials
-from sluice.providers.webhook import MAX_RETRY_AFTER
 
 __all__ = [
     "DEFAULT_BASE_URL",

@@ -6,7 +6,8 @@ message id, stable across retries so it can drop duplicates), ``webhook-timestam
 for receivers that look for that header instead.
 
 Every response and every transport failure becomes an ``Outcome``; the mapping lives in
-``_outcome_for_status`` and ``_outcome_for_exception`` and nowhere else.
+``_outcome_for_status``, and transport failures in ``sluice.providers._errors``,
+shared by every adapter.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import json
 import math
 import os
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -27,6 +27,11 @@ from standardwebhooks.webhooks import Webhook
 from sluice.clock import Clock, SystemClock
 from sluice.errors import ConfigError
 from sluice.model import ErrorClass, ErrorCode, Message, Outcome
+from sluice.providers._errors import (  # re-exported: the adapters' shared helpers
+    MAX_RETRY_AFTER,
+    outcome_for_exception,
+    parse_retry_after,
+)
 from sluice.providers.base import Credentials
 
 __all__ = [
@@ -38,8 +43,6 @@ __all__ = [
 ]
 
 _SECRET_PREFIX = "whsec_"  # noqa: S105 -- the format's prefix, not a secret
-#: Longest ``Retry-After`` we honour; a receiver asking for a week is treated as a day.
-MAX_RETRY_AFTER = 86_400.0
 #: How much of a response body we read: enough for an ``id`` or an error message, and a
 #: misbehaving receiver streaming megabytes cannot blow up a worker's memory.
 _MAX_BODY_BYTES = 64 * 1024
@@ -137,7 +140,7 @@ class WebhookProvider:
                 ) as response:
                     raw = await _read_capped(response)
         except (httpx.HTTPError, TimeoutError) as exc:
-            return _outcome_for_exception(exc, self._timeout)
+            return outcome_for_exception(exc, self._timeout)
         return _outcome_for_status(
             response.status_code, response.headers, raw, message.id, self._clock.now()
         )
@@ -249,49 +252,6 @@ def _outcome_for_status(
         provider_code=str(status),
         retry_after=retry_after,
     )
-
-
-def _outcome_for_exception(exc: Exception, timeout: float) -> Outcome:
-    """Map a transport failure; the request may or may not have reached the receiver."""
-    if str(exc):
-        detail = f"{type(exc).__name__}: {exc}"[:_DETAIL_CHARS]
-    elif isinstance(exc, TimeoutError):  # our own deadline, which says nothing itself
-        detail = f"no answer within {timeout:g} s"
-    else:
-        detail = type(exc).__name__
-    if isinstance(exc, httpx.TimeoutException | TimeoutError):
-        return Outcome.failure(ErrorCode.TIMEOUT, detail)
-    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
-        return Outcome.failure(ErrorCode.BAD_REQUEST, detail)
-    # ConnectError, ReadError, RemoteProtocolError (a dropped connection) and anything
-    # else httpx raises mid-flight: worth another try.
-    return Outcome.failure(ErrorCode.CONNECTION_FAILED, detail)
-
-
-def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date).
-
-    Capped at ``MAX_RETRY_AFTER``; ``None`` for a missing or unparseable header, so the
-    dispatcher falls back to its own backoff.
-    """
-    if value is None:
-        return None
-    value = value.strip()
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:  # RFC 9110 dates are GMT; a naive one still means UTC
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - now).total_seconds()
-    if math.isnan(seconds):
-        return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
 def _response_id(raw: bytes) -> str | None:

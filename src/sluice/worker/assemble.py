@@ -1,0 +1,78 @@
+"""One way to build a production dispatcher, shared by ``sluice worker``, ``sluice run``
+and the benchmark, so that what is demonstrated and measured is what runs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+import structlog
+
+from sluice.clock import Clock, SystemClock
+from sluice.config import Settings
+from sluice.errors import MigrationError
+from sluice.providers.base import Provider
+from sluice.secrets import SecretBox
+from sluice.store.base import Store
+from sluice.worker.dispatcher import Dispatcher, new_worker_id
+from sluice.worker.gate import ConnectionGate
+from sluice.worker.refresh import Refresher
+
+__all__ = ["assemble_dispatcher", "secret_box"]
+
+
+def secret_box(settings: Settings) -> SecretBox | None:
+    """The credentials key of ``settings``, or None when none is configured."""
+    if not settings.secret_key:
+        return None
+    return SecretBox(settings.secret_key, settings.secret_key_previous)
+
+
+async def assemble_dispatcher(
+    store: Store,
+    settings: Settings,
+    client: httpx.AsyncClient,
+    *,
+    clock: Clock | None = None,
+    providers: Mapping[str, Provider] | None = None,
+    logger: Any = None,
+) -> Dispatcher:
+    """A dispatcher with the connection gate and token refresher, after checking that
+    the schema is current and that the key opens every stored credential.
+
+    ``providers`` replaces the configured adapters (the benchmark's no-op provider).
+    """
+    from sluice.ops.connections import verify_key
+    from sluice.providers import build_providers
+
+    pending = await store.schema_pending()
+    if pending:
+        raise MigrationError(f"the schema is missing migrations {pending}; run: sluice migrate")
+    box = secret_box(settings)
+    await verify_key(store, box)
+    clock = clock or SystemClock()
+    adapters = (
+        dict(providers) if providers is not None else build_providers(settings, client, clock)
+    )
+    worker_id = new_worker_id()
+    log = logger or structlog.get_logger("sluice.worker").bind(worker=worker_id)
+    refresher = (
+        Refresher(store, box, adapters, clock=clock, worker_id=worker_id, logger=log)
+        if box is not None
+        else None
+    )
+    gate = ConnectionGate(
+        store,
+        box,
+        requires_connection=[
+            n for n, p in adapters.items() if getattr(p, "requires_connection", False)
+        ],
+        worker_id=worker_id,
+        logger=log,
+        refresher=refresher,
+        providers=adapters,
+    )
+    return Dispatcher(
+        store, adapters, settings, clock=clock, worker_id=worker_id, logger=log, gate=gate
+    )
