@@ -38,7 +38,6 @@ from sluice.config import Settings
 from sluice.model import NewMessage, Outcome
 from sluice.providers.null import NullProvider
 from sluice.store import create_store
-from sluice.worker import Dispatcher
 from sluice.worker.assemble import assemble_dispatcher
 
 #: Worker settings for the no-op drain: many sends in flight, large claims. These are
@@ -206,7 +205,10 @@ def _latency_worker(url: str, out: Any, ready: Any, stop: Any) -> None:
         await store.open()  # type: ignore[attr-defined]
         try:
             settings = Settings(database_url=url, log_level="warning")
-            d = Dispatcher(store, {"clocked": _Clocked(out)}, settings, logger=_Quiet())
+            async with httpx.AsyncClient() as client:
+                d = await assemble_dispatcher(
+                    store, settings, client, providers={"clocked": _Clocked(out)}, logger=_Quiet()
+                )
             task = asyncio.create_task(d.run())
             await asyncio.sleep(0.5)  # LISTEN is established
             ready.set()
@@ -314,7 +316,7 @@ def sluice_http(n: int) -> dict[str, Any]:
 
 
 async def _http_drain(url: str, secret: str, base: str, n: int) -> float:
-    from sluice.providers import build_providers, http_client
+    from sluice.providers import http_client
 
     store = create_store(url)
     await store.open()  # type: ignore[attr-defined]
@@ -327,7 +329,7 @@ async def _http_drain(url: str, secret: str, base: str, n: int) -> float:
             database_url=url, webhook_secret=secret, worker_concurrency=200, log_level="warning"
         )
         async with http_client(settings) as client:
-            d = Dispatcher(store, build_providers(settings, client), settings, logger=_Quiet())
+            d = await assemble_dispatcher(store, settings, client, logger=_Quiet())
             t = time.perf_counter()
             await d.run(until_idle=True)
             return time.perf_counter() - t

@@ -261,6 +261,10 @@ class Store(Protocol):
         """Connections, optionally of one tenant and/or provider."""
         ...
 
+    async def connection_find(self, pairs: Sequence[tuple[str, str]]) -> list[Connection]:
+        """The connections of these (tenant, provider) pairs, in one query."""
+        ...
+
     async def connection_get(self, tenant: str, provider: str) -> Connection:
         """A tenant's connection to a provider; ``NotFound`` if there is none."""
         ...

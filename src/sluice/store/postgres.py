@@ -422,6 +422,15 @@ class PostgresStore:
         rows = await self._fetch("connection_select", {"tenant": tenant, "provider": provider})
         return [_connection(r) for r in rows]
 
+    async def connection_find(self, pairs: Sequence[tuple[str, str]]) -> list[Connection]:
+        if not pairs:
+            return []
+        rows = await self._fetch(
+            "connection_select_pairs",
+            {"tenants": [t for t, _ in pairs], "providers": [p for _, p in pairs]},
+        )
+        return [_connection(r) for r in rows]
+
     async def connection_get(self, tenant: str, provider: str) -> Connection:
         found = await self.connection_list(tenant, provider)
         if not found:

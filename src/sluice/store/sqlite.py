@@ -582,6 +582,12 @@ class SqliteStore:
         rows = await self._all("connection_select", {"tenant": tenant, "provider": provider})
         return [_connection(r) for r in rows]
 
+    async def connection_find(self, pairs: Sequence[tuple[str, str]]) -> list[Connection]:
+        if not pairs:
+            return []
+        rows = await self._all("connection_select_pairs", {"pairs": json.dumps(list(pairs))})
+        return [_connection(r) for r in rows]
+
     async def connection_get(self, tenant: str, provider: str) -> Connection:
         found = await self.connection_list(tenant, provider)
         if not found:

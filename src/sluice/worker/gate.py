@@ -29,7 +29,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sluice.connections import Connection, ConnectionState, hold_reason
-from sluice.errors import ConfigError, NotFound, SluiceError
+from sluice.errors import ConfigError, SluiceError
 from sluice.model import Message
 from sluice.secrets import SecretBox
 from sluice.store.base import AuditEntry, Store
@@ -83,14 +83,11 @@ class ConnectionGate:
                 self._implied[name] = scopes_for
 
     async def load(self, batch: Iterable[Message]) -> Connections:
-        """The connections of this batch's (tenant, provider) pairs, fetched once each."""
-        pairs = {(m.tenant, m.provider) for m in batch}
-        loaded: dict[tuple[str, str], Connection | None] = {}
-        for tenant, provider in pairs:
-            try:
-                loaded[(tenant, provider)] = await self.store.connection_get(tenant, provider)
-            except NotFound:
-                loaded[(tenant, provider)] = None
+        """The connections of this batch's (tenant, provider) pairs, in one query."""
+        pairs = sorted({(m.tenant, m.provider) for m in batch})
+        loaded: dict[tuple[str, str], Connection | None] = dict.fromkeys(pairs)
+        for conn in await self.store.connection_find(pairs):
+            loaded[(conn.tenant, conn.provider)] = conn
         return loaded
 
     async def admit(self, msg: Message, connections: Connections, now: datetime) -> Ticket:

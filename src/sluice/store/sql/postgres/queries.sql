@@ -91,7 +91,10 @@ WITH input AS (
     -- scan every leased row once per input row.
     WHERE m.id = i.id AND m.lease_until IS NOT NULL AND m.claim_seq = i.claim_seq
       AND m.worker_id = %(worker_id)s
-    RETURNING m.id
+    -- Carry "no attempt" out of the UPDATE: re-joining done with input would be a join
+    -- of two CTEs, which have no statistics, and the planner picks a nested loop
+    -- (quadratic in the batch: 2.5 s for 4,000 rows).
+    RETURNING m.id, i.outcome IS NULL AS no_attempt
 ), recorded AS (
     INSERT INTO sluice_attempts (
         message_id, attempt_no, worker_id, provider, started_at, finished_at, outcome,
@@ -103,7 +106,7 @@ WITH input AS (
     WHERE i.outcome IS NOT NULL  -- held before any provider call: no attempt was made
     RETURNING message_id::text, applied
 ), held AS (
-    SELECT done.id FROM done JOIN input i ON i.id = done.id WHERE i.outcome IS NULL
+    SELECT id FROM done WHERE no_attempt
 )
 SELECT message_id, applied FROM recorded
 UNION ALL
@@ -329,3 +332,12 @@ SET status = 'queued', hold_reason = NULL, updated_at = %(now)s
 WHERE tenant = %(tenant)s AND provider = %(provider)s AND status = 'held'
   AND hold_reason LIKE %(prefix)s || '%%'
 RETURNING id::text
+
+-- name: connection_select_pairs
+-- The connections of one claimed batch, every (tenant, provider) pair in one query.
+SELECT id::text, tenant, provider, state, state_reason, state_changed_at, scopes,
+       missing_scopes, ciphertext, key_id, credential_version, expires_at, last_check_at,
+       last_check_ok_at, last_check_error, created_at, updated_at
+FROM sluice_connections
+WHERE (tenant, provider) IN (
+    SELECT * FROM unnest(%(tenants)s::text[], %(providers)s::text[]))

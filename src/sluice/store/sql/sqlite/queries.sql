@@ -233,3 +233,12 @@ SET status = 'queued', hold_reason = NULL, updated_at = :now
 WHERE tenant = :tenant AND provider = :provider AND status = 'held'
   AND hold_reason LIKE :prefix || '%'
 RETURNING id, run_at
+
+-- name: connection_select_pairs
+-- The connections of one claimed batch, every (tenant, provider) pair in one query.
+SELECT c.id, c.tenant, c.provider, c.state, c.state_reason, c.state_changed_at, c.scopes,
+       c.missing_scopes, c.ciphertext, c.key_id, c.credential_version, c.expires_at,
+       c.last_check_at, c.last_check_ok_at, c.last_check_error, c.created_at, c.updated_at
+FROM sluice_connections c
+JOIN json_each(:pairs) AS p
+  ON c.tenant = json_extract(p.value, '$[0]') AND c.provider = json_extract(p.value, '$[1]')
