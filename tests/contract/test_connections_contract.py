@@ -520,3 +520,12 @@ async def test_connection_rotate__returns_released_ids_oldest_first(store: Store
     _, released = await rotate(store, scopes=["contacts.read"])
     by_minute = dict(zip((30, 10, 20, 0), ids, strict=True))
     assert released == [by_minute[m] for m in (0, 10, 20, 30)]
+
+
+async def test_connection_find__returns_the_pairs_that_exist_in_one_call(store: Store) -> None:
+    a = await insert(store, connection("acme", "crm"))
+    b = await insert(store, connection("globex", "mail"))
+    await insert(store, connection("acme", "mail"))  # exists, not asked for
+    found = await store.connection_find([("acme", "crm"), ("globex", "mail"), ("nobody", "crm")])
+    assert sorted(c.id for c in found) == sorted([a.id, b.id])
+    assert await store.connection_find([]) == []
