@@ -18,7 +18,16 @@ from typing import Any
 
 from sluice.errors import ConfigError
 
-__all__ = ["Settings", "config_file", "load_settings"]
+__all__ = [
+    "DEFAULT_NOTIFY_INTERVAL",
+    "Settings",
+    "config_file",
+    "load_settings",
+    "notify_interval",
+]
+
+#: Enqueue notifies workers at most once per this many seconds per channel and process.
+DEFAULT_NOTIFY_INTERVAL = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +50,7 @@ class Settings:
     #: Seconds between polls when no notification arrives (fallback to LISTEN/NOTIFY).
     poll_interval: float = 1.0
     #: Enqueue notifies workers at most once per this many seconds per channel and process.
-    notify_interval: float = 0.2
+    notify_interval: float = DEFAULT_NOTIFY_INTERVAL
     #: Retry backoff: full jitter over ``min(retry_cap, retry_base * 2**(n-1))`` seconds.
     retry_base: float = 2.0
     retry_cap: float = 600.0
@@ -138,6 +147,23 @@ def config_file(
     if config_path is not None or "SLUICE_CONFIG" in env:
         raise ConfigError(f"config file {path} does not exist")
     return None
+
+
+def notify_interval(env: Mapping[str, str] | None = None) -> float:
+    """``SLUICE_NOTIFY_INTERVAL`` alone, for the enqueue side.
+
+    Enqueue runs inside the application's own transaction, where no ``Settings`` is at
+    hand; producer and worker must still agree on the interval, because the worker's
+    hot-poll window after a wake-up is exactly this long.
+    """
+    env = os.environ if env is None else env
+    raw = env.get("SLUICE_NOTIFY_INTERVAL")
+    if raw is None or raw == "":
+        return DEFAULT_NOTIFY_INTERVAL
+    value = _coerce("SLUICE_NOTIFY_INTERVAL", float, raw, "environment")
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"SLUICE_NOTIFY_INTERVAL must be a finite number ≥ 0, not {raw!r}")
+    return float(value)
 
 
 def load_settings(

@@ -68,7 +68,6 @@ def demo_messages(base_url: str, count: int, run: str) -> list[NewMessage]:
 async def run_embedded(settings: Settings, *, port: int, demo: int, duration: float) -> None:
     """Run migrations, simulator, worker and demo load until Ctrl-C or ``duration``."""
     from sluice.logs import configure_logging
-    from sluice.providers import http_client
     from sluice.providers.simulator import SimulatorThread
 
     if demo < 0:
@@ -115,7 +114,7 @@ async def run_embedded(settings: Settings, *, port: int, demo: int, duration: fl
             _say("")
             _say("Ctrl-C stops (in-flight sends finish first)." if not duration else
                  f"stopping by itself after {duration:g}s.")  # fmt: skip
-            await _work(store, settings, sim, duration, http_client)
+            await _work(store, settings, sim, duration)
         finally:
             sim.stop()
     finally:
@@ -127,8 +126,8 @@ async def _work(
     settings: Settings,
     sim: Any,
     duration: float,
-    http_client: Any,
 ) -> None:
+    from sluice.providers import http_client
     from sluice.worker.assemble import assemble_dispatcher
 
     clock = SystemClock()

@@ -81,9 +81,7 @@ async def _dlq_move(
     move = store.message_requeue if verb == "retry" else store.message_cancel
     changed = await move(ids, Status.DEAD, now, audit)
     if verb == "retry":
-        wake = getattr(store, "wake", None)
-        if wake:
-            wake()
+        store.wake()
     return DlqAction(verb, False, len(ids), len(changed), changed)
 
 

@@ -819,22 +819,31 @@ class _Notifier:
     """Decides which channels to NOTIFY for: at most once per interval per channel.
 
     Every NOTIFY takes a database-wide lock at commit, so a busy producer must not
-    send one per message. A worker that was woken keeps draining until the queue is
-    empty and re-checks after the interval, so suppressed notifications cost at most
-    one interval of latency, and only under load.
+    send one per message. A woken worker polls every 10 ms for one interval after any
+    activity, so a coalesced notification costs at most that, and only under load.
+    The interval is ``SLUICE_NOTIFY_INTERVAL``, read once, as the worker reads it.
     """
 
-    def __init__(self, interval: float = 0.2) -> None:
-        self.interval = interval
+    def __init__(self, interval: float | None = None) -> None:
+        self._interval = interval
         self._last: dict[str, float] = {}
+
+    @property
+    def interval(self) -> float:
+        if self._interval is None:
+            from sluice.config import notify_interval
+
+            self._interval = notify_interval()
+        return self._interval
 
     def due(self, channels: set[str]) -> list[str]:
         import time
 
+        interval = self.interval
         now = time.monotonic()
         out = []
         for ch in channels:
-            if now - self._last.get(ch, -1e9) >= self.interval:
+            if now - self._last.get(ch, -1e9) >= interval:
                 self._last[ch] = now
                 out.append(ch)
         return out
