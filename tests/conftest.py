@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import redis
 
 from sluice.store import Store, create_store
 
@@ -23,12 +24,20 @@ PG_ADMIN_URL = os.environ.get(
     "SLUICE_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 PG_START = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+REDIS_URL = os.environ.get("SLUICE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_START = 'redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no'
 TABLES = (
     "sluice_messages",
     "sluice_attempts",
     "sluice_workers",
     "sluice_audit",
     "sluice_connections",
+    "sluice_controls",
+    "sluice_limits",
+    "sluice_flow_state",
+    "sluice_breakers",
+    "sluice_breaker_window",
+    "sluice_throttles",
 )
 
 
@@ -40,6 +49,31 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             f"PostgreSQL is not reachable at {PG_ADMIN_URL} ({exc}).\nStart it with: {PG_START}",
             returncode=3,
         )
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
+    except redis.exceptions.ConnectionError as exc:
+        pytest.exit(
+            f"Redis is not reachable at {REDIS_URL} ({exc}).\nStart it with: {REDIS_START}",
+            returncode=3,
+        )
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The test Redis (checked at session start)."""
+    return REDIS_URL
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A key prefix unique to this test; the test's keys are deleted afterwards."""
+    prefix = f"sluice-test:{os.getpid()}:{secrets.token_hex(4)}:"
+    yield prefix
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=prefix + "*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
 
 
 def pg_url_for(name: str) -> str:
@@ -84,6 +118,7 @@ def clean_pg(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SET session_replication_role = replica")
         conn.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY")
+        conn.execute("UPDATE sluice_flow_epoch SET version = 0, changed_at = NULL")
 
 
 @pytest.fixture

@@ -1032,6 +1032,582 @@ def keys_rotate(
     typer.echo(f"{n} credentials re-encrypted; the previous key is no longer needed")
 
 
+# -- controls and held messages ---------------------------------------------------
+
+controls_app = typer.Typer(
+    help="Controls: set, clear and list the mode of a scope (see also kill, pause, resume).",
+    no_args_is_help=True,
+)
+held_app = typer.Typer(
+    help="Held messages (see also approve, release, cancel).", no_args_is_help=True
+)
+app.add_typer(controls_app, name="controls")
+app.add_typer(held_app, name="held")
+
+Provider = Annotated[
+    str | None, typer.Option("--provider", envvar="SLUICE_PROVIDER", help="Only this provider.")
+]
+ActionOpt = Annotated[
+    str | None,
+    typer.Option("--action", envvar="SLUICE_ACTION", help="Only this action type."),
+]
+NeedReason = Annotated[
+    str,
+    typer.Option("--reason", envvar="SLUICE_REASON", help="Why (required; goes to the audit log)."),
+]
+Expires = Annotated[
+    str | None,
+    typer.Option(
+        "--expires",
+        envvar="SLUICE_EXPIRES",
+        help="Revert by itself after this long: 90s, 15m, 2h, 1d [default: never].",
+    ),
+]
+AckTimeout = Annotated[
+    float,
+    typer.Option(
+        "--timeout",
+        envvar="SLUICE_ACK_TIMEOUT",
+        help="Seconds to wait for every live worker to acknowledge.",
+    ),
+]
+NoWait = Annotated[
+    bool,
+    typer.Option("--no-wait", help="Return without waiting for the workers' acknowledgement."),
+]
+KeepHeld = Annotated[
+    bool,
+    typer.Option("--keep-held", help="Leave the messages the control held in held."),
+]
+HoldReasonOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--reason-contains",
+        envvar="SLUICE_REASON_CONTAINS",
+        help="Only holds whose reason has this.",
+    ),
+]
+Ids = Annotated[list[str] | None, typer.Argument(help="Message ids (instead of filters).")]
+
+
+def _scope(
+    tenant: str | None, channel: str | None, provider: str | None, action: str | None
+) -> Any:
+    from sluice.flow.controls import Scope
+
+    try:
+        return Scope.of(tenant, channel, provider, action)
+    except SluiceError as exc:
+        raise _fail(exc) from None
+
+
+def _print_change(change: Any, verb: str, as_json: bool) -> None:
+    if as_json:
+        _print_json(change.as_dict())
+    else:
+        control = change.control
+        if control is not None and verb == "set":
+            until = f" until {control.expires_at.isoformat()}" if control.expires_at else ""
+            typer.echo(f"{control.scope}: {control.mode.value}{until} (epoch {control.version})")
+        elif verb == "clear":
+            was = f" (was {control.mode.value})" if control is not None else ""
+            typer.echo(f"control cleared{was}; {len(change.released)} held messages released")
+        if change.ack is not None:
+            typer.echo(change.ack.summary())
+    if change.ack is not None and not change.ack.complete:
+        raise typer.Exit(1)
+
+
+def _set_mode(
+    mode: str,
+    tenant: str | None,
+    channel: str | None,
+    provider: str | None,
+    action: str | None,
+    reason: str,
+    expires: str | None,
+    actor: str | None,
+    timeout: float,
+    no_wait: bool,
+    database_url: str | None,
+    as_json: bool,
+) -> None:
+    from sluice.ops import controls as ops
+
+    scope = _scope(tenant, channel, provider, action)
+
+    async def go() -> Any:
+        settings = _settings(database_url)
+        seconds = ops.parse_duration(expires) if expires else None
+        return await _with_store(
+            settings,
+            lambda s: ops.control_set(
+                s,
+                scope,
+                mode,
+                actor=actor or _default_actor(),
+                reason=reason,
+                expires_in=seconds,
+                wait=not no_wait,
+                timeout=timeout,
+            ),
+        )
+
+    _print_change(_run(go), "set", as_json)
+
+
+@app.command()
+def kill(
+    tenant: Tenant = None,
+    channel: Channel = None,
+    provider: Provider = None,
+    action: ActionOpt = None,
+    reason: NeedReason = "",
+    expires: Expires = None,
+    actor: Actor = None,
+    timeout: AckTimeout = 10.0,
+    no_wait: NoWait = False,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Kill switch: nothing in the scope leaves; its messages are held. No scope = global.
+
+    Returns once every live worker has acknowledged (exit 1 naming any that did not).
+    """
+    _set_mode("killed", tenant, channel, provider, action, reason, expires, actor, timeout,
+              no_wait, database_url, as_json)  # fmt: skip
+
+
+@app.command()
+def pause(
+    tenant: Tenant = None,
+    channel: Channel = None,
+    provider: Provider = None,
+    action: ActionOpt = None,
+    reason: NeedReason = "",
+    expires: Expires = None,
+    actor: Actor = None,
+    timeout: AckTimeout = 10.0,
+    no_wait: NoWait = False,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Pause a scope: its messages stay queued, nothing is claimed. No scope = global."""
+    _set_mode("paused", tenant, channel, provider, action, reason, expires, actor, timeout,
+              no_wait, database_url, as_json)  # fmt: skip
+
+
+def _clear(
+    tenant: str | None,
+    channel: str | None,
+    provider: str | None,
+    action: str | None,
+    reason: str,
+    keep_held: bool,
+    actor: str | None,
+    timeout: float,
+    no_wait: bool,
+    database_url: str | None,
+    as_json: bool,
+) -> None:
+    from sluice.ops import controls as ops
+
+    scope = _scope(tenant, channel, provider, action)
+
+    async def go() -> Any:
+        settings = _settings(database_url)
+        return await _with_store(
+            settings,
+            lambda s: ops.control_clear(
+                s,
+                scope,
+                actor=actor or _default_actor(),
+                reason=reason,
+                release=not keep_held,
+                wait=not no_wait,
+                timeout=timeout,
+            ),
+        )
+
+    _print_change(_run(go), "clear", as_json)
+
+
+@app.command()
+def resume(
+    tenant: Tenant = None,
+    channel: Channel = None,
+    provider: Provider = None,
+    action: ActionOpt = None,
+    reason: NeedReason = "",
+    keep_held: KeepHeld = False,
+    actor: Actor = None,
+    timeout: AckTimeout = 10.0,
+    no_wait: NoWait = False,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Lift the control on exactly this scope and release the messages controls held in it."""
+    _clear(tenant, channel, provider, action, reason, keep_held, actor, timeout, no_wait,
+           database_url, as_json)  # fmt: skip
+
+
+@controls_app.command("set")
+def controls_set(
+    mode: Annotated[str, typer.Argument(help="live, paused, shadow, approval or killed.")],
+    tenant: Tenant = None,
+    channel: Channel = None,
+    provider: Provider = None,
+    action: ActionOpt = None,
+    reason: NeedReason = "",
+    expires: Expires = None,
+    actor: Actor = None,
+    timeout: AckTimeout = 10.0,
+    no_wait: NoWait = False,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Set the mode of a scope (most restrictive wins where scopes overlap)."""
+    _set_mode(mode, tenant, channel, provider, action, reason, expires, actor, timeout,
+              no_wait, database_url, as_json)  # fmt: skip
+
+
+@controls_app.command("clear")
+def controls_clear(
+    tenant: Tenant = None,
+    channel: Channel = None,
+    provider: Provider = None,
+    action: ActionOpt = None,
+    reason: NeedReason = "",
+    keep_held: KeepHeld = False,
+    actor: Actor = None,
+    timeout: AckTimeout = 10.0,
+    no_wait: NoWait = False,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Remove the control of exactly this scope (the same as resume)."""
+    _clear(tenant, channel, provider, action, reason, keep_held, actor, timeout, no_wait,
+           database_url, as_json)  # fmt: skip
+
+
+@controls_app.command("list")
+def controls_list(database_url: DatabaseUrl = None, as_json: JsonOutput = False) -> None:
+    """Controls in force, and the default mode of everything else."""
+    from sluice.ops import controls as ops
+
+    settings = _settings(database_url)
+    controls = _run(lambda: _with_store(settings, ops.control_list))
+    if as_json:
+        _print_json(
+            {"default_mode": settings.default_mode, "controls": [c.as_dict() for c in controls]}
+        )
+        return
+    typer.echo(f"default mode: {settings.default_mode}")
+    if not controls:
+        typer.echo("no controls set")
+        return
+    typer.echo(
+        _table(
+            ["scope", "mode", "since", "expires", "actor", "reason"],
+            [
+                [
+                    str(c.scope),
+                    c.mode.value,
+                    c.created_at.isoformat(timespec="seconds"),
+                    c.expires_at.isoformat(timespec="seconds") if c.expires_at else "never",
+                    c.actor,
+                    c.reason,
+                ]
+                for c in controls
+            ],
+        )
+    )
+
+
+def _held_filter(
+    tenant: str | None,
+    channel: str | None,
+    provider: str | None,
+    action: str | None,
+    error_code: str | None,
+    contains: str | None,
+    since: str | None,
+    limit: int | None,
+) -> MessageFilter:
+    base = _filter(tenant, channel, error_code, since, limit)
+    return MessageFilter(
+        tenant=base.tenant,
+        channel=base.channel,
+        error_code=base.error_code,
+        since=base.since,
+        limit=base.limit,
+        provider=provider,
+        action=action,
+        reason=contains,
+    )
+
+
+@held_app.command("list")
+def held_list(
+    tenant: Tenant = None,
+    channel: Channel = None,
+    provider: Provider = None,
+    action: ActionOpt = None,
+    error_code: ErrorCodeOpt = None,
+    contains: HoldReasonOpt = None,
+    since: Since = None,
+    limit: Limit = None,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Held messages, oldest first, with why each is held."""
+    from sluice.ops import controls as ops
+
+    async def go() -> Any:
+        settings = _settings(database_url)
+        flt = _held_filter(tenant, channel, provider, action, error_code, contains, since, limit)
+        return await _with_store(settings, lambda s: ops.held_list(s, flt))
+
+    held = _run(go)
+    if as_json:
+        _print_json({"held": held, "count": len(held)})
+        return
+    if not held:
+        typer.echo("no held messages")
+        return
+    typer.echo(
+        _table(
+            ["id", "tenant", "channel", "provider", "action", "held since", "reason"],
+            [
+                [
+                    m.id,
+                    m.tenant,
+                    m.channel,
+                    m.provider,
+                    m.action,
+                    m.updated_at.isoformat(timespec="seconds") if m.updated_at else "",
+                    m.hold_reason,
+                ]
+                for m in held
+            ],
+        )
+    )
+
+
+def _held_move(
+    verb: str,
+    ids: list[str] | None,
+    tenant: str | None,
+    channel: str | None,
+    provider: str | None,
+    action: str | None,
+    error_code: str | None,
+    contains: str | None,
+    since: str | None,
+    limit: int | None,
+    dry_run: bool,
+    actor: str | None,
+    reason: str | None,
+    database_url: str | None,
+    as_json: bool,
+) -> None:
+    from sluice.ops import controls as ops
+
+    filtered = any(v is not None for v in (tenant, channel, provider, action, error_code,
+                                           contains, since))  # fmt: skip
+    if not ids and not filtered:
+        raise _fail(
+            ValidationError(
+                "filter",
+                f"name the messages to {verb}: ids, or at least one filter (--tenant, "
+                "--channel, --provider, --action, --error-code, --reason-contains, --since)",
+            )
+        )
+
+    async def go() -> Any:
+        settings = _settings(database_url)
+        flt = _held_filter(tenant, channel, provider, action, error_code, contains, since, limit)
+        fn = {"approve": ops.held_approve, "release": ops.held_release,
+              "cancel": ops.held_cancel}[verb]  # fmt: skip
+        who = actor or _default_actor()
+        return await _with_store(
+            settings,
+            lambda s: fn(s, flt, ids or None, dry_run=dry_run, actor=who, reason=reason),
+        )
+
+    result = _run(go)
+    if as_json:
+        _print_json(result)
+        return
+    done = {"approve": "approved", "release": "released", "cancel": "cancelled"}[verb]
+    if result.dry_run:
+        typer.echo(f"dry run: {result.matched} held messages would be {done}")
+        for mid in result.ids[:20]:
+            typer.echo(f"  {mid}")
+        if result.matched > 20:
+            typer.echo(f"  … and {result.matched - 20} more")
+    else:
+        typer.echo(f"{result.changed} of {result.matched} held messages {done}")
+
+
+def _held_command(verb: str, doc: str) -> None:
+    def command(
+        ids: Ids = None,
+        tenant: Tenant = None,
+        channel: Channel = None,
+        provider: Provider = None,
+        action: ActionOpt = None,
+        error_code: ErrorCodeOpt = None,
+        contains: HoldReasonOpt = None,
+        since: Since = None,
+        limit: Limit = None,
+        dry_run: DryRun = False,
+        actor: Actor = None,
+        reason: Reason = None,
+        database_url: DatabaseUrl = None,
+        as_json: JsonOutput = False,
+    ) -> None:
+        _held_move(verb, ids, tenant, channel, provider, action, error_code, contains, since,
+                   limit, dry_run, actor, reason, database_url, as_json)  # fmt: skip
+
+    command.__doc__ = doc
+    app.command(verb)(command)
+
+
+_held_command(
+    "approve",
+    "Approve held messages: each passes an approval control once and goes to the queue.",
+)
+_held_command(
+    "release",
+    "Put held messages back in the queue (controls still apply to them).",
+)
+_held_command("cancel", "Cancel held messages for good; they stay visible as cancelled.")
+
+
+# -- breakers ---------------------------------------------------------------------
+
+breakers_app = typer.Typer(
+    help="Circuit breakers per provider (p:<provider>) and per connection "
+    "(c:<tenant>:<provider>): list, force open or closed, reset.",
+    no_args_is_help=True,
+)
+app.add_typer(breakers_app, name="breakers")
+
+BreakerKey = Annotated[
+    str,
+    typer.Argument(help="p:<provider>, c:<tenant>:<provider>, or a provider name (p:<name>)."),
+]
+BreakerReason = Annotated[
+    str, typer.Option("--reason", envvar="SLUICE_REASON", help="Why (required; audit log).")
+]
+
+
+@breakers_app.command("list")
+def breakers_list(database_url: DatabaseUrl = None, as_json: JsonOutput = False) -> None:
+    """Every breaker: state, since, retry at, forced, reason, and its window's figures."""
+    from sluice.ops.breakers import breakers_list as list_breakers
+
+    async def go() -> Any:
+        settings = _settings(database_url)
+        return await _with_store(settings, lambda s: list_breakers(s, settings))
+
+    found = _run(go)
+    if as_json:
+        _print_json(found)
+        return
+    if not found:
+        typer.echo("no breakers: every provider and connection is closed with no outcomes")
+        return
+    typer.echo(
+        _table(
+            ["key", "state", "ok", "failed", "rate", "since", "retry at", "reason"],
+            [
+                [
+                    b.key,
+                    b.state.value + (" (forced)" if b.forced else ""),
+                    b.ok,
+                    b.failed,
+                    "-" if b.failure_rate is None else f"{b.failure_rate:.0%}",
+                    b.since.isoformat(timespec="seconds") if b.since else "-",
+                    b.retry_at.isoformat(timespec="seconds") if b.retry_at else "-",
+                    b.reason or "",
+                ]
+                for b in found
+            ],
+        )
+    )
+
+
+def _breaker_act(
+    verb: str,
+    key: str,
+    reason: str,
+    actor: str | None,
+    database_url: str | None,
+    as_json: bool,
+) -> None:
+    from sluice.ops.breakers import breaker_force, breaker_reset
+
+    async def go() -> Any:
+        settings = _settings(database_url)
+        who = actor or _default_actor()
+
+        async def act(store: Store) -> Any:
+            if verb == "reset":
+                return await breaker_reset(store, key, actor=who, reason=reason)
+            return await breaker_force(store, key, verb, actor=who, reason=reason)
+
+        return await _with_store(settings, act)
+
+    row = _run(go)
+    if as_json:
+        _print_json(row)
+    elif verb == "reset":
+        typer.echo(f"breaker {row.key} reset: closed, back to automatic")
+    else:
+        typer.echo(
+            f"breaker {row.key} forced {row.state}; workers leave it so until: "
+            f"sluice breakers reset {row.key}"
+        )
+
+
+@breakers_app.command("open")
+def breakers_open(
+    key: BreakerKey,
+    reason: BreakerReason,
+    actor: Actor = None,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Force a breaker open: nothing goes through it (messages wait) until reset."""
+    _breaker_act("open", key, reason, actor, database_url, as_json)
+
+
+@breakers_app.command("close")
+def breakers_close(
+    key: BreakerKey,
+    reason: BreakerReason,
+    actor: Actor = None,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Force a breaker closed: everything goes through it, whatever fails, until reset."""
+    _breaker_act("closed", key, reason, actor, database_url, as_json)
+
+
+@breakers_app.command("reset")
+def breakers_reset(
+    key: BreakerKey,
+    reason: BreakerReason,
+    actor: Actor = None,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Hand a breaker back to the workers: closed, automatic, its window emptied."""
+    _breaker_act("reset", key, reason, actor, database_url, as_json)
+
+
 def main() -> None:
     """Entry point of the ``sluice`` script."""
     try:

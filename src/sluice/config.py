@@ -70,6 +70,29 @@ class Settings:
     whatsapp_base_url: str = "https://graph.facebook.com"
     #: Where providers send delivery receipts (Sluice's ingress), if anywhere.
     status_callback_url: str | None = None
+    # -- flow controls -----------------------------------------------------------
+    #: Mode of every scope no control names: ``live``, or ``approval`` to fail closed
+    #: (every side effect waits for an operator's approval unless a control says live).
+    default_mode: str = "live"
+    #: Seconds between a worker's checks of the control epoch (how fast it acknowledges).
+    control_poll: float = 0.25
+    #: Redis for limits shared across hosts (``redis://127.0.0.1:6379/0``); store if unset.
+    redis_url: str | None = None
+    #: Prefix of every Redis key Sluice writes (several deployments can share a Redis).
+    redis_prefix: str = "sluice:"
+    #: When Redis is unreachable: ``closed`` (defer limited messages), ``store`` (use the
+    #: database's limiter) or ``open`` (send without limits).
+    redis_fallback: str = "closed"
+    #: Circuit breakers: the sliding window, the volume it needs before it may open, the
+    #: failure rate that opens it, how long it stays open before probing, and how many
+    #: successful probes close it again (the seed's default: success < 50 % for 10 min).
+    breaker_window: float = 600.0
+    breaker_min_volume: int = 20
+    breaker_failure_rate: float = 0.5
+    breaker_cooldown: float = 30.0
+    breaker_probes: int = 5
+    #: Adaptive concurrency per provider: a send slower than this counts as congestion.
+    latency_target: float = 2.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -87,6 +110,12 @@ class Settings:
             "retry_base",
             "retry_cap",
             "pool_size",
+            "control_poll",
+            "breaker_window",
+            "breaker_min_volume",
+            "breaker_cooldown",
+            "breaker_probes",
+            "latency_target",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -94,6 +123,23 @@ class Settings:
         for name in ("notify_interval", "flush_interval"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{_env_name(name)} must not be negative")
+        if self.default_mode not in ("live", "approval"):
+            raise ConfigError(
+                f"SLUICE_DEFAULT_MODE must be 'live' or 'approval', not {self.default_mode!r}"
+            )
+        if self.redis_fallback not in ("closed", "store", "open"):
+            raise ConfigError(
+                "SLUICE_REDIS_FALLBACK must be 'closed', 'store' or 'open', "
+                f"not {self.redis_fallback!r}"
+            )
+        if not 0 < self.breaker_failure_rate <= 1:
+            raise ConfigError("SLUICE_BREAKER_FAILURE_RATE must be in (0, 1]")
+        if self.redis_url is not None and not self.redis_url.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ConfigError(
+                f"SLUICE_REDIS_URL {self.redis_url!r} is not a redis:// or rediss:// URL"
+            )
         if self.lease_seconds <= self.http_timeout:
             raise ConfigError(
                 f"SLUICE_LEASE_SECONDS ({self.lease_seconds}) must be longer than "

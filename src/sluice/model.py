@@ -113,6 +113,8 @@ class AttemptOutcome(enum.StrEnum):
     FAILED = "failed"
     THROTTLED = "throttled"
     LEASE_EXPIRED = "lease_expired"
+    #: A shadow control: what would have been sent was recorded; nothing was called.
+    SHADOWED = "shadowed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +317,9 @@ class Message:
     worker_id: str | None = None
     lease_until: datetime | None = None
     hold_reason: str | None = None
+    #: Who let this message through an approval control (``sluice approve``), if anyone.
+    approved_by: str | None = None
+    approved_at: datetime | None = None
 
 
 @dataclass(slots=True)

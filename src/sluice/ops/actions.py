@@ -76,7 +76,7 @@ async def _dlq_move(
         action=f"dlq.{verb}",
         target="messages",
         reason=reason,
-        detail={"filter": _filter_dict(flt)},
+        detail={"filter": filter_dict(flt)},
     )
     move = store.message_requeue if verb == "retry" else store.message_cancel
     changed = await move(ids, Status.DEAD, now, audit)
@@ -115,9 +115,9 @@ async def dlq_cancel(
     )
 
 
-def _filter_dict(flt: MessageFilter) -> dict[str, Any]:
+def filter_dict(flt: MessageFilter) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key in ("tenant", "channel", "error_code", "limit"):
+    for key in ("tenant", "channel", "provider", "action", "error_code", "reason", "limit"):
         value = getattr(flt, key)
         if value is not None:
             out[key] = value

@@ -9,20 +9,28 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sluice.connections import Connection, ConnectionState
+from sluice.flow.controls import Control, Mode, Scope
+
+if TYPE_CHECKING:
+    from sluice.flow.limits import Cell
 from sluice.model import Attempt, Completion, Message, NewMessage
 
 __all__ = [
     "AuditEntry",
+    "BreakerInfo",
     "DlqGroup",
+    "FlowStateFn",
+    "LimitRow",
     "MessageFilter",
     "RefreshCallback",
     "RefreshOutcome",
     "RescueResult",
     "StatusReport",
     "Store",
+    "Throttle",
     "WorkerInfo",
 ]
 
@@ -36,6 +44,10 @@ class MessageFilter:
     error_code: str | None = None
     since: datetime | None = None
     limit: int | None = None
+    provider: str | None = None
+    action: str | None = None
+    #: Text the hold reason contains (held messages).
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +73,9 @@ class WorkerInfo:
     stopped_at: datetime | None
     in_flight: int
     sent_total: int
+    #: The flow epoch (controls and limits) this worker has applied, and when.
+    flow_version: int = 0
+    flow_acked_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,10 +168,79 @@ class RefreshOutcome:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class BreakerInfo:
+    """A circuit breaker's row: per provider (``p:<provider>``) or per connection
+    (``c:<tenant>:<provider>``), shared by every worker (see ``sluice.flow.breakers``).
+
+    ``state`` is ``closed``, ``open`` or ``half_open``; ``forced`` marks an operator's
+    state that no worker changes; ``probes_ok`` counts successful probes while half-open.
+    """
+
+    key: str
+    provider: str
+    tenant: str
+    state: str
+    since: datetime
+    retry_at: datetime | None
+    forced: bool
+    reason: str | None
+    probes_ok: int
+    updated_at: datetime
+
+
 #: Called by ``connection_refresh`` with the connection as stored, re-read under the lock;
 #: returns what to write, or ``None`` to write nothing (someone else already refreshed,
 #: the connection is no longer active, or the token endpoint failed transiently).
 RefreshCallback = Callable[[Connection], Awaitable[RefreshOutcome | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Throttle:
+    """A provider asked us to slow down: nothing for (tenant, provider) before ``until``."""
+
+    tenant: str
+    provider: str
+    until: datetime
+    reason: str | None
+    set_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LimitRow:
+    """A limit set at run time: its scope, its fields (``spec``), who, why and when."""
+
+    kind: str
+    tenant: str
+    provider: str
+    action: str
+    spec: dict[str, Any]
+    actor: str
+    reason: str
+    updated_at: datetime
+
+
+#: Called by ``flow_state_apply`` with the locked cells (``key -> Cell``; a cell with a
+#: negative stamp did not exist) and the store's clock in Unix seconds; updates the cells
+#: in place and returns its result.
+FlowStateFn = Callable[[dict[str, "Cell"], float], Any]
+
+
+def limit_audit(action: str, row: LimitRow) -> AuditEntry:
+    """The audit row of ``limit.set`` / ``limit.clear``."""
+    scope = " ".join(
+        f"{n}={v}" for n, v in (("tenant", row.tenant), ("provider", row.provider),
+                                ("action", row.action)) if v
+    )  # fmt: skip
+    return AuditEntry(
+        at=row.updated_at,
+        actor=row.actor,
+        action=action,
+        target=f"{row.kind}({scope or 'all'})",
+        reason=row.reason,
+        detail={"kind": row.kind, "tenant": row.tenant, "provider": row.provider,
+                "action": row.action, "spec": row.spec},
+    )  # fmt: skip
 
 
 class Store(Protocol):
@@ -240,6 +324,91 @@ class Store(Protocol):
         self, ids: Sequence[str], from_status: str, now: datetime, audit: AuditEntry
     ) -> list[str]:
         """Cancel messages for good; audit the act."""
+        ...
+
+    async def message_approve(
+        self, ids: Sequence[str], from_status: str, now: datetime, audit: AuditEntry
+    ) -> list[str]:
+        """Put held messages back in the queue approved by ``audit.actor``: they pass an
+        approval control once (every other control still applies); audit the act."""
+        ...
+
+    # -- limits ------------------------------------------------------------------
+
+    async def flow_state_apply(self, keys: Sequence[str], fn: FlowStateFn) -> Any:
+        """Run ``fn`` over the limiter cells ``keys``, locked for this call across every
+        worker and host, and write back the cells it changed; return its result."""
+        ...
+
+    async def flow_state_purge(self, now: datetime) -> int:
+        """Delete limiter cells past their expiry; return how many."""
+        ...
+
+    async def throttle_set(
+        self, tenant: str, provider: str, until: datetime, reason: str, now: datetime
+    ) -> None:
+        """Nothing for (tenant, provider) before ``until`` (a later mark never shortens)."""
+        ...
+
+    async def throttle_list(self, now: datetime) -> list[Throttle]:
+        """Throttles still in force."""
+        ...
+
+    async def limit_list(self) -> list[LimitRow]:
+        """Limits set at run time."""
+        ...
+
+    async def limit_set(self, row: LimitRow) -> None:
+        """Set a run-time limit (replacing one of the same scope), bump the flow epoch and
+        audit ``limit.set`` in one transaction."""
+        ...
+
+    async def limit_clear(
+        self, kind: str, tenant: str, provider: str, action: str, *, actor: str, reason: str,
+        now: datetime,
+    ) -> bool:  # fmt: skip
+        """Remove a run-time limit (the configured one, if any, applies again); audited."""
+        ...
+
+    # -- controls ----------------------------------------------------------------
+
+    async def flow_version(self) -> int:
+        """The flow epoch: bumped by every change of controls or limits."""
+        ...
+
+    async def control_list(self) -> list[Control]:
+        """Every control, expired or not, by scope."""
+        ...
+
+    async def control_set(
+        self,
+        scope: Scope,
+        mode: Mode,
+        *,
+        actor: str,
+        reason: str,
+        expires_at: datetime | None,
+        now: datetime,
+    ) -> Control:
+        """Set the mode of ``scope`` (replacing its control, if any), bump the flow epoch
+        and audit ``control.set`` — in one transaction."""
+        ...
+
+    async def control_clear(
+        self, scope: Scope, *, actor: str, reason: str, release: bool, now: datetime
+    ) -> tuple[Control | None, list[str]]:
+        """Remove the control of exactly ``scope`` (``None`` if there was none); with
+        ``release``, put back in the queue the messages controls held within ``scope``.
+        Bumps the epoch and audits ``control.clear`` when something changed."""
+        ...
+
+    async def control_expire(self, now: datetime, actor: str) -> list[Control]:
+        """Remove controls past their expiry, release what they held, audit each as
+        ``control.expired`` and bump the epoch (auto-revert)."""
+        ...
+
+    async def control_hold_queued(self, now: datetime, limit: int = 1000) -> list[str]:
+        """Move queued messages under a live kill to ``held`` (up to ``limit`` per kill)."""
         ...
 
     async def audit_append(self, entry: AuditEntry) -> AuditEntry:
@@ -347,6 +516,62 @@ class Store(Protocol):
         """
         ...
 
+    # -- breakers ----------------------------------------------------------------
+
+    async def breaker_report(
+        self,
+        counts: Mapping[tuple[str, int], tuple[int, int]],
+        probes_ok: Mapping[str, int],
+        now: datetime,
+    ) -> None:
+        """Add outcomes to the breaker window and successful probes to half-open breakers.
+
+        ``counts`` maps (key, bucket) to (ok, failed), added to what the bucket holds;
+        ``probes_ok`` maps a key to successful probes, added to ``probes_ok`` of its row
+        only while it is ``half_open``. One transaction.
+        """
+        ...
+
+    async def breaker_window(
+        self, keys: Sequence[str] | None, since_bucket: int
+    ) -> dict[str, tuple[int, int]]:
+        """(ok, failed) summed over buckets ``>= since_bucket``, per key with any; of
+        ``keys`` only, or of every key (``None``)."""
+        ...
+
+    async def breaker_list(self) -> list[BreakerInfo]:
+        """Every breaker row, by key."""
+        ...
+
+    async def breaker_transition(
+        self,
+        key: str,
+        provider: str,
+        tenant: str,
+        expected_state: str | None,
+        new_state: str,
+        *,
+        retry_at: datetime | None,
+        reason: str,
+        forced: bool,
+        now: datetime,
+        audit: AuditEntry,
+    ) -> bool:
+        """Move a breaker to ``new_state`` (``since`` = ``now``, ``probes_ok`` = 0) and
+        write ``audit``, in one transaction; True if it moved.
+
+        Compare-and-swap: with ``expected_state`` only a row in that state and not
+        forced moves (a missing row counts as ``closed``, and is created), so of two
+        workers racing one moves it and writes the audit row. ``None`` (an operator's
+        act) moves it whatever its state. Entering ``closed`` clears the key's window,
+        so failures from before the breaker opened cannot reopen it at once.
+        """
+        ...
+
+    async def breaker_purge(self, before_bucket: int) -> int:
+        """Drop window buckets older than ``before_bucket``; return how many."""
+        ...
+
     async def worker_heartbeat(
         self, worker_id: str, host: str, pid: int, in_flight: int, sent_total: int, now: datetime
     ) -> None:
@@ -355,6 +580,10 @@ class Store(Protocol):
 
     async def worker_stop(self, worker_id: str, now: datetime) -> None:
         """Record that a worker stopped cleanly."""
+        ...
+
+    async def worker_ack(self, worker_id: str, version: int, now: datetime) -> None:
+        """Record that a worker applies flow epoch ``version`` to every send it starts."""
         ...
 
     async def worker_list(self, since: datetime) -> list[WorkerInfo]:

@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Sequence
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,19 +24,25 @@ from sluice.errors import (
     StoreUnavailable,
     ValidationError,
 )
+from sluice.flow.controls import Control, Mode, Scope, control_audit, control_hold_reason
 from sluice.model import Attempt, AttemptOutcome, Completion, Message, NewMessage, Status
 from sluice.store import _enqueue
 from sluice.store._audit import insert_params, seal
 from sluice.store._queries import load_queries, migrations
 from sluice.store.base import (
     AuditEntry,
+    BreakerInfo,
     DlqGroup,
+    FlowStateFn,
+    LimitRow,
     MessageFilter,
     RefreshCallback,
     RefreshOutcome,
     RescueResult,
     StatusReport,
+    Throttle,
     WorkerInfo,
+    limit_audit,
 )
 
 __all__ = ["PostgresStore", "pg_enqueue_plan"]
@@ -83,7 +90,7 @@ def pg_find_params(pairs: list[tuple[str, str]]) -> dict[str, Any]:
 
 def _message(row: TupleRow, status: Status = Status.SENDING) -> Message:
     (mid, tenant, channel, provider, action, recipient, payload, priority, run_at, attempts,
-     max_attempts, claim_seq, idem, corr, scopes, created_at) = row  # fmt: skip
+     max_attempts, claim_seq, idem, corr, scopes, created_at) = row[:16]  # fmt: skip
     return Message(
         id=mid,
         tenant=tenant,
@@ -102,7 +109,31 @@ def _message(row: TupleRow, status: Status = Status.SENDING) -> Message:
         correlation_id=corr,
         scopes=scopes,
         created_at=created_at,
+        approved_by=row[16] if len(row) > 16 else None,
     )
+
+
+def _control(r: TupleRow) -> Control:
+    cid, tenant, channel, provider, action, mode, actor, reason, created, expires, version = r
+    return Control(
+        id=cid,
+        scope=Scope(tenant, channel, provider, action),
+        mode=Mode(mode),
+        actor=actor,
+        reason=reason,
+        created_at=created,
+        expires_at=expires,
+        version=version,
+    )
+
+
+def _scope_params(scope: Scope) -> dict[str, str]:
+    return {
+        "tenant": scope.tenant,
+        "channel": scope.channel,
+        "provider": scope.provider,
+        "action": scope.action,
+    }
 
 
 class PostgresStore:
@@ -296,7 +327,7 @@ class PostgresStore:
         msg = _message(r[:8] + r[9:17], Status(r[8]))
         msg.updated_at, msg.last_error_code, msg.last_error = r[17], r[18], r[19]
         msg.provider_message_id, msg.worker_id, msg.lease_until = r[20], r[21], r[22]
-        msg.hold_reason = r[23]
+        msg.hold_reason, msg.approved_by, msg.approved_at = r[23], r[24], r[25]
         return msg
 
     async def attempt_list(self, message_id: str) -> list[Attempt]:
@@ -326,7 +357,10 @@ class PostgresStore:
                 "status": status,
                 "tenant": flt.tenant,
                 "channel": flt.channel,
+                "provider": flt.provider,
+                "action": flt.action,
                 "error_code": flt.error_code,
+                "reason": flt.reason,
                 "since": flt.since,
                 "limit": flt.limit,
             },
@@ -337,9 +371,8 @@ class PostgresStore:
         self, query: str, ids: Sequence[str], from_status: str, now: datetime, audit: AuditEntry
     ) -> list[str]:
         async with self._conn() as conn, conn.transaction():
-            cur = await conn.execute(
-                Q[query], {"ids": list(ids), "from_status": from_status, "now": now}
-            )
+            params = {"ids": list(ids), "from_status": from_status, "now": now}
+            cur = await conn.execute(Q[query], {**params, "actor": audit.actor})
             moved = [r[0] for r in await cur.fetchall()]
             detail = {**audit.detail, "count": len(moved), "ids": moved[:1000]}
             await _audit_insert(conn, audit, detail)
@@ -354,6 +387,212 @@ class PostgresStore:
         self, ids: Sequence[str], from_status: str, now: datetime, audit: AuditEntry
     ) -> list[str]:
         return await self._move("message_cancel", ids, from_status, now, audit)
+
+    async def message_approve(
+        self, ids: Sequence[str], from_status: str, now: datetime, audit: AuditEntry
+    ) -> list[str]:
+        moved = await self._move("message_approve", ids, from_status, now, audit)
+        self.wake()
+        return moved
+
+    # -- limits ------------------------------------------------------------------
+
+    async def flow_state_apply(self, keys: Sequence[str], fn: FlowStateFn) -> Any:
+        from sluice.flow.limits import Cell
+
+        wanted = sorted(set(keys))
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute(Q["flow_state_prepare"], {"keys": wanted})
+            cur = await conn.execute(Q["flow_state_lock"], {"keys": wanted})
+            rows = await cur.fetchall()
+            if rows:
+                now = float(rows[0][3])
+            else:
+                cur = await conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8")
+                now = float((await cur.fetchone())[0])  # type: ignore[index]
+            state = {k: Cell(v, st) for k, v, st, _ in rows}
+            before = {k: (c.value, c.stamp) for k, c in state.items()}
+            result = fn(state, now)
+            changed = [k for k, c in state.items() if before.get(k) != (c.value, c.stamp)]
+            if changed:
+                await conn.execute(
+                    Q["flow_state_write"],
+                    {
+                        "keys": changed,
+                        "values": [state[k].value for k in changed],
+                        "stamps": [state[k].stamp for k in changed],
+                        "expires": [state[k].expires_at for k in changed],
+                    },
+                )
+        return result
+
+    async def flow_state_purge(self, now: datetime) -> int:
+        async with self._conn() as conn:
+            cur = await conn.execute(Q["flow_state_purge"], {"now": now.timestamp()})
+            await conn.execute(Q["throttle_purge"], {"now": now})
+            return cur.rowcount
+
+    async def throttle_set(
+        self, tenant: str, provider: str, until: datetime, reason: str, now: datetime
+    ) -> None:
+        await self._fetch(
+            "throttle_set",
+            {"tenant": tenant, "provider": provider, "until": until, "reason": reason, "now": now},
+        )
+
+    async def throttle_list(self, now: datetime) -> list[Throttle]:
+        return [Throttle(*r) for r in await self._fetch("throttle_list", {"now": now})]
+
+    async def limit_list(self) -> list[LimitRow]:
+        rows = await self._fetch("limit_select", {})
+        return [LimitRow(k, t, p, a, json.loads(sp), ac, r, u) for k, t, p, a, sp, ac, r, u in rows]
+
+    async def limit_set(self, row: LimitRow) -> None:
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute(
+                Q["limit_upsert"],
+                {
+                    "kind": row.kind,
+                    "tenant": row.tenant,
+                    "provider": row.provider,
+                    "action": row.action,
+                    "spec": json.dumps(row.spec),
+                    "actor": row.actor,
+                    "reason": row.reason,
+                    "now": row.updated_at,
+                },
+            )
+            await conn.execute(Q["flow_bump"], {"now": row.updated_at})
+            await _audit_insert(conn, limit_audit("limit.set", row))
+
+    async def limit_clear(
+        self, kind: str, tenant: str, provider: str, action: str, *, actor: str, reason: str,
+        now: datetime,
+    ) -> bool:  # fmt: skip
+        async with self._conn() as conn, conn.transaction():
+            scope = {"kind": kind, "tenant": tenant, "provider": provider, "action": action}
+            cur = await conn.execute(Q["limit_delete"], scope)
+            if await cur.fetchone() is None:
+                return False
+            await conn.execute(Q["flow_bump"], {"now": now})
+            row = LimitRow(kind, tenant, provider, action, {}, actor, reason, now)
+            await _audit_insert(conn, limit_audit("limit.clear", row))
+        return True
+
+    # -- controls ----------------------------------------------------------------
+
+    async def flow_version(self) -> int:
+        (version,) = (await self._fetch("flow_version", {}))[0]
+        return int(version)
+
+    async def control_list(self) -> list[Control]:
+        return [_control(r) for r in await self._fetch("control_select", {})]
+
+    async def control_set(
+        self,
+        scope: Scope,
+        mode: Mode,
+        *,
+        actor: str,
+        reason: str,
+        expires_at: datetime | None,
+        now: datetime,
+    ) -> Control:
+        async with self._conn() as conn, conn.transaction():
+            cur = await conn.execute(Q["flow_bump"], {"now": now})
+            (version,) = await cur.fetchone()  # type: ignore[misc]
+            cur = await conn.execute(
+                Q["control_upsert"],
+                {
+                    **_scope_params(scope),
+                    "id": str(uuid.uuid4()),
+                    "mode": mode.value,
+                    "actor": actor,
+                    "reason": reason,
+                    "now": now,
+                    "expires_at": expires_at,
+                    "version": version,
+                },
+            )
+            control = _control(await cur.fetchone())  # type: ignore[arg-type]
+            await _audit_insert(conn, control_audit("control.set", control, now, actor, reason))
+        return control
+
+    async def control_clear(
+        self, scope: Scope, *, actor: str, reason: str, release: bool, now: datetime
+    ) -> tuple[Control | None, list[str]]:
+        async with self._conn() as conn, conn.transaction():
+            cur = await conn.execute(Q["control_delete"], _scope_params(scope))
+            row = await cur.fetchone()
+            released: list[str] = []
+            if release:
+                cur = await conn.execute(
+                    Q["message_release_controlled"], {**_scope_params(scope), "now": now}
+                )
+                released = [r[0] for r in await cur.fetchall()]
+            if row is None and not released:
+                return None, []
+            await conn.execute(Q["flow_bump"], {"now": now})
+            control = _control(row) if row is not None else None
+            await _audit_insert(
+                conn,
+                AuditEntry(
+                    at=now,
+                    actor=actor,
+                    action="control.clear",
+                    target=str(scope),
+                    reason=reason,
+                    detail={
+                        "scope": scope.as_dict(),
+                        "mode": control.mode.value if control else None,
+                        "released": len(released),
+                    },
+                ),
+            )
+        if released:
+            self.wake()
+        return control, released
+
+    async def control_expire(self, now: datetime, actor: str) -> list[Control]:
+        async with self._conn() as conn, conn.transaction():
+            cur = await conn.execute(Q["control_delete_expired"], {"now": now})
+            expired = [_control(r) for r in await cur.fetchall()]
+            if not expired:
+                return []
+            await conn.execute(Q["flow_bump"], {"now": now})
+            for control in expired:
+                cur = await conn.execute(
+                    Q["message_release_controlled"], {**_scope_params(control.scope), "now": now}
+                )
+                released = len(await cur.fetchall())
+                entry = control_audit(
+                    "control.expired",
+                    control,
+                    now,
+                    actor,
+                    "expiry reached; mode reverted",
+                    released=released,
+                )
+                await _audit_insert(conn, entry)
+        self.wake()
+        return expired
+
+    async def control_hold_queued(self, now: datetime, limit: int = 1000) -> list[str]:
+        held: list[str] = []
+        for control in await self.control_list():
+            if control.mode is not Mode.KILLED or not control.active(now):
+                continue
+            rows = await self._fetch(
+                "message_hold_controlled",
+                {
+                    **_scope_params(control.scope),
+                    "reason": control_hold_reason(control),
+                    "now": now,
+                    "limit": limit,
+                },
+            )
+            held.extend(r[0] for r in rows)
+        return held
 
     # -- audit -------------------------------------------------------------------
 
@@ -599,6 +838,87 @@ class PostgresStore:
             {"id": connection_id, "ok": ok, "error": error, "expires_at": expires_at, "now": now},
         )
 
+    # -- breakers ----------------------------------------------------------------
+
+    async def breaker_report(
+        self,
+        counts: Mapping[tuple[str, int], tuple[int, int]],
+        probes_ok: Mapping[str, int],
+        now: datetime,
+    ) -> None:
+        probes = sorted((k, n) for k, n in probes_ok.items() if n > 0)
+        if not counts and not probes:
+            return
+        batch = sorted(counts.items())  # one lock order for every worker
+        await self._fetch(
+            "breaker_report",
+            {
+                "now": now,
+                "keys": [k for (k, _), _ in batch],
+                "buckets": [b for (_, b), _ in batch],
+                "oks": [ok for _, (ok, _) in batch],
+                "faileds": [failed for _, (_, failed) in batch],
+                "probe_keys": [k for k, _ in probes],
+                "probe_counts": [n for _, n in probes],
+            },
+        )
+
+    async def breaker_window(
+        self, keys: Sequence[str] | None, since_bucket: int
+    ) -> dict[str, tuple[int, int]]:
+        if keys is not None and not keys:
+            return {}
+        rows = await self._fetch(
+            "breaker_window",
+            {"keys": None if keys is None else list(keys), "since_bucket": since_bucket},
+        )
+        return {key: (int(ok), int(failed)) for key, ok, failed in rows}
+
+    async def breaker_list(self) -> list[BreakerInfo]:
+        return [BreakerInfo(*r) for r in await self._fetch("breaker_list", {})]
+
+    async def breaker_transition(
+        self,
+        key: str,
+        provider: str,
+        tenant: str,
+        expected_state: str | None,
+        new_state: str,
+        *,
+        retry_at: datetime | None,
+        reason: str,
+        forced: bool,
+        now: datetime,
+        audit: AuditEntry,
+    ) -> bool:
+        params = {
+            "key": key,
+            "provider": provider,
+            "tenant": tenant,
+            "expected": expected_state,
+            "state": new_state,
+            "retry_at": retry_at,
+            "forced": forced,
+            "reason": reason,
+            "now": now,
+        }
+        # An operator's act loses only to a worker creating the row at the same moment
+        # (its insert conflicts); the second try then finds the row and moves it.
+        for _ in range(1 if expected_state is not None else 2):
+            async with self._conn() as db, db.transaction():
+                cur = await db.execute(Q["breaker_transition"], params)
+                if await cur.fetchone() is None:
+                    continue
+                if new_state == "closed":
+                    await db.execute(Q["breaker_clear_window"], {"key": key})
+                await _audit_insert(db, audit)
+                return True
+        return False
+
+    async def breaker_purge(self, before_bucket: int) -> int:
+        [(n,)] = await self._fetch("breaker_purge", {"before_bucket": before_bucket})
+        return int(n)
+
     # -- workers -----------------------------------------------------------------
 
     async def worker_heartbeat(
@@ -621,6 +941,9 @@ class PostgresStore:
 
     async def worker_list(self, since: datetime) -> list[WorkerInfo]:
         return [WorkerInfo(*r) for r in await self._fetch("worker_list", {"since": since})]
+
+    async def worker_ack(self, worker_id: str, version: int, now: datetime) -> None:
+        await self._fetch("worker_ack", {"id": worker_id, "version": version, "now": now})
 
     # -- wake-ups ----------------------------------------------------------------
 

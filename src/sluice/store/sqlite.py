@@ -12,7 +12,8 @@ import contextlib
 import dataclasses
 import json
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,19 +28,25 @@ from sluice.errors import (
     StoreUnavailable,
     ValidationError,
 )
+from sluice.flow.controls import Control, Mode, Scope, control_audit, control_hold_reason
 from sluice.model import Attempt, AttemptOutcome, Completion, Message, NewMessage, Status
 from sluice.store import _enqueue
 from sluice.store._audit import insert_params, seal
 from sluice.store._queries import load_queries, migrations
 from sluice.store.base import (
     AuditEntry,
+    BreakerInfo,
     DlqGroup,
+    FlowStateFn,
+    LimitRow,
     MessageFilter,
     RefreshCallback,
     RefreshOutcome,
     RescueResult,
     StatusReport,
+    Throttle,
     WorkerInfo,
+    limit_audit,
 )
 
 __all__ = ["SqliteStore", "sqlite_enqueue", "sqlite_path"]
@@ -134,7 +141,7 @@ def sqlite_enqueue(
 
 def _message(r: Sequence[Any], status: Status = Status.SENDING) -> Message:
     (mid, tenant, channel, provider, action, recipient, payload, priority, run_at, attempts,
-     max_attempts, claim_seq, idem, corr, scopes, created_at) = r  # fmt: skip
+     max_attempts, claim_seq, idem, corr, scopes, created_at) = r[:16]  # fmt: skip
     return Message(
         id=mid,
         tenant=tenant,
@@ -153,7 +160,31 @@ def _message(r: Sequence[Any], status: Status = Status.SENDING) -> Message:
         correlation_id=corr,
         scopes=json.loads(scopes),
         created_at=_dt(created_at),
+        approved_by=r[16] if len(r) > 16 else None,
     )
+
+
+def _control(r: Sequence[Any]) -> Control:
+    cid, tenant, channel, provider, action, mode, actor, reason, created, expires, version = r
+    return Control(
+        id=cid,
+        scope=Scope(tenant, channel, provider, action),
+        mode=Mode(mode),
+        actor=actor,
+        reason=reason,
+        created_at=_at(created),
+        expires_at=_dt(expires),
+        version=version,
+    )
+
+
+def _scope_params(scope: Scope) -> dict[str, str]:
+    return {
+        "tenant": scope.tenant,
+        "channel": scope.channel,
+        "provider": scope.provider,
+        "action": scope.action,
+    }
 
 
 class SqliteStore:
@@ -429,7 +460,7 @@ class SqliteStore:
         msg = _message(r[:8] + r[9:17], Status(r[8]))
         msg.updated_at, msg.last_error_code, msg.last_error = _dt(r[17]), r[18], r[19]
         msg.provider_message_id, msg.worker_id, msg.lease_until = r[20], r[21], _dt(r[22])
-        msg.hold_reason = r[23]
+        msg.hold_reason, msg.approved_by, msg.approved_at = r[23], r[24], _dt(r[25])
         return msg
 
     async def attempt_list(self, message_id: str) -> list[Attempt]:
@@ -475,7 +506,10 @@ class SqliteStore:
                 "status": status,
                 "tenant": flt.tenant,
                 "channel": flt.channel,
+                "provider": flt.provider,
+                "action": flt.action,
                 "error_code": flt.error_code,
+                "reason": flt.reason,
                 "since": _ts(flt.since),
                 "limit": -1 if flt.limit is None else flt.limit,
             },
@@ -491,7 +525,8 @@ class SqliteStore:
             moved = []
             with _write(conn):
                 for mid in ids:
-                    cur = conn.execute(Q[query], {"id": mid, "from_status": from_status, "now": t})
+                    params = {"id": mid, "from_status": from_status, "now": t}
+                    cur = conn.execute(Q[query], {**params, "actor": audit.actor})
                     if cur.rowcount == 1:
                         moved.append(mid)
                 detail = {**audit.detail, "count": len(moved), "ids": moved[:1000]}
@@ -511,6 +546,255 @@ class SqliteStore:
         self, ids: Sequence[str], from_status: str, now: datetime, audit: AuditEntry
     ) -> list[str]:
         return await self._move("message_cancel", ids, from_status, now, audit)
+
+    async def message_approve(
+        self, ids: Sequence[str], from_status: str, now: datetime, audit: AuditEntry
+    ) -> list[str]:
+        return await self._move("message_approve", ids, from_status, now, audit)
+
+    # -- limits ------------------------------------------------------------------
+
+    async def flow_state_apply(self, keys: Sequence[str], fn: FlowStateFn) -> Any:
+        import time
+
+        from sluice.flow.limits import Cell
+
+        wanted = sorted(set(keys))
+
+        def apply(conn: sqlite3.Connection) -> Any:
+            with _write(conn):
+                state: dict[str, Cell] = {}
+                for key in wanted:
+                    row = conn.execute(Q["flow_state_select"], {"key": key}).fetchone()
+                    state[key] = Cell(row[1], row[2]) if row else Cell(0.0, -1.0)
+                before = {k: (c.value, c.stamp) for k, c in state.items()}
+                result = fn(state, time.time())
+                for key, cell in state.items():
+                    if before.get(key) == (cell.value, cell.stamp):
+                        continue
+                    conn.execute(Q["flow_state_prepare"], {"key": key})
+                    conn.execute(
+                        Q["flow_state_write"],
+                        {
+                            "key": key,
+                            "value": cell.value,
+                            "stamp": cell.stamp,
+                            "expires_at": cell.expires_at,
+                        },
+                    )
+                return result
+
+        return await self._run(apply)
+
+    async def flow_state_purge(self, now: datetime) -> int:
+        def purge(conn: sqlite3.Connection) -> int:
+            with _write(conn):
+                n = conn.execute(Q["flow_state_purge"], {"now": now.timestamp()}).rowcount
+                conn.execute(Q["throttle_purge"], {"now": now.timestamp()})
+                return int(n)
+
+        return await self._run(purge)
+
+    async def throttle_set(
+        self, tenant: str, provider: str, until: datetime, reason: str, now: datetime
+    ) -> None:
+        params = {
+            "tenant": tenant,
+            "provider": provider,
+            "until": until.timestamp(),
+            "reason": reason,
+            "now": now.timestamp(),
+        }
+
+        def put(conn: sqlite3.Connection) -> None:
+            with _write(conn):
+                conn.execute(Q["throttle_set"], params)
+
+        await self._run(put)
+
+    async def throttle_list(self, now: datetime) -> list[Throttle]:
+        rows = await self._all("throttle_list", {"now": now.timestamp()})
+        return [Throttle(t, p, _at(u), r, _at(s)) for t, p, u, r, s in rows]
+
+    async def limit_list(self) -> list[LimitRow]:
+        rows = await self._all("limit_select", {})
+        return [
+            LimitRow(k, t, p, a, json.loads(sp), ac, r, _at(u)) for k, t, p, a, sp, ac, r, u in rows
+        ]
+
+    async def limit_set(self, row: LimitRow) -> None:
+        def put(conn: sqlite3.Connection) -> None:
+            with _write(conn):
+                conn.execute(
+                    Q["limit_upsert"],
+                    {
+                        "kind": row.kind,
+                        "tenant": row.tenant,
+                        "provider": row.provider,
+                        "action": row.action,
+                        "spec": json.dumps(row.spec),
+                        "actor": row.actor,
+                        "reason": row.reason,
+                        "now": row.updated_at.timestamp(),
+                    },
+                )
+                conn.execute(Q["flow_bump"], {"now": row.updated_at.timestamp()})
+                entry = limit_audit("limit.set", row)
+                _audit_insert(conn, entry, entry.detail)
+
+        await self._run(put)
+
+    async def limit_clear(
+        self, kind: str, tenant: str, provider: str, action: str, *, actor: str, reason: str,
+        now: datetime,
+    ) -> bool:  # fmt: skip
+        scope = {"kind": kind, "tenant": tenant, "provider": provider, "action": action}
+
+        def clear(conn: sqlite3.Connection) -> bool:
+            with _write(conn):
+                if conn.execute(Q["limit_delete"], scope).fetchone() is None:
+                    return False
+                conn.execute(Q["flow_bump"], {"now": now.timestamp()})
+                row = LimitRow(kind, tenant, provider, action, {}, actor, reason, now)
+                entry = limit_audit("limit.clear", row)
+                _audit_insert(conn, entry, entry.detail)
+                return True
+
+        return await self._run(clear)
+
+    # -- controls ----------------------------------------------------------------
+
+    async def flow_version(self) -> int:
+        (version,) = (await self._all("flow_version", {}))[0]
+        return int(version)
+
+    async def control_list(self) -> list[Control]:
+        return [_control(r) for r in await self._all("control_select", {})]
+
+    async def control_set(
+        self,
+        scope: Scope,
+        mode: Mode,
+        *,
+        actor: str,
+        reason: str,
+        expires_at: datetime | None,
+        now: datetime,
+    ) -> Control:
+        def put(conn: sqlite3.Connection) -> Control:
+            with _write(conn):
+                (version,) = conn.execute(Q["flow_bump"], {"now": now.timestamp()}).fetchone()
+                row = conn.execute(
+                    Q["control_upsert"],
+                    {
+                        **_scope_params(scope),
+                        "id": str(uuid.uuid4()),
+                        "mode": mode.value,
+                        "actor": actor,
+                        "reason": reason,
+                        "now": now.timestamp(),
+                        "expires_at": _ts(expires_at),
+                        "version": version,
+                    },
+                ).fetchone()
+                control = _control(row)
+                entry = control_audit("control.set", control, now, actor, reason)
+                _audit_insert(conn, entry, entry.detail)
+                return control
+
+        return await self._run(put)
+
+    async def control_clear(
+        self, scope: Scope, *, actor: str, reason: str, release: bool, now: datetime
+    ) -> tuple[Control | None, list[str]]:
+        t = now.timestamp()
+
+        def clear(conn: sqlite3.Connection) -> tuple[Control | None, list[str]]:
+            with _write(conn):
+                row = conn.execute(Q["control_delete"], _scope_params(scope)).fetchone()
+                released: list[str] = []
+                if release:
+                    released = [
+                        r[0]
+                        for r in conn.execute(
+                            Q["message_release_controlled"], {**_scope_params(scope), "now": t}
+                        ).fetchall()
+                    ]
+                if row is None and not released:
+                    return None, []
+                conn.execute(Q["flow_bump"], {"now": t})
+                control = _control(row) if row is not None else None
+                entry = AuditEntry(
+                    at=now,
+                    actor=actor,
+                    action="control.clear",
+                    target=str(scope),
+                    reason=reason,
+                    detail={
+                        "scope": scope.as_dict(),
+                        "mode": control.mode.value if control else None,
+                        "released": len(released),
+                    },
+                )
+                _audit_insert(conn, entry, entry.detail)
+                return control, released
+
+        result = await self._run(clear)
+        self._wake.set()
+        return result
+
+    async def control_expire(self, now: datetime, actor: str) -> list[Control]:
+        t = now.timestamp()
+
+        def expire(conn: sqlite3.Connection) -> list[Control]:
+            with _write(conn):
+                rows = conn.execute(Q["control_delete_expired"], {"now": t}).fetchall()
+                expired = [_control(r) for r in rows]
+                if not expired:
+                    return []
+                conn.execute(Q["flow_bump"], {"now": t})
+                for control in expired:
+                    released = conn.execute(
+                        Q["message_release_controlled"], {**_scope_params(control.scope), "now": t}
+                    ).fetchall()
+                    entry = control_audit(
+                        "control.expired",
+                        control,
+                        now,
+                        actor,
+                        "expiry reached; mode reverted",
+                        released=len(released),
+                    )
+                    _audit_insert(conn, entry, entry.detail)
+                return expired
+
+        expired = await self._run(expire)
+        if expired:
+            self._wake.set()
+        return expired
+
+    async def control_hold_queued(self, now: datetime, limit: int = 1000) -> list[str]:
+        kills = [c for c in await self.control_list() if c.mode is Mode.KILLED and c.active(now)]
+        if not kills:
+            return []
+
+        def hold(conn: sqlite3.Connection) -> list[str]:
+            held: list[str] = []
+            with _write(conn):
+                for control in kills:
+                    rows = conn.execute(
+                        Q["message_hold_controlled"],
+                        {
+                            **_scope_params(control.scope),
+                            "reason": control_hold_reason(control),
+                            "now": now.timestamp(),
+                            "limit": limit,
+                        },
+                    ).fetchall()
+                    held.extend(r[0] for r in rows)
+            return held
+
+        return await self._run(hold)
 
     # -- audit -------------------------------------------------------------------
 
@@ -769,6 +1053,113 @@ class SqliteStore:
 
         await self._run(record)
 
+    # -- breakers ----------------------------------------------------------------
+
+    async def breaker_report(
+        self,
+        counts: Mapping[tuple[str, int], tuple[int, int]],
+        probes_ok: Mapping[str, int],
+        now: datetime,
+    ) -> None:
+        rows = [
+            {"key": k, "bucket": b, "ok": ok, "failed": failed}
+            for (k, b), (ok, failed) in sorted(counts.items())
+        ]
+        probes = [
+            {"key": k, "n": n, "now": now.timestamp()}
+            for k, n in sorted(probes_ok.items())
+            if n > 0
+        ]
+        if not rows and not probes:
+            return
+
+        def report(conn: sqlite3.Connection) -> None:
+            with _write(conn):
+                conn.executemany(Q["breaker_count"], rows)
+                conn.executemany(Q["breaker_probe_ok"], probes)
+
+        await self._run(report)
+
+    async def breaker_window(
+        self, keys: Sequence[str] | None, since_bucket: int
+    ) -> dict[str, tuple[int, int]]:
+        if keys is not None and not keys:
+            return {}
+        rows = await self._all(
+            "breaker_window",
+            {
+                "keys": None if keys is None else json.dumps(list(keys)),
+                "since_bucket": since_bucket,
+            },
+        )
+        return {key: (int(ok), int(failed)) for key, ok, failed in rows}
+
+    async def breaker_list(self) -> list[BreakerInfo]:
+        return [
+            BreakerInfo(
+                key=r[0],
+                provider=r[1],
+                tenant=r[2],
+                state=r[3],
+                since=_at(r[4]),
+                retry_at=_dt(r[5]),
+                forced=bool(r[6]),
+                reason=r[7],
+                probes_ok=r[8],
+                updated_at=_at(r[9]),
+            )
+            for r in await self._all("breaker_list", {})
+        ]
+
+    async def breaker_transition(
+        self,
+        key: str,
+        provider: str,
+        tenant: str,
+        expected_state: str | None,
+        new_state: str,
+        *,
+        retry_at: datetime | None,
+        reason: str,
+        forced: bool,
+        now: datetime,
+        audit: AuditEntry,
+    ) -> bool:
+        params = {
+            "key": key,
+            "provider": provider,
+            "tenant": tenant,
+            "expected": expected_state,
+            "state": new_state,
+            "retry_at": _ts(retry_at),
+            "forced": 1 if forced else 0,
+            "reason": reason,
+            "now": now.timestamp(),
+        }
+
+        def move(db: sqlite3.Connection) -> bool:
+            with _write(db):  # the write lock makes the check and the change one step
+                moved = db.execute(Q["breaker_move"], params).rowcount == 1
+                if not moved and expected_state in (None, "closed"):
+                    moved = db.execute(Q["breaker_create"], params).rowcount == 1
+                if not moved:
+                    return False
+                if new_state == "closed":
+                    db.execute(Q["breaker_clear_window"], {"key": key})
+                _audit_insert(db, audit, audit.detail)
+                return True
+
+        return await self._run(move)
+
+    async def breaker_purge(self, before_bucket: int) -> int:
+        def purge(db: sqlite3.Connection) -> int:
+            with _write(db):
+                return int(
+                    db.execute(Q["breaker_purge"], {"before_bucket": before_bucket}).rowcount
+                )
+
+        return await self._run(purge)
+
     # -- workers -----------------------------------------------------------------
 
     async def worker_heartbeat(
@@ -799,9 +1190,18 @@ class SqliteStore:
     async def worker_list(self, since: datetime) -> list[WorkerInfo]:
         rows = await self._all("worker_list", {"since": since.timestamp()})
         return [
-            WorkerInfo(i, h, p, _dt(s), _dt(seen), _dt(stop), f, n)  # type: ignore[arg-type]
-            for i, h, p, s, seen, stop, f, n in rows
+            WorkerInfo(i, h, p, _dt(s), _dt(seen), _dt(stop), f, n, v, _dt(acked))  # type: ignore[arg-type]
+            for i, h, p, s, seen, stop, f, n, v, acked in rows
         ]
+
+    async def worker_ack(self, worker_id: str, version: int, now: datetime) -> None:
+        def ack(conn: sqlite3.Connection) -> None:
+            with _write(conn):
+                conn.execute(
+                    Q["worker_ack"], {"id": worker_id, "version": version, "now": now.timestamp()}
+                )
+
+        await self._run(ack)
 
     # -- wake-ups ----------------------------------------------------------------
 

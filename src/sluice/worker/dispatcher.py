@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -35,6 +35,7 @@ from sluice.clock import Clock, SystemClock
 from sluice.config import Settings
 from sluice.connections import Connection, ConnectionState, hold_reason
 from sluice.errors import SluiceError
+from sluice.flow.controls import CONTROL_PREFIX, Control, Mode, control_hold_reason
 from sluice.model import (
     Attempt,
     AttemptOutcome,
@@ -47,7 +48,9 @@ from sluice.model import (
 )
 from sluice.providers.base import Credentials, Provider
 from sluice.store.base import Store
+from sluice.worker.controls import ControlWatch, ScopeKey, scope_key
 from sluice.worker.gate import ConnectionGate, Connections, Ticket
+from sluice.worker.limits import Limiter
 from sluice.worker.retry import Decision, RetryPolicy
 
 __all__ = ["Dispatcher", "WorkerStats", "new_worker_id"]
@@ -57,6 +60,12 @@ __all__ = ["Dispatcher", "WorkerStats", "new_worker_id"]
 HOT_POLL = 0.01
 #: Seconds a message waits when this worker cannot open its credentials.
 WORKER_PROBLEM_DELAY = 30.0
+
+
+def _control_reason(mode: Mode, control: Control | None) -> str:
+    if control is not None:
+        return control_hold_reason(control)
+    return f"{CONTROL_PREFIX}{mode.value} (default mode, SLUICE_DEFAULT_MODE): approve to send"
 
 
 def new_worker_id() -> str:
@@ -77,6 +86,8 @@ class WorkerStats:
     released: int = 0
     rescued: int = 0
     held: int = 0
+    shadowed: int = 0
+    paused: int = 0
     by_code: dict[str, int] = field(default_factory=dict)
 
 
@@ -94,6 +105,8 @@ class Dispatcher:
         worker_id: str | None = None,
         logger: Any = None,
         gate: ConnectionGate | None = None,
+        controls: ControlWatch | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         self.store = store
         self.providers = dict(providers)
@@ -104,6 +117,14 @@ class Dispatcher:
         self.log = logger or structlog.get_logger("sluice.worker").bind(worker=self.worker_id)
         self.stats = WorkerStats()
         self.gate = gate
+        self.controls = controls or ControlWatch(
+            store, settings, worker_id=self.worker_id, clock=self.clock, logger=self.log
+        )
+        self.limiter = limiter or Limiter(
+            store, settings, [], clock=self.clock, logger=self.log, worker_id=self.worker_id
+        )
+        self.controls.on_reload.append(self.limiter.reload)
+        self.controls.on_poll.append(self.limiter.refresh_throttles)
         self._in_flight = 0
         self._slot_free = asyncio.Event()
         self._buffer: list[Completion] = []
@@ -137,10 +158,13 @@ class Dispatcher:
             providers=sorted(self.providers),
         )
         await self._heartbeat()
+        # Never claim before the controls are known and acknowledged.
+        await self.controls.start()
         flusher = asyncio.create_task(self._flush_loop(), name="sluice-flush")
         background = [
             asyncio.create_task(self._reaper_loop(), name="sluice-reaper"),
             asyncio.create_task(self._heartbeat_loop(), name="sluice-heartbeat"),
+            asyncio.create_task(self.controls.run(self._stopping), name="sluice-controls"),
         ]
         try:
             await self._claim_loop(until_idle)
@@ -195,6 +219,12 @@ class Dispatcher:
             if batch:
                 self._last_work = time.monotonic()
                 self.stats.claimed += len(batch)
+                try:
+                    batch = await self._limit(batch)
+                except SluiceError as exc:
+                    # Nothing was sent; the leases bring the batch back.
+                    self.log.warning("could not apply limits", error=str(exc))
+                    continue
                 connections: Connections = {}
                 if self.gate is not None:
                     try:
@@ -220,6 +250,28 @@ class Dispatcher:
             if await self.store.wait_for_work(HOT_POLL if hot else s.poll_interval):
                 self._last_work = time.monotonic()
 
+    async def _limit(self, batch: list[Message]) -> list[Message]:
+        """Apply rate limits, quotas, caps and throttles to the live part of ``batch``;
+        return what may go now (messages under other modes pass through to be held,
+        shadowed or put back by ``_allowed``)."""
+        now = self.clock.now()
+        live, other = [], []
+        for msg in batch:
+            mode, _ = self.controls.decide(scope_key(msg), now)
+            if mode is Mode.LIVE or (mode is Mode.APPROVAL and msg.approved_by):
+                live.append(msg)
+            else:
+                other.append(msg)
+        go, defer, hold = await self.limiter.admit(live)
+        for msg, run_at, _ in defer:
+            self.stats.deferred += 1
+            self._put_back(msg, run_at)
+        if defer:
+            self.log.debug("deferred by limits", count=len(defer), first=defer[0][2])
+        for msg, why in hold:
+            self._hold(msg, why)
+        return go + other
+
     def _start(self, batch: list[Message], connections: Connections | None = None) -> None:
         for msg in batch:
             self._in_flight += 1
@@ -233,6 +285,9 @@ class Dispatcher:
                 # Claimed but not started: hand it straight back, attempt refunded.
                 self._unstarted.append((msg.id, msg.claim_seq))
                 return
+            key = scope_key(msg)
+            if not self._allowed(msg, key):
+                return
             ticket = Ticket()
             if self.gate is not None:
                 ticket = await self.gate.admit(msg, connections, self.clock.now())
@@ -242,10 +297,28 @@ class Dispatcher:
                 if ticket.defer is not None:
                     self._defer(msg, ticket.defer)
                     return
-            started = self.clock.now()
+            concurrency = self.limiter.concurrency(msg.provider)
+            await concurrency.acquire()
+            outcome: Outcome | None = None
             t0 = time.perf_counter()
-            outcome = await self._send(msg, ticket.credentials)
-            latency_ms = (time.perf_counter() - t0) * 1000.0
+            try:
+                # The binding check: immediately before the provider call, with no await
+                # in between, registered so the next control change fences on this send.
+                if not self._allowed(msg, key):
+                    return
+                token = self.controls.admit(key)
+                try:
+                    started = self.clock.now()
+                    t0 = time.perf_counter()
+                    outcome = await self._send(msg, ticket.credentials)
+                finally:
+                    self.controls.done(token)
+            finally:
+                latency = time.perf_counter() - t0
+                await concurrency.release(outcome, latency if outcome is not None else 0.0)
+            latency_ms = latency * 1000.0
+            if outcome.code is not None and outcome.code.error_class is ErrorClass.THROTTLE:
+                await self.limiter.throttled(msg, outcome)
             finished = self.clock.now()
             decision = self.retry.decide(msg, outcome, finished)
             reason = None
@@ -259,6 +332,65 @@ class Dispatcher:
         finally:
             self._in_flight -= 1
             self._slot_free.set()
+
+    def _allowed(self, msg: Message, key: ScopeKey) -> bool:
+        """Apply the controls to ``msg``: True to send; otherwise it was held, put back,
+        or shadowed, and its outcome is buffered."""
+        mode, control = self.controls.decide(key, self.clock.now())
+        if mode is Mode.LIVE or (mode is Mode.APPROVAL and msg.approved_by):
+            return True
+        if mode is Mode.PAUSED:
+            # Claimed before the pause landed: back to the queue as it was; the claim
+            # query skips it until the pause is lifted.
+            self.stats.paused += 1
+            self._put_back(msg, self.clock.now())
+        elif mode is Mode.SHADOW:
+            self._shadow(msg, control)
+        else:  # killed, or approval for a message nobody approved
+            self._hold(msg, _control_reason(mode, control))
+        return False
+
+    def _put_back(self, msg: Message, run_at: datetime) -> None:
+        self._buffer.append(
+            Completion(
+                message_id=msg.id,
+                claim_seq=msg.claim_seq,
+                worker_id=self.worker_id,
+                status=Status.QUEUED,
+                attempt=None,
+                run_at=run_at,
+                refund_attempt=True,
+            )
+        )
+        self._buffer_ready.set()
+
+    def _shadow(self, msg: Message, control: Control | None) -> None:
+        """Record what would have been sent, and call nothing."""
+        self.stats.shadowed += 1
+        now = self.clock.now()
+        why = f"shadow mode ({control.scope if control else 'default'}): not sent"
+        attempt = Attempt(
+            message_id=msg.id,
+            attempt_no=msg.claim_seq,
+            worker_id=self.worker_id,
+            provider=msg.provider,
+            started_at=now,
+            finished_at=now,
+            outcome=AttemptOutcome.SHADOWED,
+            detail=f"{why}; would have sent {msg.action} to {msg.recipient} via {msg.provider}",
+            latency_ms=0.0,
+        )
+        self._buffer.append(
+            Completion(
+                message_id=msg.id,
+                claim_seq=msg.claim_seq,
+                worker_id=self.worker_id,
+                status=Status.SHADOWED,
+                attempt=attempt,
+                refund_attempt=True,
+            )
+        )
+        self._buffer_ready.set()
 
     def _hold(self, msg: Message, reason: str) -> None:
         """Held before any provider call: no attempt is recorded and none is spent."""
@@ -543,4 +675,6 @@ class Dispatcher:
             "released": s.released,
             "rescued": s.rescued,
             "held": s.held,
+            "shadowed": s.shadowed,
+            "paused": s.paused,
         }

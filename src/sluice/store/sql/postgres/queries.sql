@@ -45,12 +45,20 @@ JOIN unnest(%(tenants)s::text[], %(keys)s::text[]) AS k(tenant, key)
 SELECT pg_notify('sluice_ready', c) FROM unnest(%(channels)s::text[]) AS c
 
 -- name: message_claim
+-- Killed and paused scopes are excluded here, in the same statement that leases: a
+-- control committed before this statement began can never be claimed past.
 WITH ready AS (
-    SELECT id FROM sluice_messages
-    WHERE status = 'queued' AND run_at <= %(now)s
-    ORDER BY priority DESC, run_at
+    SELECT m.id FROM sluice_messages m
+    WHERE m.status = 'queued' AND m.run_at <= %(now)s
+      AND NOT EXISTS (
+          SELECT 1 FROM sluice_controls c
+          WHERE c.mode IN ('paused', 'killed')
+            AND (c.expires_at IS NULL OR c.expires_at > %(now)s)
+            AND c.tenant IN ('', m.tenant) AND c.channel IN ('', m.channel)
+            AND c.provider IN ('', m.provider) AND c.action IN ('', m.action))
+    ORDER BY m.priority DESC, m.run_at
     LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF m SKIP LOCKED
 )
 UPDATE sluice_messages m
 SET status = 'sending', attempts = m.attempts + 1, claim_seq = m.claim_seq + 1,
@@ -60,7 +68,7 @@ FROM ready
 WHERE m.id = ready.id
 RETURNING m.id::text, m.tenant, m.channel, m.provider, m.action, m.recipient, m.payload,
           m.priority, m.run_at, m.attempts, m.max_attempts, m.claim_seq, m.idempotency_key,
-          m.correlation_id, m.scopes, m.created_at
+          m.correlation_id, m.scopes, m.created_at, m.approved_by
 
 -- name: message_complete_many
 -- The batch arrives as one JSON array (one C-level json.dumps in Python instead of
@@ -154,7 +162,7 @@ SELECT id::text, status FROM moved
 SELECT id::text, tenant, channel, provider, action, recipient, payload, priority, status,
        run_at, attempts, max_attempts, claim_seq, idempotency_key, correlation_id, scopes,
        created_at, updated_at, last_error_code, last_error, provider_message_id, worker_id,
-       lease_until, hold_reason
+       lease_until, hold_reason, approved_by, approved_at
 FROM sluice_messages WHERE id = %(id)s::uuid
 
 -- name: attempt_list
@@ -183,14 +191,18 @@ SELECT id::text FROM sluice_messages
 WHERE status = %(status)s
   AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
   AND (%(channel)s::text IS NULL OR channel = %(channel)s)
+  AND (%(provider)s::text IS NULL OR provider = %(provider)s)
+  AND (%(action)s::text IS NULL OR action = %(action)s)
   AND (%(error_code)s::text IS NULL OR last_error_code = %(error_code)s)
+  AND (%(reason)s::text IS NULL OR strpos(hold_reason, %(reason)s) > 0)
   AND (%(since)s::timestamptz IS NULL OR updated_at >= %(since)s)
 ORDER BY updated_at, id
 LIMIT %(limit)s
 
 -- name: message_requeue
 UPDATE sluice_messages
-SET status = 'queued', attempts = 0, run_at = %(now)s, lease_until = NULL, updated_at = %(now)s
+SET status = 'queued', attempts = 0, run_at = %(now)s, lease_until = NULL, hold_reason = NULL,
+    updated_at = %(now)s
 WHERE id = ANY(%(ids)s::uuid[]) AND status = %(from_status)s
 RETURNING id::text
 
@@ -199,6 +211,139 @@ UPDATE sluice_messages
 SET status = 'cancelled', lease_until = NULL, updated_at = %(now)s
 WHERE id = ANY(%(ids)s::uuid[]) AND status = %(from_status)s
 RETURNING id::text
+
+-- name: message_approve
+-- Approved messages pass an approval control once; every other control still applies.
+UPDATE sluice_messages
+SET status = 'queued', run_at = %(now)s, hold_reason = NULL, approved_by = %(actor)s,
+    approved_at = %(now)s, updated_at = %(now)s
+WHERE id = ANY(%(ids)s::uuid[]) AND status = %(from_status)s
+RETURNING id::text
+
+-- name: flow_version
+SELECT version FROM sluice_flow_epoch WHERE id = 1
+
+-- name: flow_bump
+UPDATE sluice_flow_epoch SET version = version + 1, changed_at = %(now)s WHERE id = 1
+RETURNING version
+
+-- name: control_select
+SELECT id::text, tenant, channel, provider, action, mode, actor, reason, created_at,
+       expires_at, version
+FROM sluice_controls ORDER BY tenant, channel, provider, action
+
+-- name: control_upsert
+INSERT INTO sluice_controls (
+    id, tenant, channel, provider, action, mode, actor, reason, created_at, expires_at, version)
+VALUES (%(id)s, %(tenant)s, %(channel)s, %(provider)s, %(action)s, %(mode)s, %(actor)s,
+        %(reason)s, %(now)s, %(expires_at)s, %(version)s)
+ON CONFLICT (tenant, channel, provider, action) DO UPDATE
+SET mode = excluded.mode, actor = excluded.actor, reason = excluded.reason,
+    created_at = excluded.created_at, expires_at = excluded.expires_at,
+    version = excluded.version
+RETURNING id::text, tenant, channel, provider, action, mode, actor, reason, created_at,
+          expires_at, version
+
+-- name: control_delete
+DELETE FROM sluice_controls
+WHERE tenant = %(tenant)s AND channel = %(channel)s AND provider = %(provider)s
+  AND action = %(action)s
+RETURNING id::text, tenant, channel, provider, action, mode, actor, reason, created_at,
+          expires_at, version
+
+-- name: control_delete_expired
+DELETE FROM sluice_controls WHERE expires_at IS NOT NULL AND expires_at <= %(now)s
+RETURNING id::text, tenant, channel, provider, action, mode, actor, reason, created_at,
+          expires_at, version
+
+-- name: message_release_controlled
+-- Messages a control held, in (or under) a scope, back to the queue: the claim query and
+-- the workers' checks hold them again if another control still covers them.
+UPDATE sluice_messages
+SET status = 'queued', hold_reason = NULL, run_at = %(now)s, updated_at = %(now)s
+WHERE status = 'held' AND hold_reason LIKE 'control:%%'
+  AND (%(tenant)s = '' OR tenant = %(tenant)s) AND (%(channel)s = '' OR channel = %(channel)s)
+  AND (%(provider)s = '' OR provider = %(provider)s) AND (%(action)s = '' OR action = %(action)s)
+RETURNING id::text
+
+-- name: message_hold_controlled
+-- Queued messages under a kill, moved to held in chunks (the claim query already skips
+-- them; holding makes them visible to `sluice held list`).
+UPDATE sluice_messages m
+SET status = 'held', hold_reason = %(reason)s, updated_at = %(now)s
+WHERE m.id IN (
+    SELECT id FROM sluice_messages
+    WHERE status = 'queued'
+      AND (%(tenant)s = '' OR tenant = %(tenant)s) AND (%(channel)s = '' OR channel = %(channel)s)
+      AND (%(provider)s = '' OR provider = %(provider)s)
+      AND (%(action)s = '' OR action = %(action)s)
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED)
+RETURNING m.id::text
+
+-- name: worker_ack
+UPDATE sluice_workers SET flow_version = greatest(flow_version, %(version)s),
+    flow_acked_at = %(now)s
+WHERE id = %(id)s
+
+-- name: flow_state_prepare
+-- Create the cells a limiter round needs (stamp -1: "did not exist") so that every
+-- worker then locks the same rows.
+INSERT INTO sluice_flow_state (key, value, stamp)
+SELECT k, 0, -1 FROM unnest(%(keys)s::text[]) AS k
+ON CONFLICT (key) DO NOTHING
+
+-- name: flow_state_lock
+-- In key order, so two workers never deadlock; the database's clock is the one clock
+-- every host shares.
+SELECT key, value, stamp, extract(epoch FROM clock_timestamp())::double precision
+FROM sluice_flow_state WHERE key = ANY(%(keys)s::text[])
+ORDER BY key
+FOR UPDATE
+
+-- name: flow_state_write
+UPDATE sluice_flow_state s
+SET value = w.value, stamp = w.stamp, expires_at = w.expires_at
+FROM unnest(%(keys)s::text[], %(values)s::double precision[], %(stamps)s::double precision[],
+            %(expires)s::double precision[]) AS w(key, value, stamp, expires_at)
+WHERE s.key = w.key
+
+-- name: flow_state_purge
+DELETE FROM sluice_flow_state WHERE expires_at < %(now)s
+
+-- name: flow_state_peek
+SELECT key, value, stamp FROM sluice_flow_state WHERE key = ANY(%(keys)s::text[])
+
+-- name: throttle_set
+INSERT INTO sluice_throttles (tenant, provider, until, reason, set_at)
+VALUES (%(tenant)s, %(provider)s, %(until)s, %(reason)s, %(now)s)
+ON CONFLICT (tenant, provider) DO UPDATE
+SET until = greatest(sluice_throttles.until, excluded.until), reason = excluded.reason,
+    set_at = excluded.set_at
+
+-- name: throttle_list
+SELECT tenant, provider, until, reason, set_at FROM sluice_throttles WHERE until > %(now)s
+ORDER BY tenant, provider
+
+-- name: throttle_purge
+DELETE FROM sluice_throttles WHERE until <= %(now)s
+
+-- name: limit_select
+SELECT kind, tenant, provider, action, spec::text, actor, reason, updated_at
+FROM sluice_limits ORDER BY kind, tenant, provider, action
+
+-- name: limit_upsert
+INSERT INTO sluice_limits (kind, tenant, provider, action, spec, actor, reason, updated_at)
+VALUES (%(kind)s, %(tenant)s, %(provider)s, %(action)s, %(spec)s::jsonb, %(actor)s, %(reason)s,
+        %(now)s)
+ON CONFLICT (kind, tenant, provider, action) DO UPDATE
+SET spec = excluded.spec, actor = excluded.actor, reason = excluded.reason,
+    updated_at = excluded.updated_at
+
+-- name: limit_delete
+DELETE FROM sluice_limits
+WHERE kind = %(kind)s AND tenant = %(tenant)s AND provider = %(provider)s AND action = %(action)s
+RETURNING kind
 
 -- name: audit_lock
 SELECT pg_advisory_xact_lock(7243312502)
@@ -228,7 +373,8 @@ UPDATE sluice_workers SET stopped_at = %(now)s, last_seen_at = %(now)s, in_fligh
 WHERE id = %(id)s
 
 -- name: worker_list
-SELECT id, host, pid, started_at, last_seen_at, stopped_at, in_flight, sent_total
+SELECT id, host, pid, started_at, last_seen_at, stopped_at, in_flight, sent_total,
+       flow_version, flow_acked_at
 FROM sluice_workers
 WHERE stopped_at IS NULL OR stopped_at > %(since)s
 ORDER BY started_at
@@ -341,3 +487,66 @@ SELECT id::text, tenant, provider, state, state_reason, state_changed_at, scopes
 FROM sluice_connections
 WHERE (tenant, provider) IN (
     SELECT * FROM unnest(%(tenants)s::text[], %(providers)s::text[]))
+
+-- name: breaker_report
+-- One worker's outcomes since its last sync, added to their buckets, and its successful
+-- probes, added to breakers that are still half-open; one statement. The batch comes
+-- sorted by (key, bucket), so two workers flushing at once lock rows in the same order.
+WITH counted AS (
+    INSERT INTO sluice_breaker_window AS w (key, bucket, ok, failed)
+    SELECT * FROM unnest(%(keys)s::text[], %(buckets)s::bigint[], %(oks)s::bigint[],
+                         %(faileds)s::bigint[])
+    ON CONFLICT (key, bucket) DO UPDATE
+    SET ok = w.ok + excluded.ok, failed = w.failed + excluded.failed
+    RETURNING 1
+), probed AS (
+    UPDATE sluice_breakers b
+    SET probes_ok = b.probes_ok + p.n, updated_at = %(now)s
+    FROM unnest(%(probe_keys)s::text[], %(probe_counts)s::int[]) AS p(key, n)
+    WHERE b.key = p.key AND b.state = 'half_open'
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM counted), (SELECT count(*) FROM probed)
+
+-- name: breaker_window
+SELECT key, sum(ok)::bigint, sum(failed)::bigint
+FROM sluice_breaker_window
+WHERE bucket >= %(since_bucket)s
+  AND (%(keys)s::text[] IS NULL OR key = ANY(%(keys)s::text[]))
+GROUP BY key
+
+-- name: breaker_list
+SELECT key, provider, tenant, state, since, retry_at, forced, reason, probes_ok, updated_at
+FROM sluice_breakers ORDER BY key
+
+-- name: breaker_transition
+-- Compare-and-swap on the state: with an expected state only a row in it and not forced
+-- moves (no row at all counts as closed, and is created); of two workers racing, the
+-- second finds the row moved, or its insert conflicts, and returns nothing.
+WITH moved AS (
+    UPDATE sluice_breakers
+    SET state = %(state)s, since = %(now)s, retry_at = %(retry_at)s::timestamptz,
+        forced = %(forced)s, reason = %(reason)s, probes_ok = 0, updated_at = %(now)s
+    WHERE key = %(key)s
+      AND (%(expected)s::text IS NULL OR (state = %(expected)s::text AND NOT forced))
+    RETURNING key
+), created AS (
+    INSERT INTO sluice_breakers (
+        key, provider, tenant, state, since, retry_at, forced, reason, probes_ok, updated_at)
+    SELECT %(key)s, %(provider)s, %(tenant)s, %(state)s, %(now)s::timestamptz,
+           %(retry_at)s::timestamptz, %(forced)s::boolean, %(reason)s, 0, %(now)s::timestamptz
+    WHERE NOT EXISTS (SELECT 1 FROM moved)
+      AND coalesce(%(expected)s::text, 'closed') = 'closed'
+    ON CONFLICT (key) DO NOTHING
+    RETURNING key
+)
+SELECT key FROM moved UNION ALL SELECT key FROM created
+
+-- name: breaker_clear_window
+DELETE FROM sluice_breaker_window WHERE key = %(key)s
+
+-- name: breaker_purge
+WITH gone AS (
+    DELETE FROM sluice_breaker_window WHERE bucket < %(before_bucket)s RETURNING 1
+)
+SELECT count(*) FROM gone

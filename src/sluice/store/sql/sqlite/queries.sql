@@ -34,13 +34,21 @@ UPDATE sluice_messages
 SET status = 'sending', attempts = attempts + 1, claim_seq = claim_seq + 1,
     worker_id = :worker_id, claimed_at = :now, lease_until = :lease_until, updated_at = :now
 WHERE id IN (
-    SELECT id FROM sluice_messages
-    WHERE status = 'queued' AND run_at <= :now
-    ORDER BY priority DESC, run_at
+    SELECT m.id FROM sluice_messages m
+    WHERE m.status = 'queued' AND m.run_at <= :now
+      -- Killed and paused scopes are never claimed (see the PostgreSQL query).
+      AND NOT EXISTS (
+          SELECT 1 FROM sluice_controls c
+          WHERE c.mode IN ('paused', 'killed')
+            AND (c.expires_at IS NULL OR c.expires_at > :now)
+            AND c.tenant IN ('', m.tenant) AND c.channel IN ('', m.channel)
+            AND c.provider IN ('', m.provider) AND c.action IN ('', m.action))
+    ORDER BY m.priority DESC, m.run_at
     LIMIT :limit
 )
 RETURNING id, tenant, channel, provider, action, recipient, payload, priority, run_at, attempts,
-          max_attempts, claim_seq, idempotency_key, correlation_id, scopes, created_at
+          max_attempts, claim_seq, idempotency_key, correlation_id, scopes, created_at,
+          approved_by
 
 -- name: message_complete
 UPDATE sluice_messages
@@ -86,7 +94,7 @@ WHERE id = :id AND status = 'sending' AND claim_seq = :claim_seq
 SELECT id, tenant, channel, provider, action, recipient, payload, priority, status, run_at,
        attempts, max_attempts, claim_seq, idempotency_key, correlation_id, scopes, created_at,
        updated_at, last_error_code, last_error, provider_message_id, worker_id, lease_until,
-       hold_reason
+       hold_reason, approved_by, approved_at
 FROM sluice_messages WHERE id = :id
 
 -- name: attempt_list
@@ -115,20 +123,132 @@ SELECT id FROM sluice_messages
 WHERE status = :status
   AND (:tenant IS NULL OR tenant = :tenant)
   AND (:channel IS NULL OR channel = :channel)
+  AND (:provider IS NULL OR provider = :provider)
+  AND (:action IS NULL OR action = :action)
   AND (:error_code IS NULL OR last_error_code = :error_code)
+  AND (:reason IS NULL OR instr(hold_reason, :reason) > 0)
   AND (:since IS NULL OR updated_at >= :since)
 ORDER BY updated_at, id
 LIMIT :limit
 
 -- name: message_requeue
 UPDATE sluice_messages
-SET status = 'queued', attempts = 0, run_at = :now, lease_until = NULL, updated_at = :now
+SET status = 'queued', attempts = 0, run_at = :now, lease_until = NULL, hold_reason = NULL,
+    updated_at = :now
 WHERE id = :id AND status = :from_status
 
 -- name: message_cancel
 UPDATE sluice_messages
 SET status = 'cancelled', lease_until = NULL, updated_at = :now
 WHERE id = :id AND status = :from_status
+
+-- name: message_approve
+UPDATE sluice_messages
+SET status = 'queued', run_at = :now, hold_reason = NULL, approved_by = :actor,
+    approved_at = :now, updated_at = :now
+WHERE id = :id AND status = :from_status
+
+-- name: flow_version
+SELECT version FROM sluice_flow_epoch WHERE id = 1
+
+-- name: flow_bump
+UPDATE sluice_flow_epoch SET version = version + 1, changed_at = :now WHERE id = 1
+RETURNING version
+
+-- name: control_select
+SELECT id, tenant, channel, provider, action, mode, actor, reason, created_at, expires_at,
+       version
+FROM sluice_controls ORDER BY tenant, channel, provider, action
+
+-- name: control_upsert
+INSERT INTO sluice_controls (
+    id, tenant, channel, provider, action, mode, actor, reason, created_at, expires_at, version)
+VALUES (:id, :tenant, :channel, :provider, :action, :mode, :actor, :reason, :now, :expires_at,
+        :version)
+ON CONFLICT (tenant, channel, provider, action) DO UPDATE
+SET mode = excluded.mode, actor = excluded.actor, reason = excluded.reason,
+    created_at = excluded.created_at, expires_at = excluded.expires_at,
+    version = excluded.version
+RETURNING id, tenant, channel, provider, action, mode, actor, reason, created_at, expires_at,
+          version
+
+-- name: control_delete
+DELETE FROM sluice_controls
+WHERE tenant = :tenant AND channel = :channel AND provider = :provider AND action = :action
+RETURNING id, tenant, channel, provider, action, mode, actor, reason, created_at, expires_at,
+          version
+
+-- name: control_delete_expired
+DELETE FROM sluice_controls WHERE expires_at IS NOT NULL AND expires_at <= :now
+RETURNING id, tenant, channel, provider, action, mode, actor, reason, created_at, expires_at,
+          version
+
+-- name: message_release_controlled
+UPDATE sluice_messages
+SET status = 'queued', hold_reason = NULL, run_at = :now, updated_at = :now
+WHERE status = 'held' AND hold_reason LIKE 'control:%'
+  AND (:tenant = '' OR tenant = :tenant) AND (:channel = '' OR channel = :channel)
+  AND (:provider = '' OR provider = :provider) AND (:action = '' OR action = :action)
+RETURNING id
+
+-- name: message_hold_controlled
+UPDATE sluice_messages
+SET status = 'held', hold_reason = :reason, updated_at = :now
+WHERE id IN (
+    SELECT id FROM sluice_messages
+    WHERE status = 'queued'
+      AND (:tenant = '' OR tenant = :tenant) AND (:channel = '' OR channel = :channel)
+      AND (:provider = '' OR provider = :provider) AND (:action = '' OR action = :action)
+    LIMIT :limit)
+RETURNING id
+
+-- name: worker_ack
+UPDATE sluice_workers SET flow_version = max(flow_version, :version), flow_acked_at = :now
+WHERE id = :id
+
+-- name: flow_state_prepare
+INSERT INTO sluice_flow_state (key, value, stamp) VALUES (:key, 0, -1)
+ON CONFLICT (key) DO NOTHING
+
+-- name: flow_state_select
+SELECT key, value, stamp FROM sluice_flow_state WHERE key = :key
+
+-- name: flow_state_write
+UPDATE sluice_flow_state SET value = :value, stamp = :stamp, expires_at = :expires_at
+WHERE key = :key
+
+-- name: flow_state_purge
+DELETE FROM sluice_flow_state WHERE expires_at < :now
+
+-- name: throttle_set
+INSERT INTO sluice_throttles (tenant, provider, until, reason, set_at)
+VALUES (:tenant, :provider, :until, :reason, :now)
+ON CONFLICT (tenant, provider) DO UPDATE
+SET until = max(sluice_throttles.until, excluded.until), reason = excluded.reason,
+    set_at = excluded.set_at
+
+-- name: throttle_list
+SELECT tenant, provider, until, reason, set_at FROM sluice_throttles WHERE until > :now
+ORDER BY tenant, provider
+
+-- name: throttle_purge
+DELETE FROM sluice_throttles WHERE until <= :now
+
+-- name: limit_select
+SELECT kind, tenant, provider, action, spec, actor, reason, updated_at
+FROM sluice_limits ORDER BY kind, tenant, provider, action
+
+-- name: limit_upsert
+INSERT INTO sluice_limits (kind, tenant, provider, action, spec, actor, reason, updated_at)
+VALUES (:kind, :tenant, :provider, :action, :spec, :actor, :reason, :now)
+ON CONFLICT (kind, tenant, provider, action) DO UPDATE
+SET spec = excluded.spec, actor = excluded.actor, reason = excluded.reason,
+    updated_at = excluded.updated_at
+
+-- name: limit_delete
+DELETE FROM sluice_limits
+WHERE kind = :kind AND tenant = :tenant AND provider = :provider AND action = :action
+RETURNING kind
 
 -- name: audit_last_hash
 SELECT hash FROM sluice_audit ORDER BY id DESC LIMIT 1
@@ -153,7 +273,8 @@ UPDATE sluice_workers SET stopped_at = :now, last_seen_at = :now, in_flight = 0
 WHERE id = :id
 
 -- name: worker_list
-SELECT id, host, pid, started_at, last_seen_at, stopped_at, in_flight, sent_total
+SELECT id, host, pid, started_at, last_seen_at, stopped_at, in_flight, sent_total,
+       flow_version, flow_acked_at
 FROM sluice_workers
 WHERE stopped_at IS NULL OR stopped_at > :since
 ORDER BY started_at
@@ -242,3 +363,44 @@ SELECT c.id, c.tenant, c.provider, c.state, c.state_reason, c.state_changed_at, 
 FROM sluice_connections c
 JOIN json_each(:pairs) AS p
   ON c.tenant = json_extract(p.value, '$[0]') AND c.provider = json_extract(p.value, '$[1]')
+
+-- name: breaker_count
+INSERT INTO sluice_breaker_window (key, bucket, ok, failed)
+VALUES (:key, :bucket, :ok, :failed)
+ON CONFLICT (key, bucket) DO UPDATE
+SET ok = ok + excluded.ok, failed = failed + excluded.failed
+
+-- name: breaker_probe_ok
+UPDATE sluice_breakers
+SET probes_ok = probes_ok + :n, updated_at = :now
+WHERE key = :key AND state = 'half_open'
+
+-- name: breaker_window
+SELECT key, sum(ok), sum(failed)
+FROM sluice_breaker_window
+WHERE bucket >= :since_bucket
+  AND (:keys IS NULL OR key IN (SELECT value FROM json_each(:keys)))
+GROUP BY key
+
+-- name: breaker_list
+SELECT key, provider, tenant, state, since, retry_at, forced, reason, probes_ok, updated_at
+FROM sluice_breakers ORDER BY key
+
+-- name: breaker_move
+-- Compare-and-swap on the state (see postgres/queries.sql, breaker_transition).
+UPDATE sluice_breakers
+SET state = :state, since = :now, retry_at = :retry_at, forced = :forced, reason = :reason,
+    probes_ok = 0, updated_at = :now
+WHERE key = :key AND (:expected IS NULL OR (state = :expected AND NOT forced))
+
+-- name: breaker_create
+INSERT INTO sluice_breakers (
+    key, provider, tenant, state, since, retry_at, forced, reason, probes_ok, updated_at)
+VALUES (:key, :provider, :tenant, :state, :now, :retry_at, :forced, :reason, 0, :now)
+ON CONFLICT (key) DO NOTHING
+
+-- name: breaker_clear_window
+DELETE FROM sluice_breaker_window WHERE key = :key
+
+-- name: breaker_purge
+DELETE FROM sluice_breaker_window WHERE bucket < :before_bucket

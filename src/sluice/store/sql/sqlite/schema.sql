@@ -56,7 +56,8 @@ CREATE TABLE sluice_attempts (
     provider        TEXT NOT NULL,
     started_at      REAL NOT NULL,
     finished_at     REAL NOT NULL,
-    outcome         TEXT NOT NULL CHECK (outcome IN ('sent', 'failed', 'throttled', 'lease_expired')),
+    outcome         TEXT NOT NULL CHECK (outcome IN (
+                        'sent', 'failed', 'throttled', 'lease_expired', 'shadowed')),
     error_code      TEXT,
     error_class     TEXT,
     provider_status TEXT,
@@ -123,3 +124,82 @@ CREATE TABLE sluice_connections (
 
 CREATE INDEX sluice_messages_held
     ON sluice_messages (tenant, provider, run_at) WHERE status = 'held';
+
+-- 0003: flow controls. Columns added by ALTER TABLE, as the migration does, so the
+-- stored table definitions match.
+CREATE TABLE sluice_controls (
+    id         TEXT PRIMARY KEY,
+    tenant     TEXT NOT NULL DEFAULT '',
+    channel    TEXT NOT NULL DEFAULT '',
+    provider   TEXT NOT NULL DEFAULT '',
+    action     TEXT NOT NULL DEFAULT '',
+    mode       TEXT NOT NULL CHECK (mode IN ('live', 'paused', 'shadow', 'approval', 'killed')),
+    actor      TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL,
+    version    INTEGER NOT NULL,
+    CONSTRAINT sluice_controls_one_per_scope UNIQUE (tenant, channel, provider, action)
+);
+
+CREATE TABLE sluice_flow_epoch (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    version    INTEGER NOT NULL,
+    changed_at REAL
+);
+INSERT INTO sluice_flow_epoch (id, version) VALUES (1, 0);
+
+ALTER TABLE sluice_workers ADD COLUMN flow_version INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sluice_workers ADD COLUMN flow_acked_at REAL;
+
+ALTER TABLE sluice_messages ADD COLUMN approved_by TEXT;
+ALTER TABLE sluice_messages ADD COLUMN approved_at REAL;
+
+CREATE TABLE sluice_limits (
+    kind       TEXT NOT NULL CHECK (kind IN ('rate', 'quota', 'recipient', 'action', 'concurrency')),
+    tenant     TEXT NOT NULL DEFAULT '',
+    provider   TEXT NOT NULL DEFAULT '',
+    action     TEXT NOT NULL DEFAULT '',
+    spec       TEXT NOT NULL,
+    actor      TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (kind, tenant, provider, action)
+);
+
+CREATE TABLE sluice_flow_state (
+    key        TEXT PRIMARY KEY,
+    value      REAL NOT NULL,
+    stamp      REAL NOT NULL,
+    expires_at REAL
+);
+
+CREATE TABLE sluice_breakers (
+    key         TEXT PRIMARY KEY,
+    provider    TEXT NOT NULL,
+    tenant      TEXT NOT NULL DEFAULT '',
+    state       TEXT NOT NULL CHECK (state IN ('closed', 'open', 'half_open')),
+    since       REAL NOT NULL,
+    retry_at    REAL,
+    forced      INTEGER NOT NULL DEFAULT 0,
+    reason      TEXT,
+    probes_ok   INTEGER NOT NULL DEFAULT 0,
+    updated_at  REAL NOT NULL
+);
+
+CREATE TABLE sluice_breaker_window (
+    key    TEXT NOT NULL,
+    bucket INTEGER NOT NULL,
+    ok     INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (key, bucket)
+);
+
+CREATE TABLE sluice_throttles (
+    tenant   TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    until    REAL NOT NULL,
+    reason   TEXT,
+    set_at   REAL NOT NULL,
+    PRIMARY KEY (tenant, provider)
+);

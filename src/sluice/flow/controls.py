@@ -1,0 +1,241 @@
+"""Controls: the operator's switches over every side effect.
+
+A control is a *scope* — any combination of tenant, channel, provider and action, each
+either named or "any" — and a *mode*. Where several controls cover a message, the most
+restrictive mode wins; where none does, the configured default applies (``live``, or
+``approval`` to fail closed).
+
+Modes, least to most restrictive:
+
+- ``live``: send.
+- ``approval``: hold each message until an operator approves it (``sluice approve``).
+- ``shadow``: send nothing, record what would have been sent (status ``shadowed``).
+  More restrictive than approval: a shadowed scope never produces a real side effect,
+  an approved one does.
+- ``paused``: leave messages queued; nothing is claimed.
+- ``killed``: hold messages; nothing leaves. Held messages wait for ``sluice resume`` or
+  an explicit release or cancel.
+
+Killed and paused scopes are excluded in the claim query itself (atomically, in the
+database). Every worker also checks the mode of each message immediately before its
+provider call against its latest snapshot of the controls, and acknowledges each new
+snapshot only once the sends it admitted under the old one in a newly restricted
+scope have finished — so when ``sluice kill`` returns, no new side effect in that
+scope starts anywhere.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sluice.errors import ValidationError
+
+if TYPE_CHECKING:
+    from sluice.store.base import AuditEntry
+
+__all__ = [
+    "CONTROL_PREFIX",
+    "Control",
+    "ControlSnapshot",
+    "Mode",
+    "Scope",
+    "control_audit",
+    "control_hold_reason",
+]
+
+#: ``hold_reason`` of messages held by a control starts with this.
+CONTROL_PREFIX = "control:"
+
+
+class Mode(enum.StrEnum):
+    """What a control does to the messages in its scope."""
+
+    LIVE = "live"
+    APPROVAL = "approval"
+    SHADOW = "shadow"
+    PAUSED = "paused"
+    KILLED = "killed"
+
+    @property
+    def rank(self) -> int:
+        """Higher is more restrictive."""
+        return _RANK[self]
+
+    @classmethod
+    def parse(cls, raw: str) -> Mode:
+        try:
+            return cls(raw.strip().lower())
+        except ValueError:
+            raise ValidationError(
+                "mode", f"must be one of {', '.join(m.value for m in cls)}, not {raw!r}"
+            ) from None
+
+
+_RANK = {Mode.LIVE: 0, Mode.APPROVAL: 1, Mode.SHADOW: 2, Mode.PAUSED: 3, Mode.KILLED: 4}
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Which messages a control covers; ``""`` in a field means any."""
+
+    tenant: str = ""
+    channel: str = ""
+    provider: str = ""
+    action: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("tenant", "channel", "provider", "action"):
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                raise ValidationError(name, f"must be text, not {type(value).__name__}")
+            if value != value.strip() or len(value) > 200 or "\x00" in value:
+                raise ValidationError(
+                    name, f"{value!r} must be at most 200 characters without surrounding spaces"
+                )
+
+    @classmethod
+    def of(
+        cls,
+        tenant: str | None = None,
+        channel: str | None = None,
+        provider: str | None = None,
+        action: str | None = None,
+    ) -> Scope:
+        return cls(tenant or "", channel or "", provider or "", action or "")
+
+    @property
+    def is_global(self) -> bool:
+        return not (self.tenant or self.channel or self.provider or self.action)
+
+    def covers(self, tenant: str, channel: str, provider: str, action: str) -> bool:
+        return (
+            (not self.tenant or self.tenant == tenant)
+            and (not self.channel or self.channel == channel)
+            and (not self.provider or self.provider == provider)
+            and (not self.action or self.action == action)
+        )
+
+    def __str__(self) -> str:
+        parts = [
+            f"{name}={value}"
+            for name, value in (
+                ("tenant", self.tenant),
+                ("channel", self.channel),
+                ("provider", self.provider),
+                ("action", self.action),
+            )
+            if value
+        ]
+        return " ".join(parts) or "global"
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {
+            "tenant": self.tenant or None,
+            "channel": self.channel or None,
+            "provider": self.provider or None,
+            "action": self.action or None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """One scope's mode, who set it, why, and until when."""
+
+    id: str
+    scope: Scope
+    mode: Mode
+    actor: str
+    reason: str
+    created_at: datetime
+    expires_at: datetime | None
+    version: int
+
+    def active(self, now: datetime) -> bool:
+        return self.expires_at is None or self.expires_at > now
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "scope": str(self.scope),
+            **self.scope.as_dict(),
+            "mode": self.mode.value,
+            "actor": self.actor,
+            "reason": self.reason,
+            "created_at": self.created_at.isoformat(),
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+            "version": self.version,
+        }
+
+
+def control_hold_reason(control: Control) -> str:
+    """The ``hold_reason`` of a message held by ``control``."""
+    return (
+        f"{CONTROL_PREFIX}{control.mode.value} ({control.scope}) by {control.actor}: "
+        f"{control.reason}"
+    )[:500]
+
+
+@dataclass(frozen=True, slots=True)
+class ControlSnapshot:
+    """The controls as of one flow epoch, and the mode they give each message."""
+
+    version: int
+    controls: tuple[Control, ...] = ()
+    default: Mode = Mode.LIVE
+
+    def decide(
+        self, tenant: str, channel: str, provider: str, action: str, now: datetime
+    ) -> tuple[Mode, Control | None]:
+        """The most restrictive mode covering the message, and the control that set it
+        (``None`` when the default applies)."""
+        best: Control | None = None
+        for control in self.controls:
+            if not control.active(now) or not control.scope.covers(
+                tenant, channel, provider, action
+            ):
+                continue
+            if best is None or control.mode.rank > best.mode.rank:
+                best = control
+        if best is None:
+            return self.default, None
+        return best.mode, best
+
+    def restricted_since(
+        self, older: ControlSnapshot, keys: Iterable[tuple[str, str, str, str]], now: datetime
+    ) -> list[tuple[str, str, str, str]]:
+        """The (tenant, channel, provider, action) of ``keys`` whose mode is now more
+        restrictive than under ``older``: sends admitted under ``older`` there must
+        finish before this snapshot is acknowledged."""
+        out = []
+        for key in keys:
+            new, _ = self.decide(*key, now)
+            old, _ = older.decide(*key, now)
+            if new.rank > old.rank:
+                out.append(key)
+        return out
+
+
+def control_audit(
+    action: str, control: Control, now: datetime, actor: str, reason: str, **extra: Any
+) -> AuditEntry:
+    """The audit row of a change to ``control`` (``control.set``, ``control.expired``)."""
+    from sluice.store.base import AuditEntry  # the store's types import this module
+
+    return AuditEntry(
+        at=now,
+        actor=actor,
+        action=action,
+        target=str(control.scope),
+        reason=reason,
+        detail={
+            "scope": control.scope.as_dict(),
+            "mode": control.mode.value,
+            "expires_at": control.expires_at.isoformat() if control.expires_at else None,
+            "version": control.version,
+            **extra,
+        },
+    )

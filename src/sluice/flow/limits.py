@@ -1,0 +1,447 @@
+"""Limits: token buckets, windowed quotas, per-recipient caps and cooldowns, action caps.
+
+A *limit* is declared in ``sluice.toml`` (``[[limits]]`` tables) or set at run time
+(``sluice limits set``, audited, stored, overriding the file's entry of the same key):
+
+=============  ==========================================  ================================
+kind           fields                                      a message over it is …
+=============  ==========================================  ================================
+``rate``       ``rate`` (per second), ``burst``            deferred to when a token is free
+``quota``      ``limit``, ``window`` (``1d``),             deferred to the next window;
+               ``urgent_priority``, ``reserve`` (0.05)     below ``urgent_priority`` already
+                                                           when only ``reserve`` is left
+``recipient``  ``max``, ``window`` and/or ``cooldown``     held (a runaway loop, RB-10)
+``action``     ``max``, ``window``                         deferred to the next window
+``concurrency`` ``max`` (sends in flight, per worker)      waits for a free slot
+=============  ==========================================  ================================
+
+``tenant``, ``provider`` and ``action`` select the messages a limit applies to; empty
+means all of them *together* (a ``rate`` limit with only ``provider = "twilio"`` is one
+bucket shared by every tenant). Recipient caps always count per (tenant, action,
+recipient).
+
+The shared state — bucket levels, window counters, last-send times — lives in Redis
+(``SLUICE_REDIS_URL``: one Lua script call per claimed batch, atomic) or in the store.
+Both run the same algorithm (``evaluate`` here; ``limits.lua`` for Redis) and pass the
+same test suite. A batch is decided message by message, in claim order, each message
+all-or-nothing: a refused message takes no token from any of its buckets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sluice.errors import ConfigError, ValidationError
+from sluice.model import Message
+
+__all__ = [
+    "KINDS",
+    "QUOTA_THRESHOLDS",
+    "Cell",
+    "Check",
+    "Decision",
+    "LimitSpec",
+    "Request",
+    "evaluate",
+    "parse_limits",
+    "requests_for",
+]
+
+KINDS = ("rate", "quota", "recipient", "action", "concurrency")
+#: Quota use recorded as an event (audit row, log line) when first crossed in a window.
+QUOTA_THRESHOLDS = (0.70, 0.85, 0.95)
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _seconds(where: str, raw: Any) -> float:
+    if isinstance(raw, bool):
+        raise ConfigError(f"{where} must be a duration like 90s, 15m, 1h, 1d")
+    if isinstance(raw, int | float):
+        value = float(raw)
+    elif isinstance(raw, str) and raw.strip():
+        text = raw.strip().lower()
+        try:
+            value = float(text[:-1]) * _UNITS[text[-1]] if text[-1] in _UNITS else float(text)
+        except ValueError:
+            raise ConfigError(f"{where} {raw!r} is not a duration like 90s, 15m, 1h, 1d") from None
+    else:
+        raise ConfigError(f"{where} must be a duration like 90s, 15m, 1h, 1d")
+    if not (value > 0 and math.isfinite(value)):
+        raise ConfigError(f"{where} must be positive")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSpec:
+    """One limit, as declared (see the module docstring for the fields of each kind)."""
+
+    kind: str
+    tenant: str = ""
+    provider: str = ""
+    action: str = ""
+    rate: float | None = None
+    burst: float | None = None
+    limit: int | None = None
+    window: float | None = None
+    urgent_priority: int | None = None
+    reserve: float = 0.05
+    max: int | None = None
+    cooldown: float | None = None
+    source: str = "config"
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.kind, self.tenant, self.provider, self.action)
+
+    def applies(self, msg: Message) -> bool:
+        return (
+            (not self.tenant or self.tenant == msg.tenant)
+            and (not self.provider or self.provider == msg.provider)
+            and (not self.action or self.action == msg.action)
+        )
+
+    def label(self) -> str:
+        scope = " ".join(
+            f"{n}={v}"
+            for n, v in (
+                ("tenant", self.tenant),
+                ("provider", self.provider),
+                ("action", self.action),
+            )
+            if v
+        )
+        return f"{self.kind}({scope or 'all'})"
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in dataclasses.asdict(self).items() if v not in (None, "")}
+        out["kind"] = self.kind
+        return out
+
+    def spec_dict(self) -> dict[str, Any]:
+        """The fields stored for a run-time limit (scope and source left out)."""
+        skip = {"kind", "tenant", "provider", "action", "source"}
+        return {
+            k: v for k, v in dataclasses.asdict(self).items() if k not in skip and v is not None
+        }
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any], where: str, source: str = "config") -> LimitSpec:
+        """A limit from a TOML table or a stored row; ``ConfigError`` naming the field."""
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{where} must be a table")
+        allowed = {f.name for f in dataclasses.fields(cls)} - {"source"}
+        unknown = sorted(set(raw) - allowed)
+        if unknown:
+            raise ConfigError(f"{where}: unknown field {unknown[0]!r}")
+        kind = raw.get("kind")
+        if kind not in KINDS:
+            raise ConfigError(f"{where}.kind must be one of {', '.join(KINDS)}, not {kind!r}")
+        values: dict[str, Any] = {"kind": kind, "source": source}
+        for name in ("tenant", "provider", "action"):
+            value = raw.get(name, "")
+            if not isinstance(value, str) or len(value) > 200:
+                raise ConfigError(f"{where}.{name} must be text")
+            values[name] = value
+
+        def number(name: str, *, integer: bool = False, minimum: float = 0) -> Any:
+            value = raw.get(name)
+            if value is None:
+                return None
+            bad = isinstance(value, bool) or not isinstance(value, int | float)
+            if bad or (integer and isinstance(value, float)) or not math.isfinite(value):
+                kind_word = "a whole number" if integer else "a number"
+                raise ConfigError(f"{where}.{name} must be {kind_word}, not {value!r}")
+            if value <= minimum and not (minimum == 0 and name == "urgent_priority"):
+                raise ConfigError(f"{where}.{name} must be greater than {minimum:g}")
+            return value
+
+        need: dict[str, tuple[str, ...]] = {
+            "rate": ("rate",),
+            "quota": ("limit", "window"),
+            "recipient": (),
+            "action": ("max", "window"),
+            "concurrency": ("max",),
+        }
+        values["rate"] = number("rate")
+        values["burst"] = number("burst")
+        values["limit"] = number("limit", integer=True)
+        values["max"] = number("max", integer=True)
+        urgent = raw.get("urgent_priority")
+        if urgent is not None and (isinstance(urgent, bool) or not isinstance(urgent, int)):
+            raise ConfigError(f"{where}.urgent_priority must be a whole number")
+        values["urgent_priority"] = urgent
+        if "reserve" in raw:
+            reserve = raw["reserve"]
+            if isinstance(reserve, bool) or not isinstance(reserve, int | float):
+                raise ConfigError(f"{where}.reserve must be a fraction between 0 and 1")
+            if not 0 <= reserve < 1:
+                raise ConfigError(f"{where}.reserve must be a fraction between 0 and 1")
+            values["reserve"] = float(reserve)
+        for name in ("window", "cooldown"):
+            if raw.get(name) is not None:
+                values[name] = _seconds(f"{where}.{name}", raw[name])
+        for name in need[kind]:
+            if values.get(name) is None:
+                raise ConfigError(f"{where}: a {kind} limit needs {name}")
+        if kind == "rate" and values["burst"] is None:
+            values["burst"] = max(1.0, float(values["rate"]))
+        if kind == "rate" and values["burst"] < 1:
+            raise ConfigError(f"{where}.burst must be at least 1")
+        counted = values["max"] is not None and values.get("window")
+        if kind == "recipient" and values.get("cooldown") is None and not counted:
+            raise ConfigError(f"{where}: a recipient limit needs max and window, or cooldown")
+        return cls(**values)
+
+
+def parse_limits(table: Any, source: str = "sluice.toml") -> list[LimitSpec]:
+    """The ``[[limits]]`` of a TOML document; ``ConfigError`` naming the entry and field."""
+    if table is None:
+        return []
+    if not isinstance(table, list):
+        raise ConfigError(f"{source}: limits must be an array of tables ([[limits]])")
+    specs = [LimitSpec.parse(raw, f"{source}: limits[{i}]") for i, raw in enumerate(table)]
+    seen: dict[tuple[str, str, str, str], int] = {}
+    for i, spec in enumerate(specs):
+        if spec.key in seen:
+            raise ConfigError(
+                f"{source}: limits[{i}] repeats limits[{seen[spec.key]}] ({spec.label()})"
+            )
+        seen[spec.key] = i
+    return specs
+
+
+def load_limits(path: Any) -> list[LimitSpec]:
+    """The limits of the TOML file at ``path``."""
+    import tomllib
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        document = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_limits(document.get("limits"), str(path))
+
+
+def merge(configured: Iterable[LimitSpec], runtime: Iterable[LimitSpec]) -> list[LimitSpec]:
+    """Run-time limits replace configured ones of the same key."""
+    out = {s.key: s for s in configured}
+    out.update({s.key: s for s in runtime})
+    return sorted(out.values(), key=lambda s: s.key)
+
+
+# -- the algorithm ----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Cell:
+    """One piece of shared state: a bucket (tokens, last refill), a counter (count) or a
+    last-send time (value = time). ``stamp < 0`` means the cell did not exist."""
+
+    value: float
+    stamp: float
+    expires_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One condition a message must meet.
+
+    ``bucket``: take a token (``rate``, ``burst``). ``count``: ``count < limit`` in the
+    window ending at ``window_end`` (``low_limit`` for messages below ``urgent``).
+    ``cooldown``: ``now - last >= cooldown``. ``hold``: refuse by holding, not deferring.
+    """
+
+    key: str
+    kind: str
+    label: str
+    rate: float = 0.0
+    burst: float = 0.0
+    limit: int = 0
+    low_limit: int = 0
+    urgent: bool = True
+    window_end: float = 0.0
+    cooldown: float = 0.0
+    hold: bool = False
+    #: Quota: record threshold crossings.
+    quota: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    message_id: str
+    checks: tuple[Check, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """``ok``, or refused: ``retry_at`` (defer) or ``hold`` (a reason)."""
+
+    message_id: str
+    ok: bool
+    retry_at: float | None = None
+    hold: str | None = None
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class Outcome:
+    decisions: list[Decision] = field(default_factory=list)
+    #: (label, key, fraction) of every quota threshold first crossed.
+    events: list[tuple[str, str, float]] = field(default_factory=list)
+
+
+def evaluate(
+    state: dict[str, Cell],
+    requests: Sequence[Request],
+    now: float,
+    rng: random.Random | None = None,
+) -> Outcome:
+    """Decide ``requests`` in order against ``state`` at ``now``, updating ``state`` in
+    place (the caller writes back the cells it was given)."""
+    rng = rng or random.Random()
+    out = Outcome()
+    refused: dict[str, int] = {}  # per bucket: refusals so far, to spread their retries
+    for req in requests:
+        failed: Check | None = None
+        retry_at = now
+        levels: dict[str, float] = {}
+        for check in req.checks:
+            cell = state.get(check.key)
+            if check.kind == "bucket":
+                if cell is None or cell.stamp < 0:
+                    tokens = check.burst
+                else:
+                    tokens = min(check.burst, cell.value + max(0.0, now - cell.stamp) * check.rate)
+                levels[check.key] = tokens
+                if tokens < 1.0:
+                    n = refused.get(check.key, 0)
+                    refused[check.key] = n + 1
+                    wait = (n + 1.0 - tokens) / check.rate
+                    failed, retry_at = check, max(retry_at, now + wait * (1 + 0.1 * rng.random()))
+                    break
+            elif check.kind == "count":
+                count = 0.0 if cell is None or cell.stamp < 0 else cell.value
+                allowed = check.limit if check.urgent else check.low_limit
+                if count >= allowed:
+                    failed, retry_at = check, max(retry_at, check.window_end + rng.random())
+                    break
+            elif check.kind == "cooldown":
+                last = None if cell is None or cell.stamp < 0 else cell.value
+                if last is not None and now - last < check.cooldown:
+                    failed, retry_at = check, max(retry_at, last + check.cooldown)
+                    break
+            else:  # pragma: no cover - the kinds are fixed above
+                raise ValueError(f"unknown check kind {check.kind!r}")
+        if failed is not None:
+            if failed.hold:
+                reason = f"limit: {failed.label} reached; release or cancel to decide"
+                out.decisions.append(Decision(req.message_id, False, hold=reason, reason=reason))
+            else:
+                out.decisions.append(
+                    Decision(req.message_id, False, retry_at=retry_at, reason=failed.label)
+                )
+            continue
+        for check in req.checks:
+            cell = state.get(check.key)
+            if check.kind == "bucket":
+                ttl = now + check.burst / check.rate + 60.0
+                state[check.key] = Cell(levels[check.key] - 1.0, now, ttl)
+            elif check.kind == "count":
+                before = 0.0 if cell is None or cell.stamp < 0 else cell.value
+                state[check.key] = Cell(before + 1.0, now, check.window_end + 60.0)
+                if check.quota:
+                    for t in QUOTA_THRESHOLDS:
+                        if before < t * check.limit <= before + 1.0:
+                            out.events.append((check.label, check.key, t))
+            elif check.kind == "cooldown":
+                state[check.key] = Cell(now, now, now + check.cooldown + 60.0)
+        out.decisions.append(Decision(req.message_id, True))
+    return out
+
+
+def requests_for(
+    specs: Sequence[LimitSpec], messages: Iterable[Message], now: float
+) -> list[Request]:
+    """The checks every message must pass under ``specs`` (messages with none left out)."""
+    out = []
+    for msg in messages:
+        checks: list[Check] = []
+        for spec in specs:
+            if spec.kind == "concurrency" or not spec.applies(msg):
+                continue
+            label = spec.label()
+            scope = f"{spec.tenant}|{spec.provider}|{spec.action}"
+            if spec.kind == "rate":
+                assert spec.rate is not None and spec.burst is not None
+                checks.append(
+                    Check(f"b:{scope}", "bucket", label, rate=spec.rate, burst=spec.burst)
+                )
+            elif spec.kind == "quota":
+                assert spec.limit is not None and spec.window is not None
+                start = math.floor(now / spec.window) * spec.window
+                urgent = spec.urgent_priority is None or msg.priority >= spec.urgent_priority
+                low = math.floor(spec.limit * (1.0 - spec.reserve))
+                checks.append(
+                    Check(
+                        f"q:{scope}:{int(start)}",
+                        "count",
+                        label,
+                        limit=spec.limit,
+                        low_limit=low,
+                        urgent=urgent,
+                        window_end=start + spec.window,
+                        quota=True,
+                    )
+                )
+            elif spec.kind == "action":
+                assert spec.max is not None and spec.window is not None
+                start = math.floor(now / spec.window) * spec.window
+                checks.append(
+                    Check(
+                        f"a:{scope}:{int(start)}",
+                        "count",
+                        label,
+                        limit=spec.max,
+                        low_limit=spec.max,
+                        window_end=start + spec.window,
+                    )
+                )
+            elif spec.kind == "recipient":
+                who = f"{msg.tenant}|{msg.action}|{msg.recipient}"
+                if spec.max is not None and spec.window:
+                    start = math.floor(now / spec.window) * spec.window
+                    checks.append(
+                        Check(
+                            f"r:{scope}:{who}:{int(start)}",
+                            "count",
+                            label,
+                            limit=spec.max,
+                            low_limit=spec.max,
+                            window_end=start + spec.window,
+                            hold=True,
+                        )
+                    )
+                if spec.cooldown:
+                    checks.append(
+                        Check(f"c:{scope}:{who}", "cooldown", label, cooldown=spec.cooldown)
+                    )
+        if checks:
+            out.append(Request(msg.id, tuple(checks)))
+    return out
+
+
+def validate_runtime(raw: Mapping[str, Any]) -> LimitSpec:
+    """A limit given at run time (CLI, API): ``ValidationError`` naming the field."""
+    try:
+        return LimitSpec.parse(raw, "limit", source="runtime")
+    except ConfigError as exc:
+        text = str(exc)
+        name = text.split(":", 1)[0] if ":" in text else "limit"
+        raise ValidationError(name, text) from None

@@ -1,0 +1,136 @@
+"""Limits at run time: list (with quota use), set, clear — audited, shared with every
+worker through the flow epoch. Shared by the CLI and the Python API."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sluice.clock import Clock, SystemClock
+from sluice.config import Settings
+from sluice.errors import NotFound, ValidationError
+from sluice.flow.limits import Cell, LimitSpec, merge, validate_runtime
+from sluice.store.base import LimitRow, Store
+
+__all__ = ["LimitView", "limit_clear", "limit_list", "limit_set"]
+
+
+@dataclass(frozen=True, slots=True)
+class LimitView:
+    """A limit in force, where it comes from, and — for quotas — how much is used."""
+
+    spec: LimitSpec
+    used: int | None = None
+    remaining: int | None = None
+    window_ends: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out = self.spec.as_dict()
+        out["label"] = self.spec.label()
+        if self.used is not None:
+            out.update(used=self.used, remaining=self.remaining, window_ends=self.window_ends)
+        return out
+
+
+def _need(actor: str, reason: str) -> None:
+    if not actor or not actor.strip():
+        raise ValidationError("actor", "is required: who is doing this")
+    if not reason or not reason.strip():
+        raise ValidationError("reason", "is required: why (it goes to the audit log)")
+
+
+async def limit_set(
+    store: Store,
+    raw: Mapping[str, Any],
+    *,
+    actor: str,
+    reason: str,
+    clock: Clock | None = None,
+) -> LimitSpec:
+    """Set a limit at run time (replacing the file's of the same scope); audited."""
+    _need(actor, reason)
+    spec = validate_runtime(raw)
+    now = (clock or SystemClock()).now()
+    await store.limit_set(
+        LimitRow(
+            spec.kind, spec.tenant, spec.provider, spec.action, spec.spec_dict(), actor, reason, now
+        )
+    )
+    return spec
+
+
+async def limit_clear(
+    store: Store,
+    kind: str,
+    *,
+    tenant: str = "",
+    provider: str = "",
+    action: str = "",
+    actor: str,
+    reason: str,
+    clock: Clock | None = None,
+) -> None:
+    """Remove a run-time limit; ``NotFound`` if there is none of that scope."""
+    _need(actor, reason)
+    now = (clock or SystemClock()).now()
+    if not await store.limit_clear(
+        kind, tenant, provider, action, actor=actor, reason=reason, now=now
+    ):
+        raise NotFound(f"no run-time {kind} limit for that scope (limits in sluice.toml stay)")
+
+
+async def limit_list(
+    store: Store,
+    configured: Sequence[LimitSpec],
+    settings: Settings | None = None,
+    clock: Clock | None = None,
+) -> list[LimitView]:
+    """Every limit in force; quotas with their use in the current window, read where the
+    workers keep it (Redis when ``settings.redis_url`` is set, else the store)."""
+    now = (clock or SystemClock()).now().timestamp()
+    runtime = [
+        LimitSpec.parse(
+            {
+                **r.spec,
+                "kind": r.kind,
+                "tenant": r.tenant,
+                "provider": r.provider,
+                "action": r.action,
+            },
+            "run-time limit",
+            source="runtime",
+        )
+        for r in await store.limit_list()
+    ]
+    views = []
+    for spec in merge(configured, runtime):
+        if spec.kind != "quota" or spec.limit is None or spec.window is None:
+            views.append(LimitView(spec))
+            continue
+        start = math.floor(now / spec.window) * spec.window
+        key = f"q:{spec.tenant}|{spec.provider}|{spec.action}:{int(start)}"
+
+        def peek(state: dict[str, Cell], _now: float, key: str = key) -> int:
+            cell = state.get(key)
+            return 0 if cell is None or cell.stamp < 0 else int(cell.value)
+
+        if settings is not None and settings.redis_url:
+            used = await _redis_count(settings, key)
+        else:
+            used = await store.flow_state_apply([key], peek)
+        views.append(LimitView(spec, used, max(0, spec.limit - used), start + spec.window))
+    return views
+
+
+async def _redis_count(settings: Settings, key: str) -> int:
+    import redis.asyncio as aioredis
+
+    assert settings.redis_url is not None
+    client = aioredis.from_url(settings.redis_url, socket_connect_timeout=2.0)
+    try:
+        value = await client.hget(settings.redis_prefix + "limit:" + key, "v")
+    finally:
+        await client.aclose()
+    return 0 if value is None else int(float(value))

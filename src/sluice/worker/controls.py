@@ -1,0 +1,176 @@
+"""A worker's view of the controls, and its acknowledgement of each change.
+
+The worker polls the flow epoch every ``control_poll`` seconds. When it changed, it
+loads the controls, swaps its snapshot (every send checked from then on sees the new
+modes), waits for the sends it admitted under the old snapshot in any scope the change
+made more restrictive, and only then records the new epoch as acknowledged. That is
+the fence ``sluice kill`` waits on: after every live worker acknowledged, no new side
+effect in the killed scope starts anywhere, and none admitted earlier is still in flight.
+
+The same loop removes expired controls (auto-revert, audited) and moves queued messages
+under a kill to ``held`` so that operators see them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from sluice.clock import Clock
+from sluice.config import Settings
+from sluice.errors import SluiceError
+from sluice.flow.controls import Control, ControlSnapshot, Mode
+from sluice.model import Message
+from sluice.store.base import Store
+
+__all__ = ["ControlWatch", "ScopeKey", "scope_key"]
+
+ScopeKey = tuple[str, str, str, str]
+
+#: Seconds between sweeps for expired controls and for queued messages under a kill.
+SWEEP_INTERVAL = 1.0
+
+
+def scope_key(msg: Message, provider: str | None = None) -> ScopeKey:
+    """(tenant, channel, provider, action) of a message — ``provider`` when routed."""
+    return (msg.tenant, msg.channel, provider or msg.provider, msg.action)
+
+
+class ControlWatch:
+    """The controls as this worker applies them, kept current and acknowledged."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        *,
+        worker_id: str,
+        clock: Clock,
+        logger: Any,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.worker_id = worker_id
+        self.clock = clock
+        self.log = logger
+        self.snapshot = ControlSnapshot(-1, (), Mode(settings.default_mode))
+        self.acked = -1
+        self._admitted: dict[int, tuple[ScopeKey, asyncio.Future[None]]] = {}
+        self._seq = itertools.count()
+        self._last_sweep = 0.0
+        self._restricted: set[ScopeKey] = set()
+        #: Called with the new epoch after each reload (limits reload on the same epoch).
+        self.on_reload: list[Callable[[int], Awaitable[None]]] = []
+        #: Called with the epoch on every poll (throttle marks, breaker states).
+        self.on_poll: list[Callable[[int], Awaitable[None]]] = []
+
+    # -- checking sends ------------------------------------------------------------
+
+    def decide(self, key: ScopeKey, now: datetime) -> tuple[Mode, Control | None]:
+        """The mode that applies to a send in ``key`` now."""
+        return self.snapshot.decide(*key, now)
+
+    def admit(self, key: ScopeKey) -> int:
+        """Register a send about to start under the current snapshot; ``done`` when over.
+
+        Call it in the same step as ``decide`` (no ``await`` between): the fence of the
+        next reload then either sees this send or this send saw the new snapshot.
+        """
+        n = next(self._seq)
+        self._admitted[n] = (key, asyncio.get_running_loop().create_future())
+        return n
+
+    def done(self, token: int) -> None:
+        entry = self._admitted.pop(token, None)
+        if entry is not None and not entry[1].done():
+            entry[1].set_result(None)
+
+    # -- keeping current -----------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the controls and acknowledge them before the first claim (raises)."""
+        await self._sweep()
+        version = await self.store.flow_version()
+        await self._reload(version)
+        for hook in self.on_poll:
+            await hook(version)
+
+    async def poll(self) -> None:
+        """One round: reload and acknowledge if the epoch moved; sweep now and then."""
+        try:
+            version = await self.store.flow_version()
+            if version != self.snapshot.version or self.acked < version:
+                await self._reload(version)
+            for hook in self.on_poll:
+                await hook(version)
+            await self._sweep()
+        except SluiceError as exc:
+            self.log.warning("could not refresh controls", error=str(exc))
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            await self.poll()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), self.settings.control_poll)
+
+    async def _reload(self, version: int) -> None:
+        now = self.clock.now()
+        if version != self.snapshot.version:
+            controls = tuple(await self.store.control_list())
+            old = self.snapshot
+            self.snapshot = ControlSnapshot(version, controls, Mode(self.settings.default_mode))
+            for hook in self.on_reload:
+                await hook(version)
+            restricted = set(
+                self.snapshot.restricted_since(old, {k for k, _ in self._admitted.values()}, now)
+            )
+            changed = [c for c in controls if c.version > old.version] if old.version >= 0 else []
+            for control in changed:
+                self.log.warning(
+                    "control applied",
+                    scope=str(control.scope),
+                    mode=control.mode.value,
+                    actor=control.actor,
+                    reason=control.reason,
+                    version=version,
+                )
+            self._restricted = restricted
+        else:
+            restricted = self._restricted  # a fence that did not finish last round
+        pending = [f for k, f in self._admitted.values() if k in restricted and not f.done()]
+        if pending:
+            # Sends that passed the old snapshot in a scope now restricted: acknowledge
+            # only once they are over (each is bounded by the HTTP timeout).
+            _, still = await asyncio.wait(pending, timeout=self.settings.http_timeout + 1.0)
+            if still:
+                self.log.error(
+                    "sends admitted before a control change are still in flight; "
+                    "not acknowledging yet",
+                    count=len(still),
+                    version=version,
+                )
+                return
+        await self.store.worker_ack(self.worker_id, version, self.clock.now())
+        self.acked = version
+
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._last_sweep < SWEEP_INTERVAL:
+            return
+        self._last_sweep = loop.time()
+        now = self.clock.now()
+        expired = await self.store.control_expire(now, f"worker:{self.worker_id}")
+        for control in expired:
+            self.log.warning(
+                "control expired; mode reverted",
+                scope=str(control.scope),
+                mode=control.mode.value,
+            )
+        held = await self.store.control_hold_queued(now)
+        if held:
+            self.log.info("queued messages under a kill moved to held", count=len(held))
+        await self.store.flow_state_purge(now)

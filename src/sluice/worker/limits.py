@@ -1,0 +1,353 @@
+"""A worker's limiter: decides each claimed batch against the shared limits, respects
+throttles that providers asked for, and keeps sends per provider under a concurrency
+limit that adapts to the provider's health.
+
+- Limits (``sluice.flow.limits``) are the configured ones merged with those set at run
+  time, reloaded whenever the flow epoch moves (``sluice limits set`` bumps it).
+- Shared state is in Redis when ``SLUICE_REDIS_URL`` is set (one script call per batch),
+  else in the store. With Redis unreachable, ``SLUICE_REDIS_FALLBACK`` decides:
+  ``closed`` (default) defers every limited message a few seconds, ``store`` uses the
+  store's limiter, ``open`` sends without limits; each says so in the log.
+- A 429 with ``Retry-After`` (or any throttle outcome) marks (tenant, provider) in the
+  store; every worker reads the marks on each control poll and defers messages for that
+  pair until the mark passes — no attempt spent, no hot loop.
+- Concurrency per provider: at most the configured ``concurrency`` limit (else the
+  worker's concurrency); cut by 30 % on a 429, a 5xx, a timeout or a send slower than
+  ``SLUICE_LATENCY_TARGET``, at most once a second, and grown back by about one slot per
+  round of successful sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from typing import Any
+
+from sluice.clock import Clock
+from sluice.config import Settings
+from sluice.errors import SluiceError
+from sluice.flow.limits import (
+    Cell,
+    Decision,
+    LimitSpec,
+    Outcome,
+    Request,
+    evaluate,
+    merge,
+    requests_for,
+)
+from sluice.model import ErrorClass, ErrorCode, Message
+from sluice.model import Outcome as SendOutcome
+from sluice.store.base import AuditEntry, Store
+
+__all__ = ["AdaptiveConcurrency", "Limiter", "RedisUnavailable"]
+
+#: Seconds a limited message waits when the limiter's state cannot be reached.
+FALLBACK_DELAY = 5.0
+
+
+class RedisUnavailable(SluiceError):
+    """Redis could not be reached for the limiter."""
+
+
+class _RedisBackend:
+    def __init__(self, url: str, prefix: str) -> None:
+        import redis.asyncio as aioredis
+
+        self.client = aioredis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        source = resources.files("sluice.flow").joinpath("limits.lua").read_text()
+        self.script = self.client.register_script(source)
+        self.prefix = prefix
+
+    async def apply(self, requests: Sequence[Request]) -> Outcome:
+        import redis.exceptions
+
+        payload = [
+            {
+                "c": [
+                    {
+                        "k": c.key,
+                        "t": {"bucket": "b", "count": "n", "cooldown": "c"}[c.kind],
+                        "rate": c.rate,
+                        "burst": c.burst,
+                        "limit": c.limit,
+                        "low": c.low_limit,
+                        "urgent": c.urgent,
+                        "wend": c.window_end,
+                        "cd": c.cooldown,
+                        "q": c.quota,
+                    }
+                    for c in r.checks
+                ]
+            }
+            for r in requests
+        ]
+        try:
+            raw = await self.script(args=[json.dumps(payload), self.prefix])
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            raise RedisUnavailable(f"Redis unreachable: {exc}") from exc
+        answer = json.loads(raw)
+        out = Outcome()
+        decisions = answer["d"] if isinstance(answer["d"], list) else []
+        for req, (ok, retry_at, failed) in zip(requests, decisions, strict=True):
+            if ok:
+                out.decisions.append(Decision(req.message_id, True))
+                continue
+            check = req.checks[int(failed) - 1]
+            if check.hold:
+                reason = f"limit: {check.label} reached; release or cancel to decide"
+                out.decisions.append(Decision(req.message_id, False, hold=reason, reason=reason))
+            else:
+                out.decisions.append(
+                    Decision(req.message_id, False, retry_at=float(retry_at), reason=check.label)
+                )
+        events = answer["e"] if isinstance(answer["e"], list) else []
+        labels = {c.key: c.label for r in requests for c in r.checks}
+        out.events = [(labels.get(k, k), k, float(t)) for k, t in events]
+        return out
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class _StoreBackend:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def apply(self, requests: Sequence[Request]) -> Outcome:
+        keys = [c.key for r in requests for c in r.checks]
+
+        def run(state: dict[str, Cell], now: float) -> Outcome:
+            return evaluate(state, requests, now)
+
+        result: Outcome = await self.store.flow_state_apply(keys, run)
+        return result
+
+
+class AdaptiveConcurrency:
+    """Sends in flight per provider under a limit that adapts (AIMD)."""
+
+    def __init__(self, ceiling: int, latency_target: float) -> None:
+        self.ceiling = ceiling
+        self.limit = float(ceiling)
+        self.in_flight = 0
+        self.latency_target = latency_target
+        self._last_cut = 0.0
+        self._cond = asyncio.Condition()
+
+    async def acquire(self) -> None:
+        async with self._cond:
+            await self._cond.wait_for(lambda: self.in_flight < max(1, int(self.limit)))
+            self.in_flight += 1
+
+    async def release(self, outcome: SendOutcome | None, latency: float) -> None:
+        async with self._cond:
+            self.in_flight -= 1
+            self._adapt(outcome, latency)
+            self._cond.notify_all()
+
+    def _adapt(self, outcome: SendOutcome | None, latency: float) -> None:
+        congested = latency > self.latency_target
+        if outcome is not None and outcome.code is not None:
+            code = outcome.code
+            congested = congested or code.error_class is ErrorClass.THROTTLE
+            congested = congested or code in (ErrorCode.PROVIDER_UNAVAILABLE, ErrorCode.TIMEOUT)
+        now = time.monotonic()
+        if congested:
+            if now - self._last_cut >= 1.0:
+                self.limit = max(1.0, self.limit * 0.7)
+                self._last_cut = now
+        elif outcome is not None and outcome.ok:
+            self.limit = min(float(self.ceiling), self.limit + 1.0 / max(1.0, self.limit))
+
+
+class Limiter:
+    """Limits, throttles and per-provider concurrency for one worker."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        configured: Sequence[LimitSpec],
+        *,
+        clock: Clock,
+        logger: Any,
+        worker_id: str,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.configured = list(configured)
+        self.specs: list[LimitSpec] = merge(self.configured, [])
+        self.clock = clock
+        self.log = logger
+        self.worker_id = worker_id
+        self.throttles: dict[tuple[str, str], datetime] = {}
+        self._store_backend = _StoreBackend(store)
+        self._redis = (
+            _RedisBackend(settings.redis_url, settings.redis_prefix + "limit:")
+            if settings.redis_url
+            else None
+        )
+        self._redis_down_logged = 0.0
+        self._concurrency: dict[str, AdaptiveConcurrency] = {}
+        self.rng = random.Random()
+
+    @property
+    def backend_name(self) -> str:
+        return "redis" if self._redis is not None else "store"
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            await self._redis.close()
+
+    # -- keeping current ------------------------------------------------------------
+
+    async def reload(self, version: int) -> None:
+        """Merge the run-time limits of the store over the configured ones."""
+        runtime = []
+        for row in await self.store.limit_list():
+            raw = {
+                **row.spec,
+                "kind": row.kind,
+                "tenant": row.tenant,
+                "provider": row.provider,
+                "action": row.action,
+            }
+            runtime.append(LimitSpec.parse(raw, f"run-time limit {row.kind}", source="runtime"))
+        self.specs = merge(self.configured, runtime)
+        ceilings = {s.provider: int(s.max or 0) for s in self.specs if s.kind == "concurrency"}
+        for provider, gate in self._concurrency.items():
+            gate.ceiling = ceilings.get(provider, self.settings.worker_concurrency)
+            gate.limit = min(gate.limit, float(gate.ceiling))
+
+    async def refresh_throttles(self, version: int = 0) -> None:
+        now = self.clock.now()
+        self.throttles = {
+            (t.tenant, t.provider): t.until for t in await self.store.throttle_list(now)
+        }
+
+    # -- deciding a batch -------------------------------------------------------------
+
+    async def admit(
+        self, batch: Sequence[Message]
+    ) -> tuple[list[Message], list[tuple[Message, datetime, str]], list[tuple[Message, str]]]:
+        """Split ``batch`` into messages to send now, to defer (until when, why) and to
+        hold (why). No attempt is spent on the last two."""
+        now = self.clock.now()
+        go: list[Message] = []
+        defer: list[tuple[Message, datetime, str]] = []
+        hold: list[tuple[Message, str]] = []
+        candidates = []
+        for msg in batch:
+            until = self.throttles.get((msg.tenant, msg.provider))
+            if until is not None and until > now:
+                spread = timedelta(seconds=self.rng.uniform(0, 0.5))
+                defer.append((msg, until + spread, f"throttled by {msg.provider} until {until}"))
+            else:
+                candidates.append(msg)
+        requests = requests_for(self.specs, candidates, now.timestamp())
+        if not requests:
+            return candidates, defer, hold
+        limited = {r.message_id for r in requests}
+        go = [m for m in candidates if m.id not in limited]
+        by_id = {m.id: m for m in candidates}
+        outcome = await self._apply(requests)
+        if outcome is None:  # fail closed
+            for r in requests:
+                delay = FALLBACK_DELAY * (1 + self.rng.random())
+                defer.append(
+                    (by_id[r.message_id], now + timedelta(seconds=delay), "limiter unavailable")
+                )
+            return go, defer, hold
+        for d in outcome.decisions:
+            msg = by_id[d.message_id]
+            if d.ok:
+                go.append(msg)
+            elif d.hold is not None:
+                hold.append((msg, d.hold))
+            else:
+                at = datetime.fromtimestamp(d.retry_at or now.timestamp(), UTC)
+                defer.append((msg, max(at, now), d.reason))
+        for label, key, fraction in outcome.events:
+            await self._quota_event(label, key, fraction, now)
+        return go, defer, hold
+
+    async def _apply(self, requests: Sequence[Request]) -> Outcome | None:
+        if self._redis is None:
+            return await self._store_backend.apply(requests)
+        try:
+            return await self._redis.apply(requests)
+        except RedisUnavailable as exc:
+            mode = self.settings.redis_fallback
+            if time.monotonic() - self._redis_down_logged > 10.0:
+                self._redis_down_logged = time.monotonic()
+                self.log.error(
+                    "Redis unreachable for limits; falling back",
+                    fallback=mode,
+                    effect={
+                        "closed": "limited messages are deferred (fail closed)",
+                        "store": "limits are kept in the database meanwhile",
+                        "open": "limited messages are sent WITHOUT limits",
+                    }[mode],
+                    error=str(exc),
+                )
+            if mode == "store":
+                return await self._store_backend.apply(requests)
+            if mode == "open":
+                return Outcome([Decision(r.message_id, True) for r in requests])
+            return None
+
+    async def _quota_event(self, label: str, key: str, fraction: float, now: datetime) -> None:
+        pct = round(fraction * 100)
+        self.log.warning("quota threshold crossed", limit=label, used_pct=pct, key=key)
+        try:
+            await self.store.audit_append(
+                AuditEntry(
+                    at=now,
+                    actor=f"worker:{self.worker_id}",
+                    action="quota.threshold",
+                    target=label,
+                    reason=f"{pct}% of the quota used",
+                    detail={"key": key, "threshold": fraction},
+                )
+            )
+        except SluiceError as exc:
+            self.log.error("could not record the quota event", error=str(exc))
+
+    # -- after a send -----------------------------------------------------------------
+
+    async def throttled(self, msg: Message, outcome: SendOutcome) -> None:
+        """The provider said slow down: every worker holds off (tenant, provider)."""
+        wait = outcome.retry_after if outcome.retry_after is not None else 1.0
+        wait = min(max(wait, 0.0), 3600.0)
+        now = self.clock.now()
+        until = now + timedelta(seconds=wait)
+        key = (msg.tenant, msg.provider)
+        if self.throttles.get(key, now) >= until:
+            return
+        self.throttles[key] = until
+        why = f"{outcome.code}: {outcome.provider_status or ''} Retry-After {wait:g}s"
+        try:
+            await self.store.throttle_set(msg.tenant, msg.provider, until, why.strip(), now)
+        except SluiceError as exc:
+            self.log.warning("could not share the throttle", error=str(exc))
+
+    def concurrency(self, provider: str) -> AdaptiveConcurrency:
+        gate = self._concurrency.get(provider)
+        if gate is None:
+            ceiling = next(
+                (
+                    int(s.max or 0)
+                    for s in self.specs
+                    if s.kind == "concurrency" and s.provider in ("", provider)
+                ),
+                self.settings.worker_concurrency,
+            )
+            gate = AdaptiveConcurrency(ceiling, self.settings.latency_target)
+            self._concurrency[provider] = gate
+        return gate
