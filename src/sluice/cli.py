@@ -1485,6 +1485,132 @@ _held_command(
 _held_command("cancel", "Cancel held messages for good; they stay visible as cancelled.")
 
 
+# -- limits -----------------------------------------------------------------------
+
+limits_app = typer.Typer(
+    help="Rate limits, quotas, recipient caps and concurrency: list (with quota use), "
+    "set and clear at run time.",
+    no_args_is_help=True,
+)
+app.add_typer(limits_app, name="limits")
+
+
+@limits_app.command("list")
+def limits_list(database_url: DatabaseUrl = None, as_json: JsonOutput = False) -> None:
+    """Limits in force (sluice.toml, overridden by run-time ones), quotas with their use."""
+    from sluice.flow.limits import configured_flow
+    from sluice.ops.limits import limit_list
+
+    settings = _settings(database_url)
+    try:
+        configured, _ = configured_flow()
+    except SluiceError as exc:
+        raise _fail(exc) from None
+    views = _run(lambda: _with_store(settings, lambda s: limit_list(s, configured, settings)))
+    if as_json:
+        _print_json({"limits": [v.as_dict() for v in views]})
+        return
+    if not views:
+        typer.echo("no limits configured")
+        return
+    rows = []
+    for v in views:
+        s = v.spec
+        if s.kind == "rate":
+            what = f"{s.rate}/s, burst {s.burst}"
+        elif s.kind == "quota":
+            what = (
+                f"{s.limit} per {s.window}s, urgent ≥ {s.urgent_priority}, reserve {s.reserve:.0%}"
+            )
+        elif s.kind == "recipient":
+            what = f"max {s.max} per {s.window}s, cooldown {s.cooldown or 0}s"
+        elif s.kind == "action":
+            what = f"max {s.max} per {s.window}s"
+        else:
+            what = f"max {s.max} in flight per worker"
+        use = "" if v.used is None else f"{v.used} used, {v.remaining} left"
+        rows.append([s.label(), what, use, s.source])
+    typer.echo(_table(["limit", "setting", "use", "source"], rows))
+
+
+@limits_app.command("set")
+def limits_set(
+    kind: Annotated[str, typer.Argument(help="rate, quota, recipient, action or concurrency.")],
+    tenant: Tenant = None,
+    provider: Provider = None,
+    action: ActionOpt = None,
+    rate: Annotated[float | None, typer.Option(help="rate: tokens per second.")] = None,
+    burst: Annotated[float | None, typer.Option(help="rate: bucket size.")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="quota: messages per window.")
+    ] = None,
+    window: Annotated[str | None, typer.Option(help="quota/recipient/action: 1d, 1h…")] = None,
+    urgent_priority: Annotated[
+        int | None, typer.Option(help="quota: priority that may use the reserve.")
+    ] = None,
+    reserve: Annotated[float | None, typer.Option(help="quota: fraction kept for urgent.")] = None,
+    max_: Annotated[
+        int | None, typer.Option("--max", help="recipient/action/concurrency: the cap.")
+    ] = None,
+    cooldown: Annotated[str | None, typer.Option(help="recipient: gap between two.")] = None,
+    reason: NeedReason = "",
+    actor: Actor = None,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Set a limit at run time (audited; every worker applies it on its next poll)."""
+    from sluice.ops.limits import limit_set
+
+    raw: dict[str, Any] = {"kind": kind, "tenant": tenant or "", "provider": provider or "",
+                           "action": action or ""}  # fmt: skip
+    for name, value in (("rate", rate), ("burst", burst), ("limit", limit), ("window", window),
+                        ("urgent_priority", urgent_priority), ("reserve", reserve),
+                        ("max", max_), ("cooldown", cooldown)):  # fmt: skip
+        if value is not None:
+            raw[name] = value
+    settings = _settings(database_url)
+    who = actor or _default_actor()
+    spec = _run(
+        lambda: _with_store(settings, lambda s: limit_set(s, raw, actor=who, reason=reason))
+    )
+    if as_json:
+        _print_json(spec.as_dict())
+    else:
+        typer.echo(f"{spec.label()} set; workers apply it within SLUICE_CONTROL_POLL")
+
+
+@limits_app.command("clear")
+def limits_clear(
+    kind: Annotated[str, typer.Argument(help="rate, quota, recipient, action or concurrency.")],
+    tenant: Tenant = None,
+    provider: Provider = None,
+    action: ActionOpt = None,
+    reason: NeedReason = "",
+    actor: Actor = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Remove a run-time limit (a limit of sluice.toml for the same scope applies again)."""
+    from sluice.ops.limits import limit_clear
+
+    settings = _settings(database_url)
+    who = actor or _default_actor()
+    _run(
+        lambda: _with_store(
+            settings,
+            lambda s: limit_clear(
+                s,
+                kind,
+                tenant=tenant or "",
+                provider=provider or "",
+                action=action or "",
+                actor=who,
+                reason=reason,
+            ),
+        )
+    )
+    typer.echo("run-time limit cleared")
+
+
 # -- breakers ---------------------------------------------------------------------
 
 breakers_app = typer.Typer(

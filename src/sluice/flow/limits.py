@@ -216,19 +216,6 @@ def parse_limits(table: Any, source: str = "sluice.toml") -> list[LimitSpec]:
     return specs
 
 
-def load_limits(path: Any) -> list[LimitSpec]:
-    """The limits of the TOML file at ``path``."""
-    import tomllib
-    from pathlib import Path
-
-    path = Path(path)
-    try:
-        document = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse_limits(document.get("limits"), str(path))
-
-
 def merge(configured: Iterable[LimitSpec], runtime: Iterable[LimitSpec]) -> list[LimitSpec]:
     """Run-time limits replace configured ones of the same key."""
     out = {s.key: s for s in configured}
@@ -442,6 +429,44 @@ def validate_runtime(raw: Mapping[str, Any]) -> LimitSpec:
     try:
         return LimitSpec.parse(raw, "limit", source="runtime")
     except ConfigError as exc:
-        text = str(exc)
-        name = text.split(":", 1)[0] if ":" in text else "limit"
-        raise ValidationError(name, text) from None
+        text = str(exc).removeprefix("limit: ").removeprefix("limit.")
+        name = text.split(" ", 1)[0].rstrip(":")
+        raise ValidationError(name, text.removeprefix(name).strip(" :")) from None
+
+
+def parse_routes(table: Any, source: str = "sluice.toml") -> dict[str, list[str]]:
+    """``[routes]``: per channel, providers in the order to fail over through when a
+    circuit breaker is open (``sms = ["twilio", "twilio-backup"]``)."""
+    if table is None:
+        return {}
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{source}: routes must be a table of channel = [providers]")
+    out: dict[str, list[str]] = {}
+    for channel, providers in table.items():
+        ok = isinstance(providers, list) and providers
+        if not ok or not all(isinstance(p, str) and p for p in providers):
+            raise ConfigError(f"{source}: routes.{channel} must be a non-empty list of providers")
+        if len(set(providers)) != len(providers):
+            raise ConfigError(f"{source}: routes.{channel} names a provider twice")
+        out[str(channel)] = list(providers)
+    return out
+
+
+def configured_flow(
+    env: Mapping[str, str] | None = None, config_path: Any = None
+) -> tuple[list[LimitSpec], dict[str, list[str]]]:
+    """The ``[[limits]]`` and ``[routes]`` of the ``sluice.toml`` in effect (none without)."""
+    import tomllib
+
+    from sluice.config import config_file
+
+    path = config_file(env, config_path)
+    if path is None:
+        return [], {}
+    try:
+        document = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_limits(document.get("limits"), str(path)), parse_routes(
+        document.get("routes"), str(path)
+    )

@@ -11,12 +11,14 @@ import structlog
 
 from sluice.clock import Clock, SystemClock
 from sluice.config import Settings
-from sluice.errors import MigrationError
+from sluice.errors import ConfigError, MigrationError
+from sluice.flow.limits import configured_flow
 from sluice.providers.base import Provider
 from sluice.secrets import SecretBox
 from sluice.store.base import Store
 from sluice.worker.dispatcher import Dispatcher, new_worker_id
 from sluice.worker.gate import ConnectionGate
+from sluice.worker.limits import Limiter
 from sluice.worker.refresh import Refresher
 
 __all__ = ["assemble_dispatcher", "secret_box"]
@@ -62,6 +64,14 @@ async def assemble_dispatcher(
         if box is not None
         else None
     )
+    limits, routes = configured_flow()
+    unknown = sorted({p for route in routes.values() for p in route} - set(adapters))
+    if unknown and providers is None:
+        raise ConfigError(
+            f"sluice.toml [routes] names providers this worker does not have: {unknown} "
+            f"(configured: {sorted(adapters)})"
+        )
+    limiter = Limiter(store, settings, limits, clock=clock, logger=log, worker_id=worker_id)
     gate = ConnectionGate(
         store,
         box,
@@ -74,5 +84,13 @@ async def assemble_dispatcher(
         providers=adapters,
     )
     return Dispatcher(
-        store, adapters, settings, clock=clock, worker_id=worker_id, logger=log, gate=gate
+        store,
+        adapters,
+        settings,
+        clock=clock,
+        worker_id=worker_id,
+        logger=log,
+        gate=gate,
+        limiter=limiter,
+        routes=routes,
     )

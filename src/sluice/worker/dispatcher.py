@@ -24,7 +24,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,6 +35,7 @@ from sluice.clock import Clock, SystemClock
 from sluice.config import Settings
 from sluice.connections import Connection, ConnectionState, hold_reason
 from sluice.errors import SluiceError
+from sluice.flow.breakers import BreakerPolicy, Breakers
 from sluice.flow.controls import CONTROL_PREFIX, Control, Mode, control_hold_reason
 from sluice.model import (
     Attempt,
@@ -88,6 +89,7 @@ class WorkerStats:
     held: int = 0
     shadowed: int = 0
     paused: int = 0
+    failover: int = 0
     by_code: dict[str, int] = field(default_factory=dict)
 
 
@@ -107,6 +109,8 @@ class Dispatcher:
         gate: ConnectionGate | None = None,
         controls: ControlWatch | None = None,
         limiter: Limiter | None = None,
+        breakers: Breakers | None = None,
+        routes: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.store = store
         self.providers = dict(providers)
@@ -125,6 +129,19 @@ class Dispatcher:
         )
         self.controls.on_reload.append(self.limiter.reload)
         self.controls.on_poll.append(self.limiter.refresh_throttles)
+        self.breakers = breakers or Breakers(
+            store,
+            BreakerPolicy.from_settings(settings),
+            worker_id=self.worker_id,
+            clock=self.clock,
+            logger=self.log,
+        )
+        self.controls.on_poll.append(self._sync_breakers)
+        #: Failover: per channel, the providers to try in order when a breaker is open.
+        self.routes = {k: list(v) for k, v in (routes or {}).items()}
+        #: Messages whose send is a half-open breaker's probe (id -> original provider).
+        self._probes: dict[str, str] = {}
+        self._breakers_synced = 0.0
         self._in_flight = 0
         self._slot_free = asyncio.Event()
         self._buffer: list[Completion] = []
@@ -183,6 +200,8 @@ class Dispatcher:
                 await flusher
             await self._flush()
             await self._release_unstarted()
+            with contextlib.suppress(Exception):
+                await self.limiter.close()
             await self._heartbeat()
             with contextlib.suppress(SluiceError):
                 await self.store.worker_stop(self.worker_id, self.clock.now())
@@ -258,10 +277,15 @@ class Dispatcher:
         live, other = [], []
         for msg in batch:
             mode, _ = self.controls.decide(scope_key(msg), now)
-            if mode is Mode.LIVE or (mode is Mode.APPROVAL and msg.approved_by):
+            if not (mode is Mode.LIVE or (mode is Mode.APPROVAL and msg.approved_by)):
+                other.append(msg)
+                continue
+            blocked = self._route(msg)
+            if blocked is None:
                 live.append(msg)
             else:
-                other.append(msg)
+                self.stats.deferred += 1
+                self._put_back(msg, blocked)
         go, defer, hold = await self.limiter.admit(live)
         for msg, run_at, _ in defer:
             self.stats.deferred += 1
@@ -270,7 +294,46 @@ class Dispatcher:
             self.log.debug("deferred by limits", count=len(defer), first=defer[0][2])
         for msg, why in hold:
             self._hold(msg, why)
+        for msg, _, _ in defer:
+            self._unprobe(msg)
+        for msg, _ in hold:
+            self._unprobe(msg)
         return go + other
+
+    def _route(self, msg: Message) -> datetime | None:
+        """Pass ``msg`` through the circuit breakers: None to send (perhaps through the
+        next provider of its channel's route, which ``msg.provider`` then names), or when
+        to try again when every way is open. Nothing is spent either way."""
+        verdict = self.breakers.allow(msg.provider, msg.tenant)
+        if verdict.allowed:
+            if verdict.probe:
+                self._probes[msg.id] = msg.provider
+            return None
+        route = self.routes.get(msg.channel, [])
+        for alt in route:
+            if alt == msg.provider or alt not in self.providers:
+                continue
+            other = self.breakers.allow(alt, msg.tenant)
+            if other.allowed:
+                self.log.info(
+                    "failover", message_id=msg.id, provider=msg.provider, to=alt,
+                    reason=verdict.reason,
+                )  # fmt: skip
+                self.stats.failover += 1
+                if other.probe:
+                    self._probes[msg.id] = alt
+                msg.provider = alt
+                return None
+        return verdict.retry_at or self.clock.now() + timedelta(seconds=1)
+
+    def _unprobe(self, msg: Message) -> None:
+        if self._probes.pop(msg.id, None) is not None:
+            self.breakers.release(msg.provider, msg.tenant)
+
+    async def _sync_breakers(self, version: int) -> None:
+        if time.monotonic() - self._breakers_synced >= 1.0:
+            self._breakers_synced = time.monotonic()
+            await self.breakers.sync()
 
     def _start(self, batch: list[Message], connections: Connections | None = None) -> None:
         for msg in batch:
@@ -317,6 +380,7 @@ class Dispatcher:
                 latency = time.perf_counter() - t0
                 await concurrency.release(outcome, latency if outcome is not None else 0.0)
             latency_ms = latency * 1000.0
+            self._breaker_record(msg, outcome)
             if outcome.code is not None and outcome.code.error_class is ErrorClass.THROTTLE:
                 await self.limiter.throttled(msg, outcome)
             finished = self.clock.now()
@@ -330,8 +394,21 @@ class Dispatcher:
                 decision, reason = await self._auth_failure(msg, outcome, ticket.connection)
             self._record(msg, outcome, decision, started, finished, latency_ms, reason)
         finally:
+            self._unprobe(msg)  # a probe that never reached the provider frees its slot
             self._in_flight -= 1
             self._slot_free.set()
+
+    def _breaker_record(self, msg: Message, outcome: Outcome) -> None:
+        """Count provider health: a send that went through, or a failure that is the
+        provider's (5xx, timeout, unreachable). Refusals about the message, its
+        credentials or its pace say nothing about the provider's health."""
+        probe = self._probes.pop(msg.id, None) is not None
+        if outcome.ok:
+            self.breakers.record(msg.provider, msg.tenant, True, probe=probe)
+        elif outcome.code is not None and outcome.code.error_class is ErrorClass.TRANSIENT:
+            self.breakers.record(msg.provider, msg.tenant, False, probe=probe)
+        elif probe:
+            self.breakers.release(msg.provider, msg.tenant)
 
     def _allowed(self, msg: Message, key: ScopeKey) -> bool:
         """Apply the controls to ``msg``: True to send; otherwise it was held, put back,
@@ -677,4 +754,5 @@ class Dispatcher:
             "held": s.held,
             "shadowed": s.shadowed,
             "paused": s.paused,
+            "failover": s.failover,
         }
