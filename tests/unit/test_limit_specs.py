@@ -70,8 +70,9 @@ def test_parse__not_an_array_of_tables() -> None:
 
 
 def test_runtime__bad_input_is_a_validation_error() -> None:
-    with pytest.raises(ValidationError, match="rate must be greater than 0"):
+    with pytest.raises(ValidationError, match="must be greater than 0") as excinfo:
         validate_runtime({"kind": "rate", "rate": -1})
+    assert excinfo.value.field == "rate"
 
 
 def test_merge__runtime_replaces_the_configured_limit_of_the_same_scope() -> None:
