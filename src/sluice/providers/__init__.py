@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 
 from sluice.clock import Clock
@@ -78,4 +80,69 @@ def build_providers(
         providers["webhook"] = WebhookProvider(
             client, settings.webhook_secret, timeout=settings.http_timeout, clock=clock
         )
+    from sluice.config import config_file
+
+    path = config_file()
+    if path is not None:
+        providers.update(provider_aliases(path, settings, client, clock))
     return providers
+
+
+#: Kinds a ``[providers."name"]`` entry can take, and the base-URL setting each defaults to.
+_ALIAS_KINDS = {
+    "twilio": "twilio_base_url",
+    "sendgrid": "sendgrid_base_url",
+    "whatsapp": "whatsapp_base_url",
+}
+
+
+def provider_aliases(
+    path: Any, settings: Settings, client: httpx.AsyncClient, clock: Clock | None = None
+) -> dict[str, Provider]:
+    """More instances of an adapter, from ``[providers."name"]`` tables of ``sluice.toml``:
+    a second account or region to fail over to (``[routes]``). Each has its own tenant
+    connections, named by its own name; ``base_url`` defaults to the kind's setting.
+
+        [providers."twilio-backup"]
+        kind = "twilio"
+    """
+    import tomllib
+
+    from sluice.errors import ConfigError
+    from sluice.providers.sendgrid import SendGridProvider
+    from sluice.providers.twilio import TwilioProvider
+    from sluice.providers.whatsapp import WhatsAppProvider
+
+    try:
+        table = tomllib.loads(path.read_text()).get("providers", {})
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    if not isinstance(table, dict):
+        raise ConfigError(f'{path}: providers must be tables [providers."name"]')
+    builtin = {"null", "twilio", "sendgrid", "whatsapp", "http", "webhook"}
+    classes: dict[str, type[TwilioProvider] | type[SendGridProvider] | type[WhatsAppProvider]]
+    classes = {"twilio": TwilioProvider, "sendgrid": SendGridProvider, "whatsapp": WhatsAppProvider}
+    out: dict[str, Provider] = {}
+    for name, spec in table.items():
+        where = f"{path}: providers.{name}"
+        if name in builtin:
+            raise ConfigError(f"{where}: {name!r} is a built-in provider; choose another name")
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{where} must be a table")
+        unknown = sorted(set(spec) - {"kind", "base_url"})
+        if unknown:
+            raise ConfigError(f"{where}: unknown field {unknown[0]!r} (known: kind, base_url)")
+        kind = spec.get("kind")
+        if kind not in _ALIAS_KINDS:
+            raise ConfigError(f"{where}.kind must be one of {sorted(_ALIAS_KINDS)}, not {kind!r}")
+        base_url = spec.get("base_url", getattr(settings, _ALIAS_KINDS[kind]))
+        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}.base_url must be an http(s) URL")
+        out[name] = classes[kind](
+            client,
+            base_url=base_url,
+            status_callback_url=settings.status_callback_url,
+            timeout=settings.http_timeout,
+            clock=clock,
+        )
+    return out

@@ -381,7 +381,10 @@ class Dispatcher:
                 await concurrency.release(outcome, latency if outcome is not None else 0.0)
             latency_ms = latency * 1000.0
             self._breaker_record(msg, outcome)
-            if outcome.code is not None and outcome.code.error_class is ErrorClass.THROTTLE:
+            if outcome.code is ErrorCode.RATE_LIMITED or (
+                outcome.code is not None and outcome.retry_after is not None
+            ):
+                # The provider asked for a pause: every worker respects it.
                 await self.limiter.throttled(msg, outcome)
             finished = self.clock.now()
             decision = self.retry.decide(msg, outcome, finished)
@@ -405,7 +408,10 @@ class Dispatcher:
         probe = self._probes.pop(msg.id, None) is not None
         if outcome.ok:
             self.breakers.record(msg.provider, msg.tenant, True, probe=probe)
-        elif outcome.code is not None and outcome.code.error_class is ErrorClass.TRANSIENT:
+        elif outcome.code is not None and (
+            outcome.code.error_class is ErrorClass.TRANSIENT
+            or outcome.code is ErrorCode.PROVIDER_UNAVAILABLE
+        ):
             self.breakers.record(msg.provider, msg.tenant, False, probe=probe)
         elif probe:
             self.breakers.release(msg.provider, msg.tenant)

@@ -1,0 +1,141 @@
+"""Limits applied by a real dispatcher on both stores, counting requests that leave
+(the webhook adapter over ``httpx.MockTransport``); time is a ``FrozenClock``."""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections import Counter
+from datetime import UTC, datetime
+
+import httpx
+import structlog
+
+from sluice.clock import FrozenClock
+from sluice.config import Settings
+from sluice.flow.limits import parse_limits
+from sluice.model import NewMessage, Status
+from sluice.providers.webhook import WebhookProvider
+from sluice.store import Store
+from sluice.worker import Dispatcher
+from sluice.worker.limits import Limiter
+
+SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+DAY = 86400.0
+
+
+class Receiver:
+    def __init__(self, answer: httpx.Response | None = None) -> None:
+        self.seen: Counter[str] = Counter()
+        self.answer = answer
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.seen[request.url.path.rsplit("/", 1)[-1]] += 1
+        return self.answer or httpx.Response(200)
+
+
+def hook(name: str, **kw: object) -> NewMessage:
+    fields: dict[str, object] = {
+        "tenant": "acme",
+        "channel": "whatsapp",
+        "provider": "webhook",
+        "recipient": f"https://receiver.example/hook/{name}",
+        "payload": {},
+    }
+    fields.update(kw)
+    return NewMessage(**fields)  # type: ignore[arg-type]
+
+
+async def drain(
+    store: Store, receiver: Receiver, clock: FrozenClock, limits: list[dict[str, object]]
+) -> Dispatcher:
+    settings = Settings(
+        database_url="sqlite:///unused.db",
+        poll_interval=0.05,
+        flush_interval=0,
+        reaper_interval=3600,
+        worker_concurrency=20,
+    )
+    async with httpx.AsyncClient(transport=httpx.MockTransport(receiver)) as client:
+        log = structlog.get_logger("test")
+        limiter = Limiter(
+            store, settings, parse_limits(limits), clock=clock, logger=log, worker_id="w"
+        )
+        d = Dispatcher(
+            store,
+            {"webhook": WebhookProvider(client, SECRET, clock=clock)},
+            settings,
+            clock=clock,
+            worker_id="w",
+            limiter=limiter,
+        )
+        await d.run(until_idle=True)
+        return d
+
+
+async def test_quota_at_95_percent__urgent_sent_low_priority_deferred_none_lost(
+    store: Store,
+) -> None:
+    # The store's limiter keeps time by the database clock: start there.
+    clock = FrozenClock(datetime.now(UTC))
+    quota = [
+        {"kind": "quota", "tenant": "acme", "limit": 20, "window": "1d",
+         "urgent_priority": 5, "reserve": 0.05},
+    ]  # fmt: skip
+    first = await store.enqueue_many([hook(f"low{i}") for i in range(19)], clock.now())
+    receiver = Receiver()
+    await drain(store, receiver, clock, quota)
+    assert sum(receiver.seen.values()) == 19  # 95 % used
+
+    late = await store.enqueue_many(
+        [hook("low-late"), hook("urgent-1", priority=9), hook("urgent-2", priority=9)],
+        clock.now(),
+    )
+    d = await drain(store, receiver, clock, quota)
+    assert receiver.seen["urgent-1"] == 1 and receiver.seen["low-late"] == 0
+    assert receiver.seen["urgent-2"] == 0  # the quota itself is spent now
+    waiting = [await store.message_get(i) for i in (late[0], late[2])]
+    assert all(m.status is Status.QUEUED and m.attempts == 0 for m in waiting)
+    for m in waiting:
+        assert await store.attempt_list(m.id) == []
+    assert d.stats.deferred >= 2
+
+    clock.advance(DAY + 5)  # the next window
+    await drain(store, receiver, clock, quota)
+    assert receiver.seen["low-late"] == 1 and receiver.seen["urgent-2"] == 1
+    everything = first + late
+    assert [(await store.message_get(i)).status for i in everything] == [Status.SENT] * 22
+    assert sum(receiver.seen.values()) == 22  # none lost, none twice
+    thresholds = [
+        e.detail["threshold"] for e in await store.audit_list() if e.action == "quota.threshold"
+    ]
+    assert sorted(thresholds) == [0.7, 0.85, 0.95]
+
+
+async def test_recipient_cap__a_runaway_loop_is_held_not_sent(store: Store) -> None:
+    clock = FrozenClock()
+    caps = [{"kind": "recipient", "action": "auto_reply", "max": 3, "window": "1h"}]
+    loop = await store.enqueue_many(
+        [hook("same-user", action="auto_reply") for _ in range(10)], clock.now()
+    )
+    receiver = Receiver()
+    await drain(store, receiver, clock, caps)
+    assert receiver.seen == {"same-user": 3}
+    held = [await store.message_get(i) for i in loop]
+    assert Counter(m.status.value for m in held) == {"sent": 3, "held": 7}
+    assert all("recipient(action=auto_reply)" in (m.hold_reason or "") for m in held[3:])
+
+
+async def test_429_retry_after__throttles_the_pair_without_spending_attempts(
+    store: Store,
+) -> None:
+    clock = FrozenClock()
+    ids = await store.enqueue_many([hook(f"m{i}") for i in range(3)], clock.now())
+    receiver = Receiver(httpx.Response(429, headers={"Retry-After": "30"}))
+    await drain(store, receiver, clock, [])
+    [throttle] = await store.throttle_list(clock.now())
+    assert (throttle.tenant, throttle.provider) == ("acme", "webhook")
+    assert 29 <= (throttle.until - clock.now()).total_seconds() <= 31
+    for i in ids:
+        m = await store.message_get(i)
+        assert m.status is Status.QUEUED and m.attempts == 0
