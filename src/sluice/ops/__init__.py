@@ -1,7 +1,50 @@
-"""Operator actions, one implementation shared by the CLI and the HTTP API."""
+"""Operator actions, one implementation shared by the CLI, the Python API and the HTTP API.
+
+- ``actions``: status, messages, the dead-letter queue;
+- ``controls``: kill, pause, shadow, approval, resume (acknowledged by every live
+  worker) and held messages (list, approve, release, cancel);
+- ``limits``: rate limits, quotas and caps at run time;
+- ``breakers``: circuit breakers (list, force open or closed, reset);
+- ``connections``: tenant credentials.
+"""
 
 from __future__ import annotations
 
 from sluice.ops.actions import DlqAction, dlq_cancel, dlq_list, dlq_retry, message_show, status
+from sluice.ops.breakers import breaker_force, breaker_reset, breakers_list
+from sluice.ops.controls import (
+    AckReport,
+    ControlChange,
+    control_clear,
+    control_list,
+    control_set,
+    held_approve,
+    held_cancel,
+    held_list,
+    held_release,
+)
+from sluice.ops.limits import limit_clear, limit_list, limit_set
 
-__all__ = ["DlqAction", "dlq_cancel", "dlq_list", "dlq_retry", "message_show", "status"]
+__all__ = [
+    "AckReport",
+    "ControlChange",
+    "DlqAction",
+    "breaker_force",
+    "breaker_reset",
+    "breakers_list",
+    "control_clear",
+    "control_list",
+    "control_set",
+    "dlq_cancel",
+    "dlq_list",
+    "dlq_retry",
+    "held_approve",
+    "held_cancel",
+    "held_list",
+    "held_release",
+    "limit_clear",
+    "limit_list",
+    "limit_set",
+    "message_show",
+    "status",
+]
