@@ -29,7 +29,7 @@ local function get(key)
   return cell
 end
 
-local decisions, events, refused, dirty = {}, {}, {}, {}
+local decisions, events, dirty = {}, {}, {}
 local thresholds = {0.70, 0.85, 0.95}
 
 for _, req in ipairs(reqs) do
@@ -44,9 +44,15 @@ for _, req in ipairs(reqs) do
       end
       levels[c.k] = tokens
       if tokens < 1 then
-        local n = refused[c.k] or 0
-        refused[c.k] = n + 1
-        retry = math.max(retry, now + (n + 1 - tokens) / c.rate)
+        -- the bucket's next free slot, shared: refusals queue up behind each other
+        local nk = c.k .. '#next'
+        local slots = get(nk)
+        local last = -1
+        if slots then last = slots[1] end
+        local slot = math.max(now + (1 - tokens) / c.rate, last + 1 / c.rate)
+        cache[nk] = {slot, now}
+        dirty[nk] = slot + 60
+        retry = math.max(retry, slot)
         failed = i
         break
       end

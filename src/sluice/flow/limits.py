@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -284,17 +283,31 @@ class Outcome:
     events: list[tuple[str, str, float]] = field(default_factory=list)
 
 
-def evaluate(
-    state: dict[str, Cell],
-    requests: Sequence[Request],
-    now: float,
-    rng: random.Random | None = None,
-) -> Outcome:
+def next_key(key: str) -> str:
+    """The cell holding a bucket's next free retry slot (see ``evaluate``)."""
+    return key + "#next"
+
+
+def cells_of(requests: Sequence[Request]) -> list[str]:
+    """Every cell ``evaluate`` reads or writes for ``requests``."""
+    keys = []
+    for r in requests:
+        for c in r.checks:
+            keys.append(c.key)
+            if c.kind == "bucket":
+                keys.append(next_key(c.key))
+    return keys
+
+
+def evaluate(state: dict[str, Cell], requests: Sequence[Request], now: float) -> Outcome:
     """Decide ``requests`` in order against ``state`` at ``now``, updating ``state`` in
-    place (the caller writes back the cells it was given)."""
-    rng = rng or random.Random()
+    place (the caller writes back the cells it was given).
+
+    A message a bucket refuses gets the bucket's next free slot, one ``1/rate`` after the
+    previous slot handed out (kept in the cell ``next_key``, shared by every worker), so
+    refusals queue up behind each other instead of all coming back at once.
+    """
     out = Outcome()
-    refused: dict[str, int] = {}  # per bucket: refusals so far, to spread their retries
     for req in requests:
         failed: Check | None = None
         retry_at = now
@@ -308,16 +321,17 @@ def evaluate(
                     tokens = min(check.burst, cell.value + max(0.0, now - cell.stamp) * check.rate)
                 levels[check.key] = tokens
                 if tokens < 1.0:
-                    n = refused.get(check.key, 0)
-                    refused[check.key] = n + 1
-                    wait = (n + 1.0 - tokens) / check.rate
-                    failed, retry_at = check, max(retry_at, now + wait * (1 + 0.1 * rng.random()))
+                    slots = state.get(next_key(check.key))
+                    prev = -1.0 if slots is None or slots.stamp < 0 else slots.value
+                    slot = max(now + (1.0 - tokens) / check.rate, prev + 1.0 / check.rate)
+                    state[next_key(check.key)] = Cell(slot, now, slot + 60.0)
+                    failed, retry_at = check, max(retry_at, slot)
                     break
             elif check.kind == "count":
                 count = 0.0 if cell is None or cell.stamp < 0 else cell.value
                 allowed = check.limit if check.urgent else check.low_limit
                 if count >= allowed:
-                    failed, retry_at = check, max(retry_at, check.window_end + rng.random())
+                    failed, retry_at = check, max(retry_at, check.window_end)
                     break
             elif check.kind == "cooldown":
                 last = None if cell is None or cell.stamp < 0 else cell.value

@@ -33,6 +33,8 @@ ScopeKey = tuple[str, str, str, str]
 
 #: Seconds between sweeps for expired controls and for queued messages under a kill.
 SWEEP_INTERVAL = 1.0
+#: Seconds between purges of expired limiter state and throttles.
+PURGE_INTERVAL = 60.0
 
 
 def scope_key(msg: Message, provider: str | None = None) -> ScopeKey:
@@ -62,6 +64,7 @@ class ControlWatch:
         self._admitted: dict[int, tuple[ScopeKey, asyncio.Future[None]]] = {}
         self._seq = itertools.count()
         self._last_sweep = 0.0
+        self._last_purge = 0.0
         self._restricted: set[ScopeKey] = set()
         #: Called with the new epoch after each reload (limits reload on the same epoch).
         self.on_reload: list[Callable[[int], Awaitable[None]]] = []
@@ -173,4 +176,6 @@ class ControlWatch:
         held = await self.store.control_hold_queued(now)
         if held:
             self.log.info("queued messages under a kill moved to held", count=len(held))
-        await self.store.flow_state_purge(now)
+        if loop.time() - self._last_purge >= PURGE_INTERVAL:
+            self._last_purge = loop.time()
+            await self.store.flow_state_purge(now)

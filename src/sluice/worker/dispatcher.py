@@ -240,9 +240,13 @@ class Dispatcher:
                 self.stats.claimed += len(batch)
                 try:
                     batch = await self._limit(batch)
-                except SluiceError as exc:
-                    # Nothing was sent; the leases bring the batch back.
-                    self.log.warning("could not apply limits", error=str(exc))
+                except Exception as exc:  # a limiter failure must not stop the worker
+                    # Nothing was sent: hand the batch straight back, attempts refunded.
+                    self.log.error("could not apply limits; batch released", error=str(exc))
+                    self._unstarted.extend((m.id, m.claim_seq) for m in batch)
+                    await self._release_unstarted()
+                    await self._sleep(error_delay)
+                    error_delay = min(error_delay * 2, 5.0)
                     continue
                 connections: Connections = {}
                 if self.gate is not None:

@@ -37,6 +37,7 @@ from sluice.flow.limits import (
     LimitSpec,
     Outcome,
     Request,
+    cells_of,
     evaluate,
     merge,
     requests_for,
@@ -89,8 +90,10 @@ class _RedisBackend:
         ]
         try:
             raw = await self.script(args=[json.dumps(payload), self.prefix])
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-            raise RedisUnavailable(f"Redis unreachable: {exc}") from exc
+        except (redis.exceptions.RedisError, OSError) as exc:
+            # Unreachable, or answering with an error (a read-only replica after a
+            # failover, out of memory): either way the fallback decides.
+            raise RedisUnavailable(f"Redis unreachable: {type(exc).__name__}: {exc}") from exc
         answer = json.loads(raw)
         out = Outcome()
         decisions = answer["d"] if isinstance(answer["d"], list) else []
@@ -120,7 +123,7 @@ class _StoreBackend:
         self.store = store
 
     async def apply(self, requests: Sequence[Request]) -> Outcome:
-        keys = [c.key for r in requests for c in r.checks]
+        keys = cells_of(requests)
 
         def run(state: dict[str, Cell], now: float) -> Outcome:
             return evaluate(state, requests, now)
@@ -272,6 +275,10 @@ class Limiter:
                 hold.append((msg, d.hold))
             else:
                 at = datetime.fromtimestamp(d.retry_at or now.timestamp(), UTC)
+                # A little spread, so that what one window or slot frees does not all
+                # come due in the same instant.
+                wait = max(0.0, (at - now).total_seconds())
+                at += timedelta(seconds=self.rng.uniform(0, min(1.0, 0.05 * wait)))
                 defer.append((msg, max(at, now), d.reason))
         for label, key, fraction in outcome.events:
             await self._quota_event(label, key, fraction, now)
