@@ -413,10 +413,30 @@ def status(database_url: DatabaseUrl = None, as_json: JsonOutput = False) -> Non
     from sluice import ops
 
     settings = _settings(database_url)
-    report = _run(lambda: _with_store(settings, ops.status))
+
+    async def gather(store: Store) -> tuple[Any, Any, Any]:
+        report = await ops.status(store)
+        controls = await ops.control_list(store)
+        breakers = [b for b in await ops.breakers_list(store, settings) if b.state != "closed"]
+        return report, controls, breakers
+
+    report, controls, breakers = _run(lambda: _with_store(settings, gather))
     if as_json:
-        _print_json(report)
+        document = _jsonable(report)
+        document["default_mode"] = settings.default_mode
+        document["controls"] = [c.as_dict() for c in controls]
+        document["breakers_not_closed"] = _jsonable(breakers)
+        _print_json(document)
         return
+    if settings.default_mode != "live" or controls:
+        typer.echo(f"default mode: {settings.default_mode}")
+    for c in controls:
+        until = f" until {c.expires_at.isoformat(timespec='seconds')}" if c.expires_at else ""
+        typer.echo(f"CONTROL {c.mode.value.upper()} {c.scope}{until} — {c.actor}: {c.reason}")
+    for b in breakers:
+        typer.echo(f"BREAKER {b.key} {b.state.value} since {b.since} — {b.reason or ''}")
+    if controls or breakers:
+        typer.echo("")
     order = ["queued", "sending", "held", "sent", "delivered", "dead", "cancelled", "shadowed"]
     keys = order + sorted(k for k in report.counts if k not in order)
     typer.echo(_table(["status", "count"], [[k, report.counts.get(k, 0)] for k in keys]))
@@ -436,7 +456,7 @@ def status(database_url: DatabaseUrl = None, as_json: JsonOutput = False) -> Non
     if report.workers:
         typer.echo(
             _table(
-                ["worker", "state", "last seen", "in flight", "sent"],
+                ["worker", "state", "last seen", "in flight", "sent", "controls epoch"],
                 [
                     [
                         w.id,
@@ -444,6 +464,7 @@ def status(database_url: DatabaseUrl = None, as_json: JsonOutput = False) -> Non
                         _age((now - w.last_seen_at).total_seconds()) + " ago",
                         w.in_flight,
                         w.sent_total,
+                        w.flow_version,
                     ]
                     for w in report.workers
                 ],

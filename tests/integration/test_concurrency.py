@@ -101,3 +101,54 @@ async def test_adaptive__cuts_on_congestion_at_most_once_a_second_and_grows_back
         await gate.release(Outcome.success(), 0.01)
     assert low < gate.limit <= 20.0
     assert gate.limit < low + 10  # additive: about one slot per limit's worth of successes
+
+
+async def test_a_send_that_waited_too_long_for_a_slot_is_handed_back_not_sent(
+    store: Store,
+) -> None:
+    """A message that would start its call too late to end within its lease goes back to
+    the queue unsent (attempt refunded) rather than risk a second worker sending it too."""
+
+    class Slower(Slow):
+        async def __call__(self, request: httpx.Request) -> httpx.Response:
+            await asyncio.sleep(0.5)
+            return await super().__call__(request)
+
+    clock = FrozenClock()
+    ids = await store.enqueue_many(
+        [
+            NewMessage(tenant="acme", channel="webhook", provider="webhook",
+                       recipient="https://receiver.example/h", payload={"i": i})
+            for i in range(4)
+        ],
+        clock.now(),
+    )  # fmt: skip
+    settings = Settings(
+        database_url="sqlite:///unused.db", flush_interval=0, reaper_interval=3600,
+        lease_seconds=2.0, http_timeout=1.0, poll_interval=0.05,
+    )  # fmt: skip
+    receiver = Slower()
+    async with httpx.AsyncClient(transport=httpx.MockTransport(receiver)) as client:
+        limiter = Limiter(
+            store,
+            settings,
+            parse_limits([{"kind": "concurrency", "provider": "webhook", "max": 1}]),
+            clock=clock,
+            logger=structlog.get_logger("test"),
+            worker_id="w",
+        )
+        d = Dispatcher(
+            store,
+            {"webhook": WebhookProvider(client, SECRET, clock=clock)},
+            settings,
+            clock=clock,
+            worker_id="w",
+            limiter=limiter,
+        )
+        await d.run(until_idle=True)
+    # Deadline 0.9 s, 0.5 s per send one at a time: some had to go round again.
+    assert d.stats.deferred >= 1
+    assert receiver.count == 4 and receiver.peak == 1
+    for i in ids:
+        m = await store.message_get(i)
+        assert (m.status, m.attempts) == (Status.SENT, 1)

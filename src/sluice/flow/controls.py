@@ -192,6 +192,8 @@ class ControlSnapshot:
     ) -> tuple[Mode, Control | None]:
         """The most restrictive mode covering the message, and the control that set it
         (``None`` when the default applies)."""
+        if not self.controls:
+            return self.default, None
         best: Control | None = None
         for control in self.controls:
             if not control.active(now) or not control.scope.covers(

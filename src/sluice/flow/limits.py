@@ -192,6 +192,8 @@ class LimitSpec:
             values["burst"] = max(1.0, float(values["rate"]))
         if kind == "rate" and values["burst"] < 1:
             raise ConfigError(f"{where}.burst must be at least 1")
+        if kind == "concurrency" and (values["tenant"] or values["action"]):
+            raise ConfigError(f"{where}: a concurrency limit is per provider (no tenant, action)")
         counted = values["max"] is not None and values.get("window")
         if kind == "recipient" and values.get("cooldown") is None and not counted:
             raise ConfigError(f"{where}: a recipient limit needs max and window, or cooldown")

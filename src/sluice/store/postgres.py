@@ -587,6 +587,7 @@ class PostgresStore:
                 {
                     **_scope_params(control.scope),
                     "reason": control_hold_reason(control),
+                    "control_id": control.id,
                     "now": now,
                     "limit": limit,
                 },

@@ -787,6 +787,7 @@ class SqliteStore:
                         {
                             **_scope_params(control.scope),
                             "reason": control_hold_reason(control),
+                            "control_id": control.id,
                             "now": now.timestamp(),
                             "limit": limit,
                         },

@@ -61,11 +61,17 @@ class ControlWatch:
         self.log = logger
         self.snapshot = ControlSnapshot(-1, (), Mode(settings.default_mode))
         self.acked = -1
-        self._admitted: dict[int, tuple[ScopeKey, asyncio.Future[None]]] = {}
+        #: Sends between their final check and their end, and the futures the fence of a
+        #: reload waits on (created only for the sends it has to wait for).
+        self._admitted: dict[int, ScopeKey] = {}
+        self._fenced: dict[int, asyncio.Future[None]] = {}
         self._seq = itertools.count()
         self._last_sweep = 0.0
         self._last_purge = 0.0
+        #: Scopes made more restrictive since the last acknowledgement.
         self._restricted: set[ScopeKey] = set()
+        #: The epoch the reload hooks (limits) last ran for.
+        self._hooked = -1
         #: Called with the new epoch after each reload (limits reload on the same epoch).
         self.on_reload: list[Callable[[int], Awaitable[None]]] = []
         #: Called with the epoch on every poll (throttle marks, breaker states).
@@ -84,13 +90,14 @@ class ControlWatch:
         next reload then either sees this send or this send saw the new snapshot.
         """
         n = next(self._seq)
-        self._admitted[n] = (key, asyncio.get_running_loop().create_future())
+        self._admitted[n] = key
         return n
 
     def done(self, token: int) -> None:
-        entry = self._admitted.pop(token, None)
-        if entry is not None and not entry[1].done():
-            entry[1].set_result(None)
+        self._admitted.pop(token, None)
+        fence = self._fenced.pop(token, None)
+        if fence is not None and not fence.done():
+            fence.set_result(None)
 
     # -- keeping current -----------------------------------------------------------
 
@@ -113,6 +120,8 @@ class ControlWatch:
             await self._sweep()
         except SluiceError as exc:
             self.log.warning("could not refresh controls", error=str(exc))
+        except Exception:  # the loop must outlive any bug: it is what acknowledges kills
+            self.log.exception("control refresh failed")
 
     async def run(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
@@ -126,27 +135,37 @@ class ControlWatch:
             controls = tuple(await self.store.control_list())
             old = self.snapshot
             self.snapshot = ControlSnapshot(version, controls, Mode(self.settings.default_mode))
+            # Right after the swap, before any await: every send admitted under ``old`` is
+            # in ``_admitted`` now, and every later one was checked against the new state.
+            # Scopes accumulate until an acknowledgement succeeds, so a change arriving
+            # while an earlier fence is still waiting cannot drop that fence.
+            keys = set(self._admitted.values())
+            self._restricted |= set(self.snapshot.restricted_since(old, keys, now))
+            if old.version >= 0:
+                for control in controls:
+                    if control.version > old.version:
+                        self.log.warning(
+                            "control applied",
+                            scope=str(control.scope),
+                            mode=control.mode.value,
+                            actor=control.actor,
+                            reason=control.reason,
+                            version=version,
+                        )
+        if self._hooked < version:
             for hook in self.on_reload:
                 await hook(version)
-            restricted = set(
-                self.snapshot.restricted_since(old, {k for k, _ in self._admitted.values()}, now)
-            )
-            changed = [c for c in controls if c.version > old.version] if old.version >= 0 else []
-            for control in changed:
-                self.log.warning(
-                    "control applied",
-                    scope=str(control.scope),
-                    mode=control.mode.value,
-                    actor=control.actor,
-                    reason=control.reason,
-                    version=version,
-                )
-            self._restricted = restricted
-        else:
-            restricted = self._restricted  # a fence that did not finish last round
-        pending = [f for k, f in self._admitted.values() if k in restricted and not f.done()]
+            self._hooked = version
+        loop = asyncio.get_running_loop()
+        pending = []
+        for token, key in list(self._admitted.items()):
+            if key in self._restricted:
+                fence = self._fenced.get(token)
+                if fence is None:
+                    fence = self._fenced[token] = loop.create_future()
+                pending.append(fence)
         if pending:
-            # Sends that passed the old snapshot in a scope now restricted: acknowledge
+            # Sends that passed an older state in a scope now restricted: acknowledge
             # only once they are over (each is bounded by the HTTP timeout).
             _, still = await asyncio.wait(pending, timeout=self.settings.http_timeout + 1.0)
             if still:
@@ -159,6 +178,7 @@ class ControlWatch:
                 return
         await self.store.worker_ack(self.worker_id, version, self.clock.now())
         self.acked = version
+        self._restricted = set()
 
     async def _sweep(self) -> None:
         loop = asyncio.get_running_loop()

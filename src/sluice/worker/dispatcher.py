@@ -142,6 +142,8 @@ class Dispatcher:
         #: Messages whose send is a half-open breaker's probe (id -> original provider).
         self._probes: dict[str, str] = {}
         self._breakers_synced = 0.0
+        #: A send must start this soon after its claim, so that it ends within the lease.
+        self._send_deadline = 0.9 * (settings.lease_seconds - settings.http_timeout)
         self._in_flight = 0
         self._slot_free = asyncio.Event()
         self._buffer: list[Completion] = []
@@ -241,10 +243,8 @@ class Dispatcher:
                 try:
                     batch = await self._limit(batch)
                 except Exception as exc:  # a limiter failure must not stop the worker
-                    # Nothing was sent: hand the batch straight back, attempts refunded.
                     self.log.error("could not apply limits; batch released", error=str(exc))
-                    self._unstarted.extend((m.id, m.claim_seq) for m in batch)
-                    await self._release_unstarted()
+                    await self._give_back(batch)
                     await self._sleep(error_delay)
                     error_delay = min(error_delay * 2, 5.0)
                     continue
@@ -253,8 +253,10 @@ class Dispatcher:
                     try:
                         connections = await self.gate.load(batch)
                     except SluiceError as exc:
-                        # Nothing was sent; the leases bring the batch back.
                         self.log.warning("could not load connections", error=str(exc))
+                        await self._give_back(batch)
+                        await self._sleep(error_delay)
+                        error_delay = min(error_delay * 2, 5.0)
                         continue
                 self._start(batch, connections)
                 continue
@@ -304,6 +306,14 @@ class Dispatcher:
             self._unprobe(msg)
         return go + other
 
+    async def _give_back(self, batch: list[Message]) -> None:
+        """Nothing of ``batch`` was sent: release it at once, attempts refunded, probe
+        slots freed (instead of leaving it to the lease and burning an attempt)."""
+        for msg in batch:
+            self._unprobe(msg)
+        self._unstarted.extend((m.id, m.claim_seq) for m in batch)
+        await self._release_unstarted()
+
     def _route(self, msg: Message) -> datetime | None:
         """Pass ``msg`` through the circuit breakers: None to send (perhaps through the
         next provider of its channel's route, which ``msg.provider`` then names), or when
@@ -314,8 +324,14 @@ class Dispatcher:
                 self._probes[msg.id] = msg.provider
             return None
         route = self.routes.get(msg.channel, [])
+        now = self.clock.now()
         for alt in route:
             if alt == msg.provider or alt not in self.providers:
+                continue
+            # Only to a provider the controls let this message use as it is: a paused,
+            # shadowed or killed alternative is no way out (and would loop or strand it).
+            mode, _ = self.controls.decide(scope_key(msg, alt), now)
+            if not (mode is Mode.LIVE or (mode is Mode.APPROVAL and msg.approved_by)):
                 continue
             other = self.breakers.allow(alt, msg.tenant)
             if other.allowed:
@@ -347,6 +363,7 @@ class Dispatcher:
             task.add_done_callback(self._tasks.discard)
 
     async def _deliver(self, msg: Message, connections: Connections) -> None:
+        claimed = time.monotonic()
         try:
             if self.stopping:
                 # Claimed but not started: hand it straight back, attempt refunded.
@@ -368,6 +385,13 @@ class Dispatcher:
             await concurrency.acquire()
             outcome: Outcome | None = None
             t0 = time.perf_counter()
+            if time.monotonic() - claimed > self._send_deadline:
+                # Waited for a slot so long that the lease could run out during the call
+                # (and another worker send it too): hand it back unsent instead.
+                await concurrency.release(None, 0.0)
+                self.stats.deferred += 1
+                self._put_back(msg, self.clock.now())
+                return
             try:
                 # The binding check: immediately before the provider call, with no await
                 # in between, registered so the next control change fences on this send.

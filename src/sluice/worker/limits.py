@@ -20,6 +20,7 @@ limit that adapts to the provider's health.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import random
 import time
@@ -141,18 +142,37 @@ class AdaptiveConcurrency:
         self.in_flight = 0
         self.latency_target = latency_target
         self._last_cut = 0.0
-        self._cond = asyncio.Condition()
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     async def acquire(self) -> None:
-        async with self._cond:
-            await self._cond.wait_for(lambda: self.in_flight < max(1, int(self.limit)))
+        # The common case — a free slot and nobody queued — costs no lock and no future.
+        if self.in_flight < max(1, int(self.limit)) and not self._waiters:
             self.in_flight += 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.in_flight -= 1  # the slot was handed over as we were cancelled
+                self._wake()
+            else:
+                self._waiters.remove(waiter)
+            raise
 
     async def release(self, outcome: SendOutcome | None, latency: float) -> None:
-        async with self._cond:
-            self.in_flight -= 1
-            self._adapt(outcome, latency)
-            self._cond.notify_all()
+        self.in_flight -= 1
+        self._adapt(outcome, latency)
+        self._wake()
+
+    def _wake(self) -> None:
+        """Hand free slots to the oldest waiters (the slot is taken on their behalf)."""
+        while self._waiters and self.in_flight < max(1, int(self.limit)):
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self.in_flight += 1
+                waiter.set_result(None)
 
     def _adapt(self, outcome: SendOutcome | None, latency: float) -> None:
         congested = latency > self.latency_target
@@ -223,10 +243,15 @@ class Limiter:
             }
             runtime.append(LimitSpec.parse(raw, f"run-time limit {row.kind}", source="runtime"))
         self.specs = merge(self.configured, runtime)
-        ceilings = {s.provider: int(s.max or 0) for s in self.specs if s.kind == "concurrency"}
         for provider, gate in self._concurrency.items():
-            gate.ceiling = ceilings.get(provider, self.settings.worker_concurrency)
+            gate.ceiling = self._ceiling(provider)
             gate.limit = min(gate.limit, float(gate.ceiling))
+
+    def _ceiling(self, provider: str) -> int:
+        """The provider's own concurrency cap, else an all-providers one, else the
+        worker's concurrency."""
+        caps = {s.provider: int(s.max or 0) for s in self.specs if s.kind == "concurrency"}
+        return caps.get(provider) or caps.get("") or self.settings.worker_concurrency
 
     async def refresh_throttles(self, version: int = 0) -> None:
         now = self.clock.now()
@@ -347,14 +372,6 @@ class Limiter:
     def concurrency(self, provider: str) -> AdaptiveConcurrency:
         gate = self._concurrency.get(provider)
         if gate is None:
-            ceiling = next(
-                (
-                    int(s.max or 0)
-                    for s in self.specs
-                    if s.kind == "concurrency" and s.provider in ("", provider)
-                ),
-                self.settings.worker_concurrency,
-            )
-            gate = AdaptiveConcurrency(ceiling, self.settings.latency_target)
+            gate = AdaptiveConcurrency(self._ceiling(provider), self.settings.latency_target)
             self._concurrency[provider] = gate
         return gate

@@ -279,6 +279,12 @@ WHERE m.id IN (
       AND (%(action)s = '' OR action = %(action)s)
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED)
+  -- Only while that kill is still in force: one resumed or expired since the caller read
+  -- the controls must not strand messages in held with nothing left to release them.
+  AND EXISTS (
+      SELECT 1 FROM sluice_controls c
+      WHERE c.id = %(control_id)s::uuid AND c.mode = 'killed'
+        AND (c.expires_at IS NULL OR c.expires_at > %(now)s))
 RETURNING m.id::text
 
 -- name: worker_ack
@@ -289,8 +295,9 @@ WHERE id = %(id)s
 -- name: flow_state_prepare
 -- Create the cells a limiter round needs (stamp -1: "did not exist") so that every
 -- worker then locks the same rows.
-INSERT INTO sluice_flow_state (key, value, stamp)
-SELECT k, 0, -1 FROM unnest(%(keys)s::text[]) AS k
+INSERT INTO sluice_flow_state (key, value, stamp, expires_at)
+SELECT k, 0, -1, extract(epoch FROM clock_timestamp()) + 3600
+FROM unnest(%(keys)s::text[]) AS k
 ON CONFLICT (key) DO NOTHING
 
 -- name: flow_state_lock
@@ -309,7 +316,11 @@ FROM unnest(%(keys)s::text[], %(values)s::double precision[], %(stamps)s::double
 WHERE s.key = w.key
 
 -- name: flow_state_purge
-DELETE FROM sluice_flow_state WHERE expires_at < %(now)s
+-- In key order and skipping rows a limiter holds, like the limiter's own locks: a purge
+-- never deadlocks with a worker, nor deletes a cell under one.
+DELETE FROM sluice_flow_state WHERE key IN (
+    SELECT key FROM sluice_flow_state WHERE expires_at < %(now)s
+    ORDER BY key FOR UPDATE SKIP LOCKED)
 
 -- name: flow_state_peek
 SELECT key, value, stamp FROM sluice_flow_state WHERE key = ANY(%(keys)s::text[])

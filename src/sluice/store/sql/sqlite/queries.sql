@@ -200,6 +200,10 @@ WHERE id IN (
       AND (:tenant = '' OR tenant = :tenant) AND (:channel = '' OR channel = :channel)
       AND (:provider = '' OR provider = :provider) AND (:action = '' OR action = :action)
     LIMIT :limit)
+  AND EXISTS (
+      SELECT 1 FROM sluice_controls c
+      WHERE c.id = :control_id AND c.mode = 'killed'
+        AND (c.expires_at IS NULL OR c.expires_at > :now))
 RETURNING id
 
 -- name: worker_ack
@@ -207,7 +211,8 @@ UPDATE sluice_workers SET flow_version = max(flow_version, :version), flow_acked
 WHERE id = :id
 
 -- name: flow_state_prepare
-INSERT INTO sluice_flow_state (key, value, stamp) VALUES (:key, 0, -1)
+INSERT INTO sluice_flow_state (key, value, stamp, expires_at)
+VALUES (:key, 0, -1, (julianday('now') - 2440587.5) * 86400.0 + 3600)
 ON CONFLICT (key) DO NOTHING
 
 -- name: flow_state_select
