@@ -292,6 +292,8 @@ class Breakers:
         self._probing: dict[str, datetime] = {}
         #: Keys this worker recorded outcomes for: key -> (provider, tenant, last record).
         self._seen: dict[str, tuple[str, str, datetime]] = {}
+        #: Outcomes by (provider, tenant, bucket) -> [ok, failed, last], until the next sync.
+        self._raw: dict[tuple[str, str, int], list[Any]] = {}
         self._purged_at: datetime | None = None
 
     @staticmethod
@@ -347,15 +349,41 @@ class Breakers:
             reason=f"probe of half-open circuit breaker {', '.join(probing)}",
         )
 
-    def record(self, provider: str, tenant: str, ok: bool, *, probe: bool = False) -> None:
+    def record(
+        self,
+        provider: str,
+        tenant: str,
+        ok: bool,
+        *,
+        probe: bool = False,
+        now: datetime | None = None,
+    ) -> None:
         """Count a provider-health outcome of a send; ``probe``: ``allow`` said it was one."""
-        now = self.clock.now()
-        bucket = self.policy.bucket(now)
-        for key, key_tenant in zip(self.keys(provider, tenant), ("", tenant), strict=True):
-            counts = self._pending.setdefault((key, bucket), [0, 0])
-            counts[0 if ok else 1] += 1
-            self._seen[key] = (provider, key_tenant, now)
-            if probe and self._probing.pop(key, None) is not None:
+        now = now or self.clock.now()
+        # The hot path (every send) only counts; keys are worked out at the next sync.
+        counts = self._raw.get((provider, tenant, self.policy.bucket(now)))
+        if counts is None:
+            counts = self._raw[(provider, tenant, self.policy.bucket(now))] = [0, 0, now]
+        counts[0 if ok else 1] += 1
+        counts[2] = now
+        if probe:
+            self._record_probe(provider, tenant, ok)
+
+    def _expand(self) -> None:
+        """Move the counts of ``record`` to the breaker keys they belong to."""
+        raw, self._raw = self._raw, {}
+        for (provider, tenant, bucket), (ok, failed, at) in raw.items():
+            for key, key_tenant in zip(self.keys(provider, tenant), ("", tenant), strict=True):
+                counts = self._pending.setdefault((key, bucket), [0, 0])
+                counts[0] += ok
+                counts[1] += failed
+                seen = self._seen.get(key)
+                if seen is None or seen[2] < at:
+                    self._seen[key] = (provider, key_tenant, at)
+
+    def _record_probe(self, provider: str, tenant: str, ok: bool) -> None:
+        for key in self.keys(provider, tenant):
+            if self._probing.pop(key, None) is not None:
                 if ok:
                     self._probes_ok[key] = self._probes_ok.get(key, 0) + 1
                 else:
@@ -382,6 +410,7 @@ class Breakers:
             self.log.warning("breaker sync failed; using the last snapshot", error=str(exc))
 
     async def _sync(self, now: datetime) -> None:
+        self._expand()
         await self._flush(now)
         since_bucket = self.policy.window_start(now)
         horizon = now - timedelta(seconds=self.policy.window_seconds)

@@ -382,39 +382,40 @@ class Dispatcher:
                     self._defer(msg, ticket.defer)
                     return
             concurrency = self.limiter.concurrency(msg.provider)
-            await concurrency.acquire()
+            if not concurrency.try_acquire():
+                await concurrency.acquire()
             outcome: Outcome | None = None
             t0 = time.perf_counter()
             if time.monotonic() - claimed > self._send_deadline:
                 # Waited for a slot so long that the lease could run out during the call
                 # (and another worker send it too): hand it back unsent instead.
-                await concurrency.release(None, 0.0)
+                concurrency.release_now(None, 0.0)
                 self.stats.deferred += 1
                 self._put_back(msg, self.clock.now())
                 return
             try:
                 # The binding check: immediately before the provider call, with no await
                 # in between, registered so the next control change fences on this send.
-                if not self._allowed(msg, key):
+                started = self.clock.now()
+                if not self._allowed(msg, key, started):
                     return
                 token = self.controls.admit(key)
                 try:
-                    started = self.clock.now()
                     t0 = time.perf_counter()
                     outcome = await self._send(msg, ticket.credentials)
                 finally:
                     self.controls.done(token)
             finally:
                 latency = time.perf_counter() - t0
-                await concurrency.release(outcome, latency if outcome is not None else 0.0)
+                concurrency.release_now(outcome, latency if outcome is not None else 0.0)
             latency_ms = latency * 1000.0
-            self._breaker_record(msg, outcome)
+            finished = self.clock.now()
+            self._breaker_record(msg, outcome, finished)
             if outcome.code is ErrorCode.RATE_LIMITED or (
                 outcome.code is not None and outcome.retry_after is not None
             ):
                 # The provider asked for a pause: every worker respects it.
                 await self.limiter.throttled(msg, outcome)
-            finished = self.clock.now()
             decision = self.retry.decide(msg, outcome, finished)
             reason = None
             if (
@@ -429,25 +430,25 @@ class Dispatcher:
             self._in_flight -= 1
             self._slot_free.set()
 
-    def _breaker_record(self, msg: Message, outcome: Outcome) -> None:
+    def _breaker_record(self, msg: Message, outcome: Outcome, now: datetime) -> None:
         """Count provider health: a send that went through, or a failure that is the
         provider's (5xx, timeout, unreachable). Refusals about the message, its
         credentials or its pace say nothing about the provider's health."""
         probe = self._probes.pop(msg.id, None) is not None
         if outcome.ok:
-            self.breakers.record(msg.provider, msg.tenant, True, probe=probe)
+            self.breakers.record(msg.provider, msg.tenant, True, probe=probe, now=now)
         elif outcome.code is not None and (
             outcome.code.error_class is ErrorClass.TRANSIENT
             or outcome.code is ErrorCode.PROVIDER_UNAVAILABLE
         ):
-            self.breakers.record(msg.provider, msg.tenant, False, probe=probe)
+            self.breakers.record(msg.provider, msg.tenant, False, probe=probe, now=now)
         elif probe:
             self.breakers.release(msg.provider, msg.tenant)
 
-    def _allowed(self, msg: Message, key: ScopeKey) -> bool:
+    def _allowed(self, msg: Message, key: ScopeKey, now: datetime | None = None) -> bool:
         """Apply the controls to ``msg``: True to send; otherwise it was held, put back,
         or shadowed, and its outcome is buffered."""
-        mode, control = self.controls.decide(key, self.clock.now())
+        mode, control = self.controls.decide(key, now or self.clock.now())
         if mode is Mode.LIVE or (mode is Mode.APPROVAL and msg.approved_by):
             return True
         if mode is Mode.PAUSED:

@@ -144,10 +144,15 @@ class AdaptiveConcurrency:
         self._last_cut = 0.0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
-    async def acquire(self) -> None:
-        # The common case — a free slot and nobody queued — costs no lock and no future.
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free and nobody is queued (no await, no future)."""
         if self.in_flight < max(1, int(self.limit)) and not self._waiters:
             self.in_flight += 1
+            return True
+        return False
+
+    async def acquire(self) -> None:
+        if self.try_acquire():
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
@@ -162,6 +167,9 @@ class AdaptiveConcurrency:
             raise
 
     async def release(self, outcome: SendOutcome | None, latency: float) -> None:
+        self.release_now(outcome, latency)
+
+    def release_now(self, outcome: SendOutcome | None, latency: float) -> None:
         self.in_flight -= 1
         self._adapt(outcome, latency)
         self._wake()
