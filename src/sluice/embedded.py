@@ -110,6 +110,8 @@ async def run_embedded(settings: Settings, *, port: int, demo: int, duration: fl
             _say("look with, in another terminal:")
             _say(f"  sluice status {url_flag}")
             _say(f"  sluice dlq list {url_flag}")
+            _say(f"  sluice kill --tenant globex --reason 'try it' {url_flag}")
+            _say(f"  sluice held list {url_flag}   then: sluice resume --tenant globex --reason ok")
             _say(f"  curl {sim.url}/_sim/effects")
             _say("")
             _say("Ctrl-C stops (in-flight sends finish first)." if not duration else
