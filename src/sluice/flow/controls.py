@@ -132,6 +132,15 @@ class Scope:
         ]
         return " ".join(parts) or "global"
 
+    def params(self) -> dict[str, str]:
+        """The scope as query parameters (``""`` for any)."""
+        return {
+            "tenant": self.tenant,
+            "channel": self.channel,
+            "provider": self.provider,
+            "action": self.action,
+        }
+
     def as_dict(self) -> dict[str, str | None]:
         return {
             "tenant": self.tenant or None,

@@ -48,11 +48,18 @@ async def dlq_list(store: Store, flt: MessageFilter) -> list[DlqGroup]:
     return await store.dlq_groups(flt)
 
 
+def require_actor(actor: str, reason: str | None = None, *, need_reason: bool = False) -> None:
+    """Every operator act names who does it; changes of controls and limits also why."""
+    if not actor or not actor.strip():
+        raise ValidationError("actor", "is required: who is doing this")
+    if need_reason and (not reason or not reason.strip()):
+        raise ValidationError("reason", "is required: why (it goes to the audit log)")
+
+
 def _check(flt: MessageFilter, actor: str) -> None:
     if flt.limit is not None and flt.limit < 1:
         raise ValidationError("limit", "must be at least 1")
-    if not actor or not actor.strip():
-        raise ValidationError("actor", "is required: who is doing this")
+    require_actor(actor)
 
 
 async def _dlq_move(

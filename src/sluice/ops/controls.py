@@ -18,7 +18,7 @@ from sluice.clock import Clock, SystemClock
 from sluice.errors import NotFound, ValidationError
 from sluice.flow.controls import Control, Mode, Scope
 from sluice.model import Message, Status
-from sluice.ops.actions import DlqAction, filter_dict
+from sluice.ops.actions import DlqAction, filter_dict, require_actor
 from sluice.store.base import AuditEntry, MessageFilter, Store, WorkerInfo
 
 __all__ = [
@@ -107,13 +107,6 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
-def _need(actor: str, reason: str) -> None:
-    if not actor or not actor.strip():
-        raise ValidationError("actor", "is required: who is doing this")
-    if not reason or not reason.strip():
-        raise ValidationError("reason", "is required: why (it goes to the audit log)")
-
-
 async def live_workers(store: Store, now: datetime) -> list[WorkerInfo]:
     """Workers running and seen within the last three heartbeats."""
     return [
@@ -159,7 +152,7 @@ async def control_set(
     """Set ``scope`` to ``mode`` (audited); with ``wait``, return once every live worker
     has acknowledged it. ``expires_in`` seconds later the control reverts by itself."""
     mode = Mode.parse(mode) if isinstance(mode, str) else mode
-    _need(actor, reason)
+    require_actor(actor, reason, need_reason=True)
     if expires_in is not None and not expires_in > 0:
         raise ValidationError("expires", "must be a positive number of seconds")
     clock = clock or SystemClock()
@@ -185,7 +178,7 @@ async def control_clear(
 ) -> ControlChange:
     """Remove the control of ``scope`` and (``release``) put the messages controls held
     in it back in the queue — ``sluice resume``. ``NotFound`` if nothing was there."""
-    _need(actor, reason)
+    require_actor(actor, reason, need_reason=True)
     clock = clock or SystemClock()
     control, released = await store.control_clear(
         scope, actor=actor, reason=reason, release=release, now=clock.now()
@@ -238,8 +231,7 @@ async def _held_move(
     clock: Clock | None,
 ) -> DlqAction:
     _check(flt, ids)
-    if not actor or not actor.strip():
-        raise ValidationError("actor", "is required: who is doing this")
+    require_actor(actor)
     matched = list(ids) if ids is not None else await store.message_select(Status.HELD, flt)
     if dry_run or not matched:
         return DlqAction(verb, dry_run, len(matched), 0, matched)

@@ -10,8 +10,9 @@ from typing import Any
 
 from sluice.clock import Clock, SystemClock
 from sluice.config import Settings
-from sluice.errors import NotFound, ValidationError
+from sluice.errors import NotFound
 from sluice.flow.limits import Cell, LimitSpec, merge, validate_runtime
+from sluice.ops.actions import require_actor
 from sluice.store.base import LimitRow, Store
 
 __all__ = ["LimitView", "limit_clear", "limit_list", "limit_set"]
@@ -34,13 +35,6 @@ class LimitView:
         return out
 
 
-def _need(actor: str, reason: str) -> None:
-    if not actor or not actor.strip():
-        raise ValidationError("actor", "is required: who is doing this")
-    if not reason or not reason.strip():
-        raise ValidationError("reason", "is required: why (it goes to the audit log)")
-
-
 async def limit_set(
     store: Store,
     raw: Mapping[str, Any],
@@ -50,7 +44,7 @@ async def limit_set(
     clock: Clock | None = None,
 ) -> LimitSpec:
     """Set a limit at run time (replacing the file's of the same scope); audited."""
-    _need(actor, reason)
+    require_actor(actor, reason, need_reason=True)
     spec = validate_runtime(raw)
     now = (clock or SystemClock()).now()
     await store.limit_set(
@@ -73,7 +67,7 @@ async def limit_clear(
     clock: Clock | None = None,
 ) -> None:
     """Remove a run-time limit; ``NotFound`` if there is none of that scope."""
-    _need(actor, reason)
+    require_actor(actor, reason, need_reason=True)
     now = (clock or SystemClock()).now()
     if not await store.limit_clear(
         kind, tenant, provider, action, actor=actor, reason=reason, now=now

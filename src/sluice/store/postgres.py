@@ -127,15 +127,6 @@ def _control(r: TupleRow) -> Control:
     )
 
 
-def _scope_params(scope: Scope) -> dict[str, str]:
-    return {
-        "tenant": scope.tenant,
-        "channel": scope.channel,
-        "provider": scope.provider,
-        "action": scope.action,
-    }
-
-
 class PostgresStore:
     """Store on PostgreSQL. Safe for many processes on many hosts."""
 
@@ -504,7 +495,7 @@ class PostgresStore:
             cur = await conn.execute(
                 Q["control_upsert"],
                 {
-                    **_scope_params(scope),
+                    **scope.params(),
                     "id": str(uuid.uuid4()),
                     "mode": mode.value,
                     "actor": actor,
@@ -522,12 +513,12 @@ class PostgresStore:
         self, scope: Scope, *, actor: str, reason: str, release: bool, now: datetime
     ) -> tuple[Control | None, list[str]]:
         async with self._conn() as conn, conn.transaction():
-            cur = await conn.execute(Q["control_delete"], _scope_params(scope))
+            cur = await conn.execute(Q["control_delete"], scope.params())
             row = await cur.fetchone()
             released: list[str] = []
             if release:
                 cur = await conn.execute(
-                    Q["message_release_controlled"], {**_scope_params(scope), "now": now}
+                    Q["message_release_controlled"], {**scope.params(), "now": now}
                 )
                 released = [r[0] for r in await cur.fetchall()]
             if row is None and not released:
@@ -562,7 +553,7 @@ class PostgresStore:
             await conn.execute(Q["flow_bump"], {"now": now})
             for control in expired:
                 cur = await conn.execute(
-                    Q["message_release_controlled"], {**_scope_params(control.scope), "now": now}
+                    Q["message_release_controlled"], {**control.scope.params(), "now": now}
                 )
                 released = len(await cur.fetchall())
                 entry = control_audit(
@@ -585,7 +576,7 @@ class PostgresStore:
             rows = await self._fetch(
                 "message_hold_controlled",
                 {
-                    **_scope_params(control.scope),
+                    **control.scope.params(),
                     "reason": control_hold_reason(control),
                     "control_id": control.id,
                     "now": now,

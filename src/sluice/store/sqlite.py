@@ -178,15 +178,6 @@ def _control(r: Sequence[Any]) -> Control:
     )
 
 
-def _scope_params(scope: Scope) -> dict[str, str]:
-    return {
-        "tenant": scope.tenant,
-        "channel": scope.channel,
-        "provider": scope.provider,
-        "action": scope.action,
-    }
-
-
 class SqliteStore:
     """Store on one SQLite file."""
 
@@ -687,7 +678,7 @@ class SqliteStore:
                 row = conn.execute(
                     Q["control_upsert"],
                     {
-                        **_scope_params(scope),
+                        **scope.params(),
                         "id": str(uuid.uuid4()),
                         "mode": mode.value,
                         "actor": actor,
@@ -711,13 +702,13 @@ class SqliteStore:
 
         def clear(conn: sqlite3.Connection) -> tuple[Control | None, list[str]]:
             with _write(conn):
-                row = conn.execute(Q["control_delete"], _scope_params(scope)).fetchone()
+                row = conn.execute(Q["control_delete"], scope.params()).fetchone()
                 released: list[str] = []
                 if release:
                     released = [
                         r[0]
                         for r in conn.execute(
-                            Q["message_release_controlled"], {**_scope_params(scope), "now": t}
+                            Q["message_release_controlled"], {**scope.params(), "now": t}
                         ).fetchall()
                     ]
                 if row is None and not released:
@@ -755,7 +746,7 @@ class SqliteStore:
                 conn.execute(Q["flow_bump"], {"now": t})
                 for control in expired:
                     released = conn.execute(
-                        Q["message_release_controlled"], {**_scope_params(control.scope), "now": t}
+                        Q["message_release_controlled"], {**control.scope.params(), "now": t}
                     ).fetchall()
                     entry = control_audit(
                         "control.expired",
@@ -785,7 +776,7 @@ class SqliteStore:
                     rows = conn.execute(
                         Q["message_hold_controlled"],
                         {
-                            **_scope_params(control.scope),
+                            **control.scope.params(),
                             "reason": control_hold_reason(control),
                             "control_id": control.id,
                             "now": now.timestamp(),

@@ -462,19 +462,33 @@ class Dispatcher:
             self._hold(msg, _control_reason(mode, control))
         return False
 
-    def _put_back(self, msg: Message, run_at: datetime) -> None:
+    def _unsent(
+        self,
+        msg: Message,
+        status: Status,
+        *,
+        run_at: datetime | None = None,
+        hold_reason: str | None = None,
+        attempt: Attempt | None = None,
+    ) -> None:
+        """Buffer the outcome of a message no provider was called for: its attempt is
+        refunded (``attempt``, if any, only records what happened instead)."""
         self._buffer.append(
             Completion(
                 message_id=msg.id,
                 claim_seq=msg.claim_seq,
                 worker_id=self.worker_id,
-                status=Status.QUEUED,
-                attempt=None,
+                status=status,
+                attempt=attempt,
                 run_at=run_at,
                 refund_attempt=True,
+                hold_reason=hold_reason,
             )
         )
         self._buffer_ready.set()
+
+    def _put_back(self, msg: Message, run_at: datetime) -> None:
+        self._unsent(msg, Status.QUEUED, run_at=run_at)
 
     def _shadow(self, msg: Message, control: Control | None) -> None:
         """Record what would have been sent, and call nothing."""
@@ -492,51 +506,19 @@ class Dispatcher:
             detail=f"{why}; would have sent {msg.action} to {msg.recipient} via {msg.provider}",
             latency_ms=0.0,
         )
-        self._buffer.append(
-            Completion(
-                message_id=msg.id,
-                claim_seq=msg.claim_seq,
-                worker_id=self.worker_id,
-                status=Status.SHADOWED,
-                attempt=attempt,
-                refund_attempt=True,
-            )
-        )
-        self._buffer_ready.set()
+        self._unsent(msg, Status.SHADOWED, attempt=attempt)
 
     def _hold(self, msg: Message, reason: str) -> None:
         """Held before any provider call: no attempt is recorded and none is spent."""
         self.stats.held += 1
         self.log.info("message held", message_id=msg.id, provider=msg.provider, reason=reason)
-        self._buffer.append(
-            Completion(
-                message_id=msg.id,
-                claim_seq=msg.claim_seq,
-                worker_id=self.worker_id,
-                status=Status.HELD,
-                attempt=None,
-                refund_attempt=True,
-                hold_reason=reason,
-            )
-        )
-        self._buffer_ready.set()
+        self._unsent(msg, Status.HELD, hold_reason=reason)
 
     def _defer(self, msg: Message, why: str) -> None:
         """This worker cannot send it (its own configuration); another may. No attempt."""
         self.stats.deferred += 1
         self.log.error("cannot open credentials; message deferred", message_id=msg.id, reason=why)
-        self._buffer.append(
-            Completion(
-                message_id=msg.id,
-                claim_seq=msg.claim_seq,
-                worker_id=self.worker_id,
-                status=Status.QUEUED,
-                attempt=None,
-                run_at=self.clock.now() + timedelta(seconds=WORKER_PROBLEM_DELAY),
-                refund_attempt=True,
-            )
-        )
-        self._buffer_ready.set()
+        self._put_back(msg, self.clock.now() + timedelta(seconds=WORKER_PROBLEM_DELAY))
 
     async def _auth_failure(
         self, msg: Message, outcome: Outcome, conn: Connection

@@ -228,10 +228,6 @@ class Limiter:
         self._concurrency: dict[str, AdaptiveConcurrency] = {}
         self.rng = random.Random()
 
-    @property
-    def backend_name(self) -> str:
-        return "redis" if self._redis is not None else "store"
-
     async def close(self) -> None:
         if self._redis is not None:
             await self._redis.close()

@@ -322,9 +322,6 @@ DELETE FROM sluice_flow_state WHERE key IN (
     SELECT key FROM sluice_flow_state WHERE expires_at < %(now)s
     ORDER BY key FOR UPDATE SKIP LOCKED)
 
--- name: flow_state_peek
-SELECT key, value, stamp FROM sluice_flow_state WHERE key = ANY(%(keys)s::text[])
-
 -- name: throttle_set
 INSERT INTO sluice_throttles (tenant, provider, until, reason, set_at)
 VALUES (%(tenant)s, %(provider)s, %(until)s, %(reason)s, %(now)s)
