@@ -445,9 +445,11 @@ def validate_runtime(raw: Mapping[str, Any]) -> LimitSpec:
     try:
         return LimitSpec.parse(raw, "limit", source="runtime")
     except ConfigError as exc:
-        text = str(exc).removeprefix("limit: ").removeprefix("limit.")
-        name = text.split(" ", 1)[0].rstrip(":")
-        raise ValidationError(name, text.removeprefix(name).strip(" :")) from None
+        text = str(exc)
+        if text.startswith("limit."):  # "limit.rate must be …": the field, then the problem
+            name, _, problem = text.removeprefix("limit.").partition(" ")
+            raise ValidationError(name, problem) from None
+        raise ValidationError("limit", text.removeprefix("limit: ")) from None
 
 
 def parse_routes(table: Any, source: str = "sluice.toml") -> dict[str, list[str]]:
