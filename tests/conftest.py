@@ -38,6 +38,10 @@ TABLES = (
     "sluice_breakers",
     "sluice_breaker_window",
     "sluice_throttles",
+    "sluice_api_keys",
+    "sluice_idempotency",
+    "sluice_inbox",
+    "sluice_receipts",
 )
 
 

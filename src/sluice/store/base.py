@@ -19,12 +19,16 @@ if TYPE_CHECKING:
 from sluice.model import Attempt, Completion, Message, NewMessage
 
 __all__ = [
+    "ApiKey",
     "AuditEntry",
     "BreakerInfo",
     "DlqGroup",
     "FlowStateFn",
+    "IdemClaim",
+    "InboxItem",
     "LimitRow",
     "MessageFilter",
+    "Receipt",
     "RefreshCallback",
     "RefreshOutcome",
     "RescueResult",
@@ -218,6 +222,79 @@ class LimitRow:
     actor: str
     reason: str
     updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """An HTTP API key as stored: the secret itself is never kept, only its SHA-256.
+
+    ``role`` is ``tenant`` (enqueue and read the one ``tenant``'s messages) or
+    ``operator`` (every tenant, controls, dead-letter, connections).
+    """
+
+    id: str
+    name: str
+    role: str
+    tenant: str | None
+    secret_hash: str
+    created_by: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IdemClaim:
+    """What ``idem_begin`` found for an ``Idempotency-Key``.
+
+    ``state``: ``new`` (this request owns the key now), ``replay`` (finished before:
+    answer with ``status_code``/``response``), ``mismatch`` (the key was used for a
+    different request), ``busy`` (the first request with this key is still running).
+    """
+
+    state: str
+    status_code: int | None = None
+    response: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InboxItem:
+    """One provider event taken in by ingress: durable before the provider got its 2xx.
+
+    ``state`` is ``pending`` (the projector will apply it), ``done`` (``result`` says
+    what it did) or ``dead`` (retries spent; ``last_error`` says why; an operator
+    retries it with ``sluice inbox retry``).
+    """
+
+    id: int
+    provider: str
+    event_id: str
+    kind: str
+    status: str | None
+    message_id: str | None
+    provider_message_id: str | None
+    occurred_at: datetime | None
+    error_code: str | None
+    detail: str | None
+    address: str | None
+    data: dict[str, Any]
+    received_at: datetime
+    state: str = "pending"
+    attempts: int = 0
+    last_error: str | None = None
+    result: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A delivery receipt applied to a message (``GET /v1/messages/{id}`` shows them)."""
+
+    message_id: str
+    provider: str
+    status: str
+    occurred_at: datetime | None
+    received_at: datetime
+    error_code: str | None = None
+    detail: str | None = None
 
 
 #: Called by ``flow_state_apply`` with the locked cells (``key -> Cell``; a cell with a
@@ -592,4 +669,111 @@ class Store(Protocol):
 
     async def wait_for_work(self, timeout: float) -> bool:
         """Sleep until new work may be ready or ``timeout`` passes; True if woken early."""
+        ...
+
+    # -- the HTTP API: listing, keys, idempotency --------------------------------
+
+    async def message_list(
+        self, flt: MessageFilter, status: str | None, before_id: str | None, limit: int
+    ) -> list[Message]:
+        """Newest first (ids are time-ordered); only ids below ``before_id`` (the cursor)."""
+        ...
+
+    async def api_key_insert(self, key: ApiKey, audit: AuditEntry) -> None:
+        """Store a new key (audited); ``ValidationError`` if the id or name is taken."""
+        ...
+
+    async def api_key_get(self, key_id: str) -> ApiKey:
+        """The key with ``key_id``, revoked or not; ``NotFound`` otherwise."""
+        ...
+
+    async def api_key_list(self) -> list[ApiKey]:
+        """Every key, oldest first."""
+        ...
+
+    async def api_key_revoke(self, key_id: str, now: datetime, audit: AuditEntry) -> ApiKey:
+        """Revoke (idempotent; audited the first time); ``NotFound`` if there is no such key."""
+        ...
+
+    async def idem_begin(
+        self,
+        scope: str,
+        key: str,
+        fingerprint: str,
+        now: datetime,
+        lock_seconds: float,
+        window_seconds: float,
+    ) -> IdemClaim:
+        """Claim ``key`` for one request; see ``IdemClaim`` for the answers.
+
+        A record older than ``window_seconds`` is forgotten (the key is new again); a
+        running claim older than ``lock_seconds`` is taken over (its request died).
+        """
+        ...
+
+    async def idem_finish(
+        self, scope: str, key: str, status_code: int, response: str, now: datetime
+    ) -> None:
+        """Record the final response of the request that owns ``key``."""
+        ...
+
+    async def idem_release(self, scope: str, key: str) -> None:
+        """Forget a running claim (the request failed in a way a retry may fix)."""
+        ...
+
+    async def idem_purge(self, now: datetime, window_seconds: float) -> int:
+        """Delete records older than the window; how many."""
+        ...
+
+    # -- ingress: inbox, projector, receipts --------------------------------------
+
+    async def inbox_put(self, items: Sequence[InboxItem], now: datetime) -> list[bool]:
+        """Store events durably, deduplicated on (provider, event_id); True per new one."""
+        ...
+
+    async def inbox_claim(
+        self, worker_id: str, limit: int, lease_seconds: float, now: datetime
+    ) -> list[InboxItem]:
+        """Lease pending events that are due, oldest first; ``attempts`` is bumped."""
+        ...
+
+    async def inbox_finish(
+        self, item_id: int, result: str, now: datetime, receipt: Receipt | None = None
+    ) -> str:
+        """Mark an event done with ``result`` — applying ``receipt`` in the same
+        transaction when given. With a receipt the answer is ``applied`` (the message
+        moved on), ``stale`` (recorded; the message is already further along or final)
+        or ``not_ready`` (the message is not ``sent`` yet: nothing changed, not done)."""
+        ...
+
+    async def inbox_retry(self, item_id: int, run_at: datetime, error: str, now: datetime) -> None:
+        """Give a leased event back, due again at ``run_at``."""
+        ...
+
+    async def inbox_dead(self, item_id: int, error: str, now: datetime) -> None:
+        """Retries are spent: the event waits for an operator."""
+        ...
+
+    async def inbox_list(
+        self, state: str | None, provider: str | None, limit: int
+    ) -> list[InboxItem]:
+        """Events, newest first."""
+        ...
+
+    async def inbox_requeue(
+        self, ids: Sequence[int] | None, now: datetime, audit: AuditEntry
+    ) -> list[int]:
+        """Dead events (all when ``ids`` is None) back to pending, audited; their ids."""
+        ...
+
+    async def inbox_counts(self) -> dict[str, int]:
+        """Events per state."""
+        ...
+
+    async def inbox_purge(self, before: datetime) -> int:
+        """Delete done events received before ``before`` (the dedupe window); how many."""
+        ...
+
+    async def receipt_list(self, message_id: str) -> list[Receipt]:
+        """A message's receipts in the order they were applied."""
         ...

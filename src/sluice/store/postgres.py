@@ -29,13 +29,18 @@ from sluice.model import Attempt, AttemptOutcome, Completion, Message, NewMessag
 from sluice.store import _enqueue
 from sluice.store._audit import insert_params, seal
 from sluice.store._queries import load_queries, migrations
+from sluice.store._receipts import NOT_READY, advance
 from sluice.store.base import (
+    ApiKey,
     AuditEntry,
     BreakerInfo,
     DlqGroup,
     FlowStateFn,
+    IdemClaim,
+    InboxItem,
     LimitRow,
     MessageFilter,
+    Receipt,
     RefreshCallback,
     RefreshOutcome,
     RescueResult,
@@ -314,12 +319,7 @@ class PostgresStore:
         rows = await self._fetch("message_get", {"id": _uuid_text(message_id)})
         if not rows:
             raise NotFound(f"no message with id {message_id!r}")
-        r = rows[0]
-        msg = _message(r[:8] + r[9:17], Status(r[8]))
-        msg.updated_at, msg.last_error_code, msg.last_error = r[17], r[18], r[19]
-        msg.provider_message_id, msg.worker_id, msg.lease_until = r[20], r[21], r[22]
-        msg.hold_reason, msg.approved_by, msg.approved_at = r[23], r[24], r[25]
-        return msg
+        return _full_message(rows[0])
 
     async def attempt_list(self, message_id: str) -> list[Attempt]:
         rows = await self._fetch("attempt_list", {"id": _uuid_text(message_id)})
@@ -970,6 +970,237 @@ class PostgresStore:
                 log.warning("LISTEN connection lost; reconnecting", error=str(exc), delay=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+    # -- the HTTP API ------------------------------------------------------------
+
+    async def message_list(
+        self, flt: MessageFilter, status: str | None, before_id: str | None, limit: int
+    ) -> list[Message]:
+        if before_id is not None:
+            before_id = _uuid_text(before_id, "cursor")
+        rows = await self._fetch(
+            "message_list",
+            {
+                "tenant": flt.tenant,
+                "status": status,
+                "channel": flt.channel,
+                "provider": flt.provider,
+                "action": flt.action,
+                "error_code": flt.error_code,
+                "since": flt.since,
+                "before_id": before_id,
+                "limit": limit,
+            },
+        )
+        return [_full_message(r) for r in rows]
+
+    async def api_key_insert(self, key: ApiKey, audit: AuditEntry) -> None:
+        async with self._conn() as conn, conn.transaction():
+            params = dataclasses.asdict(key)
+            params.pop("revoked_at")
+            cur = await conn.execute(Q["api_key_insert"], params)
+            if await cur.fetchone() is None:
+                raise ValidationError("name", f"an API key named {key.name!r} already exists")
+            await _audit_insert(conn, audit)
+
+    async def api_key_get(self, key_id: str) -> ApiKey:
+        rows = await self._fetch("api_key_get", {"id": key_id})
+        if not rows:
+            raise NotFound(f"no API key {key_id!r}")
+        return ApiKey(*rows[0])
+
+    async def api_key_list(self) -> list[ApiKey]:
+        return [ApiKey(*r) for r in await self._fetch("api_key_list", {})]
+
+    async def api_key_revoke(self, key_id: str, now: datetime, audit: AuditEntry) -> ApiKey:
+        async with self._conn() as conn, conn.transaction():
+            cur = await conn.execute(Q["api_key_revoke"], {"id": key_id, "now": now})
+            if await cur.fetchone() is not None:
+                await _audit_insert(conn, audit)
+            cur = await conn.execute(Q["api_key_get"], {"id": key_id})
+            row = await cur.fetchone()
+        if row is None:
+            raise NotFound(f"no API key {key_id!r}")
+        return ApiKey(*row)
+
+    async def idem_begin(
+        self,
+        scope: str,
+        key: str,
+        fingerprint: str,
+        now: datetime,
+        lock_seconds: float,
+        window_seconds: float,
+    ) -> IdemClaim:
+        rows = await self._fetch(
+            "idem_begin",
+            {
+                "scope": scope,
+                "key": key,
+                "fingerprint": fingerprint,
+                "now": now,
+                "locked_until": now + timedelta(seconds=lock_seconds),
+                "forget_before": now - timedelta(seconds=window_seconds),
+            },
+        )
+        return _idem_claim(rows[0] if rows else None, fingerprint)
+
+    async def idem_finish(
+        self, scope: str, key: str, status_code: int, response: str, now: datetime
+    ) -> None:
+        await self._fetch(
+            "idem_finish",
+            {"scope": scope, "key": key, "status_code": status_code, "response": response},
+        )
+
+    async def idem_release(self, scope: str, key: str) -> None:
+        await self._fetch("idem_release", {"scope": scope, "key": key})
+
+    async def idem_purge(self, now: datetime, window_seconds: float) -> int:
+        rows = await self._fetch("idem_purge", {"before": now - timedelta(seconds=window_seconds)})
+        return int(rows[0][0])
+
+    # -- ingress -----------------------------------------------------------------
+
+    async def inbox_put(self, items: Sequence[InboxItem], now: datetime) -> list[bool]:
+        if not items:
+            return []
+        batch = [
+            {
+                "provider": i.provider,
+                "event_id": i.event_id,
+                "kind": i.kind,
+                "status": i.status,
+                "message_id": i.message_id,
+                "provider_message_id": i.provider_message_id,
+                "occurred_at": i.occurred_at.isoformat() if i.occurred_at else None,
+                "error_code": i.error_code,
+                "detail": i.detail,
+                "address": i.address,
+                "data": i.data,
+            }
+            for i in items
+        ]
+        rows = await self._fetch(
+            "inbox_put", {"now": now, "batch": json.dumps(batch, separators=(",", ":"))}
+        )
+        fresh = {r[0] for r in rows}
+        seen: set[str] = set()
+        out = []
+        for i in items:  # a request repeating an event id stores it once
+            out.append(i.event_id in fresh and i.event_id not in seen)
+            seen.add(i.event_id)
+        return out
+
+    async def inbox_claim(
+        self, worker_id: str, limit: int, lease_seconds: float, now: datetime
+    ) -> list[InboxItem]:
+        rows = await self._fetch(
+            "inbox_claim",
+            {"now": now, "limit": limit, "lease_until": now + timedelta(seconds=lease_seconds)},
+        )
+        return sorted((InboxItem(*r) for r in rows), key=lambda i: i.id)
+
+    async def inbox_finish(
+        self, item_id: int, result: str, now: datetime, receipt: Receipt | None = None
+    ) -> str:
+        async with self._conn() as conn, conn.transaction():
+            if receipt is not None:
+                try:
+                    mid = str(uuid.UUID(receipt.message_id))
+                except ValueError:
+                    mid = None
+                cur = await conn.execute(Q["receipt_target"], {"id": mid}) if mid else None
+                row = await cur.fetchone() if cur else None
+                if row is None:
+                    result = "unmatched"
+                else:
+                    current = Status(row[0])
+                    if current in NOT_READY:
+                        return "not_ready"
+                    await conn.execute(Q["receipt_insert"], _receipt_params(receipt, item_id))
+                    target = advance(current, receipt.status)
+                    result = "applied" if target else "stale"
+                    if target:
+                        await conn.execute(
+                            Q["receipt_advance"], _advance_params(receipt, target, now)
+                        )
+            await conn.execute(Q["inbox_done"], {"id": item_id, "result": result, "now": now})
+        return result
+
+    async def inbox_retry(self, item_id: int, run_at: datetime, error: str, now: datetime) -> None:
+        await self._fetch("inbox_retry", {"id": item_id, "run_at": run_at, "error": error[:2000]})
+
+    async def inbox_dead(self, item_id: int, error: str, now: datetime) -> None:
+        await self._fetch("inbox_dead", {"id": item_id, "error": error[:2000], "now": now})
+
+    async def inbox_list(
+        self, state: str | None, provider: str | None, limit: int
+    ) -> list[InboxItem]:
+        rows = await self._fetch(
+            "inbox_list", {"state": state, "provider": provider, "limit": limit}
+        )
+        return [InboxItem(*r) for r in rows]
+
+    async def inbox_requeue(
+        self, ids: Sequence[int] | None, now: datetime, audit: AuditEntry
+    ) -> list[int]:
+        async with self._conn() as conn, conn.transaction():
+            cur = await conn.execute(
+                Q["inbox_requeue"], {"now": now, "all": ids is None, "ids": list(ids or [])}
+            )
+            moved = sorted(r[0] for r in await cur.fetchall())
+            await _audit_insert(
+                conn, audit, {**audit.detail, "count": len(moved), "ids": moved[:1000]}
+            )
+        return moved
+
+    async def inbox_counts(self) -> dict[str, int]:
+        return {s: n for s, n in await self._fetch("inbox_counts", {})}
+
+    async def inbox_purge(self, before: datetime) -> int:
+        return int((await self._fetch("inbox_purge", {"before": before}))[0][0])
+
+    async def receipt_list(self, message_id: str) -> list[Receipt]:
+        rows = await self._fetch("receipt_list", {"id": _uuid_text(message_id)})
+        return [Receipt(*r) for r in rows]
+
+
+def _full_message(r: TupleRow) -> Message:
+    msg = _message(r[:8] + r[9:17], Status(r[8]))
+    msg.updated_at, msg.last_error_code, msg.last_error = r[17], r[18], r[19]
+    msg.provider_message_id, msg.worker_id, msg.lease_until = r[20], r[21], r[22]
+    msg.hold_reason, msg.approved_by, msg.approved_at = r[23], r[24], r[25]
+    return msg
+
+
+def _idem_claim(row: Sequence[Any] | None, fingerprint: str) -> IdemClaim:
+    """Read ``idem_begin``'s row: (state, fingerprint, status_code, response)."""
+    if row is None:  # deleted between the insert and the read: a release raced us
+        return IdemClaim("busy")
+    state, stored, status_code, response = row
+    if state == "new":
+        return IdemClaim("new")
+    if stored != fingerprint:
+        return IdemClaim("mismatch")
+    if state == "running":
+        return IdemClaim("busy")
+    return IdemClaim("replay", status_code, response)
+
+
+def _receipt_params(receipt: Receipt, inbox_id: int) -> dict[str, Any]:
+    return {**dataclasses.asdict(receipt), "inbox_id": inbox_id}
+
+
+def _advance_params(receipt: Receipt, target: Status, now: datetime) -> dict[str, Any]:
+    failed = target is Status.BOUNCED
+    return {
+        "id": receipt.message_id,
+        "status": target.value,
+        "now": now,
+        "error_code": (receipt.error_code or receipt.status) if failed else None,
+        "error": (receipt.detail or f"provider reported {receipt.status}") if failed else None,
+    }
 
 
 def _completion_row(c: Completion) -> dict[str, Any]:

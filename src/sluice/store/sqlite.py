@@ -33,13 +33,18 @@ from sluice.model import Attempt, AttemptOutcome, Completion, Message, NewMessag
 from sluice.store import _enqueue
 from sluice.store._audit import insert_params, seal
 from sluice.store._queries import load_queries, migrations
+from sluice.store._receipts import NOT_READY, advance
 from sluice.store.base import (
+    ApiKey,
     AuditEntry,
     BreakerInfo,
     DlqGroup,
     FlowStateFn,
+    IdemClaim,
+    InboxItem,
     LimitRow,
     MessageFilter,
+    Receipt,
     RefreshCallback,
     RefreshOutcome,
     RescueResult,
@@ -63,6 +68,22 @@ def sqlite_path(url: str) -> str:
     if not path or path == ":memory:":
         raise ConfigError("SQLite needs a file (several processes share it): sqlite:///sluice.db")
     return path
+
+
+def _uuid_or_none(value: str) -> str | None:
+    """An id as the canonical UUID text the rows hold, or None if it is not a UUID."""
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+def _uuid_text(value: str, field: str = "id") -> str:
+    """``_uuid_or_none``, with ``NotFound`` where PostgreSQL's ``uuid`` type refuses it."""
+    text = _uuid_or_none(value)
+    if text is None:
+        raise NotFound(f"no message with {field} {value!r}")
+    return text
 
 
 def _ts(dt: datetime | None) -> float | None:
@@ -447,12 +468,7 @@ class SqliteStore:
         rows = await self._all("message_get", {"id": message_id})
         if not rows:
             raise NotFound(f"no message with id {message_id!r}")
-        r = rows[0]
-        msg = _message(r[:8] + r[9:17], Status(r[8]))
-        msg.updated_at, msg.last_error_code, msg.last_error = _dt(r[17]), r[18], r[19]
-        msg.provider_message_id, msg.worker_id, msg.lease_until = r[20], r[21], _dt(r[22])
-        msg.hold_reason, msg.approved_by, msg.approved_at = r[23], r[24], _dt(r[25])
-        return msg
+        return _full_message(rows[0])
 
     async def attempt_list(self, message_id: str) -> list[Attempt]:
         rows = await self._all("attempt_list", {"id": message_id})
@@ -1195,6 +1211,256 @@ class SqliteStore:
 
         await self._run(ack)
 
+    # -- the HTTP API ------------------------------------------------------------
+
+    async def message_list(
+        self, flt: MessageFilter, status: str | None, before_id: str | None, limit: int
+    ) -> list[Message]:
+        if before_id is not None:
+            before_id = _uuid_text(before_id, "cursor")
+        rows = await self._all(
+            "message_list",
+            {
+                "tenant": flt.tenant,
+                "status": status,
+                "channel": flt.channel,
+                "provider": flt.provider,
+                "action": flt.action,
+                "error_code": flt.error_code,
+                "since": _ts(flt.since),
+                "before_id": before_id,
+                "limit": limit,
+            },
+        )
+        return [_full_message(r) for r in rows]
+
+    async def api_key_insert(self, key: ApiKey, audit: AuditEntry) -> None:
+        params = dataclasses.asdict(key)
+        params.pop("revoked_at")
+        params["created_at"] = key.created_at.timestamp()
+
+        def insert(db: sqlite3.Connection) -> None:
+            with _write(db):
+                if db.execute(Q["api_key_insert"], params).rowcount != 1:
+                    raise ValidationError("name", f"an API key named {key.name!r} already exists")
+                _audit_insert(db, audit, audit.detail)
+
+        await self._run(insert)
+
+    async def api_key_get(self, key_id: str) -> ApiKey:
+        rows = await self._all("api_key_get", {"id": key_id})
+        if not rows:
+            raise NotFound(f"no API key {key_id!r}")
+        return _api_key(rows[0])
+
+    async def api_key_list(self) -> list[ApiKey]:
+        return [_api_key(r) for r in await self._all("api_key_list", {})]
+
+    async def api_key_revoke(self, key_id: str, now: datetime, audit: AuditEntry) -> ApiKey:
+        def revoke(db: sqlite3.Connection) -> Any:
+            with _write(db):
+                cur = db.execute(Q["api_key_revoke"], {"id": key_id, "now": now.timestamp()})
+                if cur.rowcount == 1:
+                    _audit_insert(db, audit, audit.detail)
+                return db.execute(Q["api_key_get"], {"id": key_id}).fetchone()
+
+        row = await self._run(revoke)
+        if row is None:
+            raise NotFound(f"no API key {key_id!r}")
+        return _api_key(row)
+
+    async def idem_begin(
+        self,
+        scope: str,
+        key: str,
+        fingerprint: str,
+        now: datetime,
+        lock_seconds: float,
+        window_seconds: float,
+    ) -> IdemClaim:
+        t = now.timestamp()
+        forget_before = (now - timedelta(seconds=window_seconds)).timestamp()
+        params = {
+            "scope": scope,
+            "key": key,
+            "fingerprint": fingerprint,
+            "now": t,
+            "locked_until": (now + timedelta(seconds=lock_seconds)).timestamp(),
+        }
+
+        def begin(db: sqlite3.Connection) -> IdemClaim:
+            with _write(db):  # the write lock makes the read and the take one step
+                row = db.execute(Q["idem_select"], {"scope": scope, "key": key}).fetchone()
+                if row is not None:
+                    state, stored, status_code, response, created_at, locked_until = row
+                    forgotten = created_at < forget_before
+                    abandoned = state == "running" and locked_until < t and stored == fingerprint
+                    if not (forgotten or abandoned):
+                        return _idem_claim((state, stored, status_code, response), fingerprint)
+                db.execute(Q["idem_take"], params)
+                return IdemClaim("new")
+
+        return await self._run(begin)
+
+    async def idem_finish(
+        self, scope: str, key: str, status_code: int, response: str, now: datetime
+    ) -> None:
+        params = {"scope": scope, "key": key, "status_code": status_code, "response": response}
+
+        def finish(db: sqlite3.Connection) -> None:
+            with _write(db):
+                db.execute(Q["idem_finish"], params)
+
+        await self._run(finish)
+
+    async def idem_release(self, scope: str, key: str) -> None:
+        def release(db: sqlite3.Connection) -> None:
+            with _write(db):
+                db.execute(Q["idem_release"], {"scope": scope, "key": key})
+
+        await self._run(release)
+
+    async def idem_purge(self, now: datetime, window_seconds: float) -> int:
+        before = (now - timedelta(seconds=window_seconds)).timestamp()
+
+        def purge(db: sqlite3.Connection) -> int:
+            with _write(db):
+                return int(db.execute(Q["idem_purge"], {"before": before}).rowcount)
+
+        return await self._run(purge)
+
+    # -- ingress -----------------------------------------------------------------
+
+    async def inbox_put(self, items: Sequence[InboxItem], now: datetime) -> list[bool]:
+        if not items:
+            return []
+        t = now.timestamp()
+        rows = [
+            {
+                "provider": i.provider,
+                "event_id": i.event_id,
+                "kind": i.kind,
+                "status": i.status,
+                "message_id": i.message_id,
+                "provider_message_id": i.provider_message_id,
+                "occurred_at": _ts(i.occurred_at),
+                "error_code": i.error_code,
+                "detail": i.detail,
+                "address": i.address,
+                "data": json.dumps(i.data, separators=(",", ":")),
+                "now": t,
+            }
+            for i in items
+        ]
+
+        def put(db: sqlite3.Connection) -> list[bool]:
+            with _write(db):  # a repeat inside the batch finds the row its first one wrote
+                return [db.execute(Q["inbox_put"], r).rowcount == 1 for r in rows]
+
+        return await self._run(put)
+
+    async def inbox_claim(
+        self, worker_id: str, limit: int, lease_seconds: float, now: datetime
+    ) -> list[InboxItem]:
+        params = {
+            "now": now.timestamp(),
+            "limit": limit,
+            "lease_until": (now + timedelta(seconds=lease_seconds)).timestamp(),
+        }
+
+        def claim(db: sqlite3.Connection) -> list[Any]:
+            with _write(db):
+                return db.execute(Q["inbox_claim"], params).fetchall()
+
+        return sorted((_inbox_item(r) for r in await self._run(claim)), key=lambda i: i.id)
+
+    async def inbox_finish(
+        self, item_id: int, result: str, now: datetime, receipt: Receipt | None = None
+    ) -> str:
+        t = now.timestamp()
+
+        def finish(db: sqlite3.Connection) -> str:
+            outcome = result
+            with _write(db):
+                if receipt is not None:
+                    mid = _uuid_or_none(receipt.message_id)
+                    row = db.execute(Q["receipt_target"], {"id": mid}).fetchone() if mid else None
+                    if mid is None or row is None:
+                        outcome = "unmatched"
+                    else:
+                        current = Status(row[0])
+                        if current in NOT_READY:
+                            return "not_ready"
+                        db.execute(Q["receipt_insert"], _receipt_params(receipt, mid, item_id))
+                        target = advance(current, receipt.status)
+                        outcome = "applied" if target else "stale"
+                        if target:
+                            db.execute(
+                                Q["receipt_advance"], _advance_params(receipt, mid, target, t)
+                            )
+                db.execute(Q["inbox_done"], {"id": item_id, "result": outcome, "now": t})
+            return outcome
+
+        return await self._run(finish)
+
+    async def inbox_retry(self, item_id: int, run_at: datetime, error: str, now: datetime) -> None:
+        params = {"id": item_id, "run_at": run_at.timestamp(), "error": error[:2000]}
+
+        def retry(db: sqlite3.Connection) -> None:
+            with _write(db):
+                db.execute(Q["inbox_retry"], params)
+
+        await self._run(retry)
+
+    async def inbox_dead(self, item_id: int, error: str, now: datetime) -> None:
+        params = {"id": item_id, "error": error[:2000], "now": now.timestamp()}
+
+        def dead(db: sqlite3.Connection) -> None:
+            with _write(db):
+                db.execute(Q["inbox_dead"], params)
+
+        await self._run(dead)
+
+    async def inbox_list(
+        self, state: str | None, provider: str | None, limit: int
+    ) -> list[InboxItem]:
+        rows = await self._all("inbox_list", {"state": state, "provider": provider, "limit": limit})
+        return [_inbox_item(r) for r in rows]
+
+    async def inbox_requeue(
+        self, ids: Sequence[int] | None, now: datetime, audit: AuditEntry
+    ) -> list[int]:
+        params = {
+            "now": now.timestamp(),
+            "all": 1 if ids is None else 0,
+            "ids": json.dumps(list(ids or [])),
+        }
+
+        def requeue(db: sqlite3.Connection) -> list[int]:
+            with _write(db):
+                moved = sorted(r[0] for r in db.execute(Q["inbox_requeue"], params).fetchall())
+                _audit_insert(db, audit, {**audit.detail, "count": len(moved), "ids": moved[:1000]})
+                return moved
+
+        return await self._run(requeue)
+
+    async def inbox_counts(self) -> dict[str, int]:
+        return {s: n for s, n in await self._all("inbox_counts", {})}
+
+    async def inbox_purge(self, before: datetime) -> int:
+        def purge(db: sqlite3.Connection) -> int:
+            with _write(db):
+                return int(db.execute(Q["inbox_purge"], {"before": before.timestamp()}).rowcount)
+
+        return await self._run(purge)
+
+    async def receipt_list(self, message_id: str) -> list[Receipt]:
+        rows = await self._all("receipt_list", {"id": _uuid_text(message_id)})
+        return [
+            Receipt(mid, provider, status, _dt(occurred), _at(received), code, detail)
+            for mid, provider, status, occurred, received, code, detail in rows
+        ]
+
     # -- wake-ups ----------------------------------------------------------------
 
     async def wait_for_work(self, timeout: float) -> bool:
@@ -1229,6 +1495,84 @@ class SqliteStore:
         changed = self._last_version is not None and version != self._last_version
         self._last_version = version
         return changed
+
+
+def _full_message(r: tuple[Any, ...]) -> Message:
+    """A message with every column (``message_get``, ``message_list``)."""
+    msg = _message(r[:8] + r[9:17], Status(r[8]))
+    msg.updated_at, msg.last_error_code, msg.last_error = _dt(r[17]), r[18], r[19]
+    msg.provider_message_id, msg.worker_id, msg.lease_until = r[20], r[21], _dt(r[22])
+    msg.hold_reason, msg.approved_by, msg.approved_at = r[23], r[24], _dt(r[25])
+    return msg
+
+
+def _api_key(r: Sequence[Any]) -> ApiKey:
+    kid, name, role, tenant, secret_hash, created_by, created_at, revoked_at = r
+    return ApiKey(
+        kid, name, role, tenant, secret_hash, created_by, _at(created_at), _dt(revoked_at)
+    )
+
+
+def _idem_claim(row: Sequence[Any] | None, fingerprint: str) -> IdemClaim:
+    """What a row nobody may take answers: (state, fingerprint, status_code, response)."""
+    if row is None:
+        return IdemClaim("busy")
+    state, stored, status_code, response = row
+    if state == "new":
+        return IdemClaim("new")
+    if stored != fingerprint:
+        return IdemClaim("mismatch")
+    if state == "running":
+        return IdemClaim("busy")
+    return IdemClaim("replay", status_code, response)
+
+
+def _inbox_item(r: Sequence[Any]) -> InboxItem:
+    return InboxItem(
+        id=r[0],
+        provider=r[1],
+        event_id=r[2],
+        kind=r[3],
+        status=r[4],
+        message_id=r[5],
+        provider_message_id=r[6],
+        occurred_at=_dt(r[7]),
+        error_code=r[8],
+        detail=r[9],
+        address=r[10],
+        data=json.loads(r[11]),
+        received_at=_at(r[12]),
+        state=r[13],
+        attempts=r[14],
+        last_error=r[15],
+        result=r[16],
+    )
+
+
+def _receipt_params(receipt: Receipt, message_id: str, inbox_id: int) -> dict[str, Any]:
+    return {
+        "message_id": message_id,
+        "provider": receipt.provider,
+        "status": receipt.status,
+        "occurred_at": _ts(receipt.occurred_at),
+        "received_at": receipt.received_at.timestamp(),
+        "error_code": receipt.error_code,
+        "detail": receipt.detail,
+        "inbox_id": inbox_id,
+    }
+
+
+def _advance_params(
+    receipt: Receipt, message_id: str, target: Status, now: float
+) -> dict[str, Any]:
+    failed = target is Status.BOUNCED
+    return {
+        "id": message_id,
+        "status": target.value,
+        "now": now,
+        "error_code": (receipt.error_code or receipt.status) if failed else None,
+        "error": (receipt.detail or f"provider reported {receipt.status}") if failed else None,
+    }
 
 
 def _connection(r: Sequence[Any]) -> Connection:

@@ -481,11 +481,14 @@ WHERE tenant = %(tenant)s AND provider = %(provider)s AND status = 'queued'
 RETURNING id::text
 
 -- name: message_release_held
-UPDATE sluice_messages
-SET status = 'queued', hold_reason = NULL, updated_at = %(now)s
-WHERE tenant = %(tenant)s AND provider = %(provider)s AND status = 'held'
-  AND hold_reason LIKE %(prefix)s || '%%'
-RETURNING id::text
+WITH moved AS (
+    UPDATE sluice_messages
+    SET status = 'queued', hold_reason = NULL, updated_at = %(now)s
+    WHERE tenant = %(tenant)s AND provider = %(provider)s AND status = 'held'
+      AND hold_reason LIKE %(prefix)s || '%%'
+    RETURNING id, run_at
+)
+SELECT id::text FROM moved ORDER BY run_at, id
 
 -- name: connection_select_pairs
 -- The connections of one claimed batch, every (tenant, provider) pair in one query.
@@ -558,3 +561,163 @@ WITH gone AS (
     DELETE FROM sluice_breaker_window WHERE bucket < %(before_bucket)s RETURNING 1
 )
 SELECT count(*) FROM gone
+
+-- name: message_list
+-- A page of messages, newest first; the id is time-ordered, so it is also the cursor.
+SELECT id::text, tenant, channel, provider, action, recipient, payload, priority, status,
+       run_at, attempts, max_attempts, claim_seq, idempotency_key, correlation_id, scopes,
+       created_at, updated_at, last_error_code, last_error, provider_message_id, worker_id,
+       lease_until, hold_reason, approved_by, approved_at
+FROM sluice_messages
+WHERE (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
+  AND (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(channel)s::text IS NULL OR channel = %(channel)s::text)
+  AND (%(provider)s::text IS NULL OR provider = %(provider)s::text)
+  AND (%(action)s::text IS NULL OR action = %(action)s::text)
+  AND (%(error_code)s::text IS NULL OR last_error_code = %(error_code)s::text)
+  AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s::timestamptz)
+  AND (%(before_id)s::uuid IS NULL OR id < %(before_id)s::uuid)
+ORDER BY id DESC
+LIMIT %(limit)s
+
+-- name: api_key_insert
+INSERT INTO sluice_api_keys (id, name, role, tenant, secret_hash, created_by, created_at)
+VALUES (%(id)s, %(name)s, %(role)s, %(tenant)s, %(secret_hash)s, %(created_by)s, %(created_at)s)
+ON CONFLICT DO NOTHING
+RETURNING id
+
+-- name: api_key_get
+SELECT id, name, role, tenant, secret_hash, created_by, created_at, revoked_at
+FROM sluice_api_keys WHERE id = %(id)s
+
+-- name: api_key_list
+SELECT id, name, role, tenant, secret_hash, created_by, created_at, revoked_at
+FROM sluice_api_keys ORDER BY created_at, id
+
+-- name: api_key_revoke
+UPDATE sluice_api_keys SET revoked_at = %(now)s
+WHERE id = %(id)s AND revoked_at IS NULL
+RETURNING id
+
+-- name: idem_begin
+-- Take the key when it is new, forgotten (past the window) or abandoned (a running
+-- claim past its lock); otherwise leave the row and report what is there.
+WITH taken AS (
+    INSERT INTO sluice_idempotency AS i (
+        scope, key, fingerprint, state, created_at, locked_until)
+    VALUES (%(scope)s, %(key)s, %(fingerprint)s, 'running', %(now)s, %(locked_until)s)
+    ON CONFLICT (scope, key) DO UPDATE
+    SET fingerprint = excluded.fingerprint, state = 'running', status_code = NULL,
+        response = NULL, created_at = excluded.created_at, locked_until = excluded.locked_until
+    WHERE i.created_at < %(forget_before)s
+       OR (i.state = 'running' AND i.locked_until < %(now)s
+           AND i.fingerprint = excluded.fingerprint)
+    RETURNING 1
+)
+SELECT 'new', NULL::text, NULL::integer, NULL::text FROM taken
+UNION ALL
+SELECT state, fingerprint, status_code, response FROM sluice_idempotency
+WHERE scope = %(scope)s AND key = %(key)s AND NOT EXISTS (SELECT 1 FROM taken)
+
+-- name: idem_finish
+UPDATE sluice_idempotency
+SET state = 'done', status_code = %(status_code)s, response = %(response)s
+WHERE scope = %(scope)s AND key = %(key)s AND state = 'running'
+
+-- name: idem_release
+DELETE FROM sluice_idempotency WHERE scope = %(scope)s AND key = %(key)s AND state = 'running'
+
+-- name: idem_purge
+WITH gone AS (
+    DELETE FROM sluice_idempotency WHERE created_at < %(before)s RETURNING 1
+)
+SELECT count(*) FROM gone
+
+-- name: inbox_put
+-- One statement for the whole request; ON CONFLICT is the dedupe ledger.
+INSERT INTO sluice_inbox (
+    provider, event_id, kind, status, message_id, provider_message_id, occurred_at,
+    error_code, detail, address, data, received_at, run_at)
+SELECT x.provider, x.event_id, x.kind, x.status, x.message_id, x.provider_message_id,
+       x.occurred_at, x.error_code, x.detail, x.address, x.data, %(now)s, %(now)s
+FROM jsonb_to_recordset(%(batch)s::jsonb) AS x(
+    provider text, event_id text, kind text, status text, message_id text,
+    provider_message_id text, occurred_at timestamptz, error_code text, detail text,
+    address text, data jsonb)
+ON CONFLICT (provider, event_id) DO NOTHING
+RETURNING event_id
+
+-- name: inbox_claim
+WITH due AS (
+    SELECT id FROM sluice_inbox
+    WHERE state = 'pending' AND run_at <= %(now)s
+      AND (lease_until IS NULL OR lease_until < %(now)s)
+    ORDER BY run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE sluice_inbox AS b
+SET attempts = b.attempts + 1, lease_until = %(lease_until)s
+FROM due WHERE b.id = due.id
+RETURNING b.id, b.provider, b.event_id, b.kind, b.status, b.message_id, b.provider_message_id,
+          b.occurred_at, b.error_code, b.detail, b.address, b.data, b.received_at, b.state,
+          b.attempts, b.last_error, b.result
+
+-- name: inbox_done
+UPDATE sluice_inbox
+SET state = 'done', result = %(result)s, done_at = %(now)s, lease_until = NULL
+WHERE id = %(id)s
+
+-- name: inbox_retry
+UPDATE sluice_inbox
+SET run_at = %(run_at)s, last_error = %(error)s, lease_until = NULL
+WHERE id = %(id)s AND state = 'pending'
+
+-- name: inbox_dead
+UPDATE sluice_inbox
+SET state = 'dead', last_error = %(error)s, lease_until = NULL, done_at = %(now)s
+WHERE id = %(id)s AND state = 'pending'
+
+-- name: inbox_list
+SELECT id, provider, event_id, kind, status, message_id, provider_message_id, occurred_at,
+       error_code, detail, address, data, received_at, state, attempts, last_error, result
+FROM sluice_inbox
+WHERE (%(state)s::text IS NULL OR state = %(state)s::text)
+  AND (%(provider)s::text IS NULL OR provider = %(provider)s::text)
+ORDER BY id DESC
+LIMIT %(limit)s
+
+-- name: inbox_requeue
+UPDATE sluice_inbox
+SET state = 'pending', run_at = %(now)s, attempts = 0, lease_until = NULL, done_at = NULL
+WHERE state = 'dead' AND (%(all)s OR id = ANY(%(ids)s::bigint[]))
+RETURNING id
+
+-- name: inbox_counts
+SELECT state, count(*) FROM sluice_inbox GROUP BY state
+
+-- name: inbox_purge
+WITH gone AS (
+    DELETE FROM sluice_inbox WHERE state = 'done' AND received_at < %(before)s RETURNING 1
+)
+SELECT count(*) FROM gone
+
+-- name: receipt_target
+SELECT status FROM sluice_messages WHERE id = %(id)s::uuid FOR UPDATE
+
+-- name: receipt_insert
+INSERT INTO sluice_receipts (
+    message_id, provider, status, occurred_at, received_at, error_code, detail, inbox_id)
+VALUES (%(message_id)s::uuid, %(provider)s, %(status)s, %(occurred_at)s, %(received_at)s,
+        %(error_code)s, %(detail)s, %(inbox_id)s)
+
+-- name: receipt_advance
+UPDATE sluice_messages
+SET status = %(status)s, updated_at = %(now)s,
+    last_error_code = coalesce(%(error_code)s, last_error_code),
+    last_error = coalesce(%(error)s, last_error)
+WHERE id = %(id)s::uuid
+
+-- name: receipt_list
+SELECT message_id::text, provider, status, occurred_at, received_at, error_code, detail
+FROM sluice_receipts WHERE message_id = %(id)s::uuid ORDER BY id

@@ -409,3 +409,141 @@ DELETE FROM sluice_breaker_window WHERE key = :key
 
 -- name: breaker_purge
 DELETE FROM sluice_breaker_window WHERE bucket < :before_bucket
+
+-- name: message_list
+-- A page of messages, newest first; ids are time-ordered UUID text (lowercase, fixed
+-- width), so text order is id order and the id is also the cursor.
+SELECT id, tenant, channel, provider, action, recipient, payload, priority, status, run_at,
+       attempts, max_attempts, claim_seq, idempotency_key, correlation_id, scopes, created_at,
+       updated_at, last_error_code, last_error, provider_message_id, worker_id, lease_until,
+       hold_reason, approved_by, approved_at
+FROM sluice_messages
+WHERE (:tenant IS NULL OR tenant = :tenant)
+  AND (:status IS NULL OR status = :status)
+  AND (:channel IS NULL OR channel = :channel)
+  AND (:provider IS NULL OR provider = :provider)
+  AND (:action IS NULL OR action = :action)
+  AND (:error_code IS NULL OR last_error_code = :error_code)
+  AND (:since IS NULL OR created_at >= :since)
+  AND (:before_id IS NULL OR id < :before_id)
+ORDER BY id DESC
+LIMIT :limit
+
+-- name: api_key_insert
+INSERT INTO sluice_api_keys (id, name, role, tenant, secret_hash, created_by, created_at)
+VALUES (:id, :name, :role, :tenant, :secret_hash, :created_by, :created_at)
+ON CONFLICT DO NOTHING
+
+-- name: api_key_get
+SELECT id, name, role, tenant, secret_hash, created_by, created_at, revoked_at
+FROM sluice_api_keys WHERE id = :id
+
+-- name: api_key_list
+SELECT id, name, role, tenant, secret_hash, created_by, created_at, revoked_at
+FROM sluice_api_keys ORDER BY created_at, id
+
+-- name: api_key_revoke
+UPDATE sluice_api_keys SET revoked_at = :now
+WHERE id = :id AND revoked_at IS NULL
+
+-- name: idem_select
+SELECT state, fingerprint, status_code, response, created_at, locked_until
+FROM sluice_idempotency WHERE scope = :scope AND key = :key
+
+-- name: idem_take
+-- Run under the write lock after idem_select decided the key is free (new, forgotten,
+-- or an abandoned running claim with the same fingerprint; see postgres idem_begin).
+INSERT INTO sluice_idempotency (scope, key, fingerprint, state, created_at, locked_until)
+VALUES (:scope, :key, :fingerprint, 'running', :now, :locked_until)
+ON CONFLICT (scope, key) DO UPDATE
+SET fingerprint = excluded.fingerprint, state = 'running', status_code = NULL,
+    response = NULL, created_at = excluded.created_at, locked_until = excluded.locked_until
+
+-- name: idem_finish
+UPDATE sluice_idempotency
+SET state = 'done', status_code = :status_code, response = :response
+WHERE scope = :scope AND key = :key AND state = 'running'
+
+-- name: idem_release
+DELETE FROM sluice_idempotency WHERE scope = :scope AND key = :key AND state = 'running'
+
+-- name: idem_purge
+DELETE FROM sluice_idempotency WHERE created_at < :before
+
+-- name: inbox_put
+-- One row per event inside one transaction; the unique key is the dedupe ledger.
+INSERT INTO sluice_inbox (
+    provider, event_id, kind, status, message_id, provider_message_id, occurred_at,
+    error_code, detail, address, data, received_at, run_at)
+VALUES (:provider, :event_id, :kind, :status, :message_id, :provider_message_id, :occurred_at,
+        :error_code, :detail, :address, :data, :now, :now)
+ON CONFLICT (provider, event_id) DO NOTHING
+
+-- name: inbox_claim
+UPDATE sluice_inbox
+SET attempts = attempts + 1, lease_until = :lease_until
+WHERE id IN (
+    SELECT id FROM sluice_inbox
+    WHERE state = 'pending' AND run_at <= :now
+      AND (lease_until IS NULL OR lease_until < :now)
+    ORDER BY run_at, id
+    LIMIT :limit
+)
+RETURNING id, provider, event_id, kind, status, message_id, provider_message_id, occurred_at,
+          error_code, detail, address, data, received_at, state, attempts, last_error, result
+
+-- name: inbox_done
+UPDATE sluice_inbox
+SET state = 'done', result = :result, done_at = :now, lease_until = NULL
+WHERE id = :id
+
+-- name: inbox_retry
+UPDATE sluice_inbox
+SET run_at = :run_at, last_error = :error, lease_until = NULL
+WHERE id = :id AND state = 'pending'
+
+-- name: inbox_dead
+UPDATE sluice_inbox
+SET state = 'dead', last_error = :error, lease_until = NULL, done_at = :now
+WHERE id = :id AND state = 'pending'
+
+-- name: inbox_list
+SELECT id, provider, event_id, kind, status, message_id, provider_message_id, occurred_at,
+       error_code, detail, address, data, received_at, state, attempts, last_error, result
+FROM sluice_inbox
+WHERE (:state IS NULL OR state = :state)
+  AND (:provider IS NULL OR provider = :provider)
+ORDER BY id DESC
+LIMIT :limit
+
+-- name: inbox_requeue
+UPDATE sluice_inbox
+SET state = 'pending', run_at = :now, attempts = 0, lease_until = NULL, done_at = NULL
+WHERE state = 'dead' AND (:all OR id IN (SELECT value FROM json_each(:ids)))
+RETURNING id
+
+-- name: inbox_counts
+SELECT state, count(*) FROM sluice_inbox GROUP BY state
+
+-- name: inbox_purge
+DELETE FROM sluice_inbox WHERE state = 'done' AND received_at < :before
+
+-- name: receipt_target
+SELECT status FROM sluice_messages WHERE id = :id
+
+-- name: receipt_insert
+INSERT INTO sluice_receipts (
+    message_id, provider, status, occurred_at, received_at, error_code, detail, inbox_id)
+VALUES (:message_id, :provider, :status, :occurred_at, :received_at, :error_code, :detail,
+        :inbox_id)
+
+-- name: receipt_advance
+UPDATE sluice_messages
+SET status = :status, updated_at = :now,
+    last_error_code = coalesce(:error_code, last_error_code),
+    last_error = coalesce(:error, last_error)
+WHERE id = :id
+
+-- name: receipt_list
+SELECT message_id, provider, status, occurred_at, received_at, error_code, detail
+FROM sluice_receipts WHERE message_id = :id ORDER BY id

@@ -1,0 +1,40 @@
+"""How a delivery receipt moves a message: shared by both stores.
+
+Receipts arrive in any order (a ``read`` before its ``delivered``, a late ``sent``).
+Each status has a rank; a receipt moves the message only to a higher rank, so the
+final status is the same whatever order the provider's webhooks arrived in.
+"""
+
+from __future__ import annotations
+
+from sluice.model import Status
+
+__all__ = ["NOT_READY", "advance"]
+
+#: The message has no outcome yet (queued, sending, held): the receipt must wait.
+NOT_READY = frozenset({Status.QUEUED, Status.SENDING, Status.HELD})
+
+#: Where a receipt's canonical status takes the message (None: it records only).
+_TARGET = {
+    "accepted": None,
+    "deferred": None,
+    "sent": Status.SENT,
+    "delivered": Status.DELIVERED,
+    "read": Status.READ,
+    "undelivered": Status.BOUNCED,
+    "failed": Status.BOUNCED,
+    "bounced": Status.BOUNCED,
+}
+_RANK = {Status.SENT: 1, Status.DELIVERED: 2, Status.BOUNCED: 2, Status.READ: 3}
+
+
+def advance(current: Status, receipt_status: str) -> Status | None:
+    """The status ``current`` moves to on this receipt, or None to stay.
+
+    Only messages with a sending outcome move (``sent`` and the receipt statuses);
+    dead, cancelled and shadowed messages keep their status, the receipt is kept.
+    """
+    target = _TARGET.get(receipt_status)
+    if target is None or current not in _RANK:
+        return None
+    return target if _RANK[target] > _RANK[current] else None

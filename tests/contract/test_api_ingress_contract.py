@@ -1,0 +1,321 @@
+"""The Store contract for the HTTP API and ingress: message listing, API keys,
+Idempotency-Key records, the inbox (dedupe ledger and projector queue) and receipts.
+Every test runs against PostgreSQL and SQLite alike."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from sluice.errors import NotFound, ValidationError
+from sluice.model import Attempt, AttemptOutcome, Completion, NewMessage, Status
+from sluice.store import AuditEntry, MessageFilter, Store
+from sluice.store.base import ApiKey, InboxItem, Receipt
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def msg(**kw: object) -> NewMessage:
+    fields: dict[str, object] = {
+        "tenant": "acme",
+        "channel": "sms",
+        "provider": "null",
+        "recipient": "+15550001111",
+        "payload": {"n": 1},
+        "run_at": NOW - timedelta(seconds=1),
+    }
+    fields.update(kw)
+    return NewMessage(**fields)  # type: ignore[arg-type]
+
+
+def audit(action: str = "test") -> AuditEntry:
+    return AuditEntry(at=NOW, actor="ops:ana", action=action, target="t", reason="test")
+
+
+def event(event_id: str, **kw: object) -> InboxItem:
+    fields: dict[str, object] = {
+        "id": 0,
+        "provider": "twilio",
+        "event_id": event_id,
+        "kind": "receipt",
+        "status": "delivered",
+        "message_id": None,
+        "provider_message_id": "SM1",
+        "occurred_at": NOW,
+        "error_code": None,
+        "detail": None,
+        "address": None,
+        "data": {"MessageStatus": "delivered"},
+        "received_at": NOW,
+    }
+    fields.update(kw)
+    return InboxItem(**fields)  # type: ignore[arg-type]
+
+
+async def sent_message(store: Store, **kw: object) -> str:
+    """A message that went out (status sent)."""
+    (mid,) = await store.enqueue_many([msg(**kw)])
+    (claimed,) = await store.message_claim("w1", 1, 30, NOW)
+    attempt = Attempt(mid, 1, "w1", "null", NOW, NOW, AttemptOutcome.SENT)
+    done = Completion(mid, claimed.claim_seq, "w1", Status.SENT, attempt, provider_message_id="SM1")
+    await store.message_complete_many("w1", [done], NOW)
+    return mid
+
+
+# -- message_list -------------------------------------------------------------------
+
+
+async def test_message_list__newest_first_by_tenant_with_cursor(store: Store) -> None:
+    ids = await store.enqueue_many([msg(payload={"n": i}) for i in range(5)])
+    await store.enqueue_many([msg(tenant="other")])
+    newest_first = sorted(ids, reverse=True)  # same-millisecond ids order by their random bits
+    page1 = await store.message_list(MessageFilter(tenant="acme"), None, None, 3)
+    assert [m.id for m in page1] == newest_first[:3]
+    page2 = await store.message_list(MessageFilter(tenant="acme"), None, page1[-1].id, 3)
+    assert [m.id for m in page2] == newest_first[3:]
+    assert all(m.tenant == "acme" for m in page1 + page2)
+
+
+async def test_message_list__filters_by_status_and_fields(store: Store) -> None:
+    sent = await sent_message(store)
+    await store.enqueue_many([msg(channel="email", recipient="a@example.com")])
+    assert [m.id for m in await store.message_list(MessageFilter(), "sent", None, 10)] == [sent]
+    email = await store.message_list(MessageFilter(channel="email"), None, None, 10)
+    assert [m.channel for m in email] == ["email"]
+    assert await store.message_list(MessageFilter(tenant="nobody"), None, None, 10) == []
+
+
+async def test_message_list__bad_cursor_is_not_found(store: Store) -> None:
+    with pytest.raises(NotFound):
+        await store.message_list(MessageFilter(), None, "not-a-uuid", 10)
+
+
+# -- API keys -----------------------------------------------------------------------
+
+
+def key(key_id: str = "k1", **kw: object) -> ApiKey:
+    fields: dict[str, object] = {
+        "id": key_id,
+        "name": f"name-{key_id}",
+        "role": "tenant",
+        "tenant": "acme",
+        "secret_hash": "ab" * 32,
+        "created_by": "ops:ana",
+        "created_at": NOW,
+    }
+    fields.update(kw)
+    return ApiKey(**fields)  # type: ignore[arg-type]
+
+
+async def test_api_key__insert_get_list_revoke(store: Store) -> None:
+    await store.api_key_insert(key("k1"), audit("api_key.create"))
+    await store.api_key_insert(key("k2", role="operator", tenant=None), audit("api_key.create"))
+    got = await store.api_key_get("k1")
+    assert got == key("k1")
+    assert [k.id for k in await store.api_key_list()] == ["k1", "k2"]
+    revoked = await store.api_key_revoke("k1", NOW + timedelta(seconds=1), audit("api_key.revoke"))
+    assert revoked.revoked_at == NOW + timedelta(seconds=1)
+    again = await store.api_key_revoke("k1", NOW + timedelta(seconds=9), audit("api_key.revoke"))
+    assert again.revoked_at == NOW + timedelta(seconds=1)
+    actions = [e.action for e in await store.audit_list()]
+    assert actions.count("api_key.revoke") == 1 and actions.count("api_key.create") == 2
+
+
+async def test_api_key__duplicate_name_is_a_validation_error(store: Store) -> None:
+    await store.api_key_insert(key("k1", name="ci"), audit())
+    with pytest.raises(ValidationError) as caught:
+        await store.api_key_insert(key("k2", name="ci"), audit())
+    assert caught.value.field == "name"
+    assert [k.id for k in await store.api_key_list()] == ["k1"]
+
+
+async def test_api_key__unknown_is_not_found(store: Store) -> None:
+    with pytest.raises(NotFound):
+        await store.api_key_get("nope")
+    with pytest.raises(NotFound):
+        await store.api_key_revoke("nope", NOW, audit())
+
+
+# -- Idempotency-Key records --------------------------------------------------------
+
+
+async def test_idem__new_then_busy_then_replay(store: Store) -> None:
+    first = await store.idem_begin("t:acme", "k", "fp1", NOW, 60, 86400)
+    assert first.state == "new"
+    assert (await store.idem_begin("t:acme", "k", "fp1", NOW, 60, 86400)).state == "busy"
+    await store.idem_finish("t:acme", "k", 201, '{"id":"x"}', NOW)
+    replay = await store.idem_begin("t:acme", "k", "fp1", NOW, 60, 86400)
+    assert (replay.state, replay.status_code, replay.response) == ("replay", 201, '{"id":"x"}')
+
+
+async def test_idem__different_fingerprint_is_a_mismatch_running_or_done(store: Store) -> None:
+    await store.idem_begin("t:acme", "k", "fp1", NOW, 60, 86400)
+    assert (await store.idem_begin("t:acme", "k", "fp2", NOW, 60, 86400)).state == "mismatch"
+    await store.idem_finish("t:acme", "k", 201, "{}", NOW)
+    assert (await store.idem_begin("t:acme", "k", "fp2", NOW, 60, 86400)).state == "mismatch"
+
+
+async def test_idem__scopes_are_separate(store: Store) -> None:
+    assert (await store.idem_begin("t:acme", "k", "fp1", NOW, 60, 86400)).state == "new"
+    assert (await store.idem_begin("t:other", "k", "fp2", NOW, 60, 86400)).state == "new"
+
+
+async def test_idem__an_abandoned_claim_is_taken_over_after_its_lock(store: Store) -> None:
+    await store.idem_begin("t:acme", "k", "fp1", NOW, 60, 86400)
+    later = NOW + timedelta(seconds=61)
+    assert (await store.idem_begin("t:acme", "k", "fp1", later, 60, 86400)).state == "new"
+
+
+async def test_idem__forgotten_after_the_window(store: Store) -> None:
+    await store.idem_begin("t:acme", "k", "fp1", NOW, 60, 3600)
+    await store.idem_finish("t:acme", "k", 201, "{}", NOW)
+    later = NOW + timedelta(seconds=3601)
+    assert (await store.idem_begin("t:acme", "k", "fp2", later, 60, 3600)).state == "new"
+
+
+async def test_idem__release_and_purge(store: Store) -> None:
+    await store.idem_begin("t:acme", "k", "fp1", NOW, 60, 86400)
+    await store.idem_release("t:acme", "k")
+    assert (await store.idem_begin("t:acme", "k", "fp2", NOW, 60, 86400)).state == "new"
+    await store.idem_finish("t:acme", "k", 201, "{}", NOW)
+    assert await store.idem_purge(NOW + timedelta(hours=1), 7200) == 0
+    assert await store.idem_purge(NOW + timedelta(hours=3), 7200) == 1
+
+
+async def test_idem__concurrent_begins_give_exactly_one_owner(store: Store) -> None:
+    claims = await asyncio.gather(
+        *(store.idem_begin("t:acme", "k", "fp1", NOW, 60, 86400) for _ in range(8))
+    )
+    assert sorted(c.state for c in claims) == ["busy"] * 7 + ["new"]
+
+
+# -- inbox ----------------------------------------------------------------------------
+
+
+async def test_inbox_put__dedupes_on_provider_and_event_id(store: Store) -> None:
+    assert await store.inbox_put([event("e1"), event("e2")], NOW) == [True, True]
+    assert await store.inbox_put([event("e1"), event("e3")], NOW) == [False, True]
+    assert await store.inbox_put([event("e1", provider="sendgrid")], NOW) == [True]
+    assert await store.inbox_put([event("e9"), event("e9")], NOW) == [True, False]
+    assert await store.inbox_counts() == {"pending": 5}
+
+
+async def test_inbox_put__concurrent_replays_store_once(store: Store) -> None:
+    results = await asyncio.gather(*(store.inbox_put([event("e1")], NOW) for _ in range(5)))
+    assert sorted(r[0] for r in results) == [False] * 4 + [True]
+    assert len(await store.inbox_list(None, None, 10)) == 1
+
+
+async def test_inbox_claim__leases_due_events_in_order(store: Store) -> None:
+    await store.inbox_put([event("e1"), event("e2"), event("e3")], NOW)
+    first = await store.inbox_claim("w1", 2, 30, NOW)
+    assert [i.event_id for i in first] == ["e1", "e2"]
+    assert all(i.attempts == 1 for i in first)
+    assert first[0].data == {"MessageStatus": "delivered"} and first[0].occurred_at == NOW
+    second = await store.inbox_claim("w2", 10, 30, NOW)
+    assert [i.event_id for i in second] == ["e3"]
+    # the lease runs out: the events come back
+    again = await store.inbox_claim("w3", 10, 30, NOW + timedelta(seconds=31))
+    assert [i.event_id for i in again] == ["e1", "e2", "e3"]
+    assert [i.attempts for i in again] == [2, 2, 2]
+
+
+async def test_inbox_retry_and_dead_and_requeue(store: Store) -> None:
+    await store.inbox_put([event("e1"), event("e2")], NOW)
+    e1, e2 = await store.inbox_claim("w1", 10, 30, NOW)
+    await store.inbox_retry(e1.id, NOW + timedelta(seconds=10), "boom", NOW)
+    await store.inbox_dead(e2.id, "gave up", NOW)
+    assert await store.inbox_claim("w1", 10, 30, NOW + timedelta(seconds=5)) == []
+    (back,) = await store.inbox_claim("w1", 10, 30, NOW + timedelta(seconds=10))
+    assert (back.event_id, back.last_error) == ("e1", "boom")
+    (dead,) = await store.inbox_list("dead", None, 10)
+    assert (dead.event_id, dead.last_error, dead.state) == ("e2", "gave up", "dead")
+    assert await store.inbox_requeue(None, NOW, audit("inbox.retry")) == [e2.id]
+    assert await store.inbox_counts() == {"pending": 2}
+    assert "inbox.retry" in [e.action for e in await store.audit_list()]
+
+
+async def test_inbox_finish__plain_result_and_purge(store: Store) -> None:
+    await store.inbox_put([event("e1", kind="inbound", status=None)], NOW)
+    (item,) = await store.inbox_claim("w1", 10, 30, NOW)
+    assert await store.inbox_finish(item.id, "forwarded", NOW) == "forwarded"
+    (done,) = await store.inbox_list("done", "twilio", 10)
+    assert (done.state, done.result) == ("done", "forwarded")
+    assert await store.inbox_claim("w1", 10, 30, NOW + timedelta(hours=1)) == []
+    assert await store.inbox_purge(NOW) == 0
+    assert await store.inbox_purge(NOW + timedelta(seconds=1)) == 1
+    assert await store.inbox_counts() == {}
+
+
+# -- receipts ---------------------------------------------------------------------------
+
+
+def receipt(mid: str, status: str, **kw: object) -> Receipt:
+    fields: dict[str, object] = {
+        "message_id": mid,
+        "provider": "twilio",
+        "status": status,
+        "occurred_at": NOW,
+        "received_at": NOW,
+    }
+    fields.update(kw)
+    return Receipt(**fields)  # type: ignore[arg-type]
+
+
+async def finish(store: Store, r: Receipt) -> str:
+    (item,) = await store.inbox_claim("w1", 1, 30, NOW)
+    return await store.inbox_finish(item.id, "", NOW, r)
+
+
+async def test_receipts__move_a_sent_message_forward_only(store: Store) -> None:
+    mid = await sent_message(store)
+    await store.inbox_put([event("e1"), event("e2"), event("e3")], NOW)
+    assert await finish(store, receipt(mid, "read")) == "applied"
+    assert await finish(store, receipt(mid, "delivered")) == "stale"
+    assert await finish(store, receipt(mid, "sent")) == "stale"
+    assert (await store.message_get(mid)).status is Status.READ
+    assert [r.status for r in await store.receipt_list(mid)] == ["read", "delivered", "sent"]
+    assert await store.inbox_counts() == {"done": 3}
+
+
+async def test_receipts__a_bounce_records_the_providers_error(store: Store) -> None:
+    mid = await sent_message(store)
+    await store.inbox_put([event("e1")], NOW)
+    r = receipt(mid, "undelivered", error_code="30003", detail="Unreachable handset")
+    assert await finish(store, r) == "applied"
+    got = await store.message_get(mid)
+    assert (got.status, got.last_error_code, got.last_error) == (
+        Status.BOUNCED,
+        "30003",
+        "Unreachable handset",
+    )
+    (kept,) = await store.receipt_list(mid)
+    assert (kept.error_code, kept.detail) == ("30003", "Unreachable handset")
+
+
+async def test_receipts__not_ready_while_the_message_is_still_out(store: Store) -> None:
+    (mid,) = await store.enqueue_many([msg()])
+    await store.inbox_put([event("e1")], NOW)
+    assert await finish(store, receipt(mid, "delivered")) == "not_ready"
+    assert await store.receipt_list(mid) == []
+    assert (await store.message_get(mid)).status is Status.QUEUED
+    assert await store.inbox_counts() == {"pending": 1}
+
+
+async def test_receipts__unknown_or_malformed_message_is_unmatched(store: Store) -> None:
+    await store.inbox_put([event("e1"), event("e2")], NOW)
+    unknown = "01900000-0000-7000-8000-000000000000"
+    assert await finish(store, receipt(unknown, "delivered")) == "unmatched"
+    assert await finish(store, receipt("garbage", "delivered")) == "unmatched"
+    assert await store.inbox_counts() == {"done": 2}
+
+
+async def test_receipts__a_final_message_keeps_its_status(store: Store) -> None:
+    (mid,) = await store.enqueue_many([msg()])
+    await store.message_cancel([mid], "queued", NOW, audit())
+    await store.inbox_put([event("e1")], NOW)
+    assert await finish(store, receipt(mid, "delivered")) == "stale"
+    assert (await store.message_get(mid)).status is Status.CANCELLED
+    assert len(await store.receipt_list(mid)) == 1
