@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime, timedelta
-from enum import Enum
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -21,12 +20,15 @@ import typer
 from sluice.config import Settings, load_settings
 from sluice.errors import (
     ConfigError,
+    Conflict,
     IdempotencyConflict,
+    MigrationError,
     NotFound,
     SluiceError,
     ValidationError,
 )
 from sluice.model import NewMessage
+from sluice.ops.render import jsonable
 from sluice.store import MessageFilter, Store, open_store
 
 T = TypeVar("T")
@@ -118,7 +120,7 @@ def _settings(database_url: str | None = None, **overrides: Any) -> Settings:
 
 
 def _fail(exc: BaseException) -> typer.Exit:
-    bad_input = (ValidationError, ConfigError, IdempotencyConflict, NotFound)
+    bad_input = (ValidationError, ConfigError, IdempotencyConflict, NotFound, Conflict)
     typer.echo(f"error: {exc}", err=True)
     return typer.Exit(2 if isinstance(exc, bad_input) else 1)
 
@@ -142,22 +144,8 @@ async def _with_store(
         await store.close()
 
 
-def _jsonable(value: Any) -> Any:
-    if is_dataclass(value) and not isinstance(value, type):
-        return _jsonable(asdict(value))
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Enum):
-        return value.value
-    return value
-
-
 def _print_json(value: Any) -> None:
-    typer.echo(json.dumps(_jsonable(value), indent=2, sort_keys=True))
+    typer.echo(json.dumps(jsonable(value), indent=2, sort_keys=True))
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -422,10 +410,10 @@ def status(database_url: DatabaseUrl = None, as_json: JsonOutput = False) -> Non
 
     report, controls, breakers = _run(lambda: _with_store(settings, gather))
     if as_json:
-        document = _jsonable(report)
+        document = jsonable(report)
         document["default_mode"] = settings.default_mode
         document["controls"] = [c.as_dict() for c in controls]
-        document["breakers_not_closed"] = _jsonable(breakers)
+        document["breakers_not_closed"] = jsonable(breakers)
         _print_json(document)
         return
     if settings.default_mode != "live" or controls:
@@ -714,6 +702,207 @@ def run(
     except SluiceError as exc:
         raise _fail(exc) from None
     _run(lambda: run_embedded(settings, port=port, demo=demo, duration=duration))
+
+
+@app.command()
+def serve(
+    database_url: DatabaseUrl = None,
+    host: Annotated[
+        str | None,
+        typer.Option(envvar="SLUICE_API_HOST", help="Bind address. [default: 127.0.0.1]"),
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(envvar="SLUICE_API_PORT", help="Port. [default: 8400]")
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(envvar="SLUICE_API_WORKERS", min=1, help="Server processes.")
+    ] = 1,
+    log_level: Annotated[
+        str | None, typer.Option(envvar="SLUICE_LOG_LEVEL", help="debug, info, warning, error.")
+    ] = None,
+) -> None:
+    """Serve the HTTP API and provider ingress (OpenAPI at /openapi.json)."""
+    import uvicorn
+
+    from sluice.logs import configure_logging
+
+    settings = _settings(database_url, api_host=host, api_port=port, log_level=log_level)
+    configure_logging(settings.log_level)
+
+    async def check() -> None:
+        from sluice.ingress.config import configured_ingress
+
+        configured_ingress()  # a bad [ingress] table fails here, not on the first webhook
+        store = await open_store(settings.database_url, settings, create=False)
+        try:
+            pending = await store.schema_pending()
+        finally:
+            await store.close()
+        if pending:
+            raise MigrationError(f"the schema is missing migrations {pending}; run: sluice migrate")
+
+    _run(check)
+    typer.echo(
+        f"sluice API on http://{settings.api_host}:{settings.api_port} "
+        f"(OpenAPI: /openapi.json, {workers} process{'es' if workers > 1 else ''})",
+        err=True,
+    )
+    env = {"SLUICE_DATABASE_URL": settings.database_url}
+    os.environ.update(env)  # the factory in each server process reads the same settings
+    uvicorn.run(
+        "sluice.api.app:app_from_env",
+        factory=True,
+        host=settings.api_host,
+        port=settings.api_port,
+        workers=workers,
+        log_level="warning" if settings.log_level == "info" else settings.log_level,
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+    )
+
+
+# -- API keys ---------------------------------------------------------------------
+
+apikeys_app = typer.Typer(
+    help="HTTP API keys: create (the secret is shown once), list, revoke.",
+    no_args_is_help=True,
+)
+app.add_typer(apikeys_app, name="apikeys")
+
+
+@apikeys_app.command("create")
+def apikeys_create(
+    name: Annotated[str, typer.Argument(help="A name for the key (unique; audit logs show it).")],
+    role: Annotated[
+        str, typer.Option(help="tenant (one tenant's messages) or operator (everything).")
+    ] = "tenant",
+    tenant: Annotated[str | None, typer.Option(help="The tenant of a tenant key.")] = None,
+    actor: Actor = None,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Make an API key and print it once: only its hash is stored."""
+    from sluice.ops.apikeys import api_key_create
+
+    settings = _settings(database_url)
+    made = _run(
+        lambda: _with_store(
+            settings,
+            lambda store: api_key_create(
+                store, name, role, tenant, actor=actor or _default_actor()
+            ),
+        )
+    )
+    if as_json:
+        _print_json({**jsonable(_key_view(made.key)), "token": made.token})
+        return
+    typer.echo(made.token)
+    typer.echo(
+        f"key {made.key.id} ({made.key.role}{' of ' + made.key.tenant if made.key.tenant else ''})"
+        ": store the token now, it is not shown again",
+        err=True,
+    )
+
+
+def _key_view(key: Any) -> dict[str, Any]:
+    return {k: getattr(key, k) for k in ("id", "name", "role", "tenant", "created_by",
+                                          "created_at", "revoked_at")}  # fmt: skip
+
+
+@apikeys_app.command("list")
+def apikeys_list(database_url: DatabaseUrl = None, as_json: JsonOutput = False) -> None:
+    """Every key (never the secrets), with who made it and whether it is revoked."""
+    from sluice.ops.apikeys import api_key_list
+
+    settings = _settings(database_url)
+    keys = _run(lambda: _with_store(settings, api_key_list))
+    if as_json:
+        _print_json([_key_view(k) for k in keys])
+        return
+    def when(at: datetime | None) -> str:
+        return at.isoformat(timespec="seconds") if at else "-"
+
+    rows = [[k.id, k.name, k.role, k.tenant or "-", when(k.created_at), when(k.revoked_at)]
+            for k in keys]  # fmt: skip
+    typer.echo(_table(["ID", "NAME", "ROLE", "TENANT", "CREATED", "REVOKED"], rows))
+
+
+@apikeys_app.command("revoke")
+def apikeys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (or the whole sk_… token).")],
+    actor: Actor = None,
+    reason: Reason = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Revoke a key: refused at once by new servers, within 5 s by running ones."""
+    from sluice.ops.apikeys import api_key_revoke
+
+    settings = _settings(database_url)
+    key = _run(
+        lambda: _with_store(
+            settings,
+            lambda store: api_key_revoke(
+                store, key_id, actor=actor or _default_actor(), reason=reason
+            ),
+        )
+    )
+    typer.echo(f"revoked {key.id} ({key.name})")
+
+
+# -- ingress inbox ----------------------------------------------------------------
+
+inbox_app = typer.Typer(
+    help="Provider events taken in by ingress: list them, retry the ones the projector gave up on.",
+    no_args_is_help=True,
+)
+app.add_typer(inbox_app, name="inbox")
+
+
+@inbox_app.command("list")
+def inbox_list(
+    state: Annotated[
+        str | None, typer.Option(help="pending, done or dead (what waits for you).")
+    ] = None,
+    provider: Provider = None,
+    limit: Annotated[int, typer.Option(help="Most events to show.")] = 50,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Events newest first: provider, event id, kind, state, attempts, last error."""
+    from sluice.ops.inbox import inbox_list as list_events
+
+    settings = _settings(database_url)
+    items = _run(lambda: _with_store(settings, lambda s: list_events(s, state, provider, limit)))
+    if as_json:
+        _print_json(items)
+        return
+    rows = [[i.id, i.provider, i.event_id[:40], i.kind, i.status or "-", i.state, i.attempts,
+             (i.result or i.last_error or "")[:60]] for i in items]  # fmt: skip
+    headers = ["ID", "PROVIDER", "EVENT", "KIND", "STATUS", "STATE", "TRIES", "RESULT / ERROR"]
+    typer.echo(_table(headers, rows))
+
+
+@inbox_app.command("retry")
+def inbox_retry(
+    ids: Annotated[
+        list[int] | None, typer.Argument(help="Dead event ids; all dead events if none.")
+    ] = None,
+    actor: Actor = None,
+    reason: Reason = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Give dead events back to the projector (audited)."""
+    from sluice.ops.inbox import inbox_retry as retry_events
+
+    settings = _settings(database_url)
+    moved = _run(
+        lambda: _with_store(
+            settings,
+            lambda s: retry_events(s, ids or None, actor=actor or _default_actor(), reason=reason),
+        )
+    )
+    typer.echo(f"requeued {len(moved)} event(s)")
 
 
 # -- connections ------------------------------------------------------------------

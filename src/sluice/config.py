@@ -70,6 +70,10 @@ class Settings:
     whatsapp_base_url: str = "https://graph.facebook.com"
     #: Where providers send delivery receipts (Sluice's ingress), if anywhere.
     status_callback_url: str | None = None
+    #: Let webhooks and http actions call loopback addresses (127.0.0.0/8, ::1), for the
+    #: local provider simulator. Off in production: a tenant's URL could otherwise reach
+    #: services listening on the worker's own host. Private ranges stay refused regardless.
+    allow_loopback_targets: bool = False
     # -- flow controls -----------------------------------------------------------
     #: Mode of every scope no control names: ``live``, or ``approval`` to fail closed
     #: (every side effect waits for an operator's approval unless a control says live).
@@ -93,6 +97,21 @@ class Settings:
     breaker_probes: int = 5
     #: Adaptive concurrency per provider: a send slower than this counts as congestion.
     latency_target: float = 2.0
+    # -- the HTTP API and ingress (``sluice serve``) -------------------------------
+    #: Where ``sluice serve`` listens.
+    api_host: str = "127.0.0.1"
+    api_port: int = 8400
+    #: Largest request body the API accepts, in bytes (larger: 413).
+    api_max_body: int = 1_048_576
+    #: Seconds an ``Idempotency-Key`` is remembered: a retry inside it gets the first
+    #: response; after it the key may be used again.
+    idempotency_window: float = 86_400.0
+    #: Seconds a request holds its key before a retry may take it over (it died).
+    idempotency_lock: float = 60.0
+    #: Seconds the ingress dedupe ledger remembers a provider event id.
+    ingress_dedupe_window: float = 7 * 86_400.0
+    #: Tries the projector makes at an event before it goes to the inbox's dead state.
+    projector_max_attempts: int = 12
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -116,6 +135,12 @@ class Settings:
             "breaker_cooldown",
             "breaker_probes",
             "latency_target",
+            "api_port",
+            "api_max_body",
+            "idempotency_window",
+            "idempotency_lock",
+            "ingress_dedupe_window",
+            "projector_max_attempts",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -167,6 +192,16 @@ def _coerce(name: str, kind: Any, raw: Any, source: str) -> Any:
     if target is None:  # "str | None" and friends: strings
         return None if raw in ("", None) else str(raw)
     invalid = ConfigError(f"{source}: {name} = {raw!r} is not a valid {target.__name__}")
+    if target is bool:
+        # bool("false") is True: spell the values out instead.
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise invalid
     # TOML values arrive typed: 2.5 or true must not quietly become the integer 2 or 1.
     if isinstance(raw, bool) or (target is int and isinstance(raw, float)):
         raise invalid

@@ -7,6 +7,7 @@
     ├── ValidationError          bad input; names the field; nothing was stored
     ├── IdempotencyConflict      same idempotency key, different content
     ├── NotFound                 no such message (or not visible to the caller)
+    ├── Conflict                 the thing is in a state that does not allow the act
     ├── StoreError               the database failed underneath us
     │   └── StoreUnavailable     the database cannot be reached
     ├── MigrationError           the schema is missing, newer than us, or broken
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "Conflict",
     "IdempotencyConflict",
     "MigrationError",
     "NotFound",
@@ -63,6 +65,10 @@ class IdempotencyConflict(SluiceError):
 
 class NotFound(SluiceError, LookupError):
     """The thing asked for does not exist."""
+
+
+class Conflict(SluiceError):
+    """The act does not fit the state the thing is in (cancel a message already sent)."""
 
 
 class StoreError(SluiceError):

@@ -11,11 +11,20 @@ from datetime import datetime
 from typing import Any
 
 from sluice.clock import Clock, SystemClock
-from sluice.errors import ValidationError
+from sluice.errors import Conflict, NotFound, ValidationError
 from sluice.model import Attempt, Message, Status
 from sluice.store.base import AuditEntry, DlqGroup, MessageFilter, StatusReport, Store
 
-__all__ = ["DlqAction", "dlq_cancel", "dlq_list", "dlq_retry", "message_show", "status"]
+__all__ = [
+    "CANCELLABLE",
+    "DlqAction",
+    "dlq_cancel",
+    "dlq_list",
+    "dlq_retry",
+    "message_cancel",
+    "message_show",
+    "status",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +55,47 @@ async def message_show(store: Store, message_id: str) -> tuple[Message, list[Att
 async def dlq_list(store: Store, flt: MessageFilter) -> list[DlqGroup]:
     """Dead letters grouped by channel and error code (the runbook's triage query)."""
     return await store.dlq_groups(flt)
+
+
+#: What an operator (or the tenant, over the API) may still cancel.
+CANCELLABLE = (Status.QUEUED, Status.HELD, Status.DEAD)
+
+
+async def message_cancel(
+    store: Store,
+    message_id: str,
+    *,
+    actor: str,
+    reason: str | None = None,
+    tenant: str | None = None,
+    clock: Clock | None = None,
+) -> Message:
+    """Cancel one message that has not gone out (queued, held or dead); audited.
+
+    ``tenant`` limits the act to that tenant's messages: any other is ``NotFound``,
+    exactly as if it did not exist. ``Conflict`` when it is already sending or done.
+    """
+    require_actor(actor)
+    msg = await store.message_get(message_id)
+    if tenant is not None and msg.tenant != tenant:
+        raise NotFound(f"no message with id {message_id!r}")
+    if msg.status is Status.CANCELLED:
+        return msg
+    if msg.status in CANCELLABLE:
+        now = (clock or SystemClock()).now()
+        audit = AuditEntry(
+            at=now, actor=actor, action="message.cancel", target=f"message:{msg.id}",
+            reason=reason, detail={"from": msg.status.value},
+        )  # fmt: skip
+        if await store.message_cancel([msg.id], msg.status, now, audit):
+            return await store.message_get(msg.id)
+        msg = await store.message_get(msg.id)  # it moved meanwhile
+        if msg.status is Status.CANCELLED:
+            return msg
+    raise Conflict(
+        f"message {msg.id} is {msg.status.value}; only "
+        f"{', '.join(s.value for s in CANCELLABLE)} messages can be cancelled"
+    )
 
 
 def require_actor(actor: str, reason: str | None = None, *, need_reason: bool = False) -> None:

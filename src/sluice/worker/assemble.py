@@ -45,6 +45,8 @@ async def assemble_dispatcher(
 
     ``providers`` replaces the configured adapters (the benchmark's no-op provider).
     """
+    from sluice.ingress.config import configured_ingress
+    from sluice.ingress.projector import Projector
     from sluice.ops.connections import verify_key
     from sluice.providers import build_providers
 
@@ -93,4 +95,7 @@ async def assemble_dispatcher(
         gate=gate,
         limiter=limiter,
         routes=routes,
+        projector=Projector(
+            store, settings, configured_ingress(), worker_id=worker_id, clock=clock, logger=log
+        ),
     )

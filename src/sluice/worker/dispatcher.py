@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -53,6 +53,9 @@ from sluice.worker.controls import ControlWatch, ScopeKey, scope_key
 from sluice.worker.gate import ConnectionGate, Connections, Ticket
 from sluice.worker.limits import Limiter
 from sluice.worker.retry import Decision, RetryPolicy
+
+if TYPE_CHECKING:
+    from sluice.ingress.projector import Projector
 
 __all__ = ["Dispatcher", "WorkerStats", "new_worker_id"]
 
@@ -111,8 +114,11 @@ class Dispatcher:
         limiter: Limiter | None = None,
         breakers: Breakers | None = None,
         routes: Mapping[str, Sequence[str]] | None = None,
+        projector: Projector | None = None,
     ) -> None:
         self.store = store
+        #: Applies what ingress stored (receipts, inbound events), beside the sends.
+        self.projector = projector
         self.providers = dict(providers)
         self.settings = settings
         self.clock = clock or SystemClock()
@@ -185,8 +191,14 @@ class Dispatcher:
             asyncio.create_task(self._heartbeat_loop(), name="sluice-heartbeat"),
             asyncio.create_task(self.controls.run(self._stopping), name="sluice-controls"),
         ]
+        if self.projector is not None:
+            background.append(
+                asyncio.create_task(self.projector.run(self._stopping), name="sluice-projector")
+            )
         try:
             await self._claim_loop(until_idle)
+            if until_idle and self.projector is not None:
+                await self.projector.drain()
         finally:
             self._stopping.set()
             await self._drain()

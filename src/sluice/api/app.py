@@ -1,0 +1,186 @@
+"""The FastAPI application: ``create_app`` wires the store, the keys and the routers.
+
+``sluice serve`` runs it under uvicorn; tests run it in-process on the same store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sluice import __version__
+from sluice.api import ingress, messages, operator, problems
+from sluice.api.auth import KeyCache
+from sluice.clock import Clock, SystemClock
+from sluice.config import Settings
+from sluice.errors import SluiceError
+from sluice.ingress.config import IngressConfig, configured_ingress
+from sluice.ops.controls import live_workers
+from sluice.store import Store, open_store
+
+__all__ = ["create_app"]
+
+log = structlog.get_logger("sluice.api")
+
+#: Seconds between sweeps of expired Idempotency-Key records and old inbox events.
+PURGE_EVERY = 300.0
+
+
+class BodyLimit:
+    """413 for a body over ``limit`` bytes, by Content-Length or as it streams in."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and (not value.isdigit() or int(value) > self.limit):
+                await self._refuse(scope, receive, send)
+                return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problems.problem_response(
+            413, f"the request body is larger than {self.limit} bytes", kind="too-large"
+        )
+        await response(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    clock: Clock | None = None,
+    ingress_config: IngressConfig | None = None,
+) -> FastAPI:
+    """The API. Without ``store`` it opens (and closes) one from ``settings``."""
+    owned = store is None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        nonlocal store
+        if store is None:
+            store = await open_store(settings.database_url, settings, create=False)
+        app.state.store = store
+        app.state.keys = KeyCache(store)
+        sweeper = asyncio.create_task(_sweep(app), name="sluice-api-sweep")
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            if owned:
+                await store.close()
+
+    app = FastAPI(
+        title="Sluice",
+        version=__version__,
+        summary="Deliver outbound side effects durably, under the operator's hand.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.clock = clock or SystemClock()
+    app.state.ingress = ingress_config if ingress_config is not None else configured_ingress()
+    if store is not None:  # tests hand in an open store and may skip the lifespan
+        app.state.store = store
+        app.state.keys = KeyCache(store)
+    problems.install(app)
+    app.include_router(messages.router)
+    app.include_router(operator.router)
+    app.include_router(ingress.router)
+    app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"])
+    app.add_api_route("/readyz", readyz, methods=["GET"], tags=["health"],
+                      responses={503: {"description": "Not ready"}})  # fmt: skip
+    app.add_api_route("/metrics", metrics, methods=["GET"], tags=["health"],
+                      response_class=Response)  # fmt: skip
+    app.add_middleware(BodyLimit, limit=settings.api_max_body)
+    return app
+
+
+async def healthz() -> dict[str, str]:
+    """The process is up (nothing else is checked)."""
+    return {"status": "ok"}
+
+
+async def readyz(request: Request) -> Response:
+    """Ready to serve: the store answers, its schema is current, a worker was seen."""
+    state = request.app.state
+    checks: dict[str, Any] = {}
+    try:
+        pending = await state.store.schema_pending()
+        checks["store"] = "ok"
+        checks["migrations"] = "ok" if not pending else f"pending {pending}: run sluice migrate"
+        workers = await live_workers(state.store, state.clock.now())
+        checks["workers"] = len(workers) if workers else "none seen in the last 15 s"
+    except SluiceError as exc:
+        checks["store"] = f"unreachable: {exc}"[:300]
+    ready = (
+        checks.get("store") == "ok"
+        and checks.get("migrations") == "ok"
+        and isinstance(checks.get("workers"), int)
+    )
+    return JSONResponse(
+        {"status": "ready" if ready else "not ready", "checks": checks},
+        status_code=200 if ready else 503,
+    )
+
+
+async def metrics() -> Response:
+    """Prometheus exposition of this process's counters."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _sweep(app: FastAPI) -> None:
+    """Forget Idempotency-Key records past the window and done inbox events past the
+    dedupe window (a replay later than that is treated as new)."""
+    state = app.state
+    while True:
+        await asyncio.sleep(PURGE_EVERY)
+        try:
+            now = state.clock.now()
+            await state.store.idem_purge(now, state.settings.idempotency_window)
+            await state.store.inbox_purge(
+                now - timedelta(seconds=state.settings.ingress_dedupe_window)
+            )
+        except SluiceError as exc:
+            log.warning("purge failed; will retry", error=str(exc))
+
+
+def app_from_env() -> FastAPI:
+    """``create_app`` with settings from the environment (uvicorn's ``--factory``, used
+    by ``sluice serve --workers N`` so that every process builds its own app)."""
+    from sluice.config import load_settings
+
+    return create_app(load_settings())

@@ -1,0 +1,199 @@
+"""``/v1/ingress/{provider}``: providers' webhooks in — verified, deduplicated, durable.
+
+The order is the runbook's: verify the signature (401 and nothing stored when it is
+bad), read the events, write them to the inbox in one statement whose unique key is
+the dedupe ledger, and only then answer 2xx. A replayed delivery finds its event id
+taken and is acknowledged without further effect. The projector applies the events
+afterwards (``sluice.ingress.projector``), so a slow or failing projection never
+delays the answer or loses an event.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+import structlog
+from fastapi import APIRouter, Request
+from prometheus_client import Counter
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from sluice.api.problems import Problem
+from sluice.ingress.config import IngressSource
+from sluice.ingress.parse import (
+    Event,
+    PayloadError,
+    parse_sendgrid,
+    parse_standard,
+    parse_twilio,
+    parse_whatsapp,
+)
+from sluice.ingress.verify import (
+    SignatureError,
+    verify_meta,
+    verify_sendgrid,
+    verify_standard,
+    verify_twilio,
+)
+from sluice.store.base import InboxItem
+
+__all__ = ["EVENTS", "REJECTED", "router"]
+
+log = structlog.get_logger("sluice.ingress")
+
+EVENTS = Counter(
+    "sluice_ingress_events_total",
+    "Provider events taken in by ingress, by outcome (accepted, duplicate).",
+    ["provider", "outcome"],
+)
+REJECTED = Counter(
+    "sluice_ingress_rejected_total",
+    "Ingress requests refused, by reason (signature, payload, unknown_provider).",
+    ["provider", "reason"],
+)
+
+router = APIRouter(prefix="/v1/ingress", tags=["ingress"])
+
+_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+
+
+class _QuietLog:
+    """At most one log line per ``every`` seconds per key: an attacker hammering the
+    endpoint with bad signatures must not flood the logs (the counter counts them all)."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def warn(self, key: str, message: str, **fields: Any) -> None:
+        now = time.monotonic()
+        if now - self._last.get(key, -self.every) < self.every:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return
+        self._last[key] = now
+        log.warning(message, suppressed=self._suppressed.pop(key, 0), **fields)
+
+
+_quiet = _QuietLog()
+
+
+def _source(request: Request, provider: str) -> IngressSource:
+    source: IngressSource | None = request.app.state.ingress.sources.get(provider)
+    if source is None:
+        REJECTED.labels("unknown", "unknown_provider").inc()
+        raise Problem(404, f"no ingress is configured for {provider!r}", kind="not-found")
+    return source
+
+
+def _verify_and_parse(
+    source: IngressSource, request: Request, body: bytes, now: datetime
+) -> list[Event]:
+    headers = request.headers
+    if source.kind == "twilio":
+        params = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+        url = source.url or str(request.url)
+        if source.url and request.url.query:
+            url = f"{source.url}?{request.url.query}"
+        verify_twilio(url, params, headers.get("x-twilio-signature"), source.secrets)
+        return parse_twilio(params, dict(request.query_params), dict(headers))
+    if source.kind == "sendgrid":
+        verify_sendgrid(
+            body,
+            headers.get("x-twilio-email-event-webhook-signature"),
+            headers.get("x-twilio-email-event-webhook-timestamp"),
+            source.public_keys,
+            now,
+        )
+        return parse_sendgrid(body)
+    if source.kind == "whatsapp":
+        verify_meta(body, headers.get("x-hub-signature-256"), source.secrets)
+        return parse_whatsapp(body)
+    webhook_id = verify_standard(body, dict(headers), source.secrets, now)
+    return parse_standard(body, webhook_id)
+
+
+def _no_nul(value: Any) -> Any:
+    """U+0000 cannot be stored (PostgreSQL text and jsonb refuse it); a provider may
+    still send it. Replace it rather than refuse the event and have it retried forever."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_no_nul(k): _no_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_nul(v) for v in value]
+    return value
+
+
+def _item(provider: str, e: Event, now: datetime) -> InboxItem:
+    c = _no_nul
+    return InboxItem(
+        id=0, provider=provider, event_id=c(e.event_id), kind=e.kind, status=e.status,
+        message_id=c(e.message_id), provider_message_id=c(e.provider_message_id),
+        occurred_at=e.occurred_at, error_code=c(e.error_code), detail=c(e.detail),
+        address=c(e.address), data=c(e.data), received_at=now,
+    )  # fmt: skip
+
+
+@router.post(
+    "/{provider}",
+    responses={
+        200: {"description": "Stored (or a duplicate, acknowledged)"},
+        400: {"description": "Signed, but not a payload this provider sends"},
+        401: {"description": "Missing or bad signature; nothing stored"},
+        404: {"description": "No ingress configured under this name"},
+    },
+)
+async def receive(provider: str, request: Request) -> Response:
+    """Take a provider's webhook: 200 once its events are durable."""
+    source = _source(request, provider)
+    now = request.app.state.clock.now()
+    body = await request.body()
+    try:
+        events = _verify_and_parse(source, request, body, now)
+    except SignatureError as exc:
+        REJECTED.labels(provider, "signature").inc()
+        client = request.client.host if request.client else None
+        _quiet.warn(f"sig:{provider}", "ingress signature refused", provider=provider,
+                    reason=exc.reason, client=client)  # fmt: skip
+        raise Problem(401, f"signature refused: {exc.reason}", kind="bad-signature") from None
+    except PayloadError as exc:
+        REJECTED.labels(provider, "payload").inc()
+        _quiet.warn(f"payload:{provider}", "ingress payload refused", provider=provider,
+                    field=exc.field, problem=exc.problem)  # fmt: skip
+        raise Problem(400, str(exc), field=exc.field, kind="bad-payload") from None
+    fresh = await request.app.state.store.inbox_put([_item(provider, e, now) for e in events], now)
+    accepted = sum(fresh)
+    if accepted:
+        EVENTS.labels(provider, "accepted").inc(accepted)
+    if len(fresh) - accepted:
+        EVENTS.labels(provider, "duplicate").inc(len(fresh) - accepted)
+    if source.kind == "twilio":  # an empty TwiML answer: no reply to an inbound SMS
+        return Response(_TWIML, media_type="text/xml")
+    return JSONResponse({"received": len(fresh), "duplicates": len(fresh) - accepted})
+
+
+@router.get(
+    "/{provider}",
+    response_class=PlainTextResponse,
+    responses={403: {"description": "Wrong verify token"}},
+)
+async def verify_subscription(provider: str, request: Request) -> Response:
+    """Meta's webhook verification handshake: echo ``hub.challenge`` when
+    ``hub.verify_token`` is ours."""
+    source = _source(request, provider)
+    q = request.query_params
+    token = q.get("hub.verify_token")
+    if (
+        source.kind != "whatsapp"
+        or source.verify_token is None
+        or q.get("hub.mode") != "subscribe"
+        or token is None
+        or not hmac.compare_digest(token.encode(), source.verify_token.encode())
+    ):
+        REJECTED.labels(provider, "verify_token").inc()
+        raise Problem(403, "verification refused", kind="forbidden")
+    return PlainTextResponse(q.get("hub.challenge", ""))

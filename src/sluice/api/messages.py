@@ -1,0 +1,189 @@
+"""``/v1/messages``: enqueue (one or a batch), read, list and cancel.
+
+A tenant key sees only its own tenant's messages; any other message answers 404
+exactly as a missing one does, so ids of other tenants cannot even be confirmed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.encoders import jsonable_encoder
+
+from sluice.api.auth import Principal, Tenant
+from sluice.api.idempotency import HEADER, idempotent
+from sluice.api.problems import Problem
+from sluice.api.schemas import (
+    AttemptOut,
+    BatchIn,
+    BatchOut,
+    CancelIn,
+    MessageDetail,
+    MessageIn,
+    MessageOut,
+    MessagePage,
+    ReceiptOut,
+)
+from sluice.errors import NotFound
+from sluice.model import Message, NewMessage, Status
+from sluice.ops.actions import message_cancel
+from sluice.store.base import MessageFilter
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1/messages", tags=["messages"])
+
+_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No valid API key"},
+    404: {"description": "No such message visible to this key"},
+    422: {"description": "Bad input; the problem document names the field"},
+}
+
+
+def _tenant_of(who: Principal, given: str | None, where: str) -> str:
+    if who.tenant is not None:
+        if given is not None and given != who.tenant:
+            raise Problem(
+                422, f"{where}tenant: is set by your API key; leave it out",
+                field=f"{where}tenant", kind="validation",
+            )  # fmt: skip
+        return who.tenant
+    if given is None:
+        raise Problem(
+            422, f"{where}tenant: is required with an operator key",
+            field=f"{where}tenant", kind="validation",
+        )  # fmt: skip
+    return given
+
+
+def _new(who: Principal, m: MessageIn, where: str) -> NewMessage:
+    new = NewMessage(
+        tenant=_tenant_of(who, m.tenant, where), channel=m.channel, provider=m.provider,
+        recipient=m.recipient, payload=m.payload, action=m.action, priority=m.priority,
+        run_at=m.run_at, max_attempts=m.max_attempts, idempotency_key=m.idempotency_key,
+        correlation_id=m.correlation_id, scopes=m.scopes,
+    )  # fmt: skip
+    new.validate(where)
+    return new
+
+
+async def _visible(request: Request, who: Principal, message_id: str) -> Message:
+    try:
+        msg: Message = await request.app.state.store.message_get(message_id)
+    except NotFound:
+        msg = None  # type: ignore[assignment]
+    if msg is None or not who.sees(msg.tenant):
+        raise NotFound(f"no message with id {message_id!r}")
+    return msg
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=MessageOut | BatchOut,
+    responses={**_PROBLEMS, 409: {"description": "Idempotency-Key in use, or conflict"}},
+    summary="Enqueue one message, or a batch of up to 1,000",
+)
+async def create(
+    body: MessageIn | BatchIn,
+    who: Tenant,
+    request: Request,
+    idempotency_key: Annotated[str | None, Header(alias=HEADER, max_length=300)] = None,
+) -> Any:
+    """Store the message(s) for delivery; 201 with their ids and status ``queued``.
+
+    With ``Idempotency-Key``, a retry of the same request within the key window gets
+    the first response again and enqueues nothing more."""
+    batch = isinstance(body, BatchIn)
+    items = body.messages if isinstance(body, BatchIn) else [body]
+
+    async def handler() -> tuple[int, Any]:
+        news = [_new(who, m, f"messages[{i}]." if batch else "") for i, m in enumerate(items)]
+        store = request.app.state.store
+        ids = await store.enqueue_many(news)
+        out = [MessageOut.of(await store.message_get(i)) for i in ids]
+        result: Any = BatchOut(messages=out) if batch else out[0]
+        return 201, jsonable_encoder(result)
+
+    return await idempotent(request, who, idempotency_key, body.model_dump(mode="json"), handler)
+
+
+@router.get("/{message_id}", response_model=MessageDetail, responses=_PROBLEMS)
+async def get_one(message_id: str, who: Tenant, request: Request) -> MessageDetail:
+    """A message, its payload, every attempt and every delivery receipt."""
+    msg = await _visible(request, who, message_id)
+    store = request.app.state.store
+    attempts = await store.attempt_list(msg.id)
+    receipts = await store.receipt_list(msg.id)
+    return MessageDetail(
+        **MessageOut.of(msg).model_dump(),
+        payload=msg.payload,
+        attempt_log=[AttemptOut.of(a) for a in attempts],
+        receipts=[ReceiptOut.of(r) for r in receipts],
+    )
+
+
+def _cursor(text: str | None) -> str | None:
+    if text is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+        if len(raw) != 36:
+            raise ValueError
+        return raw
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise Problem(
+            422, "cursor: is not a cursor this API returned", field="cursor", kind="validation"
+        ) from None
+
+
+@router.get("", response_model=MessagePage, responses=_PROBLEMS)
+async def list_messages(
+    who: Tenant,
+    request: Request,
+    status: Status | None = None,
+    channel: Annotated[str | None, Query(max_length=64)] = None,
+    provider: Annotated[str | None, Query(max_length=64)] = None,
+    action: Annotated[str | None, Query(max_length=128)] = None,
+    error_code: Annotated[str | None, Query(max_length=64)] = None,
+    since: datetime | None = None,
+    tenant: Annotated[str | None, Query(max_length=128, description="Operator keys only")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> MessagePage:
+    """Messages, newest first, a page at a time (``next_cursor`` fetches the next)."""
+    if since is not None and since.tzinfo is None:
+        raise Problem(
+            422, "since: must carry a time zone (e.g. Z)", field="since", kind="validation"
+        )
+    flt = MessageFilter(
+        tenant=_tenant_of(who, tenant, "") if who.tenant else tenant,
+        channel=channel, provider=provider, action=action, error_code=error_code, since=since,
+    )  # fmt: skip
+    rows = await request.app.state.store.message_list(
+        flt, status.value if status else None, _cursor(cursor), limit + 1
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    nxt = base64.urlsafe_b64encode(rows[-1].id.encode()).decode().rstrip("=") if more else None
+    return MessagePage(items=[MessageOut.of(m) for m in rows], next_cursor=nxt)
+
+
+@router.post(
+    "/{message_id}/cancel",
+    response_model=MessageOut,
+    responses={**_PROBLEMS, 409: {"description": "Already sending or done"}},
+)
+async def cancel(
+    message_id: str, who: Tenant, request: Request, body: CancelIn | None = None
+) -> MessageOut:
+    """Cancel a message that has not gone out (queued, held or dead); audited."""
+    msg = await message_cancel(
+        request.app.state.store, message_id, actor=who.actor,
+        reason=body.reason if body else None, tenant=who.tenant, clock=request.app.state.clock,
+    )  # fmt: skip
+    return MessageOut.of(msg)

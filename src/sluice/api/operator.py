@@ -1,0 +1,279 @@
+"""Operator endpoints: what the CLI does, over HTTP, through the same ``sluice.ops``.
+
+Every act is audited with the key's name as the actor (``api:<name>``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from sluice import ops
+from sluice.api.auth import Operator
+from sluice.api.problems import Problem
+from sluice.flow.controls import Mode, Scope
+from sluice.ops import inbox
+from sluice.ops.breakers import breaker_force, breaker_reset, breakers_list
+from sluice.ops.render import jsonable
+from sluice.store.base import MessageFilter
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1", tags=["operator"])
+
+_Name = Annotated[str | None, Query(min_length=1, max_length=128)]
+
+
+def _aware(value: datetime | None, field: str) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise Problem(
+            422, f"{field}: must carry a time zone (e.g. Z)", field=field, kind="validation"
+        )
+    return value
+
+
+class Selection(BaseModel):
+    """Which messages an act applies to (all fields optional: together they narrow)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tenant: str | None = Field(None, min_length=1, max_length=128)
+    channel: str | None = Field(None, min_length=1, max_length=64)
+    provider: str | None = Field(None, min_length=1, max_length=64)
+    action: str | None = Field(None, min_length=1, max_length=128)
+    error_code: str | None = Field(None, min_length=1, max_length=64)
+    since: datetime | None = None
+    limit: int | None = Field(None, ge=1, le=100_000)
+    dry_run: bool = False
+    reason: str | None = Field(None, max_length=1000)
+
+    def filter(self, contains: str | None = None) -> MessageFilter:
+        return MessageFilter(
+            tenant=self.tenant, channel=self.channel, provider=self.provider,
+            action=self.action, error_code=self.error_code,
+            since=_aware(self.since, "since"), limit=self.limit, reason=contains,
+        )  # fmt: skip
+
+
+class HeldSelection(Selection):
+    ids: list[str] | None = Field(None, min_length=1, max_length=10_000)
+    #: Text the hold reason contains.
+    contains: str | None = Field(None, min_length=1, max_length=200)
+
+
+class ControlIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tenant: str | None = Field(None, min_length=1, max_length=128)
+    channel: str | None = Field(None, min_length=1, max_length=64)
+    provider: str | None = Field(None, min_length=1, max_length=64)
+    action: str | None = Field(None, min_length=1, max_length=128)
+    mode: Mode
+    reason: str = Field(min_length=1, max_length=1000)
+    #: Seconds until the control reverts by itself.
+    expires_in: float | None = Field(None, gt=0, le=366 * 86400)
+    #: Return only once every live worker applied it (or ``timeout`` passed).
+    wait: bool = True
+    timeout: float = Field(10.0, gt=0, le=60)
+
+
+class ControlClearIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tenant: str | None = Field(None, min_length=1, max_length=128)
+    channel: str | None = Field(None, min_length=1, max_length=64)
+    provider: str | None = Field(None, min_length=1, max_length=64)
+    action: str | None = Field(None, min_length=1, max_length=128)
+    reason: str = Field(min_length=1, max_length=1000)
+    #: Put the messages this control held back in the queue.
+    release: bool = True
+    wait: bool = True
+    timeout: float = Field(10.0, gt=0, le=60)
+
+
+class ReasonIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+class InboxRetryIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    #: Dead events to retry; all dead events when left out.
+    ids: list[int] | None = Field(None, min_length=1, max_length=10_000)
+    reason: str | None = Field(None, max_length=1000)
+
+
+@router.get("/status")
+async def status(who: Operator, request: Request) -> Any:
+    """Counts by status, oldest ready age, dead letters, workers, controls, inbox."""
+    state = request.app.state
+    report = await ops.status(state.store, state.clock)
+    return {
+        **jsonable(report),
+        "controls": [c.as_dict() for c in await ops.control_list(state.store, state.clock)],
+        "inbox": await state.store.inbox_counts(),
+    }
+
+
+@router.get("/dlq")
+async def dlq_list(
+    who: Operator,
+    request: Request,
+    tenant: _Name = None,
+    channel: _Name = None,
+    provider: _Name = None,
+    action: _Name = None,
+    error_code: _Name = None,
+    since: datetime | None = None,
+) -> Any:
+    """Dead letters grouped by channel and error code."""
+    flt = MessageFilter(
+        tenant=tenant, channel=channel, provider=provider, action=action,
+        error_code=error_code, since=_aware(since, "since"),
+    )  # fmt: skip
+    return jsonable(await ops.dlq_list(request.app.state.store, flt))
+
+
+@router.post("/dlq/{verb}")
+async def dlq_act(
+    verb: Literal["retry", "cancel"], body: Selection, who: Operator, request: Request
+) -> Any:
+    """Replay (``retry``) or give up on (``cancel``) the dead letters selected."""
+    act = ops.dlq_retry if verb == "retry" else ops.dlq_cancel
+    state = request.app.state
+    result = await act(
+        state.store, body.filter(), dry_run=body.dry_run, actor=who.actor,
+        reason=body.reason, clock=state.clock,
+    )  # fmt: skip
+    return result.as_dict()
+
+
+@router.get("/held")
+async def held_list(
+    who: Operator,
+    request: Request,
+    tenant: _Name = None,
+    channel: _Name = None,
+    provider: _Name = None,
+    action: _Name = None,
+    contains: _Name = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Any:
+    """Messages held by controls, approval, scopes or re-authorisation."""
+    flt = MessageFilter(
+        tenant=tenant, channel=channel, provider=provider, action=action,
+        reason=contains, limit=limit,
+    )  # fmt: skip
+    return jsonable(await ops.held_list(request.app.state.store, flt))
+
+
+@router.post("/held/{verb}")
+async def held_act(
+    verb: Literal["approve", "release", "cancel"],
+    body: HeldSelection,
+    who: Operator,
+    request: Request,
+) -> Any:
+    """Approve, release or cancel held messages, by ids or by selection."""
+    act = {"approve": ops.held_approve, "release": ops.held_release, "cancel": ops.held_cancel}
+    state = request.app.state
+    result = await act[verb](
+        state.store, body.filter(body.contains), body.ids, dry_run=body.dry_run,
+        actor=who.actor, reason=body.reason, clock=state.clock,
+    )  # fmt: skip
+    return result.as_dict()
+
+
+@router.get("/controls")
+async def controls_list(who: Operator, request: Request) -> Any:
+    state = request.app.state
+    return [c.as_dict() for c in await ops.control_list(state.store, state.clock)]
+
+
+@router.post("/controls")
+async def controls_set(body: ControlIn, who: Operator, request: Request) -> Any:
+    """Set a scope's mode (kill, pause, shadow, approval, live); with ``wait``, answer
+    once every live worker has applied it — the ``ack`` names any that did not."""
+    state = request.app.state
+    change = await ops.control_set(
+        state.store, Scope.of(body.tenant, body.channel, body.provider, body.action), body.mode,
+        actor=who.actor, reason=body.reason, expires_in=body.expires_in, wait=body.wait,
+        timeout=body.timeout, clock=state.clock,
+    )  # fmt: skip
+    return change.as_dict()
+
+
+@router.post("/controls/clear")
+async def controls_clear(body: ControlClearIn, who: Operator, request: Request) -> Any:
+    """Remove a scope's control (``sluice resume``), releasing what it held."""
+    state = request.app.state
+    change = await ops.control_clear(
+        state.store, Scope.of(body.tenant, body.channel, body.provider, body.action),
+        actor=who.actor, reason=body.reason, release=body.release, wait=body.wait,
+        timeout=body.timeout, clock=state.clock,
+    )  # fmt: skip
+    return change.as_dict()
+
+
+@router.get("/breakers")
+async def breakers(who: Operator, request: Request) -> Any:
+    state = request.app.state
+    return jsonable(await breakers_list(state.store, state.settings, state.clock.now()))
+
+
+@router.post("/breakers/{key}/{verb}")
+async def breaker_act(
+    key: Annotated[str, Field(min_length=1, max_length=300)],
+    verb: Literal["open", "close", "reset"],
+    body: ReasonIn,
+    who: Operator,
+    request: Request,
+) -> Any:
+    """Force a breaker open or closed until reset, or reset it to automatic."""
+    state = request.app.state
+    now = state.clock.now()
+    if verb == "reset":
+        info = await breaker_reset(state.store, key, actor=who.actor, reason=body.reason, now=now)
+    else:
+        info = await breaker_force(
+            state.store, key, "open" if verb == "open" else "closed",
+            actor=who.actor, reason=body.reason, now=now,
+        )  # fmt: skip
+    return jsonable(info)
+
+
+@router.get("/connections")
+async def connections(
+    who: Operator, request: Request, tenant: _Name = None, provider: _Name = None
+) -> Any:
+    """Connections with their state and scopes; secrets are never returned."""
+    rows = await request.app.state.store.connection_list(tenant, provider)
+    return [c.public() for c in rows]
+
+
+@router.get("/inbox")
+async def inbox_list(
+    who: Operator,
+    request: Request,
+    state: Literal["pending", "done", "dead"] | None = None,
+    provider: _Name = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Any:
+    """Provider events taken in by ingress, newest first (``state=dead``: what the
+    projector gave up on, with the reason)."""
+    return jsonable(await inbox.inbox_list(request.app.state.store, state, provider, limit))
+
+
+@router.post("/inbox/retry")
+async def inbox_retry(body: InboxRetryIn, who: Operator, request: Request) -> Any:
+    """Put dead inbox events back to the projector (all of them, or ``ids``)."""
+    state = request.app.state
+    moved = await inbox.inbox_retry(
+        state.store, body.ids, actor=who.actor, reason=body.reason, clock=state.clock
+    )
+    return {"requeued": len(moved), "ids": moved}

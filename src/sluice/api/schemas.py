@@ -1,0 +1,148 @@
+"""The shapes the HTTP API reads and writes (they make its OpenAPI document)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from sluice.model import Attempt, Message, Status
+from sluice.store.base import Receipt
+
+__all__ = [
+    "AttemptOut",
+    "BatchIn",
+    "BatchOut",
+    "CancelIn",
+    "MessageDetail",
+    "MessageIn",
+    "MessageOut",
+    "MessagePage",
+    "ReceiptOut",
+]
+
+_Text = Field(min_length=1)
+
+
+class MessageIn(BaseModel):
+    """A side effect to deliver. With a tenant key, leave ``tenant`` out: the key says it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tenant: str | None = Field(None, min_length=1, max_length=128)
+    channel: str = Field(min_length=1, max_length=64)
+    provider: str = Field(min_length=1, max_length=64)
+    recipient: str = Field(min_length=1, max_length=2048)
+    payload: dict[str, Any] = Field(default_factory=dict)
+    action: str = Field("send", min_length=1, max_length=128)
+    priority: int = Field(0, ge=-1000, le=1000)
+    run_at: datetime | None = None
+    max_attempts: int = Field(5, ge=1, le=100)
+    idempotency_key: str | None = Field(None, min_length=1, max_length=255)
+    correlation_id: str | None = Field(None, min_length=1, max_length=255)
+    scopes: list[str] = Field(default_factory=list, max_length=64)
+
+
+class BatchIn(BaseModel):
+    """Up to 1,000 messages, stored together or not at all."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    messages: list[MessageIn] = Field(min_length=1, max_length=1000)
+
+
+class MessageOut(BaseModel):
+    id: str
+    tenant: str
+    channel: str
+    provider: str
+    action: str
+    recipient: str
+    status: Status
+    priority: int
+    run_at: datetime
+    attempts: int
+    max_attempts: int
+    idempotency_key: str | None = None
+    correlation_id: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    last_error_code: str | None = None
+    last_error: str | None = None
+    provider_message_id: str | None = None
+    hold_reason: str | None = None
+
+    @classmethod
+    def of(cls, m: Message) -> MessageOut:
+        return cls(
+            id=m.id, tenant=m.tenant, channel=m.channel, provider=m.provider, action=m.action,
+            recipient=m.recipient, status=m.status, priority=m.priority, run_at=m.run_at,
+            attempts=m.attempts, max_attempts=m.max_attempts, idempotency_key=m.idempotency_key,
+            correlation_id=m.correlation_id, created_at=m.created_at, updated_at=m.updated_at,
+            last_error_code=m.last_error_code, last_error=m.last_error,
+            provider_message_id=m.provider_message_id, hold_reason=m.hold_reason,
+        )  # fmt: skip
+
+
+class AttemptOut(BaseModel):
+    attempt_no: int
+    provider: str
+    started_at: datetime
+    finished_at: datetime
+    outcome: str
+    error_code: str | None = None
+    error_class: str | None = None
+    provider_status: str | None = None
+    provider_code: str | None = None
+    detail: str | None = None
+    latency_ms: float | None = None
+
+    @classmethod
+    def of(cls, a: Attempt) -> AttemptOut:
+        return cls(
+            attempt_no=a.attempt_no, provider=a.provider, started_at=a.started_at,
+            finished_at=a.finished_at, outcome=a.outcome.value, error_code=a.error_code,
+            error_class=a.error_class, provider_status=a.provider_status,
+            provider_code=a.provider_code, detail=a.detail, latency_ms=a.latency_ms,
+        )  # fmt: skip
+
+
+class ReceiptOut(BaseModel):
+    provider: str
+    status: str
+    occurred_at: datetime | None = None
+    received_at: datetime
+    error_code: str | None = None
+    detail: str | None = None
+
+    @classmethod
+    def of(cls, r: Receipt) -> ReceiptOut:
+        return cls(
+            provider=r.provider, status=r.status, occurred_at=r.occurred_at,
+            received_at=r.received_at, error_code=r.error_code, detail=r.detail,
+        )  # fmt: skip
+
+
+class MessageDetail(MessageOut):
+    """A message with its payload, every attempt, and the delivery receipts applied."""
+
+    payload: dict[str, Any]
+    attempt_log: list[AttemptOut]
+    receipts: list[ReceiptOut]
+
+
+class BatchOut(BaseModel):
+    messages: list[MessageOut]
+
+
+class MessagePage(BaseModel):
+    items: list[MessageOut]
+    #: Pass as ``cursor`` for the next (older) page; null on the last page.
+    next_cursor: str | None = None
+
+
+class CancelIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(None, max_length=1000)

@@ -1,0 +1,172 @@
+"""The projector: applies what ingress stored, after the provider has its 2xx.
+
+Each inbox event is leased like a message. A receipt is applied to its message in
+one transaction with marking the event done; an inbound event becomes an outbound
+webhook to its tenant's ``inbound_url`` through the outbox (with an idempotency key
+derived from the event, so a projector that dies half-way never forwards twice), and
+so inherits retries, controls and the dead-letter queue. A failure puts the event
+back with backoff; after ``projector_max_attempts`` it goes to the inbox's own dead
+state, where ``sluice inbox retry`` finds it. Nothing already committed is undone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from datetime import timedelta
+from typing import Any
+
+import structlog
+
+from sluice.clock import Clock, SystemClock
+from sluice.config import Settings
+from sluice.errors import SluiceError
+from sluice.ingress.config import IngressConfig
+from sluice.model import NewMessage, new_message_id
+from sluice.store.base import InboxItem, Receipt, Store
+
+__all__ = ["Projector", "inbound_message"]
+
+#: Leased events per round trip, and how long a lease lasts.
+BATCH = 100
+LEASE_SECONDS = 30.0
+
+
+class _NotYet(Exception):
+    """Try again later (the message has no outcome yet, say)."""
+
+
+def inbound_message(item: InboxItem, tenant: str, url: str) -> NewMessage:
+    """The outbound webhook that hands an inbound event to its tenant."""
+    payload: dict[str, Any] = {
+        "type": f"inbound.{item.provider}",
+        "provider": item.provider,
+        "event_id": item.event_id,
+        "received_at": item.received_at.isoformat(),
+        "message_id": item.message_id,
+        "address": item.address,
+        "data": item.data,
+    }
+    return NewMessage(
+        tenant=tenant,
+        channel="webhook",
+        provider="webhook",
+        recipient=url,
+        payload=payload,
+        action=f"inbound.{item.provider}",
+        idempotency_key=f"inbound:{item.provider}:{item.event_id}",
+        id=new_message_id(),
+    )
+
+
+class Projector:
+    """Drains the inbox; run it in the worker (``sluice worker``) beside the dispatcher."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        config: IngressConfig,
+        *,
+        worker_id: str,
+        clock: Clock | None = None,
+        logger: Any = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.config = config
+        self.worker_id = worker_id
+        self.clock = clock or SystemClock()
+        self.log = logger or structlog.get_logger("sluice.projector")
+        self.counts = {"applied": 0, "stale": 0, "unmatched": 0, "forwarded": 0,
+                       "retried": 0, "dead": 0}  # fmt: skip
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Until ``stopping``: drain what is due, then wait a poll interval."""
+        idle = min(self.settings.poll_interval, 0.2)
+        while not stopping.is_set():
+            try:
+                done = await self.run_once()
+            except SluiceError as exc:  # the store is down: keep trying, never crash
+                self.log.warning("projector cannot reach the store", error=str(exc))
+                done = 0
+            if done == 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), idle)
+
+    async def run_once(self) -> int:
+        """Apply one batch of due events; how many were leased."""
+        items = await self.store.inbox_claim(self.worker_id, BATCH, LEASE_SECONDS, self.clock.now())
+        for item in items:
+            await self._one(item)
+        return len(items)
+
+    async def drain(self) -> None:
+        """Apply everything due now (``--until-idle``)."""
+        while await self.run_once():
+            pass
+
+    async def _one(self, item: InboxItem) -> None:
+        try:
+            result = await self._apply(item)
+        except (_NotYet, SluiceError) as exc:
+            await self._failed(item, str(exc))
+            return
+        key = "forwarded" if result.startswith("forwarded") else result
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+    async def _apply(self, item: InboxItem) -> str:
+        now = self.clock.now()
+        if item.kind == "receipt":
+            if not item.message_id or not item.status:
+                return await self.store.inbox_finish(item.id, "unmatched", now)
+            receipt = Receipt(
+                message_id=item.message_id,
+                provider=item.provider,
+                status=item.status,
+                occurred_at=item.occurred_at,
+                received_at=item.received_at,
+                error_code=item.error_code,
+                detail=item.detail,
+            )
+            result = await self.store.inbox_finish(item.id, "", now, receipt)
+            if result == "not_ready":
+                raise _NotYet(f"message {item.message_id} has no sending outcome yet")
+            return result
+        tenant = await self._tenant(item)
+        url = self.config.inbound_urls.get(tenant)
+        if url is None:
+            raise _NotYet(
+                f"tenant {tenant!r} has no inbound_url: set [tenants.{tenant}] in sluice.toml"
+            )
+        (mid,) = await self.store.enqueue_many([inbound_message(item, tenant, url)])
+        return await self.store.inbox_finish(item.id, f"forwarded {mid}", now)
+
+    async def _tenant(self, item: InboxItem) -> str:
+        if item.message_id:
+            try:
+                return (await self.store.message_get(item.message_id)).tenant
+            except SluiceError:
+                pass  # not one of ours: route by address like any inbound event
+        source = self.config.sources.get(item.provider)
+        tenant = source.tenant_for(item.address) if source else None
+        if tenant is None:
+            raise _NotYet(
+                f"no tenant for inbound address {item.address!r}: add it to "
+                f"[ingress.{item.provider}].routes or set [ingress.{item.provider}].tenant"
+            )
+        return tenant
+
+    async def _failed(self, item: InboxItem, error: str) -> None:
+        now = self.clock.now()
+        if item.attempts >= self.settings.projector_max_attempts:
+            await self.store.inbox_dead(item.id, error, now)
+            self.counts["dead"] += 1
+            self.log.error("inbox event dead", event_id=item.event_id, provider=item.provider,
+                           attempts=item.attempts, error=error)  # fmt: skip
+            return
+        # Full jitter over 1 s, 2 s, 4 s … capped at 5 minutes.
+        delay = random.uniform(0, min(300.0, 2.0 ** (item.attempts - 1)))
+        await self.store.inbox_retry(item.id, now + timedelta(seconds=delay), error, now)
+        self.counts["retried"] += 1

@@ -1,0 +1,290 @@
+"""``/v1/messages`` over HTTP: enqueue, Idempotency-Key, read, list, cancel, errors."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from api_harness import Api
+
+from sluice.api.idempotency import fingerprint
+from sluice.api.schemas import MessageIn
+from sluice.model import Attempt, AttemptOutcome, Completion, Status
+
+SMS = {"channel": "sms", "provider": "null", "recipient": "+15550001111", "payload": {"body": "hi"}}
+
+
+async def count(api: Api, tenant: str = "acme") -> int:
+    from sluice.store import MessageFilter
+
+    return len(await api.store.message_list(MessageFilter(tenant=tenant), None, None, 10_000))
+
+
+# -- enqueue --------------------------------------------------------------------------
+
+
+async def test_post__one_message_is_stored_for_the_keys_tenant(api: Api) -> None:
+    r = await api.client.post("/v1/messages", json=SMS, headers=api.acme)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert (body["tenant"], body["status"], body["recipient"]) == (
+        "acme",
+        "queued",
+        SMS["recipient"],
+    )
+    stored = await api.store.message_get(body["id"])
+    assert (stored.tenant, stored.payload) == ("acme", {"body": "hi"})
+
+
+async def test_post__a_batch_is_stored_together(api: Api) -> None:
+    batch = {"messages": [{**SMS, "recipient": f"+1555000{i:04d}"} for i in range(3)]}
+    r = await api.client.post("/v1/messages", json=batch, headers=api.acme)
+    assert r.status_code == 201, r.text
+    assert [m["recipient"] for m in r.json()["messages"]] == [
+        m["recipient"] for m in batch["messages"]
+    ]
+    assert await count(api) == 3
+
+
+async def test_post__one_bad_message_refuses_the_whole_batch_naming_it(api: Api) -> None:
+    batch = {"messages": [SMS, {**SMS, "payload": {"x": float("nan")}}]}
+    r = await api.client.post(
+        "/v1/messages",
+        content=__import__("json").dumps(batch, allow_nan=True),
+        headers={**api.acme, "content-type": "application/json"},
+    )
+    assert r.status_code == 422
+    problem = r.json()
+    assert r.headers["content-type"] == "application/problem+json"
+    assert problem["field"] == "messages[1].payload" and problem["status"] == 422
+    assert await count(api) == 0
+
+
+async def test_post__tenant_comes_from_the_key_never_the_body(api: Api) -> None:
+    r = await api.client.post("/v1/messages", json={**SMS, "tenant": "other"}, headers=api.acme)
+    assert r.status_code == 422 and r.json()["field"] == "tenant"
+    assert await count(api, "other") == 0
+    same = await api.client.post("/v1/messages", json={**SMS, "tenant": "acme"}, headers=api.acme)
+    assert same.status_code == 201
+
+
+async def test_post__operator_keys_must_name_the_tenant(api: Api) -> None:
+    r = await api.client.post("/v1/messages", json=SMS, headers=api.ops)
+    assert r.status_code == 422 and r.json()["field"] == "tenant"
+    ok = await api.client.post("/v1/messages", json={**SMS, "tenant": "other"}, headers=api.ops)
+    assert ok.status_code == 201 and ok.json()["tenant"] == "other"
+
+
+async def test_post__bad_input_names_the_field_and_stores_nothing(api: Api) -> None:
+    cases = [
+        ({**SMS, "recipient": ""}, "recipient"),
+        ({**SMS, "priority": 5000}, "priority"),
+        ({**SMS, "surprise": 1}, "surprise"),
+        ({**SMS, "run_at": "2026-01-01T00:00:00"}, "run_at"),
+        ({**SMS, "max_attempts": 0}, "max_attempts"),
+        ({k: v for k, v in SMS.items() if k != "channel"}, "channel"),
+    ]
+    for body, field in cases:
+        r = await api.client.post("/v1/messages", json=body, headers=api.acme)
+        assert r.status_code == 422, (body, r.text)
+        problem = r.json()
+        assert field in problem["field"], (field, problem)
+        assert "Traceback" not in r.text
+    not_json = await api.client.post(
+        "/v1/messages",
+        content=b"{not json",
+        headers={**api.acme, "content-type": "application/json"},
+    )
+    assert not_json.status_code == 422
+    assert await count(api) == 0
+
+
+async def test_post__a_body_over_the_limit_is_413(api: Api) -> None:
+    big = {**SMS, "payload": {"blob": "x" * 70_000}}
+    r = await api.client.post("/v1/messages", json=big, headers=api.acme)
+    assert r.status_code == 413 and r.json()["status"] == 413
+    assert await count(api) == 0
+
+
+async def test_auth__missing_malformed_unknown_and_revoked_keys_are_401(api: Api) -> None:
+    from sluice.ops.apikeys import api_key_create, api_key_revoke
+
+    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic abc"},
+                    {"Authorization": "Bearer sk_0123456789abcdef." + "A" * 43}):  # fmt: skip
+        r = await api.client.post("/v1/messages", json=SMS, headers=headers)
+        assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+    key = await api_key_create(api.store, "short-lived", "tenant", "acme", actor="test")
+    await api_key_revoke(api.store, key.key.id, actor="test")
+    r = await api.client.post(
+        "/v1/messages", json=SMS, headers={"Authorization": f"Bearer {key.token}"}
+    )
+    assert r.status_code == 401
+    assert await count(api) == 0
+
+
+# -- Idempotency-Key ---------------------------------------------------------------------
+
+
+async def test_idempotency__same_key_same_body_replays_the_first_response(api: Api) -> None:
+    headers = {**api.acme, "Idempotency-Key": '"order-7-confirmation"'}
+    first = await api.client.post("/v1/messages", json=SMS, headers=headers)
+    again = await api.client.post("/v1/messages", json=dict(reversed(SMS.items())), headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    assert again.headers["idempotent-replayed"] == "true"
+    assert await count(api) == 1
+
+
+async def test_idempotency__same_key_different_body_is_422(api: Api) -> None:
+    headers = {**api.acme, "Idempotency-Key": "k-1"}
+    await api.client.post("/v1/messages", json=SMS, headers=headers)
+    r = await api.client.post(
+        "/v1/messages", json={**SMS, "payload": {"body": "bye"}}, headers=headers
+    )
+    assert r.status_code == 422 and r.json()["field"] == "Idempotency-Key"
+    assert await count(api) == 1
+
+
+async def test_idempotency__while_the_first_is_in_progress_409(api: Api) -> None:
+    body = MessageIn(**SMS).model_dump(mode="json")  # type: ignore[arg-type]
+    fp = fingerprint("POST", "/v1/messages", body)
+    now = datetime.now(UTC)
+    assert (await api.store.idem_begin("t:acme", "k-2", fp, now, 60, 86400)).state == "new"
+    r = await api.client.post(
+        "/v1/messages", json=SMS, headers={**api.acme, "Idempotency-Key": "k-2"}
+    )
+    assert r.status_code == 409 and r.headers["retry-after"] == "1"
+    assert await count(api) == 0
+
+
+async def test_idempotency__concurrent_retries_enqueue_once(api: Api) -> None:
+    headers = {**api.acme, "Idempotency-Key": "k-3"}
+    replies = await asyncio.gather(
+        *(api.client.post("/v1/messages", json=SMS, headers=headers) for _ in range(6))
+    )
+    codes = sorted(r.status_code for r in replies)
+    assert set(codes) <= {201, 409} and 201 in codes
+    assert len({r.json()["id"] for r in replies if r.status_code == 201}) == 1
+    assert await count(api) == 1
+
+
+async def test_idempotency__keys_are_per_tenant_and_a_failed_request_frees_its_key(
+    api: Api,
+) -> None:
+    a = await api.client.post(
+        "/v1/messages", json=SMS, headers={**api.acme, "Idempotency-Key": "k"}
+    )
+    b = await api.client.post(
+        "/v1/messages", json=SMS, headers={**api.other, "Idempotency-Key": "k"}
+    )
+    assert a.json()["id"] != b.json()["id"]
+    bad = {**api.acme, "Idempotency-Key": "k-4"}
+    r = await api.client.post("/v1/messages", json={**SMS, "recipient": " "}, headers=bad)
+    assert r.status_code == 422
+    fixed = await api.client.post("/v1/messages", json=SMS, headers=bad)
+    assert fixed.status_code == 201
+
+
+async def test_idempotency__a_malformed_key_is_422(api: Api) -> None:
+    for key in ("", "x" * 300, "has space"):
+        r = await api.client.post(
+            "/v1/messages", json=SMS, headers={**api.acme, "Idempotency-Key": key}
+        )
+        assert r.status_code == 422, key
+    assert await count(api) == 0
+
+
+# -- read, list, cancel, isolation ---------------------------------------------------------
+
+
+async def test_get__a_message_with_attempts_and_receipts(api: Api) -> None:
+    r = await api.client.post("/v1/messages", json=SMS, headers=api.acme)
+    mid = r.json()["id"]
+    now = datetime.now(UTC)
+    (claimed,) = await api.store.message_claim("w1", 1, 30, now)
+    attempt = Attempt(mid, 1, "w1", "null", now, now, AttemptOutcome.SENT, latency_ms=3.0)
+    await api.store.message_complete_many(
+        "w1", [Completion(mid, claimed.claim_seq, "w1", Status.SENT, attempt)], now
+    )
+    got = await api.client.get(f"/v1/messages/{mid}", headers=api.acme)
+    assert got.status_code == 200
+    body = got.json()
+    assert body["status"] == "sent" and body["payload"] == {"body": "hi"}
+    assert [a["outcome"] for a in body["attempt_log"]] == ["sent"]
+    assert body["receipts"] == []
+
+
+async def test_list__pages_newest_first_with_a_cursor_and_filters(api: Api) -> None:
+    batch = {"messages": [{**SMS, "recipient": f"+1555000{i:04d}"} for i in range(5)]}
+    await api.client.post("/v1/messages", json=batch, headers=api.acme)
+    await api.client.post("/v1/messages", json=SMS, headers=api.other)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = (await api.client.get("/v1/messages", params=params, headers=api.acme)).json()
+        seen += [m["id"] for m in page["items"]]
+        assert all(m["tenant"] == "acme" for m in page["items"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == 5 and seen == sorted(seen, reverse=True)
+    queued = await api.client.get("/v1/messages", params={"status": "sent"}, headers=api.acme)
+    assert queued.json()["items"] == []
+    bad = await api.client.get("/v1/messages", params={"cursor": "zzz"}, headers=api.acme)
+    assert bad.status_code == 422 and bad.json()["field"] == "cursor"
+    bad_status = await api.client.get("/v1/messages", params={"status": "nope"}, headers=api.acme)
+    assert bad_status.status_code == 422 and bad_status.json()["field"] == "status"
+
+
+async def test_cancel__a_queued_message_then_409_when_not_cancellable(api: Api) -> None:
+    mid = (await api.client.post("/v1/messages", json=SMS, headers=api.acme)).json()["id"]
+    r = await api.client.post(
+        f"/v1/messages/{mid}/cancel", json={"reason": "typo"}, headers=api.acme
+    )
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    again = await api.client.post(f"/v1/messages/{mid}/cancel", headers=api.acme)
+    assert again.status_code == 200  # cancelling twice is not an error
+    sent = (await api.client.post("/v1/messages", json=SMS, headers=api.acme)).json()["id"]
+    now = datetime.now(UTC)
+    assert len(await api.store.message_claim("w1", 1, 30, now)) == 1
+    r = await api.client.post(f"/v1/messages/{sent}/cancel", headers=api.acme)
+    assert r.status_code == 409 and "sending" in r.json()["detail"]
+    audit = [e.action for e in await api.store.audit_list()]
+    assert audit.count("message.cancel") == 1
+
+
+async def test_isolation__another_tenants_message_is_404_exactly_like_a_missing_one(
+    api: Api,
+) -> None:
+    theirs = (await api.client.post("/v1/messages", json=SMS, headers=api.other)).json()["id"]
+    missing = "01900000-0000-7000-8000-000000000000"
+    for mid in (theirs, missing):
+        got = await api.client.get(f"/v1/messages/{mid}", headers=api.acme)
+        cancel = await api.client.post(f"/v1/messages/{mid}/cancel", headers=api.acme)
+        assert got.status_code == cancel.status_code == 404
+        assert got.json()["detail"] == f"no message with id {mid!r}"
+    listed = await api.client.get("/v1/messages", headers=api.acme)
+    assert listed.json()["items"] == []
+    spy = await api.client.get("/v1/messages", params={"tenant": "other"}, headers=api.acme)
+    assert spy.status_code == 422 and spy.json()["field"] == "tenant"
+    assert (await api.store.message_get(theirs)).status is Status.QUEUED
+    # the operator sees both
+    assert (await api.client.get(f"/v1/messages/{theirs}", headers=api.ops)).status_code == 200
+    assert (
+        await api.client.get("/v1/messages", params={"tenant": "other"}, headers=api.ops)
+    ).json()["items"][0]["id"] == theirs
+
+
+async def test_isolation__tenant_keys_cannot_use_operator_endpoints(api: Api) -> None:
+    operator_only = [
+        ("GET", "/v1/status"),
+        ("GET", "/v1/dlq"),
+        ("GET", "/v1/connections"),
+        ("POST", "/v1/dlq/retry"),
+        ("GET", "/v1/controls"),
+        ("GET", "/v1/inbox"),
+    ]
+    for method, path in operator_only:
+        r = await api.client.request(method, path, json={}, headers=api.acme)
+        assert r.status_code == 403, (method, path, r.text)
