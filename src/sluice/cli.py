@@ -820,6 +820,7 @@ def apikeys_list(database_url: DatabaseUrl = None, as_json: JsonOutput = False) 
     if as_json:
         _print_json([_key_view(k) for k in keys])
         return
+
     def when(at: datetime | None) -> str:
         return at.isoformat(timespec="seconds") if at else "-"
 
