@@ -28,9 +28,8 @@ from sluice.store.base import InboxItem, Receipt, Store
 
 __all__ = ["Projector", "inbound_message"]
 
-#: Leased events per round trip, and how long a lease lasts.
+#: Leased events per round trip (the lease lasts ``lease_seconds``, as claims do).
 BATCH = 100
-LEASE_SECONDS = 30.0
 
 
 class _NotYet(Exception):
@@ -97,7 +96,9 @@ class Projector:
 
     async def run_once(self) -> int:
         """Apply one batch of due events; how many were leased."""
-        items = await self.store.inbox_claim(self.worker_id, BATCH, LEASE_SECONDS, self.clock.now())
+        items = await self.store.inbox_claim(
+            self.worker_id, BATCH, self.settings.lease_seconds, self.clock.now()
+        )
         for item in items:
             await self._one(item)
         return len(items)

@@ -1,0 +1,142 @@
+"""Operator endpoints over HTTP: the same ``sluice.ops`` acts the CLI runs, audited
+with the key's name."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from api_harness import Api
+from sluice.model import Attempt, AttemptOutcome, Completion, ErrorCode, Status
+from sluice.ops.connections import connection_add
+from sluice.secrets import SecretBox, generate_key
+
+SMS = {"channel": "sms", "provider": "null", "recipient": "+15550001111"}
+
+
+async def dead_message(api: Api) -> str:
+    mid = (await api.client.post("/v1/messages", json=SMS, headers=api.acme)).json()["id"]
+    now = datetime.now(UTC)
+    (claimed,) = await api.store.message_claim("w1", 1, 30, now)
+    attempt = Attempt(mid, 1, "w1", "null", now, now, AttemptOutcome.FAILED,
+                      error_code=ErrorCode.INVALID_RECIPIENT.value, error_class="permanent")  # fmt: skip
+    await api.store.message_complete_many(
+        "w1", [Completion(mid, claimed.claim_seq, "w1", Status.DEAD, attempt)], now
+    )
+    return mid
+
+
+async def test_status__counts_controls_and_inbox(api: Api) -> None:
+    await api.client.post("/v1/messages", json=SMS, headers=api.acme)
+    r = await api.client.get("/v1/status", headers=api.ops)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["counts"] == {"queued": 1}
+    assert body["controls"] == [] and body["inbox"] == {}
+
+
+async def test_dlq__list_retry_cancel_audited_as_the_key(api: Api) -> None:
+    mid = await dead_message(api)
+    groups = (await api.client.get("/v1/dlq", headers=api.ops)).json()
+    assert [(g["channel"], g["error_code"], g["count"]) for g in groups] == [
+        ("sms", "INVALID_RECIPIENT", 1)
+    ]
+    dry = await api.client.post("/v1/dlq/retry", json={"dry_run": True}, headers=api.ops)
+    assert dry.json()["matched"] == 1 and dry.json()["changed"] == 0
+    r = await api.client.post(
+        "/v1/dlq/retry", json={"channel": "sms", "reason": "number fixed"}, headers=api.ops
+    )
+    assert r.json()["ids"] == [mid]
+    assert (await api.store.message_get(mid)).status is Status.QUEUED
+    (entry,) = [e for e in await api.store.audit_list() if e.action == "dlq.retry"]
+    assert (entry.actor, entry.reason) == ("api:oncall", "number fixed")
+    bad = await api.client.post("/v1/dlq/explode", json={}, headers=api.ops)
+    assert bad.status_code == 422 and bad.json()["field"] == "verb"
+
+
+async def test_controls__kill_list_clear_and_held_release(api: Api) -> None:
+    kill = await api.client.post(
+        "/v1/controls",
+        json={"tenant": "acme", "mode": "killed", "reason": "incident 42", "timeout": 1},
+        headers=api.ops,
+    )
+    assert kill.status_code == 200, kill.text
+    assert kill.json()["control"]["mode"] == "killed"
+    assert kill.json()["ack"]["complete"] is True  # no live workers: nothing to wait for
+    listed = (await api.client.get("/v1/controls", headers=api.ops)).json()
+    assert [(c["tenant"], c["mode"]) for c in listed] == [("acme", "killed")]
+    held = (await api.client.get("/v1/held", headers=api.ops)).json()
+    assert held == []
+    no_reason = await api.client.post(
+        "/v1/controls", json={"tenant": "acme", "mode": "paused"}, headers=api.ops
+    )
+    assert no_reason.status_code == 422 and no_reason.json()["field"] == "reason"
+    bad_mode = await api.client.post(
+        "/v1/controls", json={"mode": "off", "reason": "x"}, headers=api.ops
+    )
+    assert bad_mode.status_code == 422 and bad_mode.json()["field"] == "mode"
+    cleared = await api.client.post(
+        "/v1/controls/clear", json={"tenant": "acme", "reason": "resolved"}, headers=api.ops
+    )
+    assert cleared.status_code == 200
+    again = await api.client.post(
+        "/v1/controls/clear", json={"tenant": "acme", "reason": "resolved"}, headers=api.ops
+    )
+    assert again.status_code == 404
+
+
+async def test_held__approve_by_id(api: Api) -> None:
+    mid = (await api.client.post("/v1/messages", json=SMS, headers=api.acme)).json()["id"]
+    now = datetime.now(UTC)
+    (claimed,) = await api.store.message_claim("w1", 1, 30, now)
+    await api.store.message_complete_many(
+        "w1",
+        [Completion(mid, claimed.claim_seq, "w1", Status.HELD, None, hold_reason="approval")],
+        now,
+    )
+    listed = (await api.client.get("/v1/held", headers=api.ops)).json()
+    assert [m["id"] for m in listed] == [mid]
+    r = await api.client.post("/v1/held/approve", json={"ids": [mid]}, headers=api.ops)
+    assert r.json()["changed"] == 1
+    msg = await api.store.message_get(mid)
+    assert (msg.status, msg.approved_by) == (Status.QUEUED, "api:oncall")
+
+
+async def test_breakers__force_open_and_reset(api: Api) -> None:
+    r = await api.client.post(
+        "/v1/breakers/twilio/open", json={"reason": "provider incident"}, headers=api.ops
+    )
+    assert r.status_code == 200 and r.json()["state"] == "open"
+    listed = (await api.client.get("/v1/breakers", headers=api.ops)).json()
+    assert [(b["key"], b["state"], b["forced"]) for b in listed] == [("p:twilio", "open", True)]
+    reset = await api.client.post(
+        "/v1/breakers/twilio/reset", json={"reason": "over"}, headers=api.ops
+    )
+    assert reset.status_code == 200
+    missing_reason = await api.client.post("/v1/breakers/twilio/open", json={}, headers=api.ops)
+    assert missing_reason.status_code == 422
+
+
+async def test_connections__listed_without_secrets(api: Api) -> None:
+    box = SecretBox(generate_key())
+    await connection_add(
+        api.store, box, tenant="acme", provider="twilio",
+        secrets={"account_sid": "AC1", "auth_token": "very-secret-token"},
+        scopes=["messages:send"], actor="test",
+    )  # fmt: skip
+    r = await api.client.get("/v1/connections", params={"tenant": "acme"}, headers=api.ops)
+    assert r.status_code == 200
+    (conn,) = r.json()
+    assert (conn["tenant"], conn["provider"], conn["state"]) == ("acme", "twilio", "active")
+    assert "very-secret-token" not in r.text and "ciphertext" not in r.text
+
+
+async def test_health_and_readiness(api: Api) -> None:
+    assert (await api.client.get("/healthz")).json() == {"status": "ok"}
+    r = await api.client.get("/readyz")
+    assert r.status_code == 503  # no worker seen
+    assert r.json()["checks"]["store"] == "ok" and r.json()["checks"]["migrations"] == "ok"
+    await api.store.worker_heartbeat("w1", "host", 1, 0, 0, datetime.now(UTC))
+    ready = await api.client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"]["workers"] == 1
+    spec = (await api.client.get("/openapi.json")).json()
+    assert "/v1/messages" in spec["paths"] and "/v1/ingress/{provider}" in spec["paths"]
