@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from api_harness import Api
+
 from sluice.model import Attempt, AttemptOutcome, Completion, ErrorCode, Status
 from sluice.ops.connections import connection_add
 from sluice.secrets import SecretBox, generate_key
@@ -17,8 +18,11 @@ async def dead_message(api: Api) -> str:
     mid = (await api.client.post("/v1/messages", json=SMS, headers=api.acme)).json()["id"]
     now = datetime.now(UTC)
     (claimed,) = await api.store.message_claim("w1", 1, 30, now)
-    attempt = Attempt(mid, 1, "w1", "null", now, now, AttemptOutcome.FAILED,
-                      error_code=ErrorCode.INVALID_RECIPIENT.value, error_class="permanent")  # fmt: skip
+    code = ErrorCode.INVALID_RECIPIENT.value
+    attempt = Attempt(
+        mid, 1, "w1", "null", now, now, AttemptOutcome.FAILED, error_code=code,
+        error_class="permanent",
+    )  # fmt: skip
     await api.store.message_complete_many(
         "w1", [Completion(mid, claimed.claim_seq, "w1", Status.DEAD, attempt)], now
     )
