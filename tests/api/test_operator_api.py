@@ -144,3 +144,29 @@ async def test_health_and_readiness(api: Api) -> None:
     assert ready.status_code == 200 and ready.json()["checks"]["workers"] == 1
     spec = (await api.client.get("/openapi.json")).json()
     assert "/v1/messages" in spec["paths"] and "/v1/ingress/{provider}" in spec["paths"]
+
+
+async def test_limits__set_list_clear_and_bad_input(api: Api) -> None:
+    r = await api.client.post(
+        "/v1/limits",
+        json={"kind": "rate", "provider": "twilio", "rate": 5, "burst": 5, "reason": "slow down"},
+        headers=api.ops,
+    )
+    assert r.status_code == 200, r.text
+    listed = (await api.client.get("/v1/limits", headers=api.ops)).json()
+    assert [(x["kind"], x["provider"], x["rate"]) for x in listed] == [("rate", "twilio", 5.0)]
+    bad = await api.client.post(
+        "/v1/limits", json={"kind": "rate", "provider": "twilio", "rate": -1, "reason": "x"},
+        headers=api.ops,
+    )  # fmt: skip
+    assert bad.status_code == 422 and bad.json()["field"] == "rate"
+    cleared = await api.client.post(
+        "/v1/limits/clear", json={"kind": "rate", "provider": "twilio", "reason": "ok"},
+        headers=api.ops,
+    )  # fmt: skip
+    assert cleared.status_code == 200
+    gone = await api.client.post(
+        "/v1/limits/clear", json={"kind": "rate", "provider": "twilio", "reason": "ok"},
+        headers=api.ops,
+    )  # fmt: skip
+    assert gone.status_code == 404

@@ -277,3 +277,56 @@ async def inbox_retry(body: InboxRetryIn, who: Operator, request: Request) -> An
         state.store, body.ids, actor=who.actor, reason=body.reason, clock=state.clock
     )
     return {"requeued": len(moved), "ids": moved}
+
+
+class LimitIn(BaseModel):
+    """A limit as ``sluice limits set`` takes it: ``kind`` and scope, plus the fields of
+    that kind (rate/burst, limit/window, max/window/cooldown, max for concurrency)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: Literal["rate", "quota", "recipient", "action", "concurrency"]
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+class LimitClearIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["rate", "quota", "recipient", "action", "concurrency"]
+    tenant: str = Field("", max_length=128)
+    provider: str = Field("", max_length=64)
+    action: str = Field("", max_length=128)
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+@router.get("/limits")
+async def limits_list(who: Operator, request: Request) -> Any:
+    """Every limit in force (sluice.toml and run time); quotas with their use."""
+    from sluice.flow.limits import configured_flow
+
+    state = request.app.state
+    configured, _ = configured_flow()
+    views = await ops.limit_list(state.store, configured, state.settings, state.clock)
+    return [v.as_dict() for v in views]
+
+
+@router.post("/limits")
+async def limits_set(body: LimitIn, who: Operator, request: Request) -> Any:
+    """Set a limit at run time (every worker applies it on its next control poll)."""
+    raw = body.model_dump(exclude={"reason"})
+    state = request.app.state
+    spec = await ops.limit_set(
+        state.store, raw, actor=who.actor, reason=body.reason, clock=state.clock
+    )
+    return spec.as_dict()
+
+
+@router.post("/limits/clear")
+async def limits_clear(body: LimitClearIn, who: Operator, request: Request) -> Any:
+    """Remove a run-time limit (limits in sluice.toml stay)."""
+    state = request.app.state
+    await ops.limit_clear(
+        state.store, body.kind, tenant=body.tenant, provider=body.provider,
+        action=body.action, actor=who.actor, reason=body.reason, clock=state.clock,
+    )  # fmt: skip
+    return {"cleared": body.kind}
