@@ -326,7 +326,11 @@ async def _http_drain(url: str, secret: str, base: str, n: int) -> float:
             [_message(i, "webhook", f"{base}/webhook/bench/{i % 10}") for i in range(n)]
         )
         settings = Settings(
-            database_url=url, webhook_secret=secret, worker_concurrency=200, log_level="warning"
+            database_url=url,
+            webhook_secret=secret,
+            worker_concurrency=200,
+            log_level="warning",
+            allow_loopback_targets=True,  # the simulator is on 127.0.0.1
         )
         async with http_client(settings) as client:
             d = await assemble_dispatcher(store, settings, client, logger=_Quiet())

@@ -74,8 +74,11 @@ async def run_embedded(settings: Settings, *, port: int, demo: int, duration: fl
         raise ConfigError("--demo must be 0 or more")
     configure_logging("warning", "console")
     secret = settings.webhook_secret or "whsec_" + base64.b64encode(os.urandom(24)).decode()
-    # The demo's failures should retry within seconds, not minutes.
-    settings = settings.replace(webhook_secret=secret, retry_base=0.5, retry_cap=5.0)
+    # The demo's failures should retry within seconds, not minutes; its webhooks go to
+    # the simulator on 127.0.0.1, which the SSRF guard refuses unless told otherwise.
+    settings = settings.replace(
+        webhook_secret=secret, retry_base=0.5, retry_cap=5.0, allow_loopback_targets=True
+    )
 
     store = await open_store(settings.database_url, settings)
     try:

@@ -100,6 +100,9 @@ class Workers:
             "SLUICE_DATABASE_URL": database_url,
             "SLUICE_WEBHOOK_SECRET": secret,
             "SLUICE_LOG_LEVEL": "warning",
+            # Webhooks go to the simulator on 127.0.0.1; the SSRF guard refuses loopback
+            # unless told.
+            "SLUICE_ALLOW_LOOPBACK_TARGETS": "true",
             **env,
         }
         proc = subprocess.Popen(

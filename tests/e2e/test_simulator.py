@@ -43,7 +43,8 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 def provider(client: httpx.AsyncClient) -> WebhookProvider:
-    return WebhookProvider(client, SECRET, timeout=5.0)
+    # The simulator listens on 127.0.0.1, which the SSRF guard admits only when told.
+    return WebhookProvider(client, SECRET, timeout=5.0, allow_loopback=True)
 
 
 def _message(url: str, **payload: Any) -> Message:
@@ -149,7 +150,7 @@ async def test_bad_signature__is_refused_and_not_recorded(
     sim: SimulatorThread, client: httpx.AsyncClient
 ) -> None:
     other = "whsec_" + base64.b64encode(os.urandom(24)).decode()
-    impostor = WebhookProvider(client, other)
+    impostor = WebhookProvider(client, other, allow_loopback=True)
 
     outcome = await impostor.send(_message(f"{sim.url}/webhook/orders"))
     unsigned = await client.post(f"{sim.url}/webhook/orders", json={"id": "x"})
@@ -179,8 +180,10 @@ async def test_signature__is_judged_by_the_simulators_clock(client: httpx.AsyncC
     with SimulatorThread(SECRET, clock=clock) as moved:
         url = f"{moved.url}/webhook/orders"
 
-        same_clock = await WebhookProvider(client, SECRET, clock=clock).send(_message(url))
-        wall_clock = await WebhookProvider(client, SECRET).send(_message(url))
+        on_sim_clock = WebhookProvider(client, SECRET, clock=clock, allow_loopback=True)
+        on_wall_clock = WebhookProvider(client, SECRET, allow_loopback=True)
+        same_clock = await on_sim_clock.send(_message(url))
+        wall_clock = await on_wall_clock.send(_message(url))
 
     assert same_clock.ok
     assert wall_clock.provider_status == "HTTP 401"
@@ -261,7 +264,7 @@ async def test_fault__latency_past_the_timeout_is_a_timeout_yet_the_effect_lands
     sim: SimulatorThread, client: httpx.AsyncClient
 ) -> None:
     await _faults(client, sim, latency_ms=400)
-    impatient = WebhookProvider(client, SECRET, timeout=0.1)
+    impatient = WebhookProvider(client, SECRET, timeout=0.1, allow_loopback=True)
     message = _message(f"{sim.url}/webhook/x")
 
     outcome = await impatient.send(message)
@@ -369,7 +372,7 @@ async def test_many_concurrent_sends_with_drops__every_effect_lands_at_least_onc
     await _faults(client, sim, drop_after_effect_rate=0.2, error_rate=0.1, seed=3)
     # A generous timeout: a send that timed out after landing would be a duplicate the
     # assertions below do not expect, and a loaded CI machine can be slow.
-    provider = WebhookProvider(client, SECRET, timeout=60.0)
+    provider = WebhookProvider(client, SECRET, timeout=60.0, allow_loopback=True)
     messages = [_message(f"{sim.url}/webhook/load") for _ in range(400)]
     in_flight = asyncio.Semaphore(50)
 

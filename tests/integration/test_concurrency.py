@@ -14,12 +14,15 @@ from sluice.clock import FrozenClock
 from sluice.config import Settings
 from sluice.flow.limits import parse_limits
 from sluice.model import ErrorCode, NewMessage, Outcome, Status
+from sluice.netguard import static_resolver
 from sluice.providers.webhook import WebhookProvider
 from sluice.store import Store
 from sluice.worker import Dispatcher
 from sluice.worker.limits import AdaptiveConcurrency, Limiter
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+#: The receivers are made-up host names; the SSRF guard gets a public address for them.
+PUBLIC = static_resolver("93.184.216.34")
 
 
 class Slow:
@@ -70,7 +73,7 @@ async def test_concurrency_cap__never_more_in_flight_than_the_cap(store: Store) 
         )
         d = Dispatcher(
             store,
-            {"webhook": WebhookProvider(client, SECRET, clock=clock)},
+            {"webhook": WebhookProvider(client, SECRET, clock=clock, resolve=PUBLIC)},
             settings,
             clock=clock,
             worker_id="w",
@@ -139,7 +142,7 @@ async def test_a_send_that_waited_too_long_for_a_slot_is_handed_back_not_sent(
         )
         d = Dispatcher(
             store,
-            {"webhook": WebhookProvider(client, SECRET, clock=clock)},
+            {"webhook": WebhookProvider(client, SECRET, clock=clock, resolve=PUBLIC)},
             settings,
             clock=clock,
             worker_id="w",

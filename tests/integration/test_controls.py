@@ -15,12 +15,15 @@ from sluice.clock import FrozenClock
 from sluice.config import Settings
 from sluice.flow.controls import Mode, Scope
 from sluice.model import AttemptOutcome, NewMessage, Status
+from sluice.netguard import static_resolver
 from sluice.ops import controls as ops
 from sluice.providers.webhook import WebhookProvider
 from sluice.store import MessageFilter, Store
 from sluice.worker import Dispatcher
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+#: The receivers are made-up host names; the SSRF guard gets a public address for them.
+PUBLIC = static_resolver("93.184.216.34")
 
 
 class Counting:
@@ -66,7 +69,7 @@ async def drain(store: Store, receiver: Counting, clock: FrozenClock, **kw: obje
     async with httpx.AsyncClient(transport=httpx.MockTransport(receiver)) as client:
         d = Dispatcher(
             store,
-            {"webhook": WebhookProvider(client, SECRET, clock=clock)},
+            {"webhook": WebhookProvider(client, SECRET, clock=clock, resolve=PUBLIC)},
             settings(**kw),
             clock=clock,
             worker_id="w-test",
@@ -192,7 +195,7 @@ async def test_pause__claimed_messages_go_back_to_the_queue(store: Store) -> Non
     async with httpx.AsyncClient(transport=httpx.MockTransport(Counting())) as client:
         d = Dispatcher(
             store,
-            {"webhook": WebhookProvider(client, SECRET, clock=clock)},
+            {"webhook": WebhookProvider(client, SECRET, clock=clock, resolve=PUBLIC)},
             settings(),
             clock=clock,
             worker_id="w-test",
@@ -221,7 +224,7 @@ async def test_ack__waits_for_sends_admitted_under_the_old_state(store: Store) -
     async with httpx.AsyncClient(transport=httpx.MockTransport(receiver)) as client:
         d = Dispatcher(
             store,
-            {"webhook": WebhookProvider(client, SECRET, clock=clock)},
+            {"webhook": WebhookProvider(client, SECRET, clock=clock, resolve=PUBLIC)},
             settings(),
             clock=clock,
             worker_id="w-fence",
@@ -311,7 +314,7 @@ async def test_failover__never_to_a_provider_the_controls_stop(store: Store) -> 
     )  # fmt: skip
     receiver = Counting()
     async with httpx.AsyncClient(transport=httpx.MockTransport(receiver)) as client:
-        provider = WebhookProvider(client, SECRET, clock=clock)
+        provider = WebhookProvider(client, SECRET, clock=clock, resolve=PUBLIC)
         d = Dispatcher(
             store,
             {"webhook": provider, "webhook-b": provider},

@@ -18,11 +18,14 @@ import pytest
 from sluice.clock import FrozenClock
 from sluice.config import Settings
 from sluice.model import AttemptOutcome, ErrorCode, NewMessage, Outcome, Status
+from sluice.netguard import static_resolver
 from sluice.providers.webhook import WebhookProvider
 from sluice.store import Store
 from sluice.worker import Dispatcher, RetryPolicy
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+#: The receivers are made-up host names; the SSRF guard gets a public address for them.
+PUBLIC = static_resolver("93.184.216.34")
 
 
 class Receiver:
@@ -54,7 +57,7 @@ def settings(**kw: object) -> Settings:
 
 async def drain(store: Store, receiver: Receiver, clock: FrozenClock, **kw: object) -> Dispatcher:
     async with httpx.AsyncClient(transport=httpx.MockTransport(receiver)) as client:
-        provider = WebhookProvider(client, SECRET, clock=clock)
+        provider = WebhookProvider(client, SECRET, clock=clock, resolve=PUBLIC)
         d = Dispatcher(
             store,
             {"webhook": provider},
@@ -240,7 +243,7 @@ async def test_reaper__returns_a_dead_workers_claims(store: Store) -> None:
     async with httpx.AsyncClient(transport=httpx.MockTransport(Receiver({}))) as client:
         d = Dispatcher(
             store,
-            {"webhook": WebhookProvider(client, SECRET, clock=clock)},
+            {"webhook": WebhookProvider(client, SECRET, clock=clock, resolve=PUBLIC)},
             settings(reaper_interval=0.02),
             clock=clock,
         )

@@ -29,6 +29,7 @@ from sluice.clock import FrozenClock, SystemClock
 from sluice.config import Settings
 from sluice.connections import ConnectionState
 from sluice.model import NewMessage, Status
+from sluice.netguard import static_resolver
 from sluice.ops.connections import connection_add, connection_rotate
 from sluice.providers.http_action import HttpActionProvider
 from sluice.secrets import SecretBox, generate_key
@@ -120,7 +121,7 @@ REFRESHER_PROCESS = textwrap.dedent(
         await store.open()
         box = SecretBox(key)
         async with httpx.AsyncClient() as client:
-            provider = HttpActionProvider(client, {}, timeout=10)
+            provider = HttpActionProvider(client, {}, timeout=10, allow_loopback=True)
             refresher = Refresher(store, box, {"http": provider}, worker_id=name)
             conn = await store.connection_get("acme", "http")
             plain = box.decrypt(conn.ciphertext, conn.key_id, conn.id, conn.tenant, conn.provider)
@@ -244,7 +245,11 @@ async def drain(store: Store, apis: Apis, clock: FrozenClock) -> Refresher:
     box = SecretBox(KEY)
     log = structlog.get_logger("test")
     async with httpx.AsyncClient(transport=httpx.MockTransport(apis)) as client:
-        providers = {"http": HttpActionProvider(client, {ACTION.name: ACTION}, clock=clock)}
+        # The APIs are made-up host names; the SSRF guard gets a public address for them.
+        provider = HttpActionProvider(
+            client, {ACTION.name: ACTION}, clock=clock, resolve=static_resolver("93.184.216.34")
+        )
+        providers = {"http": provider}
         refresher = Refresher(store, box, providers, clock=clock, worker_id="w-test")
         gate = ConnectionGate(
             store,

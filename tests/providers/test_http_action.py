@@ -22,11 +22,14 @@ from sluice.clock import FrozenClock
 from sluice.config import load_settings
 from sluice.errors import ConfigError
 from sluice.model import ErrorClass, ErrorCode, Message, Status, new_message_id
+from sluice.netguard import static_resolver
 from sluice.providers._errors import CheckResult
 from sluice.providers.http_action import STATUS_CODES, HttpActionProvider
 
 NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 TOKEN_URL = "https://auth.example/oauth/token"
+#: The APIs are made-up host names; the SSRF guard gets a public address for them.
+PUBLIC = static_resolver("93.184.216.34")
 
 CALENDAR = ActionSpec(
     name="calendar.create_event",
@@ -97,9 +100,18 @@ class Wire:
         return result
 
 
-def provider(wire: Wire, timeout: float = 5.0) -> HttpActionProvider:
+def provider(
+    wire: Wire, timeout: float = 5.0, *, allow_loopback: bool = False
+) -> HttpActionProvider:
     client = httpx.AsyncClient(transport=httpx.MockTransport(wire))
-    return HttpActionProvider(client, ACTIONS, timeout=timeout, clock=FrozenClock(NOW))
+    return HttpActionProvider(
+        client,
+        ACTIONS,
+        timeout=timeout,
+        clock=FrozenClock(NOW),
+        allow_loopback=allow_loopback,
+        resolve=PUBLIC,
+    )
 
 
 # -- action configuration -----------------------------------------------------------
@@ -275,7 +287,7 @@ async def test_send__string_body_is_sent_as_text() -> None:
     note = ActionSpec("crm.note", "PUT", "https://crm.example/n", body="hello {payload.who}")
     wire = Wire()
     client = httpx.AsyncClient(transport=httpx.MockTransport(wire))
-    outcome = await HttpActionProvider(client, {"crm.note": note}).send(
+    outcome = await HttpActionProvider(client, {"crm.note": note}, resolve=PUBLIC).send(
         message("crm.note", payload={"who": "Ann"}), CREDS
     )
     assert outcome.ok
@@ -560,10 +572,16 @@ async def test_refresh__refuses_to_send_secrets_over_plain_http_to_another_host(
     assert wire.requests == []
 
 
-async def test_refresh__plain_http_on_loopback_is_allowed() -> None:
+async def test_refresh__plain_http_on_loopback_is_allowed_where_loopback_is() -> None:
     wire = token_endpoint(access_token="at-2")
-    result = await provider(wire).refresh({**CREDS, "token_url": "http://127.0.0.1:9/token"})
-    assert result.ok
+    loopback = {**CREDS, "token_url": "http://127.0.0.1:9/token"}
+
+    allowed = await provider(wire, allow_loopback=True).refresh(loopback)
+    refused = await provider(wire).refresh(loopback)
+
+    assert allowed.ok
+    assert refused.code is ErrorCode.AUTH_REVOKED and "loopback address" in refused.detail
+    assert len(wire.requests) == 1
 
 
 async def test_refresh__without_a_refresh_token_says_so() -> None:

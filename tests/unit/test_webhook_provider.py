@@ -18,10 +18,13 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from sluice.clock import FrozenClock
 from sluice.errors import ConfigError
 from sluice.model import ErrorClass, ErrorCode, Message, Outcome, Status, new_message_id
+from sluice.netguard import static_resolver
 from sluice.providers.base import Provider
 from sluice.providers.webhook import MAX_RETRY_AFTER, WebhookProvider
 
 URL = "https://receiver.example/hooks/orders"
+#: The receiver is a made-up host name; the SSRF guard gets a public address for it.
+PUBLIC = static_resolver("93.184.216.34")
 
 Handler = Callable[[httpx.Request], httpx.Response | Awaitable[httpx.Response]]
 
@@ -79,7 +82,9 @@ async def _send(
     receiver = _Receiver(answer)
     transport = httpx.MockTransport(receiver)
     async with httpx.AsyncClient(transport=transport, follow_redirects=follow_redirects) as client:
-        provider = WebhookProvider(client, secret or _secret(), timeout=send_timeout, clock=clock)
+        provider = WebhookProvider(
+            client, secret or _secret(), timeout=send_timeout, clock=clock, resolve=PUBLIC
+        )
         outcome = await provider.send(message or _message(), credentials)
     return outcome, receiver
 

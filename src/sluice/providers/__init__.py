@@ -35,6 +35,10 @@ def build_providers(
     ``webhook`` is configured only when ``SLUICE_WEBHOOK_SECRET`` is set: a webhook
     must never go out unsigned. ``twilio``, ``sendgrid`` and ``whatsapp`` are always
     there; they send only with a tenant's connection, which the gate supplies.
+
+    ``webhook`` and ``http`` call URLs a tenant chose, so they call public addresses
+    only (``sluice.netguard``); ``SLUICE_ALLOW_LOOPBACK_TARGETS`` admits loopback too.
+    The other adapters call the operator's base URLs, which are not checked.
     """
     from sluice.providers.null import NullProvider
     from sluice.providers.sendgrid import SendGridProvider
@@ -72,13 +76,21 @@ def build_providers(
     # Always registered, so `connections check` works for http connections; a message
     # naming an action not in sluice.toml fails as BAD_REQUEST listing the known ones.
     providers["http"] = HttpActionProvider(
-        client, configured_actions(), timeout=settings.http_timeout, clock=clock
+        client,
+        configured_actions(),
+        timeout=settings.http_timeout,
+        clock=clock,
+        allow_loopback=settings.allow_loopback_targets,
     )
     if settings.webhook_secret:
         from sluice.providers.webhook import WebhookProvider
 
         providers["webhook"] = WebhookProvider(
-            client, settings.webhook_secret, timeout=settings.http_timeout, clock=clock
+            client,
+            settings.webhook_secret,
+            timeout=settings.http_timeout,
+            clock=clock,
+            allow_loopback=settings.allow_loopback_targets,
         )
     from sluice.config import config_file
 

@@ -17,6 +17,12 @@ for ``check``. ``token_url`` and ``check_url`` must be ``https://`` (plain ``htt
 only on the loopback interface): they carry the client secret, the refresh token and the
 bearer.
 
+Every call (the action, the token endpoint, the check) goes only to public addresses:
+the host is resolved right before the call and refused otherwise (``sluice.netguard``),
+because ``token_url`` and ``check_url`` are the tenant's and action URLs carry its values.
+A refused target is ``BAD_REQUEST`` (for a refresh ``AUTH_REVOKED``: the connection's
+URL is wrong); loopback is allowed only with ``allow_loopback``.
+
 The provider never refreshes on its own: the worker's ``Refresher`` does, before the
 gate hands out the credentials, one refresher per connection across all workers. A send
 with a token that has already expired is therefore not attempted: with a refresh token
@@ -31,6 +37,7 @@ mapped once, in ``sluice.providers._errors``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import ipaddress
 import math
@@ -45,6 +52,7 @@ import httpx
 from sluice.actions import ActionSpec, MissingValue
 from sluice.clock import Clock, SystemClock
 from sluice.model import ErrorClass, ErrorCode, Message, Outcome
+from sluice.netguard import Resolver, TargetGuard
 from sluice.providers._errors import (
     CheckResult,
     Reply,
@@ -52,6 +60,7 @@ from sluice.providers._errors import (
     exchange,
     json_document,
     missing_credential,
+    outcome_for_exception,
     snippet,
     throttle_delay,
 )
@@ -163,7 +172,9 @@ class HttpActionProvider:
     """Runs configured actions with the tenant's OAuth 2.0 bearer token.
 
     ``client`` is shared by every call; ``actions`` are the configured actions by name;
-    ``timeout`` bounds each whole call (the action, the token endpoint, the check).
+    ``timeout`` bounds each whole call (the action, the token endpoint, the check), DNS
+    included. ``allow_loopback`` admits 127.0.0.1 and ::1 as targets (the local
+    simulator, test servers); ``resolve`` replaces the system resolver.
     """
 
     name = "http"
@@ -176,8 +187,11 @@ class HttpActionProvider:
         *,
         timeout: float = 10.0,
         clock: Clock | None = None,
+        allow_loopback: bool = False,
+        resolve: Resolver | None = None,
     ) -> None:
         self._client = client
+        self._guard = TargetGuard(allow_loopback, resolve)
         self._actions = dict(actions)
         self._timeout = timeout
         self._clock = clock or SystemClock()
@@ -226,13 +240,8 @@ class HttpActionProvider:
             "authorization": f"Bearer {credentials['access_token']}",
             "idempotency-key": message.id,
         }
-        reply = await exchange(
-            self._client,
-            rendered.method,
-            rendered.url,
-            timeout=self._timeout,
-            headers=headers,
-            content=rendered.content,
+        reply = await self._call(
+            rendered.method, rendered.url, headers=headers, content=rendered.content
         )
         if isinstance(reply, Outcome):
             return reply
@@ -266,14 +275,7 @@ class HttpActionProvider:
             if client_secret:
                 form["client_secret"] = client_secret
         started = self._clock.now()
-        reply = await exchange(
-            self._client,
-            "POST",
-            credentials["token_url"],
-            timeout=self._timeout,
-            data=form,
-            headers=headers,
-        )
+        reply = await self._call("POST", credentials["token_url"], data=form, headers=headers)
         if isinstance(reply, Outcome):
             code = reply.code or ErrorCode.CONNECTION_FAILED
             if code is ErrorCode.BAD_REQUEST:  # the URL itself cannot work
@@ -320,11 +322,9 @@ class HttpActionProvider:
         bad_url = _endpoint_problem("check_url", check_url)
         if bad_url:
             return CheckResult(False, ErrorCode.BAD_REQUEST, bad_url)
-        reply = await exchange(
-            self._client,
+        reply = await self._call(
             "GET",
             check_url,
-            timeout=self._timeout,
             headers={
                 "authorization": f"Bearer {credentials['access_token']}",
                 "accept": "application/json",
@@ -338,6 +338,24 @@ class HttpActionProvider:
                 False, code, f"{reply.provider_status}: {snippet(reply.raw)}".rstrip(": ")
             )
         return CheckResult(True, detail="ok", granted_scopes=granted, expires_at=expires_at)
+
+    async def _call(self, method: str, url: str, **kwargs: Any) -> Reply | Outcome:
+        """One call to ``url`` if the guard lets it through, within ``timeout`` in all."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            async with asyncio.timeout(self._timeout):
+                # Resolved now, for this call: a name that was public last time may not
+                # be now (DNS rebinding).
+                refused = await self._guard.screen(url)
+        except TimeoutError as exc:
+            return outcome_for_exception(exc, self._timeout)
+        if refused is not None:
+            return refused
+        remaining = self._timeout - (loop.time() - started)
+        if remaining <= 0:
+            return outcome_for_exception(TimeoutError(), self._timeout)
+        return await exchange(self._client, method, url, timeout=remaining, **kwargs)
 
     def _expired(self, credentials: Credentials | None) -> Outcome | None:
         expires_at = credentials_expire_at(credentials)

@@ -27,6 +27,7 @@ from standardwebhooks.webhooks import Webhook
 from sluice.clock import Clock, SystemClock
 from sluice.errors import ConfigError
 from sluice.model import ErrorClass, ErrorCode, Message, Outcome
+from sluice.netguard import Resolver, TargetGuard
 from sluice.providers._errors import (  # re-exported: the adapters' shared helpers
     MAX_RETRY_AFTER,
     outcome_for_exception,
@@ -85,9 +86,14 @@ class WebhookProvider:
 
     ``client`` is shared by every send (one connection pool per worker); redirects are
     never followed, whatever the client's default, because a redirect would re-send the
-    signed body to a host the tenant did not name. ``timeout`` bounds the whole call,
-    connection wait included, so a send never outlives the lease that covers it.
-    ``credentials={"secret": "whsec_..."}`` overrides ``secret`` for one send.
+    signed body to a host the tenant did not name (and could point it at an internal
+    one). ``timeout`` bounds the whole call, DNS and connection wait included, so a send
+    never outlives the lease that covers it. ``credentials={"secret": "whsec_..."}``
+    overrides ``secret`` for one send.
+
+    The URL is the tenant's, so before every send its host is resolved and refused
+    unless every address is public (``sluice.netguard``): ``allow_loopback`` admits
+    127.0.0.1 and ::1 for the local simulator, ``resolve`` replaces the system resolver.
     """
 
     name = "webhook"
@@ -99,8 +105,11 @@ class WebhookProvider:
         *,
         timeout: float = 10.0,
         clock: Clock | None = None,
+        allow_loopback: bool = False,
+        resolve: Resolver | None = None,
     ) -> None:
         self._client = client
+        self._guard = TargetGuard(allow_loopback, resolve)
         self._signer = Webhook(decode_secret(secret))
         self._timeout = timeout
         self._clock = clock or SystemClock()
@@ -130,6 +139,11 @@ class WebhookProvider:
         }
         try:
             async with asyncio.timeout(self._timeout):
+                # Resolved now, for this send: an answer that was public last time may
+                # not be now (DNS rebinding).
+                refused = await self._guard.screen(url)
+                if refused is not None:
+                    return refused
                 async with self._client.stream(
                     "POST",
                     url,
