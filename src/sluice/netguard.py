@@ -16,15 +16,16 @@ name that answered with a public address for the first send and with ``10.0.0.5`
 the second (DNS rebinding) is refused on the second. ``check_url_syntax`` is the part
 that needs no DNS, for input validation at enqueue time.
 
-What is left open: the HTTP client resolves the host again when it connects, so a
-resolver answering differently within milliseconds can still slip past; closing that
-needs the connection itself pinned to the checked address (a resolver in the
-transport's connector).
+The connection is pinned to what was checked: a successful ``check`` records the
+host's vetted addresses for the current task (``pinned``), and the worker's transport
+resolves through them instead of asking DNS again — so a resolver answering
+differently between the check and the connect gains nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import ipaddress
 import re
 import socket
@@ -41,9 +42,25 @@ __all__ = [
     "TargetGuard",
     "UnresolvedHost",
     "check_url_syntax",
+    "pinned",
     "static_resolver",
     "system_resolve",
 ]
+
+#: host -> the addresses ``check`` vetted for it, in the current task.
+_PINS: contextvars.ContextVar[dict[str, tuple[str, ...]]] = contextvars.ContextVar("sluice_pins")
+
+
+def pinned(host: str) -> tuple[str, ...] | None:
+    """The addresses ``TargetGuard.check`` vetted for ``host`` in this task, if any."""
+    return _PINS.get({}).get(host.lower().rstrip("."))
+
+
+def _pin(host: str, addresses: Sequence[str]) -> None:
+    pins = dict(_PINS.get({}))
+    pins[host.lower().rstrip(".")] = tuple(addresses)
+    _PINS.set(pins)
+
 
 #: Resolves a host name to the IP addresses (as text) a connection could go to.
 Resolver = Callable[[str], Awaitable[Sequence[str]]]
@@ -203,6 +220,7 @@ class TargetGuard:
             refused = _address_problem(address, self.allow_loopback)
             if refused is not None:
                 return f"{host} resolves to {_shown(address)}, {refused}"
+        _pin(host, addresses)
         return None
 
     async def screen(self, url: httpx.URL | str) -> Outcome | None:

@@ -15,11 +15,51 @@ and nowhere else.
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import aiohttp
 import httpx
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from sluice.netguard import pinned
 
 __all__ = ["AiohttpTransport"]
+
+
+class PinnedResolver(AbstractResolver):
+    """Resolves a host the SSRF guard vetted in this task to exactly the addresses it
+    vetted (no second DNS answer to race); any other host through the system resolver."""
+
+    def __init__(self) -> None:
+        self._default = aiohttp.ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        addresses = pinned(host)
+        if addresses is None:
+            return await self._default.resolve(host, port, family)
+        out: list[ResolveResult] = []
+        for address in addresses:
+            fam = socket.AF_INET6 if ":" in address else socket.AF_INET
+            if family not in (socket.AF_UNSPEC, fam):
+                continue
+            out.append(
+                ResolveResult(
+                    hostname=host,
+                    host=address,
+                    port=port,
+                    family=fam,
+                    proto=0,
+                    flags=socket.AI_NUMERICHOST,
+                )  # fmt: skip
+            )
+        if not out:
+            raise OSError(f"{host} has no vetted address of the family asked for")
+        return out
+
+    async def close(self) -> None:
+        await self._default.close()
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
@@ -34,6 +74,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(
                 limit=self._max_connections,
+                resolver=PinnedResolver(),
+                # The DNS cache would hand back addresses nobody vetted for this send.
+                use_dns_cache=False,
                 keepalive_timeout=self._keepalive_expiry,
                 enable_cleanup_closed=True,
             )

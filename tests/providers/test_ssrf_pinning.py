@@ -1,0 +1,82 @@
+"""The connection goes to the address the SSRF guard vetted, not to a second DNS answer.
+
+The worker's real transport (aiohttp underneath) resolves a vetted host through the
+guard's pin. Here the guard's resolver says ``hooks.invalid`` is 127.0.0.1 (loopback
+allowed, as for the simulator) while the system resolver cannot resolve that name at
+all: the send still reaches the local server, so no second lookup happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator
+
+import pytest
+
+from sluice.config import Settings
+from sluice.model import Message, Status
+from sluice.netguard import static_resolver
+from sluice.providers import http_client
+from sluice.providers.webhook import WebhookProvider
+
+SECRET = "whsec_" + base64.b64encode(b"s" * 24).decode()
+
+
+@pytest.fixture
+async def local_server() -> AsyncIterator[tuple[int, list[bytes]]]:
+    seen: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            (int(line.split(b":")[1]) for line in head.split(b"\r\n")
+             if line.lower().startswith(b"content-length:")), 0,
+        )  # fmt: skip
+        await reader.readexactly(length)
+        seen.append(head)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield port, seen
+
+
+def message(url: str) -> Message:
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
+    return Message(
+        id="01900000-0000-7000-8000-000000000001", tenant="acme", channel="webhook",
+        provider="webhook", action="send", recipient=url, payload={"a": 1}, priority=0,
+        status=Status.SENDING, run_at=now, attempts=1, max_attempts=5,
+    )  # fmt: skip
+
+
+async def test_the_send_connects_to_the_vetted_address(
+    local_server: tuple[int, list[bytes]],
+) -> None:
+    port, seen = local_server
+    async with http_client(Settings()) as client:
+        adapter = WebhookProvider(
+            client, SECRET, allow_loopback=True, resolve=static_resolver("127.0.0.1")
+        )
+        outcome = await adapter.send(message(f"http://hooks.invalid:{port}/in"))
+    assert outcome.ok, outcome
+    assert len(seen) == 1 and b"host: hooks.invalid" in seen[0].lower()
+
+
+async def test_a_name_resolving_to_a_private_address_is_never_connected(
+    local_server: tuple[int, list[bytes]],
+) -> None:
+    port, seen = local_server
+    async with http_client(Settings()) as client:
+        adapter = WebhookProvider(
+            client, SECRET, allow_loopback=True, resolve=static_resolver("10.0.0.7")
+        )
+        outcome = await adapter.send(message(f"http://hooks.invalid:{port}/in"))
+    assert not outcome.ok and "private" in outcome.detail
+    assert seen == []
