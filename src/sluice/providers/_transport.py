@@ -52,7 +52,7 @@ class PinnedResolver(AbstractResolver):
                     family=fam,
                     proto=0,
                     flags=socket.AI_NUMERICHOST,
-                )  # fmt: skip
+                )
             )
         if not out:
             raise OSError(f"{host} has no vetted address of the family asked for")
