@@ -10,7 +10,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 __all__ = [
@@ -254,6 +254,15 @@ class NewMessage:
                 raise ValidationError(where + "run_at", "must be a datetime")
             if self.run_at.tzinfo is None:
                 raise ValidationError(where + "run_at", "must be timezone-aware (e.g. UTC)")
+            offset = self.run_at.utcoffset()
+            if offset is None or abs(offset) >= timedelta(hours=16):
+                raise ValidationError(where + "run_at", "has a UTC offset beyond ±15:59")
+            try:
+                in_utc = self.run_at.astimezone(UTC)
+            except OverflowError:
+                in_utc = None
+            if in_utc is None or not 1970 <= in_utc.year <= 9999:
+                raise ValidationError(where + "run_at", "must fall between 1970 and 9999 (UTC)")
         for name in ("idempotency_key", "correlation_id"):
             value = getattr(self, name)
             if value is None:
@@ -263,9 +272,12 @@ class NewMessage:
                     where + name, "must be a non-empty string of at most 255 characters"
                 )
         if isinstance(self.scopes, str) or not all(
-            isinstance(s, str) and s and len(s) <= 128 for s in self.scopes
+            isinstance(s, str) and s and len(s) <= 128 and "\x00" not in s for s in self.scopes
         ):
-            raise ValidationError(where + "scopes", "must be a list of non-empty strings")
+            raise ValidationError(
+                where + "scopes",
+                "must be a list of non-empty strings of at most 128 characters, without NUL",
+            )
         return payload_json
 
 

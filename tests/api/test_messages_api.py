@@ -288,3 +288,19 @@ async def test_isolation__tenant_keys_cannot_use_operator_endpoints(api: Api) ->
     for method, path in operator_only:
         r = await api.client.request(method, path, json={}, headers=api.acme)
         assert r.status_code == 403, (method, path, r.text)
+
+
+async def test_post__values_no_store_can_hold_are_422_and_store_nothing(api: Api) -> None:
+    cases = [
+        ({**SMS, "scopes": ["\x00"]}, "scopes"),
+        ({**SMS, "run_at": "2000-01-01T00:00:00+16:00"}, "run_at"),
+        ({**SMS, "run_at": "9999-12-31T23:59:59-15:00"}, "run_at"),
+        ({**SMS, "channel": "sms\x00"}, "channel"),
+    ]
+    for body, field in cases:
+        r = await api.client.post("/v1/messages", json=body, headers=api.acme)
+        assert r.status_code == 422, (body, r.text)
+        assert field in r.json()["field"]
+    listed = await api.client.get("/v1/messages", params={"action": "\x00"}, headers=api.acme)
+    assert listed.status_code == 422 and listed.json()["field"] == "action"
+    assert await count(api) == 0

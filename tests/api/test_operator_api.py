@@ -170,3 +170,24 @@ async def test_limits__set_list_clear_and_bad_input(api: Api) -> None:
         headers=api.ops,
     )  # fmt: skip
     assert gone.status_code == 404
+
+
+async def test_bad_input_found_by_fuzzing_is_422_naming_the_field(api: Api) -> None:
+    cases = [
+        ("POST", "/v1/held/approve", {"json": {"ids": ["not-a-uuid"]}}, "ids[0]"),
+        ("POST", "/v1/inbox/retry", {"json": {"ids": [2**63]}}, "ids[0]"),
+        ("GET", "/v1/dlq", {"params": {"channel": "\x00"}}, "channel"),
+        ("GET", "/v1/held", {"params": {"contains": "a\x00"}}, "contains"),
+        ("POST", "/v1/controls", {"json": {"mode": "live", "reason": "\x00"}}, "reason"),
+        ("POST", "/v1/breakers/twilio/open", {"json": {"reason": "\x00"}}, "reason"),
+        ("GET", "/v1/connections", {"params": {"provider": "\x00"}}, "provider"),
+        ("POST", "/v1/limits/clear", {"json": {"kind": "rate", "action": "\x00", "reason": "r"}},
+         "action"),
+        ("POST", "/v1/limits", {"json": {"kind": "rate", "provider": "\x00", "reason": "r"}},
+         "body"),
+    ]  # fmt: skip
+    for method, path, kw, field in cases:
+        r = await api.client.request(method, path, headers=api.ops, **kw)  # type: ignore[arg-type]
+        assert r.status_code == 422, (path, r.text)
+        assert r.headers["content-type"] == "application/problem+json"
+        assert field in r.json()["field"], (path, r.json())

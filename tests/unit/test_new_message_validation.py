@@ -229,3 +229,19 @@ def test_content_hash__ignores_order_of_scopes() -> None:
 def test_content_hash__changes_with_what_is_sent(change: dict[str, Any]) -> None:
     base = msg(payload={"n": 1})
     assert fingerprint(base) != fingerprint(dataclasses.replace(base, **change))
+
+
+@pytest.mark.parametrize(
+    "run_at",
+    [
+        datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-15))),  # year 10000
+        datetime(2000, 1, 1, tzinfo=timezone(timedelta(hours=16))),  # offset PostgreSQL refuses
+        datetime(1, 1, 1, tzinfo=UTC),
+    ],
+)
+def test_validate__run_at_outside_what_every_store_can_hold_is_rejected(run_at: datetime) -> None:
+    assert "run_at" in str(rejected("run_at", run_at=run_at))
+
+
+def test_validate__a_scope_with_nul_is_rejected() -> None:
+    assert "NUL" in str(rejected("scopes", scopes=["messages:send", "a\x00b"]))

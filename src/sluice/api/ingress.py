@@ -22,6 +22,7 @@ from prometheus_client import Counter
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from sluice.api.problems import Problem
+from sluice.api.schemas import PROBLEMS
 from sluice.ingress.config import IngressSource
 from sluice.ingress.parse import (
     Event,
@@ -142,9 +143,11 @@ def _item(provider: str, e: Event, now: datetime) -> InboxItem:
     "/{provider}",
     responses={
         200: {"description": "Stored (or a duplicate, acknowledged)"},
-        400: {"description": "Signed, but not a payload this provider sends"},
-        401: {"description": "Missing or bad signature; nothing stored"},
-        404: {"description": "No ingress configured under this name"},
+        400: PROBLEMS[422] | {"description": "Signed, but not a payload this provider sends"},
+        401: PROBLEMS[401] | {"description": "Missing or bad signature; nothing stored"},
+        404: PROBLEMS[404] | {"description": "No ingress configured under this name"},
+        413: PROBLEMS[413],
+        503: PROBLEMS[503],
     },
 )
 async def receive(provider: str, request: Request) -> Response:
@@ -179,7 +182,10 @@ async def receive(provider: str, request: Request) -> Response:
 @router.get(
     "/{provider}",
     response_class=PlainTextResponse,
-    responses={403: {"description": "Wrong verify token"}},
+    responses={
+        403: PROBLEMS[403] | {"description": "Wrong verify token"},
+        404: PROBLEMS[404] | {"description": "No ingress configured under this name"},
+    },
 )
 async def verify_subscription(provider: str, request: Request) -> Response:
     """Meta's webhook verification handshake: echo ``hub.challenge`` when

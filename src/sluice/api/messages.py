@@ -18,6 +18,7 @@ from sluice.api.auth import Principal, Tenant
 from sluice.api.idempotency import HEADER, idempotent
 from sluice.api.problems import Problem
 from sluice.api.schemas import (
+    PROBLEMS,
     AttemptOut,
     BatchIn,
     BatchOut,
@@ -27,6 +28,7 @@ from sluice.api.schemas import (
     MessageOut,
     MessagePage,
     ReceiptOut,
+    Text,
 )
 from sluice.errors import NotFound
 from sluice.model import Message, NewMessage, Status
@@ -35,13 +37,7 @@ from sluice.store.base import MessageFilter
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1/messages", tags=["messages"])
-
-_PROBLEMS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "No valid API key"},
-    404: {"description": "No such message visible to this key"},
-    422: {"description": "Bad input; the problem document names the field"},
-}
+router = APIRouter(prefix="/v1/messages", tags=["messages"], responses=PROBLEMS)
 
 
 def _tenant_of(who: Principal, given: str | None, where: str) -> str:
@@ -85,7 +81,6 @@ async def _visible(request: Request, who: Principal, message_id: str) -> Message
     "",
     status_code=201,
     response_model=MessageOut | BatchOut,
-    responses={**_PROBLEMS, 409: {"description": "Idempotency-Key in use, or conflict"}},
     summary="Enqueue one message, or a batch of up to 1,000",
 )
 async def create(
@@ -112,7 +107,7 @@ async def create(
     return await idempotent(request, who, idempotency_key, body.model_dump(mode="json"), handler)
 
 
-@router.get("/{message_id}", response_model=MessageDetail, responses=_PROBLEMS)
+@router.get("/{message_id}", response_model=MessageDetail)
 async def get_one(message_id: str, who: Tenant, request: Request) -> MessageDetail:
     """A message, its payload, every attempt and every delivery receipt."""
     msg = await _visible(request, who, message_id)
@@ -141,19 +136,19 @@ def _cursor(text: str | None) -> str | None:
         ) from None
 
 
-@router.get("", response_model=MessagePage, responses=_PROBLEMS)
+@router.get("", response_model=MessagePage)
 async def list_messages(
     who: Tenant,
     request: Request,
     status: Status | None = None,
-    channel: Annotated[str | None, Query(max_length=64)] = None,
-    provider: Annotated[str | None, Query(max_length=64)] = None,
-    action: Annotated[str | None, Query(max_length=128)] = None,
-    error_code: Annotated[str | None, Query(max_length=64)] = None,
+    channel: Annotated[Text | None, Query(max_length=64)] = None,
+    provider: Annotated[Text | None, Query(max_length=64)] = None,
+    action: Annotated[Text | None, Query(max_length=128)] = None,
+    error_code: Annotated[Text | None, Query(max_length=64)] = None,
     since: datetime | None = None,
-    tenant: Annotated[str | None, Query(max_length=128, description="Operator keys only")] = None,
+    tenant: Annotated[Text | None, Query(max_length=128, description="Operator keys only")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[Text | None, Query(max_length=200)] = None,
 ) -> MessagePage:
     """Messages, newest first, a page at a time (``next_cursor`` fetches the next)."""
     if since is not None and since.tzinfo is None:
@@ -176,7 +171,6 @@ async def list_messages(
 @router.post(
     "/{message_id}/cancel",
     response_model=MessageOut,
-    responses={**_PROBLEMS, 409: {"description": "Already sending or done"}},
 )
 async def cancel(
     message_id: str, who: Tenant, request: Request, body: CancelIn | None = None

@@ -9,11 +9,12 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sluice import ops
 from sluice.api.auth import Operator
 from sluice.api.problems import Problem
+from sluice.api.schemas import PROBLEMS, Text
 from sluice.flow.controls import Mode, Scope
 from sluice.ops import inbox
 from sluice.ops.breakers import breaker_force, breaker_reset, breakers_list
@@ -22,9 +23,9 @@ from sluice.store.base import MessageFilter
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1", tags=["operator"])
+router = APIRouter(prefix="/v1", tags=["operator"], responses=PROBLEMS)
 
-_Name = Annotated[str | None, Query(min_length=1, max_length=128)]
+_Name = Annotated[Text | None, Query(min_length=1, max_length=128)]
 
 
 def _aware(value: datetime | None, field: str) -> datetime | None:
@@ -40,15 +41,15 @@ class Selection(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    tenant: str | None = Field(None, min_length=1, max_length=128)
-    channel: str | None = Field(None, min_length=1, max_length=64)
-    provider: str | None = Field(None, min_length=1, max_length=64)
-    action: str | None = Field(None, min_length=1, max_length=128)
-    error_code: str | None = Field(None, min_length=1, max_length=64)
+    tenant: Text | None = Field(None, min_length=1, max_length=128)
+    channel: Text | None = Field(None, min_length=1, max_length=64)
+    provider: Text | None = Field(None, min_length=1, max_length=64)
+    action: Text | None = Field(None, min_length=1, max_length=128)
+    error_code: Text | None = Field(None, min_length=1, max_length=64)
     since: datetime | None = None
     limit: int | None = Field(None, ge=1, le=100_000)
     dry_run: bool = False
-    reason: str | None = Field(None, max_length=1000)
+    reason: Text | None = Field(None, max_length=1000)
 
     def filter(self, contains: str | None = None) -> MessageFilter:
         return MessageFilter(
@@ -59,20 +60,20 @@ class Selection(BaseModel):
 
 
 class HeldSelection(Selection):
-    ids: list[str] | None = Field(None, min_length=1, max_length=10_000)
+    ids: list[Text] | None = Field(None, min_length=1, max_length=10_000)
     #: Text the hold reason contains.
-    contains: str | None = Field(None, min_length=1, max_length=200)
+    contains: Text | None = Field(None, min_length=1, max_length=200)
 
 
 class ControlIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    tenant: str | None = Field(None, min_length=1, max_length=128)
-    channel: str | None = Field(None, min_length=1, max_length=64)
-    provider: str | None = Field(None, min_length=1, max_length=64)
-    action: str | None = Field(None, min_length=1, max_length=128)
+    tenant: Text | None = Field(None, min_length=1, max_length=128)
+    channel: Text | None = Field(None, min_length=1, max_length=64)
+    provider: Text | None = Field(None, min_length=1, max_length=64)
+    action: Text | None = Field(None, min_length=1, max_length=128)
     mode: Mode
-    reason: str = Field(min_length=1, max_length=1000)
+    reason: Text = Field(min_length=1, max_length=1000)
     #: Seconds until the control reverts by itself.
     expires_in: float | None = Field(None, gt=0, le=366 * 86400)
     #: Return only once every live worker applied it (or ``timeout`` passed).
@@ -83,11 +84,11 @@ class ControlIn(BaseModel):
 class ControlClearIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    tenant: str | None = Field(None, min_length=1, max_length=128)
-    channel: str | None = Field(None, min_length=1, max_length=64)
-    provider: str | None = Field(None, min_length=1, max_length=64)
-    action: str | None = Field(None, min_length=1, max_length=128)
-    reason: str = Field(min_length=1, max_length=1000)
+    tenant: Text | None = Field(None, min_length=1, max_length=128)
+    channel: Text | None = Field(None, min_length=1, max_length=64)
+    provider: Text | None = Field(None, min_length=1, max_length=64)
+    action: Text | None = Field(None, min_length=1, max_length=128)
+    reason: Text = Field(min_length=1, max_length=1000)
     #: Put the messages this control held back in the queue.
     release: bool = True
     wait: bool = True
@@ -97,15 +98,17 @@ class ControlClearIn(BaseModel):
 class ReasonIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(min_length=1, max_length=1000)
+    reason: Text = Field(min_length=1, max_length=1000)
 
 
 class InboxRetryIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     #: Dead events to retry; all dead events when left out.
-    ids: list[int] | None = Field(None, min_length=1, max_length=10_000)
-    reason: str | None = Field(None, max_length=1000)
+    ids: list[Annotated[int, Field(ge=1, lt=2**63)]] | None = Field(
+        None, min_length=1, max_length=10_000
+    )
+    reason: Text | None = Field(None, max_length=1000)
 
 
 @router.get("/status")
@@ -228,7 +231,7 @@ async def breakers(who: Operator, request: Request) -> Any:
 
 @router.post("/breakers/{key}/{verb}")
 async def breaker_act(
-    key: Annotated[str, Field(min_length=1, max_length=300)],
+    key: Annotated[Text, Field(min_length=1, max_length=300)],
     verb: Literal["open", "close", "reset"],
     body: ReasonIn,
     who: Operator,
@@ -285,18 +288,25 @@ class LimitIn(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
+    @model_validator(mode="after")
+    def _no_nul(self) -> LimitIn:
+        for name, value in (self.model_extra or {}).items():
+            if isinstance(value, str) and "\x00" in value:
+                raise ValueError(f"{name}: must not contain NUL characters")
+        return self
+
     kind: Literal["rate", "quota", "recipient", "action", "concurrency"]
-    reason: str = Field(min_length=1, max_length=1000)
+    reason: Text = Field(min_length=1, max_length=1000)
 
 
 class LimitClearIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["rate", "quota", "recipient", "action", "concurrency"]
-    tenant: str = Field("", max_length=128)
-    provider: str = Field("", max_length=64)
-    action: str = Field("", max_length=128)
-    reason: str = Field(min_length=1, max_length=1000)
+    tenant: Text = Field("", max_length=128)
+    provider: Text = Field("", max_length=64)
+    action: Text = Field("", max_length=128)
+    reason: Text = Field(min_length=1, max_length=1000)
 
 
 @router.get("/limits")

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from sluice.model import Attempt, Message, Status
 from sluice.store.base import Receipt
 
 __all__ = [
+    "PROBLEMS",
     "AttemptOut",
     "BatchIn",
     "BatchOut",
@@ -19,10 +20,53 @@ __all__ = [
     "MessageIn",
     "MessageOut",
     "MessagePage",
+    "ProblemOut",
     "ReceiptOut",
+    "Text",
 ]
 
-_Text = Field(min_length=1)
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+#: Text as every API input takes it: no NUL (no store can keep it).
+Text = Annotated[str, AfterValidator(_no_nul)]
+
+
+class ProblemOut(BaseModel):
+    """An error, as RFC 9457 problem details (``application/problem+json``)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    #: The offending input: ``messages[3].recipient``, ``Idempotency-Key``, ``cursor``.
+    field: str | None = None
+    instance: str | None = None
+    errors: list[dict[str, str]] | None = None
+    existing_id: str | None = None
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/problem+json": {"schema": ProblemOut.model_json_schema()}},
+    }
+
+
+#: The error answers every endpoint may give, documented as what they are.
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    401: _problem("No valid API key"),
+    403: _problem("The key may not do this"),
+    404: _problem("Not found (or not visible to this key)"),
+    409: _problem("Conflict with the current state, or an Idempotency-Key in use"),
+    413: _problem("Request body too large"),
+    422: _problem("Bad input; `field` names it"),
+    503: _problem("The store is unavailable; retry"),
+}
 
 
 class MessageIn(BaseModel):
@@ -30,18 +74,20 @@ class MessageIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    tenant: str | None = Field(None, min_length=1, max_length=128)
-    channel: str = Field(min_length=1, max_length=64)
-    provider: str = Field(min_length=1, max_length=64)
-    recipient: str = Field(min_length=1, max_length=2048)
+    tenant: Text | None = Field(None, min_length=1, max_length=128)
+    channel: Text = Field(min_length=1, max_length=64)
+    provider: Text = Field(min_length=1, max_length=64)
+    recipient: Text = Field(min_length=1, max_length=2048)
     payload: dict[str, Any] = Field(default_factory=dict)
-    action: str = Field("send", min_length=1, max_length=128)
+    action: Text = Field("send", min_length=1, max_length=128)
     priority: int = Field(0, ge=-1000, le=1000)
     run_at: datetime | None = None
     max_attempts: int = Field(5, ge=1, le=100)
-    idempotency_key: str | None = Field(None, min_length=1, max_length=255)
-    correlation_id: str | None = Field(None, min_length=1, max_length=255)
-    scopes: list[str] = Field(default_factory=list, max_length=64)
+    idempotency_key: Text | None = Field(None, min_length=1, max_length=255)
+    correlation_id: Text | None = Field(None, min_length=1, max_length=255)
+    scopes: list[Annotated[Text, Field(min_length=1, max_length=128)]] = Field(
+        default_factory=list, max_length=64
+    )
 
 
 class BatchIn(BaseModel):
@@ -145,4 +191,4 @@ class MessagePage(BaseModel):
 class CancelIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str | None = Field(None, max_length=1000)
+    reason: Text | None = Field(None, max_length=1000)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -205,6 +206,11 @@ def _check(flt: MessageFilter, ids: list[str] | None) -> None:
         raise ValidationError("limit", "must be at least 1")
     if ids is not None and not ids:
         raise ValidationError("ids", "an empty list of ids matches nothing")
+    for n, value in enumerate(ids or []):
+        try:
+            uuid.UUID(value)
+        except (ValueError, TypeError, AttributeError):
+            raise ValidationError(f"ids[{n}]", f"{value!r} is not a message id") from None
 
 
 async def held_list(store: Store, flt: MessageFilter) -> list[Message]:

@@ -37,6 +37,9 @@ async def inbox_retry(
     require_actor(actor)
     if ids is not None and not ids:
         raise ValidationError("ids", "an empty list of ids matches nothing")
+    for n, value in enumerate(ids or []):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**63:
+            raise ValidationError(f"ids[{n}]", f"{value!r} is not an inbox event id")
     now = (clock or SystemClock()).now()
     audit = AuditEntry(
         at=now, actor=actor, action="inbox.retry", target="inbox", reason=reason,
