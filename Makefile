@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
-## Sluice embedded: SQLite file, migrations, provider simulator, worker, demo load.
+## Sluice embedded: SQLite file, migrations, provider simulator, HTTP API, worker, demo load.
 run: $(STAMP)
 	$(BIN)/sluice run
 

@@ -693,15 +693,18 @@ def run(
             envvar="SLUICE_RUN_DURATION", help="Stop after this many seconds (0: Ctrl-C)."
         ),
     ] = 0.0,
+    api_port: Annotated[
+        int, typer.Option(envvar="SLUICE_API_PORT", help="HTTP API port (0: any free).")
+    ] = 8400,
 ) -> None:
-    """Everything in one process: SQLite, migrations, simulator, worker, a demo load."""
+    """Everything in one process: SQLite, migrations, simulator, API, worker, a demo load."""
     from sluice.embedded import run_embedded
 
     try:
         settings = _settings(database_url)
     except SluiceError as exc:
         raise _fail(exc) from None
-    _run(lambda: run_embedded(settings, port=port, demo=demo, duration=duration))
+    _run(lambda: run_embedded(settings, port=port, demo=demo, duration=duration, api_port=api_port))
 
 
 @app.command()

@@ -1,6 +1,7 @@
 """``sluice run``: the whole system in one process, for a first look and for demos.
 
-SQLite file (migrated), the provider simulator on loopback, one worker, and a small
+SQLite file (migrated), the provider simulator on loopback, one worker (with the
+ingress projector), the HTTP API with an operator key made for this run, and a small
 demo load across three tenants, some of it aimed at endpoints that fail on purpose
 so that retries and the dead-letter queue have something to show.
 """
@@ -65,8 +66,58 @@ def demo_messages(base_url: str, count: int, run: str) -> list[NewMessage]:
     return out
 
 
-async def run_embedded(settings: Settings, *, port: int, demo: int, duration: float) -> None:
-    """Run migrations, simulator, worker and demo load until Ctrl-C or ``duration``."""
+class _Api:
+    """The HTTP API served in this process's own event loop."""
+
+    def __init__(self, store: Any, settings: Settings, port: int) -> None:
+        import socket
+
+        import uvicorn
+
+        from sluice.api import create_app
+
+        class Server(uvicorn.Server):
+            # The worker owns SIGINT/SIGTERM here; stopping the server is ours to do.
+            @contextlib.contextmanager
+            def capture_signals(self) -> Any:
+                yield
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            self.sock.close()
+            raise ConfigError(
+                f"the API cannot listen on 127.0.0.1:{port} ({exc.strerror}); "
+                "pick another with --api-port (0: any free port)"
+            ) from None
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        app = create_app(settings, store=store)
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+        self.server = Server(config)
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.task = asyncio.create_task(self.server.serve(sockets=[self.sock]))
+        while not self.server.started:
+            if self.task.done():
+                await self.task  # raises what stopped it
+                raise ConfigError("the API server stopped at start")
+            await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        if self.task is not None:
+            with contextlib.suppress(Exception):
+                await self.task
+        self.sock.close()
+
+
+async def run_embedded(
+    settings: Settings, *, port: int, demo: int, duration: float, api_port: int = 8400
+) -> None:
+    """Run migrations, simulator, API, worker and demo load until Ctrl-C or ``duration``."""
     from sluice.logs import configure_logging
     from sluice.providers.simulator import SimulatorThread
 
@@ -95,6 +146,16 @@ async def run_embedded(settings: Settings, *, port: int, demo: int, duration: fl
             ) from None
         try:
             _say(f"simulator  {sim.url}  (effects: {sim.url}/_sim/effects)")
+            api = _Api(store, settings, api_port)
+            await api.start()
+            from sluice.ops.apikeys import api_key_create
+
+            run_tag = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+            key = await api_key_create(
+                store, f"run-{run_tag}-{os.getpid()}", "operator", None, actor="sluice run"
+            )
+            _say(f"API        {api.url}  (OpenAPI: {api.url}/docs; operator key for this run:")
+            _say(f"           {key.token} )")
             async with httpx.AsyncClient(base_url=sim.url) as control:
                 await control.post(
                     "/_sim/faults", json={"path_prefix": "/webhook/gone", "status": 410}
@@ -116,10 +177,14 @@ async def run_embedded(settings: Settings, *, port: int, demo: int, duration: fl
             _say(f"  sluice kill --tenant globex --reason 'try it' {url_flag}")
             _say(f"  sluice held list {url_flag}   then: sluice resume --tenant globex --reason ok")
             _say(f"  curl {sim.url}/_sim/effects")
+            _say(f"  curl -H 'Authorization: Bearer {key.token}' {api.url}/v1/status")
             _say("")
             _say("Ctrl-C stops (in-flight sends finish first)." if not duration else
                  f"stopping by itself after {duration:g}s.")  # fmt: skip
-            await _work(store, settings, sim, duration)
+            try:
+                await _work(store, settings, sim, duration)
+            finally:
+                await api.stop()
         finally:
             sim.stop()
     finally:

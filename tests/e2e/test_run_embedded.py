@@ -36,8 +36,8 @@ def sluice(*args: str, cwd: Path, timeout: float) -> subprocess.CompletedProcess
 def test_run__delivers_the_demo_load_and_stops_by_itself(tmp_path: Path) -> None:
     started = time.monotonic()
 
-    result = sluice("run", "--duration", "10", "--port", "0", "--demo", str(DEMO), cwd=tmp_path,
-                    timeout=60)  # fmt: skip
+    result = sluice("run", "--duration", "10", "--port", "0", "--api-port", "0",
+                    "--demo", str(DEMO), cwd=tmp_path, timeout=60)  # fmt: skip
 
     elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stderr
@@ -72,10 +72,54 @@ def test_run__on_a_port_already_taken_exits_2_and_suggests_another(tmp_path: Pat
         taken.listen()
         port = taken.getsockname()[1]
 
-        result = sluice("run", "--port", str(port), "--demo", "0", "--duration", "1",
-                        cwd=tmp_path, timeout=30)  # fmt: skip
+        result = sluice("run", "--port", str(port), "--api-port", "0", "--demo", "0",
+                        "--duration", "1", cwd=tmp_path, timeout=30)  # fmt: skip
 
     assert result.returncode == 2
     assert f"127.0.0.1:{port}" in result.stderr
     assert "--port" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_run__serves_the_api_with_an_operator_key_for_the_run(tmp_path: Path) -> None:
+    import httpx
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sluice.cli", "run", "--duration", "8", "--port", "0",
+         "--api-port", "0", "--demo", "10"],
+        cwd=tmp_path, env={**env, "COLUMNS": "200"}, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        api = token = None
+        for line in proc.stdout:
+            if line.startswith("API "):
+                api = line.split()[1]
+            if api and line.strip().startswith("sk_"):
+                token = line.split()[0]
+                break
+        assert api and token, "no API line"
+        status = httpx.get(
+            f"{api}/v1/status", headers={"Authorization": f"Bearer {token}"}, timeout=10
+        )
+        assert status.status_code == 200 and "counts" in status.json()
+        assert httpx.get(f"{api}/v1/status", timeout=10).status_code == 401
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_run__on_an_api_port_already_taken_exits_2_and_suggests_another(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        result = sluice("run", "--port", "0", "--api-port", str(port), "--demo", "0",
+                        "--duration", "1", cwd=tmp_path, timeout=30)  # fmt: skip
+
+    assert result.returncode == 2
+    assert f"127.0.0.1:{port}" in result.stderr and "--api-port" in result.stderr
     assert "Traceback" not in result.stderr
