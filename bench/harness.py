@@ -43,6 +43,8 @@ PG_VS_PROCRASTINATE_MIN = 10.0
 SQLITE_DRAIN_MIN = 5_000.0
 LATENCY_P50_MAX_MS = 5.0
 LATENCY_P99_MAX_MS = 25.0
+INGRESS_P99_MAX_MS = 25.0  # time to 2xx, one server process, at INGRESS_TARGET_RATE
+INGRESS_TARGET_RATE = 1_000
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,9 @@ class Options:
     celery_pool: str
     timeout: float
     wait_quiet: float
+    ingress_rates: tuple[int, ...] = (500, 1_000, 1_500)
+    ingress_seconds: float = 5.0
+    ingress_processes: tuple[int, ...] = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,12 @@ def _http(o: Options) -> dict[str, Any]:
     return sluice_bench.sluice_http(o.http_n)
 
 
+def _ingress(o: Options) -> dict[str, Any]:
+    from bench import ingress
+
+    return ingress.run(o.ingress_rates, o.ingress_seconds, o.ingress_processes)
+
+
 DRAIN_KEYS = ("enqueue_batch_per_s", "enqueue_single_per_s", "drain_per_s")
 
 PARTS: tuple[Part, ...] = (
@@ -137,6 +148,7 @@ PARTS: tuple[Part, ...] = (
     Part("celery", "Celery", "Redis broker", _celery, DRAIN_KEYS),
     Part("latency", "Sluice idle latency", "PostgreSQL", _latency, ("p50_ms", "p99_ms")),
     Part("http", "Sluice HTTP webhooks", "—", _http, ("per_s",)),
+    Part("ingress", "Sluice ingress", "PostgreSQL", _ingress, ("p99_ms", "per_s")),
 )
 PART_KEYS = tuple(p.key for p in PARTS)
 
@@ -181,14 +193,21 @@ def _check_figures(part: Part, figures: Any) -> dict[str, Any]:
     return figures
 
 
-def _brief(figures: dict[str, Any]) -> str:
-    shown = []
-    for k, v in figures.items():
-        if isinstance(v, float):
-            shown.append(f"{k}={v:,.1f}")
-        elif isinstance(v, int) and not isinstance(v, bool):
-            shown.append(f"{k}={v:,}")
-    return " ".join(shown)
+#: More figures than this in one repetition (the ingress part has ~90) are logged as the
+#: part's required ones only; all of them are in the JSON.
+BRIEF_MAX = 12
+
+
+def _brief(figures: dict[str, Any], required: tuple[str, ...] = ()) -> str:
+    numeric = {
+        k: v for k, v in figures.items() if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+    more = ""
+    if len(numeric) > BRIEF_MAX and required:
+        more = f" (+{len(numeric) - len(required)} more figures in the JSON)"
+        numeric = {k: v for k, v in numeric.items() if k in required}
+    shown = [f"{k}={v:,.1f}" if isinstance(v, float) else f"{k}={v:,}" for k, v in numeric.items()]
+    return " ".join(shown) + more
 
 
 def run_parts(parts: list[Part], o: Options) -> dict[str, Outcome]:
@@ -230,8 +249,9 @@ def run_parts(parts: list[Part], o: Options) -> dict[str, Outcome]:
             busy = ""
             if share > BUSY_SHARE:
                 busy = ": " + ", ".join(f"{name} {sec:.1f}s" for name, sec in foreign.top())
+            brief = _brief(figures, part.required)
             _log(
-                f"[rep {rep}/{o.repeat}] {part.key}: {_brief(figures)} ({elapsed:.1f}s, "
+                f"[rep {rep}/{o.repeat}] {part.key}: {brief} ({elapsed:.1f}s, "
                 f"other processes used {share:.0%} of the CPU{busy})"
             )
     return outcomes
@@ -405,9 +425,76 @@ def build_report(
                 "—",
             ]
         )
+    if "ingress" in by_key:
+        # The target is for one server process; other process counts are checked alongside.
+        for procs in sorted(o.ingress_processes):
+            name = f"sluice_p{procs}_r{INGRESS_TARGET_RATE}_p99_ms"
+            p99 = fig("ingress", name)
+            plural = "es" if procs > 1 else ""
+            rows2.append(
+                [
+                    f"Sluice ingress p99 time to 2xx at {INGRESS_TARGET_RATE:,} req/s "
+                    f"({procs} server process{plural})",
+                    cell("ingress", name, ",.2f") + (" ms" if p99 is not None else ""),
+                    f"≤ {INGRESS_P99_MAX_MS:g} ms",
+                    check(
+                        f"ingress p99 at {INGRESS_TARGET_RATE} req/s, {procs} process{plural}",
+                        p99,
+                        f"<= {INGRESS_P99_MAX_MS} ms",
+                        _cmp(p99, "<=", INGRESS_P99_MAX_MS),
+                    ),
+                ]
+            )
     if rows2:
         tables.append(_table(["metric", "measured", "target", "result"], rows2))
+    if "ingress" in by_key and outcomes["ingress"].runs:
+        tables.append(_ingress_table(med.get("ingress", {}), o))
     return "\n\n".join(tables), checks
+
+
+def _ingress_table(m: dict[str, Any], o: Options) -> str:
+    """One row per (server, processes, target rate); Sluice's ratios against the bare app."""
+
+    def f(key: str, fmt: str) -> str:
+        return _num(m.get(key), fmt)
+
+    rows = []
+    for procs in o.ingress_processes:
+        for rate in sorted({*o.ingress_rates, INGRESS_TARGET_RATE}):
+            for server, label in (("bare", "bare Starlette"), ("sluice", "Sluice")):
+                k = f"{server}_p{procs}_r{rate}"
+                ratio = server == "sluice"
+                rows.append(
+                    [
+                        label,
+                        str(procs),
+                        f"{rate:,}",
+                        f(f"{k}_per_s", ",.0f"),
+                        f(f"{k}_p50_ms", ",.2f"),
+                        f(f"{k}_p99_ms", ",.2f"),
+                        f(f"{k}_max_ms", ",.1f"),
+                        f(f"{k}_errors", ",.0f"),
+                        f(f"{k}_cpu_ms_per_req", ".2f"),
+                        f(f"{k}_p99_vs_bare", ".1f") + "x" if ratio else "—",
+                        f(f"{k}_per_s_vs_bare", ".2f") + "x" if ratio else "—",
+                    ]
+                )
+    return _table(
+        [
+            "ingress server",
+            "processes",
+            "target req/s",
+            "achieved req/s",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "non-2xx",
+            "CPU ms/req",
+            "p99 vs bare",
+            "req/s vs bare",
+        ],
+        rows,
+    )
 
 
 def _versions() -> dict[str, Any]:
@@ -464,6 +551,18 @@ def _parse_only(text: str) -> list[str]:
     return keys
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("expected positive integers")
+    return values
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench",
@@ -482,6 +581,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--procrastinate-concurrency", type=int, default=10)
     p.add_argument("--celery-concurrency", type=int, default=2)
     p.add_argument("--celery-pool", default="prefork", choices=["prefork", "solo", "threads"])
+    p.add_argument(
+        "--ingress-rates",
+        type=_ints,
+        default=(500, 1_000, 1_500),
+        help="target request rates of the ingress part (1000 is always included)",
+    )
+    p.add_argument(
+        "--ingress-seconds", type=float, default=5.0, help="seconds per ingress rate (default 5)"
+    )
+    p.add_argument(
+        "--ingress-processes",
+        type=_ints,
+        default=(1, 2),
+        help="sluice serve --workers values to try (default 1,2)",
+    )
     p.add_argument(
         "--timeout",
         type=float,
@@ -514,6 +628,9 @@ def main(argv: list[str] | None = None) -> int:
         celery_pool=args.celery_pool,
         timeout=args.timeout,
         wait_quiet=args.wait_quiet,
+        ingress_rates=args.ingress_rates,
+        ingress_seconds=args.ingress_seconds,
+        ingress_processes=args.ingress_processes,
     )
     parts = [p for p in PARTS if p.key in args.only]
     started = dt.datetime.now(dt.UTC)
