@@ -28,9 +28,13 @@ def _pg_backend_db(pid: str) -> str | None:
     except OSError:
         return None
     parts = title.split()
-    # "postgres: <user> <db> <host>(<port>) <state>"; background: "postgres: 15/main: walwriter"
-    if len(parts) >= 3 and parts[0] == "postgres:" and not parts[1].endswith(":"):
-        return parts[2]
+    if not parts or parts[0] != "postgres:":
+        return None
+    # Debian names the cluster first: "postgres: 15/main: <user> <db> <host>(<port>) <state>";
+    # background processes have no database: "postgres: 15/main: walwriter".
+    rest = parts[2:] if len(parts) > 1 and parts[1].endswith(":") else parts[1:]
+    if len(rest) >= 3 and ("(" in rest[2] or rest[2] == "[local]"):
+        return rest[1]
     return None
 
 
