@@ -143,7 +143,7 @@ async def _seed(api: Api) -> None:
                     error_code=None, detail=None, address=None, received_at=now)  # fmt: skip
     await store.inbox_put([event(event_id=f"evt-{i}", data={"i": i}) for i in range(2)], now)
     (gave_up,) = await store.inbox_claim("w-seed", 1, 30, now)
-    await store.inbox_dead(gave_up.id, "seeded: gave up", now)
+    await store.inbox_dead(gave_up.id, gave_up.attempts, "seeded: gave up", now)
 
 
 # -- checks -----------------------------------------------------------------------------

@@ -225,8 +225,8 @@ async def test_inbox_claim__leases_due_events_in_order(store: Store) -> None:
 async def test_inbox_retry_and_dead_and_requeue(store: Store) -> None:
     await store.inbox_put([event("e1"), event("e2")], NOW)
     e1, e2 = await store.inbox_claim("w1", 10, 30, NOW)
-    await store.inbox_retry(e1.id, NOW + timedelta(seconds=10), "boom", NOW)
-    await store.inbox_dead(e2.id, "gave up", NOW)
+    assert await store.inbox_retry(e1.id, 1, NOW + timedelta(seconds=10), "boom", NOW)
+    assert await store.inbox_dead(e2.id, 1, "gave up", NOW)
     assert await store.inbox_claim("w1", 10, 30, NOW + timedelta(seconds=5)) == []
     (back,) = await store.inbox_claim("w1", 10, 30, NOW + timedelta(seconds=10))
     assert (back.event_id, back.last_error) == ("e1", "boom")
@@ -240,7 +240,7 @@ async def test_inbox_retry_and_dead_and_requeue(store: Store) -> None:
 async def test_inbox_finish__plain_result_and_purge(store: Store) -> None:
     await store.inbox_put([event("e1", kind="inbound", status=None)], NOW)
     (item,) = await store.inbox_claim("w1", 10, 30, NOW)
-    assert await store.inbox_finish(item.id, "forwarded", NOW) == "forwarded"
+    assert await store.inbox_finish(item.id, 1, "forwarded", NOW) == "forwarded"
     (done,) = await store.inbox_list("done", "twilio", 10)
     assert (done.state, done.result) == ("done", "forwarded")
     assert await store.inbox_claim("w1", 10, 30, NOW + timedelta(hours=1)) == []
@@ -266,7 +266,7 @@ def receipt(mid: str, status: str, **kw: object) -> Receipt:
 
 async def finish(store: Store, r: Receipt) -> str:
     (item,) = await store.inbox_claim("w1", 1, 30, NOW)
-    return await store.inbox_finish(item.id, "", NOW, r)
+    return await store.inbox_finish(item.id, item.attempts, "", NOW, r)
 
 
 async def test_receipts__move_a_sent_message_forward_only(store: Store) -> None:
@@ -319,3 +319,22 @@ async def test_receipts__a_final_message_keeps_its_status(store: Store) -> None:
     assert await finish(store, receipt(mid, "delivered")) == "stale"
     assert (await store.message_get(mid)).status is Status.CANCELLED
     assert len(await store.receipt_list(mid)) == 1
+
+
+async def test_inbox__a_claim_whose_lease_ran_out_cannot_write_back(store: Store) -> None:
+    mid = await sent_message(store)
+    await store.inbox_put([event("e1"), event("e2"), event("e3")], NOW)
+    first = await store.inbox_claim("slow", 10, 30, NOW)
+    later = NOW + timedelta(seconds=31)
+    second = {i.event_id: i for i in await store.inbox_claim("fast", 10, 30, later)}
+    old = {i.event_id: i for i in first}
+    # the slow projector comes back after its lease: every write-back is refused
+    assert await store.inbox_finish(old["e1"].id, 1, "", later, receipt(mid, "delivered")) == "lost"
+    assert await store.inbox_retry(old["e2"].id, 1, later, "late", later) is False
+    assert await store.inbox_dead(old["e3"].id, 1, "late", later) is False
+    assert await store.receipt_list(mid) == []
+    # the current claim applies it, once
+    done = await store.inbox_finish(second["e1"].id, 2, "", later, receipt(mid, "delivered"))
+    assert done == "applied"
+    assert len(await store.receipt_list(mid)) == 1
+    assert await store.inbox_counts() == {"pending": 2, "done": 1}

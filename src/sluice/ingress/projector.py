@@ -121,7 +121,7 @@ class Projector:
         now = self.clock.now()
         if item.kind == "receipt":
             if not item.message_id or not item.status:
-                return await self.store.inbox_finish(item.id, "unmatched", now)
+                return await self.store.inbox_finish(item.id, item.attempts, "unmatched", now)
             receipt = Receipt(
                 message_id=item.message_id,
                 provider=item.provider,
@@ -131,7 +131,7 @@ class Projector:
                 error_code=item.error_code,
                 detail=item.detail,
             )
-            result = await self.store.inbox_finish(item.id, "", now, receipt)
+            result = await self.store.inbox_finish(item.id, item.attempts, "", now, receipt)
             if result == "not_ready":
                 raise _NotYet(f"message {item.message_id} has no sending outcome yet")
             return result
@@ -142,7 +142,7 @@ class Projector:
                 f"tenant {tenant!r} has no inbound_url: set [tenants.{tenant}] in sluice.toml"
             )
         (mid,) = await self.store.enqueue_many([inbound_message(item, tenant, url)])
-        return await self.store.inbox_finish(item.id, f"forwarded {mid}", now)
+        return await self.store.inbox_finish(item.id, item.attempts, f"forwarded {mid}", now)
 
     async def _tenant(self, item: InboxItem) -> str:
         if item.message_id:
@@ -162,12 +162,14 @@ class Projector:
     async def _failed(self, item: InboxItem, error: str) -> None:
         now = self.clock.now()
         if item.attempts >= self.settings.projector_max_attempts:
-            await self.store.inbox_dead(item.id, error, now)
+            await self.store.inbox_dead(item.id, item.attempts, error, now)
             self.counts["dead"] += 1
             self.log.error("inbox event dead", event_id=item.event_id, provider=item.provider,
                            attempts=item.attempts, error=error)  # fmt: skip
             return
         # Full jitter over 1 s, 2 s, 4 s … capped at 5 minutes.
         delay = random.uniform(0, min(300.0, 2.0 ** (item.attempts - 1)))
-        await self.store.inbox_retry(item.id, now + timedelta(seconds=delay), error, now)
+        await self.store.inbox_retry(
+            item.id, item.attempts, now + timedelta(seconds=delay), error, now
+        )
         self.counts["retried"] += 1

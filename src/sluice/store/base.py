@@ -738,20 +738,32 @@ class Store(Protocol):
         ...
 
     async def inbox_finish(
-        self, item_id: int, result: str, now: datetime, receipt: Receipt | None = None
+        self,
+        item_id: int,
+        attempt: int,
+        result: str,
+        now: datetime,
+        receipt: Receipt | None = None,
     ) -> str:
         """Mark an event done with ``result`` — applying ``receipt`` in the same
         transaction when given. With a receipt the answer is ``applied`` (the message
-        moved on), ``stale`` (recorded; the message is already further along or final)
-        or ``not_ready`` (the message is not ``sent`` yet: nothing changed, not done)."""
+        moved on), ``stale`` (recorded; the message is already further along or final),
+        ``unmatched`` (no such message) or ``not_ready`` (the message is not ``sent``
+        yet: nothing changed, not done).
+
+        ``attempt`` is the claim's ``attempts``: only that claim may finish the event.
+        When the lease ran out and another projector claimed it since, nothing is
+        written and the answer is ``lost``."""
         ...
 
-    async def inbox_retry(self, item_id: int, run_at: datetime, error: str, now: datetime) -> None:
-        """Give a leased event back, due again at ``run_at``."""
+    async def inbox_retry(
+        self, item_id: int, attempt: int, run_at: datetime, error: str, now: datetime
+    ) -> bool:
+        """Give a leased event back, due again at ``run_at``; False if the claim was lost."""
         ...
 
-    async def inbox_dead(self, item_id: int, error: str, now: datetime) -> None:
-        """Retries are spent: the event waits for an operator."""
+    async def inbox_dead(self, item_id: int, attempt: int, error: str, now: datetime) -> bool:
+        """Retries are spent: the event waits for an operator; False if the claim was lost."""
         ...
 
     async def inbox_list(

@@ -1102,37 +1102,34 @@ class PostgresStore:
         return sorted((InboxItem(*r) for r in rows), key=lambda i: i.id)
 
     async def inbox_finish(
-        self, item_id: int, result: str, now: datetime, receipt: Receipt | None = None
+        self,
+        item_id: int,
+        attempt: int,
+        result: str,
+        now: datetime,
+        receipt: Receipt | None = None,
     ) -> str:
+        claim = {"id": item_id, "attempt": attempt}
         async with self._conn() as conn, conn.transaction():
+            cur = await conn.execute(Q["inbox_hold"], claim)
+            if await cur.fetchone() is None:
+                return "lost"
             if receipt is not None:
-                try:
-                    mid = str(uuid.UUID(receipt.message_id))
-                except ValueError:
-                    mid = None
-                cur = await conn.execute(Q["receipt_target"], {"id": mid}) if mid else None
-                row = await cur.fetchone() if cur else None
-                if row is None:
-                    result = "unmatched"
-                else:
-                    current = Status(row[0])
-                    if current in NOT_READY:
-                        return "not_ready"
-                    await conn.execute(Q["receipt_insert"], _receipt_params(receipt, item_id))
-                    target = advance(current, receipt.status)
-                    result = "applied" if target else "stale"
-                    if target:
-                        await conn.execute(
-                            Q["receipt_advance"], _advance_params(receipt, target, now)
-                        )
-            await conn.execute(Q["inbox_done"], {"id": item_id, "result": result, "now": now})
+                result = await _apply_receipt(conn, receipt, item_id, now)
+                if result == "not_ready":
+                    return result
+            await conn.execute(Q["inbox_done"], {**claim, "result": result, "now": now})
         return result
 
-    async def inbox_retry(self, item_id: int, run_at: datetime, error: str, now: datetime) -> None:
-        await self._fetch("inbox_retry", {"id": item_id, "run_at": run_at, "error": error[:2000]})
+    async def inbox_retry(
+        self, item_id: int, attempt: int, run_at: datetime, error: str, now: datetime
+    ) -> bool:
+        params = {"id": item_id, "attempt": attempt, "run_at": run_at, "error": error[:2000]}
+        return bool(await self._fetch("inbox_retry", params))
 
-    async def inbox_dead(self, item_id: int, error: str, now: datetime) -> None:
-        await self._fetch("inbox_dead", {"id": item_id, "error": error[:2000], "now": now})
+    async def inbox_dead(self, item_id: int, attempt: int, error: str, now: datetime) -> bool:
+        params = {"id": item_id, "attempt": attempt, "error": error[:2000], "now": now}
+        return bool(await self._fetch("inbox_dead", params))
 
     async def inbox_list(
         self, state: str | None, provider: str | None, limit: int
@@ -1164,6 +1161,29 @@ class PostgresStore:
     async def receipt_list(self, message_id: str) -> list[Receipt]:
         rows = await self._fetch("receipt_list", {"id": _uuid_text(message_id)})
         return [Receipt(*r) for r in rows]
+
+
+async def _apply_receipt(
+    conn: psycopg.AsyncConnection[TupleRow], receipt: Receipt, item_id: int, now: datetime
+) -> str:
+    """Record ``receipt`` and move its message forward if it ranks higher; the result."""
+    try:
+        mid = str(uuid.UUID(receipt.message_id))
+    except ValueError:
+        return "unmatched"
+    cur = await conn.execute(Q["receipt_target"], {"id": mid})
+    row = await cur.fetchone()
+    if row is None:
+        return "unmatched"
+    current = Status(row[0])
+    if current in NOT_READY:
+        return "not_ready"
+    await conn.execute(Q["receipt_insert"], _receipt_params(receipt, item_id))
+    target = advance(current, receipt.status)
+    if target is None:
+        return "stale"
+    await conn.execute(Q["receipt_advance"], _advance_params(receipt, target, now))
+    return "applied"
 
 
 def _full_message(r: TupleRow) -> Message:

@@ -1375,13 +1375,21 @@ class SqliteStore:
         return sorted((_inbox_item(r) for r in await self._run(claim)), key=lambda i: i.id)
 
     async def inbox_finish(
-        self, item_id: int, result: str, now: datetime, receipt: Receipt | None = None
+        self,
+        item_id: int,
+        attempt: int,
+        result: str,
+        now: datetime,
+        receipt: Receipt | None = None,
     ) -> str:
         t = now.timestamp()
+        claim = {"id": item_id, "attempt": attempt}
 
         def finish(db: sqlite3.Connection) -> str:
             outcome = result
             with _write(db):
+                if db.execute(Q["inbox_hold"], claim).fetchone() is None:
+                    return "lost"
                 if receipt is not None:
                     mid = _uuid_or_none(receipt.message_id)
                     row = db.execute(Q["receipt_target"], {"id": mid}).fetchone() if mid else None
@@ -1398,28 +1406,31 @@ class SqliteStore:
                             db.execute(
                                 Q["receipt_advance"], _advance_params(receipt, mid, target, t)
                             )
-                db.execute(Q["inbox_done"], {"id": item_id, "result": outcome, "now": t})
+                db.execute(Q["inbox_done"], {**claim, "result": outcome, "now": t})
             return outcome
 
         return await self._run(finish)
 
-    async def inbox_retry(self, item_id: int, run_at: datetime, error: str, now: datetime) -> None:
-        params = {"id": item_id, "run_at": run_at.timestamp(), "error": error[:2000]}
+    async def inbox_retry(
+        self, item_id: int, attempt: int, run_at: datetime, error: str, now: datetime
+    ) -> bool:
+        params = {"id": item_id, "attempt": attempt, "run_at": run_at.timestamp(),
+                  "error": error[:2000]}  # fmt: skip
 
-        def retry(db: sqlite3.Connection) -> None:
+        def retry(db: sqlite3.Connection) -> bool:
             with _write(db):
-                db.execute(Q["inbox_retry"], params)
+                return db.execute(Q["inbox_retry"], params).rowcount > 0
 
-        await self._run(retry)
+        return await self._run(retry)
 
-    async def inbox_dead(self, item_id: int, error: str, now: datetime) -> None:
-        params = {"id": item_id, "error": error[:2000], "now": now.timestamp()}
+    async def inbox_dead(self, item_id: int, attempt: int, error: str, now: datetime) -> bool:
+        params = {"id": item_id, "attempt": attempt, "error": error[:2000], "now": now.timestamp()}
 
-        def dead(db: sqlite3.Connection) -> None:
+        def dead(db: sqlite3.Connection) -> bool:
             with _write(db):
-                db.execute(Q["inbox_dead"], params)
+                return db.execute(Q["inbox_dead"], params).rowcount > 0
 
-        await self._run(dead)
+        return await self._run(dead)
 
     async def inbox_list(
         self, state: str | None, provider: str | None, limit: int

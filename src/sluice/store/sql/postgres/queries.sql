@@ -663,20 +663,28 @@ RETURNING b.id, b.provider, b.event_id, b.kind, b.status, b.message_id, b.provid
           b.occurred_at, b.error_code, b.detail, b.address, b.data, b.received_at, b.state,
           b.attempts, b.last_error, b.result
 
+-- name: inbox_hold
+-- The claim still stands (its attempt number is the latest) and holds the row until commit.
+SELECT id FROM sluice_inbox
+WHERE id = %(id)s AND attempts = %(attempt)s AND state = 'pending'
+FOR UPDATE
+
 -- name: inbox_done
 UPDATE sluice_inbox
 SET state = 'done', result = %(result)s, done_at = %(now)s, lease_until = NULL
-WHERE id = %(id)s
+WHERE id = %(id)s AND attempts = %(attempt)s AND state = 'pending'
 
 -- name: inbox_retry
 UPDATE sluice_inbox
 SET run_at = %(run_at)s, last_error = %(error)s, lease_until = NULL
-WHERE id = %(id)s AND state = 'pending'
+WHERE id = %(id)s AND attempts = %(attempt)s AND state = 'pending'
+RETURNING id
 
 -- name: inbox_dead
 UPDATE sluice_inbox
 SET state = 'dead', last_error = %(error)s, lease_until = NULL, done_at = %(now)s
-WHERE id = %(id)s AND state = 'pending'
+WHERE id = %(id)s AND attempts = %(attempt)s AND state = 'pending'
+RETURNING id
 
 -- name: inbox_list
 SELECT id, provider, event_id, kind, status, message_id, provider_message_id, occurred_at,

@@ -492,20 +492,23 @@ WHERE id IN (
 RETURNING id, provider, event_id, kind, status, message_id, provider_message_id, occurred_at,
           error_code, detail, address, data, received_at, state, attempts, last_error, result
 
+-- name: inbox_hold
+SELECT id FROM sluice_inbox WHERE id = :id AND attempts = :attempt AND state = 'pending'
+
 -- name: inbox_done
 UPDATE sluice_inbox
 SET state = 'done', result = :result, done_at = :now, lease_until = NULL
-WHERE id = :id
+WHERE id = :id AND attempts = :attempt AND state = 'pending'
 
 -- name: inbox_retry
 UPDATE sluice_inbox
 SET run_at = :run_at, last_error = :error, lease_until = NULL
-WHERE id = :id AND state = 'pending'
+WHERE id = :id AND attempts = :attempt AND state = 'pending'
 
 -- name: inbox_dead
 UPDATE sluice_inbox
 SET state = 'dead', last_error = :error, lease_until = NULL, done_at = :now
-WHERE id = :id AND state = 'pending'
+WHERE id = :id AND attempts = :attempt AND state = 'pending'
 
 -- name: inbox_list
 SELECT id, provider, event_id, kind, status, message_id, provider_message_id, occurred_at,
