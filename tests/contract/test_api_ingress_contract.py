@@ -199,7 +199,9 @@ async def test_inbox_put__dedupes_on_provider_and_event_id(store: Store) -> None
     assert await store.inbox_put([event("e1"), event("e3")], NOW) == [False, True]
     assert await store.inbox_put([event("e1", provider="sendgrid")], NOW) == [True]
     assert await store.inbox_put([event("e9"), event("e9")], NOW) == [True, False]
-    assert await store.inbox_counts() == {"pending": 5}
+    both = [event("e7", provider="sendgrid"), event("e7", provider="whatsapp"), event("e1")]
+    assert await store.inbox_put(both, NOW) == [True, True, False]
+    assert await store.inbox_counts() == {"pending": 7}
 
 
 async def test_inbox_put__concurrent_replays_store_once(store: Store) -> None:

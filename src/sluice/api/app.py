@@ -94,6 +94,7 @@ def create_app(
             store = await open_store(settings.database_url, settings, create=False)
         app.state.store = store
         app.state.keys = KeyCache(store)
+        app.state.inbox = ingress.InboxWriter(store)
         sweeper = asyncio.create_task(_sweep(app), name="sluice-api-sweep")
         try:
             yield
@@ -116,6 +117,7 @@ def create_app(
     if store is not None:  # tests hand in an open store and may skip the lifespan
         app.state.store = store
         app.state.keys = KeyCache(store)
+        app.state.inbox = ingress.InboxWriter(store)
     problems.install(app)
     app.include_router(messages.router)
     app.include_router(operator.router)

@@ -1084,12 +1084,13 @@ class PostgresStore:
         rows = await self._fetch(
             "inbox_put", {"now": now, "batch": json.dumps(batch, separators=(",", ":"))}
         )
-        fresh = {r[0] for r in rows}
-        seen: set[str] = set()
+        fresh = {(r[0], r[1]) for r in rows}
+        seen: set[tuple[str, str]] = set()
         out = []
-        for i in items:  # a request repeating an event id stores it once
-            out.append(i.event_id in fresh and i.event_id not in seen)
-            seen.add(i.event_id)
+        for i in items:  # a batch repeating an event stores it once: the first one is new
+            key = (i.provider, i.event_id)
+            out.append(key in fresh and key not in seen)
+            seen.add(key)
         return out
 
     async def inbox_claim(

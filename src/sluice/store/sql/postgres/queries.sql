@@ -645,7 +645,7 @@ FROM jsonb_to_recordset(%(batch)s::jsonb) AS x(
     provider_message_id text, occurred_at timestamptz, error_code text, detail text,
     address text, data jsonb)
 ON CONFLICT (provider, event_id) DO NOTHING
-RETURNING event_id
+RETURNING provider, event_id
 
 -- name: inbox_claim
 WITH due AS (
