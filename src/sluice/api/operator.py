@@ -36,8 +36,8 @@ def _aware(value: datetime | None, field: str) -> datetime | None:
     return value
 
 
-class Selection(BaseModel):
-    """Which messages an act applies to (all fields optional: together they narrow)."""
+class ScopeIn(BaseModel):
+    """A scope: any combination of tenant, channel, provider and action (none: all)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -45,6 +45,14 @@ class Selection(BaseModel):
     channel: Text | None = Field(None, min_length=1, max_length=64)
     provider: Text | None = Field(None, min_length=1, max_length=64)
     action: Text | None = Field(None, min_length=1, max_length=128)
+
+    def scope(self) -> Scope:
+        return Scope.of(self.tenant, self.channel, self.provider, self.action)
+
+
+class Selection(ScopeIn):
+    """Which messages an act applies to (all fields optional: together they narrow)."""
+
     error_code: Text | None = Field(None, min_length=1, max_length=64)
     since: datetime | None = None
     limit: int | None = Field(None, ge=1, le=100_000)
@@ -65,13 +73,7 @@ class HeldSelection(Selection):
     contains: Text | None = Field(None, min_length=1, max_length=200)
 
 
-class ControlIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    tenant: Text | None = Field(None, min_length=1, max_length=128)
-    channel: Text | None = Field(None, min_length=1, max_length=64)
-    provider: Text | None = Field(None, min_length=1, max_length=64)
-    action: Text | None = Field(None, min_length=1, max_length=128)
+class ControlIn(ScopeIn):
     mode: Mode
     reason: Text = Field(min_length=1, max_length=1000)
     #: Seconds until the control reverts by itself.
@@ -81,13 +83,7 @@ class ControlIn(BaseModel):
     timeout: float = Field(10.0, gt=0, le=60)
 
 
-class ControlClearIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    tenant: Text | None = Field(None, min_length=1, max_length=128)
-    channel: Text | None = Field(None, min_length=1, max_length=64)
-    provider: Text | None = Field(None, min_length=1, max_length=64)
-    action: Text | None = Field(None, min_length=1, max_length=128)
+class ControlClearIn(ScopeIn):
     reason: Text = Field(min_length=1, max_length=1000)
     #: Put the messages this control held back in the queue.
     release: bool = True
@@ -204,7 +200,7 @@ async def controls_set(body: ControlIn, who: Operator, request: Request) -> Any:
     once every live worker has applied it — the ``ack`` names any that did not."""
     state = request.app.state
     change = await ops.control_set(
-        state.store, Scope.of(body.tenant, body.channel, body.provider, body.action), body.mode,
+        state.store, body.scope(), body.mode,
         actor=who.actor, reason=body.reason, expires_in=body.expires_in, wait=body.wait,
         timeout=body.timeout, clock=state.clock,
     )  # fmt: skip
@@ -216,7 +212,7 @@ async def controls_clear(body: ControlClearIn, who: Operator, request: Request) 
     """Remove a scope's control (``sluice resume``), releasing what it held."""
     state = request.app.state
     change = await ops.control_clear(
-        state.store, Scope.of(body.tenant, body.channel, body.provider, body.action),
+        state.store, body.scope(),
         actor=who.actor, reason=body.reason, release=body.release, wait=body.wait,
         timeout=body.timeout, clock=state.clock,
     )  # fmt: skip
