@@ -92,9 +92,13 @@ class Scope:
             value = getattr(self, name)
             if not isinstance(value, str):
                 raise ValidationError(name, f"must be text, not {type(value).__name__}")
-            if value != value.strip() or len(value) > 200 or "\x00" in value:
+            if len(value) > 200:
+                raise ValidationError(name, "must be at most 200 characters")
+            if "\x00" in value:
+                raise ValidationError(name, "must not contain NUL characters")
+            if value != value.strip():
                 raise ValidationError(
-                    name, f"{value!r} must be at most 200 characters without surrounding spaces"
+                    name, f"{value!r} must not start or end with whitespace (or control characters)"
                 )
 
     @classmethod
