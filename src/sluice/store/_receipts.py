@@ -8,8 +8,9 @@ final status is the same whatever order the provider's webhooks arrived in.
 from __future__ import annotations
 
 from sluice.model import Status
+from sluice.store.base import Receipt
 
-__all__ = ["NOT_READY", "advance"]
+__all__ = ["NOT_READY", "advance", "failure_of"]
 
 #: The message has no outcome yet (queued, sending, held): the receipt must wait.
 NOT_READY = frozenset({Status.QUEUED, Status.SENDING, Status.HELD})
@@ -38,3 +39,14 @@ def advance(current: Status, receipt_status: str) -> Status | None:
     if target is None or current not in _RANK:
         return None
     return target if _RANK[target] > _RANK[current] else None
+
+
+def failure_of(receipt: Receipt, target: Status) -> tuple[str | None, str | None]:
+    """``(last_error_code, last_error)`` a receipt writes on its message: set when it
+    bounced (the provider's code and words), ``(None, None)`` (keep them) otherwise."""
+    if target is not Status.BOUNCED:
+        return None, None
+    return (
+        receipt.error_code or receipt.status,
+        receipt.detail or f"provider reported {receipt.status}",
+    )

@@ -255,6 +255,21 @@ class IdemClaim:
     status_code: int | None = None
     response: str | None = None
 
+    @classmethod
+    def of_row(cls, row: Sequence[Any] | None, fingerprint: str) -> IdemClaim:
+        """Read a store's answer: ``("new", …)`` when the key was taken, else the row
+        found (state, fingerprint, status_code, response); None when a release raced."""
+        if row is None:
+            return cls("busy")
+        state, stored, status_code, response = row
+        if state == "new":
+            return cls("new")
+        if stored != fingerprint:
+            return cls("mismatch")
+        if state == "running":
+            return cls("busy")
+        return cls("replay", status_code, response)
+
 
 @dataclass(frozen=True, slots=True)
 class InboxItem:

@@ -29,7 +29,7 @@ from sluice.model import Attempt, AttemptOutcome, Completion, Message, NewMessag
 from sluice.store import _enqueue
 from sluice.store._audit import insert_params, seal
 from sluice.store._queries import load_queries, migrations
-from sluice.store._receipts import NOT_READY, advance
+from sluice.store._receipts import NOT_READY, advance, failure_of
 from sluice.store.base import (
     ApiKey,
     AuditEntry,
@@ -1043,7 +1043,7 @@ class PostgresStore:
                 "forget_before": now - timedelta(seconds=window_seconds),
             },
         )
-        return _idem_claim(rows[0] if rows else None, fingerprint)
+        return IdemClaim.of_row(rows[0] if rows else None, fingerprint)
 
     async def idem_finish(
         self, scope: str, key: str, status_code: int, response: str, now: datetime
@@ -1183,7 +1183,11 @@ async def _apply_receipt(
     target = advance(current, receipt.status)
     if target is None:
         return "stale"
-    await conn.execute(Q["receipt_advance"], _advance_params(receipt, target, now))
+    error_code, error = failure_of(receipt, target)
+    await conn.execute(
+        Q["receipt_advance"],
+        {"id": mid, "status": target.value, "now": now, "error_code": error_code, "error": error},
+    )
     return "applied"
 
 
@@ -1195,33 +1199,8 @@ def _full_message(r: TupleRow) -> Message:
     return msg
 
 
-def _idem_claim(row: Sequence[Any] | None, fingerprint: str) -> IdemClaim:
-    """Read ``idem_begin``'s row: (state, fingerprint, status_code, response)."""
-    if row is None:  # deleted between the insert and the read: a release raced us
-        return IdemClaim("busy")
-    state, stored, status_code, response = row
-    if state == "new":
-        return IdemClaim("new")
-    if stored != fingerprint:
-        return IdemClaim("mismatch")
-    if state == "running":
-        return IdemClaim("busy")
-    return IdemClaim("replay", status_code, response)
-
-
 def _receipt_params(receipt: Receipt, inbox_id: int) -> dict[str, Any]:
     return {**dataclasses.asdict(receipt), "inbox_id": inbox_id}
-
-
-def _advance_params(receipt: Receipt, target: Status, now: datetime) -> dict[str, Any]:
-    failed = target is Status.BOUNCED
-    return {
-        "id": receipt.message_id,
-        "status": target.value,
-        "now": now,
-        "error_code": (receipt.error_code or receipt.status) if failed else None,
-        "error": (receipt.detail or f"provider reported {receipt.status}") if failed else None,
-    }
 
 
 def _completion_row(c: Completion) -> dict[str, Any]:

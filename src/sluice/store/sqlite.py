@@ -33,7 +33,7 @@ from sluice.model import Attempt, AttemptOutcome, Completion, Message, NewMessag
 from sluice.store import _enqueue
 from sluice.store._audit import insert_params, seal
 from sluice.store._queries import load_queries, migrations
-from sluice.store._receipts import NOT_READY, advance
+from sluice.store._receipts import NOT_READY, advance, failure_of
 from sluice.store.base import (
     ApiKey,
     AuditEntry,
@@ -1296,7 +1296,7 @@ class SqliteStore:
                     forgotten = created_at < forget_before
                     abandoned = state == "running" and locked_until < t and stored == fingerprint
                     if not (forgotten or abandoned):
-                        return _idem_claim((state, stored, status_code, response), fingerprint)
+                        return IdemClaim.of_row((state, stored, status_code, response), fingerprint)
                 db.execute(Q["idem_take"], params)
                 return IdemClaim("new")
 
@@ -1403,9 +1403,12 @@ class SqliteStore:
                         target = advance(current, receipt.status)
                         outcome = "applied" if target else "stale"
                         if target:
+                            code, error = failure_of(receipt, target)
                             db.execute(
-                                Q["receipt_advance"], _advance_params(receipt, mid, target, t)
-                            )
+                                Q["receipt_advance"],
+                                {"id": mid, "status": target.value, "now": t,
+                                 "error_code": code, "error": error},
+                            )  # fmt: skip
                 db.execute(Q["inbox_done"], {**claim, "result": outcome, "now": t})
             return outcome
 
@@ -1524,20 +1527,6 @@ def _api_key(r: Sequence[Any]) -> ApiKey:
     )
 
 
-def _idem_claim(row: Sequence[Any] | None, fingerprint: str) -> IdemClaim:
-    """What a row nobody may take answers: (state, fingerprint, status_code, response)."""
-    if row is None:
-        return IdemClaim("busy")
-    state, stored, status_code, response = row
-    if state == "new":
-        return IdemClaim("new")
-    if stored != fingerprint:
-        return IdemClaim("mismatch")
-    if state == "running":
-        return IdemClaim("busy")
-    return IdemClaim("replay", status_code, response)
-
-
 def _inbox_item(r: Sequence[Any]) -> InboxItem:
     return InboxItem(
         id=r[0],
@@ -1570,19 +1559,6 @@ def _receipt_params(receipt: Receipt, message_id: str, inbox_id: int) -> dict[st
         "error_code": receipt.error_code,
         "detail": receipt.detail,
         "inbox_id": inbox_id,
-    }
-
-
-def _advance_params(
-    receipt: Receipt, message_id: str, target: Status, now: float
-) -> dict[str, Any]:
-    failed = target is Status.BOUNCED
-    return {
-        "id": message_id,
-        "status": target.value,
-        "now": now,
-        "error_code": (receipt.error_code or receipt.status) if failed else None,
-        "error": (receipt.detail or f"provider reported {receipt.status}") if failed else None,
     }
 
 
