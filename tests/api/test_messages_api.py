@@ -304,3 +304,12 @@ async def test_post__values_no_store_can_hold_are_422_and_store_nothing(api: Api
     listed = await api.client.get("/v1/messages", params={"action": "\x00"}, headers=api.acme)
     assert listed.status_code == 422 and listed.json()["field"] == "action"
     assert await count(api) == 0
+
+
+async def test_list__a_since_without_time_zone_is_422(api: Api) -> None:
+    for path, headers in (("/v1/messages", api.acme), ("/v1/dlq", api.ops)):
+        r = await api.client.get(path, params={"since": "2026-01-01T00:00:00"}, headers=headers)
+        assert r.status_code == 422 and r.json()["field"] == "since", (path, r.text)
+    ok = await api.client.get("/v1/messages", params={"since": "2026-01-01T00:00:00Z"},
+                              headers=api.acme)  # fmt: skip
+    assert ok.status_code == 200

@@ -5,15 +5,13 @@ Every act is audited with the key's name as the actor (``api:<name>``).
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from sluice import ops
 from sluice.api.auth import Operator
-from sluice.api.problems import Problem
 from sluice.api.schemas import PROBLEMS, Text
 from sluice.flow.controls import Mode, Scope
 from sluice.ops import inbox
@@ -26,14 +24,6 @@ __all__ = ["router"]
 router = APIRouter(prefix="/v1", tags=["operator"], responses=PROBLEMS)
 
 _Name = Annotated[Text | None, Query(min_length=1, max_length=128)]
-
-
-def _aware(value: datetime | None, field: str) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        raise Problem(
-            422, f"{field}: must carry a time zone (e.g. Z)", field=field, kind="validation"
-        )
-    return value
 
 
 class ScopeIn(BaseModel):
@@ -54,7 +44,7 @@ class Selection(ScopeIn):
     """Which messages an act applies to (all fields optional: together they narrow)."""
 
     error_code: Text | None = Field(None, min_length=1, max_length=64)
-    since: datetime | None = None
+    since: AwareDatetime | None = None
     limit: int | None = Field(None, ge=1, le=100_000)
     dry_run: bool = False
     reason: Text | None = Field(None, max_length=1000)
@@ -63,7 +53,7 @@ class Selection(ScopeIn):
         return MessageFilter(
             tenant=self.tenant, channel=self.channel, provider=self.provider,
             action=self.action, error_code=self.error_code,
-            since=_aware(self.since, "since"), limit=self.limit, reason=contains,
+            since=self.since, limit=self.limit, reason=contains,
         )  # fmt: skip
 
 
@@ -128,12 +118,12 @@ async def dlq_list(
     provider: _Name = None,
     action: _Name = None,
     error_code: _Name = None,
-    since: datetime | None = None,
+    since: AwareDatetime | None = None,
 ) -> Any:
     """Dead letters grouped by channel and error code."""
     flt = MessageFilter(
         tenant=tenant, channel=channel, provider=provider, action=action,
-        error_code=error_code, since=_aware(since, "since"),
+        error_code=error_code, since=since,
     )  # fmt: skip
     return jsonable(await ops.dlq_list(request.app.state.store, flt))
 
