@@ -866,7 +866,10 @@ app.add_typer(inbox_app, name="inbox")
 @inbox_app.command("list")
 def inbox_list(
     state: Annotated[
-        str | None, typer.Option(help="pending, done or dead (what waits for you).")
+        str | None,
+        typer.Option(
+            help="pending, done, dead (what waits for you) or rejected (refused: tenancy)."
+        ),
     ] = None,
     provider: Provider = None,
     limit: Annotated[int, typer.Option(help="Most events to show.")] = 50,

@@ -64,14 +64,27 @@ def projector(api: Api, config: IngressConfig, **kw: object) -> Projector:
     return Projector(api.store, settings, config, worker_id="p1")
 
 
-async def sent_message(store: Store, tenant: str = "acme") -> str:
+CHANNELS = {"twilio": "sms", "sendgrid": "email", "whatsapp": "whatsapp", "webhook": "webhook",
+            "null": "sms"}  # fmt: skip
+RECIPIENTS = {"sms": "+15550001111", "whatsapp": "+15550001111", "email": "a@example.com",
+              "webhook": "https://hooks.example.com/x"}  # fmt: skip
+
+
+async def sent_message(
+    store: Store, tenant: str = "acme", provider: str = "twilio", provider_message_id: str = "SM1"
+) -> str:
+    """A message sent through ``provider``, which answered with ``provider_message_id``."""
+    channel = CHANNELS[provider]
     (mid,) = await store.enqueue_many(
-        [NewMessage(tenant=tenant, channel="sms", provider="null", recipient="+15550001111")]
-    )
+        [NewMessage(tenant=tenant, channel=channel, provider=provider,
+                    recipient=RECIPIENTS[channel])]
+    )  # fmt: skip
     now = datetime.now(UTC)
     (claimed,) = await store.message_claim("w1", 1, 30, now)
-    attempt = Attempt(mid, 1, "w1", "null", now, now, AttemptOutcome.SENT)
-    done = Completion(mid, claimed.claim_seq, "w1", Status.SENT, attempt, provider_message_id="SM1")
+    attempt = Attempt(mid, 1, "w1", provider, now, now, AttemptOutcome.SENT)
+    done = Completion(
+        mid, claimed.claim_seq, "w1", Status.SENT, attempt, provider_message_id=provider_message_id
+    )
     await store.message_complete_many("w1", [done], now)
     return mid
 
@@ -162,7 +175,7 @@ async def test_twilio__bad_signatures_are_401_and_store_nothing(api: Api) -> Non
 async def test_sendgrid__a_signed_batch_stores_each_event(
     api: Api, ingress_config: IngressConfig
 ) -> None:
-    mid = await sent_message(api.store)
+    mid = await sent_message(api.store, provider="sendgrid", provider_message_id="abc")
     base = {"email": "a@example.com", "sg_message_id": "abc.filter1", "sluice_message_id": mid}
     events = [
         {**base, "event": "delivered", "sg_event_id": "ev1", "timestamp": 1_700_000_000},
@@ -205,7 +218,7 @@ async def test_whatsapp__handshake_and_signed_statuses(
         params={"hub.mode": "subscribe", "hub.verify_token": "guess", "hub.challenge": "1"},
     )
     assert no.status_code == 403
-    mid = await sent_message(api.store)
+    mid = await sent_message(api.store, provider="whatsapp", provider_message_id="wamid.1")
     value = {
         "messaging_product": "whatsapp",
         "metadata": {"display_phone_number": "15550009999", "phone_number_id": "106540352242922"},
@@ -254,13 +267,14 @@ async def test_replay__five_concurrent_deliveries_are_processed_once(
     api: Api, ingress_config: IngressConfig
 ) -> None:
     mid = await sent_message(api.store)
+    email = await sent_message(api.store, provider="sendgrid", provider_message_id="abc")
     requests = [status_callback(mid, "delivered"), status_callback(mid, "read")]
     inbound = twilio_request(
         {"MessageSid": "SMin1", "SmsStatus": "received", "Body": "STOP", "From": "+15551230000",
          "To": "+15550009999"}
     )  # fmt: skip
     sg_body, sg_headers = sendgrid_request(
-        [{"event": "delivered", "sg_event_id": "evX", "sluice_message_id": mid,
+        [{"event": "delivered", "sg_event_id": "evX", "sluice_message_id": email,
           "sg_message_id": "abc", "timestamp": 1_700_000_000}]
     )  # fmt: skip
     calls = []
@@ -275,8 +289,10 @@ async def test_replay__five_concurrent_deliveries_are_processed_once(
     assert await api.store.inbox_counts() == {"pending": 4}
     p = projector(api, ingress_config)
     await asyncio.gather(p.drain(), projector(api, ingress_config).drain())
-    assert len(await api.store.receipt_list(mid)) == 3
+    assert len(await api.store.receipt_list(mid)) == 2
+    assert len(await api.store.receipt_list(email)) == 1
     assert (await api.store.message_get(mid)).status is Status.READ
+    assert (await api.store.message_get(email)).status is Status.DELIVERED
     from sluice.store import MessageFilter
 
     forwarded = await api.store.message_list(MessageFilter(channel="webhook"), None, None, 10)
@@ -287,7 +303,7 @@ async def test_receipt_before_the_send_is_written_waits_and_then_applies(
     api: Api, ingress_config: IngressConfig
 ) -> None:
     (mid,) = await api.store.enqueue_many(
-        [NewMessage(tenant="acme", channel="sms", provider="null", recipient="+15550001111")]
+        [NewMessage(tenant="acme", channel="sms", provider="twilio", recipient="+15550001111")]
     )
     url, body, headers = status_callback(mid, "delivered")
     assert (await api.client.post(url, content=body, headers=headers)).status_code == 200
@@ -297,9 +313,11 @@ async def test_receipt_before_the_send_is_written_waits_and_then_applies(
     assert item.attempts == 1 and "no sending outcome" in (item.last_error or "")
     now = datetime.now(UTC)
     (claimed,) = await api.store.message_claim("w1", 1, 30, now)
-    attempt = Attempt(mid, 1, "w1", "null", now, now, AttemptOutcome.SENT)
+    attempt = Attempt(mid, 1, "w1", "twilio", now, now, AttemptOutcome.SENT)
     await api.store.message_complete_many(
-        "w1", [Completion(mid, claimed.claim_seq, "w1", Status.SENT, attempt)], now
+        "w1",
+        [Completion(mid, claimed.claim_seq, "w1", Status.SENT, attempt, provider_message_id="SM1")],
+        now,
     )
     # due again after its backoff
     p.clock = type("Later", (), {"now": staticmethod(lambda: now + timedelta(minutes=10))})()  # type: ignore[assignment]

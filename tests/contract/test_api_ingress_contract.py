@@ -204,6 +204,46 @@ async def test_inbox_put__dedupes_on_provider_and_event_id(store: Store) -> None
     assert await store.inbox_counts() == {"pending": 7}
 
 
+async def test_inbox_put__the_source_tenant_is_part_of_the_dedupe_key(store: Store) -> None:
+    """One tenant's account posting an event id first must not make another tenant's
+    real event with that id a duplicate."""
+    assert await store.inbox_put([event("SM1:delivered", source_tenant="acme")], NOW) == [True]
+    assert await store.inbox_put([event("SM1:delivered", source_tenant="globex")], NOW) == [True]
+    assert await store.inbox_put([event("SM1:delivered")], NOW) == [True]
+    again = [event("SM1:delivered", source_tenant="globex"), event("SM1:delivered")]
+    assert await store.inbox_put(again, NOW) == [False, False]
+    tenants = sorted(str(i.source_tenant) for i in await store.inbox_list(None, None, 10))
+    assert tenants == ["None", "acme", "globex"]
+
+
+async def test_inbox_put__refuses_a_non_finite_number_and_stores_nothing(store: Store) -> None:
+    with pytest.raises(ValidationError) as excinfo:
+        await store.inbox_put([event("e1"), event("e2", data={"n": float("inf")})], NOW)
+    assert excinfo.value.field == "data"
+    assert await store.inbox_counts() == {}
+
+
+async def test_inbox_reject__keeps_the_event_as_evidence_and_audits(store: Store) -> None:
+    await store.inbox_put([event("e1", source_tenant="acme")], NOW)
+    (item,) = await store.inbox_claim("w1", 10, 30, NOW)
+    violation = audit("tenancy.violation")
+    why = "names a globex message"
+    assert await store.inbox_reject(item.id, item.attempts, why, NOW, violation)
+    (rejected,) = await store.inbox_list("rejected", None, 10)
+    assert (rejected.state, rejected.last_error, rejected.source_tenant) == (
+        "rejected", "names a globex message", "acme",
+    )  # fmt: skip
+    assert await store.inbox_counts() == {"rejected": 1}
+    assert await store.inbox_claim("w1", 10, 30, NOW + timedelta(hours=1)) == []
+    assert [e.action for e in await store.audit_list()] == ["tenancy.violation"]
+    # a lost claim writes nothing, the audit row included
+    assert not await store.inbox_reject(item.id, item.attempts, "again", NOW, violation)
+    assert len(await store.audit_list()) == 1
+    # never retried by an operator's "retry the dead ones", never purged as done
+    assert await store.inbox_requeue(None, NOW, audit("inbox.retry")) == []
+    assert await store.inbox_purge(NOW + timedelta(days=30)) == 0
+
+
 async def test_inbox_put__concurrent_replays_store_once(store: Store) -> None:
     results = await asyncio.gather(*(store.inbox_put([event("e1")], NOW) for _ in range(5)))
     assert sorted(r[0] for r in results) == [False] * 4 + [True]

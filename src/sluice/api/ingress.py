@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
@@ -24,6 +25,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from sluice.api.problems import Problem
 from sluice.api.schemas import PROBLEMS
+from sluice.errors import StoreUnavailable
 from sluice.ingress.config import IngressSource
 from sluice.ingress.parse import (
     Event,
@@ -99,22 +101,41 @@ class InboxWriter:
                 batch.append(entry)
                 size += len(entry[0])
             try:
-                fresh = await self.store.inbox_put([i for items, _ in batch for i in items], now)
-            except Exception as exc:  # every request of the batch answers with it (503)
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
+                await self._write(batch, now)
             except BaseException:  # cancelled (shutdown): nothing is known to be stored
                 for _, future in self._queue + batch:
-                    future.cancel()
+                    if not future.done():
+                        future.cancel()
                 self._queue.clear()
                 raise
-            at = 0
-            for items, future in batch:
+
+    async def _write(
+        self, batch: list[tuple[list[InboxItem], asyncio.Future[list[bool]]]], now: datetime
+    ) -> None:
+        """One statement for the batch; if the database refuses it, each request alone,
+        so that one request's bad event fails that request and no other."""
+        try:
+            fresh = await self.store.inbox_put([i for items, _ in batch for i in items], now)
+        except StoreUnavailable as exc:  # the database is away: every request gets 503
+            for _, future in batch:
                 if not future.done():
-                    future.set_result(fresh[at : at + len(items)])
-                at += len(items)
+                    future.set_exception(exc)
+            return
+        except Exception as exc:
+            if len(batch) == 1:
+                if not batch[0][1].done():
+                    batch[0][1].set_exception(exc)
+                return
+            log.warning("inbox group write refused; writing its requests one by one",
+                        requests=len(batch), error=str(exc)[:300])  # fmt: skip
+            for entry in batch:
+                await self._write([entry], now)
+            return
+        at = 0
+        for items, future in batch:
+            if not future.done():
+                future.set_result(fresh[at : at + len(items)])
+            at += len(items)
 
 
 class _QuietLog:
@@ -148,29 +169,57 @@ def _source(request: Request, provider: str) -> IngressSource:
 
 def _verify_and_parse(
     source: IngressSource, request: Request, body: bytes, now: datetime
-) -> list[Event]:
+) -> tuple[list[Event], str | None]:
+    """The request's events and the tenant it speaks for (``None``: every tenant), as
+    decided by which group of the source's credentials signed it."""
     headers = request.headers
     if source.kind == "twilio":
         params = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
         url = source.url or str(request.url)
         if source.url and request.url.query:
             url = f"{source.url}?{request.url.query}"
-        verify_twilio(url, params, headers.get("x-twilio-signature"), source.secrets)
-        return parse_twilio(params, dict(request.query_params), dict(headers))
-    if source.kind == "sendgrid":
-        verify_sendgrid(
-            body,
-            headers.get("x-twilio-email-event-webhook-signature"),
-            headers.get("x-twilio-email-event-webhook-timestamp"),
-            source.public_keys,
-            now,
+        tenant = _signer(
+            source,
+            lambda keys: verify_twilio(url, params, headers.get("x-twilio-signature"), keys),
         )
-        return parse_sendgrid(body)
+        return parse_twilio(params, dict(request.query_params)), tenant
+    if source.kind == "sendgrid":
+        tenant = _signer(
+            source,
+            lambda keys: verify_sendgrid(
+                body,
+                headers.get("x-twilio-email-event-webhook-signature"),
+                headers.get("x-twilio-email-event-webhook-timestamp"),
+                keys,
+                now,
+            ),
+        )
+        return parse_sendgrid(body), tenant
     if source.kind == "whatsapp":
-        verify_meta(body, headers.get("x-hub-signature-256"), source.secrets)
-        return parse_whatsapp(body)
-    webhook_id = verify_standard(body, dict(headers), source.secrets, now)
-    return parse_standard(body, webhook_id)
+        tenant = _signer(
+            source, lambda keys: verify_meta(body, headers.get("x-hub-signature-256"), keys)
+        )
+        return parse_whatsapp(body), tenant
+    webhook_ids: list[str] = []
+    tenant = _signer(
+        source,
+        lambda keys: webhook_ids.append(verify_standard(body, dict(headers), keys, now)),
+    )
+    return parse_standard(body, webhook_ids[0]), tenant
+
+
+def _signer(source: IngressSource, verify: Callable[[tuple[str, ...]], object]) -> str | None:
+    """The tenant of the first credential group whose key verifies the request; the
+    first group's ``SignatureError`` when none does."""
+    refused: SignatureError | None = None
+    for tenant, keys in source.credentials():
+        try:
+            verify(keys)
+        except SignatureError as exc:
+            refused = refused or exc
+            continue
+        return tenant
+    raise refused or SignatureError("no secret configured")
 
 
 def _no_nul(value: Any) -> Any:
@@ -185,13 +234,13 @@ def _no_nul(value: Any) -> Any:
     return value
 
 
-def _item(provider: str, e: Event, now: datetime) -> InboxItem:
+def _item(provider: str, e: Event, now: datetime, tenant: str | None) -> InboxItem:
     c = _no_nul
     return InboxItem(
         id=0, provider=provider, event_id=c(e.event_id), kind=e.kind, status=e.status,
         message_id=c(e.message_id), provider_message_id=c(e.provider_message_id),
         occurred_at=e.occurred_at, error_code=c(e.error_code), detail=c(e.detail),
-        address=c(e.address), data=c(e.data), received_at=now,
+        address=c(e.address), data=c(e.data), received_at=now, source_tenant=tenant,
     )  # fmt: skip
 
 
@@ -212,7 +261,7 @@ async def receive(provider: str, request: Request) -> Response:
     now = request.app.state.clock.now()
     body = await request.body()
     try:
-        events = _verify_and_parse(source, request, body, now)
+        events, tenant = _verify_and_parse(source, request, body, now)
     except SignatureError as exc:
         REJECTED.labels(provider, "signature").inc()
         client = request.client.host if request.client else None
@@ -224,7 +273,8 @@ async def receive(provider: str, request: Request) -> Response:
         _quiet.warn(f"payload:{provider}", "ingress payload refused", provider=provider,
                     field=exc.field, problem=exc.problem)  # fmt: skip
         raise Problem(400, str(exc), field=exc.field, kind="bad-payload") from None
-    fresh = await request.app.state.inbox.put([_item(provider, e, now) for e in events], now)
+    items = [_item(provider, e, now, tenant) for e in events]
+    fresh = await request.app.state.inbox.put(items, now)
     accepted = sum(fresh)
     if accepted:
         EVENTS.labels(provider, "accepted").inc(accepted)

@@ -19,14 +19,26 @@
     [ingress.partner]                # any name; kind says which scheme
     kind = "webhook"                 # Standard Webhooks
     secrets = ["whsec_..."]
-    tenant = "acme"                  # inbound events of this source belong to acme
+    tenant = "acme"                  # this source speaks for acme only
+
+    [ingress.twilio.tenant_secrets]  # per-tenant provider accounts: each tenant's
+    acme = ["env:ACME_TWILIO_TOKEN"]      # token speaks for that tenant only
+    globex = ["env:GLOBEX_TWILIO_TOKEN"]
 
     [tenants.acme]
     inbound_url = "https://acme.example.com/hooks/sluice"
 
 A value ``env:NAME`` is read from the environment variable ``NAME`` (secrets stay out
-of the file). Events about a message (receipts, email engagement) belong to the
-message's tenant; other inbound events to ``routes[address]``, else ``tenant``.
+of the file).
+
+Who a request speaks for is decided by the credential that verified it: a secret (or
+SendGrid key) under ``tenant_secrets`` / ``tenant_public_keys`` speaks for its tenant; one
+under ``secrets`` / ``public_keys`` for the source's ``tenant``, or, without one, for
+every tenant (the operator's own provider account). An event is applied only to a message
+of the tenant it speaks for, sent through a provider of the source's kind, with the
+provider message id the event names (``sluice.ingress.binding``); anything else is
+refused and kept as ``rejected``. Inbound events not about a message go to
+``routes[address]``, else to the tenant the request speaks for.
 """
 
 from __future__ import annotations
@@ -57,12 +69,27 @@ class IngressSource:
     url: str | None = None
     tenant: str | None = None
     routes: Mapping[str, str] = field(default_factory=dict)
+    #: tenant -> the secrets (auth tokens, app secrets) of that tenant's own account.
+    tenant_secrets: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: tenant -> the SendGrid verification keys of that tenant's own account.
+    tenant_public_keys: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def tenant_for(self, address: str | None) -> str | None:
         """The tenant an inbound event written to ``address`` belongs to."""
         if address is not None and address in self.routes:
             return self.routes[address]
         return self.tenant
+
+    def credentials(self) -> list[tuple[str | None, tuple[str, ...]]]:
+        """(tenant it speaks for, secrets) per group of credentials, the source's own
+        first; ``None`` speaks for every tenant. Empty groups are left out."""
+        shared = self.public_keys if self.kind == "sendgrid" else self.secrets
+        own = self.tenant_public_keys if self.kind == "sendgrid" else self.tenant_secrets
+        groups: list[tuple[str | None, tuple[str, ...]]] = []
+        if shared:
+            groups.append((self.tenant, shared))
+        groups.extend((tenant, keys) for tenant, keys in sorted(own.items()) if keys)
+        return groups
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +120,32 @@ def _list(value: Any, where: str, env: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(_value(v, f"{where}[{i}]", env) for i, v in enumerate(value))
 
 
-_KEYS = {"kind", "secrets", "public_keys", "verify_token", "url", "tenant", "routes"}
+_KEYS = {
+    "kind",
+    "secrets",
+    "public_keys",
+    "verify_token",
+    "url",
+    "tenant",
+    "routes",
+    "tenant_secrets",
+    "tenant_public_keys",
+}
+
+
+def _per_tenant(value: Any, where: str, env: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must map tenant names to lists of secrets")
+    out: dict[str, tuple[str, ...]] = {}
+    for tenant, secrets in value.items():
+        if not isinstance(tenant, str) or not tenant.strip() or tenant != tenant.strip():
+            raise ConfigError(f"{where}: {tenant!r} is not a tenant name")
+        out[tenant] = _list(secrets, f"{where}.{tenant}", env)
+        if not out[tenant]:
+            raise ConfigError(f"{where}.{tenant} lists no secrets")
+    return out
 
 
 def _source(name: str, spec: Any, where: str, env: Mapping[str, str]) -> IngressSource:
@@ -117,6 +169,13 @@ def _source(name: str, spec: Any, where: str, env: Mapping[str, str]) -> Ingress
     if url is not None and (not isinstance(url, str) or not url.startswith("http")):
         raise ConfigError(f"{where}.url must be the http(s) URL the provider posts to")
     verify_token = spec.get("verify_token")
+    tenant_secrets = _per_tenant(spec.get("tenant_secrets"), f"{where}.tenant_secrets", env)
+    tenant_keys = _per_tenant(spec.get("tenant_public_keys"), f"{where}.tenant_public_keys", env)
+    if tenant is not None and (tenant_secrets or tenant_keys):
+        raise ConfigError(
+            f"{where}: tenant and tenant_secrets/tenant_public_keys exclude each other "
+            "(tenant makes every secret of the source speak for that one tenant)"
+        )
     found = IngressSource(
         name=name,
         kind=kind,
@@ -128,11 +187,29 @@ def _source(name: str, spec: Any, where: str, env: Mapping[str, str]) -> Ingress
         url=url,
         tenant=tenant,
         routes=dict(routes),
+        tenant_secrets=tenant_secrets,
+        tenant_public_keys=tenant_keys,
     )
-    if kind == "sendgrid" and not found.public_keys:
-        raise ConfigError(f"{where} needs public_keys (the Event Webhook verification key)")
-    if kind != "sendgrid" and not found.secrets:
-        raise ConfigError(f"{where} needs secrets to verify signatures with")
+    if kind == "sendgrid" and (found.secrets or found.tenant_secrets):
+        raise ConfigError(f"{where}: SendGrid signs with keys: use public_keys, not secrets")
+    if kind != "sendgrid" and (found.public_keys or found.tenant_public_keys):
+        raise ConfigError(f"{where}: {kind} signs with secrets: use secrets, not public_keys")
+    if not found.credentials():
+        what = "public_keys" if kind == "sendgrid" else "secrets"
+        raise ConfigError(
+            f"{where} needs {what} (or tenant_{what}) to verify signatures with"
+            + (" (the Event Webhook verification key)" if kind == "sendgrid" else "")
+        )
+    owners: dict[str, str | None] = {}
+    for owner, keys in found.credentials():
+        for key in keys:
+            if key in owners and owners[key] != owner:
+                # One secret for two tenants: a request it signs could speak for either.
+                raise ConfigError(
+                    f"{where}: the same secret is listed for {owners[key] or 'every tenant'!s} "
+                    f"and for {owner or 'every tenant'!s}; each secret belongs to one tenant"
+                )
+            owners[key] = owner
     return found
 
 

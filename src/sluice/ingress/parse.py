@@ -25,6 +25,7 @@ without notice, and that must not break ingress.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -135,16 +136,18 @@ class Event:
 def parse_twilio(
     params: Sequence[tuple[str, str]],
     query: Mapping[str, str],
-    headers: Mapping[str, str],
 ) -> list[Event]:
     """Read a Twilio Messaging webhook: a status callback, or an incoming message.
 
     ``params`` are the form fields as (name, value) pairs, ``query`` the callback URL's
-    query (our ``StatusCallback`` carries ``sluice_message_id``), ``headers`` the request
-    headers in any case. A status callback (``MessageStatus``, or the older ``SmsStatus``)
-    becomes a receipt, keyed on ``I-Twilio-Idempotency-Token`` when Twilio sends one and
-    on ``{MessageSid}:{status}`` otherwise. An incoming message (status ``received``, or a
-    ``Body`` with no status at all) becomes an inbound event keyed on its ``MessageSid``.
+    query (our ``StatusCallback`` carries ``sluice_message_id``). A status callback
+    (``MessageStatus``, or the older ``SmsStatus``) becomes a receipt keyed on
+    ``{MessageSid}:{status}``; an incoming message (status ``received``, or a ``Body``
+    with no status at all) becomes an inbound event keyed on its ``MessageSid``.
+
+    Keys are made of signed fields only. Twilio's ``I-Twilio-Idempotency-Token`` header is
+    not covered by the signature: keyed on it, one captured callback replayed with new
+    tokens was stored once per token.
     """
     fields = _form_fields(params)
     message_id = _query_value(query, "sluice_message_id")
@@ -175,11 +178,10 @@ def parse_twilio(
             )
         ]
 
-    token = _header_value(headers, "I-Twilio-Idempotency-Token")
     status = _TWILIO_STATUSES.get(raw_status)
     return [
         _event(
-            event_id=token or f"{sid}:{raw_status}",
+            event_id=f"{sid}:{raw_status}",
             kind=RECEIPT if status else INBOUND,
             status=status,
             message_id=message_id,
@@ -439,19 +441,6 @@ def _query_value(query: Mapping[str, str], name: str) -> str | None:
     return value
 
 
-def _header_value(headers: Mapping[str, str], name: str) -> str | None:
-    wanted = name.lower()
-    for key, value in headers.items():
-        if isinstance(key, str) and key.lower() == wanted:
-            if not isinstance(value, str):
-                _fail(name, f"expected a string, got {_kind(value)}")
-            value = value.strip()
-            if len(value) > _MAX_ID_CHARS or not _is_unicode(value):
-                _fail(name, f"is not a string of at most {_MAX_ID_CHARS} characters")
-            return value or None
-    return None
-
-
 # -- JSON ------------------------------------------------------------------------------
 
 
@@ -482,10 +471,13 @@ def _refuse_constant(name: str) -> NoReturn:
 
 
 def _check_tree(document: Any) -> None:
-    """Refuse nesting deeper than ``_MAX_DEPTH`` and strings that are not valid Unicode.
+    """Refuse nesting deeper than ``_MAX_DEPTH``, strings that are not valid Unicode and
+    numbers that are not finite.
 
     JSON's ``\\ud800``-style escapes can produce lone surrogates, which cannot be encoded
-    as UTF-8 and so could be neither stored nor forwarded. Paths are only rendered when
+    as UTF-8 and so could be neither stored nor forwarded. A number too large for a double
+    (``1e400``) reads as infinity, which is not JSON either: PostgreSQL's jsonb refuses
+    it, and SQLite would keep text no JSON reader accepts. Paths are only rendered when
     something is wrong: ``links`` remembers each container's parent and key.
     """
     links: list[tuple[int, str | int]] = [(-1, "")]
@@ -495,6 +487,10 @@ def _check_tree(document: Any) -> None:
         if isinstance(value, str):
             if not _is_unicode(value):
                 _fail(_render(links, node), "is not valid Unicode (a lone surrogate)")
+            continue
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                _fail(_render(links, node), "is a number too large to represent (not finite)")
             continue
         if isinstance(value, dict):
             children: Any = value.items()
@@ -507,7 +503,7 @@ def _check_tree(document: Any) -> None:
         for key, child in children:
             if isinstance(key, str) and not _is_unicode(key):
                 _fail(_render(links, node), "has a key that is not valid Unicode")
-            if isinstance(child, str | dict | list):
+            if isinstance(child, str | dict | list | float):
                 links.append((node, key))
                 stack.append((child, depth + 1, len(links) - 1))
 

@@ -7,6 +7,12 @@ derived from the event, so a projector that dies half-way never forwards twice),
 so inherits retries, controls and the dead-letter queue. A failure puts the event
 back with backoff; after ``projector_max_attempts`` it goes to the inbox's own dead
 state, where ``sluice inbox retry`` finds it. Nothing already committed is undone.
+
+Before anything is applied, the event must be one its source may speak of
+(``sluice.ingress.binding``): a receipt or inbound event naming another tenant's
+message, a message sent through another kind of provider, or another provider message
+id is refused for good — kept in the inbox as ``rejected`` with the reason, audited as
+``tenancy.violation`` and logged at critical, as the dispatcher's tenancy guard does.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -21,10 +28,12 @@ import structlog
 
 from sluice.clock import Clock, SystemClock
 from sluice.config import Settings
-from sluice.errors import SluiceError
+from sluice.errors import NotFound, SluiceError
+from sluice.ingress.binding import message_binding_problem, route_binding_problem
 from sluice.ingress.config import IngressConfig
-from sluice.model import NewMessage, new_message_id
-from sluice.store.base import InboxItem, Receipt, Store
+from sluice.model import Message, NewMessage, new_message_id
+from sluice.store._receipts import NOT_READY
+from sluice.store.base import AuditEntry, InboxItem, Receipt, Store
 
 __all__ = ["Projector", "inbound_message"]
 
@@ -36,6 +45,15 @@ CONCURRENCY = 8
 
 class _NotYet(Exception):
     """Try again later (the message has no outcome yet, say)."""
+
+
+class _Refused(Exception):
+    """The event may not apply to what it names: reject it for good."""
+
+    def __init__(self, reason: str, message: Message | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.message = message
 
 
 def inbound_message(item: InboxItem, tenant: str, url: str) -> NewMessage:
@@ -73,15 +91,18 @@ class Projector:
         worker_id: str,
         clock: Clock | None = None,
         logger: Any = None,
+        provider_kinds: Mapping[str, str] | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.config = config
+        #: Provider name (aliases included) -> its kind, to tell what a source may speak of.
+        self.provider_kinds = dict(provider_kinds or {})
         self.worker_id = worker_id
         self.clock = clock or SystemClock()
         self.log = logger or structlog.get_logger("sluice.projector")
         self.counts = {"applied": 0, "stale": 0, "unmatched": 0, "forwarded": 0,
-                       "retried": 0, "dead": 0}  # fmt: skip
+                       "retried": 0, "dead": 0, "rejected": 0}  # fmt: skip
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Until ``stopping``: drain what is due, then wait a poll interval."""
@@ -120,6 +141,12 @@ class Projector:
     async def _one(self, item: InboxItem) -> None:
         try:
             result = await self._apply(item)
+        except _Refused as refused:
+            try:
+                await self._reject(item, refused)
+            except SluiceError as exc:  # tried again on the next claim
+                await self._failed(item, str(exc))
+            return
         except (_NotYet, SluiceError) as exc:
             await self._failed(item, str(exc))
             return
@@ -131,6 +158,12 @@ class Projector:
         if item.kind == "receipt":
             if not item.message_id or not item.status:
                 return await self.store.inbox_finish(item.id, item.attempts, "unmatched", now)
+            msg = await self._message(item.message_id)
+            if msg is None:
+                return await self.store.inbox_finish(item.id, item.attempts, "unmatched", now)
+            self._check(item, msg)
+            if msg.status in NOT_READY:
+                raise _NotYet(f"message {item.message_id} has no sending outcome yet")
             receipt = Receipt(
                 message_id=item.message_id,
                 provider=item.provider,
@@ -153,20 +186,82 @@ class Projector:
         (mid,) = await self.store.enqueue_many([inbound_message(item, tenant, url)])
         return await self.store.inbox_finish(item.id, item.attempts, f"forwarded {mid}", now)
 
+    async def _message(self, message_id: str) -> Message | None:
+        try:
+            return await self.store.message_get(message_id)
+        except NotFound:
+            return None
+
+    def _check(self, item: InboxItem, msg: Message) -> None:
+        source = self.config.sources.get(item.provider)
+        problem = message_binding_problem(
+            item,
+            msg,
+            source_kind=source.kind if source is not None else None,
+            provider_kinds=self.provider_kinds,
+        )
+        if problem is not None:
+            raise _Refused(problem, msg)
+
     async def _tenant(self, item: InboxItem) -> str:
         if item.message_id:
-            try:
-                return (await self.store.message_get(item.message_id)).tenant
-            except SluiceError:
-                pass  # not one of ours: route by address like any inbound event
+            msg = await self._message(item.message_id)
+            if msg is not None:
+                self._check(item, msg)
+                return msg.tenant
+            # Not one of ours: route by address like any inbound event.
         source = self.config.sources.get(item.provider)
-        tenant = source.tenant_for(item.address) if source else None
+        routed = None
+        if source is not None and item.address is not None:
+            routed = source.routes.get(item.address)
+        problem = route_binding_problem(item, routed)
+        if problem is not None:
+            raise _Refused(problem)
+        tenant = routed or item.source_tenant or (source.tenant if source else None)
         if tenant is None:
             raise _NotYet(
                 f"no tenant for inbound address {item.address!r}: add it to "
                 f"[ingress.{item.provider}].routes or set [ingress.{item.provider}].tenant"
             )
         return tenant
+
+    async def _reject(self, item: InboxItem, refused: _Refused) -> None:
+        # RB-01: a tenant's account speaking of another tenant's message is an attack or
+        # a crossed configuration; either way nothing is applied, and a human must look.
+        now = self.clock.now()
+        msg = refused.message
+        self.log.critical(
+            "TENANCY VIOLATION refused",
+            alert="SEV0",
+            runbook="RB-01",
+            source=item.provider,
+            source_tenant=item.source_tenant,
+            event_id=item.event_id,
+            message_id=item.message_id,
+            message_tenant=msg.tenant if msg else None,
+            reason=refused.reason,
+        )
+        audit = AuditEntry(
+            at=now,
+            actor=f"projector:{self.worker_id}",
+            action="tenancy.violation",
+            target=item.message_id or f"inbox:{item.id}",
+            reason=refused.reason,
+            detail={
+                "severity": "SEV0",
+                "inbox_id": item.id,
+                "source": item.provider,
+                "source_tenant": item.source_tenant,
+                "event_id": item.event_id,
+                "kind": item.kind,
+                "message_id": item.message_id,
+                "message_tenant": msg.tenant if msg else None,
+                "message_provider": msg.provider if msg else None,
+                "address": item.address,
+            },
+        )
+        if await self.store.inbox_reject(item.id, item.attempts, refused.reason, now, audit):
+            self.counts["rejected"] += 1
 
     async def _failed(self, item: InboxItem, error: str) -> None:
         now = self.clock.now()

@@ -11,13 +11,14 @@ from sluice.store.base import AuditEntry, InboxItem, Store
 
 __all__ = ["STATES", "inbox_list", "inbox_retry"]
 
-STATES = ("pending", "done", "dead")
+STATES = ("pending", "done", "dead", "rejected")
 
 
 async def inbox_list(
     store: Store, state: str | None = None, provider: str | None = None, limit: int = 100
 ) -> list[InboxItem]:
-    """Events newest first; ``state="dead"`` shows what waits for an operator, and why."""
+    """Events newest first; ``state="dead"`` shows what waits for an operator, and why;
+    ``state="rejected"`` what was refused for naming a message its source may not touch."""
     if state is not None and state not in STATES:
         raise ValidationError("state", f"must be one of {list(STATES)}, not {state!r}")
     if not 1 <= limit <= 10_000:

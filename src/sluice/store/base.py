@@ -276,8 +276,13 @@ class InboxItem:
     """One provider event taken in by ingress: durable before the provider got its 2xx.
 
     ``state`` is ``pending`` (the projector will apply it), ``done`` (``result`` says
-    what it did) or ``dead`` (retries spent; ``last_error`` says why; an operator
-    retries it with ``sluice inbox retry``).
+    what it did), ``dead`` (retries spent; ``last_error`` says why; an operator
+    retries it with ``sluice inbox retry``) or ``rejected`` (it named a message its
+    source may not speak for; ``last_error`` says why; kept as evidence, never applied).
+
+    ``source_tenant`` is the tenant the credential that verified the request speaks for,
+    ``None`` for one that speaks for every tenant. Events are deduplicated on
+    (``provider``, ``source_tenant``, ``event_id``).
     """
 
     id: int
@@ -297,6 +302,7 @@ class InboxItem:
     attempts: int = 0
     last_error: str | None = None
     result: str | None = None
+    source_tenant: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -743,7 +749,8 @@ class Store(Protocol):
     # -- ingress: inbox, projector, receipts --------------------------------------
 
     async def inbox_put(self, items: Sequence[InboxItem], now: datetime) -> list[bool]:
-        """Store events durably, deduplicated on (provider, event_id); True per new one."""
+        """Store events durably, deduplicated on (provider, source_tenant, event_id); True
+        per new one."""
         ...
 
     async def inbox_claim(
@@ -779,6 +786,13 @@ class Store(Protocol):
 
     async def inbox_dead(self, item_id: int, attempt: int, error: str, now: datetime) -> bool:
         """Retries are spent: the event waits for an operator; False if the claim was lost."""
+        ...
+
+    async def inbox_reject(
+        self, item_id: int, attempt: int, reason: str, now: datetime, audit: AuditEntry
+    ) -> bool:
+        """Refuse a leased event for good (state ``rejected``, ``reason`` kept) and write
+        ``audit`` in the same transaction; False (and nothing written) if the claim was lost."""
         ...
 
     async def inbox_list(

@@ -1078,17 +1078,20 @@ class PostgresStore:
                 "detail": i.detail,
                 "address": i.address,
                 "data": i.data,
+                "source_tenant": i.source_tenant or "",
             }
             for i in items
         ]
-        rows = await self._fetch(
-            "inbox_put", {"now": now, "batch": json.dumps(batch, separators=(",", ":"))}
-        )
-        fresh = {(r[0], r[1]) for r in rows}
-        seen: set[tuple[str, str]] = set()
+        try:
+            text = json.dumps(batch, separators=(",", ":"), allow_nan=False)
+        except ValueError as exc:  # NaN or infinity: not JSON, and jsonb would refuse it
+            raise ValidationError("data", f"is not valid JSON: {exc}") from None
+        rows = await self._fetch("inbox_put", {"now": now, "batch": text})
+        fresh = {(r[0], r[1], r[2]) for r in rows}
+        seen: set[tuple[str, str, str]] = set()
         out = []
         for i in items:  # a batch repeating an event stores it once: the first one is new
-            key = (i.provider, i.event_id)
+            key = (i.provider, i.source_tenant or "", i.event_id)
             out.append(key in fresh and key not in seen)
             seen.add(key)
         return out
@@ -1131,6 +1134,17 @@ class PostgresStore:
     async def inbox_dead(self, item_id: int, attempt: int, error: str, now: datetime) -> bool:
         params = {"id": item_id, "attempt": attempt, "error": error[:2000], "now": now}
         return bool(await self._fetch("inbox_dead", params))
+
+    async def inbox_reject(
+        self, item_id: int, attempt: int, reason: str, now: datetime, audit: AuditEntry
+    ) -> bool:
+        params = {"id": item_id, "attempt": attempt, "error": reason[:2000], "now": now}
+        async with self._conn() as conn, conn.transaction():
+            cur = await conn.execute(Q["inbox_reject"], params)
+            if await cur.fetchone() is None:
+                return False
+            await _audit_insert(conn, audit, audit.detail)
+        return True
 
     async def inbox_list(
         self, state: str | None, provider: str | None, limit: int

@@ -1347,8 +1347,9 @@ class SqliteStore:
                 "error_code": i.error_code,
                 "detail": i.detail,
                 "address": i.address,
-                "data": json.dumps(i.data, separators=(",", ":")),
+                "data": _json_text(i.data, "data"),
                 "now": t,
+                "source_tenant": i.source_tenant or "",
             }
             for i in items
         ]
@@ -1434,6 +1435,20 @@ class SqliteStore:
                 return db.execute(Q["inbox_dead"], params).rowcount > 0
 
         return await self._run(dead)
+
+    async def inbox_reject(
+        self, item_id: int, attempt: int, reason: str, now: datetime, audit: AuditEntry
+    ) -> bool:
+        params = {"id": item_id, "attempt": attempt, "error": reason[:2000], "now": now.timestamp()}
+
+        def reject(db: sqlite3.Connection) -> bool:
+            with _write(db):
+                if db.execute(Q["inbox_reject"], params).rowcount == 0:
+                    return False
+                _audit_insert(db, audit, audit.detail)
+                return True
+
+        return await self._run(reject)
 
     async def inbox_list(
         self, state: str | None, provider: str | None, limit: int
@@ -1546,7 +1561,17 @@ def _inbox_item(r: Sequence[Any]) -> InboxItem:
         attempts=r[14],
         last_error=r[15],
         result=r[16],
+        source_tenant=r[17],
     )
+
+
+def _json_text(value: Any, field: str) -> str:
+    """``value`` as JSON text; NaN and infinity are refused (SQLite would store them as
+    text that no JSON reader accepts)."""
+    try:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except ValueError as exc:
+        raise ValidationError(field, f"is not valid JSON: {exc}") from None
 
 
 def _receipt_params(receipt: Receipt, message_id: str, inbox_id: int) -> dict[str, Any]:

@@ -96,6 +96,12 @@ async def assemble_dispatcher(
         limiter=limiter,
         routes=routes,
         projector=Projector(
-            store, settings, configured_ingress(), worker_id=worker_id, clock=clock, logger=log
+            store,
+            settings,
+            configured_ingress(),
+            worker_id=worker_id,
+            clock=clock,
+            logger=log,
+            provider_kinds={name: adapter.name for name, adapter in adapters.items()},
         ),
     )

@@ -637,15 +637,16 @@ SELECT count(*) FROM gone
 -- One statement for the whole request; ON CONFLICT is the dedupe ledger.
 INSERT INTO sluice_inbox (
     provider, event_id, kind, status, message_id, provider_message_id, occurred_at,
-    error_code, detail, address, data, received_at, run_at)
+    error_code, detail, address, data, received_at, run_at, source_tenant)
 SELECT x.provider, x.event_id, x.kind, x.status, x.message_id, x.provider_message_id,
-       x.occurred_at, x.error_code, x.detail, x.address, x.data, %(now)s, %(now)s
+       x.occurred_at, x.error_code, x.detail, x.address, x.data, %(now)s, %(now)s,
+       x.source_tenant
 FROM jsonb_to_recordset(%(batch)s::jsonb) AS x(
     provider text, event_id text, kind text, status text, message_id text,
     provider_message_id text, occurred_at timestamptz, error_code text, detail text,
-    address text, data jsonb)
-ON CONFLICT (provider, event_id) DO NOTHING
-RETURNING provider, event_id
+    address text, data jsonb, source_tenant text)
+ON CONFLICT (provider, source_tenant, event_id) DO NOTHING
+RETURNING provider, source_tenant, event_id
 
 -- name: inbox_claim
 WITH due AS (
@@ -661,7 +662,7 @@ SET attempts = b.attempts + 1, lease_until = %(lease_until)s
 FROM due WHERE b.id = due.id
 RETURNING b.id, b.provider, b.event_id, b.kind, b.status, b.message_id, b.provider_message_id,
           b.occurred_at, b.error_code, b.detail, b.address, b.data, b.received_at, b.state,
-          b.attempts, b.last_error, b.result
+          b.attempts, b.last_error, b.result, nullif(b.source_tenant, '')
 
 -- name: inbox_hold
 -- The claim still stands (its attempt number is the latest) and holds the row until commit.
@@ -686,9 +687,17 @@ SET state = 'dead', last_error = %(error)s, lease_until = NULL, done_at = %(now)
 WHERE id = %(id)s AND attempts = %(attempt)s AND state = 'pending'
 RETURNING id
 
+-- name: inbox_reject
+UPDATE sluice_inbox
+SET state = 'rejected', last_error = %(error)s, result = 'rejected', lease_until = NULL,
+    done_at = %(now)s
+WHERE id = %(id)s AND attempts = %(attempt)s AND state = 'pending'
+RETURNING id
+
 -- name: inbox_list
 SELECT id, provider, event_id, kind, status, message_id, provider_message_id, occurred_at,
-       error_code, detail, address, data, received_at, state, attempts, last_error, result
+       error_code, detail, address, data, received_at, state, attempts, last_error, result,
+       nullif(source_tenant, '')
 FROM sluice_inbox
 WHERE (%(state)s::text IS NULL OR state = %(state)s::text)
   AND (%(provider)s::text IS NULL OR provider = %(provider)s::text)

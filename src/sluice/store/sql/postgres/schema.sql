@@ -277,14 +277,16 @@ CREATE TABLE sluice_inbox (
     address             text,
     data                jsonb NOT NULL,
     received_at         timestamptz NOT NULL,
-    state               text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done', 'dead')),
+    state               text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done', 'dead', 'rejected')),
     attempts            integer NOT NULL DEFAULT 0,
     run_at              timestamptz NOT NULL,
     lease_until         timestamptz,
     last_error          text,
     result              text,
     done_at             timestamptz,
-    CONSTRAINT sluice_inbox_dedupe UNIQUE (provider, event_id)
+    -- Whom the verifying credential speaks for ('' = every tenant); part of the dedupe key.
+    source_tenant       text NOT NULL DEFAULT '',
+    CONSTRAINT sluice_inbox_dedupe UNIQUE (provider, source_tenant, event_id)
 );
 CREATE INDEX sluice_inbox_ready ON sluice_inbox (run_at, id) WHERE state = 'pending';
 CREATE INDEX sluice_inbox_done ON sluice_inbox (received_at) WHERE state = 'done';

@@ -474,10 +474,10 @@ DELETE FROM sluice_idempotency WHERE created_at < :before
 -- One row per event inside one transaction; the unique key is the dedupe ledger.
 INSERT INTO sluice_inbox (
     provider, event_id, kind, status, message_id, provider_message_id, occurred_at,
-    error_code, detail, address, data, received_at, run_at)
+    error_code, detail, address, data, received_at, run_at, source_tenant)
 VALUES (:provider, :event_id, :kind, :status, :message_id, :provider_message_id, :occurred_at,
-        :error_code, :detail, :address, :data, :now, :now)
-ON CONFLICT (provider, event_id) DO NOTHING
+        :error_code, :detail, :address, :data, :now, :now, :source_tenant)
+ON CONFLICT (provider, source_tenant, event_id) DO NOTHING
 
 -- name: inbox_claim
 UPDATE sluice_inbox
@@ -490,7 +490,8 @@ WHERE id IN (
     LIMIT :limit
 )
 RETURNING id, provider, event_id, kind, status, message_id, provider_message_id, occurred_at,
-          error_code, detail, address, data, received_at, state, attempts, last_error, result
+          error_code, detail, address, data, received_at, state, attempts, last_error, result,
+          nullif(source_tenant, '')
 
 -- name: inbox_hold
 SELECT id FROM sluice_inbox WHERE id = :id AND attempts = :attempt AND state = 'pending'
@@ -510,9 +511,16 @@ UPDATE sluice_inbox
 SET state = 'dead', last_error = :error, lease_until = NULL, done_at = :now
 WHERE id = :id AND attempts = :attempt AND state = 'pending'
 
+-- name: inbox_reject
+UPDATE sluice_inbox
+SET state = 'rejected', last_error = :error, result = 'rejected', lease_until = NULL,
+    done_at = :now
+WHERE id = :id AND attempts = :attempt AND state = 'pending'
+
 -- name: inbox_list
 SELECT id, provider, event_id, kind, status, message_id, provider_message_id, occurred_at,
-       error_code, detail, address, data, received_at, state, attempts, last_error, result
+       error_code, detail, address, data, received_at, state, attempts, last_error, result,
+       nullif(source_tenant, '')
 FROM sluice_inbox
 WHERE (:state IS NULL OR state = :state)
   AND (:provider IS NULL OR provider = :provider)

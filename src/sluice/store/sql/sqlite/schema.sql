@@ -246,14 +246,15 @@ CREATE TABLE sluice_inbox (
     address             TEXT,
     data                TEXT NOT NULL,
     received_at         REAL NOT NULL,
-    state               TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done', 'dead')),
+    state               TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done', 'dead', 'rejected')),
     attempts            INTEGER NOT NULL DEFAULT 0,
     run_at              REAL NOT NULL,
     lease_until         REAL,
     last_error          TEXT,
     result              TEXT,
     done_at             REAL,
-    UNIQUE (provider, event_id)
+    source_tenant       TEXT NOT NULL DEFAULT '',
+    UNIQUE (provider, source_tenant, event_id)
 );
 CREATE INDEX sluice_inbox_ready ON sluice_inbox (run_at, id) WHERE state = 'pending';
 CREATE INDEX sluice_inbox_done ON sluice_inbox (received_at) WHERE state = 'done';
