@@ -9,6 +9,14 @@ effect in the killed scope starts anywhere, and none admitted earlier is still i
 
 The same loop removes expired controls (auto-revert, audited) and moves queued messages
 under a kill to ``held`` so that operators see them.
+
+Between two polls the snapshot may lag the database. That is safe for sends (a change
+that restricts is fenced), but not for the other verdicts: a message ``sluice resume``
+just released, claimed before the next poll, would be held again under the kill that was
+lifted. So before a claimed message is held, paused or shadowed, the dispatcher calls
+``refresh``: the epoch is read, and a newer snapshot is loaded at once (control changes
+bump the epoch in the same transaction as the rows they move, so the epoch read after
+the claim covers every change the claim could see).
 """
 
 from __future__ import annotations
@@ -68,6 +76,8 @@ class ControlWatch:
         self._seq = itertools.count()
         self._last_sweep = 0.0
         self._last_purge = 0.0
+        #: One snapshot swap at a time (the poll loop and ``refresh`` may race).
+        self._swapping = asyncio.Lock()
         #: Scopes made more restrictive since the last acknowledgement.
         self._restricted: set[ScopeKey] = set()
         #: The epoch the reload hooks (limits) last ran for.
@@ -123,6 +133,17 @@ class ControlWatch:
         except Exception:  # the loop must outlive any bug: it is what acknowledges kills
             self.log.exception("control refresh failed")
 
+    async def refresh(self) -> bool:
+        """Load the controls now if the epoch moved since the snapshot; True if it did.
+
+        Only the snapshot is swapped: the poll loop still runs the reload hooks, waits
+        out the fence and acknowledges, so a claim never waits on in-flight sends."""
+        version = await self.store.flow_version()
+        if version == self.snapshot.version:
+            return False
+        await self._swap(version)
+        return True
+
     async def run(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
             await self.poll()
@@ -130,8 +151,19 @@ class ControlWatch:
                 await asyncio.wait_for(stopping.wait(), self.settings.control_poll)
 
     async def _reload(self, version: int) -> None:
-        now = self.clock.now()
         if version != self.snapshot.version:
+            await self._swap(version)
+        if self._hooked < version:
+            for hook in self.on_reload:
+                await hook(version)
+            self._hooked = version
+        await self._acknowledge(version)
+
+    async def _swap(self, version: int) -> None:
+        async with self._swapping:
+            if version <= self.snapshot.version:
+                return  # a newer snapshot landed while this one waited
+            now = self.clock.now()
             controls = tuple(await self.store.control_list())
             old = self.snapshot
             self.snapshot = ControlSnapshot(version, controls, Mode(self.settings.default_mode))
@@ -152,10 +184,8 @@ class ControlWatch:
                             reason=control.reason,
                             version=version,
                         )
-        if self._hooked < version:
-            for hook in self.on_reload:
-                await hook(version)
-            self._hooked = version
+
+    async def _acknowledge(self, version: int) -> None:
         loop = asyncio.get_running_loop()
         pending = []
         for token, key in list(self._admitted.items()):

@@ -292,10 +292,13 @@ class Dispatcher:
         return what may go now (messages under other modes pass through to be held,
         shadowed or put back by ``_allowed``)."""
         now = self.clock.now()
+        # Anything but "send" must rest on the controls in force now, not on a snapshot
+        # that may predate a resume which released these very messages.
+        if not all(self._sendable(msg, now) for msg in batch) and await self.controls.refresh():
+            now = self.clock.now()
         live, other = [], []
         for msg in batch:
-            mode, _ = self.controls.decide(scope_key(msg), now)
-            if not (mode is Mode.LIVE or (mode is Mode.APPROVAL and msg.approved_by)):
+            if not self._sendable(msg, now):
                 other.append(msg)
                 continue
             blocked = self._route(msg)
@@ -317,6 +320,11 @@ class Dispatcher:
         for msg, _ in hold:
             self._unprobe(msg)
         return go + other
+
+    def _sendable(self, msg: Message, now: datetime, provider: str | None = None) -> bool:
+        """Do the controls let ``msg`` go now (through ``provider``, when routed)?"""
+        mode, _ = self.controls.decide(scope_key(msg, provider), now)
+        return mode is Mode.LIVE or (mode is Mode.APPROVAL and msg.approved_by is not None)
 
     async def _give_back(self, batch: list[Message]) -> None:
         """Nothing of ``batch`` was sent: release it at once, attempts refunded, probe
@@ -342,8 +350,7 @@ class Dispatcher:
                 continue
             # Only to a provider the controls let this message use as it is: a paused,
             # shadowed or killed alternative is no way out (and would loop or strand it).
-            mode, _ = self.controls.decide(scope_key(msg, alt), now)
-            if not (mode is Mode.LIVE or (mode is Mode.APPROVAL and msg.approved_by)):
+            if not self._sendable(msg, now, alt):
                 continue
             other = self.breakers.allow(alt, msg.tenant)
             if other.allowed:
