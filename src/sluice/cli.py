@@ -1831,15 +1831,19 @@ def limits_clear(
 # -- breakers ---------------------------------------------------------------------
 
 breakers_app = typer.Typer(
-    help="Circuit breakers per provider (p:<provider>) and per connection "
-    "(c:<tenant>:<provider>): list, force open or closed, reset.",
+    help="Circuit breakers per provider (p:<provider>), per connection "
+    "(c:<tenant>:<provider>) and per webhook / http endpoint (e:<tenant>:<URL>): "
+    "list, force open or closed, reset.",
     no_args_is_help=True,
 )
 app.add_typer(breakers_app, name="breakers")
 
 BreakerKey = Annotated[
     str,
-    typer.Argument(help="p:<provider>, c:<tenant>:<provider>, or a provider name (p:<name>)."),
+    typer.Argument(
+        help="p:<provider>, c:<tenant>:<provider>, e:<tenant>:<endpoint URL>, "
+        "or a provider name (p:<name>)."
+    ),
 ]
 BreakerReason = Annotated[
     str, typer.Option("--reason", envvar="SLUICE_REASON", help="Why (required; audit log).")

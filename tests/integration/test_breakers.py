@@ -195,6 +195,82 @@ async def test_a_breaker_opened_by_another_worker_refuses_here_too(
     assert not w2.allow("twilio", "globex").allowed
 
 
+async def test_the_opening_worker_stops_at_once_and_another_hears_it_without_a_sync(
+    w1: Breakers, w2: Breakers, store: Store, other: Store
+) -> None:
+    """Issue 10 item 12: a send admitted before the breaker opened may not start after it
+    (``check``, the last look), and another worker applies the move it is told of
+    (``apply``, from the store's flow signal) before its own next sync."""
+    await w2.sync()
+    admitted = w2.allow("twilio", "acme")
+    assert admitted.allowed
+    heard: list[object] = []
+    other.flow_listen(lambda signal: (heard.append(signal), w2.apply(signal.breaker)))  # type: ignore[arg-type, func-returns-value]
+    await asyncio.sleep(0.2)
+    outcomes(w1, failed=20)
+    await w1.sync()
+    assert not w1.check("twilio", "acme").allowed  # the opener, at once
+    deadline = asyncio.get_running_loop().time() + 5
+    while len(heard) < 2:  # p:twilio and c:acme:twilio
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.005)
+    late = w2.check("twilio", "acme")
+    assert not late.allowed and late.key in ("p:twilio", "c:acme:twilio")
+    assert not w2.allow("twilio", "globex").allowed  # the provider's breaker, for everyone
+
+
+async def test_an_older_state_does_not_overwrite_a_newer_one(
+    w1: Breakers, clock: FrozenClock
+) -> None:
+    await open_twilio(w1, clock)
+    (row,) = [r for r in await w1.store.breaker_list() if r.key == "p:twilio"]
+    stale = type(row)(
+        **{
+            **{f: getattr(row, f) for f in row.__slots__},  # type: ignore[attr-defined]
+            "state": "closed",
+            "updated_at": row.updated_at - timedelta(seconds=5),
+        }
+    )
+    w1.apply(stale)
+    assert not w1.allow("twilio", "acme").allowed
+
+
+# -- endpoints (webhooks, http actions) ------------------------------------------------
+
+A_DOWN = "https://a.example/down"
+A_UP = "https://a.example/up"
+
+
+async def test_endpoint__a_dead_endpoint_opens_only_its_own_breaker(w1: Breakers) -> None:
+    """Issue 10 item 15: webhook receivers are servers of their own. One failing does not
+    open a breaker for the provider, the tenant, or another endpoint."""
+    for _ in range(20):
+        w1.record("webhook", "a", False, endpoint=A_DOWN)
+    for _ in range(40):
+        w1.record("webhook", "a", True, endpoint=A_UP)
+        w1.record("webhook", "b", True, endpoint="https://b.example/")
+    await w1.sync()
+    refused = w1.allow("webhook", "a", A_DOWN)
+    assert (refused.allowed, refused.key) == (False, f"e:a:{A_DOWN}")
+    assert w1.allow("webhook", "a", A_UP).allowed
+    assert w1.allow("webhook", "b", "https://b.example/").allowed
+    # The same URL for another tenant is that tenant's own breaker.
+    assert w1.allow("webhook", "b", A_DOWN).allowed
+    keys = {r.key for r in await w1.store.breaker_list()}
+    assert keys == {f"e:a:{A_DOWN}"}
+
+
+async def test_endpoint__operators_can_force_and_list_endpoint_breakers(store: Store) -> None:
+    key = f"e:acme:{A_DOWN}"
+    await breaker_force(store, key, "open", actor="ops:ana", reason="receiver down")
+    (status,) = [
+        b
+        for b in await breakers_list(store, Settings(database_url="sqlite:///unused.db"))
+        if b.key == key
+    ]
+    assert (status.state, status.forced, status.tenant) == (BreakerState.OPEN, True, "acme")
+
+
 # -- half-open ----------------------------------------------------------------------
 
 

@@ -478,9 +478,13 @@ async def test_reconsent__releases_held_messages_oldest_first_and_sends_each_onc
     ("provider_code", "message_scopes", "missing"),
     [
         (None, ["calendar.write"], ["calendar.write"]),
-        ("contacts.write", [], ["contacts.write"]),
+        # Nothing names the scope: say so, with what the provider answered (issue 10
+        # item 13: the status code used to be recorded as if it were the scope).
+        ("403", [], ["unknown (provider refused: HTTP 403)"]),
+        ("E_SCOPE", [], ["unknown (provider refused: HTTP 403, code E_SCOPE)"]),
+        (None, [], ["unknown (provider refused: HTTP 403)"]),
     ],
-    ids=["message-scopes", "provider-code"],
+    ids=["message-scopes", "status-as-code", "provider-code", "nothing"],
 )
 async def test_scope_missing__marks_needs_reconsent_with_missing_scopes(
     store: Store,
@@ -504,6 +508,8 @@ async def test_scope_missing__marks_needs_reconsent_with_missing_scopes(
     assert m.hold_reason is not None and "needs_reconsent" in m.hold_reason
     [attempt] = await store.attempt_list(mid)
     assert attempt.error_code == "SCOPE_MISSING"
+    [audit] = [e for e in await store.audit_list() if e.action == "connection.needs_reconsent"]
+    assert audit.detail["missing_scopes"] == missing
     assert (await get(store, later)).status is Status.HELD
     assert await dead_letters(store) == []
     assert provider.sent_ids() == [mid]

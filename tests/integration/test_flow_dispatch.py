@@ -129,16 +129,28 @@ async def test_recipient_cap__a_runaway_loop_is_held_not_sent(store: Store) -> N
     assert all("recipient(action=auto_reply)" in (m.hold_reason or "") for m in held[3:])
 
 
-async def test_429_retry_after__throttles_the_pair_without_spending_attempts(
+async def test_429_retry_after__throttles_that_endpoint_without_spending_attempts(
     store: Store,
 ) -> None:
     clock = FrozenClock()
-    ids = await store.enqueue_many([hook(f"m{i}") for i in range(3)], clock.now())
-    receiver = Receiver(httpx.Response(429, headers={"Retry-After": "30"}))
-    await drain(store, receiver, clock, [])
+    ids = await store.enqueue_many([hook("busy") for _ in range(3)], clock.now())
+    (calm,) = await store.enqueue_many([hook("calm")], clock.now())
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/busy"):
+            return httpx.Response(429, headers={"Retry-After": "30"})
+        return httpx.Response(200)
+
+    await drain(store, answer, clock, [])  # type: ignore[arg-type]
     [throttle] = await store.throttle_list(clock.now())
-    assert (throttle.tenant, throttle.provider) == ("acme", "webhook")
+    # One receiver's 429 pauses that receiver: another endpoint of the tenant still gets
+    # its message (issue 11 item 7: it used to pause every endpoint of the tenant).
+    assert (throttle.tenant, throttle.provider) == (
+        "acme",
+        "webhook@https://receiver.example/hook/busy",
+    )
     assert 29 <= (throttle.until - clock.now()).total_seconds() <= 31
+    assert (await store.message_get(calm)).status is Status.SENT
     for i in ids:
         m = await store.message_get(i)
         assert m.status is Status.QUEUED and m.attempts == 0

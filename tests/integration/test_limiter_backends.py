@@ -150,6 +150,29 @@ async def test_recipient__cap_holds_the_runaway_loop(make) -> None:  # type: ign
     assert len(other[0]) == 1
 
 
+async def test_recipient__the_first_trip_per_window_is_audited_and_warned_once(  # type: ignore[no-untyped-def]
+    make, store: Store
+) -> None:
+    """Issue 10 item 14: a runaway loop caught by a recipient cap is said once per
+    recipient and window — across batches and workers — naming the cap and recipient."""
+    caps = [{"kind": "recipient", "action": "reply", "max": 2, "window": "1h"}]
+    first, second = make(caps), make(caps)  # two workers
+    loop = [message(i, action="reply", recipient="+15550000001") for i in range(5)]
+    await first.admit(loop[:3])
+    await second.admit(loop[3:])
+    await first.admit([message(7, action="reply", recipient="+15550000002")] * 3)
+    tripped = [e for e in await store.audit_list() if e.action == "limit.tripped"]
+    assert sorted(e.detail["recipient"] for e in tripped) == ["+15550000001", "+15550000002"]
+    assert all(e.target == "recipient(action=reply)" for e in tripped)
+    assert (
+        next(e for e in tripped if e.detail["recipient"] == "+15550000001").detail["first_held"]
+        == "m00002"
+    )
+    warnings = [kw for limiter in (first, second) for event, kw in limiter.log.lines
+                if event == "recipient cap reached; messages held"]  # fmt: skip
+    assert sorted(w["recipient"] for w in warnings) == ["+15550000001", "+15550000002"]
+
+
 async def test_recipient__cooldown_defers_the_second_message(make) -> None:  # type: ignore[no-untyped-def]
     limiter = make([{"kind": "recipient", "cooldown": "10m"}])
     go, defer, _ = await limiter.admit(

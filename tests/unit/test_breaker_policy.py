@@ -252,6 +252,8 @@ def test_policy__refuses_settings_that_cannot_work(kw: dict[str, float]) -> None
         (" sendgrid ", ("p:sendgrid", "sendgrid", "")),
         ("c:acme:twilio", ("c:acme:twilio", "twilio", "acme")),
         ("c:org:eu:crm", ("c:org:eu:crm", "crm", "org:eu")),
+        ("e:acme:https://h.example/x", ("e:acme:https://h.example/x", "", "acme")),
+        ("e:org:eu:http://h.example:8080/", ("e:org:eu:http://h.example:8080/", "", "org:eu")),
     ],
 )
 def test_parse_key__accepts_both_kinds_and_a_bare_provider(
@@ -260,7 +262,11 @@ def test_parse_key__accepts_both_kinds_and_a_bare_provider(
     assert parse_key(text) == parsed
 
 
-@pytest.mark.parametrize("text", ["", "p:", "c:acme", "c::twilio", "c:acme:", "x:y", "p:a:b"])
+@pytest.mark.parametrize(
+    "text",
+    ["", "p:", "c:acme", "c::twilio", "c:acme:", "x:y", "p:a:b", "e:acme", "e::https://h/",
+     "e:acme:ftp://h/", "e:acme:https://"],
+)  # fmt: skip
 def test_parse_key__refuses_anything_else_naming_the_forms(text: str) -> None:
     with pytest.raises(ValidationError, match="p:<provider>, c:<tenant>:<provider>") as info:
         parse_key(text)

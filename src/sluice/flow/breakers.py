@@ -1,8 +1,16 @@
-"""Circuit breakers per provider and per connection, shared by every worker through the store.
+"""Circuit breakers per provider, per connection and per endpoint, shared by every worker
+through the store.
 
-Two breakers guard each send: the provider's (``p:<provider>``), which opens when the
-provider itself is failing for everyone, and the connection's (``c:<tenant>:<provider>``),
-which opens when one tenant's traffic to it fails. A send goes only when neither is open.
+A provider with one upstream (Twilio, SendGrid, WhatsApp, and their aliases) has two
+breakers on each send: the provider's (``p:<provider>``), which opens when the provider
+itself is failing for everyone, and the connection's (``c:<tenant>:<provider>``), which
+opens when one tenant's traffic to it fails. A send goes only when neither is open.
+
+Webhooks and ``http`` actions have no single upstream: every recipient URL (every
+configured action) is a server of its own, and one of them being down says nothing
+about the others. Their sends have one breaker each, the endpoint's
+(``e:<tenant>:<endpoint>``), so a dead endpoint defers its own messages only — never
+another endpoint of the same tenant, never anyone else's.
 
 - **closed**: everything goes; outcomes are counted in 10-second buckets. When the last
   ``window_seconds`` hold at least ``min_volume`` outcomes and the share that failed is
@@ -19,11 +27,15 @@ Only provider-health outcomes count: a send that went (ok) and 5xx, timeouts and
 unavailability (failed). Refused credentials, permanent rejections and throttling say
 nothing about the provider's health and are not recorded.
 
-Each worker decides from a local snapshot (``Breakers.allow``, no I/O on the send
-path) and records outcomes locally (``Breakers.record``); about once a second
+Each worker decides from a local snapshot (``Breakers.allow`` when a message is claimed,
+``Breakers.check`` again just before the provider is called; no I/O on the send path)
+and records outcomes locally (``Breakers.record``); about once a second
 ``Breakers.sync`` adds its counts to the store, reads back the shared window and rows,
 and makes the transitions that are due, each a compare-and-swap on the state written
 with its audit row in one transaction, so two workers racing make one transition.
+The worker that makes a transition applies it to its snapshot at once; the others hear
+of it from the store (``Store.flow_listen``: NOTIFY on PostgreSQL) and apply it with
+``Breakers.apply`` within milliseconds, the next sync being the fallback.
 The rules themselves are the pure function ``next_state``.
 """
 
@@ -51,6 +63,7 @@ __all__ = [
     "Verdict",
     "breaker_status",
     "connection_key",
+    "endpoint_key",
     "next_state",
     "parse_key",
     "provider_key",
@@ -132,9 +145,19 @@ def connection_key(tenant: str, provider: str) -> str:
     return f"c:{tenant}:{provider}"
 
 
+def endpoint_key(tenant: str, endpoint: str) -> str:
+    """The key of a tenant's endpoint's breaker (a webhook URL, an ``http`` action)."""
+    return f"e:{tenant}:{endpoint}"
+
+
+#: What an endpoint starts with, in an ``e:`` key (where the tenant part ends).
+_ENDPOINT_STARTS = ("http://", "https://")
+
+
 def parse_key(text: str) -> tuple[str, str, str]:
-    """``(key, provider, tenant)`` of ``p:<provider>``, ``c:<tenant>:<provider>`` or a bare
-    provider name (its provider breaker); ``ValidationError`` for anything else."""
+    """``(key, provider, tenant)`` of ``p:<provider>``, ``c:<tenant>:<provider>``,
+    ``e:<tenant>:<endpoint>`` (provider ``""``: any endpoint provider) or a bare provider
+    name (its provider breaker); ``ValidationError`` for anything else."""
     text = (text or "").strip()
     if text.startswith("p:") and len(text) > 2 and ":" not in text[2:]:
         return text, text[2:], ""
@@ -142,12 +165,20 @@ def parse_key(text: str) -> tuple[str, str, str]:
         tenant, sep, provider = text[2:].rpartition(":")
         if sep and tenant and provider:
             return text, provider, tenant
+    elif text.startswith("e:"):
+        rest = text[2:]
+        cuts = [(rest.find(":" + start), start) for start in _ENDPOINT_STARTS]
+        found = [(c, start) for c, start in cuts if c > 0]
+        if found:
+            cut, start = min(found)
+            if len(rest) > cut + 1 + len(start):  # something after the scheme
+                return text, "", rest[:cut]
     elif text and ":" not in text:
         return provider_key(text), text, ""
     raise ValidationError(
         "key",
-        f"{text!r} is not a breaker key: use p:<provider>, c:<tenant>:<provider> "
-        "or a provider name",
+        f"{text!r} is not a breaker key: use p:<provider>, c:<tenant>:<provider>, "
+        "e:<tenant>:<endpoint URL> or a provider name",
     )
 
 
@@ -292,41 +323,76 @@ class Breakers:
         self._probing: dict[str, datetime] = {}
         #: Keys this worker recorded outcomes for: key -> (provider, tenant, last record).
         self._seen: dict[str, tuple[str, str, datetime]] = {}
-        #: Outcomes by (provider, tenant, bucket) -> [ok, failed, last], until the next sync.
-        self._raw: dict[tuple[str, str, int], list[Any]] = {}
+        #: Outcomes by (provider, tenant, endpoint, bucket) -> [ok, failed, last], until
+        #: the next sync.
+        self._raw: dict[tuple[str, str, str | None, int], list[Any]] = {}
         self._purged_at: datetime | None = None
 
     @staticmethod
-    def keys(provider: str, tenant: str) -> tuple[str, str]:
-        """The provider's and the connection's breaker keys of a send."""
+    def keys(provider: str, tenant: str, endpoint: str | None = None) -> tuple[str, ...]:
+        """The breaker keys of a send: the endpoint's when it has one (webhooks, ``http``
+        actions), else the provider's and the connection's."""
+        if endpoint is not None:
+            return (endpoint_key(tenant, endpoint),)
         return provider_key(provider), connection_key(tenant, provider)
 
     # -- the send path (no I/O) ------------------------------------------------------
 
-    def allow(self, provider: str, tenant: str) -> Verdict:
-        """May a send to ``provider`` for ``tenant`` go now? From the last snapshot."""
-        now = self.clock.now()
-        probing: list[str] = []
-        for key in self.keys(provider, tenant):
+    def _open_verdict(self, key: str, row: BreakerInfo, now: datetime) -> Verdict:
+        # Forced open has no retry_at; one whose cooldown is over waits for a sync to
+        # make it half-open: defer either a little, never into the past.
+        soon = now + timedelta(seconds=PROBE_BUSY_DELAY)
+        retry_at = (
+            now + timedelta(seconds=self.policy.cooldown_seconds)
+            if row.forced or row.retry_at is None
+            else max(row.retry_at, soon)
+        )
+        why = "forced open" if row.forced else "open"
+        return Verdict(
+            False,
+            retry_at=retry_at,
+            key=key,
+            reason=f"circuit breaker {key} is {why}: {row.reason or 'no reason given'}",
+        )
+
+    def check(
+        self,
+        provider: str,
+        tenant: str,
+        endpoint: str | None = None,
+        *,
+        probe: bool = False,
+        now: datetime | None = None,
+    ) -> Verdict:
+        """The last look before the provider is called, without taking a probe slot: a
+        send admitted earlier may not start once one of its breakers has opened (or
+        turned half-open, unless this send is the probe ``allow`` let through)."""
+        now = now or self.clock.now()
+        for key in self.keys(provider, tenant, endpoint):
             row = self._rows.get(key)
             if row is None or row.state == BreakerState.CLOSED:
                 continue
             if row.state == BreakerState.OPEN:
-                # Forced open has no retry_at; one whose cooldown is over waits for a
-                # sync to make it half-open: defer either a little, never into the past.
-                soon = now + timedelta(seconds=PROBE_BUSY_DELAY)
-                retry_at = (
-                    now + timedelta(seconds=self.policy.cooldown_seconds)
-                    if row.forced or row.retry_at is None
-                    else max(row.retry_at, soon)
-                )
-                why = "forced open" if row.forced else "open"
+                return self._open_verdict(key, row, now)
+            if not (probe and key in self._probing):
                 return Verdict(
                     False,
-                    retry_at=retry_at,
+                    retry_at=now + timedelta(seconds=PROBE_BUSY_DELAY),
                     key=key,
-                    reason=f"circuit breaker {key} is {why}: {row.reason or 'no reason given'}",
+                    reason=f"circuit breaker {key} is half-open: only probes go",
                 )
+        return Verdict(True)
+
+    def allow(self, provider: str, tenant: str, endpoint: str | None = None) -> Verdict:
+        """May a send to ``provider`` for ``tenant`` go now? From the last snapshot."""
+        now = self.clock.now()
+        probing: list[str] = []
+        for key in self.keys(provider, tenant, endpoint):
+            row = self._rows.get(key)
+            if row is None or row.state == BreakerState.CLOSED:
+                continue
+            if row.state == BreakerState.OPEN:
+                return self._open_verdict(key, row, now)
             started = self._probing.get(key)
             timeout = timedelta(seconds=self.policy.probe_timeout_seconds)
             if started is not None and now - started < timeout:
@@ -357,23 +423,27 @@ class Breakers:
         *,
         probe: bool = False,
         now: datetime | None = None,
+        endpoint: str | None = None,
     ) -> None:
         """Count a provider-health outcome of a send; ``probe``: ``allow`` said it was one."""
         now = now or self.clock.now()
         # The hot path (every send) only counts; keys are worked out at the next sync.
-        counts = self._raw.get((provider, tenant, self.policy.bucket(now)))
+        slot = (provider, tenant, endpoint, self.policy.bucket(now))
+        counts = self._raw.get(slot)
         if counts is None:
-            counts = self._raw[(provider, tenant, self.policy.bucket(now))] = [0, 0, now]
+            counts = self._raw[slot] = [0, 0, now]
         counts[0 if ok else 1] += 1
         counts[2] = now
         if probe:
-            self._record_probe(provider, tenant, ok)
+            self._record_probe(provider, tenant, ok, endpoint)
 
     def _expand(self) -> None:
         """Move the counts of ``record`` to the breaker keys they belong to."""
         raw, self._raw = self._raw, {}
-        for (provider, tenant, bucket), (ok, failed, at) in raw.items():
-            for key, key_tenant in zip(self.keys(provider, tenant), ("", tenant), strict=True):
+        for (provider, tenant, endpoint, bucket), (ok, failed, at) in raw.items():
+            keys = self.keys(provider, tenant, endpoint)
+            owners = (tenant,) if endpoint is not None else ("", tenant)
+            for key, key_tenant in zip(keys, owners, strict=True):
                 counts = self._pending.setdefault((key, bucket), [0, 0])
                 counts[0] += ok
                 counts[1] += failed
@@ -381,19 +451,29 @@ class Breakers:
                 if seen is None or seen[2] < at:
                     self._seen[key] = (provider, key_tenant, at)
 
-    def _record_probe(self, provider: str, tenant: str, ok: bool) -> None:
-        for key in self.keys(provider, tenant):
+    def _record_probe(self, provider: str, tenant: str, ok: bool, endpoint: str | None) -> None:
+        for key in self.keys(provider, tenant, endpoint):
             if self._probing.pop(key, None) is not None:
                 if ok:
                     self._probes_ok[key] = self._probes_ok.get(key, 0) + 1
                 else:
                     self._probe_failed.add(key)
 
-    def release(self, provider: str, tenant: str) -> None:
+    def release(self, provider: str, tenant: str, endpoint: str | None = None) -> None:
         """Free the probe slots of a probe whose outcome says nothing about health
         (refused credentials, a permanent rejection, throttling)."""
-        for key in self.keys(provider, tenant):
+        for key in self.keys(provider, tenant, endpoint):
             self._probing.pop(key, None)
+
+    def apply(self, row: BreakerInfo) -> None:
+        """Take in a breaker's new state as another worker (or an operator) wrote it,
+        without waiting for the next sync; an older state than the one held is ignored."""
+        held = self._rows.get(row.key)
+        if held is not None and held.updated_at > row.updated_at:
+            return
+        self._rows[row.key] = row
+        if row.state != BreakerState.HALF_OPEN:
+            self._probing.pop(row.key, None)
 
     # -- the sync loop ---------------------------------------------------------------
 
@@ -428,7 +508,12 @@ class Breakers:
                 now=now,
             )
             if step is not None:
-                await self._move(key, row, figures, step, now)
+                # Stamped when it is made, not when the sync began: the rows and the audit
+                # say when sends stopped, and a retry_at counts from the opening.
+                at = self.clock.now()
+                if step.retry_at is not None:
+                    step = Transition(step.state, step.retry_at + (at - now), step.reason)
+                await self._move(key, row, figures, step, at)
                 moved = True
         self._probe_failed.clear()
         if moved:
@@ -509,6 +594,14 @@ class Breakers:
             ),
         )
         if moved:
+            # This worker stops (or resumes) at once, not after re-reading the store.
+            self.apply(
+                BreakerInfo(
+                    key=key, provider=provider, tenant=tenant, state=step.state.value,
+                    since=now, retry_at=step.retry_at, forced=False, reason=step.reason,
+                    probes_ok=0, updated_at=now,
+                )
+            )  # fmt: skip
             self.log.warning(
                 f"circuit breaker {step.state.value.replace('_', '-')}",
                 key=key,

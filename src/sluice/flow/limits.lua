@@ -4,9 +4,10 @@
 --
 -- ARGV[1]: JSON list of requests, each {"c": [check, ...]}; a check is
 --   {"k": key, "t": "b"|"n"|"c", "rate", "burst", "limit", "low", "urgent", "wend", "cd",
---    "q": quota?}
+--    "q": quota?, "h": holds?}
 -- ARGV[2]: key prefix.
--- Returns JSON {"now": t, "d": [[ok, retry_at, check_index], ...], "e": [[key, t], ...]}.
+-- Returns JSON {"now": t, "d": [[ok, retry_at, check_index], ...], "e": [[key, t], ...],
+--               "x": [[key, request_index], ...]} (x: the first hold of a cap's window).
 -- Each cell is a hash {v = value, s = stamp} with an absolute expiry.
 
 local reqs = cjson.decode(ARGV[1])
@@ -29,10 +30,10 @@ local function get(key)
   return cell
 end
 
-local decisions, events, dirty = {}, {}, {}
+local decisions, events, trips, dirty = {}, {}, {}, {}
 local thresholds = {0.70, 0.85, 0.95}
 
-for _, req in ipairs(reqs) do
+for r, req in ipairs(reqs) do
   local failed, retry = 0, now
   local levels = {}
   for i, c in ipairs(req.c) do
@@ -76,6 +77,16 @@ for _, req in ipairs(reqs) do
   end
   if failed > 0 then
     table.insert(decisions, {0, retry, failed})
+    local c = req.c[failed]
+    if c.h then
+      -- the first message a holding cap refuses in this window is reported once
+      local tk = c.k .. '#trip'
+      if not get(tk) then
+        cache[tk] = {1, now}
+        dirty[tk] = c.wend + 60
+        table.insert(trips, {c.k, r})
+      end
+    end
   else
     for _, c in ipairs(req.c) do
       local cell = get(c.k)
@@ -110,4 +121,4 @@ for key, expires in pairs(dirty) do
   redis.call('PEXPIREAT', prefix .. key, math.floor(expires * 1000))
 end
 
-return cjson.encode({now = now, d = decisions, e = events})
+return cjson.encode({now = now, d = decisions, e = events, x = trips})

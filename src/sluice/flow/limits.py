@@ -283,11 +283,19 @@ class Outcome:
     decisions: list[Decision] = field(default_factory=list)
     #: (label, key, fraction) of every quota threshold first crossed.
     events: list[tuple[str, str, float]] = field(default_factory=list)
+    #: (label, key, message id) of the first message a holding cap refused in each of
+    #: its windows (a runaway loop just caught: worth one audit row, not one per message).
+    trips: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 def next_key(key: str) -> str:
     """The cell holding a bucket's next free retry slot (see ``evaluate``)."""
     return key + "#next"
+
+
+def trip_key(key: str) -> str:
+    """The cell marking that a holding cap already refused a message in this window."""
+    return key + "#trip"
 
 
 def cells_of(requests: Sequence[Request]) -> list[str]:
@@ -298,6 +306,8 @@ def cells_of(requests: Sequence[Request]) -> list[str]:
             keys.append(c.key)
             if c.kind == "bucket":
                 keys.append(next_key(c.key))
+            if c.hold:
+                keys.append(trip_key(c.key))
     return keys
 
 
@@ -346,6 +356,10 @@ def evaluate(state: dict[str, Cell], requests: Sequence[Request], now: float) ->
             if failed.hold:
                 reason = f"limit: {failed.label} reached; release or cancel to decide"
                 out.decisions.append(Decision(req.message_id, False, hold=reason, reason=reason))
+                marked = state.get(trip_key(failed.key))
+                if marked is None or marked.stamp < 0:
+                    state[trip_key(failed.key)] = Cell(1.0, now, failed.window_end + 60.0)
+                    out.trips.append((failed.label, failed.key, req.message_id))
             else:
                 out.decisions.append(
                     Decision(req.message_id, False, retry_at=retry_at, reason=failed.label)

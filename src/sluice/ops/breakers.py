@@ -79,7 +79,7 @@ async def _set(
     )
     await store.breaker_transition(
         key,
-        provider,
+        provider or (before.provider if before else ""),  # an e: key names no provider
         tenant,
         None,
         state.value,

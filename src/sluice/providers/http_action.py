@@ -201,6 +201,13 @@ class HttpActionProvider:
         """The configured actions, by name."""
         return self._actions
 
+    def endpoint(self, message: Message) -> str | None:
+        """The upstream ``message`` goes to, for breakers and throttles: its action's
+        configured URL (``None`` for an action that is not configured: that send fails
+        before any call)."""
+        spec = self._actions.get(message.action)
+        return spec.url if spec is not None else None
+
     def scopes_for(self, message: Message) -> tuple[str, ...]:
         """The scopes ``message``'s action needs (the gate holds it while one is missing)."""
         spec = self._actions.get(message.action)

@@ -20,6 +20,7 @@ import math
 import os
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from standardwebhooks.webhooks import Webhook
@@ -39,6 +40,7 @@ __all__ = [
     "MAX_RETRY_AFTER",
     "WebhookProvider",
     "decode_secret",
+    "endpoint_of",
     "generate_secret",
     "parse_retry_after",
 ]
@@ -116,6 +118,11 @@ class WebhookProvider:
         # Connection secrets repeat across a batch; decoding them once is enough.
         self._signers: dict[str, Webhook] = {}
 
+    def endpoint(self, message: Message) -> str:
+        """The receiver ``message`` goes to, for breakers and throttles: every URL is a
+        server of its own (``endpoint_of``)."""
+        return endpoint_of(message.recipient)
+
     async def send(self, message: Message, credentials: Credentials | None = None) -> Outcome:
         """POST ``message`` to its recipient URL and map the answer to an ``Outcome``."""
         url = _check_url(message.recipient)
@@ -178,6 +185,28 @@ class WebhookProvider:
                 self._signers.clear()
             self._signers[secret] = signer
         return signer
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def endpoint_of(url: str) -> str:
+    """``url`` as the identity of a receiver: scheme and host in lower case, the port
+    only when it is not the scheme's default, the path (``/`` when empty); no user
+    information, query or fragment. Receivers that share a host (hooks.slack.com,
+    hooks.zapier.com) are told apart by their paths, and so are endpoints here."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return url.strip()[:512]
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    if port is not None and port != _DEFAULT_PORTS.get(scheme):
+        host = f"{host}:{port}"
+    return f"{scheme}://{host}{parts.path or '/'}"
 
 
 def _check_url(recipient: str) -> httpx.URL | Outcome:

@@ -23,6 +23,8 @@ __all__ = [
     "AuditEntry",
     "BreakerInfo",
     "DlqGroup",
+    "FlowListener",
+    "FlowSignal",
     "FlowStateFn",
     "IdemClaim",
     "InboxItem",
@@ -318,6 +320,19 @@ class Receipt:
     detail: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class FlowSignal:
+    """A change every worker must apply at once, not at its next poll: a provider asked
+    for a pause (``throttle``), or a circuit breaker moved (``breaker``)."""
+
+    throttle: Throttle | None = None
+    breaker: BreakerInfo | None = None
+
+
+#: Called with each ``FlowSignal`` (on the event loop; it must not block or raise).
+FlowListener = Callable[[FlowSignal], None]
+
+
 #: Called by ``flow_state_apply`` with the locked cells (``key -> Cell``; a cell with a
 #: negative stamp did not exist) and the store's clock in Unix seconds; updates the cells
 #: in place and returns its result.
@@ -445,7 +460,17 @@ class Store(Protocol):
     async def throttle_set(
         self, tenant: str, provider: str, until: datetime, reason: str, now: datetime
     ) -> None:
-        """Nothing for (tenant, provider) before ``until`` (a later mark never shortens)."""
+        """Nothing for (tenant, provider) before ``until`` (a later mark never shortens);
+        every ``flow_listen`` listener hears of it. ``provider`` may name an endpoint
+        (``webhook@https://…``): a receiver's 429 pauses that receiver only."""
+        ...
+
+    def flow_listen(self, listener: FlowListener) -> Callable[[], None]:
+        """Call ``listener`` with every throttle and breaker change that any process
+        sharing this store commits, as soon as it is known: PostgreSQL sends a NOTIFY
+        with each change; SQLite calls this process's listeners at once and looks for
+        other processes' changes every ``FLOW_POLL`` seconds. Returns the function that
+        stops the calls. Workers still poll, so a missed signal only costs latency."""
         ...
 
     async def throttle_list(self, now: datetime) -> list[Throttle]:
@@ -662,7 +687,8 @@ class Store(Protocol):
         forced moves (a missing row counts as ``closed``, and is created), so of two
         workers racing one moves it and writes the audit row. ``None`` (an operator's
         act) moves it whatever its state. Entering ``closed`` clears the key's window,
-        so failures from before the breaker opened cannot reopen it at once.
+        so failures from before the breaker opened cannot reopen it at once. A move is
+        signalled to every ``flow_listen`` listener.
         """
         ...
 

@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 import json
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -35,6 +35,8 @@ from sluice.store.base import (
     AuditEntry,
     BreakerInfo,
     DlqGroup,
+    FlowListener,
+    FlowSignal,
     FlowStateFn,
     IdemClaim,
     InboxItem,
@@ -55,6 +57,8 @@ __all__ = ["PostgresStore", "pg_enqueue_plan"]
 log = structlog.get_logger("sluice.store")
 Q = load_queries("postgres")
 LISTEN_CHANNEL = "sluice_ready"
+#: Throttles and breaker moves, for every worker to apply at once (``flow_listen``).
+FLOW_CHANNEL = "sluice_flow"
 
 
 def _uuid_text(value: str, field: str = "id") -> str:
@@ -151,6 +155,7 @@ class PostgresStore:
             check=AsyncConnectionPool.check_connection,
         )
         self._listen = listen
+        self._flow_listeners: list[FlowListener] = []
         self._wake = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
         self._opened = False
@@ -430,6 +435,27 @@ class PostgresStore:
             "throttle_set",
             {"tenant": tenant, "provider": provider, "until": until, "reason": reason, "now": now},
         )
+
+    def flow_listen(self, listener: FlowListener) -> Callable[[], None]:
+        self._flow_listeners.append(listener)
+
+        def stop() -> None:
+            with contextlib.suppress(ValueError):
+                self._flow_listeners.remove(listener)
+
+        return stop
+
+    def _flow_signal(self, payload: str) -> None:
+        try:
+            signal = _flow_signal_of(json.loads(payload))
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            log.warning("unreadable flow signal", error=str(exc), payload=payload[:200])
+            return
+        for listener in list(self._flow_listeners):
+            try:
+                listener(signal)
+            except Exception:  # one listener's bug must not silence the others
+                log.exception("flow listener failed")
 
     async def throttle_list(self, now: datetime) -> list[Throttle]:
         return [Throttle(*r) for r in await self._fetch("throttle_list", {"now": now})]
@@ -904,6 +930,10 @@ class PostgresStore:
                 if new_state == "closed":
                     await db.execute(Q["breaker_clear_window"], {"key": key})
                 await _audit_insert(db, audit)
+                moved = BreakerInfo(
+                    key, provider, tenant, new_state, now, retry_at, forced, reason, 0, now
+                )
+                await db.execute(Q["flow_notify"], {"payload": _breaker_payload(moved)})
                 return True
         return False
 
@@ -960,10 +990,14 @@ class PostgresStore:
                 conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
                 async with conn:
                     await conn.execute(f"LISTEN {LISTEN_CHANNEL}")
+                    await conn.execute(f"LISTEN {FLOW_CHANNEL}")
                     delay = 0.5
                     self._wake.set()  # we may have missed notifications while away
-                    async for _ in conn.notifies():
-                        self._wake.set()
+                    async for note in conn.notifies():
+                        if note.channel == FLOW_CHANNEL:
+                            self._flow_signal(note.payload)
+                        else:
+                            self._wake.set()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the poll fallback keeps work moving meanwhile
@@ -1176,6 +1210,30 @@ class PostgresStore:
     async def receipt_list(self, message_id: str) -> list[Receipt]:
         rows = await self._fetch("receipt_list", {"id": _uuid_text(message_id)})
         return [Receipt(*r) for r in rows]
+
+
+def _breaker_payload(row: BreakerInfo) -> str:
+    """A breaker's new row as a NOTIFY payload (``_flow_signal_of`` reads it back)."""
+    values = [
+        row.key, row.provider, row.tenant, row.state, row.since.isoformat(),
+        row.retry_at.isoformat() if row.retry_at else None, row.forced, row.reason,
+        row.probes_ok, row.updated_at.isoformat(),
+    ]  # fmt: skip
+    return json.dumps({"breaker": values})
+
+
+def _flow_signal_of(document: dict[str, Any]) -> FlowSignal:
+    """A ``sluice_flow`` NOTIFY payload as a ``FlowSignal``."""
+    when = datetime.fromisoformat
+    if "throttle" in document:
+        tenant, provider, until, reason, set_at = document["throttle"]
+        return FlowSignal(throttle=Throttle(tenant, provider, when(until), reason, when(set_at)))
+    key, provider, tenant, state, since, retry_at, forced, reason, probes, at = document["breaker"]
+    row = BreakerInfo(
+        key, provider, tenant, state, when(since), when(retry_at) if retry_at else None,
+        bool(forced), reason, int(probes), when(at),
+    )  # fmt: skip
+    return FlowSignal(breaker=row)
 
 
 async def _apply_receipt(

@@ -19,11 +19,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+import structlog
+
 from sluice.connections import HOLD_PREFIX, Connection, ConnectionState, hold_reason
 from sluice.errors import (
     ConfigError,
     MigrationError,
     NotFound,
+    SluiceError,
     StoreError,
     StoreUnavailable,
     ValidationError,
@@ -39,6 +42,8 @@ from sluice.store.base import (
     AuditEntry,
     BreakerInfo,
     DlqGroup,
+    FlowListener,
+    FlowSignal,
     FlowStateFn,
     IdemClaim,
     InboxItem,
@@ -57,6 +62,9 @@ from sluice.store.base import (
 __all__ = ["SqliteStore", "sqlite_enqueue", "sqlite_path"]
 
 Q = load_queries("sqlite")
+log = structlog.get_logger("sluice.store")
+#: Seconds between looks for throttles and breaker moves of other processes on the file.
+FLOW_POLL = 0.05
 T = TypeVar("T")
 
 
@@ -215,6 +223,11 @@ class SqliteStore:
         self._last_version: int | None = None
         #: One token refresh at a time per connection in this process (connection_refresh).
         self._refresh_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        #: ``flow_listen``: the listeners, the watcher of other processes' changes, and
+        #: the throttles and breaker states already signalled.
+        self._flow_listeners: list[FlowListener] = []
+        self._flow_watcher: asyncio.Task[None] | None = None
+        self._flow_seen: dict[tuple[str, ...], tuple[Any, ...]] | None = None
 
     async def open(self) -> SqliteStore:
         """Open the file (created if missing)."""
@@ -232,6 +245,11 @@ class SqliteStore:
         return self
 
     async def close(self) -> None:
+        if self._flow_watcher is not None:
+            self._flow_watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._flow_watcher
+            self._flow_watcher = None
         if self._conn is not None:
             conn, self._conn = self._conn, None
             await self._call(conn.close)
@@ -613,11 +631,69 @@ class SqliteStore:
             "now": now.timestamp(),
         }
 
-        def put(conn: sqlite3.Connection) -> None:
+        def put(conn: sqlite3.Connection) -> Any:
             with _write(conn):
                 conn.execute(Q["throttle_set"], params)
+                return conn.execute(Q["throttle_get"], params).fetchone()
 
-        await self._run(put)
+        t, p, u, r, at = await self._run(put)
+        self._flow_signal(FlowSignal(throttle=Throttle(t, p, _at(u), r, _at(at))))
+
+    # -- flow signals ------------------------------------------------------------
+
+    def flow_listen(self, listener: FlowListener) -> Callable[[], None]:
+        self._flow_listeners.append(listener)
+        if self._flow_watcher is None or self._flow_watcher.done():
+            self._flow_watcher = asyncio.create_task(self._flow_watch(), name="sluice-flow-watch")
+
+        def stop() -> None:
+            with contextlib.suppress(ValueError):
+                self._flow_listeners.remove(listener)
+
+        return stop
+
+    def _flow_signal(self, signal: FlowSignal) -> None:
+        for listener in list(self._flow_listeners):
+            try:
+                listener(signal)
+            except Exception:  # one listener's bug must not silence the others
+                log.exception("flow listener failed")
+
+    async def _flow_watch(self) -> None:
+        """Other processes on this file: when it changed (``data_version``, read on a
+        connection of its own), diff the throttles and breakers against what was already
+        signalled, and signal what is new."""
+        watch = sqlite3.connect(self.path, isolation_level=None)
+        last: int | None = None
+        try:
+            while True:
+                try:
+                    (version,) = watch.execute("PRAGMA data_version").fetchone()
+                    if version != last:
+                        last = version
+                        await self._flow_diff()
+                except (sqlite3.Error, SluiceError) as exc:
+                    log.debug("flow watch failed; trying again", error=str(exc))
+                await asyncio.sleep(FLOW_POLL)
+        finally:
+            watch.close()
+
+    async def _flow_diff(self) -> None:
+        now = datetime.now(UTC)
+        current: dict[tuple[str, ...], tuple[Any, ...]] = {}
+        signals: dict[tuple[str, ...], FlowSignal] = {}
+        for t in await self.throttle_list(now):
+            current[("t", t.tenant, t.provider)] = (t.until,)
+            signals[("t", t.tenant, t.provider)] = FlowSignal(throttle=t)
+        for b in await self.breaker_list():
+            current[("b", b.key)] = (b.state, b.updated_at, b.forced)
+            signals[("b", b.key)] = FlowSignal(breaker=b)
+        seen, self._flow_seen = self._flow_seen, current
+        if seen is None:
+            return  # the first look: the worker loaded this state as it started
+        for key, values in current.items():
+            if seen.get(key) != values:
+                self._flow_signal(signals[key])
 
     async def throttle_list(self, now: datetime) -> list[Throttle]:
         rows = await self._all("throttle_list", {"now": now.timestamp()})
@@ -1157,7 +1233,16 @@ class SqliteStore:
                 _audit_insert(db, audit, audit.detail)
                 return True
 
-        return await self._run(move)
+        if not await self._run(move):
+            return False
+        self._flow_signal(
+            FlowSignal(
+                breaker=BreakerInfo(
+                    key, provider, tenant, new_state, now, retry_at, forced, reason, 0, now
+                )
+            )
+        )
+        return True
 
     async def breaker_purge(self, before_bucket: int) -> int:
         def purge(db: sqlite3.Connection) -> int:

@@ -24,7 +24,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -48,7 +48,7 @@ from sluice.model import (
     Status,
 )
 from sluice.providers.base import Credentials, Provider
-from sluice.store.base import Store
+from sluice.store.base import FlowSignal, Store
 from sluice.worker.controls import ControlWatch, ScopeKey, scope_key
 from sluice.worker.gate import ConnectionGate, Connections, Ticket
 from sluice.worker.limits import Limiter
@@ -70,6 +70,16 @@ def _control_reason(mode: Mode, control: Control | None) -> str:
     if control is not None:
         return control_hold_reason(control)
     return f"{CONTROL_PREFIX}{mode.value} (default mode, SLUICE_DEFAULT_MODE): approve to send"
+
+
+def _unknown_scope(outcome: Outcome) -> str:
+    """The missing scope as far as a refusal that names none tells it: "unknown", and
+    what the provider said (never a status code passed off as a scope name)."""
+    said = outcome.provider_status or str(outcome.code)
+    code = outcome.provider_code
+    if code and code not in said:
+        said = f"{said}, code {code}"
+    return f"unknown (provider refused: {said})"
 
 
 def new_worker_id() -> str:
@@ -143,6 +153,13 @@ class Dispatcher:
             logger=self.log,
         )
         self.controls.on_poll.append(self._sync_breakers)
+        #: Providers whose upstream differs per message (webhooks, ``http`` actions):
+        #: their breakers and throttles are per endpoint, not per provider.
+        self._endpoints: dict[str, Callable[[Message], str | None]] = {
+            name: fn for name, p in self.providers.items()
+            if callable(fn := getattr(p, "endpoint", None))
+        }  # fmt: skip
+        self.limiter.target_of = self._target
         #: Failover: per channel, the providers to try in order when a breaker is open.
         self.routes = {k: list(v) for k, v in (routes or {}).items()}
         #: Messages whose send is a half-open breaker's probe (id -> original provider).
@@ -183,6 +200,8 @@ class Dispatcher:
             providers=sorted(self.providers),
         )
         await self._heartbeat()
+        # Throttles and breaker moves of other workers, applied the moment they are heard.
+        unlisten = self.store.flow_listen(self._on_flow)
         # Never claim before the controls are known and acknowledged.
         await self.controls.start()
         flusher = asyncio.create_task(self._flush_loop(), name="sluice-flush")
@@ -200,6 +219,7 @@ class Dispatcher:
             if until_idle and self.projector is not None:
                 await self.projector.drain()
         finally:
+            unlisten()
             self._stopping.set()
             await self._drain()
             for task in background:
@@ -334,11 +354,47 @@ class Dispatcher:
         self._unstarted.extend((m.id, m.claim_seq) for m in batch)
         await self._release_unstarted()
 
+    # -- endpoints, throttles and breakers -------------------------------------------
+
+    def _endpoint(self, msg: Message, provider: str | None = None) -> str | None:
+        """The endpoint ``msg`` goes to through ``provider`` (its own by default), when
+        that provider's upstream differs per message; else ``None``."""
+        fn = self._endpoints.get(provider or msg.provider)
+        return fn(msg) if fn is not None else None
+
+    def _target(self, msg: Message) -> str:
+        """What a throttle of ``msg`` is keyed on: ``provider``, or ``provider@endpoint``."""
+        endpoint = self._endpoint(msg)
+        return msg.provider if endpoint is None else f"{msg.provider}@{endpoint}"
+
+    def _on_flow(self, signal: FlowSignal) -> None:
+        if signal.throttle is not None:
+            self.limiter.note_throttle(signal.throttle)
+        if signal.breaker is not None:
+            self.breakers.apply(signal.breaker)
+
+    def _held_off(self, msg: Message, now: datetime) -> bool:
+        """The last look before the call (no I/O): a throttle or an open breaker that
+        arrived after ``msg`` was admitted puts it back, unsent, no attempt spent."""
+        until = self.limiter.throttled_until(msg, now)
+        if until is not None:
+            run_at = self.limiter.after_throttle(until)
+        else:
+            verdict = self.breakers.check(
+                msg.provider, msg.tenant, self._endpoint(msg), probe=msg.id in self._probes, now=now
+            )
+            if verdict.allowed:
+                return False
+            run_at = verdict.retry_at or now + timedelta(seconds=1)
+        self.stats.deferred += 1
+        self._put_back(msg, run_at)
+        return True
+
     def _route(self, msg: Message) -> datetime | None:
         """Pass ``msg`` through the circuit breakers: None to send (perhaps through the
         next provider of its channel's route, which ``msg.provider`` then names), or when
         to try again when every way is open. Nothing is spent either way."""
-        verdict = self.breakers.allow(msg.provider, msg.tenant)
+        verdict = self.breakers.allow(msg.provider, msg.tenant, self._endpoint(msg))
         if verdict.allowed:
             if verdict.probe:
                 self._probes[msg.id] = msg.provider
@@ -352,7 +408,7 @@ class Dispatcher:
             # shadowed or killed alternative is no way out (and would loop or strand it).
             if not self._sendable(msg, now, alt):
                 continue
-            other = self.breakers.allow(alt, msg.tenant)
+            other = self.breakers.allow(alt, msg.tenant, self._endpoint(msg, alt))
             if other.allowed:
                 self.log.info(
                     "failover", message_id=msg.id, provider=msg.provider, to=alt,
@@ -367,7 +423,7 @@ class Dispatcher:
 
     def _unprobe(self, msg: Message) -> None:
         if self._probes.pop(msg.id, None) is not None:
-            self.breakers.release(msg.provider, msg.tenant)
+            self.breakers.release(msg.provider, msg.tenant, self._endpoint(msg))
 
     async def _sync_breakers(self, version: int) -> None:
         if time.monotonic() - self._breakers_synced >= 1.0:
@@ -416,7 +472,7 @@ class Dispatcher:
                 # The binding check: immediately before the provider call, with no await
                 # in between, registered so the next control change fences on this send.
                 started = self.clock.now()
-                if not self._allowed(msg, key, started):
+                if not self._allowed(msg, key, started) or self._held_off(msg, started):
                     return
                 token = self.controls.admit(key)
                 try:
@@ -454,15 +510,20 @@ class Dispatcher:
         provider's (5xx, timeout, unreachable). Refusals about the message, its
         credentials or its pace say nothing about the provider's health."""
         probe = self._probes.pop(msg.id, None) is not None
+        endpoint = self._endpoint(msg)
         if outcome.ok:
-            self.breakers.record(msg.provider, msg.tenant, True, probe=probe, now=now)
+            self.breakers.record(
+                msg.provider, msg.tenant, True, probe=probe, now=now, endpoint=endpoint
+            )
         elif outcome.code is not None and (
             outcome.code.error_class is ErrorClass.TRANSIENT
             or outcome.code is ErrorCode.PROVIDER_UNAVAILABLE
         ):
-            self.breakers.record(msg.provider, msg.tenant, False, probe=probe, now=now)
+            self.breakers.record(
+                msg.provider, msg.tenant, False, probe=probe, now=now, endpoint=endpoint
+            )
         elif probe:
-            self.breakers.release(msg.provider, msg.tenant)
+            self.breakers.release(msg.provider, msg.tenant, endpoint)
 
     def _allowed(self, msg: Message, key: ScopeKey, now: datetime | None = None) -> bool:
         """Apply the controls to ``msg``: True to send; otherwise it was held, put back,
@@ -555,7 +616,9 @@ class Dispatcher:
             provider = self.providers.get(msg.provider)
             scopes_for = getattr(provider, "scopes_for", None)
             implied = list(scopes_for(msg)) if scopes_for is not None else []
-            missing = sorted(set(msg.scopes) | set(implied)) or [outcome.provider_code or "unknown"]
+            # What is known: the scopes the send needed. A message that declares none and
+            # an action that implies none leave only the provider's refusal to go on.
+            missing = sorted(set(msg.scopes) | set(implied)) or [_unknown_scope(outcome)]
         else:
             state = ConnectionState.PENDING_REAUTH
             missing = []

@@ -8,9 +8,13 @@ limit that adapts to the provider's health.
   else in the store. With Redis unreachable, ``SLUICE_REDIS_FALLBACK`` decides:
   ``closed`` (default) defers every limited message a few seconds, ``store`` uses the
   store's limiter, ``open`` sends without limits; each says so in the log.
-- A 429 with ``Retry-After`` (or any throttle outcome) marks (tenant, provider) in the
-  store; every worker reads the marks on each control poll and defers messages for that
-  pair until the mark passes — no attempt spent, no hot loop.
+- A 429 with ``Retry-After`` (or any throttle outcome) marks (tenant, target) in the
+  store, the target being the provider — or, for webhooks and ``http`` actions, the one
+  endpoint that answered (``webhook@https://…``): one receiver's 429 never pauses
+  another. The worker that got the 429 applies the mark before any later send of its
+  own starts (``throttled_until`` is checked again just before each call); the store
+  signals it to every other worker (``Store.flow_listen``), and each control poll reads
+  the marks as a fallback. Deferred messages spend no attempt and never hot-loop.
 - Concurrency per provider: at most the configured ``concurrency`` limit (else the
   worker's concurrency); cut by 30 % on a 429, a 5xx, a timeout or a send slower than
   ``SLUICE_LATENCY_TARGET``, at most once a second, and grown back by about one slot per
@@ -24,7 +28,7 @@ import collections
 import json
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
@@ -45,7 +49,7 @@ from sluice.flow.limits import (
 )
 from sluice.model import ErrorClass, ErrorCode, Message
 from sluice.model import Outcome as SendOutcome
-from sluice.store.base import AuditEntry, Store
+from sluice.store.base import AuditEntry, Store, Throttle
 
 __all__ = ["AdaptiveConcurrency", "Limiter", "RedisUnavailable"]
 
@@ -83,6 +87,7 @@ class _RedisBackend:
                         "wend": c.window_end,
                         "cd": c.cooldown,
                         "q": c.quota,
+                        "h": c.hold,
                     }
                     for c in r.checks
                 ]
@@ -113,6 +118,8 @@ class _RedisBackend:
         events = answer["e"] if isinstance(answer["e"], list) else []
         labels = {c.key: c.label for r in requests for c in r.checks}
         out.events = [(labels.get(k, k), k, float(t)) for k, t in events]
+        trips = answer.get("x") if isinstance(answer.get("x"), list) else []
+        out.trips = [(labels.get(k, k), k, requests[int(i) - 1].message_id) for k, i in trips]
         return out
 
     async def close(self) -> None:
@@ -217,7 +224,11 @@ class Limiter:
         self.clock = clock
         self.log = logger
         self.worker_id = worker_id
+        #: (tenant, target) -> until: nothing goes there before.
         self.throttles: dict[tuple[str, str], datetime] = {}
+        #: What a message's throttle is keyed on: its provider, or its provider and
+        #: endpoint (the dispatcher sets this; it knows which providers have endpoints).
+        self.target_of: Callable[[Message], str] = lambda m: m.provider
         self._store_backend = _StoreBackend(store)
         self._redis = (
             _RedisBackend(settings.redis_url, settings.redis_prefix + "limit:")
@@ -259,9 +270,24 @@ class Limiter:
 
     async def refresh_throttles(self, version: int = 0) -> None:
         now = self.clock.now()
-        self.throttles = {
-            (t.tenant, t.provider): t.until for t in await self.store.throttle_list(now)
-        }
+        marks = {(t.tenant, t.provider): t.until for t in await self.store.throttle_list(now)}
+        # A mark this worker (or a signal) set that the store does not show yet stays.
+        for key, until in self.throttles.items():
+            if until > now and until > marks.get(key, until - timedelta(seconds=1)):
+                marks[key] = until
+        self.throttles = marks
+
+    def note_throttle(self, throttle: Throttle) -> None:
+        """Apply a mark another worker set (a flow signal), at once."""
+        key = (throttle.tenant, throttle.provider)
+        held = self.throttles.get(key)
+        if held is None or held < throttle.until:
+            self.throttles[key] = throttle.until
+
+    def throttled_until(self, msg: Message, now: datetime) -> datetime | None:
+        """Until when ``msg``'s target asked us to hold off, if it still does."""
+        until = self.throttles.get((msg.tenant, self.target_of(msg)))
+        return until if until is not None and until > now else None
 
     # -- deciding a batch -------------------------------------------------------------
 
@@ -276,10 +302,11 @@ class Limiter:
         hold: list[tuple[Message, str]] = []
         candidates = []
         for msg in batch:
-            until = self.throttles.get((msg.tenant, msg.provider))
-            if until is not None and until > now:
-                spread = timedelta(seconds=self.rng.uniform(0, 0.5))
-                defer.append((msg, until + spread, f"throttled by {msg.provider} until {until}"))
+            until = self.throttled_until(msg, now)
+            if until is not None:
+                defer.append(
+                    (msg, self.after_throttle(until), f"throttled by {msg.provider} until {until}")
+                )
             else:
                 candidates.append(msg)
         requests = requests_for(self.specs, candidates, now.timestamp())
@@ -311,6 +338,8 @@ class Limiter:
                 defer.append((msg, max(at, now), d.reason))
         for label, key, fraction in outcome.events:
             await self._quota_event(label, key, fraction, now)
+        for label, key, message_id in outcome.trips:
+            await self._cap_tripped(label, key, by_id[message_id], now)
         return go, defer, hold
 
     async def _apply(self, requests: Sequence[Request]) -> Outcome | None:
@@ -355,21 +384,61 @@ class Limiter:
         except SluiceError as exc:
             self.log.error("could not record the quota event", error=str(exc))
 
+    async def _cap_tripped(self, label: str, key: str, msg: Message, now: datetime) -> None:
+        """A recipient cap held its first message of the window: a runaway loop (RB-10)
+        caught. Said once per cap, recipient and window — a warning and an audit row
+        naming both — where each further message held only gets an info line."""
+        self.log.warning(
+            "recipient cap reached; messages held",
+            limit=label,
+            tenant=msg.tenant,
+            action=msg.action,
+            recipient=msg.recipient,
+            message_id=msg.id,
+            runbook="RB-10",
+        )
+        try:
+            await self.store.audit_append(
+                AuditEntry(
+                    at=now,
+                    actor=f"worker:{self.worker_id}",
+                    action="limit.tripped",
+                    target=label,
+                    reason=f"{label} reached for {msg.recipient}: held for an operator",
+                    detail={
+                        "key": key,
+                        "tenant": msg.tenant,
+                        "action": msg.action,
+                        "recipient": msg.recipient,
+                        "first_held": msg.id,
+                    },
+                )
+            )
+        except SluiceError as exc:
+            self.log.error("could not record the recipient cap trip", error=str(exc))
+
     # -- after a send -----------------------------------------------------------------
 
+    def after_throttle(self, until: datetime) -> datetime:
+        """When a message held off until ``until`` is due: a little after, spread so that
+        what a throttle held back does not all come due in the same instant."""
+        return until + timedelta(seconds=self.rng.uniform(0, 0.5))
+
     async def throttled(self, msg: Message, outcome: SendOutcome) -> None:
-        """The provider said slow down: every worker holds off (tenant, provider)."""
+        """The target said slow down: this worker holds off at once (before any later
+        send starts), every other worker as soon as the store signals it."""
         wait = outcome.retry_after if outcome.retry_after is not None else 1.0
         wait = min(max(wait, 0.0), 3600.0)
         now = self.clock.now()
         until = now + timedelta(seconds=wait)
-        key = (msg.tenant, msg.provider)
+        target = self.target_of(msg)
+        key = (msg.tenant, target)
         if self.throttles.get(key, now) >= until:
             return
         self.throttles[key] = until
         why = f"{outcome.code}: {outcome.provider_status or ''} Retry-After {wait:g}s"
         try:
-            await self.store.throttle_set(msg.tenant, msg.provider, until, why.strip(), now)
+            await self.store.throttle_set(msg.tenant, target, until, why.strip(), now)
         except SluiceError as exc:
             self.log.warning("could not share the throttle", error=str(exc))
 

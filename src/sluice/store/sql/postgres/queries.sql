@@ -323,11 +323,21 @@ DELETE FROM sluice_flow_state WHERE key IN (
     ORDER BY key FOR UPDATE SKIP LOCKED)
 
 -- name: throttle_set
-INSERT INTO sluice_throttles (tenant, provider, until, reason, set_at)
-VALUES (%(tenant)s, %(provider)s, %(until)s, %(reason)s, %(now)s)
-ON CONFLICT (tenant, provider) DO UPDATE
-SET until = greatest(sluice_throttles.until, excluded.until), reason = excluded.reason,
-    set_at = excluded.set_at
+-- The mark in force (a later one never shortens) goes to every worker at commit.
+WITH mark AS (
+    INSERT INTO sluice_throttles (tenant, provider, until, reason, set_at)
+    VALUES (%(tenant)s, %(provider)s, %(until)s, %(reason)s, %(now)s)
+    ON CONFLICT (tenant, provider) DO UPDATE
+    SET until = greatest(sluice_throttles.until, excluded.until), reason = excluded.reason,
+        set_at = excluded.set_at
+    RETURNING tenant, provider, until, reason, set_at
+)
+SELECT pg_notify('sluice_flow', json_build_object(
+    'throttle', json_build_array(tenant, provider, until, reason, set_at))::text)
+FROM mark
+
+-- name: flow_notify
+SELECT pg_notify('sluice_flow', %(payload)s)
 
 -- name: throttle_list
 SELECT tenant, provider, until, reason, set_at FROM sluice_throttles WHERE until > %(now)s

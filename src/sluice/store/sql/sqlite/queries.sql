@@ -232,6 +232,10 @@ ON CONFLICT (tenant, provider) DO UPDATE
 SET until = max(sluice_throttles.until, excluded.until), reason = excluded.reason,
     set_at = excluded.set_at
 
+-- name: throttle_get
+SELECT tenant, provider, until, reason, set_at FROM sluice_throttles
+WHERE tenant = :tenant AND provider = :provider
+
 -- name: throttle_list
 SELECT tenant, provider, until, reason, set_at FROM sluice_throttles WHERE until > :now
 ORDER BY tenant, provider
