@@ -330,11 +330,19 @@ class Breakers:
 
     @staticmethod
     def keys(provider: str, tenant: str, endpoint: str | None = None) -> tuple[str, ...]:
-        """The breaker keys of a send: the endpoint's when it has one (webhooks, ``http``
-        actions), else the provider's and the connection's."""
+        """The breaker keys a send's outcome counts toward: the endpoint's when it has one
+        (webhooks, ``http`` actions), else the provider's and the connection's."""
         if endpoint is not None:
             return (endpoint_key(tenant, endpoint),)
         return provider_key(provider), connection_key(tenant, provider)
+
+    @classmethod
+    def gates(cls, provider: str, tenant: str, endpoint: str | None = None) -> tuple[str, ...]:
+        """The breakers a send must pass: its ``keys``, and for an endpoint's send also
+        the provider's — which its outcomes never open, but an operator may force
+        (``sluice breakers open webhook``: no webhook goes out, whatever the endpoint)."""
+        keys = cls.keys(provider, tenant, endpoint)
+        return keys if endpoint is None else (*keys, provider_key(provider))
 
     # -- the send path (no I/O) ------------------------------------------------------
 
@@ -368,7 +376,7 @@ class Breakers:
         send admitted earlier may not start once one of its breakers has opened (or
         turned half-open, unless this send is the probe ``allow`` let through)."""
         now = now or self.clock.now()
-        for key in self.keys(provider, tenant, endpoint):
+        for key in self.gates(provider, tenant, endpoint):
             row = self._rows.get(key)
             if row is None or row.state == BreakerState.CLOSED:
                 continue
@@ -387,7 +395,7 @@ class Breakers:
         """May a send to ``provider`` for ``tenant`` go now? From the last snapshot."""
         now = self.clock.now()
         probing: list[str] = []
-        for key in self.keys(provider, tenant, endpoint):
+        for key in self.gates(provider, tenant, endpoint):
             row = self._rows.get(key)
             if row is None or row.state == BreakerState.CLOSED:
                 continue
@@ -462,7 +470,7 @@ class Breakers:
     def release(self, provider: str, tenant: str, endpoint: str | None = None) -> None:
         """Free the probe slots of a probe whose outcome says nothing about health
         (refused credentials, a permanent rejection, throttling)."""
-        for key in self.keys(provider, tenant, endpoint):
+        for key in self.gates(provider, tenant, endpoint):
             self._probing.pop(key, None)
 
     def apply(self, row: BreakerInfo) -> None:
