@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from api_harness import Api
@@ -421,4 +422,18 @@ async def test_post__malformed_json_says_where_it_broke(api: Api) -> None:
     assert problem["detail"] == (
         "body: is not valid JSON: Expecting ',' delimiter at line 2 column 2"
     )
+    assert await count(api) == 0
+
+
+async def test_post__a_chunked_body_over_the_limit_is_413_not_400(api: Api) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        # No Content-Length: the size shows only as the body streams in.
+        yield b'{"channel": "sms", "provider": "null", "recipient": "+1555", "payload": {"x": "'
+        for _ in range(100):
+            yield b"x" * 1000
+        yield b'"}}'
+
+    r = await api.client.post("/v1/messages", content=chunks(), headers=_raw(api))
+    assert r.status_code == 413, r.text
+    assert r.json()["status"] == 413 and "larger than" in r.json()["detail"]
     assert await count(api) == 0

@@ -3,6 +3,7 @@ PostgreSQL, a key made on the command line used over HTTP."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -34,33 +35,46 @@ def cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-@pytest.fixture
-def served(clean_pg_url: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
-    assert cli(clean_pg_url, "migrate").returncode == 0
+@contextlib.contextmanager
+def serve_process(
+    url: str, tmp_path: Path, *args: str, **env: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A real ``sluice serve`` on a free port, its output in ``tmp_path/serve.log``;
+    yields its base URL and the process, and stops it afterwards."""
     port = free_port()
     log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115  # closed below
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sluice.cli", "serve", "--port", str(port)],
-        env=env_for(clean_pg_url), stdout=log, stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "sluice.cli", "serve", "--port", str(port), *args],
+        env=env_for(url, **env), stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError((tmp_path / "serve.log").read_text())
-        time.sleep(0.05)
     try:
-        yield clean_pg_url, base
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((tmp_path / "serve.log").read_text())
+            time.sleep(0.05)
+        yield base, proc
     finally:
         proc.terminate()
-        proc.wait(10)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
         log.close()
+
+
+@pytest.fixture
+def served(clean_pg_url: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    assert cli(clean_pg_url, "migrate").returncode == 0
+    with serve_process(clean_pg_url, tmp_path) as (base, _):
+        yield clean_pg_url, base
 
 
 def test_serve__a_key_made_with_the_cli_enqueues_and_reads_over_http(
@@ -116,3 +130,35 @@ def test_inbox__list_and_retry_from_the_cli(clean_pg_url: str) -> None:
     assert bad.returncode == 2 and "state" in bad.stderr
     retried = cli(clean_pg_url, "inbox", "retry")
     assert retried.returncode == 0 and "requeued 0" in retried.stdout
+
+
+def _abort_mid_body(port: int, path: str) -> None:
+    """Promise a 10,000-byte body, send a tenth of it, and hang up."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            "Content-Length: 10000\r\n\r\n".encode()
+            + b'{"channel": "'
+            + b"x" * 1000
+        )
+
+
+def test_serve__clients_that_hang_up_mid_body_leave_no_error_in_the_log(
+    clean_pg_url: str, tmp_path: Path
+) -> None:
+    assert cli(clean_pg_url, "migrate").returncode == 0
+    # An ingress source, so that its endpoint reads the body before it checks anything.
+    config = tmp_path / "sluice.toml"
+    config.write_text('[ingress.partner]\nkind = "webhook"\nsecrets = ["whsec_c2VjcmV0"]\n'
+                      'tenant = "acme"\n')  # fmt: skip
+    with serve_process(clean_pg_url, tmp_path, SLUICE_CONFIG=str(config)) as (base, _):
+        port = int(base.rsplit(":", 1)[1])
+        before = (tmp_path / "serve.log").read_text()
+        for i in range(100):
+            _abort_mid_body(port, "/v1/messages" if i % 2 else "/v1/ingress/partner")
+        # A request after them all: by its answer the server has seen every hang-up.
+        assert httpx.get(f"{base}/healthz", timeout=10).status_code == 200
+        time.sleep(0.5)
+        new = (tmp_path / "serve.log").read_text()[len(before) :]
+    assert "Traceback" not in new and '"error"' not in new, new[:2000]
+    assert new.count("\n") == 0, new[:2000]

@@ -36,7 +36,13 @@ PURGE_EVERY = 300.0
 
 
 class BodyLimit:
-    """413 for a body over ``limit`` bytes, by Content-Length or as it streams in."""
+    """Reads each request's whole body before the app runs, within ``limit`` bytes.
+
+    Over the limit, by Content-Length or as a chunked body streams in, the answer is
+    413 and the connection is closed (what the client still sends is not read). A
+    client that goes away before its body has arrived gets nothing and costs one debug
+    line: there is nobody left to answer, and nothing went wrong on our side.
+    """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -48,33 +54,41 @@ class BodyLimit:
             return
         for name, value in scope["headers"]:
             if name == b"content-length" and (not value.isdigit() or int(value) > self.limit):
-                await self._refuse(scope, receive, send)
+                await self._too_large(scope, receive, send)
                 return
+        chunks: list[bytes] = []
         seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
-            return message
+            if message["type"] == "http.disconnect":
+                log.debug("client left before sending its whole body", path=scope["path"])
+                return
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.limit:
+                await self._too_large(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        delivered = False
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await self._refuse(scope, receive, send)
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: only the disconnect is left to wait for
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = problems.problem_response(
-            413, f"the request body is larger than {self.limit} bytes", kind="too-large"
-        )
+            413, f"the request body is larger than {self.limit} bytes", kind="too-large",
+            headers={"Connection": "close"},
+        )  # fmt: skip
         await response(scope, receive, send)
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def create_app(
