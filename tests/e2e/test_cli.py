@@ -210,6 +210,16 @@ ENV_VARS = {
         "SLUICE_JSON",
     ],
     ("status",): ["SLUICE_DATABASE_URL", "SLUICE_JSON"],
+    ("serve",): [
+        "SLUICE_DATABASE_URL",
+        "SLUICE_API_HOST",
+        "SLUICE_API_PORT",
+        "SLUICE_API_WORKERS",
+        "SLUICE_LOG_LEVEL",
+        "SLUICE_API_HEADER_TIMEOUT",
+        "SLUICE_API_BODY_TIMEOUT",
+        "SLUICE_API_MAX_CONNECTIONS",
+    ],
     ("messages", "show"): ["SLUICE_DATABASE_URL", "SLUICE_JSON"],
     ("dlq", "list"): ["SLUICE_TENANT", "SLUICE_CHANNEL", "SLUICE_DATABASE_URL", "SLUICE_JSON"],
     **{

@@ -6,9 +6,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import selectors
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -162,3 +164,93 @@ def test_serve__clients_that_hang_up_mid_body_leave_no_error_in_the_log(
         new = (tmp_path / "serve.log").read_text()[len(before) :]
     assert "Traceback" not in new and '"error"' not in new, new[:2000]
     assert new.count("\n") == 0, new[:2000]
+
+
+def _read_until_closed(socks: list[socket.socket], within: float) -> dict[socket.socket, bytes]:
+    """What each socket received until the server closed it; sockets still open after
+    ``within`` seconds are missing from the answer."""
+    got: dict[socket.socket, bytes] = {s: b"" for s in socks}
+    closed: dict[socket.socket, bytes] = {}
+    with selectors.DefaultSelector() as sel:
+        for s in socks:
+            s.setblocking(False)
+            sel.register(s, selectors.EVENT_READ)
+        deadline = time.monotonic() + within
+        while got and time.monotonic() < deadline:
+            for key, _ in sel.select(timeout=0.2):
+                s = key.fileobj
+                assert isinstance(s, socket.socket)
+                try:
+                    data = s.recv(65536)
+                except ConnectionResetError:
+                    data = b""
+                if data:
+                    got[s] += data
+                else:
+                    closed[s] = got.pop(s)
+                    sel.unregister(s)
+    return closed
+
+
+def _trickle(sock: socket.socket, data: bytes, stop: threading.Event) -> None:
+    """Send ``data`` a byte every 0.1 s, the way a slowloris client holds a connection."""
+    for i in range(len(data)):
+        if stop.wait(0.1):
+            return
+        try:
+            sock.send(data[i : i + 1])
+        except OSError:
+            return
+
+
+def test_serve__slow_clients_are_cut_off_while_others_are_served(
+    clean_pg_url: str, tmp_path: Path
+) -> None:
+    assert cli(clean_pg_url, "migrate").returncode == 0
+    args = ("--header-timeout", "1", "--body-timeout", "2")
+    with serve_process(clean_pg_url, tmp_path, *args) as (base, _):
+        port = int(base.rsplit(":", 1)[1])
+        head = b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        silent, partial_headers, partial_body = [], [], []
+        for i in range(300):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            if i % 3 == 0:
+                silent.append(s)
+            elif i % 3 == 1:
+                s.sendall(head)
+                partial_headers.append(s)
+            else:
+                s.sendall(head + b"Content-Length: 1000\r\n\r\n" + b'{"channel": "sms"')
+                partial_body.append(s)
+        stop = threading.Event()
+        trickling = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(2)]
+        trickling[1].sendall(head + b"Content-Length: 1000\r\n\r\n")
+        threads = [
+            threading.Thread(target=_trickle, args=(trickling[0], head * 10, stop)),
+            threading.Thread(target=_trickle, args=(trickling[1], b"x" * 1000, stop)),
+        ]
+        for t in threads:
+            t.start()
+        try:
+            # Meanwhile an honest client is answered at once.
+            ok = httpx.get(f"{base}/healthz", timeout=5)
+            assert ok.status_code == 200
+            refused = httpx.post(f"{base}/v1/messages", json={}, timeout=5)
+            assert refused.status_code == 401
+            everyone = silent + partial_headers + partial_body + trickling
+            # Without the limits the server kept such connections for minutes and more.
+            closed = _read_until_closed(everyone, within=15)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+            for s in [*silent, *partial_headers, *partial_body, *trickling]:
+                s.close()
+        still_open = [s for s in everyone if s not in closed]
+        assert not still_open, f"{len(still_open)} of {len(everyone)} slow connections kept"
+        for s in [*partial_headers, trickling[0]]:
+            assert closed[s].startswith(b"HTTP/1.1 408 "), closed[s][:200]
+        for s in [*partial_body, trickling[1]]:
+            assert closed[s].startswith(b"HTTP/1.1 408 "), closed[s][:200]
+            assert b"took longer than 2 s" in closed[s]
+        assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200

@@ -36,17 +36,20 @@ PURGE_EVERY = 300.0
 
 
 class BodyLimit:
-    """Reads each request's whole body before the app runs, within ``limit`` bytes.
+    """Reads each request's whole body before the app runs, within ``limit`` bytes and
+    ``timeout`` seconds.
 
     Over the limit, by Content-Length or as a chunked body streams in, the answer is
-    413 and the connection is closed (what the client still sends is not read). A
-    client that goes away before its body has arrived gets nothing and costs one debug
-    line: there is nobody left to answer, and nothing went wrong on our side.
+    413; a body still arriving after ``timeout`` seconds (a client trickling it to hold
+    the connection) is 408. Both close the connection, since the rest of the body is
+    never read. A client that goes away before its body has arrived gets nothing and
+    costs one debug line: there is nobody left to answer, and nothing went wrong here.
     """
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, timeout: float) -> None:
         self.app = app
         self.limit = limit
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -54,23 +57,28 @@ class BodyLimit:
             return
         for name, value in scope["headers"]:
             if name == b"content-length" and (not value.isdigit() or int(value) > self.limit):
-                await self._too_large(scope, receive, send)
+                await self._refuse(scope, receive, send, 413)
                 return
         chunks: list[bytes] = []
         seen = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                log.debug("client left before sending its whole body", path=scope["path"])
-                return
-            chunk = message.get("body", b"")
-            seen += len(chunk)
-            if seen > self.limit:
-                await self._too_large(scope, receive, send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(self.timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        log.debug("client left before sending its body", path=scope["path"])
+                        return
+                    chunk = message.get("body", b"")
+                    seen += len(chunk)
+                    if seen > self.limit:
+                        await self._refuse(scope, receive, send, 413)
+                        return
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            await self._refuse(scope, receive, send, 408)
+            return
         body = b"".join(chunks)
         delivered = False
 
@@ -83,11 +91,14 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, status: int) -> None:
+        if status == 413:
+            detail, kind = f"the request body is larger than {self.limit} bytes", "too-large"
+        else:
+            detail, kind = f"the request body took longer than {self.timeout:g} s", "timeout"
         response = problems.problem_response(
-            413, f"the request body is larger than {self.limit} bytes", kind="too-large",
-            headers={"Connection": "close"},
-        )  # fmt: skip
+            status, detail, kind=kind, headers={"Connection": "close"}
+        )
         await response(scope, receive, send)
 
 
@@ -141,7 +152,7 @@ def create_app(
                       responses={503: {"description": "Not ready"}})  # fmt: skip
     app.add_api_route("/metrics", metrics, methods=["GET"], tags=["health"],
                       response_class=Response)  # fmt: skip
-    app.add_middleware(BodyLimit, limit=settings.api_max_body)
+    app.add_middleware(BodyLimit, limit=settings.api_max_body, timeout=settings.api_body_timeout)
     return app
 
 
