@@ -1978,6 +1978,9 @@ def breakers_reset(
 
 def main() -> None:
     """Entry point of the ``sluice`` script."""
+    from sluice.logs import quiet_pool_warnings
+
+    quiet_pool_warnings()  # commands that set up no logging would print them bare
     try:
         app()
     except KeyboardInterrupt:

@@ -58,6 +58,9 @@ class Settings:
     flush_interval: float = 0.005
     #: Pool size of database connections per process (PostgreSQL).
     pool_size: int = 8
+    #: Seconds a caller waits for a PostgreSQL connection (from the pool, or a new one)
+    #: before the store reports itself unavailable.
+    db_timeout: float = 5.0
     #: Log level for the ``sluice`` loggers.
     log_level: str = "info"
     #: Key that encrypts connections' credentials (base64 of 32 bytes; ``sluice keys generate``).
@@ -137,6 +140,7 @@ class Settings:
             "retry_base",
             "retry_cap",
             "pool_size",
+            "db_timeout",
             "control_poll",
             "breaker_window",
             "breaker_min_volume",

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -254,3 +255,50 @@ def test_serve__slow_clients_are_cut_off_while_others_are_served(
             assert closed[s].startswith(b"HTTP/1.1 408 "), closed[s][:200]
             assert b"took longer than 2 s" in closed[s]
         assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+
+
+def test_serve__a_database_that_goes_down_costs_seconds_not_the_pool_timeout(
+    own_postgres: Any,
+    tmp_path: Path,  # an OwnPostgres (tests/e2e/conftest.py)
+) -> None:
+    url = own_postgres.url
+    assert cli(url, "migrate").returncode == 0
+    made = cli(url, "apikeys", "create", "shop", "--tenant", "acme")
+    assert made.returncode == 0, made.stderr
+    headers = {"Authorization": f"Bearer {made.stdout.strip()}"}
+    sms = {"channel": "sms", "provider": "null", "recipient": "+15550001111"}
+    with serve_process(url, tmp_path) as (base, _):
+        assert httpx.post(f"{base}/v1/messages", json=sms, headers=headers).status_code == 201
+        own_postgres.stop()
+
+        started = time.monotonic()
+        first = httpx.post(f"{base}/v1/messages", json=sms, headers=headers, timeout=60)
+        # The pool used to wait 30 s for a connection; now SLUICE_DB_TIMEOUT, 5 s.
+        assert first.status_code == 503 and time.monotonic() - started < 15, first.text
+
+        # Once the store knows the server is gone, it asks it directly and fails at once.
+        started = time.monotonic()
+        ready = httpx.get(f"{base}/readyz", timeout=60)
+        later = [
+            httpx.post(f"{base}/v1/messages", json=sms, headers=headers, timeout=60)
+            for _ in range(10)
+        ]
+        assert time.monotonic() - started < 10  # 55 s at 5 s each
+        assert [r.status_code for r in later] == [503] * 10
+        assert later[0].headers["retry-after"] == "1"
+        checks = ready.json()["checks"]
+        assert ready.status_code == 503
+        answering = f"no PostgreSQL server is answering at 127.0.0.1:{own_postgres.port}"
+        assert answering in checks["store"], checks
+        assert checks["migrations"].startswith("not checked"), checks
+
+        own_postgres.start()
+        deadline = time.monotonic() + 60
+        while True:
+            again = httpx.post(f"{base}/v1/messages", json=sms, headers=headers, timeout=60)
+            if again.status_code == 201 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert again.status_code == 201, again.text
+    log = (tmp_path / "serve.log").read_text()
+    assert "Traceback" not in log and "error connecting in" not in log, log[-3000:]

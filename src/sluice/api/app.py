@@ -173,6 +173,8 @@ async def readyz(request: Request) -> Response:
         checks["workers"] = len(workers) if workers else "none seen in the last 15 s"
     except SluiceError as exc:
         checks["store"] = f"unreachable: {exc}"[:300]
+        for name in ("migrations", "workers"):
+            checks.setdefault(name, "not checked: the store is unreachable")
     ready = (
         checks.get("store") == "ok"
         and checks.get("migrations") == "ok"
