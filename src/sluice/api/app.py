@@ -61,6 +61,7 @@ class BodyLimit:
                 return
         chunks: list[bytes] = []
         seen = 0
+        refusal: int | None = None
         try:
             async with asyncio.timeout(self.timeout):
                 while True:
@@ -71,13 +72,15 @@ class BodyLimit:
                     chunk = message.get("body", b"")
                     seen += len(chunk)
                     if seen > self.limit:
-                        await self._refuse(scope, receive, send, 413)
-                        return
+                        refusal = 413
+                        break
                     chunks.append(chunk)
                     if not message.get("more_body", False):
                         break
         except TimeoutError:
-            await self._refuse(scope, receive, send, 408)
+            refusal = 408
+        if refusal is not None:  # answered outside the deadline: it bounds the read only
+            await self._refuse(scope, receive, send, refusal)
             return
         body = b"".join(chunks)
         delivered = False
