@@ -723,13 +723,37 @@ def serve(
     log_level: Annotated[
         str | None, typer.Option(envvar="SLUICE_LOG_LEVEL", help="debug, info, warning, error.")
     ] = None,
+    header_timeout: Annotated[
+        float | None,
+        typer.Option(
+            envvar="SLUICE_API_HEADER_TIMEOUT",
+            help="Seconds a client has to send its request headers (then 408). [default: 10]",
+        ),
+    ] = None,
+    body_timeout: Annotated[
+        float | None,
+        typer.Option(
+            envvar="SLUICE_API_BODY_TIMEOUT",
+            help="Seconds a client has to send its request body (then 408). [default: 20]",
+        ),
+    ] = None,
+    max_connections: Annotated[
+        int | None,
+        typer.Option(
+            envvar="SLUICE_API_MAX_CONNECTIONS",
+            help="Connections per server process; past it, 503. [default: 1000]",
+        ),
+    ] = None,
 ) -> None:
     """Serve the HTTP API and provider ingress (OpenAPI at /openapi.json)."""
-    import uvicorn
-
+    from sluice.api.server import run_server, server_config
     from sluice.logs import configure_logging
 
-    settings = _settings(database_url, api_host=host, api_port=port, log_level=log_level)
+    settings = _settings(
+        database_url, api_host=host, api_port=port, log_level=log_level,
+        api_header_timeout=header_timeout, api_body_timeout=body_timeout,
+        api_max_connections=max_connections,
+    )  # fmt: skip
     configure_logging(settings.log_level)
 
     async def check() -> None:
@@ -750,10 +774,14 @@ def serve(
         f"(OpenAPI: /openapi.json, {workers} process{'es' if workers > 1 else ''})",
         err=True,
     )
-    env = {"SLUICE_DATABASE_URL": settings.database_url}
+    env = {
+        "SLUICE_DATABASE_URL": settings.database_url,
+        "SLUICE_API_BODY_TIMEOUT": repr(settings.api_body_timeout),
+    }
     os.environ.update(env)  # the factory in each server process reads the same settings
-    uvicorn.run(
+    config = server_config(
         "sluice.api.app:app_from_env",
+        settings,
         factory=True,
         host=settings.api_host,
         port=settings.api_port,
@@ -761,8 +789,8 @@ def serve(
         log_level="warning" if settings.log_level == "info" else settings.log_level,
         access_log=False,
         loop="uvloop",
-        http="httptools",
     )
+    run_server(config)
 
 
 # -- API keys ---------------------------------------------------------------------
@@ -1957,6 +1985,9 @@ def breakers_reset(
 
 def main() -> None:
     """Entry point of the ``sluice`` script."""
+    from sluice.logs import quiet_pool_warnings
+
+    quiet_pool_warnings()  # commands that set up no logging would print them bare
     try:
         app()
     except KeyboardInterrupt:

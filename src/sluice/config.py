@@ -58,6 +58,9 @@ class Settings:
     flush_interval: float = 0.005
     #: Pool size of database connections per process (PostgreSQL).
     pool_size: int = 8
+    #: Seconds a caller waits for a PostgreSQL connection (from the pool, or a new one)
+    #: before the store reports itself unavailable.
+    db_timeout: float = 5.0
     #: Log level for the ``sluice`` loggers.
     log_level: str = "info"
     #: Key that encrypts connections' credentials (base64 of 32 bytes; ``sluice keys generate``).
@@ -103,6 +106,14 @@ class Settings:
     api_port: int = 8400
     #: Largest request body the API accepts, in bytes (larger: 413).
     api_max_body: int = 1_048_576
+    #: Seconds a client has to send a request's headers, from the connect or from the
+    #: first byte of a later request on a kept-alive connection (then 408, closed).
+    api_header_timeout: float = 10.0
+    #: Seconds a client has to send a request's body once its headers are in (then 408,
+    #: closed). A webhook body is small; only a client holding the connection is slower.
+    api_body_timeout: float = 20.0
+    #: Connections one server process holds at most; past it new requests get 503.
+    api_max_connections: int = 1000
     #: Seconds an ``Idempotency-Key`` is remembered: a retry inside it gets the first
     #: response; after it the key may be used again.
     idempotency_window: float = 86_400.0
@@ -129,6 +140,7 @@ class Settings:
             "retry_base",
             "retry_cap",
             "pool_size",
+            "db_timeout",
             "control_poll",
             "breaker_window",
             "breaker_min_volume",
@@ -137,6 +149,9 @@ class Settings:
             "latency_target",
             "api_port",
             "api_max_body",
+            "api_header_timeout",
+            "api_body_timeout",
+            "api_max_connections",
             "idempotency_window",
             "idempotency_lock",
             "ingress_dedupe_window",

@@ -75,6 +75,7 @@ class _Api:
         import uvicorn
 
         from sluice.api import create_app
+        from sluice.api.server import server_config
 
         class Server(uvicorn.Server):
             # The worker owns SIGINT/SIGTERM here; stopping the server is ours to do.
@@ -94,7 +95,8 @@ class _Api:
             ) from None
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         app = create_app(settings, store=store)
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+        # The same limits on slow clients as `sluice serve`.
+        config = server_config(app, settings, log_level="warning", access_log=False, lifespan="on")
         self.server = Server(config)
         self.task: asyncio.Task[None] | None = None
 

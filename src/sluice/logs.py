@@ -7,7 +7,7 @@ import sys
 
 import structlog
 
-__all__ = ["configure_logging"]
+__all__ = ["configure_logging", "quiet_pool_warnings"]
 
 
 def configure_logging(level: str = "info", fmt: str | None = None) -> None:
@@ -40,3 +40,14 @@ def configure_logging(level: str = "info", fmt: str | None = None) -> None:
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr)
+    quiet_pool_warnings()
+
+
+def quiet_pool_warnings() -> None:
+    """Keep psycopg's pool to errors only.
+
+    While PostgreSQL is away the pool logs a warning, as raw text, for every attempt it
+    makes to reconnect; the store already reports the outage, with its cause, as the
+    error of the call that met it.
+    """
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)

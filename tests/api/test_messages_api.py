@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from api_harness import Api
@@ -313,3 +315,125 @@ async def test_list__a_since_without_time_zone_is_422(api: Api) -> None:
     ok = await api.client.get("/v1/messages", params={"since": "2026-01-01T00:00:00Z"},
                               headers=api.acme)  # fmt: skip
     assert ok.status_code == 200
+
+
+# -- input a store cannot hold, and lax types (issue 10) --------------------------------
+
+
+def _raw(api: Api) -> dict[str, str]:
+    return {**api.acme, "content-type": "application/json"}
+
+
+def _sms_with(extra: str) -> bytes:
+    """SMS as JSON text with ``extra`` (raw JSON members) added, so that escapes such as
+    a lone ``\\ud800`` reach the server exactly as a client wrote them."""
+    return (json.dumps(SMS)[:-1] + ", " + extra + "}").encode()
+
+
+async def test_post__a_lone_surrogate_is_422_naming_the_field_and_stores_nothing(
+    api: Api,
+) -> None:
+    cases = [
+        ('"payload": {"\\ud800": 1}', "payload"),
+        ('"payload": {"k": ["ok", {"deep": "\\udfff"}]}', "payload"),
+        ('"idempotency_key": "k-\\ud800"', "idempotency_key"),
+        ('"correlation_id": "\\ud800"', "correlation_id"),
+        ('"scopes": ["read", "\\ud800"]', "scopes[1]"),
+    ]
+    for extra, field in cases:
+        r = await api.client.post("/v1/messages", content=_sms_with(extra), headers=_raw(api))
+        assert r.status_code == 422, (extra, r.text)
+        assert r.json()["field"] == field, (extra, r.json())
+        assert "Unicode" in r.json()["detail"]
+    batch = b'{"messages": [' + _sms_with('"correlation_id": "ok"') + b", "
+    batch += _sms_with('"payload": {"a": "\\ud800"}') + b"]}"
+    r = await api.client.post("/v1/messages", content=batch, headers=_raw(api))
+    assert r.status_code == 422 and r.json()["field"] == "messages[1].payload", r.text
+    unknown = await api.client.post(
+        "/v1/messages", content=_sms_with('"\\ud800": 1'), headers=_raw(api)
+    )
+    assert unknown.status_code == 422, unknown.text
+    assert await count(api) == 0
+
+
+async def test_post__a_payload_nested_too_deep_is_422_and_stores_nothing(api: Api) -> None:
+    # Past about a thousand levels Python's JSON parser itself gives up: that is the body.
+    for depth, field in ((300, "payload"), (65, "payload"), (10_000, "body")):
+        nested = "[" * depth + "]" * depth if depth > 1000 else '{"a": ' * depth + "1" + "}" * depth
+        r = await api.client.post(
+            "/v1/messages", content=_sms_with(f'"payload": {nested}'), headers=_raw(api)
+        )
+        assert r.status_code == 422, (depth, r.text)
+        assert r.json()["field"] == field and "deep" in r.json()["detail"], (depth, r.json())
+    assert await count(api) == 0
+    fine = '{"a": ' * 64 + "1" + "}" * 64
+    ok = await api.client.post(
+        "/v1/messages", content=_sms_with(f'"payload": {fine}'), headers=_raw(api)
+    )
+    assert ok.status_code == 201, ok.text
+
+
+async def test_post__numbers_and_switches_are_strict_but_times_may_be_iso_text(
+    api: Api,
+) -> None:
+    for body, field in (
+        ({**SMS, "priority": "5"}, "priority"),
+        ({**SMS, "priority": True}, "priority"),
+        ({**SMS, "priority": 1.5}, "priority"),
+        ({**SMS, "max_attempts": "3"}, "max_attempts"),
+    ):
+        r = await api.client.post("/v1/messages", json=body, headers=api.acme)
+        assert r.status_code == 422 and r.json()["field"] == field, (body, r.text)
+    assert await count(api) == 0
+    for body, field in (
+        ({"dry_run": "yes"}, "dry_run"),
+        ({"dry_run": 1}, "dry_run"),
+        ({"limit": "5"}, "limit"),
+    ):
+        r = await api.client.post("/v1/dlq/retry", json=body, headers=api.ops)
+        assert r.status_code == 422 and r.json()["field"] == field, (body, r.text)
+    r = await api.client.post("/v1/inbox/retry", json={"ids": ["1"]}, headers=api.ops)
+    assert r.status_code == 422 and r.json()["field"] == "ids[0]", r.text
+    timed = {**SMS, "priority": 5, "run_at": "2030-01-01T00:00:00Z"}
+    ok = await api.client.post("/v1/messages", json=timed, headers=api.acme)
+    assert ok.status_code == 201 and ok.json()["priority"] == 5, ok.text
+
+
+async def test_post__a_batch_names_the_failing_item_not_a_missing_channel(api: Api) -> None:
+    batch = {"messages": [SMS, {**SMS, "recipient": ""}, {**SMS, "priority": "5"}]}
+    r = await api.client.post("/v1/messages", json=batch, headers=api.acme)
+    assert r.status_code == 422, r.text
+    problem = r.json()
+    assert problem["field"] == "messages[1].recipient", problem
+    assert [e["field"] for e in problem["errors"]] == [
+        "messages[1].recipient",
+        "messages[2].priority",
+    ]
+    assert await count(api) == 0
+
+
+async def test_post__malformed_json_says_where_it_broke(api: Api) -> None:
+    r = await api.client.post(
+        "/v1/messages", content=b'{"channel": "sms"\n "x": 1}', headers=_raw(api)
+    )
+    assert r.status_code == 422, r.text
+    problem = r.json()
+    assert problem["field"] == "body"
+    assert problem["detail"] == (
+        "body: is not valid JSON: Expecting ',' delimiter at line 2 column 2"
+    )
+    assert await count(api) == 0
+
+
+async def test_post__a_chunked_body_over_the_limit_is_413_not_400(api: Api) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        # No Content-Length: the size shows only as the body streams in.
+        yield b'{"channel": "sms", "provider": "null", "recipient": "+1555", "payload": {"x": "'
+        for _ in range(100):
+            yield b"x" * 1000
+        yield b'"}}'
+
+    r = await api.client.post("/v1/messages", content=chunks(), headers=_raw(api))
+    assert r.status_code == 413, r.text
+    assert r.json()["status"] == 413 and "larger than" in r.json()["detail"]
+    assert await count(api) == 0

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -139,3 +142,61 @@ def workers(tmp_path: Path) -> Iterator[Workers]:
             if p.poll() is None:
                 p.kill()
                 p.wait(5)
+
+
+@dataclass
+class OwnPostgres:
+    """A PostgreSQL cluster of the test's own, which it may stop and start at will
+    (the shared one on 5432 serves every other test and must stay up)."""
+
+    datadir: Path
+    port: int
+    bindir: Path
+    as_user: list[str]
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/sluice"
+
+    def _pg_ctl(self, *args: str) -> None:
+        subprocess.run(
+            [*self.as_user, str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-w", *args],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+
+    def start(self) -> None:
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.datadir}"
+        self._pg_ctl("-o", options, "-l", str(self.datadir / "server.log"), "start")
+
+    def stop(self) -> None:
+        self._pg_ctl("-m", "fast", "stop")
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[OwnPostgres]:
+    """A fresh cluster on a free port with a database ``sluice``, removed afterwards."""
+    import psycopg
+
+    bindir = sorted(Path("/usr/lib/postgresql").glob("*/bin"))[-1]
+    # initdb refuses to run as root; the cluster then belongs to the postgres user,
+    # and its directory lives outside pytest's root-only tmp folder.
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    datadir = Path(tempfile.mkdtemp(prefix="sluice-own-pg-"))
+    if as_user:
+        shutil.chown(datadir, "postgres", "postgres")
+    subprocess.run(
+        [*as_user, str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres", "-A", "trust",
+         "--no-sync"],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    cluster = OwnPostgres(datadir, free_port(), bindir, as_user)
+    cluster.start()
+    try:
+        admin = f"postgresql://postgres@127.0.0.1:{cluster.port}/postgres"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE sluice")
+        yield cluster
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            cluster.stop()
+        shutil.rmtree(datadir, ignore_errors=True)

@@ -210,6 +210,16 @@ ENV_VARS = {
         "SLUICE_JSON",
     ],
     ("status",): ["SLUICE_DATABASE_URL", "SLUICE_JSON"],
+    ("serve",): [
+        "SLUICE_DATABASE_URL",
+        "SLUICE_API_HOST",
+        "SLUICE_API_PORT",
+        "SLUICE_API_WORKERS",
+        "SLUICE_LOG_LEVEL",
+        "SLUICE_API_HEADER_TIMEOUT",
+        "SLUICE_API_BODY_TIMEOUT",
+        "SLUICE_API_MAX_CONNECTIONS",
+    ],
     ("messages", "show"): ["SLUICE_DATABASE_URL", "SLUICE_JSON"],
     ("dlq", "list"): ["SLUICE_TENANT", "SLUICE_CHANNEL", "SLUICE_DATABASE_URL", "SLUICE_JSON"],
     **{
@@ -453,6 +463,42 @@ def test_unsupported_database_url__exits_2_naming_the_setting(args: tuple[str, .
     assert "SLUICE_DATABASE_URL" in result.stderr
     assert "mysql://x" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _unreachable_urls() -> list[Any]:
+    nothing_listens = free_port()
+    admin = PG_ADMIN_URL.rsplit("/", 1)[0]
+    return [
+        pytest.param(
+            "postgresql://postgres@nosuchhost.invalid/x",
+            ["cannot resolve host nosuchhost.invalid"],
+            id="unknown-host",
+        ),
+        pytest.param(
+            f"{admin}/nosuchdb",
+            ['database "nosuchdb" does not exist', "createdb", "SLUICE_DATABASE_URL"],
+            id="missing-database",
+        ),
+        pytest.param(
+            f"postgresql://postgres@127.0.0.1:{nothing_listens}/x",
+            [f"no PostgreSQL server is answering at 127.0.0.1:{nothing_listens}", "start it"],
+            id="server-down",
+        ),
+    ]
+
+
+@pytest.mark.parametrize(("url", "says"), _unreachable_urls())
+@pytest.mark.parametrize("command", [("status",), ("migrate",), ("worker", "--until-idle")])
+def test_database_unreachable__one_line_saying_why_and_exit_1(
+    url: str, says: list[str], command: tuple[str, ...]
+) -> None:
+    result = cli(*command, "--database-url", url)
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for words in says:
+        assert words in lines[0], lines[0]
+    assert "Traceback" not in result.stderr and "pool" not in result.stderr
 
 
 # -- worker --until-idle ------------------------------------------------------------

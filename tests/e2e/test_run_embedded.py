@@ -123,3 +123,37 @@ def test_run__on_an_api_port_already_taken_exits_2_and_suggests_another(tmp_path
     assert result.returncode == 2
     assert f"127.0.0.1:{port}" in result.stderr and "--api-port" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_run__its_api_cuts_off_slow_clients_like_serve(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+    env.update(COLUMNS="200", SLUICE_API_HEADER_TIMEOUT="1", SLUICE_API_BODY_TIMEOUT="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sluice.cli", "run", "--port", "0", "--api-port", "0",
+         "--demo", "0", "--duration", "60"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        url = None
+        for line in proc.stdout:
+            found = re.match(r"API\s+http://127\.0\.0\.1:(\d+)", line)
+            if found:
+                url = int(found.group(1))
+                break
+        assert url is not None, "sluice run did not print its API address"
+        head = b"POST /v1/messages HTTP/1.1\r\nHost: x\r\n"
+        slow_headers = socket.create_connection(("127.0.0.1", url), timeout=15)
+        slow_headers.sendall(head)
+        slow_body = socket.create_connection(("127.0.0.1", url), timeout=15)
+        slow_body.sendall(head + b"Content-Length: 100\r\n\r\n{")
+        # Each is answered 408 and closed; without the limits, recv() would time out.
+        for s in (slow_headers, slow_body):
+            with s:
+                answer = b""
+                while chunk := s.recv(4096):
+                    answer += chunk
+                assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    finally:
+        proc.terminate()
+        proc.wait(30)

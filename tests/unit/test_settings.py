@@ -132,6 +132,11 @@ def test_load_settings__ignores_other_tables_of_the_file(tmp_path: Path) -> None
         ({"SLUICE_RETRY_BASE": "10", "SLUICE_RETRY_CAP": "5"}, ["SLUICE_RETRY_CAP"]),
         ({"SLUICE_DATABASE_URL": "mysql://app@db/app"}, ["SLUICE_DATABASE_URL", "mysql://"]),
         ({"SLUICE_DATABASE_URL": "db.sqlite"}, ["SLUICE_DATABASE_URL"]),
+        ({"SLUICE_DB_TIMEOUT": "0"}, ["SLUICE_DB_TIMEOUT"]),
+        ({"SLUICE_API_HEADER_TIMEOUT": "0"}, ["SLUICE_API_HEADER_TIMEOUT"]),
+        ({"SLUICE_API_BODY_TIMEOUT": "-1"}, ["SLUICE_API_BODY_TIMEOUT"]),
+        ({"SLUICE_API_MAX_CONNECTIONS": "0"}, ["SLUICE_API_MAX_CONNECTIONS"]),
+        ({"SLUICE_API_MAX_CONNECTIONS": "many"}, ["SLUICE_API_MAX_CONNECTIONS"]),
     ],
 )
 def test_load_settings__bad_environment_value_names_the_variable(
@@ -217,3 +222,18 @@ def test_settings_replace__ignores_none_and_revalidates() -> None:
     assert s.replace(pool_size=None, worker_concurrency=4).worker_concurrency == 4
     with pytest.raises(ConfigError, match="SLUICE_LEASE_SECONDS"):
         s.replace(lease_seconds=1.0)
+
+
+def test_load_settings__slow_client_limits_of_the_api(tmp_path: Path) -> None:
+    assert (Settings().api_header_timeout, Settings().api_body_timeout) == (10.0, 20.0)
+    assert Settings().api_max_connections == 1000
+    path = write_toml(tmp_path, "[sluice]\napi_header_timeout = 2.5\napi_max_connections = 50\n")
+    s = load_settings(env={"SLUICE_API_BODY_TIMEOUT": "4"}, config_path=path)
+    assert (s.api_header_timeout, s.api_body_timeout, s.api_max_connections) == (2.5, 4.0, 50)
+
+
+def test_load_settings__database_timeout_is_seconds_and_defaults_to_five(tmp_path: Path) -> None:
+    assert Settings().db_timeout == 5.0
+    assert load_settings(env={"SLUICE_DB_TIMEOUT": "2.5"}).db_timeout == 2.5
+    path = write_toml(tmp_path, "[sluice]\ndb_timeout = 3\n")
+    assert load_settings(env={}, config_path=path).db_timeout == 3.0

@@ -36,11 +36,20 @@ PURGE_EVERY = 300.0
 
 
 class BodyLimit:
-    """413 for a body over ``limit`` bytes, by Content-Length or as it streams in."""
+    """Reads each request's whole body before the app runs, within ``limit`` bytes and
+    ``timeout`` seconds.
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    Over the limit, by Content-Length or as a chunked body streams in, the answer is
+    413; a body still arriving after ``timeout`` seconds (a client trickling it to hold
+    the connection) is 408. Both close the connection, since the rest of the body is
+    never read. A client that goes away before its body has arrived gets nothing and
+    costs one debug line: there is nobody left to answer, and nothing went wrong here.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, timeout: float) -> None:
         self.app = app
         self.limit = limit
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -48,33 +57,52 @@ class BodyLimit:
             return
         for name, value in scope["headers"]:
             if name == b"content-length" and (not value.isdigit() or int(value) > self.limit):
-                await self._refuse(scope, receive, send)
+                await self._refuse(scope, receive, send, 413)
                 return
+        chunks: list[bytes] = []
         seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
-            return message
-
+        refusal: int | None = None
         try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await self._refuse(scope, receive, send)
+            async with asyncio.timeout(self.timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        log.debug("client left before sending its body", path=scope["path"])
+                        return
+                    chunk = message.get("body", b"")
+                    seen += len(chunk)
+                    if seen > self.limit:
+                        refusal = 413
+                        break
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            refusal = 408
+        if refusal is not None:  # answered outside the deadline: it bounds the read only
+            await self._refuse(scope, receive, send, refusal)
+            return
+        body = b"".join(chunks)
+        delivered = False
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: only the disconnect is left to wait for
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, status: int) -> None:
+        if status == 413:
+            detail, kind = f"the request body is larger than {self.limit} bytes", "too-large"
+        else:
+            detail, kind = f"the request body took longer than {self.timeout:g} s", "timeout"
         response = problems.problem_response(
-            413, f"the request body is larger than {self.limit} bytes", kind="too-large"
+            status, detail, kind=kind, headers={"Connection": "close"}
         )
         await response(scope, receive, send)
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def create_app(
@@ -127,7 +155,7 @@ def create_app(
                       responses={503: {"description": "Not ready"}})  # fmt: skip
     app.add_api_route("/metrics", metrics, methods=["GET"], tags=["health"],
                       response_class=Response)  # fmt: skip
-    app.add_middleware(BodyLimit, limit=settings.api_max_body)
+    app.add_middleware(BodyLimit, limit=settings.api_max_body, timeout=settings.api_body_timeout)
     return app
 
 
@@ -148,6 +176,8 @@ async def readyz(request: Request) -> Response:
         checks["workers"] = len(workers) if workers else "none seen in the last 15 s"
     except SluiceError as exc:
         checks["store"] = f"unreachable: {exc}"[:300]
+        for name in ("migrations", "workers"):
+            checks.setdefault(name, "not checked: the store is unreachable")
     ready = (
         checks.get("store") == "ok"
         and checks.get("migrations") == "ok"

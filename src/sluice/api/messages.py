@@ -25,6 +25,7 @@ from sluice.api.schemas import (
     CancelIn,
     MessageDetail,
     MessageIn,
+    MessageOrBatch,
     MessageOut,
     MessagePage,
     ReceiptOut,
@@ -83,7 +84,7 @@ async def _visible(request: Request, who: Principal, message_id: str) -> Message
     summary="Enqueue one message, or a batch of up to 1,000",
 )
 async def create(
-    body: MessageIn | BatchIn,
+    body: MessageOrBatch,
     who: Tenant,
     request: Request,
     idempotency_key: Annotated[str | None, Header(alias=HEADER, max_length=300)] = None,

@@ -27,7 +27,11 @@ _Name = Annotated[Text | None, Query(min_length=1, max_length=128)]
 
 
 class ScopeIn(BaseModel):
-    """A scope: any combination of tenant, channel, provider and action (none: all)."""
+    """A scope: any combination of tenant, channel, provider and action (none: all).
+
+    Numbers and switches in operator bodies are strict, as in ``MessageIn``: ``"5"`` is
+    not a limit and ``1`` is not ``true``.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -45,8 +49,8 @@ class Selection(ScopeIn):
 
     error_code: Text | None = Field(None, min_length=1, max_length=64)
     since: AwareDatetime | None = None
-    limit: int | None = Field(None, ge=1, le=100_000)
-    dry_run: bool = False
+    limit: int | None = Field(None, ge=1, le=100_000, strict=True)
+    dry_run: bool = Field(False, strict=True)
     reason: Text | None = Field(None, max_length=1000)
 
     def filter(self, contains: str | None = None) -> MessageFilter:
@@ -67,18 +71,18 @@ class ControlIn(ScopeIn):
     mode: Mode
     reason: Text = Field(min_length=1, max_length=1000)
     #: Seconds until the control reverts by itself.
-    expires_in: float | None = Field(None, gt=0, le=366 * 86400)
+    expires_in: float | None = Field(None, gt=0, le=366 * 86400, strict=True)
     #: Return only once every live worker applied it (or ``timeout`` passed).
-    wait: bool = True
-    timeout: float = Field(10.0, gt=0, le=60)
+    wait: bool = Field(True, strict=True)
+    timeout: float = Field(10.0, gt=0, le=60, strict=True)
 
 
 class ControlClearIn(ScopeIn):
     reason: Text = Field(min_length=1, max_length=1000)
     #: Put the messages this control held back in the queue.
-    release: bool = True
-    wait: bool = True
-    timeout: float = Field(10.0, gt=0, le=60)
+    release: bool = Field(True, strict=True)
+    wait: bool = Field(True, strict=True)
+    timeout: float = Field(10.0, gt=0, le=60, strict=True)
 
 
 class ReasonIn(BaseModel):
@@ -91,7 +95,7 @@ class InboxRetryIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     #: Dead events to retry; all dead events when left out.
-    ids: list[Annotated[int, Field(ge=1, lt=2**63)]] | None = Field(
+    ids: list[Annotated[int, Field(ge=1, lt=2**63, strict=True)]] | None = Field(
         None, min_length=1, max_length=10_000
     )
     reason: Text | None = Field(None, max_length=1000)

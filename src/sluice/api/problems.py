@@ -34,6 +34,7 @@ _TITLES = {
     403: "Forbidden",
     404: "Not found",
     405: "Method not allowed",
+    408: "Request timeout",
     409: "Conflict",
     413: "Request too large",
     415: "Unsupported media type",
@@ -103,8 +104,29 @@ def _loc(loc: tuple[Any, ...]) -> str:
         elif str(p) in ("MessageIn", "BatchIn") or str(p).startswith(("function-", "tagged-")):
             continue  # the name of a union branch, not a field
         else:
-            out += f".{p}" if out else str(p)
+            # A key the client invented may hold text JSON cannot be encoded from.
+            name = str(p).encode("utf-8", "backslashreplace").decode()
+            out += f".{name}" if out else name
     return out or "body"
+
+
+def _json_error(error: dict[str, Any], document: Any) -> str:
+    """``Expecting ',' delimiter at line 1 column 11`` for a body that is not JSON."""
+    reason = str(error.get("ctx", {}).get("error", "cannot be parsed"))
+    loc = error.get("loc", ())
+    pos = loc[1] if len(loc) > 1 and isinstance(loc[1], int) else None
+    if pos is None or not isinstance(document, str | bytes):
+        return reason
+    text = document if isinstance(document, str) else document.decode("utf-8", "replace")
+    line = text.count("\n", 0, pos) + 1
+    column = pos - text.rfind("\n", 0, pos)
+    return f"{reason} at line {line} column {column}"
+
+
+_UNREADABLE: dict[type[BaseException], str] = {
+    RecursionError: "is not valid JSON: nested too deeply to parse",
+    UnicodeDecodeError: "is not valid JSON: not UTF-8 text",
+}
 
 
 def install(app: FastAPI) -> None:
@@ -121,6 +143,12 @@ def install(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         errors = exc.errors()
         first = errors[0] if errors else {"loc": ("body",), "msg": "is not valid"}
+        if first.get("type") == "json_invalid":
+            reason = _json_error(first, exc.body)
+            return problem_response(
+                422, f"body: is not valid JSON: {reason}", field="body", kind="validation",
+                instance=request.url.path, extra={"errors": [{"field": "body", "problem": reason}]},
+            )  # fmt: skip
         field = _loc(tuple(first.get("loc", ())))
         problems = [
             {"field": _loc(tuple(e.get("loc", ()))), "problem": str(e.get("msg", ""))}
@@ -163,6 +191,15 @@ def install(app: FastAPI) -> None:
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
+        # FastAPI turns every failure to decode a body into one bare 400; the two a
+        # client can cause deserve words and the field they concern.
+        cause = exc.__cause__
+        unreadable = _UNREADABLE.get(type(cause)) if cause and exc.status_code == 400 else None
+        if unreadable is not None:
+            return problem_response(
+                422, f"body: {unreadable}", field="body", kind="validation",
+                instance=request.url.path,
+            )  # fmt: skip
         return problem_response(
             exc.status_code, str(exc.detail), instance=request.url.path,
             headers=dict(exc.headers or {}),

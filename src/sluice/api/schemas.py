@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from sluice.model import Attempt, Message, Status
 from sluice.store.base import Receipt
@@ -18,6 +19,7 @@ __all__ = [
     "CancelIn",
     "MessageDetail",
     "MessageIn",
+    "MessageOrBatch",
     "MessageOut",
     "MessagePage",
     "ProblemOut",
@@ -26,14 +28,66 @@ __all__ = [
 ]
 
 
-def _no_nul(value: str) -> str:
+#: Half of a UTF-16 surrogate pair on its own. JSON may spell one (``"\\ud800"``) and
+#: Python decodes it, but no UTF-8 encoder, and so no store, can write it.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+#: How deep a payload may nest. Real payloads stay within a handful of levels; far
+#: deeper ones are refused here, with a reason, before serialisers hit their own limits.
+MAX_PAYLOAD_DEPTH = 64
+
+
+def _text_problem(value: str) -> str | None:
     if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
+        return "must not contain NUL characters"
+    if _LONE_SURROGATE.search(value):
+        return "must be valid Unicode (it has a lone surrogate such as \\ud800)"
+    return None
+
+
+def _storable(value: str) -> str:
+    problem = _text_problem(value)
+    if problem:
+        raise ValueError(problem)
     return value
 
 
-#: Text as every API input takes it: no NUL (no store can keep it).
-Text = Annotated[str, AfterValidator(_no_nul)]
+#: Text as every API input takes it: no NUL and no lone surrogate (no store keeps them).
+Text = Annotated[str, AfterValidator(_storable)]
+
+
+def _shown(path: str) -> str:
+    """``path`` fit for an error message: ASCII-escaped, cut to a readable length."""
+    shown = path.encode("ascii", "backslashreplace").decode()
+    return shown if len(shown) <= 120 else shown[:117] + "..."
+
+
+def _storable_payload(value: dict[str, Any]) -> dict[str, Any]:
+    """Refuse a payload no store can write: too deep, or text it cannot encode.
+
+    Walked with an explicit stack, so a hostile depth costs no recursion.
+    """
+    stack: list[tuple[Any, str, int]] = [(value, "payload", 1)]
+    while stack:
+        node, path, depth = stack.pop()
+        if depth > MAX_PAYLOAD_DEPTH:
+            raise ValueError(f"is nested deeper than {MAX_PAYLOAD_DEPTH} levels")
+        children = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, child in children:
+            if isinstance(key, str):
+                problem = _text_problem(key)
+                if problem:
+                    raise ValueError(f"a key in {_shown(path)} {problem}")
+                where = f"{path}.{key}"
+            else:
+                where = f"{path}[{key}]"
+            if isinstance(child, str):
+                problem = _text_problem(child)
+                if problem:
+                    raise ValueError(f"{_shown(where)} {problem}")
+            elif isinstance(child, dict | list):
+                stack.append((child, where, depth + 1))
+    return value
 
 
 class ProblemOut(BaseModel):
@@ -78,11 +132,15 @@ class MessageIn(BaseModel):
     channel: Text = Field(min_length=1, max_length=64)
     provider: Text = Field(min_length=1, max_length=64)
     recipient: Text = Field(min_length=1, max_length=2048)
-    payload: dict[str, Any] = Field(default_factory=dict)
+    payload: Annotated[dict[str, Any], AfterValidator(_storable_payload)] = Field(
+        default_factory=dict
+    )
     action: Text = Field("send", min_length=1, max_length=128)
-    priority: int = Field(0, ge=-1000, le=1000)
+    # Strict: "5" and true are not numbers, as the Python API says. Datetimes stay lax,
+    # since JSON can only carry them as ISO strings.
+    priority: int = Field(0, ge=-1000, le=1000, strict=True)
     run_at: datetime | None = None
-    max_attempts: int = Field(5, ge=1, le=100)
+    max_attempts: int = Field(5, ge=1, le=100, strict=True)
     idempotency_key: Text | None = Field(None, min_length=1, max_length=255)
     correlation_id: Text | None = Field(None, min_length=1, max_length=255)
     scopes: list[Annotated[Text, Field(min_length=1, max_length=128)]] = Field(
@@ -96,6 +154,22 @@ class BatchIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     messages: list[MessageIn] = Field(min_length=1, max_length=1000)
+
+
+def _body_kind(value: Any) -> str:
+    """Which shape a ``POST /v1/messages`` body has: a batch carries ``messages``.
+
+    Deciding first, instead of trying both shapes, reports a batch's errors at
+    ``messages[1].recipient`` rather than as a single message missing ``channel``.
+    """
+    return "BatchIn" if isinstance(value, dict) and "messages" in value else "MessageIn"
+
+
+#: The body of ``POST /v1/messages``: one message, or a batch of them.
+MessageOrBatch = Annotated[
+    Annotated[MessageIn, Tag("MessageIn")] | Annotated[BatchIn, Tag("BatchIn")],
+    Discriminator(_body_kind),
+]
 
 
 class MessageOut(BaseModel):

@@ -36,7 +36,8 @@ def create_store(url: str, settings: Settings | None = None, *, create: bool = T
     if url.startswith(("postgresql://", "postgres://")):
         from sluice.store.postgres import PostgresStore
 
-        return PostgresStore(url, pool_size=pool_size)
+        timeout = settings.db_timeout if settings else 5.0
+        return PostgresStore(url, pool_size=pool_size, timeout=timeout)
     if url.startswith("sqlite:"):
         from sluice.store.sqlite import SqliteStore
 

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import math
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -13,8 +15,9 @@ from typing import Any
 
 import psycopg
 import structlog
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from sluice.connections import HOLD_PREFIX, Connection, ConnectionState, hold_reason
 from sluice.errors import (
@@ -141,15 +144,25 @@ class PostgresStore:
 
     dialect = "postgres"
 
-    def __init__(self, url: str, *, pool_size: int = 8, listen: bool = True) -> None:
+    def __init__(
+        self, url: str, *, pool_size: int = 8, listen: bool = True, timeout: float = 5.0
+    ) -> None:
         self.url = url.replace("postgres://", "postgresql://", 1)
+        #: Seconds a caller waits for a connection (from the pool, or a new one).
+        self.timeout = timeout
+        # libpq counts whole seconds and treats less than 2 as 2.
+        self._connect_timeout = max(2, math.ceil(timeout))
         self._pool = AsyncConnectionPool(
             self.url,
             min_size=1,
             max_size=max(2, pool_size),
-            kwargs={"autocommit": True, "options": "-c timezone=UTC"},
+            kwargs={
+                "autocommit": True,
+                "options": "-c timezone=UTC",
+                "connect_timeout": self._connect_timeout,
+            },
             open=False,
-            timeout=30.0,
+            timeout=timeout,
             # A round trip per checkout (tens a second at full speed) so that after a
             # database restart a dead connection is replaced, not handed to a claim.
             check=AsyncConnectionPool.check_connection,
@@ -159,6 +172,8 @@ class PostgresStore:
         self._wake = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
         self._opened = False
+        #: Why the server could not be reached the last time we asked; None while it can.
+        self._down: str | None = None
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -166,20 +181,16 @@ class PostgresStore:
         """Open the pool (and the LISTEN connection); fail fast if the server is down."""
         if self._opened:
             return self
+        # One direct attempt first: its error says what is wrong (no such host, no such
+        # database, nothing listening), where the pool would retry in the background,
+        # log a warning per try, and end in a bare timeout.
+        reason = await self._unreachable()
+        if reason is not None:
+            raise StoreUnavailable(reason)
         try:
-            await self._pool.open(wait=True, timeout=10.0)
-        except psycopg.OperationalError as exc:
-            raise StoreUnavailable(
-                f"cannot connect to PostgreSQL at {_redact(self.url)}: {exc}. Is it running? "
-                "Start it with: pg_ctlcluster --skip-systemctl-redirect "
-                "$(ls /etc/postgresql) main start"
-            ) from exc
-        except Exception as exc:  # the pool wraps connection failures in PoolTimeout
-            raise StoreUnavailable(
-                f"cannot connect to PostgreSQL at {_redact(self.url)}: {exc}. Is it running? "
-                "Start it with: pg_ctlcluster --skip-systemctl-redirect "
-                "$(ls /etc/postgresql) main start"
-            ) from exc
+            await self._pool.open(wait=True, timeout=self.timeout)
+        except Exception as exc:  # the pool reports every failure as PoolTimeout
+            raise await self._unavailable(exc) from exc
         self._opened = True
         if self._listen:
             self._listener = asyncio.create_task(self._listen_loop(), name="sluice-listen")
@@ -204,10 +215,19 @@ class PostgresStore:
     async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection[TupleRow]]:
         if not self._opened:
             await self.open()
+        if self._down is not None:
+            # The server was gone a moment ago. Asking it directly fails at once while it
+            # still is (a refused connect takes no time), where queueing for the pool
+            # would cost every caller the whole timeout.
+            reason = await self._unreachable()
+            if reason is not None:
+                raise StoreUnavailable(reason)
         try:
             async with self._pool.connection() as conn:
                 yield conn
         except psycopg.OperationalError as exc:
+            if isinstance(exc, PoolTimeout) or _connection_lost(exc):
+                raise await self._unavailable(exc) from exc
             raise StoreUnavailable(f"PostgreSQL connection failed: {exc}") from exc
         except psycopg.errors.UndefinedTable as exc:
             raise MigrationError(
@@ -215,6 +235,36 @@ class PostgresStore:
             ) from exc
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL error: {exc}") from exc
+
+    async def _unreachable(self) -> str | None:
+        """Why a new connection to the server fails, or None when it succeeds.
+
+        Also what the store remembers: while it is not None, ``_conn`` asks again
+        instead of waiting on the pool.
+        """
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self.url, autocommit=True, connect_timeout=self._connect_timeout
+            )
+        except psycopg.OperationalError as exc:
+            self._down = _explain_connect_error(self.url, exc, self._connect_timeout)
+        else:
+            await conn.close()
+            self._down = None
+        return self._down
+
+    async def _unavailable(self, exc: Exception) -> StoreUnavailable:
+        """The error for a caller that got no working connection: why the server cannot
+        be reached, or, when it can, that the pool had none free in time."""
+        reason = await self._unreachable()
+        if reason is not None:
+            return StoreUnavailable(reason)
+        if isinstance(exc, PoolTimeout):
+            return StoreUnavailable(
+                f"no PostgreSQL connection came free within {self.timeout:g} s "
+                f"(SLUICE_DB_TIMEOUT); the database is slow or SLUICE_POOL_SIZE too small"
+            )
+        return StoreUnavailable(f"PostgreSQL connection failed: {exc}")
 
     async def _fetch(self, name: str, params: dict[str, Any]) -> list[TupleRow]:
         async with self._conn() as conn:
@@ -1468,6 +1518,67 @@ class _Notifier:
 
 
 _notifier = _Notifier()
+
+
+def _connection_lost(exc: psycopg.OperationalError) -> bool:
+    """The connection itself failed (as opposed to the statement): no SQLSTATE (the
+    client noticed), class 08, or the server shutting down or starting up."""
+    code = exc.sqlstate
+    return code is None or code.startswith("08") or code in ("57P01", "57P02", "57P03")
+
+
+_LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "")
+
+
+def _explain_connect_error(url: str, exc: psycopg.OperationalError, timeout: float) -> str:
+    """What a failed connect means, in words that say what to do about it.
+
+    A connection refused before the session exists carries no SQLSTATE, only libpq's
+    text, so this one place reads the text; anything it does not recognise is passed
+    on as libpq worded it.
+    """
+    try:
+        info = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        info = {}
+    host = str(info.get("host") or "localhost")
+    port = str(info.get("port") or "5432")
+    user = str(info.get("user") or "postgres")
+    text = str(exc)
+    if "failed to resolve host" in text or "could not translate host name" in text:
+        return f"cannot resolve host {host}; check the host in SLUICE_DATABASE_URL"
+    missing = re.search(r'database "([^"]+)" does not exist', text)
+    if missing:
+        name = missing.group(1)
+        return (
+            f'database "{name}" does not exist on {host}:{port}; create it '
+            f"(createdb -h {host} -p {port} -U {user} {name}) or fix SLUICE_DATABASE_URL"
+        )
+    role = re.search(r'role "([^"]+)" does not exist', text)
+    if role:
+        return (
+            f'PostgreSQL at {host}:{port} has no role "{role.group(1)}"; create it '
+            f"(createuser -h {host} -p {port} {role.group(1)}) or fix SLUICE_DATABASE_URL"
+        )
+    if "password authentication failed" in text or "no password supplied" in text:
+        return (
+            f"PostgreSQL at {host}:{port} refused the password of {user}; fix SLUICE_DATABASE_URL"
+        )
+    if "Connection refused" in text or "No such file or directory" in text:
+        start = (
+            "start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) "
+            "main start"
+            if host in _LOCAL_HOSTS or host.startswith("/")
+            else "check that it runs and that this host may reach it"
+        )
+        return f"no PostgreSQL server is answering at {host}:{port}; is it running? {start}"
+    if "timeout expired" in text:
+        return (
+            f"no answer from PostgreSQL at {host}:{port} within {timeout:g} s "
+            "(SLUICE_DB_TIMEOUT); is the host reachable from here?"
+        )
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return f"cannot connect to PostgreSQL at {_redact(url)}: {first}"
 
 
 def _redact(url: str) -> str:
