@@ -183,6 +183,8 @@ def _mapping_as_dict(value: object) -> dict[str, Any]:
 
 
 _LIMITS = {"tenant": 128, "channel": 64, "provider": 64, "action": 128, "recipient": 2048}
+#: Fields that name something (a scope of controls and limits): compared exactly.
+_NAMES = frozenset({"tenant", "channel", "provider", "action"})
 _MAX_PAYLOAD_BYTES = 256 * 1024
 
 
@@ -224,6 +226,11 @@ class NewMessage:
                 raise ValidationError(where + name, f"is longer than {limit} characters")
             if "\x00" in value:
                 raise ValidationError(where + name, "must not contain NUL characters")
+            if name in _NAMES and value != value.strip():
+                # " acme" would be a tenant of its own, outside acme's controls and limits.
+                raise ValidationError(
+                    where + name, f"{value!r} must not start or end with whitespace"
+                )
         if not isinstance(self.payload, Mapping):
             raise ValidationError(where + "payload", "must be a JSON object")
         try:

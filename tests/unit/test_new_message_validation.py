@@ -91,6 +91,19 @@ def test_validate__address_field_with_nul_is_rejected(field: str) -> None:
     rejected(field, **{field: "ab\x00c"})
 
 
+@pytest.mark.parametrize("field", ["tenant", "channel", "provider", "action"])
+@pytest.mark.parametrize("pad", [" {}", "{} ", "\t{}", "{}\n", "\u00a0{}"])
+def test_validate__name_with_leading_or_trailing_whitespace_is_rejected(
+    field: str, pad: str
+) -> None:
+    # " acme" would be a tenant of its own: its controls, limits and keys would not apply.
+    value = pad.format({"tenant": "acme", "channel": "webhook", "provider": "null",
+                        "action": "send"}[field])  # fmt: skip
+    error = rejected(field, **{field: value})
+    assert "whitespace" in error.problem
+    assert repr(value) in error.problem
+
+
 # -- payload ------------------------------------------------------------------------
 
 
