@@ -11,7 +11,10 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sluice.addressing import Addressing
 
 __all__ = [
     "Attempt",
@@ -210,12 +213,15 @@ class NewMessage:
     scopes: Sequence[str] = ()
     id: str = field(default_factory=new_message_id)
 
-    def validate(self, where: str = "") -> str:
+    def validate(self, where: str = "", addressing: Addressing | None = None) -> str:
         """Check every field; return the payload as canonical JSON.
 
         Raises ``ValidationError`` naming the first bad field (prefixed with ``where``
-        for batches, e.g. ``messages[3].recipient``).
+        for batches, e.g. ``messages[3].recipient``). Where the message may go (its
+        provider, channel and recipient) is checked against ``addressing``, by default
+        the configuration in effect (``sluice.addressing.addressing_in_effect``).
         """
+        from sluice.addressing import addressing_in_effect
         from sluice.errors import ValidationError
 
         for name, limit in _LIMITS.items():
@@ -285,6 +291,7 @@ class NewMessage:
                 where + "scopes",
                 "must be a list of non-empty strings of at most 128 characters, without NUL",
             )
+        (addressing or addressing_in_effect()).check(self, where)
         return payload_json
 
 

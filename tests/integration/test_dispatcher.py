@@ -158,17 +158,18 @@ async def test_throttle__defers_to_retry_after_without_burning_attempts(store: S
 
 async def test_unknown_provider__dead_letters_naming_it(store: Store) -> None:
     clock = FrozenClock()
-    [mid] = await store.enqueue_many([hook("/x", provider="carrier-pigeon")], clock.now())
+    # Enqueue knows the null provider; this worker has only the webhook adapter.
+    [mid] = await store.enqueue_many([hook("/x", provider="null")], clock.now())
     await drain(store, Receiver({}), clock)
     m = await store.message_get(mid)
     assert (m.status, m.last_error_code) == (Status.DEAD, "UNKNOWN_PROVIDER")
-    assert "carrier-pigeon" in (m.last_error or "")
+    assert "no provider named 'null'" in (m.last_error or "")
 
 
 class Exploding:
-    """An adapter with a bug: ``send`` raises."""
+    """An adapter with a bug: ``send`` raises (in the webhook adapter's place)."""
 
-    name = "exploding"
+    name = "webhook"
 
     async def send(self, message, credentials=None) -> Outcome:  # type: ignore[no-untyped-def]
         raise RuntimeError("adapter bug")
@@ -176,8 +177,8 @@ class Exploding:
 
 async def test_adapter_exception__is_recorded_as_internal_and_retried(store: Store) -> None:
     clock = FrozenClock()
-    [mid] = await store.enqueue_many([hook("/x", provider="exploding")], clock.now())
-    d = Dispatcher(store, {"exploding": Exploding()}, settings(), clock=clock)
+    [mid] = await store.enqueue_many([hook("/x")], clock.now())
+    d = Dispatcher(store, {"webhook": Exploding()}, settings(), clock=clock)
     await d.run(until_idle=True)
     m = await store.message_get(mid)
     assert (m.status, m.attempts, m.last_error_code) == (Status.QUEUED, 1, "INTERNAL")
@@ -185,9 +186,10 @@ async def test_adapter_exception__is_recorded_as_internal_and_retried(store: Sto
 
 
 class Gate:
-    """A provider whose sends wait until the test opens the gate."""
+    """A provider whose sends wait until the test opens the gate (in the webhook
+    adapter's place)."""
 
-    name = "gate"
+    name = "webhook"
 
     def __init__(self) -> None:
         self.started = 0
@@ -201,9 +203,9 @@ class Gate:
 
 async def test_stop__finishes_in_flight_sends_and_writes_their_outcomes(store: Store) -> None:
     clock = FrozenClock()
-    ids = await store.enqueue_many([hook(f"/{i}", provider="gate") for i in range(30)], clock.now())
+    ids = await store.enqueue_many([hook(f"/{i}") for i in range(30)], clock.now())
     gate = Gate()
-    d = Dispatcher(store, {"gate": gate}, settings(worker_concurrency=10), clock=clock)
+    d = Dispatcher(store, {"webhook": gate}, settings(worker_concurrency=10), clock=clock)
     run = asyncio.create_task(d.run())
     for _ in range(500):
         if gate.started == 10:
@@ -220,10 +222,10 @@ async def test_stop__finishes_in_flight_sends_and_writes_their_outcomes(store: S
 
 async def test_stop__releases_claimed_messages_that_never_started(store: Store) -> None:
     clock = FrozenClock()
-    ids = await store.enqueue_many([hook(f"/{i}", provider="gate") for i in range(5)], clock.now())
+    ids = await store.enqueue_many([hook(f"/{i}") for i in range(5)], clock.now())
     gate = Gate()
     gate.opened.set()
-    d = Dispatcher(store, {"gate": gate}, settings(), clock=clock)
+    d = Dispatcher(store, {"webhook": gate}, settings(), clock=clock)
     d.stop()  # stop lands between the claim and the first send
     claimed = await store.message_claim(d.worker_id, 5, 30, clock.now())
     d._start(claimed)  # the claim loop's hand-off, exercised directly
