@@ -321,19 +321,19 @@ def sluice_http(n: int) -> dict[str, Any]:
 async def _http_drain(url: str, secret: str, base: str, n: int) -> float:
     from sluice.providers import http_client
 
-    store = create_store(url)
+    settings = Settings(
+        database_url=url,
+        webhook_secret=secret,
+        worker_concurrency=200,
+        log_level="warning",
+        allow_loopback_targets=True,  # the simulator is on 127.0.0.1
+    )
+    store = create_store(url, settings)  # its enqueue admits loopback targets too
     await store.open()  # type: ignore[attr-defined]
     try:
         await store.migrate()
         await store.enqueue_many(
             [_message(i, "webhook", f"{base}/webhook/bench/{i % 10}", "webhook") for i in range(n)]
-        )
-        settings = Settings(
-            database_url=url,
-            webhook_secret=secret,
-            worker_concurrency=200,
-            log_level="warning",
-            allow_loopback_targets=True,  # the simulator is on 127.0.0.1
         )
         async with http_client(settings) as client:
             d = await assemble_dispatcher(store, settings, client, logger=_Quiet())

@@ -99,6 +99,41 @@ async def test_post__bad_input_names_the_field_and_stores_nothing(api: Api) -> N
     assert await count(api) == 0
 
 
+METADATA_HOOK = {
+    "channel": "webhook",
+    "provider": "webhook",
+    "recipient": "http://169.254.169.254/latest/meta-data/",
+}
+
+
+async def test_post__a_destination_that_cannot_work_is_422_naming_field_and_forms(
+    api: Api,
+) -> None:
+    cases = [
+        ({**SMS, "recipient": "bob"}, "recipient", "E.164"),
+        ({**SMS, "provider": "twillio"}, "provider", "did you mean 'twilio'?"),
+        ({**SMS, "provider": "sendgrid"}, "channel", "use 'email'"),
+        (
+            {**SMS, "channel": "email", "provider": "sendgrid", "recipient": "ann@example"},
+            "recipient",
+            "like ann@example.com",
+        ),
+        ({**SMS, **METADATA_HOOK}, "recipient", "cloud metadata"),
+        ({**SMS, "action": "order.created "}, "action", "whitespace"),
+    ]
+    for body, field, says in cases:
+        r = await api.client.post("/v1/messages", json=body, headers=api.acme)
+        assert r.status_code == 422, (body, r.text)
+        problem = r.json()
+        assert problem["field"] == field, (body, problem)
+        assert says in problem["detail"], problem
+    batch = {"messages": [SMS, SMS, SMS, {**SMS, "recipient": "+1 415 555 0100"}]}
+    r = await api.client.post("/v1/messages", json=batch, headers=api.acme)
+    assert r.status_code == 422
+    assert r.json()["field"] == "messages[3].recipient"
+    assert await count(api) == 0
+
+
 async def test_post__a_body_over_the_limit_is_413(api: Api) -> None:
     big = {**SMS, "payload": {"blob": "x" * 70_000}}
     r = await api.client.post("/v1/messages", json=big, headers=api.acme)

@@ -17,6 +17,14 @@ import httpx
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def _loopback_targets_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    # These tests enqueue webhooks for the simulator on 127.0.0.1, from this process,
+    # and their workers run with the same setting (see Workers.start): the enqueue
+    # side must be told, as `sluice run` tells its own.
+    monkeypatch.setenv("SLUICE_ALLOW_LOOPBACK_TARGETS", "true")
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

@@ -232,7 +232,7 @@ def test_content_hash__ignores_order_of_scopes() -> None:
     [
         {"payload": {"n": 2}},
         {"recipient": "https://example.test/other"},
-        {"channel": "sms"},
+        {"channel": "orders"},
         {"provider": "webhook"},
         {"action": "order.created"},
         {"priority": 1},

@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sluice import __version__
+from sluice.addressing import addressing_in_effect
 from sluice.api import ingress, messages, operator, problems
 from sluice.api.auth import KeyCache
 from sluice.clock import Clock, SystemClock
@@ -114,6 +115,8 @@ def create_app(
     app.state.settings = settings
     app.state.clock = clock or SystemClock()
     app.state.ingress = ingress_config if ingress_config is not None else configured_ingress()
+    # A broken [providers] table stops the server now, not each enqueue later.
+    addressing_in_effect(settings)
     if store is not None:  # tests hand in an open store and may skip the lifespan
         app.state.store = store
         app.state.keys = KeyCache(store)

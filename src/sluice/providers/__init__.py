@@ -20,6 +20,7 @@ from sluice.providers.base import Credentials, Provider
 
 __all__ = [
     "BUILTIN_PROVIDERS",
+    "MEDIA",
     "Credentials",
     "Provider",
     "build_providers",
@@ -27,18 +28,24 @@ __all__ = [
     "provider_kinds",
 ]
 
-#: The providers every Sluice has, each with the channels its adapter serves (``None``:
-#: any channel). Twilio sends SMS and, with the ``whatsapp:`` prefix, WhatsApp; SendGrid
-#: only email; Meta's Cloud API only WhatsApp; a webhook is its own channel. ``http``
-#: runs configured actions, whatever they do, and ``null`` sends nothing.
-BUILTIN_PROVIDERS: Mapping[str, frozenset[str] | None] = MappingProxyType(
+#: The channels that name a medium. Any other channel name is a label of the operator's
+#: own (``otp``, ``alerts``) for routes, controls and limits, and goes with any provider.
+MEDIA = frozenset({"email", "sms", "webhook", "whatsapp"})
+
+#: The providers every Sluice has, each with the media its adapter delivers, the first
+#: being what it sends under a channel of the operator's own naming (``None``: any
+#: medium; the recipient is whatever the channel says). Twilio sends SMS and, on the
+#: ``whatsapp`` channel, WhatsApp; SendGrid only email; Meta's Cloud API only WhatsApp;
+#: a webhook only webhooks. ``http`` runs configured actions, whatever they do, and
+#: ``null`` sends nothing.
+BUILTIN_PROVIDERS: Mapping[str, tuple[str, ...] | None] = MappingProxyType(
     {
         "http": None,
         "null": None,
-        "sendgrid": frozenset({"email"}),
-        "twilio": frozenset({"sms", "whatsapp"}),
-        "webhook": frozenset({"webhook"}),
-        "whatsapp": frozenset({"whatsapp"}),
+        "sendgrid": ("email",),
+        "twilio": ("sms", "whatsapp"),
+        "webhook": ("webhook",),
+        "whatsapp": ("whatsapp",),
     }
 )
 

@@ -16,6 +16,8 @@ import structlog
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
+from sluice.addressing import addressing_in_effect
+from sluice.config import Settings
 from sluice.connections import HOLD_PREFIX, Connection, ConnectionState, hold_reason
 from sluice.errors import (
     MigrationError,
@@ -137,8 +139,18 @@ class PostgresStore:
 
     dialect = "postgres"
 
-    def __init__(self, url: str, *, pool_size: int = 8, listen: bool = True) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 8,
+        listen: bool = True,
+        settings: Settings | None = None,
+    ) -> None:
         self.url = url.replace("postgres://", "postgresql://", 1)
+        #: What enqueue checks destinations against (loopback targets); None: the
+        #: configuration in effect.
+        self._settings = settings
         self._pool = AsyncConnectionPool(
             self.url,
             min_size=1,
@@ -256,7 +268,7 @@ class PostgresStore:
     ) -> list[str]:
         from sluice.clock import SystemClock
 
-        rows = _enqueue.prepare(messages)
+        rows = _enqueue.prepare(messages, addressing_in_effect(self._settings))
         now = now or SystemClock().now()
         async with self._conn() as conn, conn.transaction():
             ids = await pg_enqueue_async(conn, rows, now)
