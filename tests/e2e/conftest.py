@@ -100,13 +100,15 @@ class Workers:
     tmp_path: Path
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def start(self, database_url: str, secret: str, **env: str) -> subprocess.Popen[bytes]:
+    def start(self, database_url: str, secret: str | None, **env: str) -> subprocess.Popen[bytes]:
+        """A ``sluice worker``; ``secret=None``: without ``SLUICE_WEBHOOK_SECRET``."""
         n = len(self.procs)
         log = open(self.tmp_path / f"worker-{n}.log", "wb")  # noqa: SIM115  # owned by the process
+        inherited = {k: v for k, v in os.environ.items() if k != "SLUICE_WEBHOOK_SECRET"}
         full_env = {
-            **os.environ,
+            **inherited,
             "SLUICE_DATABASE_URL": database_url,
-            "SLUICE_WEBHOOK_SECRET": secret,
+            **({"SLUICE_WEBHOOK_SECRET": secret} if secret is not None else {}),
             "SLUICE_LOG_LEVEL": "warning",
             # Webhooks go to the simulator on 127.0.0.1; the SSRF guard refuses loopback
             # unless told.

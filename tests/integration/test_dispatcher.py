@@ -14,6 +14,7 @@ from datetime import timedelta
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
 from sluice.clock import FrozenClock
 from sluice.config import Settings
@@ -22,6 +23,7 @@ from sluice.netguard import static_resolver
 from sluice.providers.webhook import WebhookProvider
 from sluice.store import Store
 from sluice.worker import Dispatcher, RetryPolicy
+from sluice.worker.dispatcher import WORKER_PROBLEM_DELAY
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
 #: The receivers are made-up host names; the SSRF guard gets a public address for them.
@@ -164,6 +166,34 @@ async def test_unknown_provider__dead_letters_naming_it(store: Store) -> None:
     m = await store.message_get(mid)
     assert (m.status, m.last_error_code) == (Status.DEAD, "UNKNOWN_PROVIDER")
     assert "no provider named 'null'" in (m.last_error or "")
+
+
+async def test_webhook_without_a_secret__deferred_for_a_worker_that_has_one(
+    store: Store,
+) -> None:
+    clock = FrozenClock()
+    [mid] = await store.enqueue_many([hook("/unsigned")], clock.now())
+    rx = Receiver({})
+    async with httpx.AsyncClient(transport=httpx.MockTransport(rx)) as client:
+        unsigned = WebhookProvider(client, None, clock=clock, resolve=PUBLIC)
+        d = Dispatcher(store, {"webhook": unsigned}, settings(), clock=clock)
+        with capture_logs() as logs:
+            await d.run(until_idle=True)
+
+    m = await store.message_get(mid)
+    # Not dead, no attempt spent, nothing sent: back in the queue for a while.
+    assert (m.status, m.attempts, m.last_error_code) == (Status.QUEUED, 0, None)
+    assert m.run_at >= clock.now() + timedelta(seconds=WORKER_PROBLEM_DELAY)
+    assert await store.attempt_list(mid) == []
+    assert rx.seen == {}
+    assert d.stats.deferred == 1 and d.stats.dead == 0
+    [said] = [e for e in logs if e["log_level"] == "error"]
+    assert "SLUICE_WEBHOOK_SECRET" in said["reason"] and said["provider"] == "webhook"
+
+    clock.advance(WORKER_PROBLEM_DELAY + 1)
+    await drain(store, rx, clock)  # a worker that has the secret
+    assert (await store.message_get(mid)).status is Status.SENT
+    assert rx.seen["/unsigned"] == 1
 
 
 class Exploding:

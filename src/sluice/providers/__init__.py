@@ -69,9 +69,11 @@ def build_providers(
 ) -> dict[str, Provider]:
     """Every adapter this process can send with, by name.
 
-    ``webhook`` is configured only when ``SLUICE_WEBHOOK_SECRET`` is set: a webhook
-    must never go out unsigned. ``twilio``, ``sendgrid`` and ``whatsapp`` are always
-    there; they send only with a tenant's connection, which the gate supplies.
+    ``webhook`` signs with ``SLUICE_WEBHOOK_SECRET``, or with the secret of the tenant's
+    webhook connection; a webhook never goes out unsigned. Without the setting it signs
+    only with connections' secrets, and the dispatcher leaves every other webhook for a
+    worker that has it (``WebhookProvider.worker_problem``). ``twilio``, ``sendgrid``
+    and ``whatsapp`` send only with a tenant's connection, which the gate supplies.
 
     ``webhook`` and ``http`` call URLs a tenant chose, so they call public addresses
     only (``sluice.netguard``); ``SLUICE_ALLOW_LOOPBACK_TARGETS`` admits loopback too.
@@ -119,16 +121,15 @@ def build_providers(
         clock=clock,
         allow_loopback=settings.allow_loopback_targets,
     )
-    if settings.webhook_secret:
-        from sluice.providers.webhook import WebhookProvider
+    from sluice.providers.webhook import WebhookProvider
 
-        providers["webhook"] = WebhookProvider(
-            client,
-            settings.webhook_secret,
-            timeout=settings.http_timeout,
-            clock=clock,
-            allow_loopback=settings.allow_loopback_targets,
-        )
+    providers["webhook"] = WebhookProvider(
+        client,
+        settings.webhook_secret or None,
+        timeout=settings.http_timeout,
+        clock=clock,
+        allow_loopback=settings.allow_loopback_targets,
+    )
     from sluice.config import config_file
 
     path = config_file()
