@@ -28,7 +28,13 @@ end in the dead-letter queue:
   tolerate them: the recipient is also the key of per-recipient caps and receipts, and
   ``+1 415-555-0100`` must not count apart from ``+14155550100``. No DNS is resolved
   here: a host name that resolves to a refused address is the send-time guard's to
-  refuse, at every send.
+  refuse, at every send;
+- it is for the ``http`` provider, the ``sluice.toml`` in effect declares actions, and
+  its ``action`` is not one of them; or rendering that action for it fails: a payload
+  key the action uses is missing, or a value would move the request to another path
+  (``sluice.actions.UnsafePathValue``: ``..`` in ``/users/{payload.user_id}/...``).
+  Without a ``sluice.toml`` the actions are not known here, and the worker checks the
+  same at send time (``BAD_REQUEST``, nothing sent).
 
 What enqueue knows comes from the configuration in effect, read the way every other
 setting is read: the ``sluice.toml`` named by ``SLUICE_CONFIG`` (else ``./sluice.toml``
@@ -38,6 +44,12 @@ use provider aliases; without one, only the built-in providers are accepted. Loo
 webhook targets follow ``SLUICE_ALLOW_LOOPBACK_TARGETS`` from the same places
 (environment, then ``[sluice]`` of ``sluice.toml``), or the settings of the store or
 API doing the enqueue, exactly as the worker's guard does at send time.
+
+A ``sluice.toml`` that cannot be read (not TOML, a malformed ``[providers]`` or
+``[actions]`` entry) does not stop every enqueue: enqueue runs inside the
+application's own transaction. Only a message that needs what could not be read (a
+provider that is not built-in, an ``http`` action) is refused, with a ``ConfigError``
+naming the file and the problem; the workers refuse to start on the same file.
 """
 
 from __future__ import annotations
@@ -51,9 +63,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from sluice.errors import ValidationError
+from sluice.errors import ConfigError, ValidationError
 
 if TYPE_CHECKING:
+    from sluice.actions import ActionSpec
     from sluice.config import Settings
     from sluice.model import NewMessage
 
@@ -67,21 +80,42 @@ class Addressing:
     ``providers`` maps every accepted provider name to the built-in kind it stands for
     (a built-in names itself); ``source`` is where the aliases came from, for errors.
     ``allow_loopback`` admits loopback webhook targets, as
-    ``SLUICE_ALLOW_LOOPBACK_TARGETS`` does at send time.
+    ``SLUICE_ALLOW_LOOPBACK_TARGETS`` does at send time. ``actions`` are the declared
+    http actions (``None``: not known here). ``problems`` says why the aliases or the
+    actions could not be read, if they could not.
     """
 
     providers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType(_builtin_kinds()))
     source: str = "sluice.toml"
     allow_loopback: bool = False
+    actions: Mapping[str, ActionSpec] | None = None
+    problems: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_document(
-        cls, document: Mapping[str, object] | None, source: str = "sluice.toml"
+        cls,
+        document: Mapping[str, object] | None,
+        source: str = "sluice.toml",
+        problem: str | None = None,
     ) -> Addressing:
-        """The rules of a parsed ``sluice.toml`` (``None``: no file, built-ins only)."""
+        """The rules of a parsed ``sluice.toml`` (``None``: no file, built-ins only;
+        with ``problem``: a file that could not be read, and why)."""
+        from sluice.actions import parse_actions
         from sluice.providers import provider_kinds
 
-        return cls(MappingProxyType(provider_kinds(document, source)), source)
+        problems = {"providers": problem, "actions": problem} if problem is not None else {}
+        kinds = _builtin_kinds()
+        actions = None
+        if document is not None:
+            try:
+                kinds = provider_kinds(document, source)
+            except ConfigError as exc:
+                problems["providers"] = str(exc)
+            try:
+                actions = MappingProxyType(parse_actions(document.get("actions"), source))
+            except ConfigError as exc:
+                problems["actions"] = str(exc)
+        return cls(MappingProxyType(kinds), source, actions=actions, problems=problems)
 
     def check(self, message: NewMessage, where: str = "") -> None:
         """Raise ``ValidationError`` naming the first field of ``message`` (prefixed with
@@ -103,6 +137,44 @@ class Addressing:
         problem = self._recipient_problem(message.recipient, medium, kind)
         if problem is not None:
             raise ValidationError(where + "recipient", problem)
+        if kind == "http":
+            self._check_action(message, where)
+
+    def _check_action(self, message: NewMessage, where: str) -> None:
+        """The declared action of ``message`` renders for it, to the configured path."""
+        from sluice.actions import MissingValue, UnsafePathValue
+
+        if "actions" in self.problems:
+            raise ConfigError(
+                f"cannot check http action {message.action!r}: {self.problems['actions']}"
+            )
+        if self.actions is None:
+            return  # no sluice.toml here: the worker checks it when it sends
+        spec = self.actions.get(message.action)
+        if spec is None:
+            declared = ", ".join(sorted(self.actions)) or "none"
+            raise ValidationError(
+                where + "action",
+                f"{message.action!r} is not an http action declared in {self.source} "
+                f'(declared: {declared}); declare it as [actions."{message.action}"]',
+            )
+        try:
+            rendered = spec.render(message)
+        except MissingValue as exc:
+            raise ValidationError(
+                where + "payload",
+                f"lacks {exc.path.removeprefix('payload.')!r}, which action {spec.name} "
+                f"uses as {{{exc.path}}}",
+            ) from None
+        except UnsafePathValue as exc:
+            raise ValidationError(where + exc.placeholder, f"action {spec.name}: {exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(where + "payload", f"action {spec.name}: {exc}") from None
+        for name, value in rendered.headers.items():
+            if "\r" in value or "\n" in value:
+                raise ValidationError(
+                    where + "payload", f"would make header {name} of action {spec.name} span lines"
+                )
 
     def _recipient_problem(self, recipient: str, medium: str | None, kind: str) -> str | None:
         """Why ``recipient`` cannot be reached by ``medium`` through a ``kind`` provider
@@ -154,6 +226,9 @@ class Addressing:
         """The built-in kind ``provider`` stands for; ``ValidationError`` on ``field``
         naming what is accepted when it is no provider at all."""
         kind = self.providers.get(provider)
+        if kind is None and "providers" in self.problems:
+            why = self.problems["providers"]
+            raise ConfigError(f"cannot tell whether {provider!r} is a provider alias: {why}")
         if kind is None:
             raise ValidationError(field, self._unknown(provider))
         return kind
@@ -234,18 +309,25 @@ def addressing_in_effect(settings: Settings | None = None) -> Addressing:
     """
     from sluice.config import config_document, config_file, load_setting
 
-    path = config_file()
-    document = config_document(path) if path is not None else None
-    made = _MADE.get(path)
-    # config_document hands out the same object until the file changes.
-    if made is None or made[0] is not document:
-        rules = Addressing.from_document(document, str(path) if path else "sluice.toml")
-        made = _MADE[path] = (document, rules)
+    try:
+        path = config_file()
+        document = config_document(path) if path is not None else None
+    except ConfigError as exc:  # named but missing, or not TOML: see the module docstring
+        rules = Addressing.from_document(None, problem=str(exc))
+    else:
+        made = _MADE.get(path)
+        # config_document hands out the same object until the file changes.
+        if made is None or made[0] is not document:
+            rules = Addressing.from_document(document, str(path) if path else "sluice.toml")
+            made = _MADE[path] = (document, rules)
+        rules = made[1]
     if settings is not None:
         allow = settings.allow_loopback_targets
     else:
-        allow = bool(load_setting("allow_loopback_targets"))
-    rules = made[1]
+        try:
+            allow = bool(load_setting("allow_loopback_targets"))
+        except ConfigError:
+            allow = False  # unreadable: refuse loopback, as a worker that started would
     if rules.allow_loopback != allow:
         rules = dataclasses.replace(rules, allow_loopback=allow)
     return rules

@@ -4,12 +4,13 @@ what is accepted; the configuration in effect (``sluice.toml``) supplies the ali
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sluice import NewMessage, ValidationError
+from sluice import ConfigError, NewMessage, ValidationError
 from sluice.addressing import Addressing, addressing_in_effect
 from sluice.store._enqueue import prepare
 
@@ -390,3 +391,108 @@ def test_recipient__settings_given_decide_loopback_over_the_environment(
 @pytest.mark.usefixtures("no_config")
 def test_recipient__other_channels_take_any_recipient() -> None:
     msg(channel="calendar", provider="http", recipient="primary").validate()
+
+
+# -- http actions: declared, and rendering to the configured path ---------------------
+
+ACTIONS = """
+[actions."sessions.revoke"]
+method = "DELETE"
+url = "https://api.example/api/users/{payload.user_id}/sessions/{payload.session_id}"
+
+[actions."crm.note"]
+method = "POST"
+url = "https://crm.example/notes"
+headers = { "X-Subject" = "{payload.subject}" }
+"""
+
+
+@pytest.fixture
+def actions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "sluice.toml"
+    path.write_text(ACTIONS)
+    monkeypatch.setenv("SLUICE_CONFIG", str(path))
+    return path
+
+
+def revoke(**payload: Any) -> NewMessage:
+    return msg(
+        channel="crm", provider="http", recipient="acme", action="sessions.revoke",
+        payload={"user_id": "u-7", "session_id": "abc", **payload},
+    )  # fmt: skip
+
+
+@pytest.mark.usefixtures("actions")
+def test_action__a_declared_action_that_renders_is_accepted() -> None:
+    revoke().validate()
+
+
+@pytest.mark.usefixtures("actions")
+@pytest.mark.parametrize("user_id", ["..", ".", "", "%2e%2e", "%252E%252E", "../admin"])
+def test_action__a_path_value_that_would_climb_is_refused_naming_it(user_id: str) -> None:
+    problem = rejected("payload.user_id", revoke(user_id=user_id))
+    assert "sessions.revoke" in problem and "another path" in problem
+
+
+@pytest.mark.usefixtures("actions")
+def test_action__in_a_batch_the_error_names_the_message_and_the_key() -> None:
+    with pytest.raises(ValidationError) as excinfo:
+        prepare([revoke(), revoke(session_id="..")])
+    assert excinfo.value.field == "messages[1].payload.session_id"
+
+
+@pytest.mark.usefixtures("actions")
+def test_action__a_payload_without_a_key_the_action_uses_is_refused() -> None:
+    message = revoke()
+    message.payload = {"user_id": "u-7"}
+    problem = rejected("payload", message)
+    assert "'session_id'" in problem and "{payload.session_id}" in problem
+
+
+@pytest.mark.usefixtures("actions")
+def test_action__a_value_that_would_split_a_header_is_refused() -> None:
+    note = msg(
+        channel="crm", provider="http", recipient="acme", action="crm.note",
+        payload={"subject": "hi\r\nX-Injected: 1"},
+    )  # fmt: skip
+    assert "span lines" in rejected("payload", note)
+
+
+def test_action__one_not_declared_is_refused_listing_the_declared(actions: Path) -> None:
+    problem = rejected("action", dataclasses.replace(revoke(), action="sessions.revok"))
+    assert "crm.note, sessions.revoke" in problem and str(actions) in problem
+
+
+@pytest.mark.usefixtures("no_config")
+def test_action__without_a_sluice_toml_actions_are_left_to_the_worker() -> None:
+    revoke(user_id="..").validate()  # the adapter refuses it at send time, sending nothing
+
+
+# -- a sluice.toml that cannot be read ------------------------------------------------
+
+
+ALIAS_SMS = {"channel": "sms", "provider": "twilio-backup", "recipient": "+14155550100"}
+
+
+@pytest.mark.parametrize(
+    ("text", "broken"),
+    [
+        ("this is not toml [", {"alias", "action"}),
+        ('[providers."b"]\nkind = "pigeon"\n', {"alias"}),
+        ('[actions."a"]\nmethod = "GET"\nurl = "https://x.example/{payload.}"\n', {"action"}),
+    ],
+)
+def test_unreadable_config__only_messages_that_need_it_are_refused(
+    text: str, broken: set[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "sluice.toml"
+    path.write_text(text)
+    monkeypatch.setenv("SLUICE_CONFIG", str(path))
+    # Enqueue runs in the application's transaction: an SMS must not fail because the
+    # operator's file has a typo elsewhere.
+    msg(channel="sms", provider="twilio", recipient="+14155550100").validate()
+    for name, message in (("alias", msg(**ALIAS_SMS)), ("action", revoke())):
+        if name in broken:
+            with pytest.raises(ConfigError) as excinfo:
+                message.validate()
+            assert str(path) in str(excinfo.value)
