@@ -120,9 +120,9 @@ class Addressing:
     def check(self, message: NewMessage, where: str = "") -> None:
         """Raise ``ValidationError`` naming the first field of ``message`` (prefixed with
         ``where``) that cannot reach a destination."""
-        kind = self.kind_of(message.provider, where + "provider")
         from sluice.providers import BUILTIN_PROVIDERS, MEDIA
 
+        kind = self.kind_of(message.provider, where + "provider")
         media = BUILTIN_PROVIDERS[kind]
         channel = message.channel
         if media is not None and channel in MEDIA and channel not in media:
