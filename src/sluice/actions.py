@@ -20,8 +20,15 @@ call. Placeholders: ``{recipient}``, ``{tenant}``, ``{message_id}`` and
 ``{payload.<key>}`` (a dotted path into the payload; a number indexes a list). In the URL
 every value is percent-encoded, so a payload can never change the path, the query or the
 host it is sent to; the scheme and host themselves take no placeholders at all, so a
-tenant's bearer token only ever goes where the operator wrote. In a table or array body,
-a string that is exactly one placeholder becomes the value itself (a list stays a list);
+tenant's bearer token only ever goes where the operator wrote. Encoding alone does not
+stop a value of ``..`` (dots need no encoding), which a client or server resolves like
+a directory: ``/users/{payload.user_id}/sessions/x`` with ``user_id = ".."`` would be
+``DELETE /sessions/x``. So a path segment that holds a placeholder is refused
+(``UnsafePathValue``) when it would be empty, ``.`` or ``..``, also once
+percent-decoded any number of times (``%2e%2e``), or when its decoded form climbs with
+a ``.``/``..`` between slashes (for a server that decodes ``%2F`` before it resolves).
+In a table or array body, a string that is exactly one placeholder becomes the value
+itself (a list stays a list);
 placeholders inside longer strings are replaced by their text. A string body is sent as
 it is rendered (``text/plain`` unless ``headers`` say otherwise): JSON written as a
 string is not escaped, so prefer tables. ``scopes`` are the scopes the action needs: a
@@ -41,16 +48,17 @@ from dataclasses import dataclass, field
 from datetime import date, time
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from sluice.errors import ConfigError
-from sluice.model import Message
+from sluice.model import Message, NewMessage
 
 __all__ = [
     "METHODS",
     "ActionSpec",
     "MissingValue",
     "RenderedAction",
+    "UnsafePathValue",
     "configured_actions",
     "load_actions",
     "parse_actions",
@@ -68,6 +76,10 @@ _PLACEHOLDER = re.compile(r"\{(recipient|tenant|message_id|payload(?:\.[^{}.\s]+
 #: written in a string (``{"a": 1}``) does not match because it starts with a quote.
 _LOOKS_LIKE = re.compile(r"\{([A-Za-z_][^{}\s\"']*)\}")
 _SCHEME_AND_HOST = re.compile(r"^(https?)://([^/?#]*)", re.IGNORECASE)
+#: Where a URL's path ends: the query or the fragment.
+_PATH_END = re.compile(r"[?#]")
+#: What a path segment must never become, decoded: "here", "up one", or nothing.
+_CLIMBING = frozenset({"", ".", ".."})
 
 
 class MissingValue(LookupError):
@@ -76,6 +88,21 @@ class MissingValue(LookupError):
     def __init__(self, path: str) -> None:
         super().__init__(path)
         self.path = path
+
+
+class UnsafePathValue(ValueError):
+    """A placeholder's value would make a URL path segment empty, ``.`` or ``..``: the
+    request would go to another path than the one configured. ``placeholder`` is its
+    name (``payload.user_id``)."""
+
+    def __init__(self, placeholder: str, value: str, segment: str) -> None:
+        super().__init__(
+            f"{{{placeholder}}} = {value[:100]!r} would make the URL path segment "
+            f"{segment[:100]!r}, which moves the request to another path: a value in the "
+            "path must not be empty, '.' or '..' (nor encode them, as %2e%2e)"
+        )
+        self.placeholder = placeholder
+        self.value = value
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,10 +166,11 @@ class ActionSpec:
             _check_placeholders(f"{where}: headers.{key}", value)
         object.__setattr__(self, "headers", dict(self.headers))
 
-    def render(self, message: Message) -> RenderedAction:
-        """The request for ``message``; ``MissingValue`` if its payload lacks a key."""
+    def render(self, message: Message | NewMessage) -> RenderedAction:
+        """The request for ``message``: ``MissingValue`` if its payload lacks a key,
+        ``UnsafePathValue`` if a value would move the request to another path."""
         values = _Values(message.recipient, message.tenant, message.id, message.payload)
-        url = _PLACEHOLDER.sub(lambda m: quote(_text(values.get(m.group(1))), safe=""), self.url)
+        url = _render_url(self.url, values)
         headers = {k: _substitute(v, values) for k, v in self.headers.items()}
         content: bytes | None = None
         if isinstance(self.body, str):
@@ -289,6 +317,39 @@ def _text(value: Any) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _render_url(template: str, values: _Values) -> str:
+    """``template`` with every placeholder percent-encoded; ``UnsafePathValue`` when a
+    path segment holding one would climb (see the module docstring)."""
+
+    def encoded(match: re.Match[str]) -> str:
+        return quote(_text(values.get(match.group(1))), safe="")
+
+    end = _PATH_END.search(template)
+    cut = end.start() if end is not None else len(template)
+    segments = []
+    # The scheme and host hold no placeholders (checked when loaded), and an encoded
+    # value holds no '/', so template and rendered segments pair up one to one.
+    for segment in template[:cut].split("/"):
+        first = _PLACEHOLDER.search(segment)
+        rendered = _PLACEHOLDER.sub(encoded, segment)
+        if first is not None:
+            decoded = _fully_decoded(rendered)
+            if decoded in _CLIMBING or any(p in (".", "..") for p in re.split(r"[/\\]", decoded)):
+                raise UnsafePathValue(first.group(1), _text(values.get(first.group(1))), decoded)
+        segments.append(rendered)
+    return "/".join(segments) + _PLACEHOLDER.sub(encoded, template[cut:])
+
+
+def _fully_decoded(text: str) -> str:
+    """``text`` percent-decoded until nothing changes: what the most credulous server
+    along the way could end up seeing."""
+    while True:
+        decoded = unquote(text)
+        if decoded == text:
+            return text
+        text = decoded  # each round is shorter, so this ends
 
 
 def _substitute(template: str, values: _Values) -> str:

@@ -17,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from sluice.addressing import addressing_in_effect
 from sluice.config import Settings, load_settings
 from sluice.errors import (
     ConfigError,
@@ -385,7 +386,8 @@ def send(
             correlation_id=correlation_id,
             scopes=scope or [],
         )
-        msg.validate()  # before touching the database: bad input changes nothing
+        # Before touching the database: bad input changes nothing.
+        msg.validate(addressing=addressing_in_effect(settings))
         return await _with_store(settings, lambda s: s.enqueue_many([msg]))
 
     ids: Any = _run(go)

@@ -21,7 +21,9 @@ from sluice.errors import ConfigError
 __all__ = [
     "DEFAULT_NOTIFY_INTERVAL",
     "Settings",
+    "config_document",
     "config_file",
+    "load_setting",
     "load_settings",
     "notify_interval",
 ]
@@ -243,6 +245,60 @@ def config_file(
     if config_path is not None or "SLUICE_CONFIG" in env:
         raise ConfigError(f"config file {path} does not exist")
     return None
+
+
+#: path -> ((mtime_ns, size, inode), parsed document): see ``config_document``.
+_DOCUMENTS: dict[Path, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+
+
+def config_document(path: Path) -> dict[str, Any]:
+    """The TOML document at ``path``, parsed once and again only when the file changes.
+
+    Enqueue reads the configuration on every call (provider aliases, actions); a stat
+    per call is cheap, a parse per call is not. Treat the result as read-only: it is
+    shared by every caller. Raises ``ConfigError`` naming the file when it is not TOML.
+    """
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+    path = path.absolute()  # the same relative name means another file in another cwd
+    cached = _DOCUMENTS.get(path)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    try:
+        document = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    _DOCUMENTS[path] = (stamp, document)
+    return document
+
+
+def load_setting(
+    name: str, env: Mapping[str, str] | None = None, config_path: str | Path | None = None
+) -> Any:
+    """One setting as ``load_settings`` reads it (environment, then the ``[sluice]``
+    table, then the default), without reading or checking the others.
+
+    For code that runs inside an application rather than a Sluice process (enqueue),
+    where a whole ``Settings`` is neither at hand nor wanted: one unrelated bad value
+    must not stop an application from enqueuing.
+    """
+    field = next((f for f in fields(Settings) if f.name == name), None)
+    if field is None:
+        raise ConfigError(f"there is no setting named {name!r}")
+    kind = type(field.default) if field.default is not None else None
+    env = os.environ if env is None else env
+    raw = env.get(_env_name(name))
+    if raw is not None and raw != "":
+        return _coerce(_env_name(name), kind, raw, "environment")
+    path = config_file(env, config_path)
+    if path is not None:
+        table = config_document(path).get("sluice", {})
+        if isinstance(table, Mapping) and name in table:
+            return _coerce(name, kind, table[name], str(path))
+    return field.default
 
 
 def notify_interval(env: Mapping[str, str] | None = None) -> float:

@@ -11,7 +11,10 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sluice.addressing import Addressing
 
 __all__ = [
     "Attempt",
@@ -183,6 +186,8 @@ def _mapping_as_dict(value: object) -> dict[str, Any]:
 
 
 _LIMITS = {"tenant": 128, "channel": 64, "provider": 64, "action": 128, "recipient": 2048}
+#: Fields that name something (a scope of controls and limits): compared exactly.
+_NAMES = frozenset({"tenant", "channel", "provider", "action"})
 _MAX_PAYLOAD_BYTES = 256 * 1024
 
 
@@ -208,12 +213,15 @@ class NewMessage:
     scopes: Sequence[str] = ()
     id: str = field(default_factory=new_message_id)
 
-    def validate(self, where: str = "") -> str:
+    def validate(self, where: str = "", addressing: Addressing | None = None) -> str:
         """Check every field; return the payload as canonical JSON.
 
         Raises ``ValidationError`` naming the first bad field (prefixed with ``where``
-        for batches, e.g. ``messages[3].recipient``).
+        for batches, e.g. ``messages[3].recipient``). Where the message may go (its
+        provider, channel and recipient) is checked against ``addressing``, by default
+        the configuration in effect (``sluice.addressing.addressing_in_effect``).
         """
+        from sluice.addressing import addressing_in_effect
         from sluice.errors import ValidationError
 
         for name, limit in _LIMITS.items():
@@ -224,6 +232,11 @@ class NewMessage:
                 raise ValidationError(where + name, f"is longer than {limit} characters")
             if "\x00" in value:
                 raise ValidationError(where + name, "must not contain NUL characters")
+            if name in _NAMES and value != value.strip():
+                # " acme" would be a tenant of its own, outside acme's controls and limits.
+                raise ValidationError(
+                    where + name, f"{value!r} must not start or end with whitespace"
+                )
         if not isinstance(self.payload, Mapping):
             raise ValidationError(where + "payload", "must be a JSON object")
         try:
@@ -278,6 +291,7 @@ class NewMessage:
                 where + "scopes",
                 "must be a list of non-empty strings of at most 128 characters, without NUL",
             )
+        (addressing or addressing_in_effect()).check(self, where)
         return payload_json
 
 

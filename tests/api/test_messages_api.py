@@ -6,7 +6,9 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
+import pytest
 from api_harness import Api
 
 from sluice.api.idempotency import fingerprint
@@ -99,6 +101,77 @@ async def test_post__bad_input_names_the_field_and_stores_nothing(api: Api) -> N
     )
     assert not_json.status_code == 422
     assert await count(api) == 0
+
+
+METADATA_HOOK = {
+    "channel": "webhook",
+    "provider": "webhook",
+    "recipient": "http://169.254.169.254/latest/meta-data/",
+}
+
+
+async def test_post__a_destination_that_cannot_work_is_422_naming_field_and_forms(
+    api: Api,
+) -> None:
+    cases = [
+        ({**SMS, "recipient": "bob"}, "recipient", "E.164"),
+        ({**SMS, "provider": "twillio"}, "provider", "did you mean 'twilio'?"),
+        ({**SMS, "provider": "sendgrid"}, "channel", "use 'email'"),
+        (
+            {**SMS, "channel": "email", "provider": "sendgrid", "recipient": "ann@example"},
+            "recipient",
+            "like ann@example.com",
+        ),
+        ({**SMS, **METADATA_HOOK}, "recipient", "cloud metadata"),
+        ({**SMS, "action": "order.created "}, "action", "whitespace"),
+    ]
+    for body, field, says in cases:
+        r = await api.client.post("/v1/messages", json=body, headers=api.acme)
+        assert r.status_code == 422, (body, r.text)
+        problem = r.json()
+        assert problem["field"] == field, (body, problem)
+        assert says in problem["detail"], problem
+    batch = {"messages": [SMS, SMS, SMS, {**SMS, "recipient": "+1 415 555 0100"}]}
+    r = await api.client.post("/v1/messages", json=batch, headers=api.acme)
+    assert r.status_code == 422
+    assert r.json()["field"] == "messages[3].recipient"
+    assert await count(api) == 0
+
+
+async def test_post__an_http_action_value_that_would_climb_the_path_is_422(
+    api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "sluice.toml"
+    config.write_text(
+        '[actions."sessions.revoke"]\nmethod = "DELETE"\n'
+        'url = "https://api.example/api/users/{payload.user_id}/sessions/{payload.session_id}"\n'
+    )
+    monkeypatch.setenv("SLUICE_CONFIG", str(config))
+    body = {
+        "channel": "crm", "provider": "http", "recipient": "acme",
+        "action": "sessions.revoke", "payload": {"user_id": "..", "session_id": "abc"},
+    }  # fmt: skip
+    r = await api.client.post("/v1/messages", json={"messages": [body]}, headers=api.acme)
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == "messages[0].payload.user_id"
+    assert "another path" in r.json()["detail"]
+    assert await count(api) == 0
+    body["payload"] = {"user_id": "u-7", "session_id": "abc"}
+    assert (await api.client.post("/v1/messages", json=body, headers=api.acme)).status_code == 201
+
+
+def test_create_app__refuses_a_sluice_toml_it_cannot_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sluice.api import create_app
+    from sluice.config import Settings
+    from sluice.errors import ConfigError
+
+    config = tmp_path / "sluice.toml"
+    config.write_text('[providers."b"]\nkind = "pigeon"\n')
+    monkeypatch.setenv("SLUICE_CONFIG", str(config))
+    with pytest.raises(ConfigError, match=r"providers\.b\.kind"):
+        create_app(Settings(database_url="sqlite:///unused.db"))
 
 
 async def test_post__a_body_over_the_limit_is_413(api: Api) -> None:

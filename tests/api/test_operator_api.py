@@ -120,6 +120,23 @@ async def test_breakers__force_open_and_reset(api: Api) -> None:
     assert missing_reason.status_code == 422
 
 
+async def test_breakers__a_key_naming_no_provider_is_422_and_changes_nothing(api: Api) -> None:
+    audited = len(await api.store.audit_list())
+    cases = {"nosuch": None, "p:twillio": "twilio", "c:acme:sendgird": "sendgrid"}
+    for key, meant in cases.items():
+        r = await api.client.post(
+            f"/v1/breakers/{key}/open", json={"reason": "typo"}, headers=api.ops
+        )
+        assert r.status_code == 422, r.text
+        problem = r.json()
+        assert problem["field"] == "key"
+        assert "http, null, sendgrid, twilio, webhook, whatsapp" in problem["detail"]
+        if meant is not None:
+            assert f"did you mean {meant!r}?" in problem["detail"]
+    assert (await api.client.get("/v1/breakers", headers=api.ops)).json() == []
+    assert len(await api.store.audit_list()) == audited
+
+
 async def test_connections__listed_without_secrets(api: Api) -> None:
     box = SecretBox(generate_key())
     await connection_add(

@@ -62,7 +62,7 @@ def sql(url: str, statement: str, *params: object) -> None:
         db.close()
 
 
-def connection(tenant: str = "acme", provider: str = "crm", **kw: object) -> Connection:
+def connection(tenant: str = "acme", provider: str = "http", **kw: object) -> Connection:
     cid = new_message_id()
     ciphertext, kid = BOX.encrypt({"token": SECRET}, cid, tenant, provider)
     fields: dict[str, object] = {
@@ -97,7 +97,7 @@ async def insert(store: Store, conn: Connection) -> Connection:
     return stored
 
 
-def msg(tenant: str = "acme", provider: str = "crm", **kw: object) -> NewMessage:
+def msg(tenant: str = "acme", provider: str = "http", **kw: object) -> NewMessage:
     fields: dict[str, object] = {
         "tenant": tenant,
         "channel": "api",
@@ -122,13 +122,13 @@ def rotate_audit(detail: dict[str, object] | None = None) -> AuditEntry:
         at=LATER,
         actor="test",
         action="connection.rotate",
-        target="acme/crm",
+        target="acme/http",
         reason="re-consent",
         detail=detail or {"new_credentials": True},
     )
 
 
-async def rotate(store: Store, tenant: str = "acme", provider: str = "crm", **kw: object):  # type: ignore[no-untyped-def]
+async def rotate(store: Store, tenant: str = "acme", provider: str = "http", **kw: object):  # type: ignore[no-untyped-def]
     params: dict[str, object] = {
         "ciphertext": None,
         "key_id": None,
@@ -144,7 +144,7 @@ async def rotate(store: Store, tenant: str = "acme", provider: str = "crm", **kw
 async def set_state(store: Store, state: ConnectionState, **kw: object) -> tuple[bool, list[str]]:
     args: dict[str, object] = {
         "tenant": "acme",
-        "provider": "crm",
+        "provider": "http",
         "state": state,
         "reason": "AUTH_REVOKED: invalid_grant",
         "missing_scopes": [],
@@ -164,13 +164,13 @@ async def test_connection_insert__get_and_list_return_it(store: Store) -> None:
         scopes=["contacts.read", "contacts.write"], expires_at=NOW + timedelta(days=30)
     )
     stored = await insert(store, conn)
-    got = await store.connection_get("acme", "crm")  # type: ignore[attr-defined]
+    got = await store.connection_get("acme", "http")  # type: ignore[attr-defined]
     [listed] = await store.connection_list()  # type: ignore[attr-defined]
     for c in (stored, got, listed):
         assert (c.id, c.tenant, c.provider, c.state) == (
             conn.id,
             "acme",
-            "crm",
+            "http",
             ConnectionState.ACTIVE,
         )
         assert c.scopes == ["contacts.read", "contacts.write"]
@@ -178,7 +178,7 @@ async def test_connection_insert__get_and_list_return_it(store: Store) -> None:
         assert (c.created_at, c.expires_at) == (NOW, NOW + timedelta(days=30))
         # The ciphertext comes back byte for byte and still opens for this connection.
         assert c.ciphertext == conn.ciphertext
-        assert BOX.decrypt(c.ciphertext, c.key_id, c.id, "acme", "crm") == {"token": SECRET}
+        assert BOX.decrypt(c.ciphertext, c.key_id, c.id, "acme", "http") == {"token": SECRET}
 
 
 async def test_connection_public__never_contains_ciphertext_or_secrets(store: Store) -> None:
@@ -198,18 +198,18 @@ async def test_connection_insert__writes_its_audit_row(store: Store) -> None:
 
 
 async def test_connection_list__filters_by_tenant_and_provider(store: Store) -> None:
-    for tenant, provider in [("acme", "crm"), ("acme", "sms"), ("globex", "crm")]:
+    for tenant, provider in [("acme", "http"), ("acme", "null"), ("globex", "http")]:
         await insert(store, connection(tenant, provider))
     every = await store.connection_list()  # type: ignore[attr-defined]
     assert [(c.tenant, c.provider) for c in every] == [
-        ("acme", "crm"),
-        ("acme", "sms"),
-        ("globex", "crm"),
+        ("acme", "http"),
+        ("acme", "null"),
+        ("globex", "http"),
     ]
     acme = await store.connection_list("acme")  # type: ignore[attr-defined]
-    assert [c.provider for c in acme] == ["crm", "sms"]
-    crm = await store.connection_list(None, "crm")  # type: ignore[attr-defined]
-    assert [c.tenant for c in crm] == ["acme", "globex"]
+    assert [c.provider for c in acme] == ["http", "null"]
+    http = await store.connection_list(None, "http")  # type: ignore[attr-defined]
+    assert [c.tenant for c in http] == ["acme", "globex"]
     assert await store.connection_list("nobody") == []  # type: ignore[attr-defined]
 
 
@@ -235,15 +235,15 @@ async def test_connection_insert__same_provider_for_another_tenant_is_allowed(
 ) -> None:
     await insert(store, connection("acme"))
     await insert(store, connection("globex"))
-    assert len(await store.connection_list(None, "crm")) == 2  # type: ignore[attr-defined]
+    assert len(await store.connection_list(None, "http")) == 2  # type: ignore[attr-defined]
 
 
 async def test_connection_get__unknown_raises_not_found(store: Store) -> None:
-    await insert(store, connection("acme", "crm"))
-    with pytest.raises(NotFound, match="has no sms connection"):
-        await store.connection_get("acme", "sms")  # type: ignore[attr-defined]
+    await insert(store, connection("acme", "http"))
+    with pytest.raises(NotFound, match="has no null connection"):
+        await store.connection_get("acme", "null")  # type: ignore[attr-defined]
     with pytest.raises(NotFound, match="'globex'"):
-        await store.connection_get("globex", "crm")  # type: ignore[attr-defined]
+        await store.connection_get("globex", "http")  # type: ignore[attr-defined]
 
 
 # -- state changes hold messages ----------------------------------------------------
@@ -253,16 +253,16 @@ async def test_connection_set_state__holds_only_that_connections_queued_messages
     store: Store,
 ) -> None:
     await insert(store, connection())
-    # One of acme's crm messages is being sent, one is already sent: both stay as they are.
+    # One of acme's http messages is being sent, one is already sent: both stay as they are.
     sending_id, sent_id = await store.enqueue_many([msg(priority=9), msg(priority=8)], NOW)
     claimed = await store.message_claim("w1", 2, 30, NOW)
     sent = next(m for m in claimed if m.id == sent_id)
-    attempt = Attempt(sent.id, sent.claim_seq, "w1", "crm", NOW, NOW, AttemptOutcome.SENT)
+    attempt = Attempt(sent.id, sent.claim_seq, "w1", "http", NOW, NOW, AttemptOutcome.SENT)
     completion = Completion(sent.id, sent.claim_seq, "w1", Status.SENT, attempt)
     await store.message_complete_many("w1", [completion], NOW)
     queued = await store.enqueue_many([msg(), msg(run_at=NOW + timedelta(hours=1))], NOW)
     [other_tenant, other_provider] = await store.enqueue_many(
-        [msg(tenant="globex"), msg(provider="sms")], NOW
+        [msg(tenant="globex"), msg(provider="null")], NOW
     )
 
     changed, held = await set_state(store, ConnectionState.PENDING_REAUTH)
@@ -281,7 +281,7 @@ async def test_connection_set_state__holds_only_that_connections_queued_messages
         Status.QUEUED,
         Status.QUEUED,
     ]
-    conn = await store.connection_get("acme", "crm")  # type: ignore[attr-defined]
+    conn = await store.connection_get("acme", "http")  # type: ignore[attr-defined]
     assert (conn.state, conn.state_reason, conn.state_changed_at) == (
         ConnectionState.PENDING_REAUTH,
         "AUTH_REVOKED: invalid_grant",
@@ -297,7 +297,7 @@ async def test_connection_set_state__writes_one_audit_row(store: Store) -> None:
     assert (entry.action, entry.actor, entry.target) == (
         "connection.pending_reauth",
         "worker:w1",
-        "acme/crm",
+        "acme/http",
     )
     assert entry.reason == "AUTH_REVOKED: invalid_grant"
     assert entry.detail["held"] == 2
@@ -316,7 +316,7 @@ async def test_connection_set_state__same_state_again_is_not_a_change_but_holds_
     assert (changed, held) == (False, [late])
     assert (await store.message_get(late)).status is Status.HELD
     assert (await audit_actions(store)).count("connection.pending_reauth") == 1
-    conn = await store.connection_get("acme", "crm")  # type: ignore[attr-defined]
+    conn = await store.connection_get("acme", "http")  # type: ignore[attr-defined]
     assert conn.state_reason == "AUTH_REVOKED: invalid_grant"  # the first reason stands
 
 
@@ -330,7 +330,7 @@ async def test_connection_set_state__needs_reconsent_records_missing_scopes(stor
         missing_scopes=["calendar.write"],
     )
     assert (changed, held) == (True, [mid])
-    conn = await store.connection_get("acme", "crm")  # type: ignore[attr-defined]
+    conn = await store.connection_get("acme", "http")  # type: ignore[attr-defined]
     assert (conn.state, conn.missing_scopes) == (
         ConnectionState.NEEDS_RECONSENT,
         ["calendar.write"],
@@ -373,9 +373,9 @@ async def test_connection_rotate__activates_bumps_version_and_releases_connectio
 
     ciphertext, kid = BOX.encrypt(
         {"token": "new"},
-        (await store.connection_get("acme", "crm")).id,
+        (await store.connection_get("acme", "http")).id,
         "acme",
-        "crm",  # type: ignore[attr-defined]
+        "http",  # type: ignore[attr-defined]
     )
     conn, released = await rotate(
         store, ciphertext=ciphertext, key_id=kid, scopes=["calendar.write", "contacts.read"]
@@ -389,7 +389,7 @@ async def test_connection_rotate__activates_bumps_version_and_releases_connectio
     )
     assert conn.scopes == ["calendar.write", "contacts.read"]
     assert conn.state_changed_at == LATER
-    assert BOX.decrypt(conn.ciphertext, conn.key_id, conn.id, "acme", "crm") == {"token": "new"}
+    assert BOX.decrypt(conn.ciphertext, conn.key_id, conn.id, "acme", "http") == {"token": "new"}
     for mid in held_by_connection:
         m = await store.message_get(mid)
         assert (m.status, m.hold_reason) == (Status.QUEUED, None)
@@ -397,7 +397,7 @@ async def test_connection_rotate__activates_bumps_version_and_releases_connectio
     assert (still.status, still.hold_reason) == (Status.HELD, "operator: paused by on-call")
     assert (await store.message_get(globex_msg)).status is Status.HELD  # another tenant's
     [entry] = [e for e in await store.audit_list() if e.action == "connection.rotate"]
-    assert entry.target == "acme/crm"
+    assert entry.target == "acme/http"
     assert entry.detail["released"] == 2
     assert entry.detail["new_credentials"] is True
 
@@ -430,7 +430,7 @@ async def test_connection_rotate__without_new_secret_keeps_ciphertext_and_scopes
 
 
 async def test_connection_rotate__unknown_connection_raises_not_found(store: Store) -> None:
-    with pytest.raises(NotFound, match="has no crm connection"):
+    with pytest.raises(NotFound, match="has no http connection"):
         await rotate(store, tenant="nobody")
     assert await audit_actions(store) == []
 
@@ -441,19 +441,19 @@ async def test_connection_rotate__unknown_connection_raises_not_found(store: Sto
 async def test_connection_store_secret__replaces_ciphertext_key_and_expiry(store: Store) -> None:
     first = await insert(store, connection())
     other = SecretBox(generate_key())
-    ciphertext, kid = other.encrypt({"token": "rotated"}, first.id, "acme", "crm")
+    ciphertext, kid = other.encrypt({"token": "rotated"}, first.id, "acme", "http")
     expires = NOW + timedelta(days=60)
     await store.connection_store_secret(
         first.id, ciphertext, kid, expires, LATER, first.credential_version
     )  # type: ignore[attr-defined]
-    conn = await store.connection_get("acme", "crm")  # type: ignore[attr-defined]
+    conn = await store.connection_get("acme", "http")  # type: ignore[attr-defined]
     assert (conn.ciphertext, conn.key_id, conn.expires_at, conn.updated_at) == (
         ciphertext,
         other.current_id,
         expires,
         LATER,
     )
-    assert other.decrypt(conn.ciphertext, conn.key_id, conn.id, "acme", "crm") == {
+    assert other.decrypt(conn.ciphertext, conn.key_id, conn.id, "acme", "http") == {
         "token": "rotated"
     }
     # Neither state nor version moves: re-encryption is not a re-consent.
@@ -466,7 +466,7 @@ async def test_connection_record_check__ok_sets_last_ok_and_failure_keeps_it(
     first = await insert(store, connection())
     expires = NOW + timedelta(days=10)
     await store.connection_record_check(first.id, True, None, expires, LATER)  # type: ignore[attr-defined]
-    conn = await store.connection_get("acme", "crm")  # type: ignore[attr-defined]
+    conn = await store.connection_get("acme", "http")  # type: ignore[attr-defined]
     assert (conn.last_check_at, conn.last_check_ok_at, conn.last_check_error) == (
         LATER,
         LATER,
@@ -476,7 +476,7 @@ async def test_connection_record_check__ok_sets_last_ok_and_failure_keeps_it(
 
     failed_at = LATER + timedelta(hours=1)
     await store.connection_record_check(first.id, False, "401 invalid_grant", None, failed_at)  # type: ignore[attr-defined]
-    conn = await store.connection_get("acme", "crm")  # type: ignore[attr-defined]
+    conn = await store.connection_get("acme", "http")  # type: ignore[attr-defined]
     assert (conn.last_check_at, conn.last_check_ok_at, conn.last_check_error) == (
         failed_at,
         LATER,  # only a successful check moves it
@@ -488,7 +488,7 @@ async def test_connection_record_check__ok_sets_last_ok_and_failure_keeps_it(
 async def test_connection_record_check__failure_first_leaves_last_ok_empty(store: Store) -> None:
     first = await insert(store, connection())
     await store.connection_record_check(first.id, False, "timeout", None, LATER)  # type: ignore[attr-defined]
-    conn = await store.connection_get("acme", "crm")  # type: ignore[attr-defined]
+    conn = await store.connection_get("acme", "http")  # type: ignore[attr-defined]
     assert (conn.last_check_at, conn.last_check_ok_at, conn.last_check_error) == (
         LATER,
         None,
@@ -523,9 +523,9 @@ async def test_connection_rotate__returns_released_ids_oldest_first(store: Store
 
 
 async def test_connection_find__returns_the_pairs_that_exist_in_one_call(store: Store) -> None:
-    a = await insert(store, connection("acme", "crm"))
+    a = await insert(store, connection("acme", "http"))
     b = await insert(store, connection("globex", "mail"))
     await insert(store, connection("acme", "mail"))  # exists, not asked for
-    found = await store.connection_find([("acme", "crm"), ("globex", "mail"), ("nobody", "crm")])
+    found = await store.connection_find([("acme", "http"), ("globex", "mail"), ("nobody", "http")])
     assert sorted(c.id for c in found) == sorted([a.id, b.id])
     assert await store.connection_find([]) == []

@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from sluice.config import Settings
 from sluice.errors import IdempotencyConflict, MigrationError, NotFound, ValidationError
 from sluice.model import Attempt, AttemptOutcome, Completion, NewMessage, Status
-from sluice.store import AuditEntry, MessageFilter, Store
+from sluice.store import AuditEntry, MessageFilter, Store, create_store
 from sluice.store._audit import verify_chain
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -141,6 +142,9 @@ async def test_enqueue__repeated_key_inside_one_batch_resolves_to_one_message(st
         ("run_at", datetime(2026, 1, 1)),
         ("idempotency_key", ""),
         ("scopes", "calendar.write"),
+        ("tenant", "acme "),
+        ("provider", "twillio"),
+        ("recipient", "http://169.254.169.254/latest/meta-data/"),
     ],
 )
 async def test_enqueue__bad_field_is_named_and_nothing_is_stored(
@@ -150,6 +154,25 @@ async def test_enqueue__bad_field_is_named_and_nothing_is_stored(
         await store.enqueue_many([msg(), msg(**{field: value})], NOW)
     assert info.value.field == f"messages[1].{field}"
     assert (await store.status_report(NOW)).counts == {}
+
+
+async def test_enqueue__loopback_targets_follow_the_stores_settings(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SLUICE_ALLOW_LOOPBACK_TARGETS", raising=False)
+    local = msg(recipient="http://127.0.0.1:8025/webhook/x")
+    for allow in (False, True):
+        store = create_store(store_url, Settings(allow_loopback_targets=allow))
+        await store.open()  # type: ignore[attr-defined]
+        try:
+            if allow:
+                await store.enqueue_many([local], NOW)
+            else:
+                with pytest.raises(ValidationError, match="SLUICE_ALLOW_LOOPBACK_TARGETS"):
+                    await store.enqueue_many([local], NOW)
+            assert (await store.status_report(NOW)).counts == ({"queued": 1} if allow else {})
+        finally:
+            await store.close()
 
 
 async def test_enqueue__empty_batch_is_refused(store: Store) -> None:
@@ -323,7 +346,7 @@ async def test_message_get__unknown_id_is_not_found(store: Store) -> None:
 async def test_status_report__counts_oldest_and_dead(store: Store) -> None:
     await store.enqueue_many([msg(run_at=NOW - timedelta(seconds=90))], NOW)
     await store.enqueue_many([msg(run_at=NOW + timedelta(hours=1))], NOW)  # not waiting yet
-    [d] = await store.enqueue_many([msg(channel="sms")], NOW)
+    [d] = await store.enqueue_many([msg(channel="sms", recipient="+14155550100")], NOW)
     [m] = [c for c in await store.message_claim("w1", 5, 30, NOW) if c.id == d] or [None]
     report = await store.status_report(NOW)
     assert report.counts["queued"] + report.counts.get("sending", 0) == 3
@@ -352,8 +375,8 @@ async def _dead(store: Store, n: int, **kw: object) -> list[str]:
 
 
 async def test_dlq__groups_filters_and_replays_with_audit(store: Store) -> None:
-    await _dead(store, 3, channel="sms", tenant="a")
-    await _dead(store, 2, channel="email", tenant="b")
+    await _dead(store, 3, channel="sms", tenant="a", recipient="+14155550100")
+    await _dead(store, 2, channel="email", tenant="b", recipient="ann@example.com")
     groups = await store.dlq_groups(MessageFilter())
     assert [(g.channel, g.count) for g in groups] == [("sms", 3), ("email", 2)]
     assert [g.channel for g in await store.dlq_groups(MessageFilter(tenant="b"))] == ["email"]

@@ -20,6 +20,14 @@ import httpx
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def _loopback_targets_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    # These tests enqueue webhooks for the simulator on 127.0.0.1, from this process,
+    # and their workers run with the same setting (see Workers.start): the enqueue
+    # side must be told, as `sluice run` tells its own.
+    monkeypatch.setenv("SLUICE_ALLOW_LOOPBACK_TARGETS", "true")
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -95,13 +103,15 @@ class Workers:
     tmp_path: Path
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def start(self, database_url: str, secret: str, **env: str) -> subprocess.Popen[bytes]:
+    def start(self, database_url: str, secret: str | None, **env: str) -> subprocess.Popen[bytes]:
+        """A ``sluice worker``; ``secret=None``: without ``SLUICE_WEBHOOK_SECRET``."""
         n = len(self.procs)
         log = open(self.tmp_path / f"worker-{n}.log", "wb")  # noqa: SIM115  # owned by the process
+        inherited = {k: v for k, v in os.environ.items() if k != "SLUICE_WEBHOOK_SECRET"}
         full_env = {
-            **os.environ,
+            **inherited,
             "SLUICE_DATABASE_URL": database_url,
-            "SLUICE_WEBHOOK_SECRET": secret,
+            **({"SLUICE_WEBHOOK_SECRET": secret} if secret is not None else {}),
             "SLUICE_LOG_LEVEL": "warning",
             # Webhooks go to the simulator on 127.0.0.1; the SSRF guard refuses loopback
             # unless told.

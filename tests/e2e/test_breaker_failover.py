@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
+import pytest
 
 from sluice.model import NewMessage
 from sluice.ops.connections import connection_add
@@ -104,9 +105,16 @@ def statuses(url: str) -> dict[str, str]:
 
 
 def test_outage__breaker_opens_fails_over_spends_nothing_closes_delivers_all(
-    clean_pg_url, simulator, workers, tmp_path: Path
+    clean_pg_url, simulator, workers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
     key = generate_key()
+    config = tmp_path / "sluice.toml"
+    config.write_text(
+        '[providers."twilio-backup"]\nkind = "twilio"\n\n'
+        '[routes]\nsms = ["twilio", "twilio-backup"]\n'
+    )
+    # The setup below adds a twilio-backup connection: it must see the alias too.
+    monkeypatch.setenv("SLUICE_CONFIG", str(config))
     for sid in (PRIMARY, BACKUP):
         httpx.post(
             f"{simulator.url}/_sim/credentials",
@@ -114,11 +122,6 @@ def test_outage__breaker_opens_fails_over_spends_nothing_closes_delivers_all(
             timeout=5,
         ).raise_for_status()
     sms, otp = asyncio.run(_setup(clean_pg_url, SecretBox(key)))
-    config = tmp_path / "sluice.toml"
-    config.write_text(
-        '[providers."twilio-backup"]\nkind = "twilio"\n\n'
-        '[routes]\nsms = ["twilio", "twilio-backup"]\n'
-    )
     simulator.faults(path_prefix=f"/twilio/2010-04-01/Accounts/{PRIMARY}", status=503)
     env = {
         "SLUICE_CONFIG": str(config),

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -209,6 +210,21 @@ BAD_INPUT = [
     pytest.param(
         ("breakers", "open", "twilio", "--reason", "x", "--actor", " "), ["actor"], id="blank-actor"
     ),
+    pytest.param(
+        ("breakers", "open", "nosuch", "--reason", "x"),
+        ["key", "'p:nosuch'", "http, null, sendgrid, twilio, webhook, whatsapp", "[providers"],
+        id="unknown-provider",
+    ),
+    pytest.param(
+        ("breakers", "close", "p:twillio", "--reason", "x"),
+        ["key", "did you mean 'twilio'?"],
+        id="misspelt-provider",
+    ),
+    pytest.param(
+        ("breakers", "reset", "c:acme:sendgird", "--reason", "x"),
+        ["key", "did you mean 'sendgrid'?"],
+        id="misspelt-connection-provider",
+    ),
 ]
 
 
@@ -227,6 +243,27 @@ def test_bad_input__exits_2_names_the_problem_and_changes_nothing(
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
     assert (rows(sqlite_url), audit(sqlite_url)) == before
+
+
+def test_reset__a_breaker_the_store_knows_works_even_if_its_provider_is_gone(
+    store_url: str, tmp_path: Path
+) -> None:
+    # An alias removed from sluice.toml leaves its breaker's outcomes behind: the
+    # operator can still reset what `breakers list` shows.
+    report(store_url, "p:twilio-retired", 2, 8)
+    env = {"SLUICE_DATABASE_URL": store_url}
+    ok("breakers", "reset", "twilio-retired", "--reason", "cleanup", env=env)
+    assert rows(store_url)["p:twilio-retired"].forced is False
+
+
+def test_open__an_alias_of_the_sluice_toml_in_effect_is_a_provider(
+    store_url: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "sluice.toml"
+    config.write_text('[providers."twilio-backup"]\nkind = "twilio"\n')
+    env = {"SLUICE_DATABASE_URL": store_url, "SLUICE_CONFIG": str(config)}
+    ok("breakers", "open", "twilio-backup", "--reason", "drill", env=env)
+    assert rows(store_url)["p:twilio-backup"].state == "open"
 
 
 def test_help__names_the_commands_and_environment_variables() -> None:

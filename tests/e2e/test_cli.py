@@ -120,14 +120,36 @@ def snapshot(url: str) -> tuple[dict[str, int], int]:
     return counts(url), len(audit(url))
 
 
+#: Aliases the enqueuing side's sluice.toml still declares but the workers' no longer
+#: does (an account retired from the workers first): their messages are accepted at
+#: enqueue and dead-lettered as UNKNOWN_PROVIDER by the worker.
+RETIRED = {"sms": "twilio-old", "email": "sendgrid-old"}
+
+
+@pytest.fixture
+def retired(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Enqueue (this process) sees the retired aliases; returns the environment of a
+    worker that does not."""
+    enqueuer = tmp_path / "enqueuer.toml"
+    enqueuer.write_text(
+        '[providers."twilio-old"]\nkind = "twilio"\n[providers."sendgrid-old"]\nkind = "sendgrid"\n'
+    )
+    worker = tmp_path / "worker.toml"
+    worker.write_text("")
+    monkeypatch.setenv("SLUICE_CONFIG", str(enqueuer))
+    return {"SLUICE_CONFIG": str(worker)}
+
+
 def message(tenant: str = "acme", channel: str = "sms", provider: str = "null") -> NewMessage:
+    """``provider="retired"``: the retired alias of ``channel`` (see ``retired``)."""
+    gone = provider == "retired"
     return NewMessage(
         tenant=tenant,
         channel=channel,
-        provider=provider,
-        recipient="+15550100",
+        provider=RETIRED[channel] if gone else provider,
+        recipient="ann@example.com" if channel == "email" else "+15550100",
         payload={"text": "hello"},
-        max_attempts=1 if provider == "nope" else 5,
+        max_attempts=1 if gone else 5,
     )
 
 
@@ -403,6 +425,23 @@ BAD_INPUT = [
     bad("send-run-at-not-a-time", (*S, "--run-at", "tomorrow"), "run_at"),
     bad("send-run-at-without-zone", (*S, "--run-at", "2030-01-01T09:00"), "run_at", "timezone"),
     bad("send-unknown-option", (*S, "--no-such-option"), "--no-such-option"),
+    bad("send-sms-to-a-name", (*S, "--recipient", "bob"), "recipient", "E.164", "+14155550100"),
+    bad("send-unknown-provider", (*S, "--provider", "twillio"), "provider", "'twilio'"),
+    bad("send-sms-via-sendgrid", (*S, "--provider", "sendgrid"), "channel", "'email'"),
+    bad(
+        "send-email-not-an-address",
+        (*S, "--channel", "email", "--recipient", "ann@example"),
+        "recipient",
+        "ann@example.com",
+    ),
+    bad(
+        "send-webhook-to-loopback",
+        (*S, "--channel", "webhook", "--provider", "webhook", "--recipient", "http://2130706433/"),
+        "recipient",
+        "loopback",
+        "SLUICE_ALLOW_LOOPBACK_TARGETS",
+    ),
+    bad("send-tenant-with-space", ("send", "--tenant", "acme ", *S[3:]), "tenant", "whitespace"),
     bad("dlq-retry-limit-0", ("dlq", "retry", "--limit", "0"), "limit"),
     bad("dlq-retry-since-not-a-time", ("dlq", "retry", "--since", "yesterday"), "since"),
     bad(
@@ -504,9 +543,11 @@ def test_database_unreachable__one_line_saying_why_and_exit_1(
 # -- worker --until-idle ------------------------------------------------------------
 
 
-def test_worker_until_idle__sends_what_it_can_and_dead_letters_the_rest(store_url: str) -> None:
-    env = {"SLUICE_DATABASE_URL": store_url}
-    *_, dead_id = enqueue(store_url, message(), message(), message(), message(provider="nope"))
+def test_worker_until_idle__sends_what_it_can_and_dead_letters_the_rest(
+    store_url: str, retired: dict[str, str]
+) -> None:
+    env = {"SLUICE_DATABASE_URL": store_url, **retired}
+    *_, dead_id = enqueue(store_url, message(), message(), message(), message(provider="retired"))
 
     worker = cli("worker", "--until-idle", env=env)
 
@@ -553,17 +594,17 @@ class DeadLetters:
 
 
 @pytest.fixture
-def dead(store_url: str) -> DeadLetters:
+def dead(store_url: str, retired: dict[str, str]) -> DeadLetters:
     """Four dead letters (acme/sms x2, globex/email, acme/email) and one sent message."""
     ids = enqueue(
         store_url,
-        message("acme", "sms", "nope"),
-        message("acme", "sms", "nope"),
-        message("globex", "email", "nope"),
-        message("acme", "email", "nope"),
+        message("acme", "sms", "retired"),
+        message("acme", "sms", "retired"),
+        message("globex", "email", "retired"),
+        message("acme", "email", "retired"),
         message("acme", "sms", "null"),
     )
-    ok("worker", "--until-idle", "--database-url", store_url)
+    ok("worker", "--until-idle", "--database-url", store_url, env=retired)
     assert counts(store_url) == {"dead": 4, "sent": 1}
     return DeadLetters(store_url, ids[:2], ids[2], ids[3], ids[4])
 

@@ -323,21 +323,33 @@ def test_secret__not_in_a_pg_dump_of_the_database(pg_cli: Sluice, key: str) -> N
             ["credentials", "auth_token"],
         ),
         (["--provider", "twilio", "--credential", "novalue"], ["credentials", "key=value"]),
-        (["--provider", "crm", "--credential", "token="], ["credentials", "non-empty"]),
-        (["--provider", "crm"], ["credentials", "required"]),
+        (["--provider", "http", "--credential", "token="], ["credentials", "non-empty"]),
+        (["--provider", "http"], ["credentials", "required"]),
         (
-            ["--provider", "crm", "--credential", "token=x", "--expires-at", "soon"],
+            ["--provider", "http", "--credential", "token=x", "--expires-at", "soon"],
             ["expires_at", "ISO 8601"],
         ),
         (
-            ["--provider", "crm", "--credential", "token=x", "--expires-at", "2030-01-01T00:00"],
+            ["--provider", "http", "--credential", "token=x", "--expires-at", "2030-01-01T00:00"],
             ["expires_at", "timezone"],
         ),
-        (["--provider", "crm", "--credentials-file", "{bad-json}"], ["credentials", "JSON"]),
-        (["--provider", "crm", "--credentials-file", "{list}"], ["credentials", "JSON object"]),
-        (["--provider", "crm", "--credentials-file", "{missing}"], ["credentials", "cannot read"]),
+        (["--provider", "http", "--credentials-file", "{bad-json}"], ["credentials", "JSON"]),
+        (["--provider", "http", "--credentials-file", "{list}"], ["credentials", "JSON object"]),
+        (["--provider", "http", "--credentials-file", "{missing}"], ["credentials", "cannot read"]),
         (["--provider", " ", "--credential", "token=x"], ["provider", "required"]),
-        (["--tenant", " ", "--provider", "crm", "--credential", "token=x"], ["tenant"]),
+        (["--tenant", " ", "--provider", "http", "--credential", "token=x"], ["tenant"]),
+        (
+            ["--provider", "sendgird", "--credential", "api_key=SG.x"],
+            ["provider", "did you mean 'sendgrid'?", "http, null, sendgrid, twilio, webhook"],
+        ),
+        (
+            ["--provider", "crm", "--credential", "token=x"],
+            ["provider", "'crm' is not a provider", '[providers."name"]'],
+        ),
+        (
+            ["--provider", "twilio-eu", "--credential", "account_sid=AC1"],
+            ["credentials", "a twilio-eu connection needs auth_token"],
+        ),
     ],
     ids=[
         "twilio-missing-key",
@@ -351,6 +363,9 @@ def test_secret__not_in_a_pg_dump_of_the_database(pg_cli: Sluice, key: str) -> N
         "file-missing",
         "blank-provider",
         "blank-tenant",
+        "misspelt-provider",
+        "unknown-provider",
+        "alias-needs-the-keys-of-its-kind",
     ],
 )
 def test_connections_add__bad_input_exits_2_naming_the_field_and_stores_nothing(
@@ -362,6 +377,8 @@ def test_connections_add__bad_input_exits_2_naming_the_field_and_stores_nothing(
         "{missing}": tmp_path / "nope.json",
     }
     files["{bad-json}"].write_text('{"token": "x",')
+    # The sluice.toml the command finds in its working directory declares one alias.
+    (tmp_path / "sluice.toml").write_text('[providers."twilio-eu"]\nkind = "twilio"\n')
     files["{list}"].write_text('["token", "x"]')
     args = [str(files[a]) if a in files else a for a in args]
     if "--tenant" not in args:
@@ -373,6 +390,17 @@ def test_connections_add__bad_input_exits_2_naming_the_field_and_stores_nothing(
         assert word in message
     assert sqlite_cli.connections() == []
     assert sqlite_cli.audit() == []
+
+
+def test_connections_add__for_an_alias_of_the_sluice_toml_in_effect(
+    sqlite_cli: Sluice, key: str, tmp_path: Path
+) -> None:
+    (tmp_path / "sluice.toml").write_text('[providers."twilio-eu"]\nkind = "twilio"\n')
+    sqlite_cli.ok(
+        "connections", "add", "--tenant", "acme", "--provider", "twilio-eu",
+        "--credential", "account_sid=AC9", "--credential", f"auth_token={TOKEN}", key=key,
+    )  # fmt: skip
+    assert [(c.tenant, c.provider) for c in sqlite_cli.connections()] == [("acme", "twilio-eu")]
 
 
 def test_connections_add__malformed_credential_pair_is_refused_without_echoing_it(

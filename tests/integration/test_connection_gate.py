@@ -70,9 +70,12 @@ Script = Callable[[Message, dict[str, str]], Outcome]
 
 
 class ScriptedCrm:
-    """A provider that needs a tenant connection; records every call and its credentials."""
+    """A provider that needs a tenant connection; records every call and its credentials.
 
-    name = "crm"
+    It stands in for the ``http`` provider (a CRM action), under that name: enqueue
+    accepts only provider names Sluice knows."""
+
+    name = "http"
     requires_connection = True
 
     def __init__(self, script: Script | None = None) -> None:
@@ -139,7 +142,7 @@ def settings(**kw: object) -> Settings:
 
 def gate(store: Store, box: SecretBox | None) -> ConnectionGate:
     return ConnectionGate(
-        store, box, requires_connection=["crm"], worker_id="w-test", logger=structlog.get_logger()
+        store, box, requires_connection=["http"], worker_id="w-test", logger=structlog.get_logger()
     )
 
 
@@ -152,7 +155,7 @@ async def drain(
     use_box: bool = True,
     **kw: object,
 ) -> Dispatcher:
-    providers = provider if isinstance(provider, dict) else {"crm": provider}
+    providers = provider if isinstance(provider, dict) else {"http": provider}
     the_box = (box or SecretBox(KEY)) if use_box else None
     d = Dispatcher(
         store,
@@ -179,7 +182,7 @@ async def add(
         store,
         SecretBox(key),
         tenant=tenant,
-        provider="crm",
+        provider="http",
         secrets={"token": token},
         scopes=scopes or [],
         actor="test",
@@ -191,7 +194,7 @@ def crm(tenant: str = "acme", **kw: object) -> NewMessage:
     fields: dict[str, object] = {
         "tenant": tenant,
         "channel": "api",
-        "provider": "crm",
+        "provider": "http",
         "recipient": "contact-42",
         "action": "contact.update",
         "payload": {"tenant": tenant},
@@ -277,12 +280,12 @@ async def test_gate__provider_without_connection_requirement_sends_without_crede
     store: Store, clock: FrozenClock
 ) -> None:
     class Open(ScriptedCrm):
-        name = "open"
+        name = "null"
         requires_connection = False
 
     open_provider = Open()
-    [mid] = await store.enqueue_many([crm(provider="open")], clock.now())
-    await drain(store, {"crm": ScriptedCrm(), "open": open_provider}, clock)
+    [mid] = await store.enqueue_many([crm(provider="null")], clock.now())
+    await drain(store, {"http": ScriptedCrm(), "null": open_provider}, clock)
     assert (await get(store, mid)).status is Status.SENT
     assert open_provider.calls == [(mid, "acme", {})]
 
@@ -307,7 +310,7 @@ async def test_gate__scope_not_granted_holds_until_rotate_grants_it(
         store,
         SecretBox(KEY),
         tenant="acme",
-        provider="crm",
+        provider="http",
         secrets=None,
         scopes=["contacts.read", "calendar.write"],
         actor="ops",
@@ -330,7 +333,7 @@ async def test_gate__revoked_connection_holds_its_messages(
     await add(store, "acme", "tok-acme")
     [before] = await store.enqueue_many([crm()], clock.now())
     held = await connection_revoke(
-        store, tenant="acme", provider="crm", actor="ops", reason="offboarding", clock=clock
+        store, tenant="acme", provider="http", actor="ops", reason="offboarding", clock=clock
     )
     assert held == [before]
     [after] = await store.enqueue_many([crm(payload={"late": 1})], clock.now())
@@ -377,7 +380,7 @@ async def test_auth_revoked__marks_the_connection_and_holds_its_messages(
 ) -> None:
     provider, acme, globex = await revoke_acme_mid_flight(store, clock)
 
-    conn = await store.connection_get("acme", "crm")  # type: ignore[attr-defined]
+    conn = await store.connection_get("acme", "http")  # type: ignore[attr-defined]
     assert conn.state is ConnectionState.PENDING_REAUTH
     assert conn.state_reason is not None and "AUTH_REVOKED" in conn.state_reason
 
@@ -407,7 +410,7 @@ async def test_auth_revoked__marks_the_connection_and_holds_its_messages(
     assert report.counts.get("held") == 3
 
     [entry] = [e for e in await store.audit_list() if e.action == "connection.pending_reauth"]
-    assert (entry.actor, entry.target) == ("worker:w-test", "acme/crm")
+    assert (entry.actor, entry.target) == ("worker:w-test", "acme/http")
     assert entry.detail["held"] == 2
 
 
@@ -442,7 +445,7 @@ async def test_reconsent__releases_held_messages_oldest_first_and_sends_each_onc
         store,
         SecretBox(KEY),
         tenant="acme",
-        provider="crm",
+        provider="http",
         secrets={"token": "tok-acme-new"},
         scopes=None,
         actor="ops",
@@ -501,7 +504,7 @@ async def test_scope_missing__marks_needs_reconsent_with_missing_scopes(
     provider = ScriptedCrm(scope_missing(provider_code))
     await drain(store, provider, clock)
 
-    conn = await store.connection_get("acme", "crm")  # type: ignore[attr-defined]
+    conn = await store.connection_get("acme", "http")  # type: ignore[attr-defined]
     assert (conn.state, conn.missing_scopes) == (ConnectionState.NEEDS_RECONSENT, missing)
     m = await get(store, mid)
     assert (m.status, m.attempts) == (Status.HELD, 0)
@@ -527,7 +530,7 @@ async def test_tenancy_guard__copied_ciphertext_is_refused_audited_and_alerted(
     sql(
         store_url,
         "UPDATE sluice_connections SET ciphertext = ?, key_id = ? "
-        "WHERE tenant = 'globex' AND provider = 'crm'",
+        "WHERE tenant = 'globex' AND provider = 'http'",
         acme.ciphertext,
         acme.key_id,
     )
@@ -548,7 +551,7 @@ async def test_tenancy_guard__copied_ciphertext_is_refused_audited_and_alerted(
     assert entry.target == g
     assert entry.detail["severity"] == "SEV0"
     assert entry.detail["message_tenant"] == "globex"
-    assert entry.detail["provider"] == "crm"
+    assert entry.detail["provider"] == "http"
     assert entry.actor == "worker:w-test"
 
     [alert] = [e for e in logs if e["log_level"] == "critical"]
@@ -657,14 +660,14 @@ async def test_auth_revoked__for_credentials_replaced_mid_send_does_not_undo_the
 
     async def reconsent() -> None:
         await connection_rotate(
-            store, SecretBox(KEY), tenant="acme", provider="crm",
+            store, SecretBox(KEY), tenant="acme", provider="http",
             secrets={"token": "tok-new"}, scopes=None, actor="ops", clock=clock,
         )  # fmt: skip
 
     provider = OperatorActsMidSend(reconsent)
     await drain(store, provider, clock)
 
-    conn = await store.connection_get("acme", "crm")  # type: ignore[attr-defined]
+    conn = await store.connection_get("acme", "http")  # type: ignore[attr-defined]
     assert (conn.state, conn.credential_version) == (ConnectionState.ACTIVE, 2)
     assert (await get(store, queued)).status is Status.QUEUED
     clock.advance(60)
@@ -681,14 +684,14 @@ async def test_auth_revoked__after_an_operator_revoke_keeps_the_connection_revok
 
     async def revoke() -> None:
         await connection_revoke(
-            store, tenant="acme", provider="crm", actor="ops", reason="customer offboarded",
+            store, tenant="acme", provider="http", actor="ops", reason="customer offboarded",
             clock=clock,
         )  # fmt: skip
 
     await drain(store, OperatorActsMidSend(revoke), clock)
 
     assert (await get(store, mid)).status is Status.HELD
-    conn = await store.connection_get("acme", "crm")  # type: ignore[attr-defined]
+    conn = await store.connection_get("acme", "http")  # type: ignore[attr-defined]
     assert (conn.state, conn.state_reason) == (ConnectionState.REVOKED, "customer offboarded")
 
 

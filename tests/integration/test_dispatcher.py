@@ -14,6 +14,7 @@ from datetime import timedelta
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
 from sluice.clock import FrozenClock
 from sluice.config import Settings
@@ -22,6 +23,7 @@ from sluice.netguard import static_resolver
 from sluice.providers.webhook import WebhookProvider
 from sluice.store import Store
 from sluice.worker import Dispatcher, RetryPolicy
+from sluice.worker.dispatcher import WORKER_PROBLEM_DELAY
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
 #: The receivers are made-up host names; the SSRF guard gets a public address for them.
@@ -158,17 +160,46 @@ async def test_throttle__defers_to_retry_after_without_burning_attempts(store: S
 
 async def test_unknown_provider__dead_letters_naming_it(store: Store) -> None:
     clock = FrozenClock()
-    [mid] = await store.enqueue_many([hook("/x", provider="carrier-pigeon")], clock.now())
+    # Enqueue knows the null provider; this worker has only the webhook adapter.
+    [mid] = await store.enqueue_many([hook("/x", provider="null")], clock.now())
     await drain(store, Receiver({}), clock)
     m = await store.message_get(mid)
     assert (m.status, m.last_error_code) == (Status.DEAD, "UNKNOWN_PROVIDER")
-    assert "carrier-pigeon" in (m.last_error or "")
+    assert "no provider named 'null'" in (m.last_error or "")
+
+
+async def test_webhook_without_a_secret__deferred_for_a_worker_that_has_one(
+    store: Store,
+) -> None:
+    clock = FrozenClock()
+    [mid] = await store.enqueue_many([hook("/unsigned")], clock.now())
+    rx = Receiver({})
+    async with httpx.AsyncClient(transport=httpx.MockTransport(rx)) as client:
+        unsigned = WebhookProvider(client, None, clock=clock, resolve=PUBLIC)
+        d = Dispatcher(store, {"webhook": unsigned}, settings(), clock=clock)
+        with capture_logs() as logs:
+            await d.run(until_idle=True)
+
+    m = await store.message_get(mid)
+    # Not dead, no attempt spent, nothing sent: back in the queue for a while.
+    assert (m.status, m.attempts, m.last_error_code) == (Status.QUEUED, 0, None)
+    assert m.run_at >= clock.now() + timedelta(seconds=WORKER_PROBLEM_DELAY)
+    assert await store.attempt_list(mid) == []
+    assert rx.seen == {}
+    assert d.stats.deferred == 1 and d.stats.dead == 0
+    [said] = [e for e in logs if e["log_level"] == "error"]
+    assert "SLUICE_WEBHOOK_SECRET" in said["reason"] and said["provider"] == "webhook"
+
+    clock.advance(WORKER_PROBLEM_DELAY + 1)
+    await drain(store, rx, clock)  # a worker that has the secret
+    assert (await store.message_get(mid)).status is Status.SENT
+    assert rx.seen["/unsigned"] == 1
 
 
 class Exploding:
-    """An adapter with a bug: ``send`` raises."""
+    """An adapter with a bug: ``send`` raises (in the webhook adapter's place)."""
 
-    name = "exploding"
+    name = "webhook"
 
     async def send(self, message, credentials=None) -> Outcome:  # type: ignore[no-untyped-def]
         raise RuntimeError("adapter bug")
@@ -176,8 +207,8 @@ class Exploding:
 
 async def test_adapter_exception__is_recorded_as_internal_and_retried(store: Store) -> None:
     clock = FrozenClock()
-    [mid] = await store.enqueue_many([hook("/x", provider="exploding")], clock.now())
-    d = Dispatcher(store, {"exploding": Exploding()}, settings(), clock=clock)
+    [mid] = await store.enqueue_many([hook("/x")], clock.now())
+    d = Dispatcher(store, {"webhook": Exploding()}, settings(), clock=clock)
     await d.run(until_idle=True)
     m = await store.message_get(mid)
     assert (m.status, m.attempts, m.last_error_code) == (Status.QUEUED, 1, "INTERNAL")
@@ -185,9 +216,10 @@ async def test_adapter_exception__is_recorded_as_internal_and_retried(store: Sto
 
 
 class Gate:
-    """A provider whose sends wait until the test opens the gate."""
+    """A provider whose sends wait until the test opens the gate (in the webhook
+    adapter's place)."""
 
-    name = "gate"
+    name = "webhook"
 
     def __init__(self) -> None:
         self.started = 0
@@ -201,9 +233,9 @@ class Gate:
 
 async def test_stop__finishes_in_flight_sends_and_writes_their_outcomes(store: Store) -> None:
     clock = FrozenClock()
-    ids = await store.enqueue_many([hook(f"/{i}", provider="gate") for i in range(30)], clock.now())
+    ids = await store.enqueue_many([hook(f"/{i}") for i in range(30)], clock.now())
     gate = Gate()
-    d = Dispatcher(store, {"gate": gate}, settings(worker_concurrency=10), clock=clock)
+    d = Dispatcher(store, {"webhook": gate}, settings(worker_concurrency=10), clock=clock)
     run = asyncio.create_task(d.run())
     for _ in range(500):
         if gate.started == 10:
@@ -220,10 +252,10 @@ async def test_stop__finishes_in_flight_sends_and_writes_their_outcomes(store: S
 
 async def test_stop__releases_claimed_messages_that_never_started(store: Store) -> None:
     clock = FrozenClock()
-    ids = await store.enqueue_many([hook(f"/{i}", provider="gate") for i in range(5)], clock.now())
+    ids = await store.enqueue_many([hook(f"/{i}") for i in range(5)], clock.now())
     gate = Gate()
     gate.opened.set()
-    d = Dispatcher(store, {"gate": gate}, settings(), clock=clock)
+    d = Dispatcher(store, {"webhook": gate}, settings(), clock=clock)
     d.stop()  # stop lands between the claim and the first send
     claimed = await store.message_claim(d.worker_id, 5, 30, clock.now())
     d._start(claimed)  # the claim loop's hand-off, exercised directly

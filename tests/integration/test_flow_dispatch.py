@@ -40,7 +40,7 @@ class Receiver:
 def hook(name: str, **kw: object) -> NewMessage:
     fields: dict[str, object] = {
         "tenant": "acme",
-        "channel": "whatsapp",
+        "channel": "webhook",
         "provider": "webhook",
         "recipient": f"https://receiver.example/hook/{name}",
         "payload": {},

@@ -550,6 +550,35 @@ def test_enqueue__invalid_message_writes_nothing_even_when_caller_commits(app_ur
     assert message_count(app_url) == 0
 
 
+def test_enqueue__unknown_provider_or_channel_it_does_not_serve_writes_nothing(
+    app_url: str,
+) -> None:
+    with app_connection(app_url) as conn:
+        place_order(conn, "o-1")
+        with pytest.raises(ValidationError) as unknown:
+            sluice.enqueue_many(conn, [new(), new(), new(provider="twillio")])
+        with pytest.raises(ValidationError) as channel:
+            sluice.enqueue(conn, new(provider="sendgrid", channel="sms"))
+        conn.commit()
+    assert unknown.value.field == "messages[2].provider"
+    assert "did you mean 'twilio'?" in unknown.value.problem
+    assert channel.value.field == "channel"
+    assert orders(app_url) == ["o-1"]
+    assert message_count(app_url) == 0
+
+
+def test_enqueue__provider_alias_of_the_sluice_toml_in_effect_is_accepted(
+    app_url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "sluice.toml"
+    config.write_text('[providers."twilio-eu"]\nkind = "twilio"\n')
+    monkeypatch.setenv("SLUICE_CONFIG", str(config))
+    with app_connection(app_url) as conn:
+        sluice.enqueue(conn, new(provider="twilio-eu", channel="sms", recipient="+14155550100"))
+        conn.commit()
+    assert message_count(app_url) == 1
+
+
 # -- wake-ups (PostgreSQL NOTIFY) ----------------------------------------------------
 
 

@@ -314,6 +314,41 @@ async def test_send__payload_without_a_key_the_action_needs_is_a_bad_request(
     assert wire.requests == []  # nothing was sent
 
 
+REVOKE = ActionSpec(
+    name="sessions.revoke",
+    method="DELETE",
+    url="https://api.example/api/users/{payload.user_id}/sessions/{payload.session_id}",
+)
+
+
+@pytest.mark.parametrize("user_id", ["..", ".", "", "%2e%2e", "%252e%252e", "../x"])
+async def test_send__a_path_value_that_would_climb_is_refused_and_nothing_is_sent(
+    user_id: str,
+) -> None:
+    wire = Wire()
+    client = httpx.AsyncClient(transport=httpx.MockTransport(wire))
+    adapter = HttpActionProvider(client, {REVOKE.name: REVOKE}, resolve=PUBLIC)
+    payload = {"user_id": user_id, "session_id": "abc"}
+    outcome = await adapter.send(message(REVOKE.name, payload=payload), CREDS)
+
+    assert outcome.code is ErrorCode.BAD_REQUEST
+    assert outcome.code.error_class is ErrorClass.PERMANENT  # dead-lettered, not retried
+    assert "{payload.user_id}" in outcome.detail and "not sent" in outcome.detail
+    assert wire.requests == []  # the bearer token went nowhere
+
+
+async def test_send__an_ordinary_path_value_goes_to_the_configured_path() -> None:
+    wire = Wire()
+    client = httpx.AsyncClient(transport=httpx.MockTransport(wire))
+    adapter = HttpActionProvider(client, {REVOKE.name: REVOKE}, resolve=PUBLIC)
+    payload = {"user_id": "u-7", "session_id": "abc"}
+    outcome = await adapter.send(message(REVOKE.name, payload=payload), CREDS)
+
+    assert outcome.ok
+    [request] = wire.requests
+    assert (request.method, request.url.path) == ("DELETE", "/api/users/u-7/sessions/abc")
+
+
 async def test_send__unknown_action_is_a_bad_request_naming_it() -> None:
     wire = Wire()
     outcome = await provider(wire).send(message("calendar.explode"), CREDS)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from sluice import NewMessage, ValidationError
+from sluice.addressing import Addressing
 from sluice.model import content_hash
 
 RUN_AT = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -61,7 +62,8 @@ def test_validate__every_field_at_its_limit_is_valid() -> None:
         correlation_id="c" * 255,
         scopes=["s" * 128, "messages:send"],
     )
-    message.validate()
+    # A provider name of 64 characters exists only as an alias in someone's sluice.toml.
+    message.validate(addressing=Addressing(providers={"x" * 64: "null"}))
     msg(priority=-1000, max_attempts=1, scopes=("a",)).validate()
 
 
@@ -89,6 +91,19 @@ def test_validate__address_field_over_its_limit_is_rejected(field: str) -> None:
 @pytest.mark.parametrize("field", sorted(LIMITS))
 def test_validate__address_field_with_nul_is_rejected(field: str) -> None:
     rejected(field, **{field: "ab\x00c"})
+
+
+@pytest.mark.parametrize("field", ["tenant", "channel", "provider", "action"])
+@pytest.mark.parametrize("pad", [" {}", "{} ", "\t{}", "{}\n", "\u00a0{}"])
+def test_validate__name_with_leading_or_trailing_whitespace_is_rejected(
+    field: str, pad: str
+) -> None:
+    # " acme" would be a tenant of its own: its controls, limits and keys would not apply.
+    value = pad.format({"tenant": "acme", "channel": "webhook", "provider": "null",
+                        "action": "send"}[field])  # fmt: skip
+    error = rejected(field, **{field: value})
+    assert "whitespace" in error.problem
+    assert repr(value) in error.problem
 
 
 # -- payload ------------------------------------------------------------------------
@@ -217,7 +232,7 @@ def test_content_hash__ignores_order_of_scopes() -> None:
     [
         {"payload": {"n": 2}},
         {"recipient": "https://example.test/other"},
-        {"channel": "sms"},
+        {"channel": "orders"},
         {"provider": "webhook"},
         {"action": "order.created"},
         {"priority": 1},

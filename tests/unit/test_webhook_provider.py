@@ -167,6 +167,40 @@ async def test_send__invalid_credentials_secret_is_an_auth_failure_without_io() 
     assert receiver.requests == []
 
 
+# -- a worker without SLUICE_WEBHOOK_SECRET --------------------------------------------
+
+
+async def test_without_a_secret__signs_with_the_connections_secret() -> None:
+    own = _secret()
+    receiver = _Receiver()
+    async with httpx.AsyncClient(transport=httpx.MockTransport(receiver)) as client:
+        provider = WebhookProvider(client, None, resolve=PUBLIC)
+        assert provider.worker_problem({"secret": own}) is None
+        outcome = await provider.send(_message(), {"secret": own})
+
+    assert outcome.ok
+    request = receiver.requests[0]
+    Webhook(own).verify(request.content, dict(request.headers))
+
+
+async def test_without_a_secret__says_why_it_cannot_sign_and_sends_nothing_unsigned() -> None:
+    receiver = _Receiver()
+    async with httpx.AsyncClient(transport=httpx.MockTransport(receiver)) as client:
+        provider = WebhookProvider(client, None, resolve=PUBLIC)
+        problem = provider.worker_problem(None)
+        outcome = await provider.send(_message())  # a caller that did not ask first
+
+    assert problem is not None
+    assert "SLUICE_WEBHOOK_SECRET" in problem and "sluice connections add" in problem
+    assert not outcome.ok and outcome.code is ErrorCode.INTERNAL
+    assert receiver.requests == []
+
+
+async def test_with_a_secret__has_no_worker_problem() -> None:
+    async with httpx.AsyncClient() as client:
+        assert WebhookProvider(client, _secret()).worker_problem(None) is None
+
+
 # -- configuration ---------------------------------------------------------------------
 
 

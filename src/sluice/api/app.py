@@ -18,11 +18,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sluice import __version__
+from sluice.addressing import addressing_in_effect
 from sluice.api import ingress, messages, operator, problems
 from sluice.api.auth import KeyCache
 from sluice.clock import Clock, SystemClock
 from sluice.config import Settings
-from sluice.errors import SluiceError
+from sluice.errors import ConfigError, SluiceError
 from sluice.ingress.config import IngressConfig, configured_ingress
 from sluice.ops.controls import live_workers
 from sluice.store import Store, open_store
@@ -142,6 +143,11 @@ def create_app(
     app.state.settings = settings
     app.state.clock = clock or SystemClock()
     app.state.ingress = ingress_config if ingress_config is not None else configured_ingress()
+    # Enqueue tolerates a sluice.toml it cannot read (only messages needing it fail);
+    # the server, like the workers, refuses to start on one.
+    unreadable = addressing_in_effect(settings).problems
+    if unreadable:
+        raise ConfigError("; ".join(sorted(set(unreadable.values()))))
     if store is not None:  # tests hand in an open store and may skip the lifespan
         app.state.store = store
         app.state.keys = KeyCache(store)

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.encoders import jsonable_encoder
 from pydantic import AwareDatetime
 
+from sluice.addressing import Addressing, addressing_in_effect
 from sluice.api.auth import Principal, Tenant
 from sluice.api.idempotency import HEADER, idempotent
 from sluice.api.problems import Problem
@@ -57,14 +58,14 @@ def _tenant_of(who: Principal, given: str | None, where: str) -> str:
     return given
 
 
-def _new(who: Principal, m: MessageIn, where: str) -> NewMessage:
+def _new(who: Principal, m: MessageIn, where: str, addressing: Addressing) -> NewMessage:
     new = NewMessage(
         tenant=_tenant_of(who, m.tenant, where), channel=m.channel, provider=m.provider,
         recipient=m.recipient, payload=m.payload, action=m.action, priority=m.priority,
         run_at=m.run_at, max_attempts=m.max_attempts, idempotency_key=m.idempotency_key,
         correlation_id=m.correlation_id, scopes=m.scopes,
     )  # fmt: skip
-    new.validate(where)
+    new.validate(where, addressing)
     return new
 
 
@@ -97,7 +98,11 @@ async def create(
     items = body.messages if isinstance(body, BatchIn) else [body]
 
     async def handler() -> tuple[int, Any]:
-        news = [_new(who, m, f"messages[{i}]." if batch else "") for i, m in enumerate(items)]
+        addressing = addressing_in_effect(request.app.state.settings)
+        news = [
+            _new(who, m, f"messages[{i}]." if batch else "", addressing)
+            for i, m in enumerate(items)
+        ]
         store = request.app.state.store
         ids = await store.enqueue_many(news)
         out = [MessageOut.of(await store.message_get(i)) for i in ids]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from sluice.addressing import addressing_in_effect
 from sluice.config import Settings
 from sluice.errors import ValidationError
 from sluice.flow.breakers import (
@@ -64,6 +65,17 @@ async def _set(
     _check(actor, reason)
     now = now or datetime.now(UTC)
     before: BreakerInfo | None = next((r for r in await store.breaker_list() if r.key == key), None)
+    if before is None and not await store.breaker_window([key], 0):
+        # No worker would ever consult a breaker of a provider that does not exist: forcing
+        # one is a typo (`twillio`) that would leave the real one as it was. A breaker
+        # the store already knows (a row, outcomes) stays reachable, whatever the
+        # configuration says now.
+        try:
+            addressing_in_effect().kind_of(provider, "key")
+        except ValidationError as exc:
+            raise ValidationError(
+                "key", f"{key!r} is not a breaker of any provider: {exc.problem}"
+            ) from None
     audit = AuditEntry(
         at=now,
         actor=actor,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sluice.addressing import addressing_in_effect
 from sluice.clock import Clock, SystemClock
 from sluice.connections import Connection, ConnectionState
 from sluice.errors import ConfigError, StoreError, ValidationError
@@ -36,7 +37,11 @@ REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _validate(provider: str, secrets: Mapping[str, str], scopes: Sequence[str]) -> None:
+def _validate(
+    provider: str, secrets: Mapping[str, str], scopes: Sequence[str], kind: str | None = None
+) -> None:
+    """``kind``: the built-in kind ``provider`` stands for (an alias needs the keys of its
+    kind); ``None``: ``provider`` itself."""
     if not provider or not provider.strip():
         raise ValidationError("provider", "is required")
     if not secrets:
@@ -44,7 +49,7 @@ def _validate(provider: str, secrets: Mapping[str, str], scopes: Sequence[str]) 
     for key, value in secrets.items():
         if not key or not isinstance(value, str) or not value:
             raise ValidationError("credentials", f"{key!r} needs a non-empty value")
-    missing = [k for k in REQUIRED_KEYS.get(provider, ()) if k not in secrets]
+    missing = [k for k in REQUIRED_KEYS.get(kind or provider, ()) if k not in secrets]
     if missing:
         raise ValidationError("credentials", f"a {provider} connection needs {', '.join(missing)}")
     if isinstance(scopes, str) or not all(isinstance(s, str) and s.strip() for s in scopes):
@@ -64,10 +69,16 @@ async def connection_add(
     reason: str | None = None,
     clock: Clock | None = None,
 ) -> Connection:
-    """Store a new connection, its secrets encrypted; audit it (never its secrets)."""
+    """Store a new connection, its secrets encrypted; audit it (never its secrets).
+
+    ``provider`` must be one messages can name (a built-in or an alias of the
+    ``sluice.toml`` in effect): a connection for any other would never be used."""
     if not tenant or not tenant.strip():
         raise ValidationError("tenant", "is required")
-    _validate(provider, secrets, scopes)
+    if not provider or not provider.strip():
+        raise ValidationError("provider", "is required")
+    kind = addressing_in_effect().kind_of(provider)
+    _validate(provider, secrets, scopes, kind)
     now = (clock or SystemClock()).now()
     cid = new_message_id()
     ciphertext, kid = box.encrypt(secrets, cid, tenant, provider)
@@ -108,7 +119,7 @@ async def connection_rotate(
     if secrets is not None:
         if box is None:
             raise ConfigError("SLUICE_SECRET_KEY is not set: new credentials cannot be stored")
-        _validate(provider, secrets, scopes or [])
+        _validate(provider, secrets, scopes or [], addressing_in_effect().providers.get(provider))
         ciphertext, kid = box.encrypt(secrets, current.id, tenant, provider)
     elif isinstance(scopes, str) or not all(isinstance(x, str) and x.strip() for x in scopes or []):
         raise ValidationError("scopes", "must be a list of non-empty strings")

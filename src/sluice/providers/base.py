@@ -21,6 +21,12 @@ class Provider(Protocol):
     refused connections, malformed responses all become failure outcomes with a
     canonical code. An exception escaping ``send`` is a bug in the adapter; the
     dispatcher records it as ``INTERNAL`` and retries.
+
+    An adapter may also have ``worker_problem(credentials) -> str | None``: why this
+    worker cannot send a message with those credentials because of its own
+    configuration (the webhook adapter without ``SLUICE_WEBHOOK_SECRET``). The
+    dispatcher asks before the call and, given a reason, puts the message back for
+    another worker, no attempt spent, instead of failing it.
     """
 
     name: str

@@ -49,7 +49,7 @@ from urllib.parse import quote
 
 import httpx
 
-from sluice.actions import ActionSpec, MissingValue
+from sluice.actions import ActionSpec, MissingValue, UnsafePathValue
 from sluice.clock import Clock, SystemClock
 from sluice.model import ErrorClass, ErrorCode, Message, Outcome
 from sluice.netguard import Resolver, TargetGuard
@@ -235,6 +235,10 @@ class HttpActionProvider:
                 f"payload lacks {exc.path.removeprefix('payload.')} (action {spec.name} uses "
                 f"{{{exc.path}}})",
             )
+        except UnsafePathValue as exc:
+            # Permanent, and nothing is sent: the tenant's bearer token must not reach a
+            # path the operator never configured.
+            return Outcome.failure(ErrorCode.BAD_REQUEST, f"action {spec.name}: {exc}; not sent")
         except (TypeError, ValueError) as exc:
             return Outcome.failure(ErrorCode.BAD_REQUEST, f"action {spec.name}: {exc}")
         for key, value in rendered.headers.items():

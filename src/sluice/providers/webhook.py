@@ -38,6 +38,7 @@ from sluice.providers.base import Credentials
 
 __all__ = [
     "MAX_RETRY_AFTER",
+    "UNSIGNABLE",
     "WebhookProvider",
     "decode_secret",
     "endpoint_of",
@@ -46,6 +47,13 @@ __all__ = [
 ]
 
 _SECRET_PREFIX = "whsec_"  # noqa: S105 -- the format's prefix, not a secret
+#: Why a worker without ``SLUICE_WEBHOOK_SECRET`` leaves a webhook for another worker.
+UNSIGNABLE = (
+    "this worker has no SLUICE_WEBHOOK_SECRET and the tenant has no webhook connection "
+    "with a secret of its own, so it cannot sign the webhook: it waits for a worker that "
+    "has the secret (set SLUICE_WEBHOOK_SECRET on the workers, or add a connection: "
+    "sluice connections add --provider webhook --credential secret=whsec_...)"
+)
 #: How much of a response body we read: enough for an ``id`` or an error message, and a
 #: misbehaving receiver streaming megabytes cannot blow up a worker's memory.
 _MAX_BODY_BYTES = 64 * 1024
@@ -91,7 +99,12 @@ class WebhookProvider:
     signed body to a host the tenant did not name (and could point it at an internal
     one). ``timeout`` bounds the whole call, DNS and connection wait included, so a send
     never outlives the lease that covers it. ``credentials={"secret": "whsec_..."}``
-    overrides ``secret`` for one send.
+    (a tenant's webhook connection) overrides ``secret`` for one send.
+
+    ``secret=None``: this worker has no signing secret of its own
+    (``SLUICE_WEBHOOK_SECRET`` unset). It then signs only with a connection's secret;
+    ``worker_problem`` says so for any other message, and the dispatcher leaves those
+    for a worker that has the secret instead of failing them.
 
     The URL is the tenant's, so before every send its host is resolved and refused
     unless every address is public (``sluice.netguard``): ``allow_loopback`` admits
@@ -103,7 +116,7 @@ class WebhookProvider:
     def __init__(
         self,
         client: httpx.AsyncClient,
-        secret: str,
+        secret: str | None,
         *,
         timeout: float = 10.0,
         clock: Clock | None = None,
@@ -112,7 +125,7 @@ class WebhookProvider:
     ) -> None:
         self._client = client
         self._guard = TargetGuard(allow_loopback, resolve)
-        self._signer = Webhook(decode_secret(secret))
+        self._signer = Webhook(decode_secret(secret)) if secret is not None else None
         self._timeout = timeout
         self._clock = clock or SystemClock()
         # Connection secrets repeat across a batch; decoding them once is enough.
@@ -166,9 +179,21 @@ class WebhookProvider:
             response.status_code, response.headers, raw, message.id, self._clock.now()
         )
 
+    def worker_problem(self, credentials: Credentials | None) -> str | None:
+        """Why this worker cannot send a message that comes with ``credentials`` (its
+        connection's, if any), or ``None`` when it can: a problem of the worker's own
+        configuration, which another worker may not have."""
+        if self._signer is None and not (credentials or {}).get("secret"):
+            return UNSIGNABLE
+        return None
+
     def _signer_for(self, credentials: Credentials | None) -> Webhook | Outcome:
         secret = (credentials or {}).get("secret")
         if not secret:
+            if self._signer is None:
+                # Only reached when a caller skips worker_problem (the dispatcher does
+                # not): never send unsigned, and let a retry find a worker that can.
+                return Outcome.failure(ErrorCode.INTERNAL, UNSIGNABLE)
             return self._signer
         signer = self._signers.get(secret)
         if signer is None:

@@ -30,18 +30,20 @@ __all__ = [
 def create_store(url: str, settings: Settings | None = None, *, create: bool = True) -> Store:
     """A store for ``url`` (``postgresql://…`` or ``sqlite:///…``), not yet opened.
 
-    ``create=False`` refuses to make a new SQLite file where none exists.
+    ``create=False`` refuses to make a new SQLite file where none exists. ``settings``
+    also decide what its ``enqueue_many`` accepts (loopback webhook targets); without
+    them the configuration in effect does.
     """
     pool_size = settings.pool_size if settings else 8
     if url.startswith(("postgresql://", "postgres://")):
         from sluice.store.postgres import PostgresStore
 
         timeout = settings.db_timeout if settings else 5.0
-        return PostgresStore(url, pool_size=pool_size, timeout=timeout)
+        return PostgresStore(url, pool_size=pool_size, timeout=timeout, settings=settings)
     if url.startswith("sqlite:"):
         from sluice.store.sqlite import SqliteStore
 
-        return SqliteStore(url, create=create)
+        return SqliteStore(url, create=create, settings=settings)
     raise ConfigError(
         f"database URL {url!r} is not supported: use sqlite:///file.db or postgresql://…"
     )

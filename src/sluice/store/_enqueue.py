@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from sluice.addressing import Addressing, addressing_in_effect
 from sluice.errors import IdempotencyConflict, ValidationError
 from sluice.model import NewMessage, content_hash
 
@@ -29,8 +30,14 @@ class PreparedRow:
     content_hash: str
 
 
-def prepare(messages: Iterable[NewMessage]) -> list[PreparedRow]:
-    """Validate every message before anything is written; raise on the first bad field."""
+def prepare(
+    messages: Iterable[NewMessage], addressing: Addressing | None = None
+) -> list[PreparedRow]:
+    """Validate every message before anything is written; raise on the first bad field.
+
+    ``addressing``: what destinations are accepted (default: the configuration in
+    effect, read once for the whole batch).
+    """
     if isinstance(messages, NewMessage):
         messages = [messages]
     rows: list[PreparedRow] = []
@@ -39,11 +46,12 @@ def prepare(messages: Iterable[NewMessage]) -> list[PreparedRow]:
         raise ValidationError("messages", "is empty: give at least one message")
     if len(batch) > MAX_BATCH:
         raise ValidationError("messages", f"has {len(batch)} messages; at most {MAX_BATCH}")
+    addressing = addressing or addressing_in_effect()
     for i, msg in enumerate(batch):
         if not isinstance(msg, NewMessage):
             raise ValidationError(f"messages[{i}]", "is not a sluice.NewMessage")
         where = f"messages[{i}]." if len(batch) > 1 else ""
-        payload_json = msg.validate(where)
+        payload_json = msg.validate(where, addressing)
         rows.append(
             PreparedRow(
                 msg, payload_json, json.dumps(list(msg.scopes)), content_hash(msg, payload_json)

@@ -382,7 +382,10 @@ class Store(Protocol):
         ...
 
     async def enqueue_many(self, messages: Sequence[NewMessage]) -> list[str]:
-        """Store messages in one transaction; return their ids in order (see outbox)."""
+        """Store messages in one transaction; return their ids in order (see outbox).
+
+        Every message is validated first (``NewMessage.validate``, destinations checked
+        against the store's settings); one bad message stores none."""
         ...
 
     async def message_claim(

@@ -19,6 +19,8 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from sluice.addressing import addressing_in_effect
+from sluice.config import Settings
 from sluice.connections import HOLD_PREFIX, Connection, ConnectionState, hold_reason
 from sluice.errors import (
     MigrationError,
@@ -145,13 +147,22 @@ class PostgresStore:
     dialect = "postgres"
 
     def __init__(
-        self, url: str, *, pool_size: int = 8, listen: bool = True, timeout: float = 5.0
+        self,
+        url: str,
+        *,
+        pool_size: int = 8,
+        listen: bool = True,
+        timeout: float = 5.0,
+        settings: Settings | None = None,
     ) -> None:
         self.url = url.replace("postgres://", "postgresql://", 1)
         #: Seconds a caller waits for a connection (from the pool, or a new one).
         self.timeout = timeout
         # libpq counts whole seconds and treats less than 2 as 2.
         self._connect_timeout = max(2, math.ceil(timeout))
+        #: What enqueue checks destinations against (loopback targets); None: the
+        #: configuration in effect.
+        self._settings = settings
         self._pool = AsyncConnectionPool(
             self.url,
             min_size=1,
@@ -311,7 +322,7 @@ class PostgresStore:
     ) -> list[str]:
         from sluice.clock import SystemClock
 
-        rows = _enqueue.prepare(messages)
+        rows = _enqueue.prepare(messages, addressing_in_effect(self._settings))
         now = now or SystemClock().now()
         async with self._conn() as conn, conn.transaction():
             ids = await pg_enqueue_async(conn, rows, now)

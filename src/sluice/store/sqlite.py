@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 
 import structlog
 
+from sluice.addressing import addressing_in_effect
+from sluice.config import Settings
 from sluice.connections import HOLD_PREFIX, Connection, ConnectionState, hold_reason
 from sluice.errors import (
     ConfigError,
@@ -212,8 +214,18 @@ class SqliteStore:
 
     dialect = "sqlite"
 
-    def __init__(self, url: str, *, poll_interval: float = 0.01, create: bool = True) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        poll_interval: float = 0.01,
+        create: bool = True,
+        settings: Settings | None = None,
+    ) -> None:
         self.path = sqlite_path(url)
+        #: What enqueue checks destinations against (loopback targets); None: the
+        #: configuration in effect.
+        self._settings = settings
         self._create = create
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sluice-sqlite")
         self._conn: sqlite3.Connection | None = None
@@ -331,7 +343,7 @@ class SqliteStore:
     async def enqueue_many(
         self, messages: Sequence[NewMessage], now: datetime | None = None
     ) -> list[str]:
-        rows = _enqueue.prepare(messages)
+        rows = _enqueue.prepare(messages, addressing_in_effect(self._settings))
         stamp = now or datetime.now(UTC)
 
         def insert(conn: sqlite3.Connection) -> list[str]:

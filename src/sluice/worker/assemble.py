@@ -16,7 +16,7 @@ from sluice.flow.limits import configured_flow
 from sluice.providers.base import Provider
 from sluice.secrets import SecretBox
 from sluice.store.base import Store
-from sluice.worker.dispatcher import Dispatcher, new_worker_id
+from sluice.worker.dispatcher import WORKER_PROBLEM_DELAY, Dispatcher, new_worker_id
 from sluice.worker.gate import ConnectionGate
 from sluice.worker.limits import Limiter
 from sluice.worker.refresh import Refresher
@@ -61,6 +61,15 @@ async def assemble_dispatcher(
     )
     worker_id = new_worker_id()
     log = logger or structlog.get_logger("sluice.worker").bind(worker=worker_id)
+    if providers is None and not settings.webhook_secret:
+        # Said at start-up: found out per message, it looks like a delivery problem.
+        log.warning(
+            "SLUICE_WEBHOOK_SECRET is not set: this worker signs webhooks only with the "
+            "secret of a tenant's webhook connection; messages for provider 'webhook' of "
+            f"tenants without one are deferred (every {WORKER_PROBLEM_DELAY:g} s, no "
+            "attempt spent) until a worker with the secret sends them",
+            setting="SLUICE_WEBHOOK_SECRET",
+        )
     refresher = (
         Refresher(store, box, adapters, clock=clock, worker_id=worker_id, logger=log)
         if box is not None

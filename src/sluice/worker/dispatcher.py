@@ -62,7 +62,9 @@ __all__ = ["Dispatcher", "WorkerStats", "new_worker_id"]
 
 #: Poll interval while traffic is flowing (see ``_claim_loop``).
 HOT_POLL = 0.01
-#: Seconds a message waits when this worker cannot open its credentials.
+#: Seconds a message waits when this worker cannot send it (no key to open its
+#: credentials, no secret to sign it): long enough not to spin, short enough for another
+#: worker, or this one once fixed, to take it soon.
 WORKER_PROBLEM_DELAY = 30.0
 
 
@@ -176,6 +178,8 @@ class Dispatcher:
         self._unstarted: list[tuple[str, int]] = []
         self._flush_lock = asyncio.Lock()
         self._last_work = 0.0
+        #: reason -> (when ``_defer`` last logged it, messages deferred for it since).
+        self._problems_said: dict[str, tuple[float, int]] = {}
 
     def _idle(self) -> bool:
         return self._in_flight == 0 and not self._buffer and not self._flush_lock.locked()
@@ -456,6 +460,11 @@ class Dispatcher:
                 if ticket.defer is not None:
                     self._defer(msg, ticket.defer)
                     return
+            worker_problem = getattr(self.providers.get(msg.provider), "worker_problem", None)
+            cannot = worker_problem(ticket.credentials) if worker_problem is not None else None
+            if cannot is not None:
+                self._defer(msg, cannot)
+                return
             concurrency = self.limiter.concurrency(msg.provider)
             if not concurrency.try_acquire():
                 await concurrency.acquire()
@@ -597,7 +606,22 @@ class Dispatcher:
     def _defer(self, msg: Message, why: str) -> None:
         """This worker cannot send it (its own configuration); another may. No attempt."""
         self.stats.deferred += 1
-        self.log.error("cannot open credentials; message deferred", message_id=msg.id, reason=why)
+        # Said once per reason and delay: a backlog of thousands deferred for the same
+        # missing setting is one problem for the operator, not thousands of lines.
+        now = time.monotonic()
+        said = self._problems_said.get(why)
+        if said is None or now - said[0] >= WORKER_PROBLEM_DELAY:
+            self.log.error(
+                "this worker cannot send these messages; deferred for another worker",
+                message_id=msg.id,
+                provider=msg.provider,
+                reason=why,
+                retry_in=WORKER_PROBLEM_DELAY,
+                deferred_since_last_said=said[1] if said is not None else 0,
+            )
+            self._problems_said[why] = (now, 0)
+        else:
+            self._problems_said[why] = (said[0], said[1] + 1)
         self._put_back(msg, self.clock.now() + timedelta(seconds=WORKER_PROBLEM_DELAY))
 
     async def _auth_failure(
