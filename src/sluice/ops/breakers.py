@@ -65,7 +65,8 @@ async def _set(
     _check(actor, reason)
     now = now or datetime.now(UTC)
     before: BreakerInfo | None = next((r for r in await store.breaker_list() if r.key == key), None)
-    if before is None and not await store.breaker_window([key], 0):
+    # (An endpoint's key, e:<tenant>:<URL>, names no provider: its URL is what it names.)
+    if provider and before is None and not await store.breaker_window([key], 0):
         # No worker would ever consult a breaker of a provider that does not exist: forcing
         # one is a typo (`twillio`) that would leave the real one as it was. A breaker
         # the store already knows (a row, outcomes) stays reachable, whatever the
