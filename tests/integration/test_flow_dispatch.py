@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 from collections import Counter
@@ -154,3 +155,40 @@ async def test_429_retry_after__throttles_that_endpoint_without_spending_attempt
     for i in ids:
         m = await store.message_get(i)
         assert m.status is Status.QUEUED and m.attempts == 0
+
+
+async def test_retry_after_zero_or_past__no_hot_loop(store: Store) -> None:
+    """Issue 11 item 4: ``Retry-After: 0``, a negative value or an HTTP-date already past
+    floor at a second; before, one message drew 164 calls in 5 s and never counted one."""
+    from email.utils import format_datetime
+
+    from sluice.clock import SystemClock
+
+    past = format_datetime(datetime(2001, 1, 1, tzinfo=UTC), usegmt=True)
+    calls: Counter[str] = Counter()
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        name = request.url.path.rsplit("/", 1)[-1]
+        calls[name] += 1
+        return httpx.Response(
+            429, headers={"Retry-After": {"zero": "0", "minus": "-5"}.get(name, past)}
+        )
+
+    await store.enqueue_many([hook(n) for n in ("zero", "minus", "past")])
+    settings = Settings(database_url="sqlite:///unused.db", poll_interval=0.02,
+                        flush_interval=0, reaper_interval=3600)  # fmt: skip
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+        d = Dispatcher(
+            store,
+            {"webhook": WebhookProvider(client, SECRET, resolve=PUBLIC)},
+            settings,
+            clock=SystemClock(),
+            worker_id="w",
+        )
+        running = asyncio.create_task(d.run())
+        await asyncio.sleep(2.0)
+        d.stop()
+        await running
+    # Each was called once, then paused at least a second: at most two calls in 2 s.
+    assert set(calls) == {"zero", "minus", "past"}
+    assert max(calls.values()) <= 2, calls

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sluice.model import ErrorClass, ErrorCode, Message, Outcome, Status
-from sluice.worker.retry import Decision, RetryPolicy
+from sluice.worker.retry import MIN_THROTTLE_DELAY, Decision, RetryPolicy
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -104,12 +104,23 @@ def test_decide__throttle_defers_without_spending_an_attempt(
     assert decision.error_class is ErrorClass.THROTTLE
 
 
-@pytest.mark.parametrize("retry_after", [0.0, 1.0, 30.0, 3600.0])
+@pytest.mark.parametrize("retry_after", [1.0, 30.0, 3600.0])
 @pytest.mark.parametrize("seed", range(5))
 def test_decide__throttle_honours_retry_after(retry_after: float, seed: int) -> None:
     outcome = Outcome.failure(ErrorCode.RATE_LIMITED, retry_after=retry_after)
     delay = delay_of(policy(seed).decide(message(), outcome, NOW))
     assert retry_after <= delay <= retry_after * 1.1 + 0.05
+
+
+@pytest.mark.parametrize("retry_after", [0.0, 0.01, 0.5, None])
+@pytest.mark.parametrize("seed", range(20))
+def test_decide__a_throttle_never_waits_less_than_a_second(
+    retry_after: float | None, seed: int
+) -> None:
+    """``Retry-After: 0`` (or a date already past, which parses to 0) must not put the
+    message straight back: that looped 164 calls in 5 s for one message."""
+    outcome = Outcome.failure(ErrorCode.RATE_LIMITED, retry_after=retry_after)
+    assert delay_of(policy(seed).decide(message(), outcome, NOW)) >= MIN_THROTTLE_DELAY
 
 
 def test_decide__throttle_caps_an_absurd_retry_after_at_a_day() -> None:
@@ -125,7 +136,7 @@ def test_decide__throttle_without_retry_after_backs_off_by_deferrals(seed: int) 
     decision = policy(seed, base=2.0).decide(msg, Outcome.failure(ErrorCode.RATE_LIMITED), NOW)
     assert decision.status is Status.QUEUED
     assert decision.refund_attempt is True
-    assert 0 <= delay_of(decision) <= 2.0 * 2**3
+    assert MIN_THROTTLE_DELAY <= delay_of(decision) <= 2.0 * 2**3
 
 
 @pytest.mark.parametrize("code", codes_of(ErrorClass.TRANSIENT))

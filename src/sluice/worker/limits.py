@@ -50,6 +50,7 @@ from sluice.flow.limits import (
 from sluice.model import ErrorClass, ErrorCode, Message
 from sluice.model import Outcome as SendOutcome
 from sluice.store.base import AuditEntry, Store, Throttle
+from sluice.worker.retry import MIN_THROTTLE_DELAY
 
 __all__ = ["AdaptiveConcurrency", "Limiter", "RedisUnavailable"]
 
@@ -427,8 +428,10 @@ class Limiter:
     async def throttled(self, msg: Message, outcome: SendOutcome) -> None:
         """The target said slow down: this worker holds off at once (before any later
         send starts), every other worker as soon as the store signals it."""
-        wait = outcome.retry_after if outcome.retry_after is not None else 1.0
-        wait = min(max(wait, 0.0), 3600.0)
+        # At least MIN_THROTTLE_DELAY: "Retry-After: 0" (or a date already past) from a
+        # receiver that is refusing us must still pause it, not invite the next call.
+        wait = outcome.retry_after if outcome.retry_after is not None else MIN_THROTTLE_DELAY
+        wait = min(max(wait, MIN_THROTTLE_DELAY), 3600.0)
         now = self.clock.now()
         until = now + timedelta(seconds=wait)
         target = self.target_of(msg)
