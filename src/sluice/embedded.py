@@ -204,7 +204,7 @@ async def _work(
 
     clock = SystemClock()
     async with http_client(settings) as client:
-        dispatcher = await assemble_dispatcher(store, settings, client, clock=clock)
+        dispatcher = await assemble_dispatcher(store, settings, client)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, dispatcher.stop)

@@ -33,6 +33,11 @@ def _now(clock: Clock | None) -> datetime:
     return (clock or _clock).now()
 
 
+def _pg_now(clock: Clock | None) -> datetime | None:
+    """PostgreSQL stamps new messages with the server's time unless a clock is given."""
+    return clock.now() if clock is not None else None
+
+
 def _unwrap(conn: Any) -> Any:
     """The DB-API connection under a SQLAlchemy Connection or Session, else ``conn``.
 
@@ -73,7 +78,7 @@ def enqueue_many(
     if isinstance(raw, psycopg.Connection):
         from sluice.store.postgres import pg_enqueue_sync
 
-        return pg_enqueue_sync(raw, rows, _now(clock))
+        return pg_enqueue_sync(raw, rows, _pg_now(clock))
     if isinstance(raw, psycopg.AsyncConnection):
         raise ConfigError("an AsyncConnection needs: await sluice.enqueue_many_async(conn, ...)")
     raise ConfigError(
@@ -100,9 +105,10 @@ async def enqueue_many_async(
         from sluice.store.postgres import pg_enqueue_async
 
         rows = _enqueue.prepare(messages)
-        return await pg_enqueue_async(conn, rows, _now(clock))
+        return await pg_enqueue_async(conn, rows, _pg_now(clock))
     if hasattr(conn, "enqueue_many") and hasattr(conn, "message_claim"):
-        ids: list[str] = await conn.enqueue_many(list(messages), _now(clock))
+        now = _pg_now(clock) if conn.dialect == "postgres" else _now(clock)
+        ids: list[str] = await conn.enqueue_many(list(messages), now)
         return ids
     raise ConfigError(
         f"cannot enqueue asynchronously on {type(conn).__name__}: pass a psycopg "

@@ -103,8 +103,16 @@ class Workers:
     tmp_path: Path
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def start(self, database_url: str, secret: str | None, **env: str) -> subprocess.Popen[bytes]:
-        """A ``sluice worker``; ``secret=None``: without ``SLUICE_WEBHOOK_SECRET``."""
+    def start(
+        self,
+        database_url: str,
+        secret: str | None,
+        *,
+        prefix: list[str] | None = None,
+        **env: str,
+    ) -> subprocess.Popen[bytes]:
+        """A ``sluice worker``; ``secret=None``: without ``SLUICE_WEBHOOK_SECRET``;
+        ``prefix``: a command to run it under (``faketime``)."""
         n = len(self.procs)
         log = open(self.tmp_path / f"worker-{n}.log", "wb")  # noqa: SIM115  # owned by the process
         inherited = {k: v for k, v in os.environ.items() if k != "SLUICE_WEBHOOK_SECRET"}
@@ -119,7 +127,7 @@ class Workers:
             **env,
         }
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sluice.cli", "worker"],
+            [*(prefix or []), sys.executable, "-m", "sluice.cli", "worker"],
             env=full_env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -502,6 +502,13 @@ class Store(Protocol):
         """The flow epoch: bumped by every change of controls or limits."""
         ...
 
+    async def clock_now(self) -> datetime:
+        """The store's current time, aware (UTC): the one clock every worker's leases,
+        deadlines and windows are read by (``sluice.clock.StoreClock``). PostgreSQL:
+        the server's ``clock_timestamp()``; SQLite: this host's clock, which every
+        process sharing the file shares."""
+        ...
+
     async def control_list(self) -> list[Control]:
         """Every control, expired or not, by scope."""
         ...

@@ -76,8 +76,11 @@ def _uuid_text(value: str, field: str = "id") -> str:
         raise NotFound(f"no message with {field} {value!r}") from None
 
 
-def pg_enqueue_plan(rows: Sequence[_enqueue.PreparedRow], now: datetime) -> dict[str, Any]:
-    """Parameters of ``message_insert_many`` for a prepared batch."""
+def pg_enqueue_plan(
+    rows: Sequence[_enqueue.PreparedRow], now: datetime | None
+) -> dict[str, Any]:
+    """Parameters of ``message_insert_many`` for a prepared batch (``now`` None: the
+    server's time, as the transaction started)."""
     return {
         "now": now,
         "ids": [r.message.id for r in rows],
@@ -320,10 +323,8 @@ class PostgresStore:
     async def enqueue_many(
         self, messages: Sequence[NewMessage], now: datetime | None = None
     ) -> list[str]:
-        from sluice.clock import SystemClock
-
         rows = _enqueue.prepare(messages, addressing_in_effect(self._settings))
-        now = now or SystemClock().now()
+        # No ``now``: created_at and the default run_at are the server's time.
         async with self._conn() as conn, conn.transaction():
             ids = await pg_enqueue_async(conn, rows, now)
         return ids
@@ -562,6 +563,10 @@ class PostgresStore:
     async def flow_version(self) -> int:
         (version,) = (await self._fetch("flow_version", {}))[0]
         return int(version)
+
+    async def clock_now(self) -> datetime:
+        (at,) = (await self._fetch("clock_now", {}))[0]
+        return at  # type: ignore[no-any-return]  # timestamptz: an aware datetime
 
     async def control_list(self) -> list[Control]:
         return [_control(r) for r in await self._fetch("control_select", {})]
@@ -1459,7 +1464,9 @@ async def _audit_insert(
 
 
 async def pg_enqueue_async(
-    conn: psycopg.AsyncConnection[Any], rows: Sequence[_enqueue.PreparedRow], now: datetime
+    conn: psycopg.AsyncConnection[Any],
+    rows: Sequence[_enqueue.PreparedRow],
+    now: datetime | None = None,
 ) -> list[str]:
     """Insert prepared rows on an async connection inside the caller's transaction."""
     cur = await conn.execute(Q["message_insert_many"], pg_enqueue_plan(rows, now))
@@ -1477,7 +1484,7 @@ async def pg_enqueue_async(
 
 
 def pg_enqueue_sync(
-    conn: psycopg.Connection[Any], rows: Sequence[_enqueue.PreparedRow], now: datetime
+    conn: psycopg.Connection[Any], rows: Sequence[_enqueue.PreparedRow], now: datetime | None = None
 ) -> list[str]:
     """Insert prepared rows on a sync connection inside the caller's transaction."""
     cur = conn.execute(Q["message_insert_many"], pg_enqueue_plan(rows, now))

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import structlog
 
-from sluice.clock import Clock, SystemClock
+from sluice.clock import Clock, StoreClock
 from sluice.config import Settings
 from sluice.errors import ConfigError, MigrationError
 from sluice.flow.limits import configured_flow
@@ -43,7 +43,8 @@ async def assemble_dispatcher(
     """A dispatcher with the connection gate and token refresher, after checking that
     the schema is current and that the key opens every stored credential.
 
-    ``providers`` replaces the configured adapters (the benchmark's no-op provider).
+    ``providers`` replaces the configured adapters (the benchmark's no-op provider);
+    ``clock`` replaces the store's time (``StoreClock``), for tests.
     """
     from sluice.ingress.config import configured_ingress
     from sluice.ingress.projector import Projector
@@ -55,7 +56,12 @@ async def assemble_dispatcher(
         raise MigrationError(f"the schema is missing migrations {pending}; run: sluice migrate")
     box = secret_box(settings)
     await verify_key(store, box)
-    clock = clock or SystemClock()
+    if clock is None:
+        # Leases, due times and windows by the store's time, not this host's (see
+        # sluice.clock): the dispatcher re-reads it with every heartbeat.
+        store_clock = StoreClock(store.clock_now)
+        await store_clock.sync()
+        clock = store_clock
     adapters = (
         dict(providers) if providers is not None else build_providers(settings, client, clock)
     )

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from sluice.clock import Clock, SystemClock
+from sluice.clock import Clock, StoreClock, SystemClock
 from sluice.config import Settings
 from sluice.connections import Connection, ConnectionState, hold_reason
 from sluice.errors import SluiceError
@@ -847,6 +847,11 @@ class Dispatcher:
             await self._heartbeat()
 
     async def _heartbeat(self) -> None:
+        if isinstance(self.clock, StoreClock):
+            try:
+                await self.clock.sync()
+            except SluiceError as exc:  # the last anchor holds; the monotonic clock goes on
+                self.log.warning("could not read the store's time", error=str(exc))
         try:
             await self.store.worker_heartbeat(
                 self.worker_id,

@@ -18,14 +18,16 @@ INSERT INTO sluice_schema_migrations (version, name) VALUES (%(version)s, %(name
 SELECT pg_advisory_xact_lock(7243312501)
 
 -- name: message_insert_many
+-- Without a "now" from the caller, the server's: a producer whose clock runs ahead must
+-- not make its messages wait, nor one behind make them look older than they are.
 INSERT INTO sluice_messages (
     id, tenant, channel, provider, action, recipient, payload, priority, status, run_at,
     attempts, max_attempts, claim_seq, idempotency_key, content_hash, correlation_id, scopes,
     created_at, updated_at)
 SELECT i.id, i.tenant, i.channel, i.provider, i.action, i.recipient, i.payload::jsonb,
-       i.priority, 'queued', coalesce(i.run_at, %(now)s), 0, i.max_attempts, 0,
-       i.idempotency_key, i.content_hash, i.correlation_id, i.scopes::jsonb, %(now)s, %(now)s
-FROM unnest(
+       i.priority, 'queued', coalesce(i.run_at, t.now), 0, i.max_attempts, 0,
+       i.idempotency_key, i.content_hash, i.correlation_id, i.scopes::jsonb, t.now, t.now
+FROM (SELECT coalesce(%(now)s::timestamptz, now()) AS now) AS t, unnest(
     %(ids)s::uuid[], %(tenants)s::text[], %(channels)s::text[], %(providers)s::text[],
     %(actions)s::text[], %(recipients)s::text[], %(payloads)s::text[], %(priorities)s::int[],
     %(run_ats)s::timestamptz[], %(max_attempts)s::int[], %(idempotency_keys)s::text[],
@@ -335,6 +337,9 @@ WITH mark AS (
 SELECT pg_notify('sluice_flow', json_build_object(
     'throttle', json_build_array(tenant, provider, until, reason, set_at))::text)
 FROM mark
+
+-- name: clock_now
+SELECT clock_timestamp()
 
 -- name: flow_notify
 SELECT pg_notify('sluice_flow', %(payload)s)
