@@ -221,8 +221,12 @@ class SqliteStore:
         poll_interval: float = 0.01,
         create: bool = True,
         settings: Settings | None = None,
+        timeout: float = 30.0,
     ) -> None:
         self.path = sqlite_path(url)
+        #: Seconds a write waits for another connection's write lock (SQLite's busy
+        #: timeout) before the store reports itself unavailable.
+        self.timeout = timeout
         #: What enqueue checks destinations against (loopback targets); None: the
         #: configuration in effect.
         self._settings = settings
@@ -250,7 +254,7 @@ class SqliteStore:
                     f"sluice migrate --database-url sqlite:///{self.path}"
                 )
             try:
-                self._conn = await self._call(connect, self.path)
+                self._conn = await self._call(lambda: connect(self.path, timeout=self.timeout))
                 self._watch = sqlite3.connect(self.path, isolation_level=None)
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"cannot open SQLite file {self.path}: {exc}") from exc
@@ -291,6 +295,15 @@ class SqliteStore:
             try:
                 return fn(conn)
             except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
+                    # Another connection (another process on the file) held the write
+                    # lock for the whole busy timeout: the database is there but cannot
+                    # take this write now, which a caller treats like an outage (the
+                    # API answers 503 with Retry-After), not as a bug.
+                    raise StoreUnavailable(
+                        f"SQLite database {self.path} is locked: another connection held "
+                        f"its write lock for more than {self.timeout:g} s"
+                    ) from exc
                 if "no such table" in str(exc):
                     raise MigrationError(
                         f"the Sluice schema is missing ({exc}); run: sluice migrate"
