@@ -44,6 +44,7 @@ from sluice.store.base import (
     FlowSignal,
     FlowStateFn,
     IdemClaim,
+    IdemResponder,
     InboxItem,
     LimitRow,
     MessageFilter,
@@ -1148,6 +1149,33 @@ class PostgresStore:
             {"scope": scope, "key": key, "status_code": status_code, "response": response},
         )
 
+    async def idem_enqueue(
+        self,
+        scope: str,
+        key: str,
+        messages: Sequence[NewMessage],
+        respond: IdemResponder,
+    ) -> tuple[int, str] | None:
+        from sluice.clock import SystemClock
+
+        rows = _enqueue.prepare(messages, addressing_in_effect(self._settings))
+        now = SystemClock().now()
+        try:
+            async with self._conn() as conn, conn.transaction():
+                ids = await pg_enqueue_async(conn, rows, now)
+                cur = await conn.execute(Q["message_get_many"], {"ids": ids})
+                found = {r[0]: _full_message(r) for r in await cur.fetchall()}
+                status, response = respond([found[i] for i in ids])
+                cur = await conn.execute(
+                    Q["idem_finish"],
+                    {"scope": scope, "key": key, "status_code": status, "response": response},
+                )
+                if cur.rowcount != 1:
+                    raise _ClaimLost
+        except _ClaimLost:
+            return None
+        return status, response
+
     async def idem_release(self, scope: str, key: str) -> None:
         await self._fetch("idem_release", {"scope": scope, "key": key})
 
@@ -1529,6 +1557,10 @@ class _Notifier:
 
 
 _notifier = _Notifier()
+
+
+class _ClaimLost(Exception):
+    """Rolls ``idem_enqueue``'s transaction back: the key's claim is not running any more."""
 
 
 def _connection_lost(exc: psycopg.OperationalError) -> bool:

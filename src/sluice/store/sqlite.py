@@ -48,6 +48,7 @@ from sluice.store.base import (
     FlowSignal,
     FlowStateFn,
     IdemClaim,
+    IdemResponder,
     InboxItem,
     LimitRow,
     MessageFilter,
@@ -1423,6 +1424,35 @@ class SqliteStore:
 
         await self._run(finish)
 
+    async def idem_enqueue(
+        self,
+        scope: str,
+        key: str,
+        messages: Sequence[NewMessage],
+        respond: IdemResponder,
+    ) -> tuple[int, str] | None:
+        rows = _enqueue.prepare(messages, addressing_in_effect(self._settings))
+        stamp = datetime.now(UTC)
+
+        def enqueue(db: sqlite3.Connection) -> tuple[int, str]:
+            with _write(db):
+                ids = sqlite_enqueue(db, rows, stamp)
+                stored = [
+                    _full_message(db.execute(Q["message_get"], {"id": i}).fetchone()) for i in ids
+                ]
+                status, response = respond(stored)
+                params = {"scope": scope, "key": key, "status_code": status, "response": response}
+                if db.execute(Q["idem_finish"], params).rowcount != 1:
+                    raise _ClaimLost
+                return status, response
+
+        try:
+            result = await self._run(enqueue)
+        except _ClaimLost:
+            return None
+        self._wake.set()
+        return result
+
     async def idem_release(self, scope: str, key: str) -> None:
         def release(db: sqlite3.Connection) -> None:
             with _write(db):
@@ -1634,6 +1664,10 @@ class SqliteStore:
         changed = self._last_version is not None and version != self._last_version
         self._last_version = version
         return changed
+
+
+class _ClaimLost(Exception):
+    """Rolls ``idem_enqueue``'s transaction back: the key's claim is not running any more."""
 
 
 def _full_message(r: tuple[Any, ...]) -> Message:
