@@ -545,6 +545,17 @@ class Store(Protocol):
         """Append to the audit log, chaining the hash of the previous entry."""
         ...
 
+    async def audit_append_changed(
+        self, entry: AuditEntry, initial: Mapping[str, Any] | None = None
+    ) -> AuditEntry | None:
+        """Append ``entry`` unless the newest entry with its ``action`` and ``target``
+        has the same ``detail``: a state recorded only when it changes. ``initial`` is
+        the detail in effect before any such entry (``None``: the first is a change).
+
+        Decided and written under the audit log's lock, so processes starting together
+        append one entry, not one each. Returns the entry appended, or ``None``."""
+        ...
+
     async def audit_list(self, limit: int = 100) -> list[AuditEntry]:
         """The newest audit entries, newest first."""
         ...

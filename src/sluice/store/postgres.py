@@ -32,7 +32,7 @@ from sluice.errors import (
 from sluice.flow.controls import Control, Mode, Scope, control_audit, control_hold_reason
 from sluice.model import Attempt, AttemptOutcome, Completion, Message, NewMessage, Status
 from sluice.store import _enqueue
-from sluice.store._audit import insert_params, seal
+from sluice.store._audit import insert_params, seal, stored_detail
 from sluice.store._queries import load_queries, migrations
 from sluice.store._receipts import NOT_READY, advance, failure_of
 from sluice.store.base import (
@@ -678,6 +678,20 @@ class PostgresStore:
 
     async def audit_append(self, entry: AuditEntry) -> AuditEntry:
         async with self._conn() as conn, conn.transaction():
+            return await _audit_insert(conn, entry)
+
+    async def audit_append_changed(
+        self, entry: AuditEntry, initial: Mapping[str, Any] | None = None
+    ) -> AuditEntry | None:
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute(Q["audit_lock"])
+            cur = await conn.execute(
+                Q["audit_last_of"], {"action": entry.action, "target": entry.target}
+            )
+            row = await cur.fetchone()
+            last = json.loads(row[0]) if row is not None else initial
+            if last is not None and last == stored_detail(entry.detail):
+                return None
             return await _audit_insert(conn, entry)
 
     async def audit_list(self, limit: int = 100) -> list[AuditEntry]:

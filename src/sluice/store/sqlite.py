@@ -36,7 +36,7 @@ from sluice.errors import (
 from sluice.flow.controls import Control, Mode, Scope, control_audit, control_hold_reason
 from sluice.model import Attempt, AttemptOutcome, Completion, Message, NewMessage, Status
 from sluice.store import _enqueue
-from sluice.store._audit import insert_params, seal
+from sluice.store._audit import insert_params, seal, stored_detail
 from sluice.store._queries import load_queries, migrations
 from sluice.store._receipts import NOT_READY, advance, failure_of
 from sluice.store.base import (
@@ -911,6 +911,21 @@ class SqliteStore:
     async def audit_append(self, entry: AuditEntry) -> AuditEntry:
         def append(conn: sqlite3.Connection) -> AuditEntry:
             with _write(conn):
+                return _audit_insert(conn, entry, entry.detail)
+
+        return await self._run(append)
+
+    async def audit_append_changed(
+        self, entry: AuditEntry, initial: Mapping[str, Any] | None = None
+    ) -> AuditEntry | None:
+        params = {"action": entry.action, "target": entry.target}
+
+        def append(conn: sqlite3.Connection) -> AuditEntry | None:
+            with _write(conn):
+                row = conn.execute(Q["audit_last_of"], params).fetchone()
+                last = json.loads(row[0]) if row is not None else initial
+                if last is not None and last == stored_detail(entry.detail):
+                    return None
                 return _audit_insert(conn, entry, entry.detail)
 
         return await self._run(append)

@@ -382,6 +382,12 @@ VALUES (%(at)s, %(actor)s, %(action)s, %(target)s, %(reason)s, %(detail)s::jsonb
         %(prev_hash)s, %(hash)s)
 RETURNING id
 
+-- name: audit_last_of
+-- Walks the primary key backwards: run once per worker start, not per message.
+SELECT detail::text FROM sluice_audit
+WHERE action = %(action)s AND target IS NOT DISTINCT FROM %(target)s
+ORDER BY id DESC LIMIT 1
+
 -- name: audit_list
 SELECT id, at, actor, action, target, reason, detail::text, prev_hash, hash
 FROM sluice_audit ORDER BY id DESC LIMIT %(limit)s
