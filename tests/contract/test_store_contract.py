@@ -175,6 +175,29 @@ async def test_enqueue__loopback_targets_follow_the_stores_settings(
             await store.close()
 
 
+async def test_enqueue__private_targets_follow_the_stores_settings(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SLUICE_ALLOW_PRIVATE_TARGETS", "0.0.0.0/0")  # the settings win
+    inside = msg(recipient="http://10.20.0.7/hook")
+    listed = Settings(allow_private_targets=("10.20.0.0/16",))
+    for settings in (Settings(), listed):
+        store = create_store(store_url, settings)
+        await store.open()  # type: ignore[attr-defined]
+        try:
+            if settings is listed:
+                await store.enqueue_many([inside], NOW)
+            else:
+                with pytest.raises(ValidationError, match="SLUICE_ALLOW_PRIVATE_TARGETS"):
+                    await store.enqueue_many([inside], NOW)
+            with pytest.raises(ValidationError, match="cloud metadata service"):
+                await store.enqueue_many([msg(recipient="http://[::ffff:169.254.169.254]/")])
+            counts = (await store.status_report(NOW)).counts
+            assert counts == ({"queued": 1} if settings is listed else {})
+        finally:
+            await store.close()
+
+
 async def test_enqueue__empty_batch_is_refused(store: Store) -> None:
     with pytest.raises(ValidationError, match="messages"):
         await store.enqueue_many([], NOW)
