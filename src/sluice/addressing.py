@@ -21,8 +21,10 @@ end in the dead-letter queue:
   ``webhook``   (and any message for the ``webhook`` provider) an ``http://`` or
                 ``https://`` URL whose host, as written, is not refused by the SSRF
                 guard (``sluice.netguard.check_url_syntax``): no loopback unless
-                ``SLUICE_ALLOW_LOOPBACK_TARGETS`` is set, never a private, link-local,
-                carrier-grade NAT or metadata address, in any spelling.
+                ``SLUICE_ALLOW_LOOPBACK_TARGETS`` is set, no private or carrier-grade
+                NAT address outside the networks the operator lists in
+                ``SLUICE_ALLOW_PRIVATE_TARGETS``, never a link-local or metadata
+                address, in any spelling.
 
   Phone numbers are refused with spaces, hyphens or parentheses although some APIs
   tolerate them: the recipient is also the key of per-recipient caps and receipts, and
@@ -41,9 +43,11 @@ setting is read: the ``sluice.toml`` named by ``SLUICE_CONFIG`` (else ``./sluice
 when it exists), parsed again only when the file changes. An application enqueuing
 through the Python API must therefore see the same ``sluice.toml`` as its workers to
 use provider aliases; without one, only the built-in providers are accepted. Loopback
-webhook targets follow ``SLUICE_ALLOW_LOOPBACK_TARGETS`` from the same places
-(environment, then ``[sluice]`` of ``sluice.toml``), or the settings of the store or
-API doing the enqueue, exactly as the worker's guard does at send time.
+and private webhook targets follow ``SLUICE_ALLOW_LOOPBACK_TARGETS`` and
+``SLUICE_ALLOW_PRIVATE_TARGETS`` from the same places (environment, then ``[sluice]``
+of ``sluice.toml``), or the settings of the store or API doing the enqueue, exactly as
+the worker's guard does at send time (a list that cannot be read admits nothing, as a
+worker would refuse to start on it).
 
 A ``sluice.toml`` that cannot be read (not TOML, a malformed ``[providers]`` or
 ``[actions]`` entry) does not stop every enqueue: enqueue runs inside the
@@ -64,6 +68,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from sluice.errors import ConfigError, ValidationError
+from sluice.netguard import NO_PRIVATE_TARGETS, PrivateTargets, private_targets
 
 if TYPE_CHECKING:
     from sluice.actions import ActionSpec
@@ -80,7 +85,8 @@ class Addressing:
     ``providers`` maps every accepted provider name to the built-in kind it stands for
     (a built-in names itself); ``source`` is where the aliases came from, for errors.
     ``allow_loopback`` admits loopback webhook targets, as
-    ``SLUICE_ALLOW_LOOPBACK_TARGETS`` does at send time. ``actions`` are the declared
+    ``SLUICE_ALLOW_LOOPBACK_TARGETS`` does at send time, and ``private`` the operator's
+    private networks, as ``SLUICE_ALLOW_PRIVATE_TARGETS`` does. ``actions`` are the declared
     http actions (``None``: not known here). ``problems`` says why the aliases or the
     actions could not be read, if they could not.
     """
@@ -89,6 +95,7 @@ class Addressing:
     source: str = "sluice.toml"
     allow_loopback: bool = False
     actions: Mapping[str, ActionSpec] | None = None
+    private: PrivateTargets = NO_PRIVATE_TARGETS
     problems: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -183,7 +190,9 @@ class Addressing:
         if medium == "webhook":
             from sluice.netguard import check_url_syntax
 
-            problem = check_url_syntax(recipient, allow_loopback=self.allow_loopback)
+            problem = check_url_syntax(
+                recipient, allow_loopback=self.allow_loopback, private=self.private
+            )
             if problem is None:
                 return None
             return (
@@ -323,11 +332,16 @@ def addressing_in_effect(settings: Settings | None = None) -> Addressing:
         rules = made[1]
     if settings is not None:
         allow = settings.allow_loopback_targets
+        private = settings.private_targets
     else:
         try:
             allow = bool(load_setting("allow_loopback_targets"))
         except ConfigError:
             allow = False  # unreadable: refuse loopback, as a worker that started would
-    if rules.allow_loopback != allow:
-        rules = dataclasses.replace(rules, allow_loopback=allow)
+        try:
+            private = private_targets(tuple(load_setting("allow_private_targets")))
+        except ConfigError:
+            private = NO_PRIVATE_TARGETS  # likewise
+    if rules.allow_loopback != allow or rules.private != private:
+        rules = dataclasses.replace(rules, allow_loopback=allow, private=private)
     return rules

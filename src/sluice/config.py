@@ -14,9 +14,12 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sluice.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sluice.netguard import PrivateTargets
 
 __all__ = [
     "DEFAULT_NOTIFY_INTERVAL",
@@ -79,6 +82,11 @@ class Settings:
     #: local provider simulator. Off in production: a tenant's URL could otherwise reach
     #: services listening on the worker's own host. Private ranges stay refused regardless.
     allow_loopback_targets: bool = False
+    #: Private networks (CIDR) and host names (``hooks.corp.example``, ``*.corp.example``)
+    #: that webhooks and http actions may call: the operator's own receivers. Link-local
+    #: and cloud metadata addresses stay refused even inside a listed network. In the
+    #: environment, separated by commas or spaces; in ``sluice.toml``, a list of strings.
+    allow_private_targets: tuple[str, ...] = ()
     # -- flow controls -----------------------------------------------------------
     #: Mode of every scope no control names: ``live``, or ``approval`` to fail closed
     #: (every side effect waits for an operator's approval unless a control says live).
@@ -189,11 +197,27 @@ class Settings:
             )
         if self.retry_cap < self.retry_base:
             raise ConfigError("SLUICE_RETRY_CAP must be at least SLUICE_RETRY_BASE")
+        if isinstance(self.allow_private_targets, str):
+            raise ConfigError(
+                "SLUICE_ALLOW_PRIVATE_TARGETS must be a list of networks and host names, "
+                f"not the string {self.allow_private_targets!r}"
+            )
+        from sluice.netguard import private_targets
+
+        # Parsed now, so that a bad entry stops the process at start, named.
+        private_targets(tuple(self.allow_private_targets))
         if not self.database_url.startswith(("sqlite:", "postgresql:", "postgres:")):
             raise ConfigError(
                 f"SLUICE_DATABASE_URL {self.database_url!r} is not supported: use "
                 "sqlite:///path/to/file.db or postgresql://user@host:port/dbname"
             )
+
+    @property
+    def private_targets(self) -> PrivateTargets:
+        """``allow_private_targets`` parsed; ``ConfigError`` naming a malformed entry."""
+        from sluice.netguard import private_targets
+
+        return private_targets(tuple(self.allow_private_targets))
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied (``None`` values are ignored)."""
@@ -209,6 +233,11 @@ def _coerce(name: str, kind: Any, raw: Any, source: str) -> Any:
     if target is None:  # "str | None" and friends: strings
         return None if raw in ("", None) else str(raw)
     invalid = ConfigError(f"{source}: {name} = {raw!r} is not a valid {target.__name__}")
+    if target is tuple:  # a list of names: TOML gives a list, the environment a string
+        items = raw.replace(",", " ").split() if isinstance(raw, str) else raw
+        if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+            raise ConfigError(f"{source}: {name} = {raw!r} is not a list of strings")
+        return tuple(items)
     if target is bool:
         # bool("false") is True: spell the values out instead.
         if isinstance(raw, bool):

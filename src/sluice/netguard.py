@@ -11,6 +11,15 @@ public. Loopback is allowed only when the operator says so
 (``SLUICE_ALLOW_LOOPBACK_TARGETS``, for the local provider simulator); private,
 link-local, carrier-grade NAT and every other non-public range stay refused even then.
 
+An operator whose receivers live on its own network lists those networks and host
+names in ``SLUICE_ALLOW_PRIVATE_TARGETS`` (``PrivateTargets``): an address in a listed
+network, or any private address a listed name resolves to, is then allowed. Some
+addresses are never allowed, listed or not: link-local (``169.254.0.0/16``,
+``fe80::/10``, where cloud metadata services answer), the metadata services' own
+addresses, "this host" (``0.0.0.0/8``, ``::``), multicast and broadcast; loopback
+follows its own switch only. The list is the operator's, in the environment or
+``sluice.toml``: no tenant and no API call can change it.
+
 ``TargetGuard.check`` runs right before each call, resolving the host every time: a
 name that answered with a public address for the first send and with ``10.0.0.5`` for
 the second (DNS rebinding) is refused on the second. ``check_url_syntax`` is the part
@@ -26,23 +35,28 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import ipaddress
 import re
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import httpx
 
-from sluice.errors import ProviderError
+from sluice.errors import ConfigError, ProviderError
 from sluice.model import ErrorCode, Outcome
 
 __all__ = [
     "METADATA_HOSTS",
+    "NO_PRIVATE_TARGETS",
+    "PrivateTargets",
     "Resolver",
     "TargetGuard",
     "UnresolvedHost",
     "check_url_syntax",
     "pinned",
+    "private_targets",
     "static_resolver",
     "system_resolve",
 ]
@@ -97,6 +111,27 @@ _LOOPBACK_HINT = (
     "(the local provider simulator)"
 )
 
+_PRIVATE_HINT = (
+    "; private targets are allowed only when the operator lists them in "
+    "SLUICE_ALLOW_PRIVATE_TARGETS"
+)
+
+#: Refused even inside a network the operator listed: link-local is where the cloud
+#: metadata services answer; the others reach this host under another name (0.0.0.0,
+#: ``::``, the deprecated IPv4-compatible ``::a.b.c.d``) or are no unicast target.
+_NEVER_LISTED: tuple[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str], ...] = tuple(
+    (ipaddress.ip_network(net), label)
+    for net, label in (
+        ("0.0.0.0/8", "'this host' addresses"),
+        ("169.254.0.0/16", "link-local, where cloud metadata services answer"),
+        ("224.0.0.0/4", "multicast"),
+        ("255.255.255.255/32", "broadcast"),
+        ("::/96", "unspecified or IPv4-compatible (deprecated) addresses"),
+        ("fe80::/10", "link-local, where cloud metadata services answer"),
+        ("ff00::/8", "multicast"),
+    )
+)
+
 #: Non-public ranges, most specific first; the label is what a refusal calls them.
 #: ``ipaddress`` knows most of these too, but what it calls global differs between
 #: Python versions (3.11 calls 224.0.0.0/4 and fec0::/10 global), so the ones that
@@ -138,6 +173,136 @@ _LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
 _NUMERIC_PART = re.compile(r"^(?:0x[0-9a-f]*|[0-9]+)$")
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: Where IPv4-mapped IPv6 addresses live (``::ffff:a.b.c.d``).
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+@dataclass(frozen=True, slots=True)
+class PrivateTargets:
+    """The operator's list of private networks and host names webhooks and http
+    actions may call (``SLUICE_ALLOW_PRIVATE_TARGETS``); empty by default.
+
+    ``networks`` admit the addresses in them; ``names`` admit every private address
+    the name resolves to; ``suffixes`` do the same for every name under them
+    (``*.corp.example`` lists ``hooks.corp.example``, not ``corp.example`` itself).
+    Nothing in it admits loopback or a never-listed range (see the module docstring).
+    """
+
+    networks: tuple[Network, ...] = ()
+    names: frozenset[str] = frozenset()
+    suffixes: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(
+        cls, entries: Iterable[str], source: str = "SLUICE_ALLOW_PRIVATE_TARGETS"
+    ) -> PrivateTargets:
+        """The list from its entries: CIDR networks or addresses (``10.20.0.0/16``,
+        ``fd00:1::/48``, ``10.20.0.7``), host names (``hooks.corp.example``) and
+        wildcards (``*.corp.example``). Raises ``ConfigError`` naming ``source`` and the
+        entry for one that is malformed or names only what is never called."""
+        networks: list[Network] = []
+        names: set[str] = set()
+        suffixes: list[str] = []
+        for raw in entries:
+            entry = raw.strip()
+            try:
+                if entry.startswith("*."):
+                    suffixes.append("." + _listed_name(entry[2:]))
+                elif "/" in entry or ":" in entry or _ip_literal(entry.lower()) is not None:
+                    networks.append(_listed_network(entry))
+                else:
+                    names.add(_listed_name(entry))
+            except ValueError as exc:
+                raise ConfigError(f"{source}: {entry!r} {exc}") from None
+        return cls(tuple(dict.fromkeys(networks)), frozenset(names), tuple(dict.fromkeys(suffixes)))
+
+    def __bool__(self) -> bool:
+        return bool(self.networks or self.names or self.suffixes)
+
+    def entries(self) -> list[str]:
+        """The list in a canonical spelling, for logs and the audit log."""
+        return [
+            *(str(n) for n in self.networks),
+            *sorted(self.names),
+            *("*" + s for s in self.suffixes),
+        ]
+
+    def admits(self, address: IPAddress, host: str | None = None) -> bool:
+        """Whether the list covers ``address`` (reached through the name ``host``, if
+        any). Says nothing about what is never admitted: ``_address_problem`` decides."""
+        if any(address in net for net in self.networks if net.version == address.version):
+            return True
+        if host is None:
+            return False
+        return host in self.names or any(host.endswith(s) for s in self.suffixes)
+
+
+#: The default: no private target is allowed.
+NO_PRIVATE_TARGETS = PrivateTargets()
+
+
+@functools.lru_cache(maxsize=32)
+def private_targets(
+    entries: tuple[str, ...], source: str = "SLUICE_ALLOW_PRIVATE_TARGETS"
+) -> PrivateTargets:
+    """``PrivateTargets.parse``, remembered: enqueue asks for the list on every call."""
+    return PrivateTargets.parse(entries, source)
+
+
+def _listed_network(entry: str) -> Network:
+    """A network entry as a network (IPv4-mapped ones as the IPv4 network they are)."""
+    text = entry.removeprefix("[").replace("]", "")
+    try:
+        net = ipaddress.ip_network(text)
+    except ValueError as exc:
+        try:
+            loose = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            spelled = _ip_literal(text.lower()) if "/" not in text else None
+            if isinstance(spelled, ipaddress.IPv4Address):
+                raise ValueError(
+                    f"is an odd spelling of {spelled}: write addresses and networks in "
+                    f"dotted-quad CIDR notation ({spelled}/32)"
+                ) from None
+            raise ValueError(
+                "is neither a network in CIDR notation (10.20.0.0/16, fd00:1::/48) nor a host name"
+            ) from exc
+        raise ValueError(f"has host bits set: did you mean {loose}?") from None
+    if isinstance(net, ipaddress.IPv6Network) and net.subnet_of(_MAPPED) and net.prefixlen >= 96:
+        net = ipaddress.IPv4Network((int(net.network_address) & 0xFFFFFFFF, net.prefixlen - 96))
+    if net.is_loopback:
+        raise ValueError(
+            "is loopback, which only SLUICE_ALLOW_LOOPBACK_TARGETS allows (for the local "
+            "provider simulator)"
+        )
+    for never, label in _NEVER_LISTED:
+        if net.version == never.version and net.subnet_of(never):  # type: ignore[arg-type]  # same version checked
+            raise ValueError(f"is {label}: Sluice never calls it, listed or not")
+    if net.num_addresses == 1 and net.network_address in _METADATA_ADDRESSES:
+        raise ValueError("is a cloud metadata service: Sluice never calls it, listed or not")
+    return net
+
+
+def _listed_name(entry: str) -> str:
+    """A host name entry in the form ``_host_of`` gives (IDNA, lower case, no dot at
+    the end)."""
+    try:
+        host = _host_of(httpx.URL(f"http://{entry}/"))
+    except (httpx.InvalidURL, ValueError):
+        raise ValueError("is not a valid host name") from None
+    if not host or len(host) > 253 or not all(_LABEL.match(label) for label in host.split(".")):
+        raise ValueError("is not a valid host name")
+    if host in METADATA_HOSTS:
+        raise ValueError("is a cloud metadata host: Sluice never calls it, listed or not")
+    if host == "localhost" or host.endswith(".localhost"):
+        raise ValueError(
+            "is a loopback name, which only SLUICE_ALLOW_LOOPBACK_TARGETS allows (for the "
+            "local provider simulator)"
+        )
+    return host
+
+
 class UnresolvedHost(ProviderError):
     """The target's host name could not be resolved (a transient failure: DNS may
     answer on the next try)."""
@@ -168,18 +333,21 @@ def static_resolver(*addresses: str) -> Resolver:
     return resolve
 
 
-def check_url_syntax(url: str, *, allow_loopback: bool) -> str | None:
+def check_url_syntax(
+    url: str, *, allow_loopback: bool, private: PrivateTargets = NO_PRIVATE_TARGETS
+) -> str | None:
     """What is wrong with ``url`` as a call target, as far as can be told without DNS.
 
     ``None`` when nothing is: the scheme is http(s), the host is a well-formed name
-    (not a metadata host) or an IP literal of a public class. A name that passes may
-    still resolve to a refused address; ``TargetGuard.check`` finds that at send time.
+    (not a metadata host) or an IP literal of a public class, or in a network of
+    ``private``. A name that passes may still resolve to a refused address;
+    ``TargetGuard.check`` finds that at send time.
     """
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError, ValueError) as exc:
         return f"not a valid URL: {exc}"
-    problem, _ = _host_problem(parsed, allow_loopback)
+    problem, _ = _host_problem(parsed, allow_loopback, private)
     return problem
 
 
@@ -187,12 +355,19 @@ class TargetGuard:
     """Refuses URLs whose host is, or resolves to, anything but a public address.
 
     ``allow_loopback`` admits 127.0.0.0/8 and ::1 (and ``localhost``), for the local
-    provider simulator; nothing else non-public. ``resolve`` replaces the system
-    resolver (tests supply made-up host names with it).
+    provider simulator; ``private`` admits the operator's private networks and names
+    (never link-local or metadata addresses). ``resolve`` replaces the system resolver
+    (tests supply made-up host names with it).
     """
 
-    def __init__(self, allow_loopback: bool = False, resolve: Resolver | None = None) -> None:
+    def __init__(
+        self,
+        allow_loopback: bool = False,
+        resolve: Resolver | None = None,
+        private: PrivateTargets = NO_PRIVATE_TARGETS,
+    ) -> None:
         self.allow_loopback = allow_loopback
+        self.private = private
         self._resolve = resolve or system_resolve
 
     async def check(self, url: httpx.URL) -> str | None:
@@ -202,7 +377,7 @@ class TargetGuard:
         its addresses is refused: the client may connect to any of them. Raises
         ``UnresolvedHost`` when the name does not resolve.
         """
-        problem, literal = _host_problem(url, self.allow_loopback)
+        problem, literal = _host_problem(url, self.allow_loopback, self.private)
         if problem is not None or literal:
             return problem
         host = _host_of(url)
@@ -217,7 +392,7 @@ class TargetGuard:
                 address = ipaddress.ip_address(text)
             except ValueError:
                 return f"{host} resolves to {text!r}, which is not an IP address"
-            refused = _address_problem(address, self.allow_loopback)
+            refused = _address_problem(address, self.allow_loopback, self.private, host)
             if refused is not None:
                 return f"{host} resolves to {_shown(address)}, {refused}"
         _pin(host, addresses)
@@ -249,7 +424,9 @@ def _host_of(url: httpx.URL) -> str:
     return url.raw_host.decode("ascii", errors="replace").lower().rstrip(".")
 
 
-def _host_problem(url: httpx.URL, allow_loopback: bool) -> tuple[str | None, bool]:
+def _host_problem(
+    url: httpx.URL, allow_loopback: bool, private: PrivateTargets
+) -> tuple[str | None, bool]:
     """What is wrong with the scheme and host of ``url`` without resolving it, and
     whether the host is an IP literal (so there is nothing to resolve)."""
     if url.scheme not in ("http", "https"):
@@ -262,7 +439,8 @@ def _host_problem(url: httpx.URL, allow_loopback: bool) -> tuple[str | None, boo
     if isinstance(literal, str):
         return literal, True
     if literal is not None:
-        refused = _address_problem(literal, allow_loopback)
+        # A listed name does not admit a literal: it was no name that was written.
+        refused = _address_problem(literal, allow_loopback, private)
         return (None if refused is None else f"{_shown(literal)} is {refused}"), True
     if host in METADATA_HOSTS:
         return f"{host} is a cloud metadata host", False
@@ -327,12 +505,21 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
     return None
 
 
-def _address_problem(address: IPAddress, allow_loopback: bool) -> str | None:
-    """The class that makes ``address`` refused (``"a private address"``), or ``None``."""
+def _address_problem(
+    address: IPAddress,
+    allow_loopback: bool,
+    private: PrivateTargets = NO_PRIVATE_TARGETS,
+    host: str | None = None,
+) -> str | None:
+    """The class that makes ``address`` refused (``"a private address"``), or ``None``.
+
+    ``private`` admits what it lists (an address in a listed network; any address of a
+    listed ``host``) unless the address is of a class never admitted."""
     if isinstance(address, ipaddress.IPv6Address):
         embedded = _embedded_ipv4(address)
         if embedded is not None:
-            return _address_problem(embedded, allow_loopback)
+            # Judged as the IPv4 address it stands for, against the list too.
+            return _address_problem(embedded, allow_loopback, private, host)
     if address.is_loopback:
         return None if allow_loopback else "a loopback address" + _LOOPBACK_HINT
     if address.is_unspecified:
@@ -346,9 +533,15 @@ def _address_problem(address: IPAddress, allow_loopback: bool) -> str | None:
         or not address.is_global
     ):
         label = "a non-public address"
-    if label is not None and address in _METADATA_ADDRESSES:
-        label += " (a cloud metadata service)"
-    return label
+    if label is None:
+        return None
+    if address in _METADATA_ADDRESSES:
+        return label + " (a cloud metadata service)"
+    if any(address in net for net, _ in _NEVER_LISTED if net.version == address.version):
+        return label
+    if private.admits(address, host):
+        return None
+    return label + _PRIVATE_HINT
 
 
 def _shown(address: IPAddress) -> str:

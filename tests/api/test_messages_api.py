@@ -510,3 +510,57 @@ async def test_post__a_chunked_body_over_the_limit_is_413_not_400(api: Api) -> N
     assert r.status_code == 413, r.text
     assert r.json()["status"] == 413 and "larger than" in r.json()["detail"]
     assert await count(api) == 0
+
+
+# -- a store that cannot take the write now ---------------------------------------------
+
+
+async def test_post__a_sqlite_file_locked_by_another_writer_is_503_with_retry_after(
+    sqlite_url: str,
+) -> None:
+    # Another process on the same file (a CLI command, a second worker) holds the write
+    # lock past the busy timeout: the client must hear "retry later", not "we broke".
+    import sqlite3
+
+    import httpx
+    from api_harness import bearer
+
+    from sluice.api import create_app
+    from sluice.clock import SystemClock
+    from sluice.config import Settings
+    from sluice.ops.apikeys import api_key_create
+    from sluice.store import MessageFilter
+    from sluice.store.sqlite import SqliteStore, sqlite_path
+
+    store = SqliteStore(sqlite_url, timeout=0.2)
+    await store.open()
+    key = await api_key_create(store, "shop", "tenant", "acme", actor="test")
+    app = create_app(Settings(database_url=sqlite_url), store=store, clock=SystemClock())
+    headers = bearer(key.token)
+    holder = sqlite3.connect(sqlite_path(sqlite_url), isolation_level=None)
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://sluice.test"
+        ) as client:
+            holder.execute("BEGIN IMMEDIATE")
+            plain = await client.post("/v1/messages", json=SMS, headers=headers)
+            keyed = await client.post(
+                "/v1/messages", json=SMS, headers={**headers, "Idempotency-Key": "k-locked"}
+            )
+            holder.execute("ROLLBACK")
+            for r in (plain, keyed):
+                assert r.status_code == 503, r.text
+                assert r.headers["retry-after"] == "1"
+                assert r.headers["content-type"] == "application/problem+json"
+                assert r.json()["detail"] == "the store is unavailable; retry later"
+            assert await store.message_list(MessageFilter(tenant="acme"), None, None, 10) == []
+
+            # The refused request took nothing: its retry, key and all, goes through.
+            retried = await client.post(
+                "/v1/messages", json=SMS, headers={**headers, "Idempotency-Key": "k-locked"}
+            )
+            assert retried.status_code == 201, retried.text
+            assert len(await store.message_list(MessageFilter(tenant="acme"), None, None, 10)) == 1
+    finally:
+        holder.close()
+        await store.close()

@@ -5,12 +5,13 @@ Every test runs against PostgreSQL and SQLite alike."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sluice.errors import NotFound, ValidationError
-from sluice.model import Attempt, AttemptOutcome, Completion, NewMessage, Status
+from sluice.errors import IdempotencyConflict, NotFound, ValidationError
+from sluice.model import Attempt, AttemptOutcome, Completion, Message, NewMessage, Status
 from sluice.store import AuditEntry, MessageFilter, Store
 from sluice.store.base import ApiKey, InboxItem, Receipt
 
@@ -189,6 +190,109 @@ async def test_idem__concurrent_begins_give_exactly_one_owner(store: Store) -> N
         *(store.idem_begin("t:acme", "k", "fp1", NOW, 60, 86400) for _ in range(8))
     )
     assert sorted(c.state for c in claims) == ["busy"] * 7 + ["new"]
+
+
+def ids_of(stored: list[Message]) -> tuple[int, str]:
+    """An ``idem_enqueue`` responder: 201 and the stored ids, statuses and keys."""
+    return 201, json.dumps([[m.id, str(m.status), m.idempotency_key] for m in stored])
+
+
+async def count(store: Store) -> int:
+    return len(await store.message_list(MessageFilter(tenant="acme"), None, None, 1000))
+
+
+async def test_idem_enqueue__stores_and_records_the_response_made_of_what_was_stored(
+    store: Store,
+) -> None:
+    await store.idem_begin("t:acme", "k", "fp1", NOW, 60, 86400)
+    first, second = msg(recipient="+15550000001"), msg(recipient="+15550000002")
+
+    recorded = await store.idem_enqueue("t:acme", "k", [first, second], ids_of)
+
+    assert recorded is not None
+    status, text = recorded
+    assert (status, json.loads(text)) == (
+        201,
+        [[first.id, "queued", None], [second.id, "queued", None]],
+    )
+    assert (await store.message_get(second.id)).recipient == "+15550000002"
+    replay = await store.idem_begin("t:acme", "k", "fp1", NOW, 60, 86400)
+    assert (replay.state, replay.status_code, replay.response) == ("replay", 201, text)
+
+
+async def test_idem_enqueue__a_repeated_message_key_answers_with_the_first_message(
+    store: Store,
+) -> None:
+    earlier = msg(idempotency_key="order-1")
+    await store.enqueue_many([earlier])
+    await store.idem_begin("t:acme", "k", "fp1", NOW, 60, 86400)
+
+    recorded = await store.idem_enqueue("t:acme", "k", [msg(idempotency_key="order-1")], ids_of)
+
+    assert recorded is not None
+    assert json.loads(recorded[1]) == [[earlier.id, "queued", "order-1"]]
+    assert await count(store) == 1
+
+
+async def test_idem_enqueue__a_failure_before_the_record_stores_neither(store: Store) -> None:
+    # The messages are written first; whatever fails after them takes them back.
+    await store.idem_begin("t:acme", "k", "fp1", NOW, 60, 86400)
+
+    def broken(stored: list[Message]) -> tuple[int, str]:
+        raise RuntimeError("failed after the messages were written")
+
+    with pytest.raises(RuntimeError):
+        await store.idem_enqueue("t:acme", "k", [msg()], broken)
+
+    assert await count(store) == 0
+    assert (await store.idem_begin("t:acme", "k", "fp1", NOW, 60, 86400)).state == "busy"
+
+
+async def test_idem_enqueue__refused_messages_store_nothing_and_keep_the_claim(
+    store: Store,
+) -> None:
+    await store.enqueue_many([msg(idempotency_key="order-1")])
+    await store.idem_begin("t:acme", "k", "fp1", NOW, 60, 86400)
+
+    with pytest.raises(IdempotencyConflict):
+        await store.idem_enqueue(
+            "t:acme", "k", [msg(), msg(idempotency_key="order-1", payload={"n": 2})], ids_of
+        )
+    with pytest.raises(ValidationError):
+        await store.idem_enqueue("t:acme", "k", [msg(recipient="nobody")], ids_of)
+
+    assert await count(store) == 1
+    assert (await store.idem_begin("t:acme", "k", "fp1", NOW, 60, 86400)).state == "busy"
+
+
+@pytest.mark.parametrize("gone", ["released", "finished", "never-claimed"])
+async def test_idem_enqueue__without_a_running_claim_stores_nothing(
+    store: Store, gone: str
+) -> None:
+    if gone != "never-claimed":
+        await store.idem_begin("t:acme", "k", "fp1", NOW, 60, 86400)
+    if gone == "released":
+        await store.idem_release("t:acme", "k")
+    if gone == "finished":
+        await store.idem_finish("t:acme", "k", 201, "{}", NOW)
+
+    assert await store.idem_enqueue("t:acme", "k", [msg()], ids_of) is None
+
+    assert await count(store) == 0
+
+
+async def test_idem_enqueue__a_claim_taken_over_is_recorded_once(store: Store) -> None:
+    # The first request outlived its lock; a retry took the key over and finished. The
+    # first one's late write must not add its messages beside the retry's.
+    await store.idem_begin("t:acme", "k", "fp1", NOW, 60, 86400)
+    later = NOW + timedelta(seconds=61)
+    assert (await store.idem_begin("t:acme", "k", "fp1", later, 60, 86400)).state == "new"
+    retry = msg(recipient="+15550000002")
+    assert await store.idem_enqueue("t:acme", "k", [retry], ids_of) is not None
+
+    assert await store.idem_enqueue("t:acme", "k", [msg()], ids_of) is None
+
+    assert [m.id for m in await store.message_list(MessageFilter(), None, None, 10)] == [retry.id]
 
 
 # -- inbox ----------------------------------------------------------------------------

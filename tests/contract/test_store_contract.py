@@ -175,6 +175,29 @@ async def test_enqueue__loopback_targets_follow_the_stores_settings(
             await store.close()
 
 
+async def test_enqueue__private_targets_follow_the_stores_settings(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SLUICE_ALLOW_PRIVATE_TARGETS", "0.0.0.0/0")  # the settings win
+    inside = msg(recipient="http://10.20.0.7/hook")
+    listed = Settings(allow_private_targets=("10.20.0.0/16",))
+    for settings in (Settings(), listed):
+        store = create_store(store_url, settings)
+        await store.open()  # type: ignore[attr-defined]
+        try:
+            if settings is listed:
+                await store.enqueue_many([inside], NOW)
+            else:
+                with pytest.raises(ValidationError, match="SLUICE_ALLOW_PRIVATE_TARGETS"):
+                    await store.enqueue_many([inside], NOW)
+            with pytest.raises(ValidationError, match="cloud metadata service"):
+                await store.enqueue_many([msg(recipient="http://[::ffff:169.254.169.254]/")])
+            counts = (await store.status_report(NOW)).counts
+            assert counts == ({"queued": 1} if settings is listed else {})
+        finally:
+            await store.close()
+
+
 async def test_enqueue__empty_batch_is_refused(store: Store) -> None:
     with pytest.raises(ValidationError, match="messages"):
         await store.enqueue_many([], NOW)
@@ -429,6 +452,55 @@ async def test_audit__is_hash_chained(store: Store) -> None:
     tampered = list(entries)
     tampered[1] = dataclasses.replace(entries[1], actor="mallory")
     assert verify_chain(tampered) == tampered[1].id
+
+
+def state(allow: list[str], actor: str = "worker:a", target: str | None = "LIST") -> AuditEntry:
+    return AuditEntry(
+        at=NOW, actor=actor, action="list.seen", target=target, detail={"allow": allow}
+    )
+
+
+async def test_audit_append_changed__writes_a_state_only_when_it_changes(store: Store) -> None:
+    empty = {"allow": []}
+    assert await store.audit_append_changed(state([]), initial=empty) is None  # as it was
+    first = await store.audit_append_changed(state(["10.0.0.0/8"]), initial=empty)
+    again = await store.audit_append_changed(state(["10.0.0.0/8"], "worker:b"), initial=empty)
+    await store.audit_append(AuditEntry(at=NOW, actor="ops", action="other"))
+    changed = await store.audit_append_changed(state(["10.0.0.0/8", "x.example"]))
+    cleared = await store.audit_append_changed(state([]), initial=empty)
+
+    assert first is not None and first.actor == "worker:a" and first.hash is not None
+    assert again is None
+    assert changed is not None and cleared is not None
+    entries = list(reversed(await store.audit_list()))
+    assert [(e.action, e.detail) for e in entries] == [
+        ("list.seen", {"allow": ["10.0.0.0/8"]}),
+        ("other", {}),
+        ("list.seen", {"allow": ["10.0.0.0/8", "x.example"]}),
+        ("list.seen", {"allow": []}),
+    ]
+    assert verify_chain(entries) is None
+
+
+async def test_audit_append_changed__compares_within_its_action_and_target(store: Store) -> None:
+    assert await store.audit_append_changed(state(["a"], target=None)) is not None  # no initial
+    assert await store.audit_append_changed(state(["a"], target="OTHER")) is not None
+    assert await store.audit_append_changed(state(["a"], target=None)) is None
+    assert await store.audit_append_changed(state(["a"], target="OTHER")) is None
+    assert len(await store.audit_list()) == 2
+
+
+async def test_audit_append_changed__processes_starting_together_write_it_once(
+    store: Store,
+) -> None:
+    import asyncio
+
+    written = await asyncio.gather(
+        *(store.audit_append_changed(state(["10.0.0.0/8"], f"worker:{i}")) for i in range(6))
+    )
+
+    assert sum(e is not None for e in written) == 1
+    assert len(await store.audit_list()) == 1
 
 
 # -- workers ------------------------------------------------------------------------

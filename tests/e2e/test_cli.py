@@ -577,6 +577,44 @@ def test_worker__refuses_to_start_on_a_database_without_the_schema(tmp_path: Pat
     assert "Traceback" not in result.stderr
 
 
+def test_worker__private_targets_are_logged_at_start_and_audited_when_they_change(
+    sqlite_url: str,
+) -> None:
+    def start(targets: str | None) -> subprocess.CompletedProcess[str]:
+        extra = {"SLUICE_ALLOW_PRIVATE_TARGETS": targets} if targets is not None else {}
+        return cli("worker", "--until-idle", env={"SLUICE_DATABASE_URL": sqlite_url, **extra})
+
+    def audited() -> list[AuditEntry]:
+        entries = [e for e in audit(sqlite_url) if e.action == "netguard.private_targets"]
+        return list(reversed(entries))
+
+    plain = start(None)
+    assert plain.returncode == 0, plain.stderr
+    assert audited() == []  # nothing listed, as ever: nothing to record
+
+    listed = start("10.20.0.0/16, hooks.corp.example")
+    same = start("HOOKS.corp.example. 10.20.0.0/16")  # the same list, spelt otherwise
+    bad = start("10.20.0.0/16, 169.254.169.254")
+    cleared = start("")
+
+    assert [r.returncode for r in (listed, same, cleared)] == [0, 0, 0], listed.stderr
+    for run in (listed, same):
+        assert "may call these private networks and names" in run.stderr
+        assert "hooks.corp.example" in run.stderr
+    assert "SLUICE_ALLOW_PRIVATE_TARGETS changed" in listed.stderr
+    assert "changed" not in same.stderr
+    assert bad.returncode == 2
+    assert "SLUICE_ALLOW_PRIVATE_TARGETS: '169.254.169.254' is link-local" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    entries = audited()
+    assert [e.detail for e in entries] == [
+        {"allow": ["10.20.0.0/16", "hooks.corp.example"]},
+        {"allow": []},
+    ]
+    assert all(e.actor.startswith("worker:") for e in entries)
+    assert entries[0].target == "SLUICE_ALLOW_PRIVATE_TARGETS"
+
+
 # -- dead-letter queue --------------------------------------------------------------
 
 

@@ -20,7 +20,7 @@ from _wire import Wire, message, respond
 from sluice.actions import ActionSpec
 from sluice.config import Settings
 from sluice.model import ErrorClass, ErrorCode, Message, Outcome
-from sluice.netguard import Resolver
+from sluice.netguard import NO_PRIVATE_TARGETS, PrivateTargets, Resolver
 from sluice.providers import build_providers
 from sluice.providers.http_action import HttpActionProvider
 from sluice.providers.webhook import WebhookProvider
@@ -58,15 +58,22 @@ async def send(
     *,
     allow_loopback: bool = False,
     follow_redirects: bool = False,
+    private: PrivateTargets = NO_PRIVATE_TARGETS,
 ) -> Outcome:
     """One send by ``adapter`` to ``url``: a webhook's recipient, or an action's URL."""
     async with wire.client(follow_redirects=follow_redirects) as client:
         if adapter == "webhook":
-            hook = WebhookProvider(client, SECRET, allow_loopback=allow_loopback, resolve=resolve)
+            hook = WebhookProvider(
+                client, SECRET, allow_loopback=allow_loopback, resolve=resolve, private=private
+            )
             return await hook.send(_webhook_message(url))
         action = ActionSpec("crm.note", "POST", url, body={"text": "{payload.text}"})
         api = HttpActionProvider(
-            client, {"crm.note": action}, allow_loopback=allow_loopback, resolve=resolve
+            client,
+            {"crm.note": action},
+            allow_loopback=allow_loopback,
+            resolve=resolve,
+            private=private,
         )
         note = message(
             channel="crm", provider="http", recipient="r", payload={"text": "hi"}, action="crm.note"
@@ -233,6 +240,66 @@ async def test_loopback_setting__leaves_private_ranges_refused(
     assert wire.requests == []
 
 
+# -- the operator's private targets (SLUICE_ALLOW_PRIVATE_TARGETS) ------------------------
+
+CORP = PrivateTargets.parse(["10.20.0.0/16", "fd00:1::/48", "hooks.corp.example"])
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+@pytest.mark.parametrize(
+    ("url", "answer"),
+    [
+        ("https://receiver.corp.example/in", ["10.20.0.7"]),  # resolves into a listed network
+        ("https://receiver.corp.example/in", ["10.20.0.7", "fd00:1::7"]),
+        ("https://hooks.corp.example/in", ["192.168.40.2"]),  # a listed name
+        ("http://10.20.0.7:8080/in", [PUBLIC]),  # a literal inside a listed network
+        ("http://[::ffff:10.20.0.7]/in", [PUBLIC]),
+    ],
+)
+async def test_private_targets__a_listed_private_receiver_is_called(
+    adapter: str, url: str, answer: list[str]
+) -> None:
+    wire = Wire()
+
+    refused = await send(adapter, url, wire, Dns(answer))
+    allowed = await send(adapter, url, wire, Dns(answer), private=CORP)
+
+    assert_refused(refused, "SLUICE_ALLOW_PRIVATE_TARGETS")
+    assert allowed.ok, allowed.detail
+    assert [str(r.url) for r in wire.requests] == [url]
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+@pytest.mark.parametrize(
+    ("url", "answer", "says"),
+    [
+        ("https://hooks.corp.example/in", ["169.254.169.254"], "(a cloud metadata service)"),
+        ("https://hooks.corp.example/in", ["::ffff:a9fe:a9fe"], "(a cloud metadata service)"),
+        ("https://hooks.corp.example/in", ["10.20.0.7", "fe80::1"], "a link-local address"),
+        ("https://hooks.corp.example/in", ["127.0.0.1"], "a loopback address"),
+        ("https://any.example/in", ["100.100.100.200"], "(a cloud metadata service)"),
+        ("http://169.254.169.254/latest/meta-data/", [PUBLIC], "(a cloud metadata service)"),
+        ("http://[64:ff9b::a9fe:a9fe]/", [PUBLIC], "(a cloud metadata service)"),
+        ("http://[fd00:ec2::254]/", [PUBLIC], "(a cloud metadata service)"),
+        ("http://metadata.google.internal/", [PUBLIC], "a cloud metadata host"),
+        ("https://receiver.corp.example/in", ["10.21.0.1"], "a private address"),
+    ],
+)
+async def test_private_targets__metadata_and_link_local_are_refused_even_when_listed(
+    adapter: str, url: str, answer: list[str], says: str
+) -> None:
+    # As wide as a list can be: every IPv4 and IPv6 network, and the name itself.
+    listed = PrivateTargets.parse(["0.0.0.0/0", "::/0", "hooks.corp.example"])
+    if "10.21.0.1" in answer:
+        listed = CORP  # outside the networks listed, and not a listed name
+    wire = Wire()
+
+    outcome = await send(adapter, url, wire, Dns(answer), private=listed)
+
+    assert_refused(outcome, says)
+    assert wire.requests == []
+
+
 # -- the tenant's OAuth endpoints ----------------------------------------------------------
 
 
@@ -288,3 +355,23 @@ async def test_build_providers__passes_allow_loopback_targets_to_the_webhook_ada
     assert outcome.ok is allow
     assert status.ok is allow
     assert len(wire.requests) == (2 if allow else 0)
+
+
+async def test_build_providers__passes_allow_private_targets_to_both_adapters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SLUICE_CONFIG", raising=False)
+    settings = Settings(webhook_secret=SECRET, allow_private_targets=("10.20.0.0/16",))
+    wire = Wire()
+    async with wire.client() as client:
+        providers = build_providers(settings, client)
+        inside = await providers["webhook"].send(_webhook_message("http://10.20.0.7/hook"))
+        outside = await providers["webhook"].send(_webhook_message("http://10.21.0.7/hook"))
+        metadata = await providers["webhook"].send(_webhook_message("http://169.254.169.254/"))
+        status = await providers["http"].check({**CREDS, "check_url": "https://10.20.0.8/me"})
+
+    assert inside.ok and status.ok, (inside, status)
+    assert_refused(outside, "10.21.0.7 is a private address")
+    assert_refused(metadata, "(a cloud metadata service)")
+    assert [str(r.url) for r in wire.requests] == ["http://10.20.0.7/hook", "https://10.20.0.8/me"]

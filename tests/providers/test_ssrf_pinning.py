@@ -80,3 +80,31 @@ async def test_a_name_resolving_to_a_private_address_is_never_connected(
         outcome = await adapter.send(message(f"http://hooks.invalid:{port}/in"))
     assert not outcome.ok and "private" in outcome.detail
     assert seen == []
+
+
+async def test_a_private_address_the_operator_lists_is_what_the_connection_is_pinned_to() -> None:
+    # No private address answers on this machine, so the connection itself cannot be
+    # shown; what aiohttp is handed to connect to can: the vetted private address, not a
+    # second lookup (the system resolver cannot resolve hooks.invalid at all).
+    import socket
+
+    import httpx
+
+    from sluice.netguard import PrivateTargets, TargetGuard
+    from sluice.providers._transport import PinnedResolver
+
+    listed = PrivateTargets.parse(["10.20.0.0/16"])
+    guard = TargetGuard(resolve=static_resolver("10.20.0.7"), private=listed)
+    assert await guard.check(httpx.URL("https://hooks.invalid/in")) is None
+
+    resolver = PinnedResolver()
+    try:
+        answers = await resolver.resolve("hooks.invalid", 443, socket.AF_UNSPEC)
+    finally:
+        await resolver.close()
+    assert [(a["host"], a["port"]) for a in answers] == [("10.20.0.7", 443)]
+
+    refused = await TargetGuard(resolve=static_resolver("10.21.0.7"), private=listed).check(
+        httpx.URL("https://other.invalid/in")
+    )
+    assert refused is not None and "10.21.0.7, a private address" in refused

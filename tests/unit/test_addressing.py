@@ -388,6 +388,82 @@ def test_recipient__settings_given_decide_loopback_over_the_environment(
     assert addressing_in_effect().allow_loopback is False
 
 
+#: Literal targets in many spellings, inside and outside ``CORP`` and never allowed.
+PRIVATE_LITERALS = [
+    "http://10.20.0.7/hook",
+    "http://0x0a140007/",
+    "http://10.20.7/",
+    "http://[::ffff:10.20.0.7]/",
+    "http://[64:ff9b::a14:7]/",
+    "http://[fd00:1::5]/",
+    "http://10.21.0.1/",
+    "http://[::ffff:10.21.0.1]/",
+    "http://[fd00:2::5]/",
+    "http://169.254.169.254/",
+    "http://0xa9fea9fe/",
+    "http://[::ffff:169.254.169.254]/",
+    "http://100.100.100.200/",
+    "http://[fd00:ec2::254]/",
+    "http://[fe80::1]/",
+    "http://0.0.0.0/",
+    "http://127.0.0.1/",
+    "http://93.184.216.34/",
+]
+CORP = ["10.20.0.0/16", "fd00:1::/48", "fd00:ec2::/32", "100.64.0.0/10", "hooks.corp.example"]
+
+
+@pytest.mark.usefixtures("no_config")
+@pytest.mark.parametrize("url", PRIVATE_LITERALS)
+async def test_recipient__private_targets_enqueue_agrees_with_the_send_time_guard(
+    url: str,
+) -> None:
+    import httpx
+
+    from sluice.netguard import PrivateTargets, TargetGuard
+
+    listed = PrivateTargets.parse(CORP)
+
+    async def no_dns(host: str) -> list[str]:
+        raise AssertionError(f"a literal needs no DNS, yet {host} was looked up")
+
+    send_refuses = await TargetGuard(resolve=no_dns, private=listed).check(httpx.URL(url))
+    try:
+        msg(recipient=url).validate(addressing=Addressing(private=listed))
+        enqueue_refuses = False
+    except ValidationError:
+        enqueue_refuses = True
+    assert enqueue_refuses == (send_refuses is not None), send_refuses
+
+
+@pytest.mark.usefixtures("no_config")
+def test_recipient__private_targets_are_read_as_the_worker_reads_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sluice.config import Settings
+
+    inside = msg(recipient="http://10.20.0.7/hook")
+    monkeypatch.delenv("SLUICE_ALLOW_PRIVATE_TARGETS", raising=False)
+    assert "SLUICE_ALLOW_PRIVATE_TARGETS" in rejected("recipient", inside)
+
+    monkeypatch.setenv("SLUICE_ALLOW_PRIVATE_TARGETS", "10.20.0.0/16 hooks.corp.example")
+    inside.validate()
+    rejected("recipient", msg(recipient="http://169.254.169.254/"))
+    # The settings of the store or API doing the enqueue win over the environment.
+    assert "SLUICE_ALLOW_PRIVATE_TARGETS" in rejected(
+        "recipient", inside, addressing_in_effect(Settings())
+    )
+
+    path = tmp_path / "sluice.toml"
+    path.write_text('[sluice]\nallow_private_targets = ["10.20.0.0/16"]\n')
+    monkeypatch.setenv("SLUICE_CONFIG", str(path))
+    monkeypatch.delenv("SLUICE_ALLOW_PRIVATE_TARGETS")
+    inside.validate()
+
+    # A list a worker would refuse to start on admits nothing here either.
+    monkeypatch.setenv("SLUICE_ALLOW_PRIVATE_TARGETS", "10.20.0.0/16, 169.254.0.0/16")
+    rejected("recipient", inside)
+
+
 @pytest.mark.usefixtures("no_config")
 def test_recipient__other_channels_take_any_recipient() -> None:
     msg(channel="calendar", provider="http", recipient="primary").validate()

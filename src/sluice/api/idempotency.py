@@ -6,6 +6,12 @@ every later request with the same key and the same body. The same key with a
 different body is refused with 422; while the first request is still running, 409.
 A request that fails (any error response) gives the key back, so the client may
 retry it — with the same body or a corrected one.
+
+What a request stores, it stores in the same transaction as its key's record of the
+response (``HeldKey.enqueue``, the store's ``idem_enqueue``). A request that fails
+half-way — the database gone between two writes — therefore leaves either both or
+neither: never messages whose key still looks free (or abandoned, after
+``idempotency_lock``) to a retry, which would store them a second time.
 """
 
 from __future__ import annotations
@@ -13,7 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
@@ -21,8 +28,10 @@ from starlette.responses import JSONResponse, Response
 
 from sluice.api.auth import Principal
 from sluice.api.problems import Problem
+from sluice.model import Message, NewMessage
+from sluice.store import Store
 
-__all__ = ["HEADER", "fingerprint", "idempotent"]
+__all__ = ["HEADER", "HeldKey", "fingerprint", "idempotent"]
 
 HEADER = "Idempotency-Key"
 _KEY = re.compile(r'"?([\x21\x23-\x7e]{1,255})"?')
@@ -46,16 +55,68 @@ def fingerprint(method: str, path: str, body: Any) -> str:
     return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
 
 
+def _busy(key: str) -> Problem:
+    return Problem(
+        409, f"a request with {HEADER} {key!r} is still being processed; retry shortly",
+        field=HEADER, kind="idempotency-key-in-use", headers={"Retry-After": "1"},
+    )  # fmt: skip
+
+
+@dataclass(slots=True)
+class HeldKey:
+    """The ``Idempotency-Key`` a running request holds, for its handler to store under.
+
+    ``recorded`` turns true once the response is recorded with what it describes;
+    ``lost`` once the store found the claim no longer ours.
+    """
+
+    store: Store
+    scope: str
+    key: str
+    recorded: bool = False
+    lost: bool = False
+
+    async def enqueue(
+        self, messages: Sequence[NewMessage], respond: Callable[[list[Message]], tuple[int, Any]]
+    ) -> tuple[int, Any]:
+        """Store ``messages`` and record the response ``respond`` makes of them (status,
+        JSON-able body) under the key, in one transaction; return that response."""
+        answer: list[tuple[int, Any]] = []
+
+        def record(stored: list[Message]) -> tuple[int, str]:
+            status, content = respond(stored)
+            answer[:] = [(status, content)]
+            return status, _text(content, status)
+
+        if await self.store.idem_enqueue(self.scope, self.key, messages, record) is None:
+            # Our claim outlived its lock and another request with the same key and
+            # body took it over; that one stores the messages (or has already).
+            self.lost = True
+            raise _busy(self.key)
+        self.recorded = True
+        return answer[0]
+
+
+def _text(content: Any, status: int) -> str:
+    """The body exactly as the response will carry it (and a replay will repeat it)."""
+    return bytes(JSONResponse(content, status_code=status).body).decode()
+
+
 async def idempotent(
     request: Request,
     who: Principal,
     header: str | None,
     body: Any,
-    handler: Callable[[], Awaitable[tuple[int, Any]]],
+    handler: Callable[[HeldKey | None], Awaitable[tuple[int, Any]]],
 ) -> Response:
-    """Run ``handler`` (returning status and a JSON-able body) under the key, if any."""
+    """Run ``handler`` (returning status and a JSON-able body) under the key, if any.
+
+    ``handler`` gets the key it holds (``None`` without one) and should store through
+    ``HeldKey.enqueue``, so that its writes and the key's record of them are one. A
+    handler that stores nothing may ignore it; its response is recorded afterwards.
+    """
     if header is None:
-        status, content = await handler()
+        status, content = await handler(None)
         return JSONResponse(content, status_code=status)
     key = _parse(header)
     state = request.app.state
@@ -76,17 +137,21 @@ async def idempotent(
             field=HEADER, kind="idempotency-key-reused",
         )  # fmt: skip
     if claim.state == "busy":
-        raise Problem(
-            409, f"a request with {HEADER} {key!r} is still being processed; retry shortly",
-            field=HEADER, kind="idempotency-key-in-use", headers={"Retry-After": "1"},
-        )  # fmt: skip
+        raise _busy(key)
+    held = HeldKey(store, who.idem_scope, key)
     try:
-        status, content = await handler()
+        status, content = await handler(held)
     except BaseException:
-        await store.idem_release(who.idem_scope, key)
+        # Only a running claim is released: if the failure came after the commit that
+        # recorded the response (the connection dropped while it was acknowledged),
+        # the record stays and a retry gets it replayed. A lost claim is another
+        # request's now, and not ours to give back.
+        if not held.lost:
+            await store.idem_release(who.idem_scope, key)
         raise
     response = JSONResponse(content, status_code=status)
-    await store.idem_finish(
-        who.idem_scope, key, status, bytes(response.body).decode(), state.clock.now()
-    )
+    if not held.recorded:
+        await store.idem_finish(
+            who.idem_scope, key, status, bytes(response.body).decode(), state.clock.now()
+        )
     return response

@@ -16,7 +16,7 @@ from pydantic import AwareDatetime
 
 from sluice.addressing import Addressing, addressing_in_effect
 from sluice.api.auth import Principal, Tenant
-from sluice.api.idempotency import HEADER, idempotent
+from sluice.api.idempotency import HEADER, HeldKey, idempotent
 from sluice.api.problems import Problem
 from sluice.api.schemas import (
     PROBLEMS,
@@ -97,17 +97,22 @@ async def create(
     batch = isinstance(body, BatchIn)
     items = body.messages if isinstance(body, BatchIn) else [body]
 
-    async def handler() -> tuple[int, Any]:
+    def respond(stored: list[Message]) -> tuple[int, Any]:
+        out = [MessageOut.of(m) for m in stored]
+        result: Any = BatchOut(messages=out) if batch else out[0]
+        return 201, jsonable_encoder(result)
+
+    async def handler(held: HeldKey | None) -> tuple[int, Any]:
         addressing = addressing_in_effect(request.app.state.settings)
         news = [
             _new(who, m, f"messages[{i}]." if batch else "", addressing)
             for i, m in enumerate(items)
         ]
+        if held is not None:  # the messages and the key's record of them: one commit
+            return await held.enqueue(news, respond)
         store = request.app.state.store
         ids = await store.enqueue_many(news)
-        out = [MessageOut.of(await store.message_get(i)) for i in ids]
-        result: Any = BatchOut(messages=out) if batch else out[0]
-        return 201, jsonable_encoder(result)
+        return respond([await store.message_get(i) for i in ids])
 
     return await idempotent(request, who, idempotency_key, body.model_dump(mode="json"), handler)
 

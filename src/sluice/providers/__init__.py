@@ -76,7 +76,8 @@ def build_providers(
     and ``whatsapp`` send only with a tenant's connection, which the gate supplies.
 
     ``webhook`` and ``http`` call URLs a tenant chose, so they call public addresses
-    only (``sluice.netguard``); ``SLUICE_ALLOW_LOOPBACK_TARGETS`` admits loopback too.
+    only (``sluice.netguard``); ``SLUICE_ALLOW_LOOPBACK_TARGETS`` admits loopback too,
+    ``SLUICE_ALLOW_PRIVATE_TARGETS`` the private networks and names it lists.
     The other adapters call the operator's base URLs, which are not checked.
     """
     from sluice.providers.null import NullProvider
@@ -120,6 +121,7 @@ def build_providers(
         timeout=settings.http_timeout,
         clock=clock,
         allow_loopback=settings.allow_loopback_targets,
+        private=settings.private_targets,
     )
     from sluice.providers.webhook import WebhookProvider
 
@@ -129,6 +131,7 @@ def build_providers(
         timeout=settings.http_timeout,
         clock=clock,
         allow_loopback=settings.allow_loopback_targets,
+        private=settings.private_targets,
     )
     from sluice.config import config_file
 

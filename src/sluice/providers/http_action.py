@@ -21,7 +21,8 @@ Every call (the action, the token endpoint, the check) goes only to public addre
 the host is resolved right before the call and refused otherwise (``sluice.netguard``),
 because ``token_url`` and ``check_url`` are the tenant's and action URLs carry its values.
 A refused target is ``BAD_REQUEST`` (for a refresh ``AUTH_REVOKED``: the connection's
-URL is wrong); loopback is allowed only with ``allow_loopback``.
+URL is wrong); loopback is allowed only with ``allow_loopback``, private networks only
+as the operator lists them (``private``, ``SLUICE_ALLOW_PRIVATE_TARGETS``).
 
 The provider never refreshes on its own: the worker's ``Refresher`` does, before the
 gate hands out the credentials, one refresher per connection across all workers. A send
@@ -52,7 +53,7 @@ import httpx
 from sluice.actions import ActionSpec, MissingValue, UnsafePathValue
 from sluice.clock import Clock, SystemClock
 from sluice.model import ErrorClass, ErrorCode, Message, Outcome
-from sluice.netguard import Resolver, TargetGuard
+from sluice.netguard import NO_PRIVATE_TARGETS, PrivateTargets, Resolver, TargetGuard
 from sluice.providers._errors import (
     CheckResult,
     Reply,
@@ -174,7 +175,8 @@ class HttpActionProvider:
     ``client`` is shared by every call; ``actions`` are the configured actions by name;
     ``timeout`` bounds each whole call (the action, the token endpoint, the check), DNS
     included. ``allow_loopback`` admits 127.0.0.1 and ::1 as targets (the local
-    simulator, test servers); ``resolve`` replaces the system resolver.
+    simulator, test servers), ``private`` the operator's private networks and names;
+    ``resolve`` replaces the system resolver.
     """
 
     name = "http"
@@ -189,9 +191,10 @@ class HttpActionProvider:
         clock: Clock | None = None,
         allow_loopback: bool = False,
         resolve: Resolver | None = None,
+        private: PrivateTargets = NO_PRIVATE_TARGETS,
     ) -> None:
         self._client = client
-        self._guard = TargetGuard(allow_loopback, resolve)
+        self._guard = TargetGuard(allow_loopback, resolve, private)
         self._actions = dict(actions)
         self._timeout = timeout
         self._clock = clock or SystemClock()

@@ -28,7 +28,7 @@ from standardwebhooks.webhooks import Webhook
 from sluice.clock import Clock, SystemClock
 from sluice.errors import ConfigError
 from sluice.model import ErrorClass, ErrorCode, Message, Outcome
-from sluice.netguard import Resolver, TargetGuard
+from sluice.netguard import NO_PRIVATE_TARGETS, PrivateTargets, Resolver, TargetGuard
 from sluice.providers._errors import (  # re-exported: the adapters' shared helpers
     MAX_RETRY_AFTER,
     outcome_for_exception,
@@ -108,7 +108,8 @@ class WebhookProvider:
 
     The URL is the tenant's, so before every send its host is resolved and refused
     unless every address is public (``sluice.netguard``): ``allow_loopback`` admits
-    127.0.0.1 and ::1 for the local simulator, ``resolve`` replaces the system resolver.
+    127.0.0.1 and ::1 for the local simulator, ``private`` the operator's private
+    networks and names, ``resolve`` replaces the system resolver.
     """
 
     name = "webhook"
@@ -122,9 +123,10 @@ class WebhookProvider:
         clock: Clock | None = None,
         allow_loopback: bool = False,
         resolve: Resolver | None = None,
+        private: PrivateTargets = NO_PRIVATE_TARGETS,
     ) -> None:
         self._client = client
-        self._guard = TargetGuard(allow_loopback, resolve)
+        self._guard = TargetGuard(allow_loopback, resolve, private)
         self._signer = Webhook(decode_secret(secret)) if secret is not None else None
         self._timeout = timeout
         self._clock = clock or SystemClock()

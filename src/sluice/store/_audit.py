@@ -74,3 +74,8 @@ def insert_params(sealed: AuditEntry, at: Any) -> dict[str, Any]:
         "prev_hash": sealed.prev_hash,
         "hash": sealed.hash,
     }
+
+
+def stored_detail(detail: dict[str, Any]) -> Any:
+    """``detail`` as it reads back from the store (JSON types only), for comparisons."""
+    return json.loads(json.dumps(detail, default=str))

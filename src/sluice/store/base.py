@@ -27,6 +27,7 @@ __all__ = [
     "FlowSignal",
     "FlowStateFn",
     "IdemClaim",
+    "IdemResponder",
     "InboxItem",
     "LimitRow",
     "MessageFilter",
@@ -199,6 +200,9 @@ class BreakerInfo:
 #: returns what to write, or ``None`` to write nothing (someone else already refreshed,
 #: the connection is no longer active, or the token endpoint failed transiently).
 RefreshCallback = Callable[[Connection], Awaitable[RefreshOutcome | None]]
+
+#: ``idem_enqueue``: the messages as stored -> (status code, response text) to record.
+IdemResponder = Callable[[list[Message]], tuple[int, str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -548,6 +552,17 @@ class Store(Protocol):
         """Append to the audit log, chaining the hash of the previous entry."""
         ...
 
+    async def audit_append_changed(
+        self, entry: AuditEntry, initial: Mapping[str, Any] | None = None
+    ) -> AuditEntry | None:
+        """Append ``entry`` unless the newest entry with its ``action`` and ``target``
+        has the same ``detail``: a state recorded only when it changes. ``initial`` is
+        the detail in effect before any such entry (``None``: the first is a change).
+
+        Decided and written under the audit log's lock, so processes starting together
+        append one entry, not one each. Returns the entry appended, or ``None``."""
+        ...
+
     async def audit_list(self, limit: int = 100) -> list[AuditEntry]:
         """The newest audit entries, newest first."""
         ...
@@ -772,6 +787,28 @@ class Store(Protocol):
         self, scope: str, key: str, status_code: int, response: str, now: datetime
     ) -> None:
         """Record the final response of the request that owns ``key``."""
+        ...
+
+    async def idem_enqueue(
+        self,
+        scope: str,
+        key: str,
+        messages: Sequence[NewMessage],
+        respond: IdemResponder,
+    ) -> tuple[int, str] | None:
+        """Store ``messages`` and finish the running claim of ``key`` with the response
+        ``respond`` makes of them as stored — in one transaction.
+
+        So a request that fails on the way leaves neither behind: no messages without
+        the key's record of them (which a retry would enqueue again), no record without
+        its messages. ``respond`` gets the stored messages in order (an earlier message
+        where a message idempotency key matched one) and gives the status and the
+        response text to record; it runs inside the transaction and must not do I/O.
+
+        Returns what was recorded; ``None``, with nothing stored, when ``key`` no longer
+        has a running claim (another request took it over after its lock). Raises as
+        ``enqueue_many`` does, storing nothing.
+        """
         ...
 
     async def idem_release(self, scope: str, key: str) -> None:

@@ -32,7 +32,7 @@ from sluice.errors import (
 from sluice.flow.controls import Control, Mode, Scope, control_audit, control_hold_reason
 from sluice.model import Attempt, AttemptOutcome, Completion, Message, NewMessage, Status
 from sluice.store import _enqueue
-from sluice.store._audit import insert_params, seal
+from sluice.store._audit import insert_params, seal, stored_detail
 from sluice.store._queries import load_queries, migrations
 from sluice.store._receipts import NOT_READY, advance, failure_of
 from sluice.store.base import (
@@ -44,6 +44,7 @@ from sluice.store.base import (
     FlowSignal,
     FlowStateFn,
     IdemClaim,
+    IdemResponder,
     InboxItem,
     LimitRow,
     MessageFilter,
@@ -684,6 +685,20 @@ class PostgresStore:
         async with self._conn() as conn, conn.transaction():
             return await _audit_insert(conn, entry)
 
+    async def audit_append_changed(
+        self, entry: AuditEntry, initial: Mapping[str, Any] | None = None
+    ) -> AuditEntry | None:
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute(Q["audit_lock"])
+            cur = await conn.execute(
+                Q["audit_last_of"], {"action": entry.action, "target": entry.target}
+            )
+            row = await cur.fetchone()
+            last = json.loads(row[0]) if row is not None else initial
+            if last is not None and last == stored_detail(entry.detail):
+                return None
+            return await _audit_insert(conn, entry)
+
     async def audit_list(self, limit: int = 100) -> list[AuditEntry]:
         rows = await self._fetch("audit_list", {"limit": limit})
         return [
@@ -1153,6 +1168,33 @@ class PostgresStore:
             {"scope": scope, "key": key, "status_code": status_code, "response": response},
         )
 
+    async def idem_enqueue(
+        self,
+        scope: str,
+        key: str,
+        messages: Sequence[NewMessage],
+        respond: IdemResponder,
+    ) -> tuple[int, str] | None:
+        from sluice.clock import SystemClock
+
+        rows = _enqueue.prepare(messages, addressing_in_effect(self._settings))
+        now = SystemClock().now()
+        try:
+            async with self._conn() as conn, conn.transaction():
+                ids = await pg_enqueue_async(conn, rows, now)
+                cur = await conn.execute(Q["message_get_many"], {"ids": ids})
+                found = {r[0]: _full_message(r) for r in await cur.fetchall()}
+                status, response = respond([found[i] for i in ids])
+                cur = await conn.execute(
+                    Q["idem_finish"],
+                    {"scope": scope, "key": key, "status_code": status, "response": response},
+                )
+                if cur.rowcount != 1:
+                    raise _ClaimLost
+        except _ClaimLost:
+            return None
+        return status, response
+
     async def idem_release(self, scope: str, key: str) -> None:
         await self._fetch("idem_release", {"scope": scope, "key": key})
 
@@ -1536,6 +1578,10 @@ class _Notifier:
 
 
 _notifier = _Notifier()
+
+
+class _ClaimLost(Exception):
+    """Rolls ``idem_enqueue``'s transaction back: the key's claim is not running any more."""
 
 
 def _connection_lost(exc: psycopg.OperationalError) -> bool:

@@ -36,7 +36,7 @@ from sluice.errors import (
 from sluice.flow.controls import Control, Mode, Scope, control_audit, control_hold_reason
 from sluice.model import Attempt, AttemptOutcome, Completion, Message, NewMessage, Status
 from sluice.store import _enqueue
-from sluice.store._audit import insert_params, seal
+from sluice.store._audit import insert_params, seal, stored_detail
 from sluice.store._queries import load_queries, migrations
 from sluice.store._receipts import NOT_READY, advance, failure_of
 from sluice.store.base import (
@@ -48,6 +48,7 @@ from sluice.store.base import (
     FlowSignal,
     FlowStateFn,
     IdemClaim,
+    IdemResponder,
     InboxItem,
     LimitRow,
     MessageFilter,
@@ -221,8 +222,12 @@ class SqliteStore:
         poll_interval: float = 0.01,
         create: bool = True,
         settings: Settings | None = None,
+        timeout: float = 30.0,
     ) -> None:
         self.path = sqlite_path(url)
+        #: Seconds a write waits for another connection's write lock (SQLite's busy
+        #: timeout) before the store reports itself unavailable.
+        self.timeout = timeout
         #: What enqueue checks destinations against (loopback targets); None: the
         #: configuration in effect.
         self._settings = settings
@@ -250,7 +255,7 @@ class SqliteStore:
                     f"sluice migrate --database-url sqlite:///{self.path}"
                 )
             try:
-                self._conn = await self._call(connect, self.path)
+                self._conn = await self._call(lambda: connect(self.path, timeout=self.timeout))
                 self._watch = sqlite3.connect(self.path, isolation_level=None)
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"cannot open SQLite file {self.path}: {exc}") from exc
@@ -291,6 +296,15 @@ class SqliteStore:
             try:
                 return fn(conn)
             except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
+                    # Another connection (another process on the file) held the write
+                    # lock for the whole busy timeout: the database is there but cannot
+                    # take this write now, which a caller treats like an outage (the
+                    # API answers 503 with Retry-After), not as a bug.
+                    raise StoreUnavailable(
+                        f"SQLite database {self.path} is locked: another connection held "
+                        f"its write lock for more than {self.timeout:g} s"
+                    ) from exc
                 if "no such table" in str(exc):
                     raise MigrationError(
                         f"the Sluice schema is missing ({exc}); run: sluice migrate"
@@ -905,6 +919,21 @@ class SqliteStore:
 
         return await self._run(append)
 
+    async def audit_append_changed(
+        self, entry: AuditEntry, initial: Mapping[str, Any] | None = None
+    ) -> AuditEntry | None:
+        params = {"action": entry.action, "target": entry.target}
+
+        def append(conn: sqlite3.Connection) -> AuditEntry | None:
+            with _write(conn):
+                row = conn.execute(Q["audit_last_of"], params).fetchone()
+                last = json.loads(row[0]) if row is not None else initial
+                if last is not None and last == stored_detail(entry.detail):
+                    return None
+                return _audit_insert(conn, entry, entry.detail)
+
+        return await self._run(append)
+
     async def audit_list(self, limit: int = 100) -> list[AuditEntry]:
         rows = await self._all("audit_list", {"limit": limit})
         return [
@@ -1414,6 +1443,35 @@ class SqliteStore:
 
         await self._run(finish)
 
+    async def idem_enqueue(
+        self,
+        scope: str,
+        key: str,
+        messages: Sequence[NewMessage],
+        respond: IdemResponder,
+    ) -> tuple[int, str] | None:
+        rows = _enqueue.prepare(messages, addressing_in_effect(self._settings))
+        stamp = datetime.now(UTC)
+
+        def enqueue(db: sqlite3.Connection) -> tuple[int, str]:
+            with _write(db):
+                ids = sqlite_enqueue(db, rows, stamp)
+                stored = [
+                    _full_message(db.execute(Q["message_get"], {"id": i}).fetchone()) for i in ids
+                ]
+                status, response = respond(stored)
+                params = {"scope": scope, "key": key, "status_code": status, "response": response}
+                if db.execute(Q["idem_finish"], params).rowcount != 1:
+                    raise _ClaimLost
+                return status, response
+
+        try:
+            result = await self._run(enqueue)
+        except _ClaimLost:
+            return None
+        self._wake.set()
+        return result
+
     async def idem_release(self, scope: str, key: str) -> None:
         def release(db: sqlite3.Connection) -> None:
             with _write(db):
@@ -1625,6 +1683,10 @@ class SqliteStore:
         changed = self._last_version is not None and version != self._last_version
         self._last_version = version
         return changed
+
+
+class _ClaimLost(Exception):
+    """Rolls ``idem_enqueue``'s transaction back: the key's claim is not running any more."""
 
 
 def _full_message(r: tuple[Any, ...]) -> Message:

@@ -15,13 +15,13 @@ from sluice.errors import ConfigError, MigrationError
 from sluice.flow.limits import configured_flow
 from sluice.providers.base import Provider
 from sluice.secrets import SecretBox
-from sluice.store.base import Store
+from sluice.store.base import AuditEntry, Store
 from sluice.worker.dispatcher import WORKER_PROBLEM_DELAY, Dispatcher, new_worker_id
 from sluice.worker.gate import ConnectionGate
 from sluice.worker.limits import Limiter
 from sluice.worker.refresh import Refresher
 
-__all__ = ["assemble_dispatcher", "secret_box"]
+__all__ = ["PRIVATE_TARGETS_AUDIT", "assemble_dispatcher", "note_private_targets", "secret_box"]
 
 
 def secret_box(settings: Settings) -> SecretBox | None:
@@ -29,6 +29,48 @@ def secret_box(settings: Settings) -> SecretBox | None:
     if not settings.secret_key:
         return None
     return SecretBox(settings.secret_key, settings.secret_key_previous)
+
+
+#: The audit action recording ``SLUICE_ALLOW_PRIVATE_TARGETS`` as workers start with it.
+PRIVATE_TARGETS_AUDIT = "netguard.private_targets"
+
+
+async def note_private_targets(
+    store: Store, settings: Settings, worker_id: str, clock: Clock, log: Any
+) -> AuditEntry | None:
+    """Say at start-up which private networks and names this worker may call, and
+    write the list to the audit log when it differs from the one last written there.
+
+    The list widens what tenants' URLs may reach, so a change must be visible after the
+    fact (``actor`` is the first worker that started with it), not only in the
+    deployment's configuration. Returns the audit entry, if one was written.
+    """
+    listed = settings.private_targets.entries()
+    if listed:
+        log.info(
+            "webhooks and http actions may call these private networks and names; "
+            "link-local and cloud metadata addresses stay refused",
+            setting="SLUICE_ALLOW_PRIVATE_TARGETS",
+            allow=listed,
+        )
+    entry = await store.audit_append_changed(
+        AuditEntry(
+            at=clock.now(),
+            actor=f"worker:{worker_id}",
+            action=PRIVATE_TARGETS_AUDIT,
+            target="SLUICE_ALLOW_PRIVATE_TARGETS",
+            reason="the list this worker started with differs from the one last audited",
+            detail={"allow": listed},
+        ),
+        initial={"allow": []},
+    )
+    if entry is not None:
+        log.warning(
+            "SLUICE_ALLOW_PRIVATE_TARGETS changed (audited)",
+            setting="SLUICE_ALLOW_PRIVATE_TARGETS",
+            allow=listed,
+        )
+    return entry
 
 
 async def assemble_dispatcher(
@@ -76,6 +118,8 @@ async def assemble_dispatcher(
             "attempt spent) until a worker with the secret sends them",
             setting="SLUICE_WEBHOOK_SECRET",
         )
+    if providers is None:
+        await note_private_targets(store, settings, worker_id, clock, log)
     refresher = (
         Refresher(store, box, adapters, clock=clock, worker_id=worker_id, logger=log)
         if box is not None

@@ -167,6 +167,13 @@ SELECT id::text, tenant, channel, provider, action, recipient, payload, priority
        lease_until, hold_reason, approved_by, approved_at
 FROM sluice_messages WHERE id = %(id)s::uuid
 
+-- name: message_get_many
+SELECT id::text, tenant, channel, provider, action, recipient, payload, priority, status,
+       run_at, attempts, max_attempts, claim_seq, idempotency_key, correlation_id, scopes,
+       created_at, updated_at, last_error_code, last_error, provider_message_id, worker_id,
+       lease_until, hold_reason, approved_by, approved_at
+FROM sluice_messages WHERE id = ANY(%(ids)s::uuid[])
+
 -- name: attempt_list
 SELECT message_id::text, attempt_no, worker_id, provider, started_at, finished_at, outcome,
        error_code, error_class, provider_status, provider_code, detail, latency_ms, applied
@@ -379,6 +386,12 @@ INSERT INTO sluice_audit (at, actor, action, target, reason, detail, prev_hash, 
 VALUES (%(at)s, %(actor)s, %(action)s, %(target)s, %(reason)s, %(detail)s::jsonb,
         %(prev_hash)s, %(hash)s)
 RETURNING id
+
+-- name: audit_last_of
+-- Walks the primary key backwards: run once per worker start, not per message.
+SELECT detail::text FROM sluice_audit
+WHERE action = %(action)s AND target IS NOT DISTINCT FROM %(target)s
+ORDER BY id DESC LIMIT 1
 
 -- name: audit_list
 SELECT id, at, actor, action, target, reason, detail::text, prev_hash, hash

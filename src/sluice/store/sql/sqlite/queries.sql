@@ -266,6 +266,12 @@ SELECT hash FROM sluice_audit ORDER BY id DESC LIMIT 1
 INSERT INTO sluice_audit (at, actor, action, target, reason, detail, prev_hash, hash)
 VALUES (:at, :actor, :action, :target, :reason, :detail, :prev_hash, :hash)
 
+-- name: audit_last_of
+-- Walks the primary key backwards: run once per worker start, not per message.
+SELECT detail FROM sluice_audit
+WHERE action = :action AND target IS :target
+ORDER BY id DESC LIMIT 1
+
 -- name: audit_list
 SELECT id, at, actor, action, target, reason, detail, prev_hash, hash
 FROM sluice_audit ORDER BY id DESC LIMIT :limit
