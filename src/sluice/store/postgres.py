@@ -77,9 +77,7 @@ def _uuid_text(value: str, field: str = "id") -> str:
         raise NotFound(f"no message with {field} {value!r}") from None
 
 
-def pg_enqueue_plan(
-    rows: Sequence[_enqueue.PreparedRow], now: datetime | None
-) -> dict[str, Any]:
+def pg_enqueue_plan(rows: Sequence[_enqueue.PreparedRow], now: datetime | None) -> dict[str, Any]:
     """Parameters of ``message_insert_many`` for a prepared batch (``now`` None: the
     server's time, as the transaction started)."""
     return {
