@@ -338,6 +338,26 @@ async def test_rescue__returns_expired_leases_and_records_lease_expired(store: S
     )
 
 
+async def test_renew__a_live_workers_claims_keep_their_leases(store: Store) -> None:
+    a, b = await store.enqueue_many([msg(payload={"i": 1}), msg(payload={"i": 2})], NOW)
+    claimed = {m.id: m for m in await store.message_claim("w1", 2, 30, NOW)}
+    claims = [(a, claimed[a].claim_seq), (b, claimed[b].claim_seq)]
+    later = NOW + timedelta(seconds=25)
+    assert sorted(await store.message_renew("w1", claims, 30, later)) == sorted([a, b])
+    # Past the first lease, inside the renewed one: nothing to rescue.
+    assert (await store.message_rescue_expired(NOW + timedelta(seconds=40))).requeued == []
+    # Another worker's renewal, a stale claim number, or a shorter lease change nothing.
+    assert await store.message_renew("w2", claims, 300, later) == []
+    assert await store.message_renew("w1", [(a, claimed[a].claim_seq + 1)], 300, later) == []
+    assert sorted(await store.message_renew("w1", claims, 1, NOW)) == sorted([a, b])
+    assert (await store.message_rescue_expired(NOW + timedelta(seconds=54))).requeued == []
+    result = await store.message_rescue_expired(NOW + timedelta(seconds=56))
+    assert sorted(result.requeued) == sorted([a, b])
+    # Taken back: no longer this worker's to renew.
+    assert await store.message_renew("w1", claims, 30, NOW + timedelta(seconds=57)) == []
+    assert await store.message_renew("w1", [], 30, NOW) == []
+
+
 async def test_rescue__dead_letters_when_attempts_are_exhausted(store: Store) -> None:
     [mid] = await store.enqueue_many([msg(max_attempts=1)], NOW)
     await store.message_claim("w1", 1, 30, NOW)

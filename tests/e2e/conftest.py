@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -218,3 +219,73 @@ def own_postgres() -> Iterator[OwnPostgres]:
         with contextlib.suppress(subprocess.CalledProcessError):
             cluster.stop()
         shutil.rmtree(datadir, ignore_errors=True)
+
+
+class TcpProxy:
+    """A TCP relay on a free loopback port, in a thread of its own, that a test can cut:
+    while cut, bytes in both directions are swallowed (a network partition: nothing is
+    refused, nothing arrives); ``heal`` resets every relayed connection so clients
+    reconnect, and relays again."""
+
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+        import asyncio
+        import threading
+
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self.cut_off = False
+        self._writers: set[Any] = set()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tcp-proxy", daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+
+    def _run(self) -> None:
+        import asyncio
+
+        asyncio.set_event_loop(self._loop)
+
+        async def pipe(reader: Any, writer: Any) -> None:
+            try:
+                while data := await reader.read(65536):
+                    if not self.cut_off:
+                        writer.write(data)
+                        await writer.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                writer.close()
+
+        async def serve(client_r: Any, client_w: Any) -> None:
+            if self.cut_off:  # a new connection during the cut gets nowhere either
+                self._writers.add(client_w)
+                return
+            try:
+                server_r, server_w = await asyncio.open_connection(*self.target)
+            except OSError:
+                client_w.close()
+                return
+            self._writers.update((client_w, server_w))
+            await asyncio.gather(pipe(client_r, server_w), pipe(server_r, client_w))
+
+        async def main() -> None:
+            await asyncio.start_server(serve, "127.0.0.1", self.port)
+            self._ready.set()
+            await asyncio.Event().wait()
+
+        self._loop.run_until_complete(main())
+
+    def cut(self) -> None:
+        self.cut_off = True
+
+    def heal(self) -> None:
+        def reset() -> None:
+            for w in list(self._writers):
+                transport = w.transport
+                if transport is not None:
+                    transport.abort()
+            self._writers.clear()
+            self.cut_off = False
+
+        self._loop.call_soon_threadsafe(reset)

@@ -302,3 +302,57 @@ async def test_auth_refusal_of_a_webhook_receiver__is_permanent(store: Store, st
     await drain(store, Receiver({"/auth": [httpx.Response(status)]}), clock)
     m = await store.message_get(mid)
     assert (m.status, m.last_error_code) == (Status.DEAD, ErrorCode.BAD_REQUEST)
+
+
+async def test_an_outcome_survives_a_store_stall_longer_than_the_lease(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Issue 11 item 15: while the store cannot be written (here another connection holds
+    the SQLite file's write lock for twice the lease), the worker keeps the outcome and
+    keeps trying. It used to give up after one lease ("could not write outcomes before the
+    lease ran out"), leaving a real delivery recorded only as lease_expired, and sent it
+    again. Now the write lands when the store does, and the message went out once."""
+    import sqlite3
+
+    from sluice.clock import SystemClock
+    from sluice.store.sqlite import SqliteStore
+
+    path = tmp_path / "stall.db"
+    store = SqliteStore(f"sqlite:///{path}", timeout=0.2)
+    await store.open()
+    await store.migrate()
+    (mid,) = await store.enqueue_many(
+        [NewMessage(tenant="acme", channel="webhook", provider="webhook",
+                    recipient="https://receiver.example/once", payload={})]
+    )  # fmt: skip
+    holder = sqlite3.connect(path, isolation_level=None)
+    sent = asyncio.Event()
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        holder.execute("BEGIN IMMEDIATE")  # the store stalls from the moment of the send
+        sent.set()
+        return httpx.Response(200)
+
+    try:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+            d = Dispatcher(
+                store,
+                {"webhook": WebhookProvider(client, SECRET, resolve=PUBLIC)},
+                settings(lease_seconds=1.5, http_timeout=0.5, reaper_interval=3600),
+                clock=SystemClock(),
+                worker_id="w-stall",
+            )
+            running = asyncio.create_task(d.run())
+            await sent.wait()
+            await asyncio.sleep(3.0)  # twice the lease, the write lock held throughout
+            holder.execute("COMMIT")
+            deadline = asyncio.get_running_loop().time() + 10
+            while (await store.message_get(mid)).status is not Status.SENT:
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.05)
+            d.stop()
+            await running
+        [attempt] = await store.attempt_list(mid)
+        assert (attempt.outcome, attempt.applied) == (AttemptOutcome.SENT, True)
+        assert d.stats.sent == 1
+    finally:
+        holder.close()
+        await store.close()

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONTROL_PREFIX",
+    "FENCE_SECONDS",
+    "LIVE_WINDOW_SECONDS",
     "Control",
     "ControlSnapshot",
     "Mode",
@@ -46,6 +48,14 @@ __all__ = [
     "control_audit",
     "control_hold_reason",
 ]
+
+#: A worker not seen for this long is not live: a control change does not wait for it.
+LIVE_WINDOW_SECONDS = 15.0
+#: A worker that has not reached the store for this long starts no send (it fences
+#: itself), and after reconnecting loads the controls in force before it sends again.
+#: Shorter than ``LIVE_WINDOW_SECONDS``: by the time a kill stops waiting for a worker it
+#: cannot reach, that worker has stopped starting sends on its own.
+FENCE_SECONDS = 10.0
 
 #: ``hold_reason`` of messages held by a control starts with this.
 CONTROL_PREFIX = "control:"

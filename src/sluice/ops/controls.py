@@ -17,7 +17,7 @@ from typing import Any
 
 from sluice.clock import Clock, SystemClock
 from sluice.errors import NotFound, ValidationError
-from sluice.flow.controls import Control, Mode, Scope
+from sluice.flow.controls import FENCE_SECONDS, LIVE_WINDOW_SECONDS, Control, Mode, Scope
 from sluice.model import Message, Status
 from sluice.ops.actions import DlqAction, filter_dict, require_actor
 from sluice.store.base import AuditEntry, MessageFilter, Store, WorkerInfo
@@ -37,8 +37,11 @@ __all__ = [
     "wait_for_ack",
 ]
 
-#: A worker not seen for this long is presumed dead and not waited for (3 heartbeats).
-LIVE_WINDOW = timedelta(seconds=15)
+#: A worker not seen for this long is not waited for (three heartbeats): it has fenced
+#: itself by then (``FENCE_SECONDS``), or it is dead.
+LIVE_WINDOW = timedelta(seconds=LIVE_WINDOW_SECONDS)
+#: How far back ``wait_for_ack`` looks for workers that are running but not live.
+_STALE_HORIZON = timedelta(hours=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +52,9 @@ class AckReport:
     acked: list[str]
     missing: list[str]
     elapsed_seconds: float
+    #: Workers that never stopped but have not been seen within the live window, and
+    #: since when each has fenced itself (starts no send): not waited for.
+    fenced: list[tuple[str, datetime]] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -61,19 +67,25 @@ class AckReport:
             "missing": self.missing,
             "elapsed_ms": round(self.elapsed_seconds * 1000, 1),
             "complete": self.complete,
+            "not_live": [{"worker": w, "fenced_since": at.isoformat()} for w, at in self.fenced],
         }
 
     def summary(self) -> str:
         n = len(self.acked) + len(self.missing)
         took = f"{self.elapsed_seconds * 1000:.0f} ms"
+        left_out = "".join(
+            f"; {w} not live (fenced since {at:%H:%M:%S}): it starts no send before it "
+            "has loaded this change"
+            for w, at in self.fenced
+        )
         if not n:
-            return "no live workers: the change applies to every worker as it starts"
+            return "no live workers: the change applies to every worker as it starts" + left_out
         if self.complete:
-            return f"acknowledged by {len(self.acked)}/{n} live workers in {took}"
+            return f"acknowledged by {len(self.acked)}/{n} live workers in {took}{left_out}"
         return (
             f"acknowledged by {len(self.acked)}/{n} live workers in {took}; NOT acknowledged "
             f"by: {', '.join(self.missing)} (the claim query still excludes killed and "
-            "paused scopes; check those workers)"
+            f"paused scopes; check those workers){left_out}"
         )
 
 
@@ -129,12 +141,19 @@ async def wait_for_ack(
     clock = clock or SystemClock()
     t0 = time.monotonic()
     while True:
-        workers = await live_workers(store, clock.now())
+        now = clock.now()
+        running = [w for w in await store.worker_list(now - _STALE_HORIZON) if w.stopped_at is None]
+        workers = [w for w in running if w.last_seen_at >= now - LIVE_WINDOW]
         acked = sorted(w.id for w in workers if w.flow_version >= version)
         missing = sorted(w.id for w in workers if w.flow_version < version)
         elapsed = time.monotonic() - t0
         if not missing or elapsed >= timeout:
-            return AckReport(version, acked, missing, elapsed)
+            fenced = sorted(
+                (w.id, w.last_seen_at + timedelta(seconds=FENCE_SECONDS))
+                for w in running
+                if w.last_seen_at < now - LIVE_WINDOW
+            )
+            return AckReport(version, acked, missing, elapsed, fenced)
         await asyncio.sleep(poll)
 
 

@@ -410,6 +410,14 @@ class Store(Protocol):
         """Give back claimed messages that were never started (their attempt is refunded)."""
         ...
 
+    async def message_renew(
+        self, worker_id: str, claims: Sequence[tuple[str, int]], lease_seconds: float, now: datetime
+    ) -> list[str]:
+        """Extend the leases of a live worker's claims (id, claim number) to ``now +
+        lease_seconds`` (never shorter); the ids still held by it. A claim taken back
+        meanwhile is not renewed."""
+        ...
+
     async def message_rescue_expired(self, now: datetime, limit: int = 1000) -> RescueResult:
         """Return messages whose lease expired to the queue, recording ``lease_expired``."""
         ...

@@ -373,6 +373,22 @@ class PostgresStore:
         )
         return [r[0] for r in rows]
 
+    async def message_renew(
+        self, worker_id: str, claims: Sequence[tuple[str, int]], lease_seconds: float, now: datetime
+    ) -> list[str]:
+        if not claims:
+            return []
+        rows = await self._fetch(
+            "message_renew",
+            {
+                "worker_id": worker_id,
+                "lease_until": now + timedelta(seconds=lease_seconds),
+                "ids": [i for i, _ in claims],
+                "claim_seqs": [s for _, s in claims],
+            },
+        )
+        return [r[0] for r in rows]
+
     async def message_rescue_expired(self, now: datetime, limit: int = 1000) -> RescueResult:
         rows = await self._fetch("message_rescue_expired", {"now": now, "limit": limit})
         return RescueResult(

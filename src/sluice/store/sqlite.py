@@ -462,6 +462,25 @@ class SqliteStore:
 
         return await self._run(release) if claims else []
 
+    async def message_renew(
+        self, worker_id: str, claims: Sequence[tuple[str, int]], lease_seconds: float, now: datetime
+    ) -> list[str]:
+        until = (now + timedelta(seconds=lease_seconds)).timestamp()
+
+        def renew(conn: sqlite3.Connection) -> list[str]:
+            out = []
+            with _write(conn):
+                for mid, seq in claims:
+                    cur = conn.execute(
+                        Q["message_renew"],
+                        {"id": mid, "claim_seq": seq, "worker_id": worker_id, "lease_until": until},
+                    )
+                    if cur.rowcount == 1:
+                        out.append(mid)
+            return out
+
+        return await self._run(renew) if claims else []
+
     async def message_rescue_expired(self, now: datetime, limit: int = 1000) -> RescueResult:
         t = now.timestamp()
 

@@ -36,7 +36,13 @@ from sluice.config import Settings
 from sluice.connections import Connection, ConnectionState, hold_reason
 from sluice.errors import SluiceError
 from sluice.flow.breakers import BreakerPolicy, Breakers
-from sluice.flow.controls import CONTROL_PREFIX, Control, Mode, control_hold_reason
+from sluice.flow.controls import (
+    CONTROL_PREFIX,
+    FENCE_SECONDS,
+    Control,
+    Mode,
+    control_hold_reason,
+)
 from sluice.model import (
     Attempt,
     AttemptOutcome,
@@ -62,6 +68,11 @@ __all__ = ["Dispatcher", "WorkerStats", "new_worker_id"]
 
 #: Poll interval while traffic is flowing (see ``_claim_loop``).
 HOT_POLL = 0.01
+#: A send starts only if its lease outlasts the HTTP timeout by this much (at most; a
+#: tenth of what the lease leaves beyond the timeout when that is less).
+LEASE_MARGIN = 1.0
+#: Seconds a stopping worker keeps trying to write outcomes before it logs them instead.
+FINAL_FLUSH_SECONDS = 15.0
 #: Seconds a message waits when this worker cannot send it (no key to open its
 #: credentials, no secret to sign it): long enough not to spin, short enough for another
 #: worker, or this one once fixed, to take it soon.
@@ -82,6 +93,21 @@ def _unknown_scope(outcome: Outcome) -> str:
     if code and code not in said:
         said = f"{said}, code {code}"
     return f"unknown (provider refused: {said})"
+
+
+def _evidence(c: Completion) -> dict[str, Any]:
+    """What a completion says, for a log line when it cannot be written."""
+    a = c.attempt
+    return {
+        "message_id": c.message_id,
+        "claim_seq": c.claim_seq,
+        "verdict": c.status.value,
+        "outcome": a.outcome.value if a else None,
+        "error_code": a.error_code if a else None,
+        "provider_status": a.provider_status if a else None,
+        "provider_message_id": c.provider_message_id,
+        "started_at": a.started_at.isoformat() if a else None,
+    }
 
 
 def new_worker_id() -> str:
@@ -167,8 +193,15 @@ class Dispatcher:
         #: Messages whose send is a half-open breaker's probe (id -> original provider).
         self._probes: dict[str, str] = {}
         self._breakers_synced = 0.0
-        #: A send must start this soon after its claim, so that it ends within the lease.
-        self._send_deadline = 0.9 * (settings.lease_seconds - settings.http_timeout)
+        #: The claims this worker holds, from claim until their outcome is written or they
+        #: are released: message id -> (claim number, monotonic time of the claim). The
+        #: heartbeat renews their leases; a send starts only while its lease is sure.
+        self._claims: dict[str, tuple[int, float]] = {}
+        #: Monotonic times: when the last heartbeat that renewed every lease began, when
+        #: a heartbeat last succeeded, and since when this worker is fenced (None: not).
+        self._renewed_at = time.monotonic()
+        self._beat_ok_at = time.monotonic()
+        self._fenced_since: float | None = None
         self._in_flight = 0
         self._slot_free = asyncio.Event()
         self._buffer: list[Completion] = []
@@ -203,7 +236,7 @@ class Dispatcher:
             lease_seconds=self.settings.lease_seconds,
             providers=sorted(self.providers),
         )
-        await self._heartbeat()
+        await self._beat()
         # Throttles and breaker moves of other workers, applied the moment they are heard.
         unlisten = self.store.flow_listen(self._on_flow)
         # Never claim before the controls are known and acknowledged.
@@ -211,7 +244,7 @@ class Dispatcher:
         flusher = asyncio.create_task(self._flush_loop(), name="sluice-flush")
         background = [
             asyncio.create_task(self._reaper_loop(), name="sluice-reaper"),
-            asyncio.create_task(self._heartbeat_loop(), name="sluice-heartbeat"),
+            asyncio.create_task(self._beat_loop(), name="sluice-heartbeat"),
             asyncio.create_task(self.controls.run(self._stopping), name="sluice-controls"),
         ]
         if self.projector is not None:
@@ -236,11 +269,11 @@ class Dispatcher:
             self._buffer_ready.set()
             with contextlib.suppress(Exception):
                 await flusher
-            await self._flush()
+            await self._flush(final=True)
             await self._release_unstarted()
             with contextlib.suppress(Exception):
                 await self.limiter.close()
-            await self._heartbeat()
+            await self._beat()
             with contextlib.suppress(SluiceError):
                 await self.store.worker_stop(self.worker_id, self.clock.now())
             self.log.info("worker stopped", **self._stats_dict())
@@ -260,6 +293,12 @@ class Dispatcher:
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
+            if self._fenced():
+                # Cut off from the store: claim nothing (the claim would fail anyway, and
+                # what is claimed after a reconnect must meet the controls of now).
+                await self._sleep(0.1)
+                continue
+            claimed_at = time.monotonic()
             try:
                 batch = await self.store.message_claim(
                     self.worker_id,
@@ -273,6 +312,8 @@ class Dispatcher:
                 error_delay = min(error_delay * 2, 5.0)
                 continue
             error_delay = 0.1
+            for msg in batch:
+                self._claims[msg.id] = (msg.claim_seq, claimed_at)
             if batch:
                 self._last_work = time.monotonic()
                 self.stats.claimed += len(batch)
@@ -442,7 +483,6 @@ class Dispatcher:
             task.add_done_callback(self._tasks.discard)
 
     async def _deliver(self, msg: Message, connections: Connections) -> None:
-        claimed = time.monotonic()
         try:
             if self.stopping:
                 # Claimed but not started: hand it straight back, attempt refunded.
@@ -470,18 +510,15 @@ class Dispatcher:
                 await concurrency.acquire()
             outcome: Outcome | None = None
             t0 = time.perf_counter()
-            if time.monotonic() - claimed > self._send_deadline:
-                # Waited for a slot so long that the lease could run out during the call
-                # (and another worker send it too): hand it back unsent instead.
-                concurrency.release_now(None, 0.0)
-                self.stats.deferred += 1
-                self._put_back(msg, self.clock.now())
-                return
             try:
                 # The binding check: immediately before the provider call, with no await
                 # in between, registered so the next control change fences on this send.
                 started = self.clock.now()
-                if not self._allowed(msg, key, started) or self._held_off(msg, started):
+                if (
+                    not self._lease_sure(msg)
+                    or not self._allowed(msg, key, started)
+                    or self._held_off(msg, started)
+                ):
                     return
                 token = self.controls.admit(key)
                 try:
@@ -513,6 +550,40 @@ class Dispatcher:
             self._unprobe(msg)  # a probe that never reached the provider frees its slot
             self._in_flight -= 1
             self._slot_free.set()
+
+    def _fenced(self, now: float | None = None) -> bool:
+        """Cut off from the store too long to be sure of anything: start no send. (A
+        heartbeat may hang rather than fail, on a cut link: the time decides, and the
+        fence stays until a heartbeat succeeds and the controls have been reloaded.)"""
+        if self._fenced_since is not None:
+            return True
+        if (now or time.monotonic()) - self._beat_ok_at <= FENCE_SECONDS:
+            return False
+        self._fenced_since = self._beat_ok_at + FENCE_SECONDS
+        self.log.error(
+            "cut off from the store: starting no send until it answers again",
+            seconds=round(time.monotonic() - self._beat_ok_at, 1),
+        )
+        return True
+
+    def _lease_sure(self, msg: Message) -> bool:
+        """May ``msg``'s send start? Only while this worker holds its claim and the lease
+        outlasts the call: from the claim, or the last renewal, whichever came later.
+        Otherwise it goes back unsent, no attempt spent (a claim taken back meanwhile
+        is simply dropped: the worker that took it owns it now)."""
+        held = self._claims.get(msg.id)
+        if held is None or held[0] != msg.claim_seq:
+            self.log.warning("claim lost before the send; not sent", message_id=msg.id)
+            return False
+        now = time.monotonic()
+        lease, timeout = self.settings.lease_seconds, self.settings.http_timeout
+        valid = max(held[1], self._renewed_at) + lease
+        margin = min(LEASE_MARGIN, 0.1 * (lease - timeout))
+        if not self._fenced(now) and now + timeout + margin <= valid:
+            return True
+        self.stats.deferred += 1
+        self._put_back(msg, self.clock.now())
+        return False
 
     def _breaker_record(self, msg: Message, outcome: Outcome, now: datetime) -> None:
         """Count provider health: a send that went through, or a failure that is the
@@ -766,14 +837,20 @@ class Dispatcher:
                 await asyncio.sleep(self.settings.flush_interval)
             await self._flush()
 
-    async def _flush(self) -> None:
+    async def _flush(self, *, final: bool = False) -> None:
+        """Write buffered outcomes back. A failed write is tried again, for as long as the
+        worker runs: an outcome is evidence of what the provider answered, and dropping
+        it would leave a real delivery recorded only as ``lease_expired``. A write that
+        lands after the lease ran out is stored as not applied, but true. Only a
+        stopping worker gives up, after ``FINAL_FLUSH_SECONDS``, and then logs each
+        outcome it could not write."""
         async with self._flush_lock:
             self._buffer_ready.clear()
             if not self._buffer:
                 return
             batch, self._buffer = self._buffer, []
             delay = 0.1
-            deadline = time.monotonic() + self.settings.lease_seconds
+            give_up = time.monotonic() + FINAL_FLUSH_SECONDS
             while True:
                 try:
                     applied = await self.store.message_complete_many(
@@ -781,18 +858,16 @@ class Dispatcher:
                     )
                     break
                 except SluiceError as exc:
-                    if time.monotonic() > deadline:
-                        # The leases are gone by now: the reaper records these attempts as
-                        # lease_expired and the messages go round again. Nothing is lost.
-                        self.log.error(
-                            "could not write outcomes before the lease ran out",
-                            count=len(batch),
-                            error=str(exc),
-                        )
+                    if (final or self.stopping) and time.monotonic() > give_up:
+                        for c in batch:
+                            self._claims.pop(c.message_id, None)
+                            self.log.error("outcome not written; recorded here", **_evidence(c))
                         return
                     self.log.warning("write-back failed; retrying", error=str(exc), delay=delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)
+            for c in batch:
+                self._claims.pop(c.message_id, None)
             stale = len(batch) - len(applied)
             if stale:
                 self.stats.stale += stale
@@ -810,6 +885,8 @@ class Dispatcher:
         if not self._unstarted:
             return
         claims, self._unstarted = self._unstarted, []
+        for mid, _ in claims:  # released, or left to expire: no longer renewed either way
+            self._claims.pop(mid, None)
         try:
             released = await self.store.message_release(self.worker_id, claims, self.clock.now())
             self.stats.released += len(released)
@@ -841,28 +918,56 @@ class Dispatcher:
                 if result.requeued:
                     self.store.wake()
 
-    async def _heartbeat_loop(self) -> None:
+    async def _beat_loop(self) -> None:
+        # Often enough that a lease is renewed several times before it could run out.
+        every = min(5.0, self.settings.lease_seconds / 4)
         while True:
-            await asyncio.sleep(5.0)
-            await self._heartbeat()
+            await asyncio.sleep(every)
+            await self._beat()
 
-    async def _heartbeat(self) -> None:
-        if isinstance(self.clock, StoreClock):
-            try:
-                await self.clock.sync()
-            except SluiceError as exc:  # the last anchor holds; the monotonic clock goes on
-                self.log.warning("could not read the store's time", error=str(exc))
+    async def _beat(self) -> None:
+        """The heartbeat: read the store's time, say this worker is alive, and renew the
+        leases of every claim it holds. While beats fail for FENCE_SECONDS the worker
+        fences itself (no claim, no send); the first beat that succeeds again loads the
+        controls in force before the fence is lifted."""
+        began = time.monotonic()
+        claims = [(mid, seq) for mid, (seq, _) in self._claims.items()]
         try:
+            if isinstance(self.clock, StoreClock):
+                await self.clock.sync()
             await self.store.worker_heartbeat(
                 self.worker_id,
                 socket.gethostname(),
                 os.getpid(),
-                self._in_flight,
+                len(self._claims),
                 self.stats.sent,
                 self.clock.now(),
             )
+            renewed = set(
+                await self.store.message_renew(
+                    self.worker_id, claims, self.settings.lease_seconds, self.clock.now()
+                )
+            )
+            if self._fenced():  # cut off until now: load the controls of now first
+                await self.controls.refresh()
         except SluiceError as exc:
             self.log.warning("heartbeat failed", error=str(exc))
+            self._fenced()  # says so, the first time the failures reach the fence
+            return
+        for mid, seq in claims:
+            if mid not in renewed and self._claims.get(mid, (None,))[0] == seq:
+                # Written back meanwhile, or taken back: either way not ours to renew.
+                self._claims.pop(mid, None)
+        if self._fenced_since is not None:
+            self.log.warning(
+                "reconnected to the store; controls reloaded, sending again",
+                fenced_seconds=round(time.monotonic() - self._fenced_since, 1),
+            )
+            self._fenced_since = None
+        # The leases count from when the renewal was asked for; the store was reachable
+        # when it answered.
+        self._renewed_at = began
+        self._beat_ok_at = time.monotonic()
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

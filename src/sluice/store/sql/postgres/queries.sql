@@ -130,6 +130,15 @@ WHERE m.id = r.id AND m.claim_seq = r.claim_seq AND m.lease_until IS NOT NULL
   AND m.worker_id = %(worker_id)s
 RETURNING m.id::text
 
+-- name: message_renew
+-- A live worker's claims keep their leases: only a dead or cut-off worker's run out.
+UPDATE sluice_messages m
+SET lease_until = greatest(m.lease_until, %(lease_until)s)
+FROM unnest(%(ids)s::uuid[], %(claim_seqs)s::int[]) AS r(id, claim_seq)
+WHERE m.id = r.id AND m.claim_seq = r.claim_seq AND m.lease_until IS NOT NULL
+  AND m.worker_id = %(worker_id)s
+RETURNING m.id::text
+
 -- name: message_rescue_expired
 WITH expired AS (
     SELECT id FROM sluice_messages

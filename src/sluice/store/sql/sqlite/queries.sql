@@ -76,6 +76,11 @@ UPDATE sluice_messages
 SET status = 'queued', attempts = attempts - 1, lease_until = NULL, updated_at = :now
 WHERE id = :id AND claim_seq = :claim_seq AND status = 'sending' AND worker_id = :worker_id
 
+-- name: message_renew
+UPDATE sluice_messages
+SET lease_until = max(lease_until, :lease_until)
+WHERE id = :id AND claim_seq = :claim_seq AND status = 'sending' AND worker_id = :worker_id
+
 -- name: message_select_expired
 SELECT id, claim_seq, worker_id, provider, claimed_at, attempts, max_attempts
 FROM sluice_messages
