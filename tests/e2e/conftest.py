@@ -132,6 +132,9 @@ class Workers:
             env=full_env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            # Its own process group: teardown kills the worker with anything it runs
+            # under, so no worker outlives its test to claim the next test's messages.
+            start_new_session=True,
         )
         self.procs.append(proc)
         return proc
@@ -158,8 +161,9 @@ def workers(tmp_path: Path) -> Iterator[Workers]:
         yield w
     finally:
         for p in w.procs:
-            if p.poll() is None:
-                p.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(5)
 
 
