@@ -6,14 +6,18 @@
 --   {"k": key, "t": "b"|"n"|"c", "rate", "burst", "limit", "low", "urgent", "wend", "cd",
 --    "q": quota?, "h": holds?}
 -- ARGV[2]: key prefix.
+-- ARGV[3]: the time to judge by, in Unix seconds; empty: Redis's own clock.
 -- Returns JSON {"now": t, "d": [[ok, retry_at, check_index], ...], "e": [[key, t], ...],
 --               "x": [[key, request_index], ...]} (x: the first hold of a cap's window).
 -- Each cell is a hash {v = value, s = stamp} with an absolute expiry.
 
 local reqs = cjson.decode(ARGV[1])
 local prefix = ARGV[2]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local now = tonumber(ARGV[3])
+if now == nil then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
 
 local cache = {}
 local function get(key)

@@ -70,7 +70,7 @@ class _RedisBackend:
         self.script = self.client.register_script(source)
         self.prefix = prefix
 
-    async def apply(self, requests: Sequence[Request]) -> Outcome:
+    async def apply(self, requests: Sequence[Request], now: float | None = None) -> Outcome:
         import redis.exceptions
 
         payload = [
@@ -95,7 +95,9 @@ class _RedisBackend:
             for r in requests
         ]
         try:
-            raw = await self.script(args=[json.dumps(payload), self.prefix])
+            raw = await self.script(
+                args=[json.dumps(payload), self.prefix, "" if now is None else repr(now)]
+            )
         except (redis.exceptions.RedisError, OSError) as exc:
             # Unreachable, or answering with an error (a read-only replica after a
             # failover, out of memory): either way the fallback decides.
@@ -130,11 +132,11 @@ class _StoreBackend:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def apply(self, requests: Sequence[Request]) -> Outcome:
+    async def apply(self, requests: Sequence[Request], now: float | None = None) -> Outcome:
         keys = cells_of(requests)
 
-        def run(state: dict[str, Cell], now: float) -> Outcome:
-            return evaluate(state, requests, now)
+        def run(state: dict[str, Cell], store_now: float) -> Outcome:
+            return evaluate(state, requests, store_now if now is None else now)
 
         result: Outcome = await self.store.flow_state_apply(keys, run)
         return result
@@ -216,12 +218,19 @@ class Limiter:
         clock: Clock,
         logger: Any,
         worker_id: str,
+        shared_clock: Clock | None = None,
     ) -> None:
+        """``shared_clock`` is the time limits are judged by. By default that is the
+        clock of whatever keeps their state — Redis's ``TIME``, PostgreSQL's
+        ``clock_timestamp()``, this host's for SQLite — the one clock every worker
+        shares, so that hosts whose clocks disagree still agree on a bucket or a
+        window. Tests pass a ``FrozenClock`` to put the limits at any moment."""
         self.store = store
         self.settings = settings
         self.configured = list(configured)
         self.specs: list[LimitSpec] = merge(self.configured, [])
         self.clock = clock
+        self.shared_clock = shared_clock
         self.log = logger
         self.worker_id = worker_id
         #: (tenant, target) -> until: nothing goes there before.
@@ -309,7 +318,10 @@ class Limiter:
                 )
             else:
                 candidates.append(msg)
-        requests = requests_for(self.specs, candidates, now.timestamp())
+        judged = self._shared_now()
+        requests = requests_for(
+            self.specs, candidates, now.timestamp() if judged is None else judged
+        )
         if not requests:
             return candidates, defer, hold
         limited = {r.message_id for r in requests}
@@ -342,11 +354,15 @@ class Limiter:
             await self._cap_tripped(label, key, by_id[message_id], now)
         return go, defer, hold
 
+    def _shared_now(self) -> float | None:
+        """The time to judge limits by, when it is not the shared state's own."""
+        return None if self.shared_clock is None else self.shared_clock.now().timestamp()
+
     async def _apply(self, requests: Sequence[Request]) -> Outcome | None:
         if self._redis is None:
-            return await self._store_backend.apply(requests)
+            return await self._store_backend.apply(requests, self._shared_now())
         try:
-            return await self._redis.apply(requests)
+            return await self._redis.apply(requests, self._shared_now())
         except RedisUnavailable as exc:
             mode = self.settings.redis_fallback
             if time.monotonic() - self._redis_down_logged > 10.0:
@@ -362,7 +378,7 @@ class Limiter:
                     error=str(exc),
                 )
             if mode == "store":
-                return await self._store_backend.apply(requests)
+                return await self._store_backend.apply(requests, self._shared_now())
             if mode == "open":
                 return Outcome([Decision(r.message_id, True) for r in requests])
             return None
