@@ -61,9 +61,12 @@ async def drain(
     )
     async with httpx.AsyncClient(transport=httpx.MockTransport(receiver)) as client:
         log = structlog.get_logger("test")
+        # Limits judged by the test's clock too (not the database's), so that moving it
+        # moves their windows.
         limiter = Limiter(
-            store, settings, parse_limits(limits), clock=clock, logger=log, worker_id="w"
-        )
+            store, settings, parse_limits(limits), clock=clock, logger=log, worker_id="w",
+            shared_clock=clock,
+        )  # fmt: skip
         d = Dispatcher(
             store,
             {"webhook": WebhookProvider(client, SECRET, clock=clock, resolve=PUBLIC)},
@@ -79,7 +82,6 @@ async def drain(
 async def test_quota_at_95_percent__urgent_sent_low_priority_deferred_none_lost(
     store: Store,
 ) -> None:
-    # The store's limiter keeps time by the database clock: start there.
     clock = FrozenClock(datetime.now(UTC))
     quota = [
         {"kind": "quota", "tenant": "acme", "limit": 20, "window": "1d",

@@ -4,8 +4,10 @@ test runs against each, so the Python algorithm and the Lua script cannot drift 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import random
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -44,7 +46,10 @@ async def make(
 ) -> AsyncIterator[object]:
     made: list[Limiter] = []
 
-    def build(limits: list[dict[str, object]], **settings: object) -> Limiter:
+    def build(
+        limits: list[dict[str, object]], clock: FrozenClock | None = None, **settings: object
+    ) -> Limiter:
+        """A limiter judging by the shared state's own clock, or by ``clock`` if given."""
         base: dict[str, object] = {"database_url": "sqlite:///unused.db"}
         if request.param == "redis":
             base.update(redis_url=redis_url, redis_prefix=redis_prefix)
@@ -53,9 +58,10 @@ async def make(
             store,
             Settings(**base),  # type: ignore[arg-type]
             parse_limits(limits),
-            clock=FrozenClock(datetime.now(UTC)),
+            clock=clock or FrozenClock(datetime.now(UTC)),
             logger=_Log(),
             worker_id="w1",
+            shared_clock=clock,
         )
         made.append(limiter)
         return limiter
@@ -218,3 +224,217 @@ async def test_throttle__a_retry_after_defers_that_pair_on_every_worker(make) ->
     [(m, until, why)] = defer
     assert m.id == "m00002" and "throttled by twilio" in why
     assert 29 < (until - datetime.now(UTC)).total_seconds() < 31
+
+
+# -- windows (issue 11 item 10) -----------------------------------------------------------
+
+HOUR, DAY = 3600.0, 86400.0
+
+
+def boundary() -> datetime:
+    """A UTC midnight, where windows of a day or an hour aligned to the epoch end; two
+    days ahead, because Redis expires keys at the absolute times the limiter gives it,
+    so the limiter's time must not be in Redis's past."""
+    now = datetime.now(UTC).timestamp()
+    return datetime.fromtimestamp((now // DAY + 2) * DAY, UTC)
+
+
+def most_in_any_window(times: list[float], window: float) -> int:
+    """The most sends in any interval ``[a, a + window)``."""
+    times = sorted(times)
+    return max((bisect.bisect_left(times, t + window) - i for i, t in enumerate(times)), default=0)
+
+
+class Sender:
+    """Offers batches of new messages at moments the test picks; keeps the send times."""
+
+    def __init__(self, limiter: Limiter, clock: FrozenClock, **fields: object) -> None:
+        self.limiter, self.clock, self.fields = limiter, clock, fields
+        self.sent: list[float] = []
+        self.n = 0
+
+    async def offer(self, count: int) -> tuple[int, list[tuple[Message, datetime, str]], int]:
+        batch = [message(self.n + i, **self.fields) for i in range(count)]
+        self.n += count
+        go, defer, hold = await self.limiter.admit(batch)
+        self.sent += [self.clock.now().timestamp()] * len(go)
+        return len(go), defer, len(hold)
+
+
+WINDOWED = [
+    pytest.param({"kind": "quota", "provider": "twilio", "limit": 100, "window": "1d"},
+                 100, DAY, {}, id="quota-rolling-100/1d"),
+    pytest.param({"kind": "action", "action": "reply", "max": 100, "window": "1d"},
+                 100, DAY, {}, id="action-100/1d"),
+    pytest.param({"kind": "recipient", "action": "reply", "max": 3, "window": "1h"},
+                 3, HOUR, {"recipient": "+15550000001"}, id="recipient-3/1h"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("spec", "limit", "window", "fields"), WINDOWED)
+async def test_window__sends_either_side_of_the_boundary_never_exceed_the_limit(  # type: ignore[no-untyped-def]
+    make, spec, limit, window, fields
+) -> None:
+    """Issue 11 item 10: a window aligned to the epoch let 200 through against 100/day
+    within 2 s of midnight (6 against a recipient cap of 3/h). Now every window of the
+    limit's length holds at most the limit, wherever it starts."""
+    clock = FrozenClock(boundary() - timedelta(seconds=5))
+    sender = Sender(make([spec], clock), clock, action="reply", **fields)
+    for _ in range(20):  # a full batch every half second, from 5 s before to 5 s after
+        await sender.offer(limit)
+        clock.advance(0.5)
+    assert len(sender.sent) == limit
+    assert most_in_any_window(sender.sent, window) == limit
+
+
+@pytest.mark.parametrize(("spec", "limit", "window", "fields"), WINDOWED)
+async def test_window__slides_over_irregular_traffic_and_gives_capacity_back(  # type: ignore[no-untyped-def]
+    make, spec, limit, window, fields
+) -> None:
+    """Over two and a half windows of bursts at irregular moments, no window of the
+    limit's length holds more than the limit, and what leaves the window is given out
+    again (a large limit counts in slices of 1/24 of its window: never more than the
+    limit, at worst a slice late)."""
+    rng = random.Random(11)
+    clock = FrozenClock(boundary() - timedelta(seconds=window / 3))
+    sender = Sender(make([spec], clock), clock, action="reply", **fields)
+    end = clock.now() + timedelta(seconds=2.5 * window)
+    while clock.now() < end:
+        await sender.offer(rng.randint(1, limit))
+        clock.advance(rng.uniform(0, window / 10))
+    assert most_in_any_window(sender.sent, window) <= limit
+    # Capacity comes back as sends leave the window: two full windows' worth at least.
+    assert len(sender.sent) >= 2 * limit
+
+
+async def test_window__deferred_to_when_the_oldest_send_leaves_the_window(make) -> None:  # type: ignore[no-untyped-def]
+    clock = FrozenClock(boundary() - timedelta(minutes=100))  # 22:20, off the hour
+    spec = {"kind": "action", "action": "reply", "max": 3, "window": "1h"}
+    sender = Sender(make([spec], clock), clock, action="reply")
+    await sender.offer(1)
+    clock.advance(600)
+    await sender.offer(2)
+    _, [(_, until, why)], _ = await sender.offer(1)
+    assert why == "action(action=reply)"
+    first = sender.sent[0]
+    assert first + HOUR <= until.timestamp() <= first + HOUR + 1  # not 50 min later
+    clock.advance(HOUR - 600)  # the first send just left the window
+    sent, _, _ = await sender.offer(2)
+    assert sent == 1
+
+
+async def test_quota__fixed_window_resets_at_the_providers_time(make) -> None:  # type: ignore[no-untyped-def]
+    """A quota may follow its provider's fixed reset (``reset = "HH:MM"``, UTC): all of
+    the limit again from that moment, and only then."""
+    midnight = boundary()
+    clock = FrozenClock(midnight - timedelta(seconds=2))
+    spec = {"kind": "quota", "provider": "twilio", "limit": 100, "window": "1d",
+            "reset": "07:00"}  # fmt: skip
+    sender = Sender(make([spec], clock), clock)
+    assert (await sender.offer(100))[0] == 100
+    clock.advance(4)  # midnight is not this provider's reset
+    sent, [(_, until, _), *_], _ = await sender.offer(100)
+    assert sent == 0
+    assert until.timestamp() == pytest.approx((midnight + timedelta(hours=7)).timestamp(), abs=1)
+    clock.advance(7 * HOUR - 3)  # 06:59:59
+    assert (await sender.offer(100))[0] == 0
+    clock.advance(2)  # 07:00:01: the provider's new day
+    assert (await sender.offer(100))[0] == 100
+
+
+async def test_quota__a_threshold_is_said_once_per_window_not_each_time_use_climbs_back(  # type: ignore[no-untyped-def]
+    make,
+) -> None:
+    clock = FrozenClock(boundary())
+    spec = {"kind": "quota", "provider": "twilio", "limit": 10, "window": "1h"}
+    limiter = make([spec], clock)
+    sender = Sender(limiter, clock)
+    await sender.offer(6)
+    clock.advance(50 * 60)
+    await sender.offer(1)  # 7 of 10: 70 % crossed
+    clock.advance(11 * 60)  # the first 6 left the window: 1 of 10 used
+    await sender.offer(6)  # 70 % crossed again, 11 minutes after it was said
+    said = [kw["used_pct"] for event, kw in limiter.log.lines if event == "quota threshold crossed"]
+    assert said == [70]
+    clock.advance(HOUR)  # a window after it was said, a new crossing is news again
+    await sender.offer(7)
+    said = [kw["used_pct"] for event, kw in limiter.log.lines if event == "quota threshold crossed"]
+    assert said == [70, 70]
+
+
+@pytest.mark.parametrize("reset", ["rolling", "07:00"])
+async def test_quota__limits_list_shows_use_and_when_room_comes_back(
+    make, store: Store, reset
+) -> None:  # type: ignore[no-untyped-def]
+    from sluice.ops.limits import limit_list
+
+    clock = FrozenClock(boundary() + timedelta(hours=3))
+    spec = {"kind": "quota", "provider": "twilio", "limit": 40, "window": "1d", "reset": reset}
+    limiter = make([spec], clock)
+    sender = Sender(limiter, clock)
+    await sender.offer(5)
+    clock.advance(HOUR)
+    await sender.offer(25)
+    [view] = await limit_list(store, limiter.configured, limiter.settings, clock)
+    assert (view.used, view.remaining) == (30, 10)
+    if reset == "rolling":  # the first 5 leave the window a day after they were sent
+        assert view.window_ends == sender.sent[0] + DAY
+    else:
+        assert view.window_ends == (boundary() + timedelta(hours=7)).timestamp()
+
+
+async def test_redis_and_store__decide_alike_on_irregular_traffic(  # type: ignore[no-untyped-def]
+    store: Store, redis_url: str, redis_prefix: str
+) -> None:
+    """The Lua script and the Python algorithm, fed the same irregular traffic at the
+    same moments, send the same messages and defer them to the same moments."""
+    limits = parse_limits(
+        [
+            {"kind": "rate", "tenant": "acme", "rate": 0.01, "burst": 30},
+            {"kind": "quota", "provider": "twilio", "limit": 40, "window": "1h",
+             "urgent_priority": 5},
+            {"kind": "quota", "provider": "sendgrid", "limit": 12, "window": "1h",
+             "reset": "00:30"},
+            {"kind": "action", "action": "remind", "max": 5, "window": "20m"},
+            {"kind": "recipient", "action": "reply", "max": 2, "window": "30m",
+             "cooldown": "1m"},
+        ]
+    )  # fmt: skip
+    start = boundary() - timedelta(minutes=40)
+    runs = []
+    for settings in (
+        Settings(database_url="sqlite:///unused.db"),
+        Settings(database_url="sqlite:///unused.db", redis_url=redis_url,
+                 redis_prefix=redis_prefix),
+    ):  # fmt: skip
+        clock = FrozenClock(start)
+        limiter = Limiter(store, settings, limits, clock=clock, logger=_Log(), worker_id="w",
+                          shared_clock=clock)  # fmt: skip
+        limiter.rng = random.Random(1)  # the spread added to each deferral, alike
+        rng = random.Random(7)
+        seen = []
+        for step in range(120):
+            batch = [
+                message(
+                    step * 10 + i,
+                    provider=rng.choice(["twilio", "sendgrid"]),
+                    action=rng.choice(["remind", "reply", "other"]),
+                    recipient=rng.choice(["+15550000001", "+15550000002"]),
+                    priority=rng.choice([0, 9]),
+                )
+                for i in range(rng.randint(1, 6))
+            ]
+            go, defer, hold = await limiter.admit(batch)
+            seen.append(
+                (
+                    sorted(m.id for m in go),
+                    sorted((m.id, round(at.timestamp(), 3), why) for m, at, why in defer),
+                    sorted((m.id, why) for m, why in hold),
+                )
+            )
+            clock.advance(rng.uniform(0, 90))
+        await limiter.close()
+        runs.append(seen)
+    store_run, redis_run = runs
+    assert store_run == redis_run
+    assert sum(len(go) for go, _, _ in store_run) > 50  # a run that sent, not one that jammed

@@ -7,11 +7,13 @@ A *limit* is declared in ``sluice.toml`` (``[[limits]]`` tables) or set at run t
 kind           fields                                      a message over it is …
 =============  ==========================================  ================================
 ``rate``       ``rate`` (per second), ``burst``            deferred to when a token is free
-``quota``      ``limit``, ``window`` (``1d``),             deferred to the next window;
-               ``urgent_priority``, ``reserve`` (0.05)     below ``urgent_priority`` already
-                                                           when only ``reserve`` is left
+``quota``      ``limit``, ``window`` (``1d``), ``reset``   deferred to when the window has
+               (``rolling`` or ``HH:MM`` UTC),             room again; below
+               ``urgent_priority``, ``reserve`` (0.05)     ``urgent_priority`` already when
+                                                           only ``reserve`` is left
 ``recipient``  ``max``, ``window`` and/or ``cooldown``     held (a runaway loop, RB-10)
-``action``     ``max``, ``window``                         deferred to the next window
+``action``     ``max``, ``window``                         deferred to when the window has
+                                                           room again
 ``concurrency`` ``max`` (sends in flight, per worker)      waits for a free slot
 =============  ==========================================  ================================
 
@@ -20,7 +22,18 @@ means all of them *together* (a ``rate`` limit with only ``provider = "twilio"``
 bucket shared by every tenant). Recipient caps always count per (tenant, action,
 recipient).
 
-The shared state — bucket levels, window counters, last-send times — lives in Redis
+Windows slide: a recipient cap, an action cap or a quota allows at most its limit in
+*any* ``window`` seconds, wherever that span starts — never twice the limit across a
+boundary, as windows aligned to the epoch did. A count of at most ``LOG_MAX`` keeps the
+time of each use (exact); a larger one keeps ``SLICES`` slices of its window, counting a
+slice whole until its latest use is a window old (never over the limit; a use comes back
+at most a slice late). A quota with ``reset = "HH:MM"`` instead counts in fixed
+windows of its provider's, one of which starts at that time of day (UTC): for a provider
+whose quota really does renew at a set time, all of it comes back at that moment.
+A ``rate`` bucket has no window to cross: over any ``t`` seconds it lets at most
+``burst + rate * t`` through (a token bucket: GCRA by another name).
+
+The shared state — bucket levels, uses, last-send times — lives in Redis
 (``SLUICE_REDIS_URL``: one Lua script call per claimed batch, atomic) or in the store.
 Both run the same algorithm (``evaluate`` here; ``limits.lua`` for Redis) and pass the
 same test suite. A batch is decided message by message, in claim order, each message
@@ -31,9 +44,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from sluice.errors import ConfigError, ValidationError
 from sluice.model import Message
@@ -48,7 +62,9 @@ __all__ = [
     "Request",
     "evaluate",
     "parse_limits",
+    "quota_check",
     "requests_for",
+    "uses",
 ]
 
 KINDS = ("rate", "quota", "recipient", "action", "concurrency")
@@ -92,11 +108,21 @@ class LimitSpec:
     reserve: float = 0.05
     max: int | None = None
     cooldown: float | None = None
+    #: Quota: ``"rolling"`` (the default) or the provider's reset, ``"HH:MM"`` UTC.
+    reset: str | None = None
     source: str = "config"
 
     @property
     def key(self) -> tuple[str, str, str, str]:
         return (self.kind, self.tenant, self.provider, self.action)
+
+    @property
+    def anchor(self) -> float | None:
+        """Seconds into a UTC day at which a fixed quota window starts (None: rolling)."""
+        if self.reset is None or self.reset == "rolling":
+            return None
+        hours, minutes = self.reset.split(":")
+        return int(hours) * 3600.0 + int(minutes) * 60.0
 
     def applies(self, msg: Message) -> bool:
         return (
@@ -188,6 +214,8 @@ class LimitSpec:
         for name in need[kind]:
             if values.get(name) is None:
                 raise ConfigError(f"{where}: a {kind} limit needs {name}")
+        if raw.get("reset") is not None:
+            values["reset"] = _reset(where, kind, raw["reset"], values["window"])
         if kind == "rate" and values["burst"] is None:
             values["burst"] = max(1.0, float(values["rate"]))
         if kind == "rate" and values["burst"] < 1:
@@ -198,6 +226,26 @@ class LimitSpec:
         if kind == "recipient" and values.get("cooldown") is None and not counted:
             raise ConfigError(f"{where}: a recipient limit needs max and window, or cooldown")
         return cls(**values)
+
+
+_RESET = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
+
+
+def _reset(where: str, kind: str, raw: Any, window: float) -> str:
+    if kind != "quota":
+        raise ConfigError(f"{where}.reset is for quota limits (the others always slide)")
+    if raw == "rolling":
+        return "rolling"
+    if not isinstance(raw, str) or not _RESET.fullmatch(raw):
+        raise ConfigError(
+            f'{where}.reset must be "rolling" or the provider\'s reset time as HH:MM (UTC), '
+            f"not {raw!r}"
+        )
+    if 86400 % window:
+        raise ConfigError(
+            f"{where}.reset needs a window that divides a day (1d, 12h, 1h…), not {window:g}s"
+        )
+    return raw
 
 
 def parse_limits(table: Any, source: str = "sluice.toml") -> list[LimitSpec]:
@@ -226,11 +274,23 @@ def merge(configured: Iterable[LimitSpec], runtime: Iterable[LimitSpec]) -> list
 
 # -- the algorithm ----------------------------------------------------------------------
 
+#: A count limit of at most this many is kept as a log of the times of its uses, one cell
+#: each: exact, a use leaves the window the instant it is ``window`` old.
+LOG_MAX = 16
+#: A larger one is kept in ``SLICES`` slices of its window (one cell each, plus one for
+#: the slice the window's start cuts through), each a count and the time of its latest
+#: use. A slice counts whole until that latest use is a window old, so no window ever
+#: holds more than the limit; a use is given out again at most one slice (1/24 of the
+#: window) late, when later uses shared its slice.
+SLICES = 24
+
 
 @dataclass(slots=True)
 class Cell:
-    """One piece of shared state: a bucket (tokens, last refill), a counter (count) or a
-    last-send time (value = time). ``stamp < 0`` means the cell did not exist."""
+    """One piece of shared state: a bucket (tokens, last refill), a use or a slice of a
+    sliding count (how many, the latest when), a fixed window's count (count, window
+    start), a last-send time (value = time) or a mark. ``stamp < 0`` means the cell did
+    not exist."""
 
     value: float
     stamp: float
@@ -241,8 +301,9 @@ class Cell:
 class Check:
     """One condition a message must meet.
 
-    ``bucket``: take a token (``rate``, ``burst``). ``count``: ``count < limit`` in the
-    window ending at ``window_end`` (``low_limit`` for messages below ``urgent``).
+    ``bucket``: take a token (``rate``, ``burst``). ``count``: fewer than ``limit`` uses
+    (``low_limit`` for messages below ``urgent``) in the last ``window`` seconds — or,
+    with an ``anchor``, in the fixed window in force, one of which starts at ``anchor``.
     ``cooldown``: ``now - last >= cooldown``. ``hold``: refuse by holding, not deferring.
     """
 
@@ -254,7 +315,8 @@ class Check:
     limit: int = 0
     low_limit: int = 0
     urgent: bool = True
-    window_end: float = 0.0
+    window: float = 0.0
+    anchor: float | None = None
     cooldown: float = 0.0
     hold: bool = False
     #: Quota: record threshold crossings.
@@ -281,7 +343,7 @@ class Decision:
 @dataclass(slots=True)
 class Outcome:
     decisions: list[Decision] = field(default_factory=list)
-    #: (label, key, fraction) of every quota threshold first crossed.
+    #: (label, key, fraction) of every quota threshold first crossed in a window.
     events: list[tuple[str, str, float]] = field(default_factory=list)
     #: (label, key, message id) of the first message a holding cap refused in each of
     #: its windows (a runaway loop just caught: worth one audit row, not one per message).
@@ -298,17 +360,128 @@ def trip_key(key: str) -> str:
     return key + "#trip"
 
 
+def threshold_key(key: str) -> str:
+    """The cell holding the highest quota threshold already reported in this window."""
+    return key + "#t"
+
+
+def window_start(check: Check, now: float) -> float:
+    """The start of the fixed window of ``check`` in force at ``now``."""
+    assert check.anchor is not None
+    return check.anchor + math.floor((now - check.anchor) / check.window) * check.window
+
+
+def slot_keys(check: Check) -> list[str]:
+    """The cells a count keeps its uses in."""
+    if check.anchor is not None:
+        return [check.key]
+    if check.limit <= LOG_MAX:
+        return [f"{check.key}#l{i}" for i in range(check.limit)]
+    return [f"{check.key}#s{i}" for i in range(SLICES + 1)]
+
+
 def cells_of(requests: Sequence[Request]) -> list[str]:
     """Every cell ``evaluate`` reads or writes for ``requests``."""
-    keys = []
+    seen: set[str] = set()
+    keys: list[str] = []
     for r in requests:
         for c in r.checks:
-            keys.append(c.key)
+            if c.key in seen:  # a quota a whole batch shares: its cells once
+                continue
+            seen.add(c.key)
             if c.kind == "bucket":
-                keys.append(next_key(c.key))
-            if c.hold:
-                keys.append(trip_key(c.key))
+                keys += [c.key, next_key(c.key)]
+            elif c.kind == "count":
+                keys += slot_keys(c)
+                if c.hold:
+                    keys.append(trip_key(c.key))
+                if c.quota:
+                    keys.append(threshold_key(c.key))
+            else:
+                keys.append(c.key)
     return keys
+
+
+def _live(cell: Cell | None) -> TypeGuard[Cell]:
+    return cell is not None and cell.stamp >= 0
+
+
+def _same(a: float, b: float) -> bool:
+    """Two window or slice starts computed apart (floating point) are the same one."""
+    return abs(a - b) < 1e-6
+
+
+def uses(check: Check, state: Mapping[str, Cell], now: float) -> list[tuple[float, float]]:
+    """``(when it leaves the window, how many)`` of every use ``check`` counts at ``now``.
+
+    A sliding count's cell holds one use (a log) or the uses of one slice of the window
+    (``value`` of them, the latest at ``stamp``); either counts until its latest use is
+    a whole window old."""
+    out: list[tuple[float, float]] = []
+    if check.anchor is not None:
+        start = window_start(check, now)
+        cell = state.get(check.key)
+        if _live(cell) and _same(cell.stamp, start) and cell.value > 0:
+            out.append((start + check.window, cell.value))
+        return out
+    for key in slot_keys(check):
+        cell = state.get(key)
+        if _live(cell) and cell.value > 0 and now - cell.stamp < check.window:
+            out.append((cell.stamp + check.window, cell.value))
+    return out
+
+
+def _frees_at(used: list[tuple[float, float]], allowed: int, check: Check, now: float) -> float:
+    """When enough of ``used`` has left the window for one more use under ``allowed``."""
+    left = sum(n for _, n in used)
+    for at, n in sorted(used):
+        left -= n
+        if left < allowed:
+            return at
+    # Nothing can ever go under ``allowed`` (a reserve of the whole quota): try again
+    # when everything used now has left the window.
+    return max((at for at, _ in used), default=now + check.window)
+
+
+def _take(check: Check, state: dict[str, Cell], now: float, count: float) -> None:
+    """Record one use of ``check`` at ``now`` (``count``: its uses before this one)."""
+    if check.anchor is not None:
+        start = window_start(check, now)
+        state[check.key] = Cell(count + 1.0, start, start + check.window + 60.0)
+        return
+    expires = now + check.window + 60.0
+    if check.limit <= LOG_MAX:
+        for key in slot_keys(check):
+            cell = state.get(key)
+            if not _live(cell) or now - cell.stamp >= check.window:
+                state[key] = Cell(1.0, now, expires)
+                return
+        raise AssertionError("a log with no free slot passed its check")  # pragma: no cover
+    # The slice of ``now``; its cell last held the slice SLICES + 1 before, whose uses
+    # have all left the window.
+    length = check.window / SLICES
+    index = math.floor(now / length)
+    key = f"{check.key}#s{index % (SLICES + 1)}"
+    cell = state.get(key)
+    if _live(cell) and math.floor(cell.stamp / length) == index:
+        state[key] = Cell(cell.value + 1.0, max(cell.stamp, now), expires)
+    else:
+        state[key] = Cell(1.0, now, expires)
+
+
+def _fresh(check: Check, mark: Cell | None, now: float) -> bool:
+    """Was a once-per-window ``mark`` of ``check`` made in the window in force at ``now``
+    (for a sliding window: less than a window ago)?"""
+    if not _live(mark):
+        return False
+    if check.anchor is not None:
+        return _same(mark.stamp, window_start(check, now))
+    return now - mark.stamp < check.window
+
+
+def _mark(check: Check, value: float, now: float) -> Cell:
+    start = window_start(check, now) if check.anchor is not None else now
+    return Cell(value, start, start + check.window + 60.0)
 
 
 def evaluate(state: dict[str, Cell], requests: Sequence[Request], now: float) -> Outcome:
@@ -317,9 +490,12 @@ def evaluate(state: dict[str, Cell], requests: Sequence[Request], now: float) ->
 
     A message a bucket refuses gets the bucket's next free slot, one ``1/rate`` after the
     previous slot handed out (kept in the cell ``next_key``, shared by every worker), so
-    refusals queue up behind each other instead of all coming back at once.
+    refusals queue up behind each other instead of all coming back at once. A message a
+    count refuses comes back when enough of the window's uses have left it.
     """
     out = Outcome()
+    #: Uses per count in this round (``uses`` once per count, not once per message).
+    counted: dict[str, float] = {}
     for req in requests:
         failed: Check | None = None
         retry_at = now
@@ -340,10 +516,12 @@ def evaluate(state: dict[str, Cell], requests: Sequence[Request], now: float) ->
                     failed, retry_at = check, max(retry_at, slot)
                     break
             elif check.kind == "count":
-                count = 0.0 if cell is None or cell.stamp < 0 else cell.value
+                if check.key not in counted:
+                    counted[check.key] = sum(n for _, n in uses(check, state, now))
                 allowed = check.limit if check.urgent else check.low_limit
-                if count >= allowed:
-                    failed, retry_at = check, max(retry_at, check.window_end)
+                if counted[check.key] >= allowed:
+                    frees = _frees_at(uses(check, state, now), allowed, check, now)
+                    failed, retry_at = check, max(retry_at, frees)
                     break
             elif check.kind == "cooldown":
                 last = None if cell is None or cell.stamp < 0 else cell.value
@@ -356,9 +534,8 @@ def evaluate(state: dict[str, Cell], requests: Sequence[Request], now: float) ->
             if failed.hold:
                 reason = f"limit: {failed.label} reached; release or cancel to decide"
                 out.decisions.append(Decision(req.message_id, False, hold=reason, reason=reason))
-                marked = state.get(trip_key(failed.key))
-                if marked is None or marked.stamp < 0:
-                    state[trip_key(failed.key)] = Cell(1.0, now, failed.window_end + 60.0)
+                if not _fresh(failed, state.get(trip_key(failed.key)), now):
+                    state[trip_key(failed.key)] = _mark(failed, 1.0, now)
                     out.trips.append((failed.label, failed.key, req.message_id))
             else:
                 out.decisions.append(
@@ -366,26 +543,52 @@ def evaluate(state: dict[str, Cell], requests: Sequence[Request], now: float) ->
                 )
             continue
         for check in req.checks:
-            cell = state.get(check.key)
             if check.kind == "bucket":
                 ttl = now + check.burst / check.rate + 60.0
                 state[check.key] = Cell(levels[check.key] - 1.0, now, ttl)
             elif check.kind == "count":
-                before = 0.0 if cell is None or cell.stamp < 0 else cell.value
-                state[check.key] = Cell(before + 1.0, now, check.window_end + 60.0)
+                before = counted[check.key]
+                _take(check, state, now, before)
+                counted[check.key] = before + 1.0
                 if check.quota:
-                    for t in QUOTA_THRESHOLDS:
-                        if before < t * check.limit <= before + 1.0:
-                            out.events.append((check.label, check.key, t))
+                    _crossed(check, state, now, before, out)
             elif check.kind == "cooldown":
                 state[check.key] = Cell(now, now, now + check.cooldown + 60.0)
         out.decisions.append(Decision(req.message_id, True))
     return out
 
 
-def requests_for(
-    specs: Sequence[LimitSpec], messages: Iterable[Message], now: float
-) -> list[Request]:
+def _crossed(check: Check, state: dict[str, Cell], now: float, before: float, out: Outcome) -> None:
+    """Report the quota thresholds one more use crosses, each once per window: a count
+    that falls (a sliding window moving on) and rises again is not news again."""
+    mark = state.get(threshold_key(check.key))
+    reported = mark.value if mark is not None and _fresh(check, mark, now) else 0.0
+    highest = reported
+    for t in QUOTA_THRESHOLDS:
+        if before < t * check.limit <= before + 1.0 and t > reported:
+            out.events.append((check.label, check.key, t))
+            highest = t
+    if highest > reported:
+        state[threshold_key(check.key)] = _mark(check, highest, now)
+
+
+def quota_check(spec: LimitSpec, urgent: bool = True) -> Check:
+    """The check of a ``quota`` limit (``urgent``: the message may use the reserve)."""
+    assert spec.limit is not None and spec.window is not None
+    return Check(
+        f"q:{spec.tenant}|{spec.provider}|{spec.action}",
+        "count",
+        spec.label(),
+        limit=spec.limit,
+        low_limit=math.floor(spec.limit * (1.0 - spec.reserve)),
+        urgent=urgent,
+        window=spec.window,
+        anchor=spec.anchor,
+        quota=True,
+    )
+
+
+def requests_for(specs: Sequence[LimitSpec], messages: Iterable[Message]) -> list[Request]:
     """The checks every message must pass under ``specs`` (messages with none left out)."""
     out = []
     for msg in messages:
@@ -401,47 +604,31 @@ def requests_for(
                     Check(f"b:{scope}", "bucket", label, rate=spec.rate, burst=spec.burst)
                 )
             elif spec.kind == "quota":
-                assert spec.limit is not None and spec.window is not None
-                start = math.floor(now / spec.window) * spec.window
                 urgent = spec.urgent_priority is None or msg.priority >= spec.urgent_priority
-                low = math.floor(spec.limit * (1.0 - spec.reserve))
-                checks.append(
-                    Check(
-                        f"q:{scope}:{int(start)}",
-                        "count",
-                        label,
-                        limit=spec.limit,
-                        low_limit=low,
-                        urgent=urgent,
-                        window_end=start + spec.window,
-                        quota=True,
-                    )
-                )
+                checks.append(quota_check(spec, urgent))
             elif spec.kind == "action":
                 assert spec.max is not None and spec.window is not None
-                start = math.floor(now / spec.window) * spec.window
                 checks.append(
                     Check(
-                        f"a:{scope}:{int(start)}",
+                        f"a:{scope}",
                         "count",
                         label,
                         limit=spec.max,
                         low_limit=spec.max,
-                        window_end=start + spec.window,
+                        window=spec.window,
                     )
                 )
             elif spec.kind == "recipient":
                 who = f"{msg.tenant}|{msg.action}|{msg.recipient}"
                 if spec.max is not None and spec.window:
-                    start = math.floor(now / spec.window) * spec.window
                     checks.append(
                         Check(
-                            f"r:{scope}:{who}:{int(start)}",
+                            f"r:{scope}:{who}",
                             "count",
                             label,
                             limit=spec.max,
                             low_limit=spec.max,
-                            window_end=start + spec.window,
+                            window=spec.window,
                             hold=True,
                         )
                     )

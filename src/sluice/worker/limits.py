@@ -38,6 +38,7 @@ from sluice.config import Settings
 from sluice.errors import SluiceError
 from sluice.flow.limits import (
     Cell,
+    Check,
     Decision,
     LimitSpec,
     Outcome,
@@ -73,27 +74,7 @@ class _RedisBackend:
     async def apply(self, requests: Sequence[Request], now: float | None = None) -> Outcome:
         import redis.exceptions
 
-        payload = [
-            {
-                "c": [
-                    {
-                        "k": c.key,
-                        "t": {"bucket": "b", "count": "n", "cooldown": "c"}[c.kind],
-                        "rate": c.rate,
-                        "burst": c.burst,
-                        "limit": c.limit,
-                        "low": c.low_limit,
-                        "urgent": c.urgent,
-                        "wend": c.window_end,
-                        "cd": c.cooldown,
-                        "q": c.quota,
-                        "h": c.hold,
-                    }
-                    for c in r.checks
-                ]
-            }
-            for r in requests
-        ]
+        payload = [{"c": [_lua_check(c) for c in r.checks]} for r in requests]
         try:
             raw = await self.script(
                 args=[json.dumps(payload), self.prefix, "" if now is None else repr(now)]
@@ -126,6 +107,26 @@ class _RedisBackend:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _lua_check(c: Check) -> dict[str, Any]:
+    """A check as ``limits.lua`` reads it."""
+    out: dict[str, Any] = {
+        "k": c.key,
+        "t": {"bucket": "b", "count": "n", "cooldown": "c"}[c.kind],
+        "rate": c.rate,
+        "burst": c.burst,
+        "limit": c.limit,
+        "low": c.low_limit,
+        "urgent": c.urgent,
+        "w": c.window,
+        "cd": c.cooldown,
+        "q": c.quota,
+        "h": c.hold,
+    }
+    if c.anchor is not None:
+        out["a"] = c.anchor
+    return out
 
 
 class _StoreBackend:
@@ -318,10 +319,7 @@ class Limiter:
                 )
             else:
                 candidates.append(msg)
-        judged = self._shared_now()
-        requests = requests_for(
-            self.specs, candidates, now.timestamp() if judged is None else judged
-        )
+        requests = requests_for(self.specs, candidates)
         if not requests:
             return candidates, defer, hold
         limited = {r.message_id for r in requests}
