@@ -131,6 +131,56 @@ async def test_recipient_cap__a_runaway_loop_is_held_not_sent(store: Store) -> N
     assert all("recipient(action=auto_reply)" in (m.hold_reason or "") for m in held[3:])
 
 
+class Scripted:
+    """Answers each endpoint from its script in turn (then 200), counting every call."""
+
+    def __init__(self, **scripts: list[int]) -> None:
+        self.scripts = {name: list(codes) for name, codes in scripts.items()}
+        self.seen: Counter[str] = Counter()
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        name = request.url.path.rsplit("/", 1)[-1]
+        self.seen[name] += 1
+        script = self.scripts.get(name) or [200]
+        return httpx.Response(script.pop(0) if len(script) > 1 else script[0])
+
+
+async def drain_until_settled(
+    store: Store,
+    receiver: Scripted,
+    clock: FrozenClock,
+    limits: list[dict[str, object]],
+    ids: list[str],
+) -> None:
+    """Run the worker, then move time past the retries' backoff, until none of ``ids`` is
+    queued (a few tries: the backoff of the n-th is at most 2**n seconds)."""
+    for _ in range(8):
+        await drain(store, receiver, clock, limits)  # type: ignore[arg-type]
+        states = [(await store.message_get(i)).status for i in ids]
+        if Status.QUEUED not in states:
+            return
+        clock.advance(60)
+    raise AssertionError("messages still queued after eight rounds")
+
+
+async def test_recipient_cap__a_message_retried_after_5xx_counts_once_and_is_not_held(
+    store: Store,
+) -> None:
+    """Issue 11 item 8: with a cap of 2 an hour, one message that got two 5xx answers was
+    held as a runaway loop on its third try: each try had counted as a new message."""
+    clock = FrozenClock()
+    caps = [{"kind": "recipient", "action": "auto_reply", "max": 2, "window": "1h"}]
+    (flaky,) = await store.enqueue_many([hook("user", action="auto_reply")], clock.now())
+    receiver = Scripted(user=[500, 500, 200])
+    await drain_until_settled(store, receiver, clock, caps, [flaky])
+    m = await store.message_get(flaky)
+    assert m.status is Status.SENT and m.hold_reason is None
+    assert receiver.seen["user"] == 3
+    assert [a.error_code for a in await store.attempt_list(flaky)] == [
+        "PROVIDER_ERROR", "PROVIDER_ERROR", None,
+    ]  # fmt: skip
+
+
 async def test_429_retry_after__throttles_that_endpoint_without_spending_attempts(
     store: Store,
 ) -> None:

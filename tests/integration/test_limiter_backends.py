@@ -166,7 +166,7 @@ async def test_recipient__the_first_trip_per_window_is_audited_and_warned_once( 
     loop = [message(i, action="reply", recipient="+15550000001") for i in range(5)]
     await first.admit(loop[:3])
     await second.admit(loop[3:])
-    await first.admit([message(7, action="reply", recipient="+15550000002")] * 3)
+    await first.admit([message(7 + i, action="reply", recipient="+15550000002") for i in range(3)])
     tripped = [e for e in await store.audit_list() if e.action == "limit.tripped"]
     assert sorted(e.detail["recipient"] for e in tripped) == ["+15550000001", "+15550000002"]
     assert all(e.target == "recipient(action=reply)" for e in tripped)
@@ -386,8 +386,9 @@ async def test_quota__limits_list_shows_use_and_when_room_comes_back(
 async def test_redis_and_store__decide_alike_on_irregular_traffic(  # type: ignore[no-untyped-def]
     store: Store, redis_url: str, redis_prefix: str
 ) -> None:
-    """The Lua script and the Python algorithm, fed the same irregular traffic at the
-    same moments, send the same messages and defer them to the same moments."""
+    """The Lua script and the Python algorithm, fed the same irregular traffic (new
+    messages and retries) at the same moments, send the same messages and defer or
+    hold the same ones, to the same moments."""
     limits = parse_limits(
         [
             {"kind": "rate", "tenant": "acme", "rate": 0.01, "burst": 30},
@@ -413,8 +414,11 @@ async def test_redis_and_store__decide_alike_on_irregular_traffic(  # type: igno
         limiter.rng = random.Random(1)  # the spread added to each deferral, alike
         rng = random.Random(7)
         seen = []
+        tried: list[Message] = []
         for step in range(120):
-            batch = [
+            # Some messages come back for another try (after a 5xx, say).
+            retries = rng.sample(tried, min(len(tried), rng.randint(0, 2)))
+            batch = retries + [
                 message(
                     step * 10 + i,
                     provider=rng.choice(["twilio", "sendgrid"]),
@@ -424,6 +428,7 @@ async def test_redis_and_store__decide_alike_on_irregular_traffic(  # type: igno
                 )
                 for i in range(rng.randint(1, 6))
             ]
+            tried += batch[len(retries) :]
             go, defer, hold = await limiter.admit(batch)
             seen.append(
                 (
@@ -438,3 +443,44 @@ async def test_redis_and_store__decide_alike_on_irregular_traffic(  # type: igno
     store_run, redis_run = runs
     assert store_run == redis_run
     assert sum(len(go) for go, _, _ in store_run) > 50  # a run that sent, not one that jammed
+
+
+# -- a message counts once (issue 11 item 8) ------------------------------------------------
+
+
+async def test_recipient__a_retry_of_a_counted_message_passes_without_counting_again(  # type: ignore[no-untyped-def]
+    make,
+) -> None:
+    """A message that failed after the cap counted it comes back for another try: it was
+    counted once and passes as itself, however often it is tried; new messages to the
+    recipient still meet the cap."""
+    clock = FrozenClock(boundary())
+    limiter = make([{"kind": "recipient", "action": "reply", "max": 2, "window": "1h"}], clock)
+    first = message(1, action="reply", recipient="+15550000001")
+    for _ in range(3):  # the send and two retries, each after a 5xx
+        go, _, hold = await limiter.admit([first])
+        assert [m.id for m in go] == [first.id] and hold == []
+        clock.advance(30)
+    go, _, hold = await limiter.admit(
+        [message(n, action="reply", recipient="+15550000001") for n in (2, 3)]
+    )
+    assert [m.id for m in go] == ["m00002"]  # the second of 2: the first counted once
+    assert [m.id for m, _ in hold] == ["m00003"]
+    clock.advance(HOUR)  # counted messages leave the window; a retry then counts anew
+    go, _, _ = await limiter.admit([first])
+    assert [m.id for m in go] == [first.id]
+
+
+async def test_recipient__a_retry_is_not_deferred_by_its_own_cooldown(make) -> None:  # type: ignore[no-untyped-def]
+    clock = FrozenClock(boundary())
+    limiter = make([{"kind": "recipient", "action": "reply", "cooldown": "10m"}], clock)
+    first = message(1, action="reply", recipient="+15550000001")
+    assert len((await limiter.admit([first]))[0]) == 1
+    clock.advance(5)  # a 5xx, and the retry's backoff
+    go, defer, _ = await limiter.admit(
+        [first, message(2, action="reply", recipient="+15550000001")]
+    )
+    assert [m.id for m in go] == [first.id]
+    [(other, until, _)] = defer
+    assert other.id == "m00002"
+    assert until.timestamp() >= boundary().timestamp() + 600

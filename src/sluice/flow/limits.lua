@@ -4,7 +4,8 @@
 --
 -- ARGV[1]: JSON list of requests, each {"c": [check, ...]}; a check is
 --   {"k": key, "t": "b"|"n"|"c", "rate", "burst", "limit", "low", "urgent", "w": window,
---    "a": anchor (fixed windows; absent: sliding), "cd", "q": quota?, "h": holds?}
+--    "a": anchor (fixed windows; absent: sliding), "cd", "q": quota?, "h": holds?,
+--    "m": the message's marker cell (absent: none)}
 -- ARGV[2]: key prefix.
 -- ARGV[3]: the time to judge by, in Unix seconds; empty: Redis's own clock.
 -- Returns JSON {"now": t, "d": [[ok, retry_at, check_index], ...], "e": [[key, t], ...],
@@ -45,8 +46,9 @@ end
 
 local function same(a, b) return math.abs(a - b) < 1e-6 end
 local function fixed(c) return c.a ~= nil and c.a ~= cjson.null end
-local function window_start(c)
-  return c.a + math.floor((now - c.a) / c.w) * c.w
+local function window_start(c, t)
+  t = t or now
+  return c.a + math.floor((t - c.a) / c.w) * c.w
 end
 
 -- The cells a count keeps its uses in (see sluice.flow.limits.slot_keys).
@@ -140,6 +142,17 @@ local function mark(c, key, value)
   put(key, value, start, start + c.w + 60)
 end
 
+-- Did this very message pass the check on an earlier try, and does that still hold
+-- (its use still in the window, its cooldown still running)?
+local function marked(c)
+  if not c.m then return false end
+  local mk = get(c.m)
+  if not mk then return false end
+  if c.t == 'c' then return now - mk[2] < c.cd end
+  if fixed(c) then return same(window_start(c, mk[2]), window_start(c)) end
+  return now - mk[2] < c.w
+end
+
 local decisions, events, trips = {}, {}, {}
 local thresholds = {0.70, 0.85, 0.95}
 local counted = {}
@@ -147,9 +160,14 @@ local counted = {}
 for r, req in ipairs(reqs) do
   local failed, retry = 0, now
   local levels = {}
+  -- checks this very message passed on an earlier try: a retry is not one more message
+  local passed = {}
+  for i, c in ipairs(req.c) do passed[i] = marked(c) end
   for i, c in ipairs(req.c) do
     local cell = get(c.k)
-    if c.t == 'b' then
+    if passed[i] then
+      -- passes as itself
+    elseif c.t == 'b' then
       local tokens = c.burst
       if cell then
         tokens = math.min(c.burst, cell[1] + math.max(0, now - cell[2]) * c.rate)
@@ -197,8 +215,10 @@ for r, req in ipairs(reqs) do
       end
     end
   else
-    for _, c in ipairs(req.c) do
-      if c.t == 'b' then
+    for i, c in ipairs(req.c) do
+      if passed[i] then
+        -- counted on an earlier try
+      elseif c.t == 'b' then
         put(c.k, levels[c.k] - 1, now, now + c.burst / c.rate + 60)
       elseif c.t == 'n' then
         local before = counted[c.k]
@@ -222,6 +242,7 @@ for r, req in ipairs(reqs) do
       elseif c.t == 'c' then
         put(c.k, now, now, now + c.cd + 60)
       end
+      if c.m and not passed[i] then put(c.m, 1, now, now + c.w + c.cd + 60) end
     end
     table.insert(decisions, {1, 0, 0})
   end

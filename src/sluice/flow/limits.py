@@ -20,7 +20,8 @@ kind           fields                                      a message over it is 
 ``tenant``, ``provider`` and ``action`` select the messages a limit applies to; empty
 means all of them *together* (a ``rate`` limit with only ``provider = "twilio"`` is one
 bucket shared by every tenant). Recipient caps always count per (tenant, action,
-recipient).
+recipient), and count each message once: a retry of a message they counted passes as
+itself (a per-message marker cell, ``marker_key``).
 
 Windows slide: a recipient cap, an action cap or a quota allows at most its limit in
 *any* ``window`` seconds, wherever that span starts — never twice the limit across a
@@ -321,6 +322,9 @@ class Check:
     hold: bool = False
     #: Quota: record threshold crossings.
     quota: bool = False
+    #: The cell marking that this very message already passed this check (see
+    #: ``marker_key``); empty: a message is checked again on every try.
+    marker: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,6 +369,12 @@ def threshold_key(key: str) -> str:
     return key + "#t"
 
 
+def marker_key(key: str, message_id: str) -> str:
+    """The cell marking that message ``message_id`` passed (and was counted by) the
+    check of ``key``: its retries pass it as itself, without counting again."""
+    return f"{key}#m:{message_id}"
+
+
 def window_start(check: Check, now: float) -> float:
     """The start of the fixed window of ``check`` in force at ``now``."""
     assert check.anchor is not None
@@ -386,6 +396,8 @@ def cells_of(requests: Sequence[Request]) -> list[str]:
     keys: list[str] = []
     for r in requests:
         for c in r.checks:
+            if c.marker:
+                keys.append(c.marker)
             if c.key in seen:  # a quota a whole batch shares: its cells once
                 continue
             seen.add(c.key)
@@ -469,6 +481,18 @@ def _take(check: Check, state: dict[str, Cell], now: float, count: float) -> Non
         state[key] = Cell(1.0, now, expires)
 
 
+def _marked(check: Check, marker: Cell | None, now: float) -> bool:
+    """Did this message pass ``check`` at the marker's time, and does that still hold
+    now (its use still in the window, its cooldown still running)?"""
+    if not _live(marker):
+        return False
+    if check.kind == "cooldown":
+        return now - marker.stamp < check.cooldown
+    if check.anchor is not None:
+        return _same(window_start(check, marker.stamp), window_start(check, now))
+    return now - marker.stamp < check.window
+
+
 def _fresh(check: Check, mark: Cell | None, now: float) -> bool:
     """Was a once-per-window ``mark`` of ``check`` made in the window in force at ``now``
     (for a sliding window: less than a window ago)?"""
@@ -500,7 +524,12 @@ def evaluate(state: dict[str, Cell], requests: Sequence[Request], now: float) ->
         failed: Check | None = None
         retry_at = now
         levels: dict[str, float] = {}
+        # Checks this very message already passed on an earlier try: a retry after a 5xx
+        # is the same message, not one more towards a runaway-loop cap.
+        passed = {c for c in req.checks if c.marker and _marked(c, state.get(c.marker), now)}
         for check in req.checks:
+            if check in passed:
+                continue
             cell = state.get(check.key)
             if check.kind == "bucket":
                 if cell is None or cell.stamp < 0:
@@ -543,6 +572,10 @@ def evaluate(state: dict[str, Cell], requests: Sequence[Request], now: float) ->
                 )
             continue
         for check in req.checks:
+            if check in passed:
+                continue
+            if check.marker:
+                state[check.marker] = Cell(1.0, now, now + check.window + check.cooldown + 60.0)
             if check.kind == "bucket":
                 ttl = now + check.burst / check.rate + 60.0
                 state[check.key] = Cell(levels[check.key] - 1.0, now, ttl)
@@ -630,11 +663,18 @@ def requests_for(specs: Sequence[LimitSpec], messages: Iterable[Message]) -> lis
                             low_limit=spec.max,
                             window=spec.window,
                             hold=True,
+                            marker=marker_key(f"r:{scope}:{who}", msg.id),
                         )
                     )
                 if spec.cooldown:
                     checks.append(
-                        Check(f"c:{scope}:{who}", "cooldown", label, cooldown=spec.cooldown)
+                        Check(
+                            f"c:{scope}:{who}",
+                            "cooldown",
+                            label,
+                            cooldown=spec.cooldown,
+                            marker=marker_key(f"c:{scope}:{who}", msg.id),
+                        )
                     )
         if checks:
             out.append(Request(msg.id, tuple(checks)))

@@ -126,6 +126,8 @@ def _lua_check(c: Check) -> dict[str, Any]:
     }
     if c.anchor is not None:
         out["a"] = c.anchor
+    if c.marker:
+        out["m"] = c.marker
     return out
 
 
