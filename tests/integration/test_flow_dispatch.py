@@ -50,7 +50,11 @@ def hook(name: str, **kw: object) -> NewMessage:
 
 
 async def drain(
-    store: Store, receiver: Receiver, clock: FrozenClock, limits: list[dict[str, object]]
+    store: Store,
+    receiver: Receiver,
+    clock: FrozenClock,
+    limits: list[dict[str, object]],
+    secret: str | None = SECRET,
 ) -> Dispatcher:
     settings = Settings(
         database_url="sqlite:///unused.db",
@@ -69,7 +73,7 @@ async def drain(
         )  # fmt: skip
         d = Dispatcher(
             store,
-            {"webhook": WebhookProvider(client, SECRET, clock=clock, resolve=PUBLIC)},
+            {"webhook": WebhookProvider(client, secret, clock=clock, resolve=PUBLIC)},
             settings,
             clock=clock,
             worker_id="w",
@@ -179,6 +183,54 @@ async def test_recipient_cap__a_message_retried_after_5xx_counts_once_and_is_not
     assert [a.error_code for a in await store.attempt_list(flaky)] == [
         "PROVIDER_ERROR", "PROVIDER_ERROR", None,
     ]  # fmt: skip
+
+
+async def quota_used(store: Store, limits: list[dict[str, object]], clock: FrozenClock) -> int:
+    from sluice.ops.limits import limit_list
+
+    [view] = await limit_list(store, parse_limits(limits), clock=clock)
+    assert view.used is not None
+    return view.used
+
+
+async def test_quota__three_500s_do_not_push_a_healthy_message_to_the_next_window(
+    store: Store,
+) -> None:
+    """Issue 11 item 9: a quota's use was taken at admission and never given back, so
+    three 500s on a 3/day quota deferred a healthy message to the next window. A try
+    the provider did not accept gives its use back; only accepted sends count."""
+    clock = FrozenClock(datetime.now(UTC))
+    quota = [{"kind": "quota", "tenant": "acme", "limit": 3, "window": "1d"}]
+    (flaky,) = await store.enqueue_many([hook("flaky")], clock.now())
+    receiver = Scripted(flaky=[500, 500, 500, 200])
+    for _ in range(3):
+        await drain(store, receiver, clock, quota)  # type: ignore[arg-type]
+        clock.advance(60)  # past the retry's backoff
+    assert receiver.seen["flaky"] == 3
+
+    (healthy,) = await store.enqueue_many([hook("healthy")], clock.now())
+    await drain(store, receiver, clock, quota)  # type: ignore[arg-type]
+    assert (await store.message_get(healthy)).status is Status.SENT  # not tomorrow
+    assert (await store.message_get(flaky)).status is Status.SENT  # its fourth try
+    assert receiver.seen == {"flaky": 4, "healthy": 1}
+    assert await quota_used(store, quota, clock) == 2
+
+
+async def test_quota__messages_that_never_reached_the_provider_give_their_use_back(
+    store: Store,
+) -> None:
+    """Admitted, then not sent (here: a worker without the signing secret defers them):
+    the quota they took comes back at once, not at the next window."""
+    clock = FrozenClock(datetime.now(UTC))
+    quota = [{"kind": "quota", "tenant": "acme", "limit": 3, "window": "1d"}]
+    ids = await store.enqueue_many([hook(f"m{i}") for i in range(3)], clock.now())
+    receiver = Scripted()
+    d = await drain(store, receiver, clock, quota, secret=None)  # type: ignore[arg-type]
+    assert d.stats.deferred == 3 and sum(receiver.seen.values()) == 0
+    clock.advance(31)  # the worker-problem delay
+    await drain(store, receiver, clock, quota)  # type: ignore[arg-type]
+    assert [(await store.message_get(i)).status for i in ids] == [Status.SENT] * 3
+    assert await quota_used(store, quota, clock) == 3
 
 
 async def test_429_retry_after__throttles_that_endpoint_without_spending_attempts(

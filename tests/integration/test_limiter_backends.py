@@ -6,14 +6,14 @@ from __future__ import annotations
 import asyncio
 import bisect
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from sluice.clock import FrozenClock
 from sluice.config import Settings
-from sluice.flow.limits import parse_limits
+from sluice.flow.limits import Use, parse_limits
 from sluice.model import Message, Status
 from sluice.store import Store
 from sluice.worker.limits import Limiter
@@ -484,3 +484,195 @@ async def test_recipient__a_retry_is_not_deferred_by_its_own_cooldown(make) -> N
     [(other, until, _)] = defer
     assert other.id == "m00002"
     assert until.timestamp() >= boundary().timestamp() + 600
+
+
+# -- giving back what a try did not use (issue 11 item 9) -----------------------------------
+
+RATE_QUOTA_ACTION = [
+    {"kind": "rate", "tenant": "acme", "rate": 0.0001, "burst": 3},
+    {"kind": "quota", "tenant": "acme", "limit": 3, "window": "1d"},
+    {"kind": "action", "action": "notify", "max": 3, "window": "1d"},
+]
+
+
+async def admitted(limiter: Limiter, *ids: int) -> list[str]:
+    go, _, _ = await limiter.admit([message(n) for n in ids])
+    return [m.id for m in go]
+
+
+async def test_refund__a_try_that_sent_nothing_gives_back_tokens_quota_and_caps(make) -> None:  # type: ignore[no-untyped-def]
+    clock = FrozenClock(boundary())
+    limiter = make(RATE_QUOTA_ACTION, clock)
+    sent = [message(n) for n in (1, 2, 3)]
+    assert len((await limiter.admit(sent))[0]) == 3
+    assert await admitted(limiter, 4) == []  # everything spent
+    limiter.settle(sent, Use.NOTHING)  # paused, held, put back: no request left
+    await limiter.flush_refunds()
+    assert await admitted(limiter, 5, 6, 7, 8) == ["m00005", "m00006", "m00007"]
+
+
+async def test_refund__a_5xx_gives_back_quota_and_caps_but_keeps_the_rate_token(make) -> None:  # type: ignore[no-untyped-def]
+    """The provider saw the request (its rate counts it) but did not take the message
+    (its quota does not)."""
+    clock = FrozenClock(boundary())
+    limiter = make(RATE_QUOTA_ACTION[1:], clock)
+    sent = [message(n) for n in (1, 2, 3)]
+    await limiter.admit(sent)
+    limiter.settle(sent, Use.REQUEST)
+    await limiter.flush_refunds()
+    assert await admitted(limiter, 4, 5, 6) == ["m00004", "m00005", "m00006"]
+
+    bucket = make(RATE_QUOTA_ACTION[:1], clock)
+    sent = [message(n) for n in (11, 12, 13)]
+    await bucket.admit(sent)
+    bucket.settle(sent, Use.REQUEST)
+    await bucket.flush_refunds()
+    assert await admitted(bucket, 14) == []
+
+
+async def test_refund__sends_the_provider_took_keep_their_use(make) -> None:  # type: ignore[no-untyped-def]
+    clock = FrozenClock(boundary())
+    limiter = make(RATE_QUOTA_ACTION, clock)
+    sent = [message(n) for n in (1, 2, 3)]
+    await limiter.admit(sent)
+    limiter.settle(sent, Use.MESSAGE)
+    await limiter.flush_refunds()
+    assert await admitted(limiter, 4) == []
+
+
+async def test_refund__never_more_than_was_taken(make) -> None:  # type: ignore[no-untyped-def]
+    clock = FrozenClock(boundary())
+    limiter = make(RATE_QUOTA_ACTION[1:], clock)
+    a, b, c, d = (message(n) for n in (1, 2, 3, 4))
+    await limiter.admit([a, b, c, d])  # d is deferred: it took nothing
+    limiter.settle([a], Use.NOTHING)
+    limiter.settle([a, d], Use.NOTHING)  # a settled twice, d never admitted
+    await limiter.flush_refunds()
+    assert await admitted(limiter, 5, 6) == ["m00005"]  # a's one use, no more
+
+    bucket = make([{"kind": "rate", "tenant": "acme", "rate": 1, "burst": 2}], clock)
+    sent = [message(n) for n in (11, 12)]
+    await bucket.admit(sent)
+    clock.advance(10)  # the bucket is full again by itself
+    bucket.settle(sent, Use.NOTHING)
+    await bucket.flush_refunds()
+    assert len(await admitted(bucket, 13, 14, 15, 16)) == 2  # its burst, not 4
+
+
+@pytest.mark.parametrize(
+    ("spec", "after"),
+    [
+        pytest.param({"kind": "quota", "limit": 2, "window": "1d", "reset": "00:00"}, 2,
+                     id="fixed-window-replaced"),
+        pytest.param({"kind": "quota", "limit": 2, "window": "1h"}, HOUR + 1,
+                     id="rolling-log-use-left"),
+        pytest.param({"kind": "quota", "limit": 20, "window": "1h"}, HOUR + 1,
+                     id="rolling-slices-slot-taken-over"),
+    ],
+)  # fmt: skip
+async def test_refund__never_into_a_window_that_has_ended(make, spec, after) -> None:  # type: ignore[no-untyped-def]
+    """A use given back after its window ended would be room the window now in force
+    never lent: the refund is dropped, whatever the cells now hold (a new fixed window's
+    count, a slice's cell taken over by a slice a window later)."""
+    clock = FrozenClock(boundary() - timedelta(seconds=1))
+    limiter = make([{**spec, "tenant": "acme"}], clock)
+    limit = spec["limit"]
+    old = [message(n) for n in range(limit)]
+    assert len((await limiter.admit(old))[0]) == limit
+    clock.advance(after)
+    assert len(await admitted(limiter, *range(100, 100 + limit))) == limit
+    limiter.settle(old, Use.NOTHING)
+    await limiter.flush_refunds()
+    assert await admitted(limiter, 200) == []
+
+
+async def test_refund__a_retry_counts_again_only_after_its_use_came_back(make) -> None:  # type: ignore[no-untyped-def]
+    """The quota a failed try gave back is taken again by its retry: a message the
+    provider finally takes counts once."""
+    clock = FrozenClock(boundary())
+    limiter = make([{"kind": "quota", "tenant": "acme", "limit": 2, "window": "1d"}], clock)
+    flaky = message(1)
+    for _ in range(3):  # three 5xx
+        flaky.claim_seq += 1
+        assert await admitted_one(limiter, flaky)
+        limiter.settle([flaky], Use.REQUEST)
+        await limiter.flush_refunds()
+    flaky.claim_seq += 1
+    assert await admitted_one(limiter, flaky)
+    limiter.settle([flaky], Use.MESSAGE)
+    assert await admitted(limiter, 2, 3) == ["m00002"]
+
+
+async def admitted_one(limiter: Limiter, msg: Message) -> bool:
+    go, _, _ = await limiter.admit([msg])
+    return go == [msg]
+
+
+class _CountingStore:
+    """The real store, counting the limiter's round trips to it."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.applies = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    async def flow_state_apply(self, keys: object, fn: object) -> object:
+        self.applies += 1
+        return await self._store.flow_state_apply(keys, fn)  # type: ignore[arg-type]
+
+
+async def test_refund__a_flush_is_one_round_trip_however_many_messages(
+    store: Store, redis_url: str, redis_prefix: str
+) -> None:
+    """The dispatcher settles thousands of messages a second: their refunds go back in
+    one call per flush, to the store or to Redis."""
+    counting = _CountingStore(store)
+    clock = FrozenClock(boundary())
+    specs = parse_limits(
+        [
+            {"kind": "rate", "tenant": "acme", "rate": 1, "burst": 1000},
+            {"kind": "quota", "tenant": "acme", "limit": 1000, "window": "1d"},
+        ]
+    )
+    for redis in (False, True):
+        settings = Settings(
+            database_url="sqlite:///unused.db",
+            **({"redis_url": redis_url, "redis_prefix": redis_prefix} if redis else {}),
+        )
+        limiter = Limiter(counting, settings, specs, clock=clock, logger=_Log(),  # type: ignore[arg-type]
+                          worker_id="w", shared_clock=clock)  # fmt: skip
+        batch = [message(n) for n in range(300)]
+        assert len((await limiter.admit(batch))[0]) == 300
+        before = counting.applies
+        evals = await _evals_while(
+            redis_url, redis_prefix, lambda: _settle_and_flush(limiter, batch)
+        )
+        await limiter.close()
+        assert (counting.applies - before, evals) == ((0, 1) if redis else (1, 0))
+
+
+async def _settle_and_flush(limiter: Limiter, batch: list[Message]) -> None:
+    limiter.settle(batch, Use.NOTHING)
+    await limiter.flush_refunds()
+
+
+async def _evals_while(redis_url: str, prefix: str, work: Callable[[], Awaitable[None]]) -> int:
+    """Script calls that name ``prefix``, seen by Redis's MONITOR while ``work`` runs."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(redis_url)
+    seen = 0
+    end = prefix + "done"
+    async with client.monitor() as monitor:
+        await work()
+        await client.echo(end)
+        while True:
+            command = (await monitor.next_command())["command"]
+            if end in command:
+                break
+            if command.upper().startswith(("EVALSHA", "EVAL ")) and prefix in command:
+                seen += 1
+    await client.aclose()
+    return seen

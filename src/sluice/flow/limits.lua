@@ -2,7 +2,9 @@
 -- The same algorithm as sluice.flow.limits.evaluate (the Python side runs it against the
 -- store); the two are held to one test suite.
 --
--- ARGV[1]: JSON list of requests, each {"c": [check, ...]}; a check is
+-- ARGV[1]: JSON {"r": requests, "g": refunds}; a request is {"c": [check, ...]}, a
+--   refund {"c": check, "at": when its uses were taken, "n": how many} (given back
+--   first); a check is
 --   {"k": key, "t": "b"|"n"|"c", "rate", "burst", "limit", "low", "urgent", "w": window,
 --    "a": anchor (fixed windows; absent: sliding), "cd", "q": quota?, "h": holds?,
 --    "m": the message's marker cell (absent: none)}
@@ -16,7 +18,8 @@
 local LOG_MAX = 16   -- sluice.flow.limits.LOG_MAX
 local SLICES = 24    -- sluice.flow.limits.SLICES
 
-local reqs = cjson.decode(ARGV[1])
+local payload = cjson.decode(ARGV[1])
+local reqs, refunds = payload.r, payload.g
 local prefix = ARGV[2]
 local now = tonumber(ARGV[3])
 if now == nil then
@@ -152,6 +155,49 @@ local function marked(c)
   if fixed(c) then return same(window_start(c, mk[2]), window_start(c)) end
   return now - mk[2] < c.w
 end
+
+-- Undo the n uses a check took at `at`, as far as they still count: never into a window
+-- that has ended, never below zero, never a bucket over its burst
+-- (sluice.flow.limits.give_back).
+local function give_back(c, at, n)
+  if c.t == 'b' then
+    local cell = get(c.k)
+    if cell then
+      local tokens = math.min(c.burst, cell[1] + math.max(0, now - cell[2]) * c.rate)
+      put(c.k, math.min(c.burst, tokens + n), now, now + c.burst / c.rate + 60)
+    end
+    return
+  end
+  if c.t ~= 'n' then return end
+  if fixed(c) then
+    local start = window_start(c)
+    local cell = get(c.k)
+    if same(window_start(c, at), start) and cell and same(cell[2], start) then
+      put(c.k, math.max(0, cell[1] - n), cell[2], start + c.w + 60)
+    end
+    return
+  end
+  if now - at >= c.w then return end
+  if c.limit <= LOG_MAX then
+    for _, key in ipairs(slot_keys(c)) do
+      local cell = get(key)
+      if n > 0 and cell and math.abs(cell[2] - at) < 1e-7 then
+        put(key, 0, -1, now + 60)
+        n = n - 1
+      end
+    end
+    return
+  end
+  local length = c.w / SLICES
+  local index = math.floor(at / length)
+  local key = c.k .. '#s' .. string.format('%d', index % (SLICES + 1))
+  local cell = get(key)
+  if cell and math.floor(cell[2] / length) == index then
+    put(key, math.max(0, cell[1] - n), cell[2], cell[2] + c.w + 60)
+  end
+end
+
+for _, g in ipairs(refunds) do give_back(g.c, g.at, g.n) end
 
 local decisions, events, trips = {}, {}, {}
 local thresholds = {0.70, 0.85, 0.95}

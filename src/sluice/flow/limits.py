@@ -38,12 +38,14 @@ The shared state — bucket levels, uses, last-send times — lives in Redis
 (``SLUICE_REDIS_URL``: one Lua script call per claimed batch, atomic) or in the store.
 Both run the same algorithm (``evaluate`` here; ``limits.lua`` for Redis) and pass the
 same test suite. A batch is decided message by message, in claim order, each message
-all-or-nothing: a refused message takes no token from any of its buckets.
+all-or-nothing: a refused message takes no token from any of its buckets. What a try
+then did not use is given back (``Use``, ``refundable``, ``give_back``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -51,7 +53,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 from sluice.errors import ConfigError, ValidationError
-from sluice.model import Message
+from sluice.model import ErrorClass, ErrorCode, Message
+from sluice.model import Outcome as SendOutcome
 
 __all__ = [
     "KINDS",
@@ -60,11 +63,15 @@ __all__ = [
     "Check",
     "Decision",
     "LimitSpec",
+    "Refund",
     "Request",
+    "Use",
     "evaluate",
     "parse_limits",
     "quota_check",
+    "refundable",
     "requests_for",
+    "use_of",
     "uses",
 ]
 
@@ -344,8 +351,61 @@ class Decision:
     reason: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Refund:
+    """Uses to give back: what ``check`` took at ``taken_at`` for ``count`` messages."""
+
+    check: Check
+    taken_at: float
+    count: int = 1
+
+
+class Use(enum.Enum):
+    """What one try at a message used of what the limits gave it on admission.
+
+    What a try did not use is given back (``refundable``): a quota or an action cap
+    counts messages the provider took, a rate limit the requests it saw.
+    """
+
+    #: No request left (paused, held, deferred, put back at the last look, worker
+    #: stopping, no such provider): every token and count it took comes back.
+    NOTHING = "nothing"
+    #: A request reached the provider, or may have, and the provider did not take the
+    #: message (5xx, 429, timeout, a dropped connection, refused credentials): the rate
+    #: token stays spent — the provider saw a request — and quota and caps come back.
+    REQUEST = "request"
+    #: The provider took the message, or refused it for the message's own fault (a
+    #: permanent error): everything stays spent.
+    MESSAGE = "message"
+
+
+def use_of(outcome: SendOutcome | None) -> Use:
+    """What a try that ended in ``outcome`` used (``None``: no provider was called)."""
+    if outcome is None or outcome.code is ErrorCode.UNKNOWN_PROVIDER:
+        return Use.NOTHING
+    if outcome.ok or (
+        outcome.code is not None and outcome.code.error_class is ErrorClass.PERMANENT
+    ):
+        return Use.MESSAGE
+    return Use.REQUEST
+
+
+def refundable(check: Check, use: Use) -> bool:
+    """Does a try that used ``use`` give back what ``check`` took?
+
+    A recipient cap never does: it counts messages the application made for a
+    recipient, however they fared, and each only once (``marker_key``)."""
+    if use is Use.MESSAGE or check.marker:
+        return False
+    if check.kind == "bucket":
+        return use is Use.NOTHING
+    return check.kind == "count"
+
+
 @dataclass(slots=True)
 class Outcome:
+    #: When the batch was judged (its uses are stamped with it, for ``Refund``).
+    now: float = 0.0
     decisions: list[Decision] = field(default_factory=list)
     #: (label, key, fraction) of every quota threshold first crossed in a window.
     events: list[tuple[str, str, float]] = field(default_factory=list)
@@ -390,27 +450,27 @@ def slot_keys(check: Check) -> list[str]:
     return [f"{check.key}#s{i}" for i in range(SLICES + 1)]
 
 
-def cells_of(requests: Sequence[Request]) -> list[str]:
-    """Every cell ``evaluate`` reads or writes for ``requests``."""
+def cells_of(requests: Sequence[Request], refunds: Sequence[Refund] = ()) -> list[str]:
+    """Every cell ``evaluate`` reads or writes for ``requests`` and ``refunds``."""
     seen: set[str] = set()
     keys: list[str] = []
-    for r in requests:
-        for c in r.checks:
-            if c.marker:
-                keys.append(c.marker)
-            if c.key in seen:  # a quota a whole batch shares: its cells once
-                continue
-            seen.add(c.key)
-            if c.kind == "bucket":
-                keys += [c.key, next_key(c.key)]
-            elif c.kind == "count":
-                keys += slot_keys(c)
-                if c.hold:
-                    keys.append(trip_key(c.key))
-                if c.quota:
-                    keys.append(threshold_key(c.key))
-            else:
-                keys.append(c.key)
+    checks = [c for r in requests for c in r.checks] + [r.check for r in refunds]
+    for c in checks:
+        if c.marker:
+            keys.append(c.marker)
+        if c.key in seen:  # a quota a whole batch shares: its cells once
+            continue
+        seen.add(c.key)
+        if c.kind == "bucket":
+            keys += [c.key, next_key(c.key)]
+        elif c.kind == "count":
+            keys += slot_keys(c)
+            if c.hold:
+                keys.append(trip_key(c.key))
+            if c.quota:
+                keys.append(threshold_key(c.key))
+        else:
+            keys.append(c.key)
     return keys
 
 
@@ -508,16 +568,24 @@ def _mark(check: Check, value: float, now: float) -> Cell:
     return Cell(value, start, start + check.window + 60.0)
 
 
-def evaluate(state: dict[str, Cell], requests: Sequence[Request], now: float) -> Outcome:
-    """Decide ``requests`` in order against ``state`` at ``now``, updating ``state`` in
-    place (the caller writes back the cells it was given).
+def evaluate(
+    state: dict[str, Cell],
+    requests: Sequence[Request],
+    now: float,
+    refunds: Sequence[Refund] = (),
+) -> Outcome:
+    """Give back ``refunds`` (see ``give_back``), then decide ``requests`` in order
+    against ``state`` at ``now``, updating ``state`` in place (the caller writes back
+    the cells it was given).
 
     A message a bucket refuses gets the bucket's next free slot, one ``1/rate`` after the
     previous slot handed out (kept in the cell ``next_key``, shared by every worker), so
     refusals queue up behind each other instead of all coming back at once. A message a
     count refuses comes back when enough of the window's uses have left it.
     """
-    out = Outcome()
+    out = Outcome(now)
+    for refund in refunds:
+        give_back(state, refund, now)
     #: Uses per count in this round (``uses`` once per count, not once per message).
     counted: dict[str, float] = {}
     for req in requests:
@@ -591,6 +659,47 @@ def evaluate(state: dict[str, Cell], requests: Sequence[Request], now: float) ->
     return out
 
 
+def give_back(state: dict[str, Cell], refund: Refund, now: float) -> None:
+    """Undo the uses ``refund.check`` took at ``refund.taken_at``, as far as they still
+    count: never into a window that has ended (a fixed window since replaced, a use
+    already out of a sliding one), never below zero, never a bucket over its burst."""
+    check, at, n = refund.check, refund.taken_at, float(refund.count)
+    if check.kind == "bucket":
+        cell = state.get(check.key)
+        if _live(cell):  # gone: the bucket was full again, nothing to give back
+            tokens = min(check.burst, cell.value + max(0.0, now - cell.stamp) * check.rate)
+            ttl = now + check.burst / check.rate + 60.0
+            state[check.key] = Cell(min(check.burst, tokens + n), now, ttl)
+        return
+    if check.kind != "count":
+        return
+    if check.anchor is not None:
+        start = window_start(check, now)
+        cell = state.get(check.key)
+        if _same(window_start(check, at), start) and _live(cell) and _same(cell.stamp, start):
+            left = max(0.0, cell.value - n)
+            state[check.key] = Cell(left, cell.stamp, start + check.window + 60.0)
+        return
+    if now - at >= check.window:  # out of the window already: they count for nothing now
+        return
+    if check.limit <= LOG_MAX:
+        for key in slot_keys(check):
+            cell = state.get(key)
+            # Uses stamped alike are alike: any of them will do.
+            if n > 0 and _live(cell) and abs(cell.stamp - at) < 1e-7:
+                state[key] = Cell(0.0, -1.0, now + 60.0)
+                n -= 1.0
+        return
+    length = check.window / SLICES
+    index = math.floor(at / length)
+    key = f"{check.key}#s{index % (SLICES + 1)}"
+    cell = state.get(key)
+    if _live(cell) and math.floor(cell.stamp / length) == index:
+        # The slice keeps its latest time: the uses left in it count no less long.
+        left = max(0.0, cell.value - n)
+        state[key] = Cell(left, cell.stamp, cell.stamp + check.window + 60.0)
+
+
 def _crossed(check: Check, state: dict[str, Cell], now: float, before: float, out: Outcome) -> None:
     """Report the quota thresholds one more use crosses, each once per window: a count
     that falls (a sliding window moving on) and rises again is not news again."""
@@ -634,7 +743,13 @@ def requests_for(specs: Sequence[LimitSpec], messages: Iterable[Message]) -> lis
             if spec.kind == "rate":
                 assert spec.rate is not None and spec.burst is not None
                 checks.append(
-                    Check(f"b:{scope}", "bucket", label, rate=spec.rate, burst=spec.burst)
+                    Check(
+                        f"b:{scope}",
+                        "bucket",
+                        label,
+                        rate=float(spec.rate),
+                        burst=float(spec.burst),
+                    )
                 )
             elif spec.kind == "quota":
                 urgent = spec.urgent_priority is None or msg.priority >= spec.urgent_priority
