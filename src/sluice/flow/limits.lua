@@ -114,7 +114,7 @@ local function take(c, count)
   if c.limit <= LOG_MAX then
     for _, key in ipairs(slot_keys(c)) do
       local cell = get(key)
-      if not cell or now - cell[2] >= c.w then
+      if not cell or cell[1] <= 0 or now - cell[2] >= c.w then
         put(key, 1, now, now + c.w + 60)
         return
       end

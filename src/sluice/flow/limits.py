@@ -525,7 +525,7 @@ def _take(check: Check, state: dict[str, Cell], now: float, count: float) -> Non
     if check.limit <= LOG_MAX:
         for key in slot_keys(check):
             cell = state.get(key)
-            if not _live(cell) or now - cell.stamp >= check.window:
+            if not _live(cell) or cell.value <= 0 or now - cell.stamp >= check.window:
                 state[key] = Cell(1.0, now, expires)
                 return
         raise AssertionError("a log with no free slot passed its check")  # pragma: no cover
