@@ -594,9 +594,9 @@ def evaluate(
         levels: dict[str, float] = {}
         # Checks this very message already passed on an earlier try: a retry after a 5xx
         # is the same message, not one more towards a runaway-loop cap.
-        passed = {c for c in req.checks if c.marker and _marked(c, state.get(c.marker), now)}
-        for check in req.checks:
-            if check in passed:
+        passed = [bool(c.marker) and _marked(c, state.get(c.marker), now) for c in req.checks]
+        for check, already in zip(req.checks, passed, strict=True):
+            if already:
                 continue
             cell = state.get(check.key)
             if check.kind == "bucket":
@@ -639,8 +639,8 @@ def evaluate(
                     Decision(req.message_id, False, retry_at=retry_at, reason=failed.label)
                 )
             continue
-        for check in req.checks:
-            if check in passed:
+        for check, already in zip(req.checks, passed, strict=True):
+            if already:
                 continue
             if check.marker:
                 state[check.marker] = Cell(1.0, now, now + check.window + check.cooldown + 60.0)
@@ -730,67 +730,62 @@ def quota_check(spec: LimitSpec, urgent: bool = True) -> Check:
     )
 
 
+def _shared_checks(spec: LimitSpec) -> tuple[Check, Check] | None:
+    """The check of a limit every message it applies to shares (urgent, not urgent);
+    None for a recipient limit, whose checks are per message."""
+    scope = f"{spec.tenant}|{spec.provider}|{spec.action}"
+    if spec.kind == "rate":
+        assert spec.rate is not None and spec.burst is not None
+        bucket = Check(
+            f"b:{scope}", "bucket", spec.label(), rate=float(spec.rate), burst=float(spec.burst)
+        )
+        return bucket, bucket
+    if spec.kind == "quota":
+        return quota_check(spec, True), quota_check(spec, False)
+    if spec.kind == "action":
+        assert spec.max is not None and spec.window is not None
+        cap = Check(
+            f"a:{scope}", "count", spec.label(), limit=spec.max, low_limit=spec.max,
+            window=spec.window,
+        )  # fmt: skip
+        return cap, cap
+    return None
+
+
 def requests_for(specs: Sequence[LimitSpec], messages: Iterable[Message]) -> list[Request]:
     """The checks every message must pass under ``specs`` (messages with none left out)."""
+    # Built once per batch, not once per message: most checks are the same for all.
+    prepared = [
+        (spec, spec.label(), _shared_checks(spec)) for spec in specs if spec.kind != "concurrency"
+    ]
     out = []
     for msg in messages:
         checks: list[Check] = []
-        for spec in specs:
-            if spec.kind == "concurrency" or not spec.applies(msg):
+        for spec, label, shared in prepared:
+            if not spec.applies(msg):
                 continue
-            label = spec.label()
-            scope = f"{spec.tenant}|{spec.provider}|{spec.action}"
-            if spec.kind == "rate":
-                assert spec.rate is not None and spec.burst is not None
-                checks.append(
-                    Check(
-                        f"b:{scope}",
-                        "bucket",
-                        label,
-                        rate=float(spec.rate),
-                        burst=float(spec.burst),
-                    )
-                )
-            elif spec.kind == "quota":
+            if shared is not None:
                 urgent = spec.urgent_priority is None or msg.priority >= spec.urgent_priority
-                checks.append(quota_check(spec, urgent))
-            elif spec.kind == "action":
-                assert spec.max is not None and spec.window is not None
+                checks.append(shared[0] if urgent else shared[1])
+                continue
+            scope = f"{spec.tenant}|{spec.provider}|{spec.action}"
+            who = f"{msg.tenant}|{msg.action}|{msg.recipient}"
+            if spec.max is not None and spec.window:
+                key = f"r:{scope}:{who}"
                 checks.append(
                     Check(
-                        f"a:{scope}",
-                        "count",
-                        label,
-                        limit=spec.max,
-                        low_limit=spec.max,
-                        window=spec.window,
+                        key, "count", label, limit=spec.max, low_limit=spec.max,
+                        window=spec.window, hold=True, marker=marker_key(key, msg.id),
                     )
-                )
-            elif spec.kind == "recipient":
-                who = f"{msg.tenant}|{msg.action}|{msg.recipient}"
-                if spec.max is not None and spec.window:
-                    checks.append(
-                        Check(
-                            f"r:{scope}:{who}",
-                            "count",
-                            label,
-                            limit=spec.max,
-                            low_limit=spec.max,
-                            window=spec.window,
-                            hold=True,
-                            marker=marker_key(f"r:{scope}:{who}", msg.id),
-                        )
+                )  # fmt: skip
+            if spec.cooldown:
+                key = f"c:{scope}:{who}"
+                checks.append(
+                    Check(
+                        key, "cooldown", label, cooldown=spec.cooldown,
+                        marker=marker_key(key, msg.id),
                     )
-                if spec.cooldown:
-                    checks.append(
-                        Check(
-                            f"c:{scope}:{who}",
-                            "cooldown",
-                            label,
-                            cooldown=spec.cooldown,
-                            marker=marker_key(f"c:{scope}:{who}", msg.id),
-                        )
-                    )
+                )  # fmt: skip
         if checks:
             out.append(Request(msg.id, tuple(checks)))
     return out
