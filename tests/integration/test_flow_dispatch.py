@@ -233,6 +233,28 @@ async def test_quota__messages_that_never_reached_the_provider_give_their_use_ba
     assert await quota_used(store, quota, clock) == 3
 
 
+async def test_action_cap__sends_either_side_of_midnight_stay_under_the_cap(
+    store: Store,
+) -> None:
+    """Issue 11 item 10 through a real worker: a daily cap of 5, messages waiting
+    from two seconds before midnight to two after. Epoch-aligned windows sent 5 on each
+    side (10 within 4 s); the window now slides, so the other 5 wait a day."""
+    midnight = (datetime.now(UTC).timestamp() // DAY + 2) * DAY
+    clock = FrozenClock(datetime.fromtimestamp(midnight - 2, UTC))
+    cap = [{"kind": "action", "action": "reminder", "max": 5, "window": "1d"}]
+    ids = await store.enqueue_many(
+        [hook(f"r{i}", action="reminder") for i in range(10)], clock.now()
+    )
+    receiver = Receiver()
+    await drain(store, receiver, clock, cap)
+    clock.advance(4)  # past midnight
+    await drain(store, receiver, clock, cap)
+    assert sum(receiver.seen.values()) == 5
+    waiting = [m for m in [await store.message_get(i) for i in ids] if m.status is Status.QUEUED]
+    assert len(waiting) == 5
+    assert all(m.run_at.timestamp() >= midnight - 2 + DAY for m in waiting)
+
+
 async def test_429_retry_after__throttles_that_endpoint_without_spending_attempts(
     store: Store,
 ) -> None:
