@@ -1766,8 +1766,10 @@ def limits_list(database_url: DatabaseUrl = None, as_json: JsonOutput = False) -
         if s.kind == "rate":
             what = f"{s.rate}/s, burst {s.burst}"
         elif s.kind == "quota":
+            resets = f"resets {s.reset} UTC" if s.anchor is not None else "rolling"
             what = (
-                f"{s.limit} per {s.window}s, urgent ≥ {s.urgent_priority}, reserve {s.reserve:.0%}"
+                f"{s.limit} per {s.window}s ({resets}), urgent ≥ {s.urgent_priority}, "
+                f"reserve {s.reserve:.0%}"
             )
         elif s.kind == "recipient":
             what = f"max {s.max} per {s.window}s, cooldown {s.cooldown or 0}s"
@@ -1796,6 +1798,10 @@ def limits_set(
         int | None, typer.Option(help="quota: priority that may use the reserve.")
     ] = None,
     reserve: Annotated[float | None, typer.Option(help="quota: fraction kept for urgent.")] = None,
+    reset: Annotated[
+        str | None,
+        typer.Option(help="quota: rolling (default), or the provider's reset time HH:MM UTC."),
+    ] = None,
     max_: Annotated[
         int | None, typer.Option("--max", help="recipient/action/concurrency: the cap.")
     ] = None,
@@ -1812,7 +1818,7 @@ def limits_set(
                            "action": action or ""}  # fmt: skip
     for name, value in (("rate", rate), ("burst", burst), ("limit", limit), ("window", window),
                         ("urgent_priority", urgent_priority), ("reserve", reserve),
-                        ("max", max_), ("cooldown", cooldown)):  # fmt: skip
+                        ("reset", reset), ("max", max_), ("cooldown", cooldown)):  # fmt: skip
         if value is not None:
             raw[name] = value
     settings = _settings(database_url)

@@ -53,6 +53,9 @@ def test_kill_resume__round_trip_with_no_workers(db: Path) -> None:
     assert state(db) == ([], [])
 
 
+QUOTA_RESET_7AM = "limits set quota --limit 9 --window 1d --reset 7am --reason x".split()  # noqa: SIM905 - reads as typed
+
+
 @pytest.mark.parametrize(
     ("args", "problem"),
     [
@@ -65,6 +68,7 @@ def test_kill_resume__round_trip_with_no_workers(db: Path) -> None:
         (["held", "list", "--limit", "0"], "limit: must be at least 1"),
         (["limits", "set", "rate", "--rate", "-1", "--reason", "x"], "rate: must be greater"),
         (["limits", "set", "speed", "--reason", "x"], "kind: must be one of"),
+        (QUOTA_RESET_7AM, 'reset: must be "rolling" or the provider\'s reset time'),
         (["limits", "clear", "rate", "--tenant", "a", "--reason", "x"], "no run-time rate"),
     ],
 )

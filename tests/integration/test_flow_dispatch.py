@@ -51,7 +51,11 @@ def hook(name: str, **kw: object) -> NewMessage:
 
 
 async def drain(
-    store: Store, receiver: Receiver, clock: FrozenClock, limits: list[dict[str, object]]
+    store: Store,
+    receiver: Receiver,
+    clock: FrozenClock,
+    limits: list[dict[str, object]],
+    secret: str | None = SECRET,
 ) -> Dispatcher:
     settings = Settings(
         database_url="sqlite:///unused.db",
@@ -62,12 +66,15 @@ async def drain(
     )
     async with httpx.AsyncClient(transport=httpx.MockTransport(receiver)) as client:
         log = structlog.get_logger("test")
+        # Limits judged by the test's clock too (not the database's), so that moving it
+        # moves their windows.
         limiter = Limiter(
-            store, settings, parse_limits(limits), clock=clock, logger=log, worker_id="w"
-        )
+            store, settings, parse_limits(limits), clock=clock, logger=log, worker_id="w",
+            shared_clock=clock,
+        )  # fmt: skip
         d = Dispatcher(
             store,
-            {"webhook": WebhookProvider(client, SECRET, clock=clock, resolve=PUBLIC)},
+            {"webhook": WebhookProvider(client, secret, clock=clock, resolve=PUBLIC)},
             settings,
             clock=clock,
             worker_id="w",
@@ -80,7 +87,6 @@ async def drain(
 async def test_quota_at_95_percent__urgent_sent_low_priority_deferred_none_lost(
     store: Store,
 ) -> None:
-    # The store's limiter keeps time by the database clock: start there.
     clock = FrozenClock(datetime.now(UTC))
     quota = [
         {"kind": "quota", "tenant": "acme", "limit": 20, "window": "1d",
@@ -128,6 +134,126 @@ async def test_recipient_cap__a_runaway_loop_is_held_not_sent(store: Store) -> N
     held = [await store.message_get(i) for i in loop]
     assert Counter(m.status.value for m in held) == {"sent": 3, "held": 7}
     assert all("recipient(action=auto_reply)" in (m.hold_reason or "") for m in held[3:])
+
+
+class Scripted:
+    """Answers each endpoint from its script in turn (then 200), counting every call."""
+
+    def __init__(self, **scripts: list[int]) -> None:
+        self.scripts = {name: list(codes) for name, codes in scripts.items()}
+        self.seen: Counter[str] = Counter()
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        name = request.url.path.rsplit("/", 1)[-1]
+        self.seen[name] += 1
+        script = self.scripts.get(name) or [200]
+        return httpx.Response(script.pop(0) if len(script) > 1 else script[0])
+
+
+async def drain_until_settled(
+    store: Store,
+    receiver: Scripted,
+    clock: FrozenClock,
+    limits: list[dict[str, object]],
+    ids: list[str],
+) -> None:
+    """Run the worker, then move time past the retries' backoff, until none of ``ids`` is
+    queued (a few tries: the backoff of the n-th is at most 2**n seconds)."""
+    for _ in range(8):
+        await drain(store, receiver, clock, limits)  # type: ignore[arg-type]
+        states = [(await store.message_get(i)).status for i in ids]
+        if Status.QUEUED not in states:
+            return
+        clock.advance(60)
+    raise AssertionError("messages still queued after eight rounds")
+
+
+async def test_recipient_cap__a_message_retried_after_5xx_counts_once_and_is_not_held(
+    store: Store,
+) -> None:
+    """Issue 11 item 8: with a cap of 2 an hour, one message that got two 5xx answers was
+    held as a runaway loop on its third try: each try had counted as a new message."""
+    clock = FrozenClock()
+    caps = [{"kind": "recipient", "action": "auto_reply", "max": 2, "window": "1h"}]
+    (flaky,) = await store.enqueue_many([hook("user", action="auto_reply")], clock.now())
+    receiver = Scripted(user=[500, 500, 200])
+    await drain_until_settled(store, receiver, clock, caps, [flaky])
+    m = await store.message_get(flaky)
+    assert m.status is Status.SENT and m.hold_reason is None
+    assert receiver.seen["user"] == 3
+    assert [a.error_code for a in await store.attempt_list(flaky)] == [
+        "PROVIDER_ERROR", "PROVIDER_ERROR", None,
+    ]  # fmt: skip
+
+
+async def quota_used(store: Store, limits: list[dict[str, object]], clock: FrozenClock) -> int:
+    from sluice.ops.limits import limit_list
+
+    [view] = await limit_list(store, parse_limits(limits), clock=clock)
+    assert view.used is not None
+    return view.used
+
+
+async def test_quota__three_500s_do_not_push_a_healthy_message_to_the_next_window(
+    store: Store,
+) -> None:
+    """Issue 11 item 9: a quota's use was taken at admission and never given back, so
+    three 500s on a 3/day quota deferred a healthy message to the next window. A try
+    the provider did not accept gives its use back; only accepted sends count."""
+    clock = FrozenClock(datetime.now(UTC))
+    quota = [{"kind": "quota", "tenant": "acme", "limit": 3, "window": "1d"}]
+    (flaky,) = await store.enqueue_many([hook("flaky")], clock.now())
+    receiver = Scripted(flaky=[500, 500, 500, 200])
+    for _ in range(3):
+        await drain(store, receiver, clock, quota)  # type: ignore[arg-type]
+        clock.advance(60)  # past the retry's backoff
+    assert receiver.seen["flaky"] == 3
+
+    (healthy,) = await store.enqueue_many([hook("healthy")], clock.now())
+    await drain(store, receiver, clock, quota)  # type: ignore[arg-type]
+    assert (await store.message_get(healthy)).status is Status.SENT  # not tomorrow
+    assert (await store.message_get(flaky)).status is Status.SENT  # its fourth try
+    assert receiver.seen == {"flaky": 4, "healthy": 1}
+    assert await quota_used(store, quota, clock) == 2
+
+
+async def test_quota__messages_that_never_reached_the_provider_give_their_use_back(
+    store: Store,
+) -> None:
+    """Admitted, then not sent (here: a worker without the signing secret defers them):
+    the quota they took comes back at once, not at the next window."""
+    clock = FrozenClock(datetime.now(UTC))
+    quota = [{"kind": "quota", "tenant": "acme", "limit": 3, "window": "1d"}]
+    ids = await store.enqueue_many([hook(f"m{i}") for i in range(3)], clock.now())
+    receiver = Scripted()
+    d = await drain(store, receiver, clock, quota, secret=None)  # type: ignore[arg-type]
+    assert d.stats.deferred == 3 and sum(receiver.seen.values()) == 0
+    clock.advance(31)  # the worker-problem delay
+    await drain(store, receiver, clock, quota)  # type: ignore[arg-type]
+    assert [(await store.message_get(i)).status for i in ids] == [Status.SENT] * 3
+    assert await quota_used(store, quota, clock) == 3
+
+
+async def test_action_cap__sends_either_side_of_midnight_stay_under_the_cap(
+    store: Store,
+) -> None:
+    """Issue 11 item 10 through a real worker: a daily cap of 5, messages waiting
+    from two seconds before midnight to two after. Epoch-aligned windows sent 5 on each
+    side (10 within 4 s); the window now slides, so the other 5 wait a day."""
+    midnight = (datetime.now(UTC).timestamp() // DAY + 2) * DAY
+    clock = FrozenClock(datetime.fromtimestamp(midnight - 2, UTC))
+    cap = [{"kind": "action", "action": "reminder", "max": 5, "window": "1d"}]
+    ids = await store.enqueue_many(
+        [hook(f"r{i}", action="reminder") for i in range(10)], clock.now()
+    )
+    receiver = Receiver()
+    await drain(store, receiver, clock, cap)
+    clock.advance(4)  # past midnight
+    await drain(store, receiver, clock, cap)
+    assert sum(receiver.seen.values()) == 5
+    waiting = [m for m in [await store.message_get(i) for i in ids] if m.status is Status.QUEUED]
+    assert len(waiting) == 5
+    assert all(m.run_at.timestamp() >= midnight - 2 + DAY for m in waiting)
 
 
 async def test_429_retry_after__throttles_that_endpoint_without_spending_attempts(

@@ -49,6 +49,11 @@ def test_parse__each_kind_with_defaults() -> None:
         ({"kind": "quota", "limit": 10, "window": "soon"}, "is not a duration"),
         ({"kind": "quota", "limit": 10, "window": "1d", "reserve": 1.5}, "reserve must be"),
         ({"kind": "recipient", "max": 3}, "needs max and window, or cooldown"),
+        ({"kind": "quota", "limit": 9, "window": "1d", "reset": "7am"}, "reset must be"),
+        ({"kind": "quota", "limit": 9, "window": "1d", "reset": "24:00"}, "reset must be"),
+        ({"kind": "quota", "limit": 9, "window": "2d", "reset": "07:00"}, "divides a day"),
+        ({"kind": "quota", "limit": 9, "window": "7h", "reset": "07:00"}, "divides a day"),
+        ({"kind": "action", "max": 9, "window": "1d", "reset": "07:00"}, "reset is for quota"),
         ({"kind": "rate", "rate": 1, "colour": "red"}, "unknown field 'colour'"),
         ({"kind": "rate", "rate": 1, "tenant": 7}, "limits[0].tenant must be text"),
     ],
@@ -57,6 +62,22 @@ def test_parse__bad_entries_are_named(entry: dict[str, object], problem: str) ->
     with pytest.raises(ConfigError, match=r"sluice\.toml: ") as excinfo:
         parse_limits([entry])
     assert problem in str(excinfo.value)
+
+
+def test_parse__quota_windows_roll_unless_given_the_providers_reset() -> None:
+    rolling, fixed, named = parse_limits(
+        [
+            {"kind": "quota", "provider": "twilio", "limit": 9, "window": "1d"},
+            {"kind": "quota", "provider": "sendgrid", "limit": 9, "window": "1d",
+             "reset": "07:30"},
+            {"kind": "quota", "provider": "whatsapp", "limit": 9, "window": "1d",
+             "reset": "rolling"},
+        ]
+    )  # fmt: skip
+    assert (rolling.reset, rolling.anchor) == (None, None)
+    assert (fixed.reset, fixed.anchor) == ("07:30", 7.5 * 3600)
+    assert (named.reset, named.anchor) == ("rolling", None)
+    assert fixed.spec_dict()["reset"] == "07:30"  # kept for a run-time limit
 
 
 def test_parse__a_repeated_scope_is_refused() -> None:

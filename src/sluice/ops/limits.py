@@ -3,7 +3,6 @@ worker through the flow epoch. Shared by the CLI and the Python API."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +10,16 @@ from typing import Any
 from sluice.clock import Clock, SystemClock
 from sluice.config import Settings
 from sluice.errors import NotFound
-from sluice.flow.limits import Cell, LimitSpec, merge, validate_runtime
+from sluice.flow.limits import (
+    Cell,
+    LimitSpec,
+    merge,
+    quota_check,
+    slot_keys,
+    uses,
+    validate_runtime,
+    window_start,
+)
 from sluice.ops.actions import require_actor
 from sluice.store.base import LimitRow, Store
 
@@ -20,7 +28,8 @@ __all__ = ["LimitView", "limit_clear", "limit_list", "limit_set"]
 
 @dataclass(frozen=True, slots=True)
 class LimitView:
-    """A limit in force, where it comes from, and — for quotas — how much is used."""
+    """A limit in force, where it comes from, and — for quotas — how much is used and
+    when room comes back (``window_ends``, Unix seconds)."""
 
     spec: LimitSpec
     used: int | None = None
@@ -81,8 +90,10 @@ async def limit_list(
     settings: Settings | None = None,
     clock: Clock | None = None,
 ) -> list[LimitView]:
-    """Every limit in force; quotas with their use in the current window, read where the
-    workers keep it (Redis when ``settings.redis_url`` is set, else the store)."""
+    """Every limit in force; quotas with their use in the window now, read where the
+    workers keep it (Redis when ``settings.redis_url`` is set, else the store), and when
+    room comes back: the end of a fixed window, or when the oldest use counted leaves a
+    rolling one (None: nothing used)."""
     now = (clock or SystemClock()).now().timestamp()
     runtime = [
         LimitSpec.parse(
@@ -103,28 +114,41 @@ async def limit_list(
         if spec.kind != "quota" or spec.limit is None or spec.window is None:
             views.append(LimitView(spec))
             continue
-        start = math.floor(now / spec.window) * spec.window
-        key = f"q:{spec.tenant}|{spec.provider}|{spec.action}:{int(start)}"
-
-        def peek(state: dict[str, Cell], _now: float, key: str = key) -> int:
-            cell = state.get(key)
-            return 0 if cell is None or cell.stamp < 0 else int(cell.value)
-
+        check = quota_check(spec)
+        keys = slot_keys(check)
         if settings is not None and settings.redis_url:
-            used = await _redis_count(settings, key)
+            state = await _redis_cells(settings, keys)
         else:
-            used = await store.flow_state_apply([key], peek)
-        views.append(LimitView(spec, used, max(0, spec.limit - used), start + spec.window))
+
+            def read(cells: dict[str, Cell], _now: float) -> dict[str, Cell]:
+                return dict(cells)
+
+            state = await store.flow_state_apply(keys, read)
+        counted = uses(check, state, now)
+        used = int(sum(n for _, n in counted))
+        if check.anchor is not None:
+            room_at: float | None = window_start(check, now) + check.window
+        else:
+            room_at = min((at for at, _ in counted), default=None)
+        views.append(LimitView(spec, used, max(0, spec.limit - used), room_at))
     return views
 
 
-async def _redis_count(settings: Settings, key: str) -> int:
+async def _redis_cells(settings: Settings, keys: Sequence[str]) -> dict[str, Cell]:
     import redis.asyncio as aioredis
 
     assert settings.redis_url is not None
     client = aioredis.from_url(settings.redis_url, socket_connect_timeout=2.0)
+    prefix = settings.redis_prefix + "limit:"
     try:
-        value = await client.hget(settings.redis_prefix + "limit:" + key, "v")
+        async with client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hmget(prefix + key, "v", "s")
+            rows = await pipe.execute()
     finally:
         await client.aclose()
-    return 0 if value is None else int(float(value))
+    return {
+        key: Cell(float(v), float(s))
+        for key, (v, s) in zip(keys, rows, strict=True)
+        if v is not None and s is not None
+    }

@@ -43,6 +43,7 @@ from sluice.flow.controls import (
     Mode,
     control_hold_reason,
 )
+from sluice.flow.limits import Use, use_of
 from sluice.model import (
     Attempt,
     AttemptOutcome,
@@ -393,9 +394,12 @@ class Dispatcher:
 
     async def _give_back(self, batch: list[Message]) -> None:
         """Nothing of ``batch`` was sent: release it at once, attempts refunded, probe
-        slots freed (instead of leaving it to the lease and burning an attempt)."""
+        slots freed and limits given back (instead of leaving it to the lease and
+        burning an attempt)."""
         for msg in batch:
             self._unprobe(msg)
+        self.limiter.settle(batch, Use.NOTHING)
+        await self.limiter.flush_refunds()
         self._unstarted.extend((m.id, m.claim_seq) for m in batch)
         await self._release_unstarted()
 
@@ -483,6 +487,10 @@ class Dispatcher:
             task.add_done_callback(self._tasks.discard)
 
     async def _deliver(self, msg: Message, connections: Connections) -> None:
+        # What this try used of what the limits gave it: every way out before the
+        # provider call (stopping, controls, the gate, a lease not sure, the last look)
+        # used nothing, and all of it goes back when the try is settled below.
+        use = Use.NOTHING
         try:
             if self.stopping:
                 # Claimed but not started: hand it straight back, attempt refunded.
@@ -523,7 +531,9 @@ class Dispatcher:
                 token = self.controls.admit(key)
                 try:
                     t0 = time.perf_counter()
+                    use = Use.REQUEST  # from here on a request may reach the provider
                     outcome = await self._send(msg, ticket.credentials)
+                    use = use_of(outcome)
                 finally:
                     self.controls.done(token)
             finally:
@@ -547,6 +557,9 @@ class Dispatcher:
                 decision, reason = await self._auth_failure(msg, outcome, ticket.connection)
             self._record(msg, outcome, decision, started, finished, latency_ms, reason)
         finally:
+            # Set aside before the outcome is written (the flush gives limits back
+            # first), so a retry is never judged against its own earlier try.
+            self.limiter.settle((msg,), use)
             self._unprobe(msg)  # a probe that never reached the provider frees its slot
             self._in_flight -= 1
             self._slot_free.set()
@@ -846,6 +859,9 @@ class Dispatcher:
         outcome it could not write."""
         async with self._flush_lock:
             self._buffer_ready.clear()
+            # Limits the finished tries did not use go back before their outcomes are
+            # written: once written, a retry can be claimed and judged.
+            await self.limiter.flush_refunds()
             if not self._buffer:
                 return
             batch, self._buffer = self._buffer, []

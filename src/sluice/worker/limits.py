@@ -15,6 +15,9 @@ limit that adapts to the provider's health.
   own starts (``throttled_until`` is checked again just before each call); the store
   signals it to every other worker (``Store.flow_listen``), and each control poll reads
   the marks as a fallback. Deferred messages spend no attempt and never hot-loop.
+- What a try did not use goes back (``settle``, then ``flush_refunds``: one call per
+  write-back, however many messages): everything when no request left, quota and caps
+  when the provider did not take the message (``sluice.flow.limits.Use``).
 - Concurrency per provider: at most the configured ``concurrency`` limit (else the
   worker's concurrency); cut by 30 % on a 429, a 5xx, a timeout or a send slower than
   ``SLUICE_LATENCY_TARGET``, at most once a second, and grown back by about one slot per
@@ -28,7 +31,8 @@ import collections
 import json
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
@@ -38,13 +42,17 @@ from sluice.config import Settings
 from sluice.errors import SluiceError
 from sluice.flow.limits import (
     Cell,
+    Check,
     Decision,
     LimitSpec,
     Outcome,
+    Refund,
     Request,
+    Use,
     cells_of,
     evaluate,
     merge,
+    refundable,
     requests_for,
 )
 from sluice.model import ErrorClass, ErrorCode, Message
@@ -71,38 +79,25 @@ class _RedisBackend:
         self.script = self.client.register_script(source)
         self.prefix = prefix
 
-    async def apply(self, requests: Sequence[Request]) -> Outcome:
+    async def apply(
+        self, requests: Sequence[Request], now: float | None = None, refunds: Sequence[Refund] = ()
+    ) -> Outcome:
         import redis.exceptions
 
-        payload = [
-            {
-                "c": [
-                    {
-                        "k": c.key,
-                        "t": {"bucket": "b", "count": "n", "cooldown": "c"}[c.kind],
-                        "rate": c.rate,
-                        "burst": c.burst,
-                        "limit": c.limit,
-                        "low": c.low_limit,
-                        "urgent": c.urgent,
-                        "wend": c.window_end,
-                        "cd": c.cooldown,
-                        "q": c.quota,
-                        "h": c.hold,
-                    }
-                    for c in r.checks
-                ]
-            }
-            for r in requests
-        ]
+        payload = {
+            "r": [{"c": [_lua_check(c) for c in r.checks]} for r in requests],
+            "g": [{"c": _lua_check(g.check), "at": g.taken_at, "n": g.count} for g in refunds],
+        }
         try:
-            raw = await self.script(args=[json.dumps(payload), self.prefix])
+            raw = await self.script(
+                args=[json.dumps(payload), self.prefix, "" if now is None else repr(now)]
+            )
         except (redis.exceptions.RedisError, OSError) as exc:
             # Unreachable, or answering with an error (a read-only replica after a
             # failover, out of memory): either way the fallback decides.
             raise RedisUnavailable(f"Redis unreachable: {type(exc).__name__}: {exc}") from exc
         answer = json.loads(raw)
-        out = Outcome()
+        out = Outcome(float(answer["now"]))
         decisions = answer["d"] if isinstance(answer["d"], list) else []
         for req, (ok, retry_at, failed) in zip(requests, decisions, strict=True):
             if ok:
@@ -127,18 +122,52 @@ class _RedisBackend:
         await self.client.aclose()
 
 
+def _lua_check(c: Check) -> dict[str, Any]:
+    """A check as ``limits.lua`` reads it."""
+    out: dict[str, Any] = {
+        "k": c.key,
+        "t": {"bucket": "b", "count": "n", "cooldown": "c"}[c.kind],
+        "rate": c.rate,
+        "burst": c.burst,
+        "limit": c.limit,
+        "low": c.low_limit,
+        "urgent": c.urgent,
+        "w": c.window,
+        "cd": c.cooldown,
+        "q": c.quota,
+        "h": c.hold,
+    }
+    if c.anchor is not None:
+        out["a"] = c.anchor
+    if c.marker:
+        out["m"] = c.marker
+    return out
+
+
 class _StoreBackend:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def apply(self, requests: Sequence[Request]) -> Outcome:
-        keys = cells_of(requests)
+    async def apply(
+        self, requests: Sequence[Request], now: float | None = None, refunds: Sequence[Refund] = ()
+    ) -> Outcome:
+        keys = cells_of(requests, refunds)
 
-        def run(state: dict[str, Cell], now: float) -> Outcome:
-            return evaluate(state, requests, now)
+        def run(state: dict[str, Cell], store_now: float) -> Outcome:
+            return evaluate(state, requests, store_now if now is None else now, refunds)
 
         result: Outcome = await self.store.flow_state_apply(keys, run)
         return result
+
+
+@dataclass(frozen=True, slots=True)
+class _Taken:
+    """What the limits gave one admitted message, kept until its try is settled."""
+
+    backend: str
+    at: float
+    checks: tuple[Check, ...]
+    since: float
 
 
 class AdaptiveConcurrency:
@@ -217,12 +246,19 @@ class Limiter:
         clock: Clock,
         logger: Any,
         worker_id: str,
+        shared_clock: Clock | None = None,
     ) -> None:
+        """``shared_clock`` is the time limits are judged by. By default that is the
+        clock of whatever keeps their state — Redis's ``TIME``, PostgreSQL's
+        ``clock_timestamp()``, this host's for SQLite — the one clock every worker
+        shares, so that hosts whose clocks disagree still agree on a bucket or a
+        window. Tests pass a ``FrozenClock`` to put the limits at any moment."""
         self.store = store
         self.settings = settings
         self.configured = list(configured)
         self.specs: list[LimitSpec] = merge(self.configured, [])
         self.clock = clock
+        self.shared_clock = shared_clock
         self.log = logger
         self.worker_id = worker_id
         #: (tenant, target) -> until: nothing goes there before.
@@ -239,6 +275,12 @@ class Limiter:
         self._redis_down_logged = 0.0
         self._concurrency: dict[str, AdaptiveConcurrency] = {}
         self.rng = random.Random()
+        #: (message id, claim) -> what admission gave it, until ``settle``.
+        self._taken: dict[tuple[str, int], _Taken] = {}
+        #: Backend ("redis", "store") -> (check, taken at) -> uses to give back at
+        #: ``flush_refunds``: what one batch took comes back as one entry, not one a
+        #: message, so a refund call stays small however many messages it covers.
+        self._refunds: dict[str, collections.Counter[tuple[Check, float]]] = {}
 
     async def close(self) -> None:
         if self._redis is not None:
@@ -310,13 +352,13 @@ class Limiter:
                 )
             else:
                 candidates.append(msg)
-        requests = requests_for(self.specs, candidates, now.timestamp())
+        requests = requests_for(self.specs, candidates)
         if not requests:
             return candidates, defer, hold
         limited = {r.message_id for r in requests}
         go = [m for m in candidates if m.id not in limited]
         by_id = {m.id: m for m in candidates}
-        outcome = await self._apply(requests)
+        outcome, backend = await self._apply(requests)
         if outcome is None:  # fail closed
             for r in requests:
                 delay = FALLBACK_DELAY * (1 + self.rng.random())
@@ -324,10 +366,12 @@ class Limiter:
                     (by_id[r.message_id], now + timedelta(seconds=delay), "limiter unavailable")
                 )
             return go, defer, hold
+        checks = {r.message_id: r.checks for r in requests}
         for d in outcome.decisions:
             msg = by_id[d.message_id]
             if d.ok:
                 go.append(msg)
+                self._keep(msg, backend, outcome.now, checks[msg.id])
             elif d.hold is not None:
                 hold.append((msg, d.hold))
             else:
@@ -343,11 +387,17 @@ class Limiter:
             await self._cap_tripped(label, key, by_id[message_id], now)
         return go, defer, hold
 
-    async def _apply(self, requests: Sequence[Request]) -> Outcome | None:
+    def _shared_now(self) -> float | None:
+        """The time to judge limits by, when it is not the shared state's own."""
+        return None if self.shared_clock is None else self.shared_clock.now().timestamp()
+
+    async def _apply(self, requests: Sequence[Request]) -> tuple[Outcome | None, str | None]:
+        """Decide ``requests`` where the state lives; and which place that was (None:
+        nowhere, the fallback decided)."""
         if self._redis is None:
-            return await self._store_backend.apply(requests)
+            return await self._store_backend.apply(requests, self._shared_now()), "store"
         try:
-            return await self._redis.apply(requests)
+            return await self._redis.apply(requests, self._shared_now()), "redis"
         except RedisUnavailable as exc:
             mode = self.settings.redis_fallback
             if time.monotonic() - self._redis_down_logged > 10.0:
@@ -363,10 +413,58 @@ class Limiter:
                     error=str(exc),
                 )
             if mode == "store":
-                return await self._store_backend.apply(requests)
+                return await self._store_backend.apply(requests, self._shared_now()), "store"
             if mode == "open":
-                return Outcome([Decision(r.message_id, True) for r in requests])
-            return None
+                return Outcome(decisions=[Decision(r.message_id, True) for r in requests]), None
+            return None, None
+
+    # -- giving back what a try did not use ---------------------------------------------
+
+    def _keep(self, msg: Message, backend: str | None, at: float, checks: Sequence[Check]) -> None:
+        """Remember what admission gave ``msg`` that a try may give back."""
+        mine = tuple(c for c in checks if refundable(c, Use.NOTHING))
+        if backend is None or not mine:
+            return
+        if len(self._taken) > 4 * self.settings.worker_concurrency:
+            # Every admitted message is settled once its try ends, within its lease; what
+            # is older than that was never settled (a caller that only admits) and would
+            # only grow. Forgetting it merely leaves its use spent.
+            horizon = time.monotonic() - 2 * self.settings.lease_seconds
+            self._taken = {k: t for k, t in self._taken.items() if t.since > horizon}
+        self._taken[(msg.id, msg.claim_seq)] = _Taken(backend, at, mine, time.monotonic())
+
+    def settle(self, messages: Iterable[Message], use: Use) -> None:
+        """A try at each of ``messages`` ended having used ``use`` (see ``Use``): what it
+        did not use goes back at the next ``flush_refunds``. Each admitted message is
+        settled once, when its try ends; a message settled again, or never admitted,
+        gives back nothing."""
+        for msg in messages:
+            taken = self._taken.pop((msg.id, msg.claim_seq), None)
+            if taken is None or use is Use.MESSAGE:
+                continue
+            back = [(c, taken.at) for c in taken.checks if refundable(c, use)]
+            if back:
+                self._refunds.setdefault(taken.backend, collections.Counter()).update(back)
+
+    async def flush_refunds(self) -> None:
+        """Give back what ``settle`` set aside: one call per place the state lives,
+        however many messages. A refund that cannot be made is dropped and logged (its
+        use stays spent: the limits err on the safe side)."""
+        pending, self._refunds = self._refunds, {}
+        for backend, counts in pending.items():
+            refunds = [Refund(check, at, n) for (check, at), n in counts.items()]
+            try:
+                if backend == "redis" and self._redis is not None:
+                    await self._redis.apply([], self._shared_now(), refunds)
+                else:
+                    await self._store_backend.apply([], self._shared_now(), refunds)
+            except Exception as exc:  # never in the way of the outcomes written after it
+                self.log.warning(
+                    "could not give back unused limits; they stay spent",
+                    uses=sum(counts.values()),
+                    backend=backend,
+                    error=str(exc),
+                )
 
     async def _quota_event(self, label: str, key: str, fraction: float, now: datetime) -> None:
         pct = round(fraction * 100)
