@@ -481,7 +481,9 @@ def messages_show(
         ("hold_reason", msg.hold_reason), ("tenant", msg.tenant), ("channel", msg.channel),
         ("provider", msg.provider), ("action", msg.action), ("recipient", msg.recipient),
         ("status", msg.status.value), ("priority", msg.priority),
-        ("attempts", f"{msg.attempts}/{msg.max_attempts}"), ("run_at", msg.run_at),
+        ("attempts", f"{msg.attempts}/{msg.max_attempts}"),
+        ("deferrals", f"{msg.deferrals} since {msg.deferred_since:%Y-%m-%d %H:%M:%S}"
+         if msg.deferred_since else None), ("run_at", msg.run_at),
         ("created_at", msg.created_at), ("updated_at", msg.updated_at),
         ("idempotency_key", msg.idempotency_key), ("correlation_id", msg.correlation_id),
         ("scopes", ", ".join(msg.scopes) or None), ("last_error_code", msg.last_error_code),

@@ -59,6 +59,11 @@ class Settings:
     #: Retry backoff: full jitter over ``min(retry_cap, retry_base * 2**(n-1))`` seconds.
     retry_base: float = 2.0
     retry_cap: float = 600.0
+    #: Deferrals a message may have — throttle-class answers (429, 502/503/504, quota
+    #: exceeded) and put-backs, none of which spends an attempt — and seconds after the
+    #: first, before it is dead-lettered with the reason.
+    max_deferrals: int = 100
+    max_defer_age: float = 3 * 86_400.0
     #: Seconds an outcome may wait in memory before it is written back.
     flush_interval: float = 0.005
     #: Pool size of database connections per process (PostgreSQL).
@@ -149,6 +154,8 @@ class Settings:
             "poll_interval",
             "retry_base",
             "retry_cap",
+            "max_deferrals",
+            "max_defer_age",
             "pool_size",
             "db_timeout",
             "control_poll",

@@ -118,6 +118,9 @@ class AttemptOutcome(enum.StrEnum):
     LEASE_EXPIRED = "lease_expired"
     #: A shadow control: what would have been sent was recorded; nothing was called.
     SHADOWED = "shadowed"
+    #: The worker put the message back unstarted (its lease was not sure to outlast the
+    #: call): nothing was called, no attempt spent, one deferral counted.
+    DEFERRED = "deferred"
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,6 +349,10 @@ class Message:
     #: Who let this message through an approval control (``sluice approve``), if anyone.
     approved_by: str | None = None
     approved_at: datetime | None = None
+    #: Throttle-class answers and put-backs so far (no attempt spent on them), and when
+    #: the first happened: bounded by ``SLUICE_MAX_DEFERRALS`` / ``SLUICE_MAX_DEFER_AGE``.
+    deferrals: int = 0
+    deferred_since: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -390,3 +397,6 @@ class Completion:
     provider_message_id: str | None = None
     #: For held: why, in words an operator can act on.
     hold_reason: str | None = None
+    #: This outcome is a deferral (a throttle-class answer, or a put-back): counted on
+    #: the message, and the first one's time kept.
+    deferred: bool = False

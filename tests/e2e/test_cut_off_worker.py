@@ -118,6 +118,13 @@ def test_cut_off_worker__no_send_after_a_kill_it_could_not_hear(
     log = workers.log(0)
     assert "cut off from the store: starting no send" in log
     assert "reconnected to the store; controls reloaded" in log
+    # What it put back unsent while cut off is on record (issue 11 item 6), once written.
+    with psycopg.connect(clean_pg_url) as conn:
+        put_back = conn.execute(
+            "SELECT count(*) FROM sluice_attempts WHERE outcome = 'deferred' "
+            "AND detail LIKE 'put back unsent: cut off from the store%'"
+        ).fetchone()
+    assert put_back and put_back[0] > 0
 
     resumed = cli(clean_pg_url, "resume", "--tenant", "acme", "--reason", "ok", "--actor", "ops")
     assert resumed.returncode == 0, resumed.stderr

@@ -356,3 +356,75 @@ async def test_an_outcome_survives_a_store_stall_longer_than_the_lease(tmp_path)
     finally:
         holder.close()
         await store.close()
+
+
+async def _round(
+    store: Store, answer: httpx.Response, clock: FrozenClock, retry: RetryPolicy
+) -> Dispatcher:
+    async with httpx.AsyncClient(transport=httpx.MockTransport(lambda r: answer)) as client:
+        d = Dispatcher(
+            store,
+            {"webhook": WebhookProvider(client, SECRET, clock=clock, resolve=PUBLIC)},
+            settings(),
+            clock=clock,
+            retry=retry,
+            worker_id="w-defer",
+        )
+        await d.run(until_idle=True)
+        return d
+
+
+@pytest.mark.parametrize(
+    ("answer", "code"),
+    [(httpx.Response(503), "PROVIDER_UNAVAILABLE"),
+     (httpx.Response(429, headers={"Retry-After": "30"}), "RATE_LIMITED")],
+    ids=["503-forever", "429-forever"],
+)  # fmt: skip
+async def test_throttled_forever__dead_lettered_after_the_deferral_bound(
+    store: Store, answer: httpx.Response, code: str
+) -> None:
+    """Issue 11 item 5: a receiver answering 503 (or 429) forever used to keep its message
+    forever, attempts 0 (2,000 calls over 6 days). Throttles still spend no attempt, but
+    each is counted, and past the bound the message is dead-lettered saying why."""
+    clock = FrozenClock()
+    (mid,) = await store.enqueue_many([hook("/busy")], clock.now())
+    retry = RetryPolicy(base=1, cap=8, max_deferrals=3, max_defer_age=3600)
+    calls = 0
+    for _ in range(6):
+        d = await _round(store, answer, clock, retry)
+        calls += d.stats.claimed
+        clock.advance(60)
+    m = await store.message_get(mid)
+    assert (m.status, m.attempts, m.deferrals, m.last_error_code) == (Status.DEAD, 0, 4, code)
+    assert "given up after 3 deferrals" in (m.last_error or "")
+    assert "SLUICE_MAX_DEFERRALS=3" in (m.last_error or "")
+    assert calls == 4  # three deferrals, then the call that found the bound spent
+    assert [a.outcome for a in await store.attempt_list(mid)] == [AttemptOutcome.THROTTLED] * 4
+
+
+async def test_throttled_for_too_long__dead_lettered_by_age(store: Store) -> None:
+    clock = FrozenClock()
+    (mid,) = await store.enqueue_many([hook("/slow-to-recover")], clock.now())
+    retry = RetryPolicy(base=1, cap=8, max_deferrals=100, max_defer_age=600)
+    for _ in range(3):
+        await _round(store, httpx.Response(503), clock, retry)
+        clock.advance(400)
+    m = await store.message_get(mid)
+    assert (m.status, m.deferrals) == (Status.DEAD, 3)
+    assert "deferred for 13 min" in (m.last_error or "")
+
+
+async def test_dlq_retry__starts_the_deferral_count_afresh(store: Store) -> None:
+    from sluice.ops.actions import dlq_retry
+    from sluice.store import MessageFilter
+
+    clock = FrozenClock()
+    (mid,) = await store.enqueue_many([hook("/busy-then-fine")], clock.now())
+    retry = RetryPolicy(base=1, cap=8, max_deferrals=1, max_defer_age=3600)
+    for _ in range(2):
+        await _round(store, httpx.Response(503), clock, retry)
+        clock.advance(60)
+    assert (await store.message_get(mid)).status is Status.DEAD
+    await dlq_retry(store, MessageFilter(), actor="ops:ana", reason="receiver fixed")
+    m = await store.message_get(mid)
+    assert (m.status, m.deferrals, m.deferred_since) == (Status.QUEUED, 0, None)

@@ -192,6 +192,10 @@ class MessageOut(BaseModel):
     last_error: str | None = None
     provider_message_id: str | None = None
     hold_reason: str | None = None
+    #: Throttle-class answers and put-backs so far (no attempt spent on them), and when
+    #: the first was; past SLUICE_MAX_DEFERRALS / SLUICE_MAX_DEFER_AGE it is dead.
+    deferrals: int = 0
+    deferred_since: datetime | None = None
 
     @classmethod
     def of(cls, m: Message) -> MessageOut:
@@ -202,6 +206,7 @@ class MessageOut(BaseModel):
             correlation_id=m.correlation_id, created_at=m.created_at, updated_at=m.updated_at,
             last_error_code=m.last_error_code, last_error=m.last_error,
             provider_message_id=m.provider_message_id, hold_reason=m.hold_reason,
+            deferrals=m.deferrals, deferred_since=m.deferred_since,
         )  # fmt: skip
 
 

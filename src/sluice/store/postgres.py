@@ -10,7 +10,7 @@ import math
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -126,6 +126,8 @@ def _message(row: TupleRow, status: Status = Status.SENDING) -> Message:
         scopes=scopes,
         created_at=created_at,
         approved_by=row[16] if len(row) > 16 else None,
+        deferrals=row[17] if len(row) > 17 else 0,
+        deferred_since=row[18] if len(row) > 18 else None,
     )
 
 
@@ -1390,6 +1392,7 @@ def _full_message(r: TupleRow) -> Message:
     msg.updated_at, msg.last_error_code, msg.last_error = r[17], r[18], r[19]
     msg.provider_message_id, msg.worker_id, msg.lease_until = r[20], r[21], r[22]
     msg.hold_reason, msg.approved_by, msg.approved_at = r[23], r[24], r[25]
+    msg.deferrals, msg.deferred_since = r[26], r[27]
     return msg
 
 
@@ -1409,6 +1412,8 @@ def _completion_row(c: Completion) -> dict[str, Any]:
     if c.hold_reason is not None:
         row["hold_reason"] = c.hold_reason
     a = c.attempt
+    if c.deferred:
+        row["deferred_at"] = (a.finished_at if a else datetime.now(UTC)).timestamp()
     if a is not None:
         row["provider"] = a.provider
         row["started_at"] = a.started_at.timestamp()

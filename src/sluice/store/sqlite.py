@@ -193,6 +193,8 @@ def _message(r: Sequence[Any], status: Status = Status.SENDING) -> Message:
         scopes=json.loads(scopes),
         created_at=_dt(created_at),
         approved_by=r[16] if len(r) > 16 else None,
+        deferrals=r[17] if len(r) > 17 else 0,
+        deferred_since=_dt(r[18]) if len(r) > 18 else None,
     )
 
 
@@ -412,6 +414,9 @@ class SqliteStore:
                             "detail": a.detail if a else None,
                             "provider_message_id": c.provider_message_id,
                             "hold_reason": c.hold_reason,
+                            "deferred_at": (
+                                (a.finished_at.timestamp() if a else t) if c.deferred else None
+                            ),
                             "now": t,
                         },
                     )
@@ -1714,6 +1719,7 @@ def _full_message(r: tuple[Any, ...]) -> Message:
     msg.updated_at, msg.last_error_code, msg.last_error = _dt(r[17]), r[18], r[19]
     msg.provider_message_id, msg.worker_id, msg.lease_until = r[20], r[21], _dt(r[22])
     msg.hold_reason, msg.approved_by, msg.approved_at = r[23], r[24], _dt(r[25])
+    msg.deferrals, msg.deferred_since = r[26], _dt(r[27])
     return msg
 
 

@@ -96,6 +96,13 @@ def _unknown_scope(outcome: Outcome) -> str:
     return f"unknown (provider refused: {said})"
 
 
+def _with_note(note: str | None, detail: str | None) -> str | None:
+    """An attempt's detail, with why the message was given up on in front of it."""
+    if note is None:
+        return detail or None
+    return f"{note}: {detail}" if detail else note
+
+
 def _evidence(c: Completion) -> dict[str, Any]:
     """What a completion says, for a log line when it cannot be written."""
     a = c.attempt
@@ -161,7 +168,12 @@ class Dispatcher:
         self.providers = dict(providers)
         self.settings = settings
         self.clock = clock or SystemClock()
-        self.retry = retry or RetryPolicy(settings.retry_base, settings.retry_cap)
+        self.retry = retry or RetryPolicy(
+            settings.retry_base,
+            settings.retry_cap,
+            max_deferrals=settings.max_deferrals,
+            max_defer_age=settings.max_defer_age,
+        )
         self.worker_id = worker_id or new_worker_id()
         self.log = logger or structlog.get_logger("sluice.worker").bind(worker=self.worker_id)
         self.stats = WorkerStats()
@@ -594,9 +606,49 @@ class Dispatcher:
         margin = min(LEASE_MARGIN, 0.1 * (lease - timeout))
         if not self._fenced(now) and now + timeout + margin <= valid:
             return True
-        self.stats.deferred += 1
-        self._put_back(msg, self.clock.now())
+        why = (
+            "cut off from the store: the lease could not be renewed"
+            if self._fenced(now)
+            else f"its lease ends in {valid - now:.1f} s, before a {timeout:g} s call could"
+        )
+        self._unstarted_deferral(msg, f"put back unsent: {why}")
         return False
+
+    def _unstarted_deferral(self, msg: Message, why: str) -> None:
+        """Put ``msg`` back without calling anyone, and say so: an attempt row (outcome
+        ``deferred``, no attempt spent) and one more deferral on the message, bounded
+        like the provider's own throttles (it used to cycle without a trace)."""
+        now = self.clock.now()
+        spent = self.retry.deferral_spent(msg, now)
+        attempt = Attempt(
+            message_id=msg.id,
+            attempt_no=msg.claim_seq,
+            worker_id=self.worker_id,
+            provider=msg.provider,
+            started_at=now,
+            finished_at=now,
+            outcome=AttemptOutcome.DEFERRED,
+            detail=_with_note(spent, why),
+            latency_ms=0.0,
+        )
+        if spent is None:
+            self.stats.deferred += 1
+        else:
+            self.stats.dead += 1
+            self.log.warning("message given up", message_id=msg.id, reason=spent)
+        self._buffer.append(
+            Completion(
+                message_id=msg.id,
+                claim_seq=msg.claim_seq,
+                worker_id=self.worker_id,
+                status=Status.QUEUED if spent is None else Status.DEAD,
+                attempt=attempt,
+                run_at=now if spent is None else None,
+                refund_attempt=True,
+                deferred=True,
+            )
+        )
+        self._buffer_ready.set()
 
     def _breaker_record(self, msg: Message, outcome: Outcome, now: datetime) -> None:
         """Count provider health: a send that went through, or a failure that is the
@@ -790,9 +842,12 @@ class Dispatcher:
         elif decision.status is Status.HELD:
             attempt_outcome = AttemptOutcome.FAILED
             self.stats.held += 1
-        elif decision.refund_attempt:
+        elif decision.refund_attempt and decision.status is not Status.DEAD:
             attempt_outcome = AttemptOutcome.THROTTLED
             self.stats.deferred += 1
+        elif decision.refund_attempt:  # a throttle answer past the deferral bound
+            attempt_outcome = AttemptOutcome.THROTTLED
+            self.stats.dead += 1
         else:
             attempt_outcome = AttemptOutcome.FAILED
             if decision.status is Status.DEAD:
@@ -822,9 +877,11 @@ class Dispatcher:
             error_class=str(decision.error_class) if decision.error_class else None,
             provider_status=outcome.provider_status,
             provider_code=outcome.provider_code,
-            detail=outcome.detail or None,
+            detail=_with_note(decision.note, outcome.detail),
             latency_ms=round(latency_ms, 3),
         )
+        if decision.note is not None:
+            self.log.warning("message given up", message_id=msg.id, reason=decision.note)
         self._buffer.append(
             Completion(
                 message_id=msg.id,
@@ -836,6 +893,7 @@ class Dispatcher:
                 refund_attempt=decision.refund_attempt,
                 provider_message_id=outcome.provider_message_id,
                 hold_reason=hold,
+                deferred=decision.deferred,
             )
         )
         self._buffer_ready.set()

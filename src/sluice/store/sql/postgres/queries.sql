@@ -70,7 +70,8 @@ FROM ready
 WHERE m.id = ready.id
 RETURNING m.id::text, m.tenant, m.channel, m.provider, m.action, m.recipient, m.payload,
           m.priority, m.run_at, m.attempts, m.max_attempts, m.claim_seq, m.idempotency_key,
-          m.correlation_id, m.scopes, m.created_at, m.approved_by
+          m.correlation_id, m.scopes, m.created_at, m.approved_by, m.deferrals,
+          m.deferred_since
 
 -- name: message_complete_many
 -- The batch arrives as one JSON array (one C-level json.dumps in Python instead of
@@ -82,10 +83,12 @@ WITH input AS (
         provider_message_id text, provider text, started_at double precision,
         finished_at double precision, outcome text, error_code text, error_class text,
         provider_status text, provider_code text, detail text, latency_ms real,
-        hold_reason text)
+        hold_reason text, deferred_at double precision)
 ), done AS (
     UPDATE sluice_messages m
     SET status = i.status,
+        deferrals = m.deferrals + (i.deferred_at IS NOT NULL)::int,
+        deferred_since = coalesce(m.deferred_since, to_timestamp(i.deferred_at)),
         run_at = coalesce(to_timestamp(i.run_at), m.run_at),
         attempts = m.attempts - coalesce(i.refund, 0),
         lease_until = NULL,
@@ -173,14 +176,14 @@ SELECT id::text, status FROM moved
 SELECT id::text, tenant, channel, provider, action, recipient, payload, priority, status,
        run_at, attempts, max_attempts, claim_seq, idempotency_key, correlation_id, scopes,
        created_at, updated_at, last_error_code, last_error, provider_message_id, worker_id,
-       lease_until, hold_reason, approved_by, approved_at
+       lease_until, hold_reason, approved_by, approved_at, deferrals, deferred_since
 FROM sluice_messages WHERE id = %(id)s::uuid
 
 -- name: message_get_many
 SELECT id::text, tenant, channel, provider, action, recipient, payload, priority, status,
        run_at, attempts, max_attempts, claim_seq, idempotency_key, correlation_id, scopes,
        created_at, updated_at, last_error_code, last_error, provider_message_id, worker_id,
-       lease_until, hold_reason, approved_by, approved_at
+       lease_until, hold_reason, approved_by, approved_at, deferrals, deferred_since
 FROM sluice_messages WHERE id = ANY(%(ids)s::uuid[])
 
 -- name: attempt_list
@@ -220,7 +223,7 @@ LIMIT %(limit)s
 -- name: message_requeue
 UPDATE sluice_messages
 SET status = 'queued', attempts = 0, run_at = %(now)s, lease_until = NULL, hold_reason = NULL,
-    updated_at = %(now)s
+    deferrals = 0, deferred_since = NULL, updated_at = %(now)s
 WHERE id = ANY(%(ids)s::uuid[]) AND status = %(from_status)s
 RETURNING id::text
 
@@ -604,7 +607,7 @@ SELECT count(*) FROM gone
 SELECT id::text, tenant, channel, provider, action, recipient, payload, priority, status,
        run_at, attempts, max_attempts, claim_seq, idempotency_key, correlation_id, scopes,
        created_at, updated_at, last_error_code, last_error, provider_message_id, worker_id,
-       lease_until, hold_reason, approved_by, approved_at
+       lease_until, hold_reason, approved_by, approved_at, deferrals, deferred_since
 FROM sluice_messages
 WHERE (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
   AND (%(status)s::text IS NULL OR status = %(status)s::text)

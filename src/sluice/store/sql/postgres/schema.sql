@@ -39,6 +39,10 @@ CREATE TABLE sluice_messages (
     updated_at          timestamptz NOT NULL,
     approved_by         text,
     approved_at         timestamptz,
+    -- Throttle-class answers and put-backs of this message (no attempt spent), bounded
+    -- by SLUICE_MAX_DEFERRALS and SLUICE_MAX_DEFER_AGE; and when the first happened.
+    deferrals           integer NOT NULL DEFAULT 0,
+    deferred_since      timestamptz,
     -- A message holds a lease exactly while it is sending; write-backs rely on it.
     CONSTRAINT sluice_messages_lease_iff_sending
         CHECK ((status = 'sending') = (lease_until IS NOT NULL))
@@ -69,7 +73,7 @@ CREATE TABLE sluice_attempts (
     started_at      timestamptz NOT NULL,
     finished_at     timestamptz NOT NULL,
     outcome         text NOT NULL CHECK (outcome IN (
-                        'sent', 'failed', 'throttled', 'lease_expired', 'shadowed')),
+                        'sent', 'failed', 'throttled', 'lease_expired', 'shadowed', 'deferred')),
     error_code      text,
     error_class     text,
     provider_status text,

@@ -48,7 +48,7 @@ WHERE id IN (
 )
 RETURNING id, tenant, channel, provider, action, recipient, payload, priority, run_at, attempts,
           max_attempts, claim_seq, idempotency_key, correlation_id, scopes, created_at,
-          approved_by
+          approved_by, deferrals, deferred_since
 
 -- name: message_complete
 UPDATE sluice_messages
@@ -60,6 +60,8 @@ SET status = :status,
     last_error = :detail,
     provider_message_id = coalesce(:provider_message_id, provider_message_id),
     hold_reason = :hold_reason,
+    deferrals = deferrals + (:deferred_at IS NOT NULL),
+    deferred_since = coalesce(deferred_since, :deferred_at),
     updated_at = :now
 WHERE id = :id AND status = 'sending' AND claim_seq = :claim_seq AND worker_id = :worker_id
 
@@ -99,7 +101,7 @@ WHERE id = :id AND status = 'sending' AND claim_seq = :claim_seq
 SELECT id, tenant, channel, provider, action, recipient, payload, priority, status, run_at,
        attempts, max_attempts, claim_seq, idempotency_key, correlation_id, scopes, created_at,
        updated_at, last_error_code, last_error, provider_message_id, worker_id, lease_until,
-       hold_reason, approved_by, approved_at
+       hold_reason, approved_by, approved_at, deferrals, deferred_since
 FROM sluice_messages WHERE id = :id
 
 -- name: attempt_list
@@ -139,7 +141,7 @@ LIMIT :limit
 -- name: message_requeue
 UPDATE sluice_messages
 SET status = 'queued', attempts = 0, run_at = :now, lease_until = NULL, hold_reason = NULL,
-    updated_at = :now
+    deferrals = 0, deferred_since = NULL, updated_at = :now
 WHERE id = :id AND status = :from_status
 
 -- name: message_cancel
@@ -431,7 +433,7 @@ DELETE FROM sluice_breaker_window WHERE bucket < :before_bucket
 SELECT id, tenant, channel, provider, action, recipient, payload, priority, status, run_at,
        attempts, max_attempts, claim_seq, idempotency_key, correlation_id, scopes, created_at,
        updated_at, last_error_code, last_error, provider_message_id, worker_id, lease_until,
-       hold_reason, approved_by, approved_at
+       hold_reason, approved_by, approved_at, deferrals, deferred_since
 FROM sluice_messages
 WHERE (:tenant IS NULL OR tenant = :tenant)
   AND (:status IS NULL OR status = :status)

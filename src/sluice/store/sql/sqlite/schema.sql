@@ -57,7 +57,7 @@ CREATE TABLE sluice_attempts (
     started_at      REAL NOT NULL,
     finished_at     REAL NOT NULL,
     outcome         TEXT NOT NULL CHECK (outcome IN (
-                        'sent', 'failed', 'throttled', 'lease_expired', 'shadowed')),
+                        'sent', 'failed', 'throttled', 'lease_expired', 'shadowed', 'deferred')),
     error_code      TEXT,
     error_class     TEXT,
     provider_status TEXT,
@@ -154,6 +154,8 @@ ALTER TABLE sluice_workers ADD COLUMN flow_acked_at REAL;
 
 ALTER TABLE sluice_messages ADD COLUMN approved_by TEXT;
 ALTER TABLE sluice_messages ADD COLUMN approved_at REAL;
+ALTER TABLE sluice_messages ADD COLUMN deferrals INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sluice_messages ADD COLUMN deferred_since REAL;
 
 CREATE TABLE sluice_limits (
     kind       TEXT NOT NULL CHECK (kind IN ('rate', 'quota', 'recipient', 'action', 'concurrency')),
