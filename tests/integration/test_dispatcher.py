@@ -14,6 +14,7 @@ from datetime import timedelta
 
 import httpx
 import pytest
+import structlog
 from structlog.testing import capture_logs
 
 from sluice.clock import FrozenClock
@@ -428,3 +429,62 @@ async def test_dlq_retry__starts_the_deferral_count_afresh(store: Store) -> None
     await dlq_retry(store, MessageFilter(), actor="ops:ana", reason="receiver fixed")
     m = await store.message_get(mid)
     assert (m.status, m.deferrals, m.deferred_since) == (Status.QUEUED, 0, None)
+
+
+async def test_a_slow_limiter_delays_a_send_but_never_duplicates_it(clean_pg_url: str) -> None:
+    """Issue 11 item 2: the limiter waits 4 s on a lock (a slow Redis, a lock wait), with a
+    3 s lease. The worker's own reaper used to take back the live message and it went
+    out again on every claim. Now the heartbeat renews what the worker holds and the
+    send's deadline counts from the claim: it is late, and it goes out once."""
+    import psycopg
+
+    from sluice.clock import SystemClock
+    from sluice.flow.limits import parse_limits
+    from sluice.store import create_store
+    from sluice.worker.limits import Limiter
+
+    store = create_store(clean_pg_url)
+    await store.open()  # type: ignore[attr-defined]
+    calls: Counter[str] = Counter()
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        calls[request.url.path] += 1
+        return httpx.Response(200)
+
+    s = settings(lease_seconds=3.0, http_timeout=1.0, reaper_interval=0.3)
+    try:
+        blocker = await psycopg.AsyncConnection.connect(clean_pg_url, autocommit=True)
+        async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+            rate = parse_limits([{"kind": "rate", "tenant": "acme", "rate": 10, "burst": 5}])
+            limiter = Limiter(
+                store, s, rate, clock=SystemClock(), logger=structlog.get_logger("test"),
+                worker_id="w-slow",
+            )  # fmt: skip
+            d = Dispatcher(
+                store,
+                {"webhook": WebhookProvider(client, SECRET, resolve=PUBLIC)},
+                s,
+                clock=SystemClock(),
+                worker_id="w-slow",
+                limiter=limiter,
+            )
+            running = asyncio.create_task(d.run())
+            await asyncio.sleep(1.0)  # up, and idle: its start-up sweep is done
+            await blocker.execute("BEGIN")
+            await blocker.execute("LOCK TABLE sluice_flow_state IN EXCLUSIVE MODE")
+            (mid,) = await store.enqueue_many([hook("/once")])
+            await asyncio.sleep(4.0)  # claimed; the limiter waits on the lock all this time
+            await blocker.execute("COMMIT")
+            deadline = asyncio.get_running_loop().time() + 10
+            while (await store.message_get(mid)).status is not Status.SENT:
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(1.0)  # a second send, if one were coming, would be now
+            d.stop()
+            await running
+        await blocker.close()
+        assert calls == {"/once": 1}
+        assert d.stats.rescued == 0
+        assert [a.outcome for a in await store.attempt_list(mid)] == [AttemptOutcome.SENT]
+    finally:
+        await store.close()
