@@ -217,3 +217,80 @@ async def test_complete__shadowed_attempt_is_recorded(store: Store) -> None:
     assert (await store.message_get(mid)).status is Status.SHADOWED
     [recorded] = await store.attempt_list(mid)
     assert recorded.outcome is AttemptOutcome.SHADOWED
+
+
+# -- parking: a pause's backlog kept out of the ready set ----------------------------
+
+
+async def test_control_park_queued__parks_a_pause_in_chunks_and_only_once(store: Store) -> None:
+    ids = await store.enqueue_many([msg(tenant="acme") for _ in range(5)] + [msg(tenant="b")])
+    await set_mode(store, Scope.of(tenant="acme"), Mode.PAUSED)
+    assert await store.control_park_queued(NOW, limit=3) == 3
+    assert await store.control_park_queued(NOW, limit=3) == 2
+    assert await store.control_park_queued(NOW) == 0  # nothing left to park
+    assert await claimed_ids(store) == {ids[5]}
+    for mid in ids[:5]:
+        assert (await store.message_get(mid)).status is Status.QUEUED  # parked, not held
+
+
+async def test_control_park_queued__leaves_kills_and_other_modes_alone(store: Store) -> None:
+    await store.enqueue_many([msg(tenant="a"), msg(tenant="b"), msg(tenant="c")])
+    await set_mode(store, Scope.of(tenant="a"), Mode.KILLED)
+    await set_mode(store, Scope.of(tenant="b"), Mode.APPROVAL)
+    await set_mode(store, Scope.of(tenant="c"), Mode.PAUSED, expires_at=NOW)  # expired
+    assert await store.control_park_queued(NOW) == 0
+
+
+async def test_resume__puts_parked_messages_back_at_once(store: Store) -> None:
+    ids = await store.enqueue_many([msg() for _ in range(3)])
+    await set_mode(store, Scope.of(tenant="acme"), Mode.PAUSED)
+    assert await store.control_park_queued(NOW) == 3
+    await store.control_clear(
+        Scope.of(tenant="acme"), actor="ops:ana", reason="resume", release=True, now=NOW
+    )
+    assert await claimed_ids(store) == set(ids)
+
+
+async def test_a_pause_turned_into_another_mode__unparks(store: Store) -> None:
+    ids = await store.enqueue_many([msg() for _ in range(2)])
+    await set_mode(store, Scope.of(tenant="acme"), Mode.PAUSED)
+    assert await store.control_park_queued(NOW) == 2
+    await set_mode(store, Scope.of(tenant="acme"), Mode.LIVE)
+    assert await claimed_ids(store) == set(ids)
+
+
+async def test_a_pause_turned_into_a_kill__holds_what_it_parked(store: Store) -> None:
+    ids = await store.enqueue_many([msg() for _ in range(2)])
+    await set_mode(store, Scope.of(tenant="acme"), Mode.PAUSED)
+    assert await store.control_park_queued(NOW) == 2
+    await set_mode(store, Scope.of(tenant="acme"), Mode.KILLED)
+    assert sorted(await store.control_hold_queued(NOW)) == sorted(ids)
+    _, released = await store.control_clear(
+        Scope.of(tenant="acme"), actor="ops:ana", reason="all clear", release=True, now=NOW
+    )
+    assert sorted(released) == sorted(ids)
+    assert await claimed_ids(store) == set(ids)  # held, released, and not left parked
+
+
+async def test_an_expired_pause__unparks(store: Store) -> None:
+    ids = await store.enqueue_many([msg() for _ in range(2)])
+    await set_mode(store, Scope.of(tenant="acme"), Mode.PAUSED, expires_at=NOW)
+    assert await store.control_park_queued(NOW - timedelta(seconds=1)) == 2
+    await store.control_expire(NOW, "worker:w1")
+    assert await claimed_ids(store) == set(ids)
+
+
+async def test_a_message_under_two_pauses__stays_out_until_both_end(store: Store) -> None:
+    [mid] = await store.enqueue_many([msg(tenant="acme", channel="sms")])
+    await set_mode(store, Scope.of(tenant="acme"), Mode.PAUSED)
+    await set_mode(store, Scope.of(channel="sms"), Mode.PAUSED)
+    assert await store.control_park_queued(NOW) == 1
+    await store.control_clear(
+        Scope.of(tenant="acme"), actor="ops:ana", reason="x", release=True, now=NOW
+    )
+    assert await claimed_ids(store) == set()  # the other pause still covers it
+    await store.control_park_queued(NOW)  # parked under that one (if it was not already)
+    await store.control_clear(
+        Scope.of(channel="sms"), actor="ops:ana", reason="x", release=True, now=NOW
+    )
+    assert await claimed_ids(store) == {mid}

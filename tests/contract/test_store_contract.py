@@ -217,6 +217,34 @@ async def test_claim__highest_priority_then_oldest_first(store: Store) -> None:
     assert order == [high_old[0], high_new[0], low[0]]
 
 
+async def test_claim__shares_slots_between_tenants(store: Store) -> None:
+    big = await store.enqueue_many([msg(tenant="big", payload={"i": i}) for i in range(50)], NOW)
+    small = await store.enqueue_many([msg(tenant="small", payload={"i": i}) for i in range(3)], NOW)
+    claimed = await store.message_claim("w1", 10, 30, NOW)
+    assert {m.id for m in claimed if m.tenant == "small"} == set(small)
+    assert len(claimed) == 10 and {m.id for m in claimed} - set(small) <= set(big)
+
+
+async def test_claim__priority_orders_a_tenants_own_messages_not_the_others(store: Store) -> None:
+    """A tenant cannot jump the queue of others by marking everything urgent."""
+    await store.enqueue_many(
+        [msg(tenant="loud", priority=9, payload={"i": i}) for i in range(9)], NOW
+    )
+    [quiet] = await store.enqueue_many([msg(tenant="quiet", priority=0)], NOW)
+    assert quiet in {m.id for m in await store.message_claim("w1", 2, 30, NOW)}
+
+
+async def test_claim__more_tenants_than_slots_take_turns(store: Store) -> None:
+    tenants = [f"t{i}" for i in range(7)]
+    await store.enqueue_many(
+        [msg(tenant=t, payload={"i": i}) for t in tenants for i in range(3)], NOW
+    )
+    served: list[str] = []
+    for _ in range(4):
+        served += [m.tenant for m in await store.message_claim("w1", 2, 30, NOW)]
+    assert set(served) == set(tenants)  # every tenant within 4 claims of 2
+
+
 async def test_claim__leaves_future_messages(store: Store) -> None:
     await store.enqueue_many([msg(run_at=NOW + timedelta(seconds=10))], NOW)
     assert await store.message_claim("w1", 10, 30, NOW) == []

@@ -488,3 +488,45 @@ async def test_a_slow_limiter_delays_a_send_but_never_duplicates_it(clean_pg_url
         assert [a.outcome for a in await store.attempt_list(mid)] == [AttemptOutcome.SENT]
     finally:
         await store.close()
+
+
+class OrderedReceiver(Receiver):
+    """Answers 200 and keeps the first path segment of every request, in arrival order."""
+
+    def __init__(self) -> None:
+        super().__init__({})
+        self.order: list[str] = []
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.order.append(request.url.path.split("/")[1])
+        return await super().__call__(request)
+
+
+async def test_a_small_tenant_is_served_beside_a_hundredfold_backlog(store: Store) -> None:
+    """Fair claims: tenant ``big`` has 1,000 queued, ``small`` 10 enqueued after them,
+    claims of 20. Counted at the receiver: ``small``'s last message arrives within the
+    first claims' worth of sends, not after the whole backlog (before: at 1,010 of 1,010).
+    """
+    clock = FrozenClock()
+    await store.enqueue_many([hook(f"/big/{i}", tenant="big") for i in range(1000)], clock.now())
+    await store.enqueue_many([hook(f"/small/{i}", tenant="small") for i in range(10)], clock.now())
+    receiver = OrderedReceiver()
+    await drain(store, receiver, clock, worker_batch_size=20, worker_concurrency=20)
+    assert len(receiver.order) == 1010  # everything sent once
+    last_small = max(i for i, who in enumerate(receiver.order) if who == "small")
+    assert last_small < 60, f"small's last send was number {last_small + 1} of 1010"
+
+
+async def test_retries_take_at_most_every_other_slot(store: Store) -> None:
+    """Retries cannot crowd out first attempts: 20 messages that failed once (older, so
+    first in age order) and 20 fresh ones of one tenant; a claim of 10 takes 5 of each
+    (before: 10 retries)."""
+    clock = FrozenClock()
+    await store.enqueue_many([hook(f"/retry/{i}") for i in range(20)], clock.now())
+    await drain(store, Receiver({"/retry/" + str(i): [httpx.Response(500)] for i in range(20)}),
+                clock, worker_batch_size=20)  # fmt: skip
+    await store.enqueue_many([hook(f"/fresh/{i}") for i in range(20)], clock.now())
+    clock.advance(60)  # every retry's backoff has passed
+    claimed = await store.message_claim("w-probe", 10, 30, clock.now())
+    kinds = Counter("retry" if m.attempts > 1 else "fresh" for m in claimed)
+    assert kinds == {"retry": 5, "fresh": 5}

@@ -556,6 +556,13 @@ class Store(Protocol):
         """Move queued messages under a live kill to ``held`` (up to ``limit`` per kill)."""
         ...
 
+    async def control_park_queued(self, now: datetime, limit: int = 10_000) -> int:
+        """Take queued messages under a live pause out of the ready set (up to ``limit``
+        per pause) and return how many: claims then never scan them. The pause's end
+        (``control_clear``, ``control_expire``, ``control_set`` to another mode) puts
+        them back in the same transaction."""
+        ...
+
     async def audit_append(self, entry: AuditEntry) -> AuditEntry:
         """Append to the audit log, chaining the hash of the previous entry."""
         ...

@@ -37,6 +37,7 @@ from sluice.flow.controls import Control, Mode, Scope, control_audit, control_ho
 from sluice.model import Attempt, AttemptOutcome, Completion, Message, NewMessage, Status
 from sluice.store import _enqueue
 from sluice.store._audit import insert_params, seal, stored_detail
+from sluice.store._claims import next_claim_start
 from sluice.store._queries import load_queries, migrations
 from sluice.store._receipts import NOT_READY, advance, failure_of
 from sluice.store.base import (
@@ -234,6 +235,8 @@ class SqliteStore:
         #: configuration in effect.
         self._settings = settings
         self._create = create
+        #: Where the next claim's scan of tenants starts (see ``store/_claims.py``).
+        self._claim_after = ""
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sluice-sqlite")
         self._conn: sqlite3.Connection | None = None
         self._watch: sqlite3.Connection | None = None
@@ -380,13 +383,20 @@ class SqliteStore:
             "limit": limit,
             "now": now.timestamp(),
             "lease_until": (now + timedelta(seconds=lease_seconds)).timestamp(),
+            "after": self._claim_after,
         }
 
         def claim(conn: sqlite3.Connection) -> list[Any]:
             with _write(conn):
-                return conn.execute(Q["message_claim"], params).fetchall()
+                rows = conn.execute(Q["message_claim"], params).fetchall()
+                if params["after"] and len(rows) < limit:  # wrap round to the first tenants
+                    more = {**params, "after": "", "limit": limit - len(rows)}
+                    rows += conn.execute(Q["message_claim"], more).fetchall()
+                return rows
 
-        return [_message(r) for r in await self._run(claim)]
+        claimed = [_message(r) for r in await self._run(claim)]
+        self._claim_after = next_claim_start(claimed, limit)
+        return claimed
 
     async def message_complete_many(
         self, worker_id: str, completions: Sequence[Completion], now: datetime
@@ -835,11 +845,15 @@ class SqliteStore:
                     },
                 ).fetchone()
                 control = _control(row)
+                if control.mode is not Mode.PAUSED:
+                    conn.execute(Q["message_unpark"], {"control_id": control.id})
                 entry = control_audit("control.set", control, now, actor, reason)
                 _audit_insert(conn, entry, entry.detail)
                 return control
 
-        return await self._run(put)
+        control = await self._run(put)
+        self._wake.set()
+        return control
 
     async def control_clear(
         self, scope: Scope, *, actor: str, reason: str, release: bool, now: datetime
@@ -849,6 +863,8 @@ class SqliteStore:
         def clear(conn: sqlite3.Connection) -> tuple[Control | None, list[str]]:
             with _write(conn):
                 row = conn.execute(Q["control_delete"], scope.params()).fetchone()
+                if row is not None:
+                    conn.execute(Q["message_unpark"], {"control_id": _control(row).id})
                 released: list[str] = []
                 if release:
                     released = [
@@ -891,6 +907,7 @@ class SqliteStore:
                     return []
                 conn.execute(Q["flow_bump"], {"now": t})
                 for control in expired:
+                    conn.execute(Q["message_unpark"], {"control_id": control.id})
                     released = conn.execute(
                         Q["message_release_controlled"], {**control.scope.params(), "now": t}
                     ).fetchall()
@@ -933,6 +950,24 @@ class SqliteStore:
             return held
 
         return await self._run(hold)
+
+    async def control_park_queued(self, now: datetime, limit: int = 10_000) -> int:
+        pauses = [c for c in await self.control_list() if c.mode is Mode.PAUSED and c.active(now)]
+        if not pauses:
+            return 0
+
+        def park(conn: sqlite3.Connection) -> int:
+            parked = 0
+            with _write(conn):
+                for control in pauses:
+                    lock = {"id": control.id, "now": now.timestamp()}
+                    if conn.execute(Q["control_lock_pause"], lock).fetchone() is None:
+                        continue
+                    params = {**control.scope.params(), "control_id": control.id, "limit": limit}
+                    parked += conn.execute(Q["message_park"], params).rowcount
+            return parked
+
+        return await self._run(park)
 
     # -- audit -------------------------------------------------------------------
 

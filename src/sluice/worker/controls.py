@@ -226,6 +226,9 @@ class ControlWatch:
         held = await self.store.control_hold_queued(now)
         if held:
             self.log.info("queued messages under a kill moved to held", count=len(held))
+        parked = await self.store.control_park_queued(now)
+        if parked:
+            self.log.info("queued messages under a pause parked", count=parked)
         if loop.time() - self._last_purge >= PURGE_INTERVAL:
             self._last_purge = loop.time()
             await self.store.flow_state_purge(now)

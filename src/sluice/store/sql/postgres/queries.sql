@@ -47,18 +47,60 @@ JOIN unnest(%(tenants)s::text[], %(keys)s::text[]) AS k(tenant, key)
 SELECT pg_notify('sluice_ready', c) FROM unnest(%(channels)s::text[]) AS c
 
 -- name: message_claim
--- Killed and paused scopes are excluded here, in the same statement that leases: a
--- control committed before this statement began can never be claimed past.
-WITH ready AS (
+-- Shared between tenants: the tenants with something ready are found by a loose index
+-- scan of the ready index (one probe per tenant, starting after %(after)s, at most
+-- %(limit)s of them); each offers its first few first attempts and its first few retries
+-- in priority, then age, order (all %(limit)s with two tenants, fewer with more, never
+-- fewer than 16); the n-th first attempt of every
+-- tenant ranks before anyone's n-th retry, and both before anyone's (n+1)-th. So one
+-- tenant's backlog cannot fill every slot, nor can retries crowd out first attempts
+-- (they get at most every other slot of a tenant while it has both); priority orders a
+-- tenant's own messages. Paused rows are parked outside the index; killed and paused
+-- scopes are excluded here as well, in the same statement that leases: a control
+-- committed before this statement began can never be claimed past.
+WITH RECURSIVE tenants AS (
+    (SELECT m.tenant, 1 AS n FROM sluice_messages m
+     WHERE m.status = 'queued' AND m.parked_by IS NULL AND m.tenant > %(after)s
+     ORDER BY m.tenant LIMIT 1)
+    UNION ALL
+    SELECT (SELECT m.tenant FROM sluice_messages m
+            WHERE m.status = 'queued' AND m.parked_by IS NULL AND m.tenant > t.tenant
+            ORDER BY m.tenant LIMIT 1), t.n + 1
+    FROM tenants t
+    WHERE t.tenant IS NOT NULL AND t.n < %(limit)s
+),
+offers AS (
+    SELECT c.id, c.priority, c.run_at,
+           2 * row_number() OVER (PARTITION BY t.tenant, k.retry
+                                  ORDER BY c.priority DESC, c.run_at) - (NOT k.retry)::int AS turn
+    FROM tenants t
+    CROSS JOIN (VALUES (false), (true)) AS k(retry)
+    CROSS JOIN LATERAL (
+        SELECT m.id, m.priority, m.run_at FROM sluice_messages m
+        WHERE m.tenant = t.tenant AND (m.attempts > 0) = k.retry
+          AND m.status = 'queued' AND m.parked_by IS NULL AND m.run_at <= %(now)s
+        ORDER BY m.priority DESC, m.run_at
+        LIMIT (SELECT least(%(limit)s, greatest(16, ceil(2.0 * %(limit)s / count(*))))::int
+               FROM tenants WHERE tenant IS NOT NULL)
+    ) c
+    WHERE t.tenant IS NOT NULL
+),
+-- The best offers, with room for what other workers' claims have locked meanwhile
+-- (and a bound that keeps the planner on the primary key below).
+offered AS (
+    SELECT * FROM offers ORDER BY turn, priority DESC, run_at LIMIT 3 * %(limit)s
+),
+ready AS (
     SELECT m.id FROM sluice_messages m
-    WHERE m.status = 'queued' AND m.run_at <= %(now)s
+    JOIN offered o ON o.id = m.id
+    WHERE m.status = 'queued' AND m.parked_by IS NULL AND m.run_at <= %(now)s
       AND NOT EXISTS (
           SELECT 1 FROM sluice_controls c
           WHERE c.mode IN ('paused', 'killed')
             AND (c.expires_at IS NULL OR c.expires_at > %(now)s)
             AND c.tenant IN ('', m.tenant) AND c.channel IN ('', m.channel)
             AND c.provider IN ('', m.provider) AND c.action IN ('', m.action))
-    ORDER BY m.priority DESC, m.run_at
+    ORDER BY o.turn, o.priority DESC, o.run_at
     LIMIT %(limit)s
     FOR UPDATE OF m SKIP LOCKED
 )
@@ -229,7 +271,7 @@ RETURNING id::text
 
 -- name: message_cancel
 UPDATE sluice_messages
-SET status = 'cancelled', lease_until = NULL, updated_at = %(now)s
+SET status = 'cancelled', parked_by = NULL, lease_until = NULL, updated_at = %(now)s
 WHERE id = ANY(%(ids)s::uuid[]) AND status = %(from_status)s
 RETURNING id::text
 
@@ -291,7 +333,7 @@ RETURNING id::text
 -- Queued messages under a kill, moved to held in chunks (the claim query already skips
 -- them; holding makes them visible to `sluice held list`).
 UPDATE sluice_messages m
-SET status = 'held', hold_reason = %(reason)s, updated_at = %(now)s
+SET status = 'held', parked_by = NULL, hold_reason = %(reason)s, updated_at = %(now)s
 WHERE m.id IN (
     SELECT id FROM sluice_messages
     WHERE status = 'queued'
@@ -307,6 +349,31 @@ WHERE m.id IN (
       WHERE c.id = %(control_id)s::uuid AND c.mode = 'killed'
         AND (c.expires_at IS NULL OR c.expires_at > %(now)s))
 RETURNING m.id::text
+
+-- name: control_lock_pause
+-- Parking runs under a share lock on its pause: the pause's end (a delete, or an update
+-- to another mode) waits for the parking to commit, then unparks what it parked.
+SELECT 1 FROM sluice_controls
+WHERE id = %(id)s::uuid AND mode = 'paused'
+  AND (expires_at IS NULL OR expires_at > %(now)s)
+FOR SHARE
+
+-- name: message_park
+-- Queued messages in a pause's scope, taken out of the ready index in chunks.
+UPDATE sluice_messages SET parked_by = %(control_id)s::uuid
+WHERE id IN (
+    SELECT id FROM sluice_messages
+    WHERE status = 'queued' AND parked_by IS NULL
+      AND (%(tenant)s = '' OR tenant = %(tenant)s) AND (%(channel)s = '' OR channel = %(channel)s)
+      AND (%(provider)s = '' OR provider = %(provider)s)
+      AND (%(action)s = '' OR action = %(action)s)
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED)
+
+-- name: message_unpark
+-- The end of a pause: what it parked is ready again (the claim query still skips what
+-- another control covers, and the next sweep parks it under that one).
+UPDATE sluice_messages SET parked_by = NULL WHERE parked_by = %(control_id)s::uuid
 
 -- name: worker_ack
 UPDATE sluice_workers SET flow_version = greatest(flow_version, %(version)s),
@@ -516,7 +583,7 @@ WHERE id = %(id)s::uuid
 
 -- name: message_hold_queued
 UPDATE sluice_messages
-SET status = 'held', hold_reason = %(reason)s, updated_at = %(now)s
+SET status = 'held', parked_by = NULL, hold_reason = %(reason)s, updated_at = %(now)s
 WHERE tenant = %(tenant)s AND provider = %(provider)s AND status = 'queued'
 RETURNING id::text
 

@@ -43,6 +43,9 @@ CREATE TABLE sluice_messages (
     -- by SLUICE_MAX_DEFERRALS and SLUICE_MAX_DEFER_AGE; and when the first happened.
     deferrals           integer NOT NULL DEFAULT 0,
     deferred_since      timestamptz,
+    -- The pause a queued message is parked under (set by the workers' control sweep,
+    -- cleared with the pause): parked rows stay out of the ready index.
+    parked_by           uuid,
     -- A message holds a lease exactly while it is sending; write-backs rely on it.
     CONSTRAINT sluice_messages_lease_iff_sending
         CHECK ((status = 'sending') = (lease_until IS NOT NULL))
@@ -51,10 +54,15 @@ CREATE TABLE sluice_messages (
 -- One message per (tenant, key): the outbox's idempotency guarantee.
 CREATE UNIQUE INDEX sluice_messages_idempotency
     ON sluice_messages (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL;
--- The ready set: only queued rows, in claim order, so the scan stays small
--- however many sent messages the table keeps.
+-- The ready set: only queued, unparked rows, by tenant, first attempts apart from
+-- retries, in claim order within each. A claim visits the tenants with something ready
+-- (a loose index scan) and takes the first few of each: the scan stays small however
+-- many sent or paused messages the table keeps, and no tenant fills every slot.
 CREATE INDEX sluice_messages_ready
-    ON sluice_messages (priority DESC, run_at) WHERE status = 'queued';
+    ON sluice_messages (tenant, (attempts > 0), priority DESC, run_at)
+    WHERE status = 'queued' AND parked_by IS NULL;
+CREATE INDEX sluice_messages_parked
+    ON sluice_messages (parked_by) WHERE parked_by IS NOT NULL;
 -- The reaper's scan: only rows under lease.
 CREATE INDEX sluice_messages_leased
     ON sluice_messages (lease_until) WHERE status = 'sending';

@@ -30,20 +30,47 @@ SELECT id, tenant, idempotency_key, content_hash
 FROM sluice_messages WHERE tenant = :tenant AND idempotency_key = :key
 
 -- name: message_claim
+-- Shared between tenants, retries at most every other slot of a tenant, paused rows
+-- parked outside the ready index: see the PostgreSQL query. SQLite has no LATERAL; a
+-- correlated IN (... LIMIT) subquery takes each tenant's first few from the index.
+WITH RECURSIVE tenants(tenant, n) AS (
+    SELECT (SELECT min(m.tenant) FROM sluice_messages m
+            WHERE m.status = 'queued' AND m.parked_by IS NULL AND m.tenant > :after), 1
+    UNION ALL
+    SELECT (SELECT min(m.tenant) FROM sluice_messages m
+            WHERE m.status = 'queued' AND m.parked_by IS NULL AND m.tenant > t.tenant), t.n + 1
+    FROM tenants t
+    WHERE t.tenant IS NOT NULL AND t.n < :limit
+),
+share(per_tenant) AS (
+    SELECT min(:limit, max(16, (2 * :limit + count(*) - 1) / max(count(*), 1)))
+    FROM tenants WHERE tenant IS NOT NULL
+),
+offered AS (
+    SELECT m.id, m.priority, m.run_at,
+           2 * row_number() OVER (PARTITION BY m.tenant, m.attempts > 0
+                                  ORDER BY m.priority DESC, m.run_at) - (m.attempts = 0) AS turn
+    FROM tenants t, (SELECT 0 AS retry UNION ALL SELECT 1) k
+    JOIN sluice_messages m ON m.id IN (
+        SELECT x.id FROM sluice_messages x
+        WHERE x.tenant = t.tenant AND (x.attempts > 0) = k.retry
+          AND x.status = 'queued' AND x.parked_by IS NULL AND x.run_at <= :now
+        ORDER BY x.priority DESC, x.run_at
+        LIMIT (SELECT per_tenant FROM share))
+    WHERE t.tenant IS NOT NULL
+)
 UPDATE sluice_messages
 SET status = 'sending', attempts = attempts + 1, claim_seq = claim_seq + 1,
     worker_id = :worker_id, claimed_at = :now, lease_until = :lease_until, updated_at = :now
 WHERE id IN (
-    SELECT m.id FROM sluice_messages m
-    WHERE m.status = 'queued' AND m.run_at <= :now
-      -- Killed and paused scopes are never claimed (see the PostgreSQL query).
-      AND NOT EXISTS (
+    SELECT m.id FROM sluice_messages m JOIN offered o ON o.id = m.id
+    WHERE NOT EXISTS (
           SELECT 1 FROM sluice_controls c
           WHERE c.mode IN ('paused', 'killed')
             AND (c.expires_at IS NULL OR c.expires_at > :now)
             AND c.tenant IN ('', m.tenant) AND c.channel IN ('', m.channel)
             AND c.provider IN ('', m.provider) AND c.action IN ('', m.action))
-    ORDER BY m.priority DESC, m.run_at
+    ORDER BY o.turn, o.priority DESC, o.run_at
     LIMIT :limit
 )
 RETURNING id, tenant, channel, provider, action, recipient, payload, priority, run_at, attempts,
@@ -146,7 +173,7 @@ WHERE id = :id AND status = :from_status
 
 -- name: message_cancel
 UPDATE sluice_messages
-SET status = 'cancelled', lease_until = NULL, updated_at = :now
+SET status = 'cancelled', parked_by = NULL, lease_until = NULL, updated_at = :now
 WHERE id = :id AND status = :from_status
 
 -- name: message_approve
@@ -200,7 +227,7 @@ RETURNING id
 
 -- name: message_hold_controlled
 UPDATE sluice_messages
-SET status = 'held', hold_reason = :reason, updated_at = :now
+SET status = 'held', parked_by = NULL, hold_reason = :reason, updated_at = :now
 WHERE id IN (
     SELECT id FROM sluice_messages
     WHERE status = 'queued'
@@ -212,6 +239,28 @@ WHERE id IN (
       WHERE c.id = :control_id AND c.mode = 'killed'
         AND (c.expires_at IS NULL OR c.expires_at > :now))
 RETURNING id
+
+-- name: control_lock_pause
+-- Parking runs under a share lock on its pause: the pause's end (a delete, or an update
+-- to another mode) waits for the parking to commit, then unparks what it parked.
+SELECT 1 FROM sluice_controls
+WHERE id = :id AND mode = 'paused'
+  AND (expires_at IS NULL OR expires_at > :now)
+
+-- name: message_park
+-- Queued messages in a pause's scope, taken out of the ready index in chunks.
+UPDATE sluice_messages SET parked_by = :control_id
+WHERE id IN (
+    SELECT id FROM sluice_messages
+    WHERE status = 'queued' AND parked_by IS NULL
+      AND (:tenant = '' OR tenant = :tenant) AND (:channel = '' OR channel = :channel)
+      AND (:provider = '' OR provider = :provider) AND (:action = '' OR action = :action)
+    LIMIT :limit)
+
+-- name: message_unpark
+-- The end of a pause: what it parked is ready again (the claim query still skips what
+-- another control covers, and the next sweep parks it under that one).
+UPDATE sluice_messages SET parked_by = NULL WHERE parked_by = :control_id
 
 -- name: worker_ack
 UPDATE sluice_workers SET flow_version = max(flow_version, :version), flow_acked_at = :now
@@ -366,7 +415,7 @@ WHERE id = :id
 
 -- name: message_hold_queued
 UPDATE sluice_messages
-SET status = 'held', hold_reason = :reason, updated_at = :now
+SET status = 'held', parked_by = NULL, hold_reason = :reason, updated_at = :now
 WHERE tenant = :tenant AND provider = :provider AND status = 'queued'
 RETURNING id
 

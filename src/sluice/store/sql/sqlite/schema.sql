@@ -41,8 +41,6 @@ CREATE TABLE sluice_messages (
 
 CREATE UNIQUE INDEX sluice_messages_idempotency
     ON sluice_messages (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL;
-CREATE INDEX sluice_messages_ready
-    ON sluice_messages (priority DESC, run_at) WHERE status = 'queued';
 CREATE INDEX sluice_messages_leased
     ON sluice_messages (lease_until) WHERE status = 'sending';
 CREATE INDEX sluice_messages_dead
@@ -156,6 +154,9 @@ ALTER TABLE sluice_messages ADD COLUMN approved_by TEXT;
 ALTER TABLE sluice_messages ADD COLUMN approved_at REAL;
 ALTER TABLE sluice_messages ADD COLUMN deferrals INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE sluice_messages ADD COLUMN deferred_since REAL;
+-- The pause a queued message is parked under: parked rows stay out of the ready index
+-- (created at the end of this file, as the migrations do; see the PostgreSQL file).
+ALTER TABLE sluice_messages ADD COLUMN parked_by TEXT;
 
 CREATE TABLE sluice_limits (
     kind       TEXT NOT NULL CHECK (kind IN ('rate', 'quota', 'recipient', 'action', 'concurrency')),
@@ -273,3 +274,11 @@ CREATE TABLE sluice_receipts (
     inbox_id    INTEGER
 );
 CREATE INDEX sluice_receipts_message ON sluice_receipts (message_id, id);
+
+-- The ready set: queued, unparked rows by tenant, first attempts apart from retries,
+-- in claim order within each (see the PostgreSQL file).
+CREATE INDEX sluice_messages_ready
+    ON sluice_messages (tenant, (attempts > 0), priority DESC, run_at)
+    WHERE status = 'queued' AND parked_by IS NULL;
+CREATE INDEX sluice_messages_parked
+    ON sluice_messages (parked_by) WHERE parked_by IS NOT NULL;
