@@ -138,6 +138,16 @@ class Settings:
     ingress_dedupe_window: float = 7 * 86_400.0
     #: Tries the projector makes at an event before it goes to the inbox's dead state.
     projector_max_attempts: int = 12
+    # -- metrics -----------------------------------------------------------------
+    #: Port where ``sluice worker`` and ``sluice run`` serve ``/metrics`` on ``api_host``
+    #: (0: not served; ``sluice serve`` always has the route).
+    metrics_port: int = 0
+    #: Tenant labels on event metrics: ``all``, ``off``, or how many tenants a process
+    #: labels by name (the rest count as ``_other``).
+    metrics_tenants: str = "all"
+    #: Seconds the state metrics read from the store are reused before a scrape reads
+    #: them again.
+    metrics_refresh: float = 5.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -173,6 +183,7 @@ class Settings:
             "idempotency_lock",
             "ingress_dedupe_window",
             "projector_max_attempts",
+            "metrics_refresh",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -180,6 +191,14 @@ class Settings:
         for name in ("notify_interval", "flush_interval"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{_env_name(name)} must not be negative")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"SLUICE_METRICS_PORT must be 0 to 65535, not {self.metrics_port}")
+        from sluice.metrics import parse_tenant_budget
+
+        try:
+            parse_tenant_budget(self.metrics_tenants)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         if self.default_mode not in ("live", "approval"):
             raise ConfigError(
                 f"SLUICE_DEFAULT_MODE must be 'live' or 'approval', not {self.default_mode!r}"

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -24,8 +26,11 @@ from sluice.api.auth import KeyCache
 from sluice.clock import Clock, SystemClock
 from sluice.config import Settings
 from sluice.errors import ConfigError, SluiceError
+from sluice.flow.limits import configured_flow
 from sluice.ingress.config import IngressConfig, configured_ingress
+from sluice.metrics import configure_tenants
 from sluice.ops.controls import live_workers
+from sluice.ops.state_metrics import StateMetrics, exposition
 from sluice.store import Store, open_store
 
 __all__ = ["create_app"]
@@ -121,9 +126,7 @@ def create_app(
         nonlocal store
         if store is None:
             store = await open_store(settings.database_url, settings, create=False)
-        app.state.store = store
-        app.state.keys = KeyCache(store)
-        app.state.inbox = ingress.InboxWriter(store)
+        _attach(app, store)
         sweeper = asyncio.create_task(_sweep(app), name="sluice-api-sweep")
         try:
             yield
@@ -148,10 +151,9 @@ def create_app(
     unreadable = addressing_in_effect(settings).problems
     if unreadable:
         raise ConfigError("; ".join(sorted(set(unreadable.values()))))
+    configure_tenants(settings.metrics_tenants)
     if store is not None:  # tests hand in an open store and may skip the lifespan
-        app.state.store = store
-        app.state.keys = KeyCache(store)
-        app.state.inbox = ingress.InboxWriter(store)
+        _attach(app, store)
     problems.install(app)
     app.include_router(messages.router)
     app.include_router(operator.router)
@@ -163,6 +165,20 @@ def create_app(
                       response_class=Response)  # fmt: skip
     app.add_middleware(BodyLimit, limit=settings.api_max_body, timeout=settings.api_body_timeout)
     return app
+
+
+def _attach(app: FastAPI, store: Store) -> None:
+    """What the routes need of an open store."""
+    app.state.store = store
+    app.state.keys = KeyCache(store)
+    app.state.inbox = ingress.InboxWriter(store)
+    try:
+        limits, _ = configured_flow()
+    except SluiceError:  # the workers refuse such a file; the API still reports
+        limits = []
+    app.state.state_metrics = StateMetrics(
+        store, app.state.settings, limits=limits, clock=app.state.clock
+    )
 
 
 async def healthz() -> dict[str, str]:
@@ -195,9 +211,15 @@ async def readyz(request: Request) -> Response:
     )
 
 
-async def metrics() -> Response:
-    """Prometheus exposition of this process's counters."""
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+async def metrics(request: Request) -> Response:
+    """Prometheus exposition: the event metrics of this server (of every process of a
+    ``sluice serve --workers N``) and, once, the state read from the store."""
+    registry: CollectorRegistry = REGISTRY
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    state = getattr(request.app.state, "state_metrics", None)
+    return Response(await exposition(state, registry), media_type=CONTENT_TYPE_LATEST)
 
 
 async def _sweep(app: FastAPI) -> None:

@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse, Response
 
 from sluice.api.auth import Principal
 from sluice.api.problems import Problem
+from sluice.metrics import DUPLICATES, tenant_label
 from sluice.model import Message, NewMessage
 from sluice.store import Store
 
@@ -127,6 +128,7 @@ async def idempotent(
         settings.idempotency_window,
     )  # fmt: skip
     if claim.state == "replay":
+        DUPLICATES.labels("api", tenant_label(who.tenant or "")).inc()
         return Response(
             claim.response or "null", status_code=claim.status_code or 200,
             media_type="application/json", headers={"Idempotent-Replayed": "true"},

@@ -19,6 +19,8 @@ they like. Three limits, each a setting, bound what a client may hold:
 from __future__ import annotations
 
 import asyncio
+import os
+import tempfile
 from typing import Any
 
 import uvicorn
@@ -128,7 +130,15 @@ def run_server(config: ServerConfig) -> None:
     try:
         if config.workers > 1:
             sock = config.bind_socket()
-            Multiprocess(config, target=server.run, sockets=[sock]).run()
+            # Each process counts into its own files here; a scrape of any of them reads
+            # all of them (prometheus-client's multiprocess mode). Set before the
+            # processes start, so that they import prometheus-client in that mode.
+            with tempfile.TemporaryDirectory(prefix="sluice-metrics-") as shared:
+                os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared
+                try:
+                    Multiprocess(config, target=server.run, sockets=[sock]).run()
+                finally:
+                    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
         else:
             server.run()
     except KeyboardInterrupt:

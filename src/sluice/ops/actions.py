@@ -12,6 +12,7 @@ from typing import Any
 
 from sluice.clock import Clock, SystemClock
 from sluice.errors import Conflict, NotFound, ValidationError
+from sluice.metrics import RELEASED
 from sluice.model import Attempt, Message, Status
 from sluice.store.base import AuditEntry, DlqGroup, MessageFilter, StatusReport, Store
 
@@ -138,6 +139,7 @@ async def _dlq_move(
     move = store.message_requeue if verb == "retry" else store.message_cancel
     changed = await move(ids, Status.DEAD, now, audit)
     if verb == "retry":
+        RELEASED.labels("dlq_retry").inc(len(changed))
         store.wake()
     return DlqAction(verb, False, len(ids), len(changed), changed)
 

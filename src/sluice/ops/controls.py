@@ -18,6 +18,7 @@ from typing import Any
 from sluice.clock import Clock, SystemClock
 from sluice.errors import NotFound, ValidationError
 from sluice.flow.controls import FENCE_SECONDS, LIVE_WINDOW_SECONDS, Control, Mode, Scope
+from sluice.metrics import RELEASED
 from sluice.model import Message, Status
 from sluice.ops.actions import DlqAction, filter_dict, require_actor
 from sluice.store.base import AuditEntry, MessageFilter, Store, WorkerInfo
@@ -205,6 +206,7 @@ async def control_clear(
     )
     if control is None and not released:
         raise NotFound(f"no control is set on scope {scope} and nothing is held by one")
+    RELEASED.labels("control").inc(len(released))
     ack = None
     if wait:
         ack = await wait_for_ack(store, await store.flow_version(), timeout=timeout, clock=clock)
@@ -276,6 +278,7 @@ async def _held_move(
     }[verb]
     changed = await move(matched, Status.HELD, now, audit)
     if verb != "cancel":
+        RELEASED.labels("approval" if verb == "approve" else "held_release").inc(len(changed))
         store.wake()
     return DlqAction(verb, False, len(matched), len(changed), changed)
 

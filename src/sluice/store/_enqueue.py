@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from sluice.addressing import Addressing, addressing_in_effect
 from sluice.errors import IdempotencyConflict, ValidationError
+from sluice.metrics import DUPLICATES, ENQUEUED, tenant_label
 from sluice.model import NewMessage, content_hash
 
 __all__ = ["MAX_BATCH", "PreparedRow", "prepare", "resolve"]
@@ -92,4 +93,16 @@ def resolve(
         if existing_hash != r.content_hash:
             raise IdempotencyConflict(m.tenant, m.idempotency_key, existing_id)
         ids.append(existing_id)
+    _count(rows, ids)
     return ids
+
+
+def _count(rows: Sequence[PreparedRow], ids: Sequence[str]) -> None:
+    """Count what this write added and what it recognised as already there. Inside the
+    caller's transaction: a transaction rolled back afterwards has still been counted."""
+    for r, mid in zip(rows, ids, strict=True):
+        m = r.message
+        if mid == m.id:
+            ENQUEUED.labels(tenant_label(m.tenant), m.channel, m.provider).inc()
+        else:
+            DUPLICATES.labels("enqueue", tenant_label(m.tenant)).inc()

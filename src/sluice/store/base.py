@@ -31,6 +31,7 @@ __all__ = [
     "InboxItem",
     "LimitRow",
     "MessageFilter",
+    "Observation",
     "Receipt",
     "RefreshCallback",
     "RefreshOutcome",
@@ -83,6 +84,32 @@ class WorkerInfo:
     #: The flow epoch (controls and limits) this worker has applied, and when.
     flow_version: int = 0
     flow_acked_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What the state metrics read from the store in one refresh (``Store.observe``)."""
+
+    #: (status, channel, provider, count) for queued, sending, held and dead.
+    messages: list[tuple[str, str, str, int]]
+    #: (channel, error code, count) of dead letters.
+    dead: list[tuple[str, str, int]]
+    #: Creation and due time of the oldest due queued message (None when none is due).
+    oldest_ready_created: datetime | None
+    oldest_ready_due: datetime | None
+    #: Queued messages that have had at least 1 and at least 3 tries.
+    retrying: dict[int, int]
+    #: Held messages by reason kind (``sluice.metrics.hold_kind``): (count, held since).
+    held: dict[str, tuple[int, datetime]]
+    #: (provider, state, count) of tenant connections.
+    connections: list[tuple[str, str, int]]
+    #: (tenant, provider, expires at) of active connections with a known expiry.
+    expiring: list[tuple[str, str, datetime]]
+    #: Inbox events pending, dead or rejected; and the oldest pending one's arrival.
+    inbox: dict[str, int]
+    inbox_oldest_pending: datetime | None
+    #: Ingress events refused for speaking for another tenant, ever (audit log).
+    tenancy_violations: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,6 +459,10 @@ class Store(Protocol):
 
     async def status_report(self, now: datetime) -> StatusReport:
         """Counts by status, oldest ready age, dead letters by channel and code, workers."""
+        ...
+
+    async def observe(self, now: datetime) -> Observation:
+        """The state the metrics export, read in a few indexed queries."""
         ...
 
     async def dlq_groups(self, flt: MessageFilter) -> list[DlqGroup]:

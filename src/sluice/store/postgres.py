@@ -31,7 +31,7 @@ from sluice.errors import (
 )
 from sluice.flow.controls import Control, Mode, Scope, control_audit, control_hold_reason
 from sluice.model import Attempt, AttemptOutcome, Completion, Message, NewMessage, Status
-from sluice.store import _enqueue
+from sluice.store import _enqueue, _observe
 from sluice.store._audit import insert_params, seal, stored_detail
 from sluice.store._claims import next_claim_start
 from sluice.store._queries import load_queries, migrations
@@ -49,6 +49,7 @@ from sluice.store.base import (
     InboxItem,
     LimitRow,
     MessageFilter,
+    Observation,
     Receipt,
     RefreshCallback,
     RefreshOutcome,
@@ -429,6 +430,14 @@ class PostgresStore:
             dead=dead,
             workers=workers,
         )
+
+    async def observe(self, now: datetime) -> Observation:
+        rows: dict[str, list[Any]] = {}
+        async with self._conn() as conn:
+            for name in _observe.QUERIES:
+                cur = await conn.execute(Q[name], {"now": now})
+                rows[name] = await cur.fetchall()
+        return _observe.build(rows, lambda v: v)
 
     async def dlq_groups(self, flt: MessageFilter) -> list[DlqGroup]:
         rows = await self._fetch("dlq_groups", {"tenant": flt.tenant, "channel": flt.channel})

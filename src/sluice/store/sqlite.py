@@ -35,7 +35,7 @@ from sluice.errors import (
 )
 from sluice.flow.controls import Control, Mode, Scope, control_audit, control_hold_reason
 from sluice.model import Attempt, AttemptOutcome, Completion, Message, NewMessage, Status
-from sluice.store import _enqueue
+from sluice.store import _enqueue, _observe
 from sluice.store._audit import insert_params, seal, stored_detail
 from sluice.store._claims import next_claim_start
 from sluice.store._queries import load_queries, migrations
@@ -53,6 +53,7 @@ from sluice.store.base import (
     InboxItem,
     LimitRow,
     MessageFilter,
+    Observation,
     Receipt,
     RefreshCallback,
     RefreshOutcome,
@@ -579,6 +580,15 @@ class SqliteStore:
             dead=await self.dlq_groups(MessageFilter()),
             workers=await self.worker_list(now - timedelta(minutes=10)),
         )
+
+    async def observe(self, now: datetime) -> Observation:
+        def read(conn: sqlite3.Connection) -> dict[str, list[Any]]:
+            return {
+                name: conn.execute(Q[name], {"now": now.timestamp()}).fetchall()
+                for name in _observe.QUERIES
+            }
+
+        return _observe.build(await self._run(read), lambda v: datetime.fromtimestamp(v, UTC))
 
     async def dlq_groups(self, flt: MessageFilter) -> list[DlqGroup]:
         rows = await self._all("dlq_groups", {"tenant": flt.tenant, "channel": flt.channel})

@@ -32,6 +32,7 @@ from sluice.clock import Clock
 from sluice.config import Settings
 from sluice.errors import SluiceError
 from sluice.flow.controls import Control, ControlSnapshot, Mode
+from sluice.metrics import CONTROL_ACK
 from sluice.model import Message
 from sluice.store.base import Store
 
@@ -187,6 +188,7 @@ class ControlWatch:
 
     async def _acknowledge(self, version: int) -> None:
         loop = asyncio.get_running_loop()
+        seen_at = loop.time()
         pending = []
         for token, key in list(self._admitted.items()):
             if key in self._restricted:
@@ -207,6 +209,7 @@ class ControlWatch:
                 )
                 return
         await self.store.worker_ack(self.worker_id, version, self.clock.now())
+        CONTROL_ACK.observe(loop.time() - seen_at)
         self.acked = version
         self._restricted = set()
 

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from sluice import metrics
 from sluice.clock import Clock, StoreClock, SystemClock
 from sluice.config import Settings
 from sluice.connections import Connection, ConnectionState, hold_reason
@@ -384,10 +385,12 @@ class Dispatcher:
                 live.append(msg)
             else:
                 self.stats.deferred += 1
+                _deferred(msg, "breaker")
                 self._put_back(msg, blocked)
         go, defer, hold = await self.limiter.admit(live)
-        for msg, run_at, _ in defer:
+        for msg, run_at, why in defer:
             self.stats.deferred += 1
+            _deferred(msg, metrics.defer_kind(why))
             self._put_back(msg, run_at)
         if defer:
             self.log.debug("deferred by limits", count=len(defer), first=defer[0][2])
@@ -448,6 +451,7 @@ class Dispatcher:
                 return False
             run_at = verdict.retry_at or now + timedelta(seconds=1)
         self.stats.deferred += 1
+        _deferred(msg, "throttle" if until is not None else "breaker")
         self._put_back(msg, run_at)
         return True
 
@@ -518,12 +522,12 @@ class Dispatcher:
                     self._hold(msg, ticket.hold)
                     return
                 if ticket.defer is not None:
-                    self._defer(msg, ticket.defer)
+                    self._defer(msg, ticket.defer, "connection")
                     return
             worker_problem = getattr(self.providers.get(msg.provider), "worker_problem", None)
             cannot = worker_problem(ticket.credentials) if worker_problem is not None else None
             if cannot is not None:
-                self._defer(msg, cannot)
+                self._defer(msg, cannot, "worker")
                 return
             concurrency = self.limiter.concurrency(msg.provider)
             if not concurrency.try_acquire():
@@ -551,6 +555,8 @@ class Dispatcher:
             finally:
                 latency = time.perf_counter() - t0
                 concurrency.release_now(outcome, latency if outcome is not None else 0.0)
+                if outcome is not None:
+                    metrics.PROVIDER_LATENCY.labels(msg.provider, msg.channel).observe(latency)
             latency_ms = latency * 1000.0
             finished = self.clock.now()
             self._breaker_record(msg, outcome, finished)
@@ -558,6 +564,7 @@ class Dispatcher:
                 outcome.code is not None and outcome.retry_after is not None
             ):
                 # The provider asked for a pause: every worker respects it.
+                metrics.PROVIDER_THROTTLED.labels(msg.provider).inc()
                 await self.limiter.throttled(msg, outcome)
             decision = self.retry.decide(msg, outcome, finished)
             reason = None
@@ -631,10 +638,13 @@ class Dispatcher:
             detail=_with_note(spent, why),
             latency_ms=0.0,
         )
+        _attempted(msg, attempt)
         if spent is None:
             self.stats.deferred += 1
+            _deferred(msg, "lease")
         else:
             self.stats.dead += 1
+            _dead(msg, "DEFERRED_TOO_LONG")
             self.log.warning("message given up", message_id=msg.id, reason=spent)
         self._buffer.append(
             Completion(
@@ -680,6 +690,7 @@ class Dispatcher:
             # Claimed before the pause landed: back to the queue as it was; the claim
             # query skips it until the pause is lifted.
             self.stats.paused += 1
+            _deferred(msg, "control")
             self._put_back(msg, self.clock.now())
         elif mode is Mode.SHADOW:
             self._shadow(msg, control)
@@ -731,17 +742,21 @@ class Dispatcher:
             detail=f"{why}; would have sent {msg.action} to {msg.recipient} via {msg.provider}",
             latency_ms=0.0,
         )
+        _attempted(msg, attempt)
         self._unsent(msg, Status.SHADOWED, attempt=attempt)
 
     def _hold(self, msg: Message, reason: str) -> None:
         """Held before any provider call: no attempt is recorded and none is spent."""
         self.stats.held += 1
         self.log.info("message held", message_id=msg.id, provider=msg.provider, reason=reason)
+        _held(msg, reason)
         self._unsent(msg, Status.HELD, hold_reason=reason)
 
-    def _defer(self, msg: Message, why: str) -> None:
-        """This worker cannot send it (its own configuration); another may. No attempt."""
+    def _defer(self, msg: Message, why: str, kind: str) -> None:
+        """This worker cannot send it (its own configuration, or the connection gate says
+        not now: ``kind``); another may. No attempt."""
         self.stats.deferred += 1
+        _deferred(msg, kind)
         # Said once per reason and delay: a backlog of thousands deferred for the same
         # missing setting is one problem for the operator, not thousands of lines.
         now = time.monotonic()
@@ -882,6 +897,15 @@ class Dispatcher:
         )
         if decision.note is not None:
             self.log.warning("message given up", message_id=msg.id, reason=decision.note)
+        _attempted(msg, attempt)
+        if outcome.ok:
+            _sent(msg, finished)
+        elif decision.status is Status.DEAD:
+            _dead(msg, attempt.error_code or "")
+        elif decision.status is Status.HELD:
+            _held(msg, hold or "auth")
+        elif decision.refund_attempt:
+            _deferred(msg, "throttle")
         self._buffer.append(
             Completion(
                 message_id=msg.id,
@@ -1063,3 +1087,47 @@ class Dispatcher:
             "paused": s.paused,
             "failover": s.failover,
         }
+
+
+# -- metrics (see sluice/metrics.py) ---------------------------------------------------
+
+
+def _attempted(msg: Message, attempt: Attempt) -> None:
+    metrics.ATTEMPTS.labels(
+        metrics.tenant_label(msg.tenant), msg.channel, msg.provider, str(attempt.outcome),
+        attempt.error_code or "",
+    ).inc()  # fmt: skip
+    if (
+        msg.attempts == 1
+        and msg.created_at is not None
+        and attempt.outcome is not AttemptOutcome.DEFERRED
+    ):
+        age = (attempt.started_at - msg.created_at).total_seconds()
+        metrics.FIRST_ATTEMPT_LATENCY.labels(msg.channel, msg.provider).observe(max(0.0, age))
+
+
+def _sent(msg: Message, at: datetime) -> None:
+    if msg.created_at is not None:
+        age = (at - msg.created_at).total_seconds()
+        metrics.DELIVERY_LATENCY.labels(msg.channel, msg.provider).observe(max(0.0, age))
+    if msg.action.startswith(("auto_reply", "reply.")):
+        metrics.AUTO_REPLIES.labels(metrics.tenant_label(msg.tenant), msg.channel).inc()
+
+
+def _deferred(msg: Message, reason: str) -> None:
+    metrics.DEFERRED.labels(
+        metrics.tenant_label(msg.tenant), msg.channel, msg.provider, reason
+    ).inc()
+
+
+def _held(msg: Message, reason: str) -> None:
+    kind = metrics.hold_kind(reason) if reason != "auth" else "auth"
+    metrics.HELD.labels(metrics.tenant_label(msg.tenant), msg.channel, msg.provider, kind).inc()
+    if kind == "recipient_cap":
+        metrics.RECIPIENT_CAP_TRIPS.labels(metrics.tenant_label(msg.tenant), msg.provider).inc()
+
+
+def _dead(msg: Message, code: str) -> None:
+    metrics.DEAD_LETTERED.labels(
+        metrics.tenant_label(msg.tenant), msg.channel, msg.provider, code
+    ).inc()

@@ -42,6 +42,7 @@ import structlog
 from sluice.clock import Clock, SystemClock
 from sluice.connections import Connection, ConnectionState, hold_reason
 from sluice.errors import MigrationError, NotFound, StoreError
+from sluice.metrics import OAUTH_REFRESHES
 from sluice.model import ErrorCode
 from sluice.providers.base import Credentials
 from sluice.providers.http_action import (
@@ -191,6 +192,10 @@ class Refresher:
                     False, code=ErrorCode.INTERNAL, detail=f"{type(exc).__name__}: {exc}"
                 )
             seen.append(result)
+            OAUTH_REFRESHES.labels(
+                current.provider,
+                "ok" if result.ok else "transient" if result.transient else "refused",
+            ).inc()
             if result.ok:
                 sealed, kid = self.box.encrypt(
                     result.credentials, current.id, current.tenant, current.provider

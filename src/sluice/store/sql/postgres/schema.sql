@@ -315,3 +315,6 @@ CREATE TABLE sluice_receipts (
     inbox_id    bigint
 );
 CREATE INDEX sluice_receipts_message ON sluice_receipts (message_id, id);
+
+-- The audit log by action (state metrics, sluice audit list).
+CREATE INDEX sluice_audit_action ON sluice_audit (action, id);

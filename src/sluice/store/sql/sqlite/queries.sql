@@ -624,3 +624,48 @@ WHERE id = :id
 -- name: receipt_list
 SELECT message_id, provider, status, occurred_at, received_at, error_code, detail
 FROM sluice_receipts WHERE message_id = :id ORDER BY id
+
+-- name: observe_messages
+-- The state metrics (sluice.ops.state_metrics): the statuses that describe work still
+-- to do or to look at, each from its partial index; sent and delivered history is
+-- counted by the event metrics instead (a count over the whole table would grow with it).
+SELECT status, channel, provider, count(*) FROM sluice_messages
+WHERE status IN ('queued', 'sending', 'held', 'dead')
+GROUP BY status, channel, provider
+
+-- name: observe_dead
+SELECT channel, coalesce(last_error_code, ''), count(*) FROM sluice_messages
+WHERE status = 'dead'
+GROUP BY channel, coalesce(last_error_code, '')
+
+-- name: observe_held
+-- By the start of the reason (control:killed, control:approval, connection:, limit:
+-- recipient_cap ...): sluice.metrics.hold_kind names it.
+SELECT substr(hold_reason, 1, 24), count(*), min(updated_at) FROM sluice_messages
+WHERE status = 'held'
+GROUP BY substr(hold_reason, 1, 24)
+
+-- name: observe_connections
+SELECT provider, state, count(*) FROM sluice_connections GROUP BY provider, state
+
+-- name: observe_expiring
+SELECT tenant, provider, expires_at FROM sluice_connections
+WHERE expires_at IS NOT NULL AND state = 'active'
+ORDER BY expires_at
+LIMIT 1000
+
+-- name: observe_tenancy
+SELECT count(*) FROM sluice_audit WHERE action = 'tenancy.violation'
+
+-- name: observe_ready
+SELECT min(CASE WHEN run_at <= :now THEN created_at END),
+       min(CASE WHEN run_at <= :now THEN run_at END),
+       count(CASE WHEN attempts >= 1 THEN 1 END),
+       count(CASE WHEN attempts >= 3 THEN 1 END)
+FROM sluice_messages
+WHERE status = 'queued' AND parked_by IS NULL
+
+-- name: observe_inbox
+SELECT state, count(*), min(received_at) FROM sluice_inbox
+WHERE state IN ('pending', 'dead', 'rejected')
+GROUP BY state

@@ -282,3 +282,6 @@ CREATE INDEX sluice_messages_ready
     WHERE status = 'queued' AND parked_by IS NULL;
 CREATE INDEX sluice_messages_parked
     ON sluice_messages (parked_by) WHERE parked_by IS NOT NULL;
+
+-- The audit log by action (state metrics, sluice audit list).
+CREATE INDEX sluice_audit_action ON sluice_audit (action, id);
