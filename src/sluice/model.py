@@ -1,4 +1,4 @@
-"""Plain types shared by every part of Sluice: messages, attempts, outcomes, codes."""
+"""Plain types shared by every part of Sluice: messages, attempts, outcomes, codes, audit rows."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Attempt",
     "AttemptOutcome",
+    "AuditEntry",
     "Completion",
     "ErrorClass",
     "ErrorCode",
@@ -400,3 +401,18 @@ class Completion:
     #: This outcome is a deferral (a throttle-class answer, or a put-back): counted on
     #: the message, and the first one's time kept.
     deferred: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One row of the append-only, hash-chained audit log."""
+
+    at: datetime
+    actor: str
+    action: str
+    target: str | None = None
+    reason: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+    id: int | None = None
+    prev_hash: str | None = None
+    hash: str | None = None
