@@ -29,7 +29,7 @@ from sluice.errors import (
     ValidationError,
 )
 from sluice.model import NewMessage
-from sluice.ops.render import jsonable
+from sluice.ops.render import age, json_text, jsonable, table
 from sluice.store import MessageFilter, Store, open_store
 
 T = TypeVar("T")
@@ -146,25 +146,7 @@ async def _with_store(
 
 
 def _print_json(value: Any) -> None:
-    typer.echo(json.dumps(jsonable(value), indent=2, sort_keys=True))
-
-
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds:.1f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f}m"
-    return f"{seconds / 3600:.1f}h"
+    typer.echo(json_text(value))
 
 
 # -- commands ---------------------------------------------------------------------
@@ -429,13 +411,13 @@ def status(database_url: DatabaseUrl = None, as_json: JsonOutput = False) -> Non
         typer.echo("")
     order = ["queued", "sending", "held", "sent", "delivered", "dead", "cancelled", "shadowed"]
     keys = order + sorted(k for k in report.counts if k not in order)
-    typer.echo(_table(["status", "count"], [[k, report.counts.get(k, 0)] for k in keys]))
-    typer.echo(f"\noldest ready message waiting: {_age(report.oldest_ready_age_seconds)}")
+    typer.echo(table(["status", "count"], [[k, report.counts.get(k, 0)] for k in keys]))
+    typer.echo(f"\noldest ready message waiting: {age(report.oldest_ready_age_seconds)}")
     dead_total = sum(g.count for g in report.dead)
     typer.echo(f"dead letters: {dead_total}")
     if report.dead:
         typer.echo(
-            _table(
+            table(
                 ["channel", "error_code", "count", "last"],
                 [[g.channel, g.error_code, g.count, g.last_at.isoformat()] for g in report.dead],
             )
@@ -445,13 +427,13 @@ def status(database_url: DatabaseUrl = None, as_json: JsonOutput = False) -> Non
     typer.echo(f"\nworkers: {len(live)} running")
     if report.workers:
         typer.echo(
-            _table(
+            table(
                 ["worker", "state", "last seen", "in flight", "sent", "controls epoch"],
                 [
                     [
                         w.id,
                         "stopped" if w.stopped_at else "running",
-                        _age((now - w.last_seen_at).total_seconds()) + " ago",
+                        age((now - w.last_seen_at).total_seconds()) + " ago",
                         w.in_flight,
                         w.sent_total,
                         w.flow_version,
@@ -496,7 +478,7 @@ def messages_show(
     typer.echo(f"\nattempts ({len(attempts)}):")
     if attempts:
         typer.echo(
-            _table(
+            table(
                 ["#", "outcome", "code", "provider status", "latency ms", "worker", "started"],
                 [
                     [
@@ -554,7 +536,7 @@ def dlq_list(
         typer.echo("the dead-letter queue is empty")
         return
     typer.echo(
-        _table(
+        table(
             ["channel", "error_code", "count", "first", "last"],
             [
                 [g.channel, g.error_code, g.count, g.first_at.isoformat(), g.last_at.isoformat()]
@@ -861,7 +843,7 @@ def apikeys_list(database_url: DatabaseUrl = None, as_json: JsonOutput = False) 
 
     rows = [[k.id, k.name, k.role, k.tenant or "-", when(k.created_at), when(k.revoked_at)]
             for k in keys]  # fmt: skip
-    typer.echo(_table(["ID", "NAME", "ROLE", "TENANT", "CREATED", "REVOKED"], rows))
+    typer.echo(table(["ID", "NAME", "ROLE", "TENANT", "CREATED", "REVOKED"], rows))
 
 
 @apikeys_app.command("revoke")
@@ -919,7 +901,7 @@ def inbox_list(
     rows = [[i.id, i.provider, i.event_id[:40], i.kind, i.status or "-", i.state, i.attempts,
              (i.result or i.last_error or "")[:60]] for i in items]  # fmt: skip
     headers = ["ID", "PROVIDER", "EVENT", "KIND", "STATUS", "STATE", "TRIES", "RESULT / ERROR"]
-    typer.echo(_table(headers, rows))
+    typer.echo(table(headers, rows))
 
 
 @inbox_app.command("retry")
@@ -1091,7 +1073,7 @@ def connections_list(
         typer.echo("no connections")
         return
     typer.echo(
-        _table(
+        table(
             ["tenant", "provider", "state", "version", "scopes", "last check ok", "reason"],
             [
                 [
@@ -1556,7 +1538,7 @@ def controls_list(database_url: DatabaseUrl = None, as_json: JsonOutput = False)
         typer.echo("no controls set")
         return
     typer.echo(
-        _table(
+        table(
             ["scope", "mode", "since", "expires", "actor", "reason"],
             [
                 [
@@ -1625,7 +1607,7 @@ def held_list(
         typer.echo("no held messages")
         return
     typer.echo(
-        _table(
+        table(
             ["id", "tenant", "channel", "provider", "action", "held since", "reason"],
             [
                 [
@@ -1781,7 +1763,7 @@ def limits_list(database_url: DatabaseUrl = None, as_json: JsonOutput = False) -
             what = f"max {s.max} in flight per worker"
         use = "" if v.used is None else f"{v.used} used, {v.remaining} left"
         rows.append([s.label(), what, use, s.source])
-    typer.echo(_table(["limit", "setting", "use", "source"], rows))
+    typer.echo(table(["limit", "setting", "use", "source"], rows))
 
 
 @limits_app.command("set")
@@ -1905,7 +1887,7 @@ def breakers_list(database_url: DatabaseUrl = None, as_json: JsonOutput = False)
         typer.echo("no breakers: every provider and connection is closed with no outcomes")
         return
     typer.echo(
-        _table(
+        table(
             ["key", "state", "ok", "failed", "rate", "since", "retry at", "reason"],
             [
                 [
