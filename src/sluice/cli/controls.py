@@ -32,6 +32,7 @@ from sluice.cli.runtime import (
     with_store,
 )
 from sluice.errors import SluiceError
+from sluice.store import Store
 
 __all__ = ["controls_app", "kill", "pause", "resume"]
 
@@ -94,20 +95,24 @@ def _print_change(change: Any, verb: str, as_json: bool) -> None:
         raise typer.Exit(1)
 
 
-def _set_mode(
-    mode: str,
+def _change_control(
+    mode: str | None,
     tenant: str | None,
     channel: str | None,
     provider: str | None,
     action: str | None,
     reason: str,
-    expires: str | None,
+    *,
+    expires: str | None = None,
+    keep_held: bool = False,
     actor: str | None,
     timeout: float,
     no_wait: bool,
     database_url: str | None,
     as_json: bool,
 ) -> None:
+    """Set ``mode`` on the scope the options name, or clear its control when ``mode`` is
+    None; print the change."""
     from sluice.ops import controls as ops
 
     scope = _scope(tenant, channel, provider, action)
@@ -115,56 +120,22 @@ def _set_mode(
     async def go() -> Any:
         settings = settings_for(database_url)
         seconds = ops.parse_duration(expires) if expires else None
-        return await with_store(
-            settings,
-            lambda s: ops.control_set(
-                s,
-                scope,
-                mode,
-                actor=actor_or_default(actor),
-                reason=reason,
-                expires_in=seconds,
-                wait=not no_wait,
-                timeout=timeout,
-            ),
-        )
+        who = actor_or_default(actor)
 
-    _print_change(run_async(go), "set", as_json)
+        async def change(store: Store) -> Any:
+            if mode is None:
+                return await ops.control_clear(
+                    store, scope, actor=who, reason=reason, release=not keep_held,
+                    wait=not no_wait, timeout=timeout,
+                )  # fmt: skip
+            return await ops.control_set(
+                store, scope, mode, actor=who, reason=reason, expires_in=seconds,
+                wait=not no_wait, timeout=timeout,
+            )  # fmt: skip
 
+        return await with_store(settings, change)
 
-def _clear(
-    tenant: str | None,
-    channel: str | None,
-    provider: str | None,
-    action: str | None,
-    reason: str,
-    keep_held: bool,
-    actor: str | None,
-    timeout: float,
-    no_wait: bool,
-    database_url: str | None,
-    as_json: bool,
-) -> None:
-    from sluice.ops import controls as ops
-
-    scope = _scope(tenant, channel, provider, action)
-
-    async def go() -> Any:
-        settings = settings_for(database_url)
-        return await with_store(
-            settings,
-            lambda s: ops.control_clear(
-                s,
-                scope,
-                actor=actor_or_default(actor),
-                reason=reason,
-                release=not keep_held,
-                wait=not no_wait,
-                timeout=timeout,
-            ),
-        )
-
-    _print_change(run_async(go), "clear", as_json)
+    _print_change(run_async(go), "clear" if mode is None else "set", as_json)
 
 
 def _set_command(mode: str, doc: str) -> Callable[..., None]:
@@ -183,8 +154,9 @@ def _set_command(mode: str, doc: str) -> Callable[..., None]:
         database_url: DatabaseUrl = None,
         as_json: JsonOutput = False,
     ) -> None:
-        _set_mode(mode, tenant, channel, provider, action, reason, expires, actor, timeout,
-                  no_wait, database_url, as_json)  # fmt: skip
+        _change_control(mode, tenant, channel, provider, action, reason, expires=expires,
+                        actor=actor, timeout=timeout, no_wait=no_wait, database_url=database_url,
+                        as_json=as_json)  # fmt: skip
 
     command.__doc__ = doc
     return command
@@ -206,8 +178,9 @@ def _clear_command(doc: str) -> Callable[..., None]:
         database_url: DatabaseUrl = None,
         as_json: JsonOutput = False,
     ) -> None:
-        _clear(tenant, channel, provider, action, reason, keep_held, actor, timeout, no_wait,
-               database_url, as_json)  # fmt: skip
+        _change_control(None, tenant, channel, provider, action, reason, keep_held=keep_held,
+                        actor=actor, timeout=timeout, no_wait=no_wait, database_url=database_url,
+                        as_json=as_json)  # fmt: skip
 
     command.__doc__ = doc
     return command
@@ -244,8 +217,9 @@ def controls_set(
     as_json: JsonOutput = False,
 ) -> None:
     """Set the mode of a scope (most restrictive wins where scopes overlap)."""
-    _set_mode(mode, tenant, channel, provider, action, reason, expires, actor, timeout,
-              no_wait, database_url, as_json)  # fmt: skip
+    _change_control(mode, tenant, channel, provider, action, reason, expires=expires,
+                    actor=actor, timeout=timeout, no_wait=no_wait, database_url=database_url,
+                    as_json=as_json)  # fmt: skip
 
 
 # Registered here, between set and list, because --help lists commands in this order.
