@@ -91,11 +91,7 @@ def _move_command(verb: str, done: str, doc: str) -> Callable[..., None]:
                 settings, lambda s: fn(s, flt, dry_run=dry_run, actor=who, reason=reason)
             )
 
-        result = run_async(go)
-        if as_json:
-            echo_json(result)
-        else:
-            echo_moved(result, "dead letters", done)
+        echo_moved(run_async(go), "dead letters", done, as_json=as_json)
 
     command.__doc__ = doc
     return command

@@ -153,12 +153,8 @@ def _held_move(
             lambda s: fn(s, flt, ids or None, dry_run=dry_run, actor=who, reason=reason),
         )
 
-    result = run_async(go)
-    if as_json:
-        echo_json(result)
-        return
     done = {"approve": "approved", "release": "released", "cancel": "cancelled"}[verb]
-    echo_moved(result, "held messages", done)
+    echo_moved(run_async(go), "held messages", done, as_json=as_json)
 
 
 def _held_command(verb: str, doc: str) -> Callable[..., None]:

@@ -97,9 +97,11 @@ def echo_table(headers: list[str], rows: list[list[Any]]) -> None:
     typer.echo(table(headers, rows))
 
 
-def echo_moved(result: DlqAction, noun: str, done: str) -> None:
+def echo_moved(result: DlqAction, noun: str, done: str, *, as_json: bool) -> None:
     """Print what a bulk move did, or under ``--dry-run`` the first 20 it would move."""
-    if result.dry_run:
+    if as_json:
+        echo_json(result)
+    elif result.dry_run:
         typer.echo(f"dry run: {result.matched} {noun} would be {done}")
         for mid in result.ids[:20]:
             typer.echo(f"  {mid}")
