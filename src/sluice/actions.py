@@ -47,22 +47,49 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote, unquote
 
 from sluice.errors import ConfigError
-from sluice.model import Message, NewMessage
 
 __all__ = [
     "METHODS",
     "ActionSpec",
     "MissingValue",
+    "Renderable",
     "RenderedAction",
     "UnsafePathValue",
     "configured_actions",
     "load_actions",
     "parse_actions",
 ]
+
+
+class Renderable(Protocol):
+    """What an action is rendered from: a message, new or stored (``sluice.model``'s
+    ``NewMessage`` and ``Message``). Named by its fields, not imported, because
+    ``NewMessage.validate`` renders actions through ``sluice.addressing``, below the model."""
+
+    @property
+    def id(self) -> str:
+        """The message id, ``{message_id}``."""
+        ...
+
+    @property
+    def tenant(self) -> str:
+        """``{tenant}``."""
+        ...
+
+    @property
+    def recipient(self) -> str:
+        """``{recipient}``."""
+        ...
+
+    @property
+    def payload(self) -> Mapping[str, Any]:
+        """``{payload.<key>}``."""
+        ...
+
 
 #: The HTTP methods an action may use.
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
@@ -166,7 +193,7 @@ class ActionSpec:
             _check_placeholders(f"{where}: headers.{key}", value)
         object.__setattr__(self, "headers", dict(self.headers))
 
-    def render(self, message: Message | NewMessage) -> RenderedAction:
+    def render(self, message: Renderable) -> RenderedAction:
         """The request for ``message``: ``MissingValue`` if its payload lacks a key,
         ``UnsafePathValue`` if a value would move the request to another path."""
         values = _Values(message.recipient, message.tenant, message.id, message.payload)

@@ -3,8 +3,10 @@
 A message is refused at enqueue, before anything is stored, when it could only ever
 end in the dead-letter queue:
 
-- its ``provider`` is neither a built-in provider (``sluice.providers.BUILTIN_PROVIDERS``)
-  nor an alias declared under ``[providers."name"]`` in ``sluice.toml``;
+- its ``provider`` is neither a built-in provider (``BUILTIN_PROVIDERS``: the catalog of
+  provider names and media is kept here, below the adapters, and re-exported by
+  ``sluice.providers``) nor an alias declared under ``[providers."name"]`` in
+  ``sluice.toml``;
 - its ``channel`` names a medium (``sms``, ``email``, ``whatsapp``, ``webhook``) the
   provider does not deliver (SendGrid sends only email). Any other channel name is a
   label of the operator's own (``otp``), sent by the provider's first medium;
@@ -65,17 +67,118 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
+from sluice.actions import Renderable
 from sluice.errors import ConfigError, ValidationError
 from sluice.netguard import NO_PRIVATE_TARGETS, PrivateTargets, private_targets
 
 if TYPE_CHECKING:
     from sluice.actions import ActionSpec
     from sluice.config import Settings
-    from sluice.model import NewMessage
 
-__all__ = ["Addressing", "addressing_in_effect"]
+__all__ = [
+    "ALIAS_KINDS",
+    "BUILTIN_PROVIDERS",
+    "MEDIA",
+    "Addressed",
+    "Addressing",
+    "addressing_in_effect",
+    "alias_specs",
+    "provider_kinds",
+]
+
+
+class Addressed(Renderable, Protocol):
+    """What ``Addressing.check`` reads of a message (a ``sluice.model.NewMessage``, which
+    calls it: named by its fields so that this module need not import the model)."""
+
+    @property
+    def provider(self) -> str:
+        """The provider (or alias) named."""
+        ...
+
+    @property
+    def channel(self) -> str:
+        """A medium (``MEDIA``) or a channel name of the operator's own."""
+        ...
+
+    @property
+    def action(self) -> str:
+        """The action (for ``http``, one declared in ``sluice.toml``)."""
+        ...
+
+
+#: The channels that name a medium. Any other channel name is a label of the operator's
+#: own (``otp``, ``alerts``) for routes, controls and limits, and goes with any provider.
+MEDIA = frozenset({"email", "sms", "webhook", "whatsapp"})
+
+#: The providers every Sluice has, each with the media its adapter delivers, the first
+#: being what it sends under a channel of the operator's own naming (``None``: any
+#: medium; the recipient is whatever the channel says). Twilio sends SMS and, on the
+#: ``whatsapp`` channel, WhatsApp; SendGrid only email; Meta's Cloud API only WhatsApp;
+#: a webhook only webhooks. ``http`` runs configured actions, whatever they do, and
+#: ``null`` sends nothing.
+BUILTIN_PROVIDERS: Mapping[str, tuple[str, ...] | None] = MappingProxyType(
+    {
+        "http": None,
+        "null": None,
+        "sendgrid": ("email",),
+        "twilio": ("sms", "whatsapp"),
+        "webhook": ("webhook",),
+        "whatsapp": ("whatsapp",),
+    }
+)
+
+
+#: Kinds a ``[providers."name"]`` entry can take, and the base-URL setting each defaults to.
+ALIAS_KINDS = {
+    "twilio": "twilio_base_url",
+    "sendgrid": "sendgrid_base_url",
+    "whatsapp": "whatsapp_base_url",
+}
+
+
+def provider_kinds(
+    document: Mapping[str, Any] | None = None, source: str = "sluice.toml"
+) -> dict[str, str]:
+    """Every provider name a message may give, with the built-in kind it stands for: the
+    built-ins (each its own kind) and the ``[providers."name"]`` aliases of ``document``
+    (a parsed ``sluice.toml``; ``None``: no file, built-ins only).
+
+    Raises ``ConfigError`` naming ``source`` and the entry when an alias is malformed.
+    """
+    kinds = {name: name for name in BUILTIN_PROVIDERS}
+    for name, spec in alias_specs(document, source).items():
+        kinds[name] = spec["kind"]
+    return kinds
+
+
+def alias_specs(document: Mapping[str, Any] | None, source: str) -> dict[str, dict[str, Any]]:
+    """The ``[providers]`` entries of ``document``, checked: name -> its table."""
+    table = (document or {}).get("providers", {})
+    if not isinstance(table, Mapping):
+        raise ConfigError(f'{source}: providers must be tables [providers."name"]')
+    out: dict[str, dict[str, Any]] = {}
+    for name, spec in table.items():
+        where = f"{source}: providers.{name}"
+        if name in BUILTIN_PROVIDERS:
+            raise ConfigError(f"{where}: {name!r} is a built-in provider; choose another name")
+        if not isinstance(spec, Mapping):
+            raise ConfigError(f"{where} must be a table")
+        unknown = sorted(set(spec) - {"kind", "base_url"})
+        if unknown:
+            raise ConfigError(f"{where}: unknown field {unknown[0]!r} (known: kind, base_url)")
+        kind = spec.get("kind")
+        if kind not in ALIAS_KINDS:
+            raise ConfigError(f"{where}.kind must be one of {sorted(ALIAS_KINDS)}, not {kind!r}")
+        base_url = spec.get("base_url")
+        if base_url is not None and (
+            not isinstance(base_url, str) or not base_url.startswith(("http://", "https://"))
+        ):
+            raise ConfigError(f"{where}.base_url must be an http(s) URL")
+        out[name] = dict(spec)
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +211,6 @@ class Addressing:
         """The rules of a parsed ``sluice.toml`` (``None``: no file, built-ins only;
         with ``problem``: a file that could not be read, and why)."""
         from sluice.actions import parse_actions
-        from sluice.providers import provider_kinds
 
         problems = {"providers": problem, "actions": problem} if problem is not None else {}
         kinds = _builtin_kinds()
@@ -124,11 +226,9 @@ class Addressing:
                 problems["actions"] = str(exc)
         return cls(MappingProxyType(kinds), source, actions=actions, problems=problems)
 
-    def check(self, message: NewMessage, where: str = "") -> None:
+    def check(self, message: Addressed, where: str = "") -> None:
         """Raise ``ValidationError`` naming the first field of ``message`` (prefixed with
         ``where``) that cannot reach a destination."""
-        from sluice.providers import BUILTIN_PROVIDERS, MEDIA
-
         kind = self.kind_of(message.provider, where + "provider")
         media = BUILTIN_PROVIDERS[kind]
         channel = message.channel
@@ -147,7 +247,7 @@ class Addressing:
         if kind == "http":
             self._check_action(message, where)
 
-    def _check_action(self, message: NewMessage, where: str) -> None:
+    def _check_action(self, message: Addressed, where: str) -> None:
         """The declared action of ``message`` renders for it, to the configured path."""
         from sluice.actions import MissingValue, UnsafePathValue
 
@@ -243,8 +343,6 @@ class Addressing:
         return kind
 
     def _unknown(self, name: str) -> str:
-        from sluice.providers import BUILTIN_PROVIDERS
-
         aliases = sorted(set(self.providers) - set(BUILTIN_PROVIDERS))
         close = difflib.get_close_matches(name, list(self.providers), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -294,8 +392,6 @@ def _email_problem(address: str) -> str | None:
 
 
 def _builtin_kinds() -> dict[str, str]:
-    from sluice.providers import BUILTIN_PROVIDERS
-
     return {name: name for name in BUILTIN_PROVIDERS}
 
 

@@ -1,4 +1,4 @@
-"""Plain types shared by every part of Sluice: messages, attempts, outcomes, codes."""
+"""Plain types shared by every part of Sluice: messages, attempts, outcomes, codes, audit rows."""
 
 from __future__ import annotations
 
@@ -13,12 +13,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+# What a send can come to lives one level down (sluice.netguard needs it, and enqueue's
+# checks need sluice.netguard); re-exported here, where callers have always found it.
+from sluice.outcome import ErrorClass, ErrorCode, Outcome
+
 if TYPE_CHECKING:
     from sluice.addressing import Addressing
 
 __all__ = [
     "Attempt",
     "AttemptOutcome",
+    "AuditEntry",
     "Completion",
     "ErrorClass",
     "ErrorCode",
@@ -46,69 +51,6 @@ class Status(enum.StrEnum):
     SHADOWED = "shadowed"
 
 
-class ErrorClass(enum.StrEnum):
-    """What the dispatcher does about a failed attempt.
-
-    - ``transient``: retry with backoff; the attempt counts toward ``max_attempts``.
-    - ``throttle``: defer (``Retry-After`` or backoff); the attempt does not count.
-    - ``auth``: the credentials are at fault, not the message; it must not burn attempts.
-    - ``permanent``: retrying cannot help; dead-letter at once.
-    """
-
-    TRANSIENT = "transient"
-    THROTTLE = "throttle"
-    AUTH = "auth"
-    PERMANENT = "permanent"
-
-
-class ErrorCode(enum.StrEnum):
-    """Canonical error codes; each adapter maps its provider's errors onto these."""
-
-    INVALID_RECIPIENT = "INVALID_RECIPIENT"
-    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
-    ACCOUNT_SUSPENDED = "ACCOUNT_SUSPENDED"
-    TEMPLATE_NOT_APPROVED = "TEMPLATE_NOT_APPROVED"
-    RATE_LIMITED = "RATE_LIMITED"
-    AUTH_REVOKED = "AUTH_REVOKED"
-    SCOPE_MISSING = "SCOPE_MISSING"
-    PROVIDER_UNAVAILABLE = "PROVIDER_UNAVAILABLE"
-    PROVIDER_ERROR = "PROVIDER_ERROR"
-    TIMEOUT = "TIMEOUT"
-    CONNECTION_FAILED = "CONNECTION_FAILED"
-    BAD_REQUEST = "BAD_REQUEST"
-    ENDPOINT_GONE = "ENDPOINT_GONE"
-    UNKNOWN_PROVIDER = "UNKNOWN_PROVIDER"
-    LEASE_EXPIRED = "LEASE_EXPIRED"
-    INTERNAL = "INTERNAL"
-
-    @property
-    def error_class(self) -> ErrorClass:
-        """The class that decides what happens next."""
-        return _CLASS_OF[self]
-
-
-_CLASS_OF: dict[ErrorCode, ErrorClass] = {
-    ErrorCode.INVALID_RECIPIENT: ErrorClass.PERMANENT,
-    # A spent quota comes back when the window resets: wait, don't burn attempts.
-    ErrorCode.QUOTA_EXCEEDED: ErrorClass.THROTTLE,
-    ErrorCode.ACCOUNT_SUSPENDED: ErrorClass.PERMANENT,
-    ErrorCode.TEMPLATE_NOT_APPROVED: ErrorClass.PERMANENT,
-    ErrorCode.RATE_LIMITED: ErrorClass.THROTTLE,
-    ErrorCode.AUTH_REVOKED: ErrorClass.AUTH,
-    ErrorCode.SCOPE_MISSING: ErrorClass.AUTH,
-    # 502/503/504: the provider says "not now"; deferring keeps an outage out of the DLQ.
-    ErrorCode.PROVIDER_UNAVAILABLE: ErrorClass.THROTTLE,
-    ErrorCode.PROVIDER_ERROR: ErrorClass.TRANSIENT,
-    ErrorCode.TIMEOUT: ErrorClass.TRANSIENT,
-    ErrorCode.CONNECTION_FAILED: ErrorClass.TRANSIENT,
-    ErrorCode.BAD_REQUEST: ErrorClass.PERMANENT,
-    ErrorCode.ENDPOINT_GONE: ErrorClass.PERMANENT,
-    ErrorCode.UNKNOWN_PROVIDER: ErrorClass.PERMANENT,
-    ErrorCode.LEASE_EXPIRED: ErrorClass.TRANSIENT,
-    ErrorCode.INTERNAL: ErrorClass.TRANSIENT,
-}
-
-
 class AttemptOutcome(enum.StrEnum):
     """How one attempt ended, as recorded in the attempts table."""
 
@@ -121,46 +63,6 @@ class AttemptOutcome(enum.StrEnum):
     #: The worker put the message back unstarted (its lease was not sure to outlast the
     #: call): nothing was called, no attempt spent, one deferral counted.
     DEFERRED = "deferred"
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What a provider adapter reports for one send."""
-
-    ok: bool
-    code: ErrorCode | None = None
-    detail: str = ""
-    provider_status: str | None = None
-    provider_code: str | None = None
-    provider_message_id: str | None = None
-    retry_after: float | None = None
-
-    @classmethod
-    def success(
-        cls, provider_message_id: str | None = None, provider_status: str | None = None
-    ) -> Outcome:
-        """The provider accepted the message."""
-        return cls(True, provider_message_id=provider_message_id, provider_status=provider_status)
-
-    @classmethod
-    def failure(
-        cls,
-        code: ErrorCode,
-        detail: str = "",
-        *,
-        provider_status: str | None = None,
-        provider_code: str | None = None,
-        retry_after: float | None = None,
-    ) -> Outcome:
-        """The provider refused or could not be reached."""
-        return cls(
-            False,
-            code,
-            detail[:2000],
-            provider_status=provider_status,
-            provider_code=provider_code,
-            retry_after=retry_after,
-        )
 
 
 def new_message_id() -> str:
@@ -400,3 +302,18 @@ class Completion:
     #: This outcome is a deferral (a throttle-class answer, or a put-back): counted on
     #: the message, and the first one's time kept.
     deferred: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One row of the append-only, hash-chained audit log."""
+
+    at: datetime
+    actor: str
+    action: str
+    target: str | None = None
+    reason: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+    id: int | None = None
+    prev_hash: str | None = None
+    hash: str | None = None

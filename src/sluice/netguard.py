@@ -45,7 +45,7 @@ from dataclasses import dataclass
 import httpx
 
 from sluice.errors import ConfigError, ProviderError
-from sluice.model import ErrorCode, Outcome
+from sluice.outcome import ErrorCode, Outcome
 
 __all__ = [
     "METADATA_HOSTS",

@@ -19,14 +19,15 @@ import binascii
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from sluice.connections import Connection
 from sluice.errors import ConfigError
 
-__all__ = ["SecretBox", "generate_key", "key_id"]
+__all__ = ["SecretBox", "check_key", "generate_key", "key_id"]
 
 _NONCE = 12
 
@@ -115,3 +116,26 @@ class SecretBox:
     def knows(self, kid: str) -> bool:
         """Whether ``kid`` is the current or the previous key."""
         return kid in self._keys
+
+
+def check_key(connections: Sequence[Connection], box: SecretBox | None) -> int:
+    """Every one of ``connections`` (as stored) must open with the configured key(s).
+
+    Returns how many there are; raises ``ConfigError`` naming the problem. The worker
+    asks at start-up (``sluice.worker.assemble``), as does ``ops.connections.verify_key``.
+    """
+    if not connections:
+        return 0
+    if box is None:
+        raise ConfigError(
+            f"{len(connections)} connections hold encrypted credentials but SLUICE_SECRET_KEY "
+            "is not set; set the key that encrypted them"
+        )
+    unknown = sorted({c.key_id for c in connections if not box.knows(c.key_id)})
+    if unknown:
+        raise ConfigError(
+            f"SLUICE_SECRET_KEY (key {box.current_id}) is not the key that encrypted stored "
+            f"credentials (keys {', '.join(unknown)}): set the right key, or put the old one in "
+            "SLUICE_SECRET_KEY_PREVIOUS and run: sluice keys rotate"
+        )
+    return len(connections)

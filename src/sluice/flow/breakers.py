@@ -43,21 +43,24 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
 from sluice.clock import Clock, SystemClock
 from sluice.config import Settings
 from sluice.errors import ValidationError
-from sluice.store.base import AuditEntry, BreakerInfo, Store
+from sluice.model import AuditEntry
 
 __all__ = [
+    "BreakerInfo",
     "BreakerPolicy",
     "BreakerState",
     "BreakerStatus",
+    "BreakerStore",
     "Breakers",
     "Transition",
     "Verdict",
@@ -68,6 +71,73 @@ __all__ = [
     "parse_key",
     "provider_key",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerInfo:
+    """A circuit breaker's row: per provider (``p:<provider>``) or per connection
+    (``c:<tenant>:<provider>``), shared by every worker; the store keeps it.
+
+    ``state`` is ``closed``, ``open`` or ``half_open``; ``forced`` marks an operator's
+    state that no worker changes; ``probes_ok`` counts successful probes while half-open.
+    """
+
+    key: str
+    provider: str
+    tenant: str
+    state: str
+    since: datetime
+    retry_at: datetime | None
+    forced: bool
+    reason: str | None
+    probes_ok: int
+    updated_at: datetime
+
+
+class BreakerStore(Protocol):
+    """What ``Breakers`` needs of a store: the breaker methods of ``sluice.store.Store``,
+    which every store has (the policy names them here, so it need not know the store)."""
+
+    async def breaker_report(
+        self,
+        counts: Mapping[tuple[str, int], tuple[int, int]],
+        probes_ok: Mapping[str, int],
+        now: datetime,
+    ) -> None:
+        """Add outcomes to the window and successful probes to half-open breakers."""
+        ...
+
+    async def breaker_window(
+        self, keys: Sequence[str] | None, since_bucket: int
+    ) -> dict[str, tuple[int, int]]:
+        """(ok, failed) summed over buckets ``>= since_bucket``, per key."""
+        ...
+
+    async def breaker_list(self) -> list[BreakerInfo]:
+        """Every breaker row, by key."""
+        ...
+
+    async def breaker_transition(
+        self,
+        key: str,
+        provider: str,
+        tenant: str,
+        expected_state: str | None,
+        new_state: str,
+        *,
+        retry_at: datetime | None,
+        reason: str,
+        forced: bool,
+        now: datetime,
+        audit: AuditEntry,
+    ) -> bool:
+        """Move a breaker to ``new_state`` and write ``audit`` (compare-and-swap)."""
+        ...
+
+    async def breaker_purge(self, before_bucket: int) -> int:
+        """Drop window buckets older than ``before_bucket``; return how many."""
+        ...
+
 
 #: How long a send refused because this worker's probe is still in flight is deferred.
 PROBE_BUSY_DELAY = 1.0
@@ -299,7 +369,7 @@ class Breakers:
 
     def __init__(
         self,
-        store: Store,
+        store: BreakerStore,
         policy: BreakerPolicy | None = None,
         *,
         worker_id: str,

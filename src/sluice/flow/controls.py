@@ -30,12 +30,10 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sluice.errors import ValidationError
-
-if TYPE_CHECKING:
-    from sluice.store.base import AuditEntry
+from sluice.model import AuditEntry
 
 __all__ = [
     "CONTROL_PREFIX",
@@ -248,8 +246,6 @@ def control_audit(
     action: str, control: Control, now: datetime, actor: str, reason: str, **extra: Any
 ) -> AuditEntry:
     """The audit row of a change to ``control`` (``control.set``, ``control.expired``)."""
-    from sluice.store.base import AuditEntry  # the store's types import this module
-
     return AuditEntry(
         at=now,
         actor=actor,

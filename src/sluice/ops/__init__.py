@@ -1,5 +1,11 @@
 """Operator actions, one implementation shared by the CLI, the Python API and the HTTP API.
 
+Of the three packages that share controls, limits and breakers (ARCHITECTURE.md, "One
+concern, three packages"), ``sluice.flow`` decides, ``sluice.worker`` applies the
+decisions while sending, and ops is what an *operator* does about them: set, clear,
+force, release, each audited. Ops imports ground, flow and the store; never the worker
+(what both need lives below them), the API or the CLI, which call it.
+
 - ``actions``: status, messages, the dead-letter queue;
 - ``controls``: kill, pause, shadow, approval, resume (acknowledged by every live
   worker) and held messages (list, approve, release, cancel);

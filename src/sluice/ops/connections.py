@@ -15,7 +15,7 @@ from sluice.clock import Clock, SystemClock
 from sluice.connections import Connection, ConnectionState
 from sluice.errors import ConfigError, StoreError, ValidationError
 from sluice.model import ErrorCode, new_message_id
-from sluice.secrets import SecretBox
+from sluice.secrets import SecretBox, check_key
 from sluice.store.base import AuditEntry, Store
 
 __all__ = [
@@ -230,21 +230,7 @@ async def keys_rotate(
 async def verify_key(store: Store, box: SecretBox | None) -> int:
     """At startup: every stored credential must open with the configured key(s).
 
-    Returns the number of connections; raises ``ConfigError`` naming the problem.
+    Returns the number of connections; raises ``ConfigError`` naming the problem
+    (``sluice.secrets.check_key``).
     """
-    conns: list[Connection] = await store.connection_list()
-    if not conns:
-        return 0
-    if box is None:
-        raise ConfigError(
-            f"{len(conns)} connections hold encrypted credentials but SLUICE_SECRET_KEY is not "
-            "set; set the key that encrypted them"
-        )
-    unknown = sorted({c.key_id for c in conns if not box.knows(c.key_id)})
-    if unknown:
-        raise ConfigError(
-            f"SLUICE_SECRET_KEY (key {box.current_id}) is not the key that encrypted stored "
-            f"credentials (keys {', '.join(unknown)}): set the right key, or put the old one in "
-            "SLUICE_SECRET_KEY_PREVIOUS and run: sluice keys rotate"
-        )
-    return len(conns)
+    return check_key(await store.connection_list(), box)

@@ -7,13 +7,13 @@ kind). ``provider_kinds`` lists both, as enqueue checks them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any
 
 import httpx
 
+# The catalog of provider names and media is ground-level (enqueue checks it before any
+# adapter exists); it lives in sluice.addressing and is re-exported here.
+from sluice.addressing import ALIAS_KINDS, BUILTIN_PROVIDERS, MEDIA, alias_specs, provider_kinds
 from sluice.clock import Clock
 from sluice.config import Settings
 from sluice.providers.base import Credentials, Provider
@@ -27,27 +27,6 @@ __all__ = [
     "http_client",
     "provider_kinds",
 ]
-
-#: The channels that name a medium. Any other channel name is a label of the operator's
-#: own (``otp``, ``alerts``) for routes, controls and limits, and goes with any provider.
-MEDIA = frozenset({"email", "sms", "webhook", "whatsapp"})
-
-#: The providers every Sluice has, each with the media its adapter delivers, the first
-#: being what it sends under a channel of the operator's own naming (``None``: any
-#: medium; the recipient is whatever the channel says). Twilio sends SMS and, on the
-#: ``whatsapp`` channel, WhatsApp; SendGrid only email; Meta's Cloud API only WhatsApp;
-#: a webhook only webhooks. ``http`` runs configured actions, whatever they do, and
-#: ``null`` sends nothing.
-BUILTIN_PROVIDERS: Mapping[str, tuple[str, ...] | None] = MappingProxyType(
-    {
-        "http": None,
-        "null": None,
-        "sendgrid": ("email",),
-        "twilio": ("sms", "whatsapp"),
-        "webhook": ("webhook",),
-        "whatsapp": ("whatsapp",),
-    }
-)
 
 
 def http_client(settings: Settings) -> httpx.AsyncClient:
@@ -141,58 +120,6 @@ def build_providers(
     return providers
 
 
-#: Kinds a ``[providers."name"]`` entry can take, and the base-URL setting each defaults to.
-_ALIAS_KINDS = {
-    "twilio": "twilio_base_url",
-    "sendgrid": "sendgrid_base_url",
-    "whatsapp": "whatsapp_base_url",
-}
-
-
-def provider_kinds(
-    document: Mapping[str, Any] | None = None, source: str = "sluice.toml"
-) -> dict[str, str]:
-    """Every provider name a message may give, with the built-in kind it stands for: the
-    built-ins (each its own kind) and the ``[providers."name"]`` aliases of ``document``
-    (a parsed ``sluice.toml``; ``None``: no file, built-ins only).
-
-    Raises ``ConfigError`` naming ``source`` and the entry when an alias is malformed.
-    """
-    kinds = {name: name for name in BUILTIN_PROVIDERS}
-    for name, spec in _alias_specs(document, source).items():
-        kinds[name] = spec["kind"]
-    return kinds
-
-
-def _alias_specs(document: Mapping[str, Any] | None, source: str) -> dict[str, dict[str, Any]]:
-    """The ``[providers]`` entries of ``document``, checked: name -> its table."""
-    from sluice.errors import ConfigError
-
-    table = (document or {}).get("providers", {})
-    if not isinstance(table, Mapping):
-        raise ConfigError(f'{source}: providers must be tables [providers."name"]')
-    out: dict[str, dict[str, Any]] = {}
-    for name, spec in table.items():
-        where = f"{source}: providers.{name}"
-        if name in BUILTIN_PROVIDERS:
-            raise ConfigError(f"{where}: {name!r} is a built-in provider; choose another name")
-        if not isinstance(spec, Mapping):
-            raise ConfigError(f"{where} must be a table")
-        unknown = sorted(set(spec) - {"kind", "base_url"})
-        if unknown:
-            raise ConfigError(f"{where}: unknown field {unknown[0]!r} (known: kind, base_url)")
-        kind = spec.get("kind")
-        if kind not in _ALIAS_KINDS:
-            raise ConfigError(f"{where}.kind must be one of {sorted(_ALIAS_KINDS)}, not {kind!r}")
-        base_url = spec.get("base_url")
-        if base_url is not None and (
-            not isinstance(base_url, str) or not base_url.startswith(("http://", "https://"))
-        ):
-            raise ConfigError(f"{where}.base_url must be an http(s) URL")
-        out[name] = dict(spec)
-    return out
-
-
 def provider_aliases(
     path: Path, settings: Settings, client: httpx.AsyncClient, clock: Clock | None = None
 ) -> dict[str, Provider]:
@@ -211,11 +138,11 @@ def provider_aliases(
     classes: dict[str, type[TwilioProvider] | type[SendGridProvider] | type[WhatsAppProvider]]
     classes = {"twilio": TwilioProvider, "sendgrid": SendGridProvider, "whatsapp": WhatsAppProvider}
     out: dict[str, Provider] = {}
-    for name, spec in _alias_specs(config_document(path), str(path)).items():
+    for name, spec in alias_specs(config_document(path), str(path)).items():
         kind = spec["kind"]
         out[name] = classes[kind](
             client,
-            base_url=spec.get("base_url", getattr(settings, _ALIAS_KINDS[kind])),
+            base_url=spec.get("base_url", getattr(settings, ALIAS_KINDS[kind])),
             status_callback_url=settings.status_callback_url,
             timeout=settings.http_timeout,
             clock=clock,

@@ -12,11 +12,15 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sluice.connections import Connection, ConnectionState
+
+# AuditEntry and BreakerInfo live below the store (flow and the store both use them) and
+# are re-exported here, where every caller has always found them.
+from sluice.flow.breakers import BreakerInfo
 from sluice.flow.controls import Control, Mode, Scope
+from sluice.model import Attempt, AuditEntry, Completion, Message, NewMessage
 
 if TYPE_CHECKING:
     from sluice.flow.limits import Cell
-from sluice.model import Attempt, Completion, Message, NewMessage
 
 __all__ = [
     "ApiKey",
@@ -131,21 +135,6 @@ class RescueResult:
 
 
 @dataclass(frozen=True, slots=True)
-class AuditEntry:
-    """One row of the append-only, hash-chained audit log."""
-
-    at: datetime
-    actor: str
-    action: str
-    target: str | None = None
-    reason: str | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
-    id: int | None = None
-    prev_hash: str | None = None
-    hash: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class RefreshOutcome:
     """What a ``connection_refresh`` callback asks the store to write, still under the lock.
 
@@ -200,27 +189,6 @@ class RefreshOutcome:
             reason=self.reason,
             detail={**self.detail, "cause": "token refresh", "held": held},
         )
-
-
-@dataclass(frozen=True, slots=True)
-class BreakerInfo:
-    """A circuit breaker's row: per provider (``p:<provider>``) or per connection
-    (``c:<tenant>:<provider>``), shared by every worker (see ``sluice.flow.breakers``).
-
-    ``state`` is ``closed``, ``open`` or ``half_open``; ``forced`` marks an operator's
-    state that no worker changes; ``probes_ok`` counts successful probes while half-open.
-    """
-
-    key: str
-    provider: str
-    tenant: str
-    state: str
-    since: datetime
-    retry_at: datetime | None
-    forced: bool
-    reason: str | None
-    probes_ok: int
-    updated_at: datetime
 
 
 #: Called by ``connection_refresh`` with the connection as stored, re-read under the lock;

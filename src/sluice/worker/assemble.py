@@ -14,7 +14,7 @@ from sluice.config import Settings
 from sluice.errors import ConfigError, MigrationError
 from sluice.flow.limits import configured_flow
 from sluice.providers.base import Provider
-from sluice.secrets import SecretBox
+from sluice.secrets import SecretBox, check_key
 from sluice.store.base import AuditEntry, Store
 from sluice.worker.dispatcher import WORKER_PROBLEM_DELAY, Dispatcher, new_worker_id
 from sluice.worker.gate import ConnectionGate
@@ -90,14 +90,13 @@ async def assemble_dispatcher(
     """
     from sluice.ingress.config import configured_ingress
     from sluice.ingress.projector import Projector
-    from sluice.ops.connections import verify_key
     from sluice.providers import build_providers
 
     pending = await store.schema_pending()
     if pending:
         raise MigrationError(f"the schema is missing migrations {pending}; run: sluice migrate")
     box = secret_box(settings)
-    await verify_key(store, box)
+    check_key(await store.connection_list(), box)
     if clock is None:
         # Leases, due times and windows by the store's time, not this host's (see
         # sluice.clock): the dispatcher re-reads it with every heartbeat.

@@ -1,0 +1,95 @@
+"""The ``sluice`` command: the top layer of Sluice.
+
+It may import anything below it — ``api``, ``ops``, ``worker``, ``ingress``, ``store``,
+``flow``, ``providers``, ``model``, ``config`` — and nothing in Sluice imports it. It holds
+no logic of its own: each command parses its options, calls one function of the layers
+below (most often in :mod:`sluice.ops`, which the HTTP API calls too) and prints what came
+back, as text or, with ``--json``, as the JSON the API returns.
+
+Every flag has an environment variable, shown in ``--help``. Exit codes: 0 done; 1 the
+system failed (database down, …); 2 bad input or configuration (the message names what is
+wrong, and nothing was changed).
+
+Where each command lives:
+
+- ``processes``: migrate, worker, simulator, run, serve;
+- ``messages``: send, messages show; ``status``: status;
+- ``dlq``: dlq list, retry, cancel;
+- ``controls``: kill, pause, resume, controls set, clear, list;
+- ``held``: held list, approve, release, cancel;
+- ``limits``: limits list, set, clear; ``breakers``: breakers list, open, close, reset;
+- ``connections``: connections add, list, show, rotate, revoke, check; keys generate, rotate;
+- ``apikeys``: apikeys create, list, revoke; ``inbox``: inbox list, retry.
+
+What every command shares: ``options`` (the options more than one group takes, defined
+once) and ``runtime`` (settings, the store, the event loop, exit codes, printing through
+:mod:`sluice.ops.render`). A new command goes in the module of its group and is added to
+``app`` below.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from sluice.cli import (
+    apikeys,
+    breakers,
+    connections,
+    controls,
+    dlq,
+    held,
+    inbox,
+    limits,
+    messages,
+    processes,
+    status,
+)
+from sluice.cli.processes import run_worker
+
+__all__ = ["app", "main", "run_worker"]
+
+app = typer.Typer(
+    name="sluice",
+    help="Sluice delivers outbound side effects durably, under the operator's hand.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# In the order ``sluice --help`` lists them: the commands, then the groups.
+app.command("migrate")(processes.migrate)
+app.command("worker")(processes.worker)
+app.command("send")(messages.send)
+app.command("status")(status.status)
+app.command("simulator")(processes.simulator)
+app.command("run")(processes.run)
+app.command("serve")(processes.serve)
+app.command("kill")(controls.kill)
+app.command("pause")(controls.pause)
+app.command("resume")(controls.resume)
+app.command("approve")(held.approve)
+app.command("release")(held.release)
+app.command("cancel")(held.cancel)
+app.add_typer(dlq.dlq_app, name="dlq")
+app.add_typer(messages.messages_app, name="messages")
+app.add_typer(connections.connections_app, name="connections")
+app.add_typer(connections.keys_app, name="keys")
+app.add_typer(apikeys.apikeys_app, name="apikeys")
+app.add_typer(inbox.inbox_app, name="inbox")
+app.add_typer(controls.controls_app, name="controls")
+app.add_typer(held.held_app, name="held")
+app.add_typer(limits.limits_app, name="limits")
+app.add_typer(breakers.breakers_app, name="breakers")
+
+
+def main() -> None:
+    """Entry point of the ``sluice`` script."""
+    from sluice.logs import quiet_pool_warnings
+
+    quiet_pool_warnings()  # commands that set up no logging would print them bare
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

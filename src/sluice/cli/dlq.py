@@ -1,0 +1,113 @@
+"""``dlq``: the dead-letter queue — list it grouped, retry or cancel what a filter names."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import typer
+
+from sluice.cli.options import (
+    Actor,
+    Channel,
+    DatabaseUrl,
+    DryRun,
+    ErrorCodeOpt,
+    JsonOutput,
+    Limit,
+    Reason,
+    Since,
+    Tenant,
+    message_filter,
+)
+from sluice.cli.runtime import (
+    actor_or_default,
+    echo_json,
+    echo_moved,
+    echo_table,
+    on_store,
+    run_async,
+    settings_for,
+    with_store,
+)
+
+__all__ = ["dlq_app"]
+
+dlq_app = typer.Typer(help="The dead-letter queue: list, retry, cancel.", no_args_is_help=True)
+
+
+@dlq_app.command("list")
+def dlq_list(
+    tenant: Tenant = None,
+    channel: Channel = None,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Dead letters grouped by channel and error code, largest group first."""
+    from sluice import ops
+
+    settings = settings_for(database_url)
+    flt = message_filter(tenant, channel)
+    groups = on_store(settings, lambda s: ops.dlq_list(s, flt))
+    if as_json:
+        echo_json({"groups": groups, "total": sum(g.count for g in groups)})
+        return
+    if not groups:
+        typer.echo("the dead-letter queue is empty")
+        return
+    echo_table(
+        ["channel", "error_code", "count", "first", "last"],
+        [
+            [g.channel, g.error_code, g.count, g.first_at.isoformat(), g.last_at.isoformat()]
+            for g in groups
+        ],
+    )
+    typer.echo(f"\ntotal: {sum(g.count for g in groups)}")
+
+
+def _move_command(verb: str, done: str, doc: str) -> Callable[..., None]:
+    """``dlq retry`` and ``dlq cancel``: the same options, a different move."""
+
+    def command(
+        error_code: ErrorCodeOpt = None,
+        channel: Channel = None,
+        tenant: Tenant = None,
+        since: Since = None,
+        limit: Limit = None,
+        dry_run: DryRun = False,
+        actor: Actor = None,
+        reason: Reason = None,
+        database_url: DatabaseUrl = None,
+        as_json: JsonOutput = False,
+    ) -> None:
+        from sluice import ops
+
+        async def go() -> Any:
+            settings = settings_for(database_url)
+            flt = message_filter(tenant, channel, error_code, since, limit)
+            fn = ops.dlq_retry if verb == "retry" else ops.dlq_cancel
+            who = actor_or_default(actor)
+            return await with_store(
+                settings, lambda s: fn(s, flt, dry_run=dry_run, actor=who, reason=reason)
+            )
+
+        echo_moved(run_async(go), "dead letters", done, as_json=as_json)
+
+    command.__doc__ = doc
+    return command
+
+
+dlq_app.command("retry")(
+    _move_command(
+        "retry",
+        "requeued",
+        "Put dead letters back in the queue with fresh attempts (oldest first).",
+    )
+)
+dlq_app.command("cancel")(
+    _move_command(
+        "cancel",
+        "cancelled",
+        "Cancel dead letters for good; they stay visible with status cancelled.",
+    )
+)

@@ -1,0 +1,65 @@
+"""``inbox``: provider events ingress took in — list them, retry the ones the projector
+gave up on."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from sluice.cli.options import Actor, DatabaseUrl, JsonOutput, Provider, Reason
+from sluice.cli.runtime import actor_or_default, echo_json, echo_table, on_store, settings_for
+
+__all__ = ["inbox_app"]
+
+inbox_app = typer.Typer(
+    help="Provider events taken in by ingress: list them, retry the ones the projector gave up on.",
+    no_args_is_help=True,
+)
+
+
+@inbox_app.command("list")
+def inbox_list(
+    state: Annotated[
+        str | None,
+        typer.Option(
+            help="pending, done, dead (what waits for you) or rejected (refused: tenancy)."
+        ),
+    ] = None,
+    provider: Provider = None,
+    limit: Annotated[int, typer.Option(help="Most events to show.")] = 50,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Events newest first: provider, event id, kind, state, attempts, last error."""
+    from sluice.ops.inbox import inbox_list as list_events
+
+    settings = settings_for(database_url)
+    items = on_store(settings, lambda s: list_events(s, state, provider, limit))
+    if as_json:
+        echo_json(items)
+        return
+    rows = [[i.id, i.provider, i.event_id[:40], i.kind, i.status or "-", i.state, i.attempts,
+             (i.result or i.last_error or "")[:60]] for i in items]  # fmt: skip
+    headers = ["ID", "PROVIDER", "EVENT", "KIND", "STATUS", "STATE", "TRIES", "RESULT / ERROR"]
+    echo_table(headers, rows)
+
+
+@inbox_app.command("retry")
+def inbox_retry(
+    ids: Annotated[
+        list[int] | None, typer.Argument(help="Dead event ids; all dead events if none.")
+    ] = None,
+    actor: Actor = None,
+    reason: Reason = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Give dead events back to the projector (audited)."""
+    from sluice.ops.inbox import inbox_retry as retry_events
+
+    settings = settings_for(database_url)
+    moved = on_store(
+        settings,
+        lambda s: retry_events(s, ids or None, actor=actor_or_default(actor), reason=reason),
+    )
+    typer.echo(f"requeued {len(moved)} event(s)")
