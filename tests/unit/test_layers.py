@@ -35,6 +35,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
                 "connections",
                 "errors",
                 "logs",
+                "metrics",
                 "model",
                 "netguard",
                 "outcome",

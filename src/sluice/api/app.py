@@ -26,11 +26,10 @@ from sluice.api.auth import KeyCache
 from sluice.clock import Clock, SystemClock
 from sluice.config import Settings
 from sluice.errors import ConfigError, SluiceError
-from sluice.flow.limits import configured_flow
 from sluice.ingress.config import IngressConfig, configured_ingress
 from sluice.metrics import configure_tenants
 from sluice.ops.controls import live_workers
-from sluice.ops.state_metrics import StateMetrics, exposition
+from sluice.ops.state_metrics import exposition, state_metrics
 from sluice.store import Store, open_store
 
 __all__ = ["create_app"]
@@ -172,13 +171,7 @@ def _attach(app: FastAPI, store: Store) -> None:
     app.state.store = store
     app.state.keys = KeyCache(store)
     app.state.inbox = ingress.InboxWriter(store)
-    try:
-        limits, _ = configured_flow()
-    except SluiceError:  # the workers refuse such a file; the API still reports
-        limits = []
-    app.state.state_metrics = StateMetrics(
-        store, app.state.settings, limits=limits, clock=app.state.clock
-    )
+    app.state.state_metrics = state_metrics(store, app.state.settings, app.state.clock)
 
 
 async def healthz() -> dict[str, str]:

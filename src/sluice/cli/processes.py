@@ -21,6 +21,13 @@ __all__ = ["migrate", "run", "run_worker", "serve", "simulator", "worker"]
 LogLevel = Annotated[
     str | None, typer.Option(envvar="SLUICE_LOG_LEVEL", help="debug, info, warning, error.")
 ]
+MetricsPort = Annotated[
+    int | None,
+    typer.Option(
+        envvar="SLUICE_METRICS_PORT",
+        help="Serve Prometheus metrics at http://<SLUICE_API_HOST>:PORT/metrics. [default: off]",
+    ),
+]
 
 
 def migrate(database_url: DatabaseUrl = None) -> None:
@@ -85,6 +92,7 @@ def worker(
             "--until-idle", envvar="SLUICE_UNTIL_IDLE", help="Exit once nothing is ready to send."
         ),
     ] = False,
+    metrics_port: MetricsPort = None,
     log_level: LogLevel = None,
 ) -> None:
     """Claim and deliver messages until SIGTERM/SIGINT (in-flight sends finish first)."""
@@ -99,6 +107,7 @@ def worker(
         poll_interval=poll_interval,
         http_timeout=http_timeout,
         webhook_secret=webhook_secret,
+        metrics_port=metrics_port,
         log_level=log_level,
     )
     try:
@@ -115,6 +124,7 @@ def worker(
 
 async def run_worker(settings: Settings, *, until_idle: bool = False) -> Any:
     """Run one dispatcher with signal handling; return its stats."""
+    from sluice.ops.state_metrics import metrics_server, state_metrics
     from sluice.providers import http_client
     from sluice.worker.assemble import assemble_dispatcher
 
@@ -126,7 +136,8 @@ async def run_worker(settings: Settings, *, until_idle: bool = False) -> Any:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, dispatcher.stop)
             try:
-                return await dispatcher.run(until_idle=until_idle)
+                async with metrics_server(settings, state_metrics(store, settings)):
+                    return await dispatcher.run(until_idle=until_idle)
             finally:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)

@@ -30,12 +30,12 @@ from sluice.clock import Clock, SystemClock
 from sluice.config import Settings
 from sluice.errors import ConfigError, SluiceError
 from sluice.flow.controls import LIVE_WINDOW_SECONDS
-from sluice.flow.limits import LimitSpec
+from sluice.flow.limits import LimitSpec, configured_flow
 from sluice.metrics import STATE, StateMetric, tenant_label
 from sluice.ops.limits import LimitView, limit_list
 from sluice.store.base import Store
 
-__all__ = ["StateMetrics", "exposition", "metrics_server"]
+__all__ = ["StateMetrics", "exposition", "metrics_server", "state_metrics"]
 
 log = structlog.get_logger("sluice.metrics")
 
@@ -149,6 +149,16 @@ class StateMetrics(Collector):
         )
         add("sluice_tenancy_violations_total", [((), seen.tenancy_violations)])
         return out
+
+
+def state_metrics(store: Store, settings: Settings, clock: Clock | None = None) -> StateMetrics:
+    """The state metrics of ``store``, with the quotas of the ``sluice.toml`` in effect
+    (none when it cannot be read: the workers and the server refuse such a file)."""
+    try:
+        limits, _ = configured_flow()
+    except SluiceError:
+        limits = []
+    return StateMetrics(store, settings, limits=limits, clock=clock)
 
 
 def _quota_rows(quotas: Sequence[LimitView]) -> Iterator[tuple[Sequence[str], float]]:

@@ -13,6 +13,7 @@ from sluice.clock import Clock, StoreClock
 from sluice.config import Settings
 from sluice.errors import ConfigError, MigrationError
 from sluice.flow.limits import configured_flow
+from sluice.metrics import configure_tenants
 from sluice.providers.base import Provider
 from sluice.secrets import SecretBox, check_key
 from sluice.store.base import AuditEntry, Store
@@ -124,6 +125,7 @@ async def assemble_dispatcher(
         if box is not None
         else None
     )
+    configure_tenants(settings.metrics_tenants)
     limits, routes = configured_flow()
     unknown = sorted({p for route in routes.values() for p in route} - set(adapters))
     if unknown and providers is None:
