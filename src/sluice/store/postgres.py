@@ -30,10 +30,11 @@ from sluice.errors import (
     ValidationError,
 )
 from sluice.flow.controls import Control, Mode, Scope, control_audit, control_hold_reason
-from sluice.model import Attempt, AttemptOutcome, Completion, Message, NewMessage, Status
-from sluice.store import _enqueue
+from sluice.model import Attempt, Completion, Message, NewMessage, Status
+from sluice.store import _enqueue, _rows
 from sluice.store._audit import insert_params, seal, stored_detail
 from sluice.store._claims import next_claim_start
+from sluice.store._codec import Codec
 from sluice.store._queries import load_queries, migrations
 from sluice.store._receipts import NOT_READY, advance, failure_of
 from sluice.store.base import (
@@ -66,6 +67,14 @@ Q = load_queries("postgres")
 LISTEN_CHANNEL = "sluice_ready"
 #: Throttles and breaker moves, for every worker to apply at once (``flow_listen``).
 FLOW_CHANNEL = "sluice_flow"
+
+
+def _as_is(value: Any) -> Any:
+    return value
+
+
+#: psycopg hands ``timestamptz`` back as aware datetimes and ``jsonb`` decoded.
+C = Codec(read_time=_as_is, write_time=_as_is, read_json=_as_is, no_limit=None)
 
 
 def _uuid_text(value: str, field: str = "id") -> str:
@@ -103,47 +112,6 @@ def pg_enqueue_plan(rows: Sequence[_enqueue.PreparedRow], now: datetime | None) 
 def pg_find_params(pairs: list[tuple[str, str]]) -> dict[str, Any]:
     """Parameters of ``message_find_by_keys``."""
     return {"tenants": [t for t, _ in pairs], "keys": [k for _, k in pairs]}
-
-
-def _message(row: TupleRow, status: Status = Status.SENDING) -> Message:
-    (mid, tenant, channel, provider, action, recipient, payload, priority, run_at, attempts,
-     max_attempts, claim_seq, idem, corr, scopes, created_at) = row[:16]  # fmt: skip
-    return Message(
-        id=mid,
-        tenant=tenant,
-        channel=channel,
-        provider=provider,
-        action=action,
-        recipient=recipient,
-        payload=payload,
-        priority=priority,
-        status=status,
-        run_at=run_at,
-        attempts=attempts,
-        max_attempts=max_attempts,
-        claim_seq=claim_seq,
-        idempotency_key=idem,
-        correlation_id=corr,
-        scopes=scopes,
-        created_at=created_at,
-        approved_by=row[16] if len(row) > 16 else None,
-        deferrals=row[17] if len(row) > 17 else 0,
-        deferred_since=row[18] if len(row) > 18 else None,
-    )
-
-
-def _control(r: TupleRow) -> Control:
-    cid, tenant, channel, provider, action, mode, actor, reason, created, expires, version = r
-    return Control(
-        id=cid,
-        scope=Scope(tenant, channel, provider, action),
-        mode=Mode(mode),
-        actor=actor,
-        reason=reason,
-        created_at=created,
-        expires_at=expires,
-        version=version,
-    )
 
 
 class PostgresStore:
@@ -348,10 +316,10 @@ class PostgresStore:
             "lease_until": now + timedelta(seconds=lease_seconds),
             "after": self._claim_after,
         }
-        claimed = [_message(r) for r in await self._fetch("message_claim", params)]
+        claimed = [_rows.message(C, r) for r in await self._fetch("message_claim", params)]
         if self._claim_after and len(claimed) < limit:  # wrap round to the first tenants
             params.update(after="", limit=limit - len(claimed))
-            claimed += [_message(r) for r in await self._fetch("message_claim", params)]
+            claimed += [_rows.message(C, r) for r in await self._fetch("message_claim", params)]
         self._claim_after = next_claim_start(claimed, limit)
         return claimed
 
@@ -412,11 +380,11 @@ class PostgresStore:
         rows = await self._fetch("message_get", {"id": _uuid_text(message_id)})
         if not rows:
             raise NotFound(f"no message with id {message_id!r}")
-        return _full_message(rows[0])
+        return _rows.full_message(C, rows[0])
 
     async def attempt_list(self, message_id: str) -> list[Attempt]:
         rows = await self._fetch("attempt_list", {"id": _uuid_text(message_id)})
-        return [_attempt(r) for r in rows]
+        return [_rows.attempt(C, r) for r in rows]
 
     async def status_report(self, now: datetime) -> StatusReport:
         counts = {s: n for s, n in await self._fetch("status_counts", {})}
@@ -432,7 +400,7 @@ class PostgresStore:
 
     async def dlq_groups(self, flt: MessageFilter) -> list[DlqGroup]:
         rows = await self._fetch("dlq_groups", {"tenant": flt.tenant, "channel": flt.channel})
-        return [DlqGroup(*r) for r in rows]
+        return [_rows.dlq_group(C, r) for r in rows]
 
     async def message_select(self, status: str, flt: MessageFilter) -> list[str]:
         rows = await self._fetch(
@@ -546,11 +514,11 @@ class PostgresStore:
                 log.exception("flow listener failed")
 
     async def throttle_list(self, now: datetime) -> list[Throttle]:
-        return [Throttle(*r) for r in await self._fetch("throttle_list", {"now": now})]
+        return [_rows.throttle(C, r) for r in await self._fetch("throttle_list", {"now": now})]
 
     async def limit_list(self) -> list[LimitRow]:
         rows = await self._fetch("limit_select", {})
-        return [LimitRow(k, t, p, a, json.loads(sp), ac, r, u) for k, t, p, a, sp, ac, r, u in rows]
+        return [_rows.limit_row(C, r) for r in rows]
 
     async def limit_set(self, row: LimitRow) -> None:
         async with self._conn() as conn, conn.transaction():
@@ -595,7 +563,7 @@ class PostgresStore:
         return at  # type: ignore[no-any-return]  # timestamptz: an aware datetime
 
     async def control_list(self) -> list[Control]:
-        return [_control(r) for r in await self._fetch("control_select", {})]
+        return [_rows.control(C, r) for r in await self._fetch("control_select", {})]
 
     async def control_set(
         self,
@@ -623,7 +591,7 @@ class PostgresStore:
                     "version": version,
                 },
             )
-            control = _control(await cur.fetchone())  # type: ignore[arg-type]
+            control = _rows.control(C, await cur.fetchone())  # type: ignore[arg-type]
             if control.mode is not Mode.PAUSED:
                 await conn.execute(Q["message_unpark"], {"control_id": control.id})
             await _audit_insert(conn, control_audit("control.set", control, now, actor, reason))
@@ -638,7 +606,9 @@ class PostgresStore:
             row = await cur.fetchone()
             unparked = 0
             if row is not None:
-                cur = await conn.execute(Q["message_unpark"], {"control_id": _control(row).id})
+                cur = await conn.execute(
+                    Q["message_unpark"], {"control_id": _rows.control(C, row).id}
+                )
                 unparked = cur.rowcount
             released: list[str] = []
             if release:
@@ -649,7 +619,7 @@ class PostgresStore:
             if row is None and not released:
                 return None, []
             await conn.execute(Q["flow_bump"], {"now": now})
-            control = _control(row) if row is not None else None
+            control = _rows.control(C, row) if row is not None else None
             await _audit_insert(
                 conn,
                 AuditEntry(
@@ -672,7 +642,7 @@ class PostgresStore:
     async def control_expire(self, now: datetime, actor: str) -> list[Control]:
         async with self._conn() as conn, conn.transaction():
             cur = await conn.execute(Q["control_delete_expired"], {"now": now})
-            expired = [_control(r) for r in await cur.fetchall()]
+            expired = [_rows.control(C, r) for r in await cur.fetchall()]
             if not expired:
                 return []
             await conn.execute(Q["flow_bump"], {"now": now})
@@ -748,20 +718,7 @@ class PostgresStore:
 
     async def audit_list(self, limit: int = 100) -> list[AuditEntry]:
         rows = await self._fetch("audit_list", {"limit": limit})
-        return [
-            AuditEntry(
-                id=r[0],
-                at=r[1],
-                actor=r[2],
-                action=r[3],
-                target=r[4],
-                reason=r[5],
-                detail=json.loads(r[6]),
-                prev_hash=r[7],
-                hash=r[8],
-            )
-            for r in rows
-        ]
+        return [_rows.audit_entry(C, r) for r in rows]
 
     # -- connections -------------------------------------------------------------
 
@@ -805,7 +762,7 @@ class PostgresStore:
         self, tenant: str | None = None, provider: str | None = None
     ) -> list[Connection]:
         rows = await self._fetch("connection_select", {"tenant": tenant, "provider": provider})
-        return [_connection(r) for r in rows]
+        return [_rows.connection(C, r) for r in rows]
 
     async def connection_find(self, pairs: Sequence[tuple[str, str]]) -> list[Connection]:
         if not pairs:
@@ -814,7 +771,7 @@ class PostgresStore:
             "connection_select_pairs",
             {"tenants": [t for t, _ in pairs], "providers": [p for _, p in pairs]},
         )
-        return [_connection(r) for r in rows]
+        return [_rows.connection(C, r) for r in rows]
 
     async def connection_get(self, tenant: str, provider: str) -> Connection:
         found = await self.connection_list(tenant, provider)
@@ -965,7 +922,7 @@ class PostgresStore:
             row = await cur.fetchone()
             if row is None:
                 raise NotFound(f"tenant {tenant!r} has no {provider} connection")
-            current = _connection(row)
+            current = _rows.connection(C, row)
             outcome = await refresh(current)
             if outcome is not None:
                 await _refresh_write(db, current, outcome, now, actor)
@@ -1021,7 +978,7 @@ class PostgresStore:
         return {key: (int(ok), int(failed)) for key, ok, failed in rows}
 
     async def breaker_list(self) -> list[BreakerInfo]:
-        return [BreakerInfo(*r) for r in await self._fetch("breaker_list", {})]
+        return [_rows.breaker(C, r) for r in await self._fetch("breaker_list", {})]
 
     async def breaker_transition(
         self,
@@ -1090,7 +1047,7 @@ class PostgresStore:
         await self._fetch("worker_stop", {"id": worker_id, "now": now})
 
     async def worker_list(self, since: datetime) -> list[WorkerInfo]:
-        return [WorkerInfo(*r) for r in await self._fetch("worker_list", {"since": since})]
+        return [_rows.worker(C, r) for r in await self._fetch("worker_list", {"since": since})]
 
     async def worker_ack(self, worker_id: str, version: int, now: datetime) -> None:
         await self._fetch("worker_ack", {"id": worker_id, "version": version, "now": now})
@@ -1154,7 +1111,7 @@ class PostgresStore:
                 "limit": limit,
             },
         )
-        return [_full_message(r) for r in rows]
+        return [_rows.full_message(C, r) for r in rows]
 
     async def api_key_insert(self, key: ApiKey, audit: AuditEntry) -> None:
         async with self._conn() as conn, conn.transaction():
@@ -1169,10 +1126,10 @@ class PostgresStore:
         rows = await self._fetch("api_key_get", {"id": key_id})
         if not rows:
             raise NotFound(f"no API key {key_id!r}")
-        return ApiKey(*rows[0])
+        return _rows.api_key(C, rows[0])
 
     async def api_key_list(self) -> list[ApiKey]:
-        return [ApiKey(*r) for r in await self._fetch("api_key_list", {})]
+        return [_rows.api_key(C, r) for r in await self._fetch("api_key_list", {})]
 
     async def api_key_revoke(self, key_id: str, now: datetime, audit: AuditEntry) -> ApiKey:
         async with self._conn() as conn, conn.transaction():
@@ -1183,7 +1140,7 @@ class PostgresStore:
             row = await cur.fetchone()
         if row is None:
             raise NotFound(f"no API key {key_id!r}")
-        return ApiKey(*row)
+        return _rows.api_key(C, row)
 
     async def idem_begin(
         self,
@@ -1230,7 +1187,7 @@ class PostgresStore:
             async with self._conn() as conn, conn.transaction():
                 ids = await pg_enqueue_async(conn, rows, now)
                 cur = await conn.execute(Q["message_get_many"], {"ids": ids})
-                found = {r[0]: _full_message(r) for r in await cur.fetchall()}
+                found = {r[0]: _rows.full_message(C, r) for r in await cur.fetchall()}
                 status, response = respond([found[i] for i in ids])
                 cur = await conn.execute(
                     Q["idem_finish"],
@@ -1292,7 +1249,7 @@ class PostgresStore:
             "inbox_claim",
             {"now": now, "limit": limit, "lease_until": now + timedelta(seconds=lease_seconds)},
         )
-        return sorted((InboxItem(*r) for r in rows), key=lambda i: i.id)
+        return sorted((_rows.inbox_item(C, r) for r in rows), key=lambda i: i.id)
 
     async def inbox_finish(
         self,
@@ -1341,7 +1298,7 @@ class PostgresStore:
         rows = await self._fetch(
             "inbox_list", {"state": state, "provider": provider, "limit": limit}
         )
-        return [InboxItem(*r) for r in rows]
+        return [_rows.inbox_item(C, r) for r in rows]
 
     async def inbox_requeue(
         self, ids: Sequence[int] | None, now: datetime, audit: AuditEntry
@@ -1364,7 +1321,7 @@ class PostgresStore:
 
     async def receipt_list(self, message_id: str) -> list[Receipt]:
         rows = await self._fetch("receipt_list", {"id": _uuid_text(message_id)})
-        return [Receipt(*r) for r in rows]
+        return [_rows.receipt(C, r) for r in rows]
 
 
 def _breaker_payload(row: BreakerInfo) -> str:
@@ -1418,15 +1375,6 @@ async def _apply_receipt(
     return "applied"
 
 
-def _full_message(r: TupleRow) -> Message:
-    msg = _message(r[:8] + r[9:17], Status(r[8]))
-    msg.updated_at, msg.last_error_code, msg.last_error = r[17], r[18], r[19]
-    msg.provider_message_id, msg.worker_id, msg.lease_until = r[20], r[21], r[22]
-    msg.hold_reason, msg.approved_by, msg.approved_at = r[23], r[24], r[25]
-    msg.deferrals, msg.deferred_since = r[26], r[27]
-    return msg
-
-
 def _receipt_params(receipt: Receipt, inbox_id: int) -> dict[str, Any]:
     return {**dataclasses.asdict(receipt), "inbox_id": inbox_id}
 
@@ -1456,28 +1404,6 @@ def _completion_row(c: Completion) -> dict[str, Any]:
             if value is not None:
                 row[name] = value
     return row
-
-
-def _connection(r: TupleRow) -> Connection:
-    return Connection(
-        id=r[0],
-        tenant=r[1],
-        provider=r[2],
-        state=ConnectionState(r[3]),
-        state_reason=r[4],
-        state_changed_at=r[5],
-        scopes=list(r[6]),
-        missing_scopes=list(r[7]),
-        ciphertext=bytes(r[8]),
-        key_id=r[9],
-        credential_version=r[10],
-        expires_at=r[11],
-        last_check_at=r[12],
-        last_check_ok_at=r[13],
-        last_check_error=r[14],
-        created_at=r[15],
-        updated_at=r[16],
-    )
 
 
 async def _refresh_write(
@@ -1521,25 +1447,6 @@ async def _refresh_write(
     )
     held = [r[0] for r in await cur.fetchall()]
     await _audit_insert(db, outcome.audit_entry(current, now, actor, held=len(held)))
-
-
-def _attempt(r: TupleRow) -> Attempt:
-    return Attempt(
-        message_id=r[0],
-        attempt_no=r[1],
-        worker_id=r[2],
-        provider=r[3],
-        started_at=r[4],
-        finished_at=r[5],
-        outcome=AttemptOutcome(r[6]),
-        error_code=r[7],
-        error_class=r[8],
-        provider_status=r[9],
-        provider_code=r[10],
-        detail=r[11],
-        latency_ms=r[12],
-        applied=bool(r[13]),
-    )
 
 
 async def _audit_insert(

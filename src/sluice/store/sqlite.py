@@ -34,10 +34,11 @@ from sluice.errors import (
     ValidationError,
 )
 from sluice.flow.controls import Control, Mode, Scope, control_audit, control_hold_reason
-from sluice.model import Attempt, AttemptOutcome, Completion, Message, NewMessage, Status
-from sluice.store import _enqueue
+from sluice.model import Attempt, Completion, Message, NewMessage, Status
+from sluice.store import _enqueue, _rows
 from sluice.store._audit import insert_params, seal, stored_detail
 from sluice.store._claims import next_claim_start
+from sluice.store._codec import Codec
 from sluice.store._queries import load_queries, migrations
 from sluice.store._receipts import NOT_READY, advance, failure_of
 from sluice.store.base import (
@@ -111,6 +112,14 @@ def _at(value: float) -> datetime:
     return datetime.fromtimestamp(value, UTC)
 
 
+def _epoch(dt: datetime) -> float:
+    return dt.timestamp()
+
+
+#: Times are REAL epoch seconds, JSON is text.
+C = Codec(read_time=_at, write_time=_epoch, read_json=json.loads, no_limit=-1)
+
+
 def connect(path: str, *, timeout: float = 30.0) -> sqlite3.Connection:
     """A connection set up the way Sluice needs: WAL, durable commits, explicit transactions."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -170,47 +179,6 @@ def sqlite_enqueue(
         if found:
             existing[(tenant, key)] = (found[0], found[3])
     return _enqueue.resolve(rows, existing)
-
-
-def _message(r: Sequence[Any], status: Status = Status.SENDING) -> Message:
-    (mid, tenant, channel, provider, action, recipient, payload, priority, run_at, attempts,
-     max_attempts, claim_seq, idem, corr, scopes, created_at) = r[:16]  # fmt: skip
-    return Message(
-        id=mid,
-        tenant=tenant,
-        channel=channel,
-        provider=provider,
-        action=action,
-        recipient=recipient,
-        payload=json.loads(payload),
-        priority=priority,
-        status=status,
-        run_at=_at(run_at),
-        attempts=attempts,
-        max_attempts=max_attempts,
-        claim_seq=claim_seq,
-        idempotency_key=idem,
-        correlation_id=corr,
-        scopes=json.loads(scopes),
-        created_at=_dt(created_at),
-        approved_by=r[16] if len(r) > 16 else None,
-        deferrals=r[17] if len(r) > 17 else 0,
-        deferred_since=_dt(r[18]) if len(r) > 18 else None,
-    )
-
-
-def _control(r: Sequence[Any]) -> Control:
-    cid, tenant, channel, provider, action, mode, actor, reason, created, expires, version = r
-    return Control(
-        id=cid,
-        scope=Scope(tenant, channel, provider, action),
-        mode=Mode(mode),
-        actor=actor,
-        reason=reason,
-        created_at=_at(created),
-        expires_at=_dt(expires),
-        version=version,
-    )
 
 
 class SqliteStore:
@@ -394,7 +362,7 @@ class SqliteStore:
                     rows += conn.execute(Q["message_claim"], more).fetchall()
                 return rows
 
-        claimed = [_message(r) for r in await self._run(claim)]
+        claimed = [_rows.message(C, r) for r in await self._run(claim)]
         self._claim_after = next_claim_start(claimed, limit)
         return claimed
 
@@ -546,29 +514,11 @@ class SqliteStore:
         rows = await self._all("message_get", {"id": message_id})
         if not rows:
             raise NotFound(f"no message with id {message_id!r}")
-        return _full_message(rows[0])
+        return _rows.full_message(C, rows[0])
 
     async def attempt_list(self, message_id: str) -> list[Attempt]:
         rows = await self._all("attempt_list", {"id": message_id})
-        return [
-            Attempt(
-                message_id=r[0],
-                attempt_no=r[1],
-                worker_id=r[2],
-                provider=r[3],
-                started_at=_at(r[4]),
-                finished_at=_at(r[5]),
-                outcome=AttemptOutcome(r[6]),
-                error_code=r[7],
-                error_class=r[8],
-                provider_status=r[9],
-                provider_code=r[10],
-                detail=r[11],
-                latency_ms=r[12],
-                applied=bool(r[13]),
-            )
-            for r in rows
-        ]
+        return [_rows.attempt(C, r) for r in rows]
 
     async def status_report(self, now: datetime) -> StatusReport:
         counts = {s: n for s, n in await self._all("status_counts", {})}
@@ -582,7 +532,7 @@ class SqliteStore:
 
     async def dlq_groups(self, flt: MessageFilter) -> list[DlqGroup]:
         rows = await self._all("dlq_groups", {"tenant": flt.tenant, "channel": flt.channel})
-        return [DlqGroup(c, e, n, _dt(f), _dt(last)) for c, e, n, f, last in rows]  # type: ignore[arg-type]
+        return [_rows.dlq_group(C, r) for r in rows]
 
     async def message_select(self, status: str, flt: MessageFilter) -> list[str]:
         rows = await self._all(
@@ -696,8 +646,7 @@ class SqliteStore:
                 conn.execute(Q["throttle_set"], params)
                 return conn.execute(Q["throttle_get"], params).fetchone()
 
-        t, p, u, r, at = await self._run(put)
-        self._flow_signal(FlowSignal(throttle=Throttle(t, p, _at(u), r, _at(at))))
+        self._flow_signal(FlowSignal(throttle=_rows.throttle(C, await self._run(put))))
 
     # -- flow signals ------------------------------------------------------------
 
@@ -757,13 +706,11 @@ class SqliteStore:
 
     async def throttle_list(self, now: datetime) -> list[Throttle]:
         rows = await self._all("throttle_list", {"now": now.timestamp()})
-        return [Throttle(t, p, _at(u), r, _at(s)) for t, p, u, r, s in rows]
+        return [_rows.throttle(C, r) for r in rows]
 
     async def limit_list(self) -> list[LimitRow]:
         rows = await self._all("limit_select", {})
-        return [
-            LimitRow(k, t, p, a, json.loads(sp), ac, r, _at(u)) for k, t, p, a, sp, ac, r, u in rows
-        ]
+        return [_rows.limit_row(C, r) for r in rows]
 
     async def limit_set(self, row: LimitRow) -> None:
         def put(conn: sqlite3.Connection) -> None:
@@ -816,7 +763,7 @@ class SqliteStore:
         return datetime.now(UTC)
 
     async def control_list(self) -> list[Control]:
-        return [_control(r) for r in await self._all("control_select", {})]
+        return [_rows.control(C, r) for r in await self._all("control_select", {})]
 
     async def control_set(
         self,
@@ -844,7 +791,7 @@ class SqliteStore:
                         "version": version,
                     },
                 ).fetchone()
-                control = _control(row)
+                control = _rows.control(C, row)
                 if control.mode is not Mode.PAUSED:
                     conn.execute(Q["message_unpark"], {"control_id": control.id})
                 entry = control_audit("control.set", control, now, actor, reason)
@@ -864,7 +811,7 @@ class SqliteStore:
             with _write(conn):
                 row = conn.execute(Q["control_delete"], scope.params()).fetchone()
                 if row is not None:
-                    conn.execute(Q["message_unpark"], {"control_id": _control(row).id})
+                    conn.execute(Q["message_unpark"], {"control_id": _rows.control(C, row).id})
                 released: list[str] = []
                 if release:
                     released = [
@@ -876,7 +823,7 @@ class SqliteStore:
                 if row is None and not released:
                     return None, []
                 conn.execute(Q["flow_bump"], {"now": t})
-                control = _control(row) if row is not None else None
+                control = _rows.control(C, row) if row is not None else None
                 entry = AuditEntry(
                     at=now,
                     actor=actor,
@@ -902,7 +849,7 @@ class SqliteStore:
         def expire(conn: sqlite3.Connection) -> list[Control]:
             with _write(conn):
                 rows = conn.execute(Q["control_delete_expired"], {"now": t}).fetchall()
-                expired = [_control(r) for r in rows]
+                expired = [_rows.control(C, r) for r in rows]
                 if not expired:
                     return []
                 conn.execute(Q["flow_bump"], {"now": t})
@@ -995,20 +942,7 @@ class SqliteStore:
 
     async def audit_list(self, limit: int = 100) -> list[AuditEntry]:
         rows = await self._all("audit_list", {"limit": limit})
-        return [
-            AuditEntry(
-                id=r[0],
-                at=_at(r[1]),
-                actor=r[2],
-                action=r[3],
-                target=r[4],
-                reason=r[5],
-                detail=json.loads(r[6]),
-                prev_hash=r[7],
-                hash=r[8],
-            )
-            for r in rows
-        ]
+        return [_rows.audit_entry(C, r) for r in rows]
 
     # -- connections -------------------------------------------------------------
 
@@ -1052,13 +986,13 @@ class SqliteStore:
         self, tenant: str | None = None, provider: str | None = None
     ) -> list[Connection]:
         rows = await self._all("connection_select", {"tenant": tenant, "provider": provider})
-        return [_connection(r) for r in rows]
+        return [_rows.connection(C, r) for r in rows]
 
     async def connection_find(self, pairs: Sequence[tuple[str, str]]) -> list[Connection]:
         if not pairs:
             return []
         rows = await self._all("connection_select_pairs", {"pairs": json.dumps(list(pairs))})
-        return [_connection(r) for r in rows]
+        return [_rows.connection(C, r) for r in rows]
 
     async def connection_get(self, tenant: str, provider: str) -> Connection:
         found = await self.connection_list(tenant, provider)
@@ -1283,21 +1217,7 @@ class SqliteStore:
         return {key: (int(ok), int(failed)) for key, ok, failed in rows}
 
     async def breaker_list(self) -> list[BreakerInfo]:
-        return [
-            BreakerInfo(
-                key=r[0],
-                provider=r[1],
-                tenant=r[2],
-                state=r[3],
-                since=_at(r[4]),
-                retry_at=_dt(r[5]),
-                forced=bool(r[6]),
-                reason=r[7],
-                probes_ok=r[8],
-                updated_at=_at(r[9]),
-            )
-            for r in await self._all("breaker_list", {})
-        ]
+        return [_rows.breaker(C, r) for r in await self._all("breaker_list", {})]
 
     async def breaker_transition(
         self,
@@ -1386,10 +1306,7 @@ class SqliteStore:
 
     async def worker_list(self, since: datetime) -> list[WorkerInfo]:
         rows = await self._all("worker_list", {"since": since.timestamp()})
-        return [
-            WorkerInfo(i, h, p, _dt(s), _dt(seen), _dt(stop), f, n, v, _dt(acked))  # type: ignore[arg-type]
-            for i, h, p, s, seen, stop, f, n, v, acked in rows
-        ]
+        return [_rows.worker(C, r) for r in rows]
 
     async def worker_ack(self, worker_id: str, version: int, now: datetime) -> None:
         def ack(conn: sqlite3.Connection) -> None:
@@ -1421,7 +1338,7 @@ class SqliteStore:
                 "limit": limit,
             },
         )
-        return [_full_message(r) for r in rows]
+        return [_rows.full_message(C, r) for r in rows]
 
     async def api_key_insert(self, key: ApiKey, audit: AuditEntry) -> None:
         params = dataclasses.asdict(key)
@@ -1440,10 +1357,10 @@ class SqliteStore:
         rows = await self._all("api_key_get", {"id": key_id})
         if not rows:
             raise NotFound(f"no API key {key_id!r}")
-        return _api_key(rows[0])
+        return _rows.api_key(C, rows[0])
 
     async def api_key_list(self) -> list[ApiKey]:
-        return [_api_key(r) for r in await self._all("api_key_list", {})]
+        return [_rows.api_key(C, r) for r in await self._all("api_key_list", {})]
 
     async def api_key_revoke(self, key_id: str, now: datetime, audit: AuditEntry) -> ApiKey:
         def revoke(db: sqlite3.Connection) -> Any:
@@ -1456,7 +1373,7 @@ class SqliteStore:
         row = await self._run(revoke)
         if row is None:
             raise NotFound(f"no API key {key_id!r}")
-        return _api_key(row)
+        return _rows.api_key(C, row)
 
     async def idem_begin(
         self,
@@ -1516,7 +1433,8 @@ class SqliteStore:
             with _write(db):
                 ids = sqlite_enqueue(db, rows, stamp)
                 stored = [
-                    _full_message(db.execute(Q["message_get"], {"id": i}).fetchone()) for i in ids
+                    _rows.full_message(C, db.execute(Q["message_get"], {"id": i}).fetchone())
+                    for i in ids
                 ]
                 status, response = respond(stored)
                 params = {"scope": scope, "key": key, "status_code": status, "response": response}
@@ -1591,7 +1509,7 @@ class SqliteStore:
             with _write(db):
                 return db.execute(Q["inbox_claim"], params).fetchall()
 
-        return sorted((_inbox_item(r) for r in await self._run(claim)), key=lambda i: i.id)
+        return sorted((_rows.inbox_item(C, r) for r in await self._run(claim)), key=lambda i: i.id)
 
     async def inbox_finish(
         self,
@@ -1672,7 +1590,7 @@ class SqliteStore:
         self, state: str | None, provider: str | None, limit: int
     ) -> list[InboxItem]:
         rows = await self._all("inbox_list", {"state": state, "provider": provider, "limit": limit})
-        return [_inbox_item(r) for r in rows]
+        return [_rows.inbox_item(C, r) for r in rows]
 
     async def inbox_requeue(
         self, ids: Sequence[int] | None, now: datetime, audit: AuditEntry
@@ -1703,10 +1621,7 @@ class SqliteStore:
 
     async def receipt_list(self, message_id: str) -> list[Receipt]:
         rows = await self._all("receipt_list", {"id": _uuid_text(message_id)})
-        return [
-            Receipt(mid, provider, status, _dt(occurred), _at(received), code, detail)
-            for mid, provider, status, occurred, received, code, detail in rows
-        ]
+        return [_rows.receipt(C, r) for r in rows]
 
     # -- wake-ups ----------------------------------------------------------------
 
@@ -1748,46 +1663,6 @@ class _ClaimLost(Exception):
     """Rolls ``idem_enqueue``'s transaction back: the key's claim is not running any more."""
 
 
-def _full_message(r: tuple[Any, ...]) -> Message:
-    """A message with every column (``message_get``, ``message_list``)."""
-    msg = _message(r[:8] + r[9:17], Status(r[8]))
-    msg.updated_at, msg.last_error_code, msg.last_error = _dt(r[17]), r[18], r[19]
-    msg.provider_message_id, msg.worker_id, msg.lease_until = r[20], r[21], _dt(r[22])
-    msg.hold_reason, msg.approved_by, msg.approved_at = r[23], r[24], _dt(r[25])
-    msg.deferrals, msg.deferred_since = r[26], _dt(r[27])
-    return msg
-
-
-def _api_key(r: Sequence[Any]) -> ApiKey:
-    kid, name, role, tenant, secret_hash, created_by, created_at, revoked_at = r
-    return ApiKey(
-        kid, name, role, tenant, secret_hash, created_by, _at(created_at), _dt(revoked_at)
-    )
-
-
-def _inbox_item(r: Sequence[Any]) -> InboxItem:
-    return InboxItem(
-        id=r[0],
-        provider=r[1],
-        event_id=r[2],
-        kind=r[3],
-        status=r[4],
-        message_id=r[5],
-        provider_message_id=r[6],
-        occurred_at=_dt(r[7]),
-        error_code=r[8],
-        detail=r[9],
-        address=r[10],
-        data=json.loads(r[11]),
-        received_at=_at(r[12]),
-        state=r[13],
-        attempts=r[14],
-        last_error=r[15],
-        result=r[16],
-        source_tenant=r[17],
-    )
-
-
 def _json_text(value: Any, field: str) -> str:
     """``value`` as JSON text; NaN and infinity are refused (SQLite would store them as
     text that no JSON reader accepts)."""
@@ -1808,28 +1683,6 @@ def _receipt_params(receipt: Receipt, message_id: str, inbox_id: int) -> dict[st
         "detail": receipt.detail,
         "inbox_id": inbox_id,
     }
-
-
-def _connection(r: Sequence[Any]) -> Connection:
-    return Connection(
-        id=r[0],
-        tenant=r[1],
-        provider=r[2],
-        state=ConnectionState(r[3]),
-        state_reason=r[4],
-        state_changed_at=_at(r[5]),
-        scopes=json.loads(r[6]),
-        missing_scopes=json.loads(r[7]),
-        ciphertext=bytes(r[8]),
-        key_id=r[9],
-        credential_version=r[10],
-        expires_at=_dt(r[11]),
-        last_check_at=_dt(r[12]),
-        last_check_ok_at=_dt(r[13]),
-        last_check_error=r[14],
-        created_at=_at(r[15]),
-        updated_at=_at(r[16]),
-    )
 
 
 def _refresh_write(
