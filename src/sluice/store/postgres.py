@@ -8,7 +8,6 @@ import dataclasses
 import json
 import math
 import re
-import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from sluice.addressing import addressing_in_effect
 from sluice.config import Settings
-from sluice.connections import HOLD_PREFIX, Connection, ConnectionState, hold_reason
+from sluice.connections import Connection, ConnectionState
 from sluice.errors import (
     MigrationError,
     NotFound,
@@ -29,14 +28,13 @@ from sluice.errors import (
     StoreUnavailable,
     ValidationError,
 )
-from sluice.flow.controls import Control, Mode, Scope, control_audit, control_hold_reason
+from sluice.flow.controls import Control, Mode, Scope, control_audit
 from sluice.model import Attempt, Completion, Message, NewMessage, Status
-from sluice.store import _enqueue, _rows
+from sluice.store import _enqueue, _params, _rows, _rules
 from sluice.store._audit import insert_params, seal, stored_detail
 from sluice.store._claims import next_claim_start
 from sluice.store._codec import Codec
 from sluice.store._queries import load_queries, migrations
-from sluice.store._receipts import NOT_READY, advance, failure_of
 from sluice.store.base import (
     ApiKey,
     AuditEntry,
@@ -75,16 +73,6 @@ def _as_is(value: Any) -> Any:
 
 #: psycopg hands ``timestamptz`` back as aware datetimes and ``jsonb`` decoded.
 C = Codec(read_time=_as_is, write_time=_as_is, read_json=_as_is, no_limit=None)
-
-
-def _uuid_text(value: str, field: str = "id") -> str:
-    """Reject ids that are not UUIDs before PostgreSQL does, with our own error."""
-    import uuid
-
-    try:
-        return str(uuid.UUID(value))
-    except (ValueError, TypeError, AttributeError):
-        raise NotFound(f"no message with {field} {value!r}") from None
 
 
 def pg_enqueue_plan(rows: Sequence[_enqueue.PreparedRow], now: datetime | None) -> dict[str, Any]:
@@ -309,13 +297,7 @@ class PostgresStore:
     async def message_claim(
         self, worker_id: str, limit: int, lease_seconds: float, now: datetime
     ) -> list[Message]:
-        params = {
-            "worker_id": worker_id,
-            "limit": limit,
-            "now": now,
-            "lease_until": now + timedelta(seconds=lease_seconds),
-            "after": self._claim_after,
-        }
+        params = _params.message_claim(C, worker_id, limit, lease_seconds, now, self._claim_after)
         claimed = [_rows.message(C, r) for r in await self._fetch("message_claim", params)]
         if self._claim_after and len(claimed) < limit:  # wrap round to the first tenants
             params.update(after="", limit=limit - len(claimed))
@@ -377,13 +359,13 @@ class PostgresStore:
     # -- reading -----------------------------------------------------------------
 
     async def message_get(self, message_id: str) -> Message:
-        rows = await self._fetch("message_get", {"id": _uuid_text(message_id)})
+        rows = await self._fetch("message_get", {"id": _params.uuid_text(message_id)})
         if not rows:
             raise NotFound(f"no message with id {message_id!r}")
         return _rows.full_message(C, rows[0])
 
     async def attempt_list(self, message_id: str) -> list[Attempt]:
-        rows = await self._fetch("attempt_list", {"id": _uuid_text(message_id)})
+        rows = await self._fetch("attempt_list", {"id": _params.uuid_text(message_id)})
         return [_rows.attempt(C, r) for r in rows]
 
     async def status_report(self, now: datetime) -> StatusReport:
@@ -403,20 +385,7 @@ class PostgresStore:
         return [_rows.dlq_group(C, r) for r in rows]
 
     async def message_select(self, status: str, flt: MessageFilter) -> list[str]:
-        rows = await self._fetch(
-            "message_select_by_status",
-            {
-                "status": status,
-                "tenant": flt.tenant,
-                "channel": flt.channel,
-                "provider": flt.provider,
-                "action": flt.action,
-                "error_code": flt.error_code,
-                "reason": flt.reason,
-                "since": flt.since,
-                "limit": flt.limit,
-            },
-        )
+        rows = await self._fetch("message_select_by_status", _params.message_select(C, status, flt))
         return [r[0] for r in rows]
 
     async def _move(
@@ -426,8 +395,7 @@ class PostgresStore:
             params = {"ids": list(ids), "from_status": from_status, "now": now}
             cur = await conn.execute(Q[query], {**params, "actor": audit.actor})
             moved = [r[0] for r in await cur.fetchall()]
-            detail = {**audit.detail, "count": len(moved), "ids": moved[:1000]}
-            await _audit_insert(conn, audit, detail)
+            await _audit_insert(conn, audit, _rules.moved_detail(audit, moved))
         return moved
 
     async def message_requeue(
@@ -488,8 +456,7 @@ class PostgresStore:
         self, tenant: str, provider: str, until: datetime, reason: str, now: datetime
     ) -> None:
         await self._fetch(
-            "throttle_set",
-            {"tenant": tenant, "provider": provider, "until": until, "reason": reason, "now": now},
+            "throttle_set", _params.throttle_set(C, tenant, provider, until, reason, now)
         )
 
     def flow_listen(self, listener: FlowListener) -> Callable[[], None]:
@@ -522,19 +489,7 @@ class PostgresStore:
 
     async def limit_set(self, row: LimitRow) -> None:
         async with self._conn() as conn, conn.transaction():
-            await conn.execute(
-                Q["limit_upsert"],
-                {
-                    "kind": row.kind,
-                    "tenant": row.tenant,
-                    "provider": row.provider,
-                    "action": row.action,
-                    "spec": json.dumps(row.spec),
-                    "actor": row.actor,
-                    "reason": row.reason,
-                    "now": row.updated_at,
-                },
-            )
+            await conn.execute(Q["limit_upsert"], _params.limit_upsert(C, row))
             await conn.execute(Q["flow_bump"], {"now": row.updated_at})
             await _audit_insert(conn, limit_audit("limit.set", row))
 
@@ -578,19 +533,11 @@ class PostgresStore:
         async with self._conn() as conn, conn.transaction():
             cur = await conn.execute(Q["flow_bump"], {"now": now})
             (version,) = await cur.fetchone()  # type: ignore[misc]
-            cur = await conn.execute(
-                Q["control_upsert"],
-                {
-                    **scope.params(),
-                    "id": str(uuid.uuid4()),
-                    "mode": mode.value,
-                    "actor": actor,
-                    "reason": reason,
-                    "now": now,
-                    "expires_at": expires_at,
-                    "version": version,
-                },
-            )
+            params = _params.control_upsert(
+                C, scope, mode, actor=actor, reason=reason, expires_at=expires_at, now=now,
+                version=version,
+            )  # fmt: skip
+            cur = await conn.execute(Q["control_upsert"], params)
             control = _rows.control(C, await cur.fetchone())  # type: ignore[arg-type]
             if control.mode is not Mode.PAUSED:
                 await conn.execute(Q["message_unpark"], {"control_id": control.id})
@@ -620,21 +567,8 @@ class PostgresStore:
                 return None, []
             await conn.execute(Q["flow_bump"], {"now": now})
             control = _rows.control(C, row) if row is not None else None
-            await _audit_insert(
-                conn,
-                AuditEntry(
-                    at=now,
-                    actor=actor,
-                    action="control.clear",
-                    target=str(scope),
-                    reason=reason,
-                    detail={
-                        "scope": scope.as_dict(),
-                        "mode": control.mode.value if control else None,
-                        "released": len(released),
-                    },
-                ),
-            )
+            entry = _rules.control_clear_audit(scope, control, len(released), now, actor, reason)
+            await _audit_insert(conn, entry)
         if released or unparked:
             self.wake()
         return control, released
@@ -669,16 +603,8 @@ class PostgresStore:
         for control in await self.control_list():
             if control.mode is not Mode.KILLED or not control.active(now):
                 continue
-            rows = await self._fetch(
-                "message_hold_controlled",
-                {
-                    **control.scope.params(),
-                    "reason": control_hold_reason(control),
-                    "control_id": control.id,
-                    "now": now,
-                    "limit": limit,
-                },
-            )
+            params = _params.control_hold(C, control, now, limit)
+            rows = await self._fetch("message_hold_controlled", params)
             held.extend(r[0] for r in rows)
         return held
 
@@ -724,19 +650,7 @@ class PostgresStore:
 
     async def connection_insert(self, conn: Connection, audit: AuditEntry) -> Connection:
         async with self._conn() as db, db.transaction():
-            cur = await db.execute(
-                Q["connection_insert"],
-                {
-                    "id": conn.id,
-                    "tenant": conn.tenant,
-                    "provider": conn.provider,
-                    "now": conn.created_at,
-                    "scopes": json.dumps(conn.scopes),
-                    "ciphertext": conn.ciphertext,
-                    "key_id": conn.key_id,
-                    "expires_at": conn.expires_at,
-                },
-            )
+            cur = await db.execute(Q["connection_insert"], _params.connection_insert(C, conn))
             if await cur.fetchone() is None:
                 raise ValidationError(
                     "connection",
@@ -746,12 +660,7 @@ class PostgresStore:
             # Messages held for want of this connection can go now.
             cur = await db.execute(
                 Q["message_release_held"],
-                {
-                    "tenant": conn.tenant,
-                    "provider": conn.provider,
-                    "now": conn.created_at,
-                    "prefix": HOLD_PREFIX,
-                },
+                _params.release_held(C, conn.tenant, conn.provider, conn.created_at),
             )
             released = len(await cur.fetchall())
             await _audit_insert(db, audit, {**audit.detail, "released": released})
@@ -791,45 +700,22 @@ class PostgresStore:
         expected_version: int | None = None,
     ) -> tuple[bool, list[str]]:
         async with self._conn() as db, db.transaction():
-            cur = await db.execute(
-                Q["connection_set_state"],
-                {
-                    "tenant": tenant,
-                    "provider": provider,
-                    "state": state.value,
-                    "reason": reason,
-                    "missing_scopes": json.dumps(list(missing_scopes)),
-                    "now": now,
-                    "expected_version": expected_version,
-                },
+            params = _params.connection_set_state(
+                C, tenant, provider, state, reason, missing_scopes, now, expected_version
             )
-            changed = await cur.fetchone() is not None
+            changed = await (await db.execute(Q["connection_set_state"], params)).fetchone()
             held: list[str] = []
-            # An operator's act holds what is queued; a worker's only when it changed the state.
-            if state is not ConnectionState.ACTIVE and (changed or expected_version is None):
-                cur = await db.execute(
-                    Q["message_hold_queued"],
-                    {
-                        "tenant": tenant,
-                        "provider": provider,
-                        "now": now,
-                        "reason": hold_reason(f"{state.value}: {reason}"),
-                    },
-                )
+            if _rules.holds_queued(state, changed is not None, expected_version):
+                why = f"{state.value}: {reason}"
+                params = _params.hold_queued(C, tenant, provider, now, why)
+                cur = await db.execute(Q["message_hold_queued"], params)
                 held = [r[0] for r in await cur.fetchall()]
-            if changed:
-                await _audit_insert(
-                    db,
-                    AuditEntry(
-                        at=now,
-                        actor=actor,
-                        action=f"connection.{state.value}",
-                        target=f"{tenant}/{provider}",
-                        reason=reason,
-                        detail={"missing_scopes": list(missing_scopes), "held": len(held)},
-                    ),
+            if changed is not None:
+                entry = _rules.connection_state_audit(
+                    tenant, provider, state, reason, missing_scopes, len(held), now, actor
                 )
-        return changed, held
+                await _audit_insert(db, entry)
+        return changed is not None, held
 
     async def connection_rotate(
         self,
@@ -844,24 +730,15 @@ class PostgresStore:
         audit: AuditEntry,
     ) -> tuple[Connection, list[str]]:
         async with self._conn() as db, db.transaction():
-            cur = await db.execute(
-                Q["connection_rotate"],
-                {
-                    "tenant": tenant,
-                    "provider": provider,
-                    "now": now,
-                    "reason": audit.reason or "re-consent",
-                    "scopes": None if scopes is None else json.dumps(list(scopes)),
-                    "ciphertext": ciphertext,
-                    "key_id": key_id,
-                    "expires_at": expires_at,
-                },
-            )
+            params = _params.connection_rotate(
+                C, tenant, provider, ciphertext=ciphertext, key_id=key_id, scopes=scopes,
+                expires_at=expires_at, now=now, reason=audit.reason,
+            )  # fmt: skip
+            cur = await db.execute(Q["connection_rotate"], params)
             if await cur.fetchone() is None:
                 raise NotFound(f"tenant {tenant!r} has no {provider} connection")
             cur = await db.execute(
-                Q["message_release_held"],
-                {"tenant": tenant, "provider": provider, "now": now, "prefix": HOLD_PREFIX},
+                Q["message_release_held"], _params.release_held(C, tenant, provider, now)
             )
             released = [r[0] for r in await cur.fetchall()]
             detail = {**audit.detail, "released": len(released)}
@@ -878,17 +755,10 @@ class PostgresStore:
         now: datetime,
         expected_version: int,
     ) -> bool:
-        rows = await self._fetch(
-            "connection_store_secret",
-            {
-                "id": connection_id,
-                "ciphertext": ciphertext,
-                "key_id": key_id,
-                "expires_at": expires_at,
-                "now": now,
-                "expected_version": expected_version,
-            },
+        params = _params.connection_store_secret(
+            C, connection_id, ciphertext, key_id, expires_at, now, expected_version
         )
+        rows = await self._fetch("connection_store_secret", params)
         return bool(rows)
 
     async def connection_refresh(
@@ -936,10 +806,8 @@ class PostgresStore:
         expires_at: datetime | None,
         now: datetime,
     ) -> None:
-        await self._fetch(
-            "connection_record_check",
-            {"id": connection_id, "ok": ok, "error": error, "expires_at": expires_at, "now": now},
-        )
+        params = _params.connection_record_check(C, connection_id, ok, error, expires_at, now)
+        await self._fetch("connection_record_check", params)
 
     # -- breakers ----------------------------------------------------------------
 
@@ -994,17 +862,10 @@ class PostgresStore:
         now: datetime,
         audit: AuditEntry,
     ) -> bool:
-        params = {
-            "key": key,
-            "provider": provider,
-            "tenant": tenant,
-            "expected": expected_state,
-            "state": new_state,
-            "retry_at": retry_at,
-            "forced": forced,
-            "reason": reason,
-            "now": now,
-        }
+        params = _params.breaker_transition(
+            C, key, provider, tenant, expected_state, new_state, retry_at=retry_at,
+            reason=reason, forced=forced, now=now,
+        )  # fmt: skip
         # An operator's act loses only to a worker creating the row at the same moment
         # (its insert conflicts); the second try then finds the row and moves it.
         for _ in range(1 if expected_state is not None else 2):
@@ -1031,17 +892,8 @@ class PostgresStore:
     async def worker_heartbeat(
         self, worker_id: str, host: str, pid: int, in_flight: int, sent_total: int, now: datetime
     ) -> None:
-        await self._fetch(
-            "worker_upsert",
-            {
-                "id": worker_id,
-                "host": host,
-                "pid": pid,
-                "now": now,
-                "in_flight": in_flight,
-                "sent_total": sent_total,
-            },
-        )
+        params = _params.worker_upsert(C, worker_id, host, pid, in_flight, sent_total, now)
+        await self._fetch("worker_upsert", params)
 
     async def worker_stop(self, worker_id: str, now: datetime) -> None:
         await self._fetch("worker_stop", {"id": worker_id, "now": now})
@@ -1095,22 +947,8 @@ class PostgresStore:
     async def message_list(
         self, flt: MessageFilter, status: str | None, before_id: str | None, limit: int
     ) -> list[Message]:
-        if before_id is not None:
-            before_id = _uuid_text(before_id, "cursor")
-        rows = await self._fetch(
-            "message_list",
-            {
-                "tenant": flt.tenant,
-                "status": status,
-                "channel": flt.channel,
-                "provider": flt.provider,
-                "action": flt.action,
-                "error_code": flt.error_code,
-                "since": flt.since,
-                "before_id": before_id,
-                "limit": limit,
-            },
-        )
+        params = _params.message_list(C, flt, status, before_id, limit)
+        rows = await self._fetch("message_list", params)
         return [_rows.full_message(C, r) for r in rows]
 
     async def api_key_insert(self, key: ApiKey, audit: AuditEntry) -> None:
@@ -1308,9 +1146,7 @@ class PostgresStore:
                 Q["inbox_requeue"], {"now": now, "all": ids is None, "ids": list(ids or [])}
             )
             moved = sorted(r[0] for r in await cur.fetchall())
-            await _audit_insert(
-                conn, audit, {**audit.detail, "count": len(moved), "ids": moved[:1000]}
-            )
+            await _audit_insert(conn, audit, _rules.moved_detail(audit, moved))
         return moved
 
     async def inbox_counts(self) -> dict[str, int]:
@@ -1320,7 +1156,7 @@ class PostgresStore:
         return int((await self._fetch("inbox_purge", {"before": before}))[0][0])
 
     async def receipt_list(self, message_id: str) -> list[Receipt]:
-        rows = await self._fetch("receipt_list", {"id": _uuid_text(message_id)})
+        rows = await self._fetch("receipt_list", {"id": _params.uuid_text(message_id)})
         return [_rows.receipt(C, r) for r in rows]
 
 
@@ -1352,31 +1188,19 @@ async def _apply_receipt(
     conn: psycopg.AsyncConnection[TupleRow], receipt: Receipt, item_id: int, now: datetime
 ) -> str:
     """Record ``receipt`` and move its message forward if it ranks higher; the result."""
-    try:
-        mid = str(uuid.UUID(receipt.message_id))
-    except ValueError:
-        return "unmatched"
-    cur = await conn.execute(Q["receipt_target"], {"id": mid})
-    row = await cur.fetchone()
-    if row is None:
-        return "unmatched"
-    current = Status(row[0])
-    if current in NOT_READY:
-        return "not_ready"
-    await conn.execute(Q["receipt_insert"], _receipt_params(receipt, item_id))
-    target = advance(current, receipt.status)
-    if target is None:
-        return "stale"
-    error_code, error = failure_of(receipt, target)
-    await conn.execute(
-        Q["receipt_advance"],
-        {"id": mid, "status": target.value, "now": now, "error_code": error_code, "error": error},
-    )
-    return "applied"
-
-
-def _receipt_params(receipt: Receipt, inbox_id: int) -> dict[str, Any]:
-    return {**dataclasses.asdict(receipt), "inbox_id": inbox_id}
+    mid = _params.uuid_or_none(receipt.message_id)
+    row = None
+    if mid is not None:
+        row = await (await conn.execute(Q["receipt_target"], {"id": mid})).fetchone()
+    outcome, target = _rules.receipt_step(None if row is None else Status(row[0]), receipt.status)
+    if mid is None or outcome in ("unmatched", "not_ready"):
+        return outcome
+    await conn.execute(Q["receipt_insert"], _params.receipt_insert(C, receipt, mid, item_id))
+    if target is not None:
+        await conn.execute(
+            Q["receipt_advance"], _params.receipt_advance(C, mid, receipt, target, now)
+        )
+    return outcome
 
 
 def _completion_row(c: Completion) -> dict[str, Any]:
@@ -1414,36 +1238,22 @@ async def _refresh_write(
     actor: str,
 ) -> None:
     """Write what a refresh produced, with its audit row, in the caller's transaction."""
-    base = {"id": current.id, "version": current.credential_version, "now": now}
     if outcome.state is None:
-        cur = await db.execute(
-            Q["connection_refresh_store"],
-            {
-                **base,
-                "ciphertext": outcome.ciphertext,
-                "key_id": outcome.key_id,
-                "expires_at": outcome.expires_at,
-                "scopes": None if outcome.scopes is None else json.dumps(list(outcome.scopes)),
-            },
-        )
+        params = _params.refresh_store(C, current, outcome, now)
+        cur = await db.execute(Q["connection_refresh_store"], params)
         if await cur.fetchone() is None:
             return
         await _audit_insert(db, outcome.audit_entry(current, now, actor))
         return
     cur = await db.execute(
-        Q["connection_refresh_fail"],
-        {**base, "state": outcome.state.value, "reason": outcome.reason},
+        Q["connection_refresh_fail"], _params.refresh_fail(C, current, outcome, now)
     )
     if await cur.fetchone() is None:
         return
+    why = f"{outcome.state.value}: {outcome.reason}"
     cur = await db.execute(
         Q["message_hold_queued"],
-        {
-            "tenant": current.tenant,
-            "provider": current.provider,
-            "now": now,
-            "reason": hold_reason(f"{outcome.state.value}: {outcome.reason}"),
-        },
+        _params.hold_queued(C, current.tenant, current.provider, now, why),
     )
     held = [r[0] for r in await cur.fetchall()]
     await _audit_insert(db, outcome.audit_entry(current, now, actor, held=len(held)))

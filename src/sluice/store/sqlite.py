@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import json
 import sqlite3
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -23,7 +22,7 @@ import structlog
 
 from sluice.addressing import addressing_in_effect
 from sluice.config import Settings
-from sluice.connections import HOLD_PREFIX, Connection, ConnectionState, hold_reason
+from sluice.connections import Connection, ConnectionState
 from sluice.errors import (
     ConfigError,
     MigrationError,
@@ -33,14 +32,13 @@ from sluice.errors import (
     StoreUnavailable,
     ValidationError,
 )
-from sluice.flow.controls import Control, Mode, Scope, control_audit, control_hold_reason
+from sluice.flow.controls import Control, Mode, Scope, control_audit
 from sluice.model import Attempt, Completion, Message, NewMessage, Status
-from sluice.store import _enqueue, _rows
+from sluice.store import _enqueue, _params, _rows, _rules
 from sluice.store._audit import insert_params, seal, stored_detail
 from sluice.store._claims import next_claim_start
 from sluice.store._codec import Codec
 from sluice.store._queries import load_queries, migrations
-from sluice.store._receipts import NOT_READY, advance, failure_of
 from sluice.store.base import (
     ApiKey,
     AuditEntry,
@@ -81,22 +79,6 @@ def sqlite_path(url: str) -> str:
     if not path or path == ":memory:":
         raise ConfigError("SQLite needs a file (several processes share it): sqlite:///sluice.db")
     return path
-
-
-def _uuid_or_none(value: str) -> str | None:
-    """An id as the canonical UUID text the rows hold, or None if it is not a UUID."""
-    try:
-        return str(uuid.UUID(value))
-    except (ValueError, TypeError, AttributeError):
-        return None
-
-
-def _uuid_text(value: str, field: str = "id") -> str:
-    """``_uuid_or_none``, with ``NotFound`` where PostgreSQL's ``uuid`` type refuses it."""
-    text = _uuid_or_none(value)
-    if text is None:
-        raise NotFound(f"no message with {field} {value!r}")
-    return text
 
 
 def _ts(dt: datetime | None) -> float | None:
@@ -346,13 +328,7 @@ class SqliteStore:
     async def message_claim(
         self, worker_id: str, limit: int, lease_seconds: float, now: datetime
     ) -> list[Message]:
-        params = {
-            "worker_id": worker_id,
-            "limit": limit,
-            "now": now.timestamp(),
-            "lease_until": (now + timedelta(seconds=lease_seconds)).timestamp(),
-            "after": self._claim_after,
-        }
+        params = _params.message_claim(C, worker_id, limit, lease_seconds, now, self._claim_after)
 
         def claim(conn: sqlite3.Connection) -> list[Any]:
             with _write(conn):
@@ -535,20 +511,7 @@ class SqliteStore:
         return [_rows.dlq_group(C, r) for r in rows]
 
     async def message_select(self, status: str, flt: MessageFilter) -> list[str]:
-        rows = await self._all(
-            "message_select_by_status",
-            {
-                "status": status,
-                "tenant": flt.tenant,
-                "channel": flt.channel,
-                "provider": flt.provider,
-                "action": flt.action,
-                "error_code": flt.error_code,
-                "reason": flt.reason,
-                "since": _ts(flt.since),
-                "limit": -1 if flt.limit is None else flt.limit,
-            },
-        )
+        rows = await self._all("message_select_by_status", _params.message_select(C, status, flt))
         return [r[0] for r in rows]
 
     async def _move(
@@ -564,8 +527,7 @@ class SqliteStore:
                     cur = conn.execute(Q[query], {**params, "actor": audit.actor})
                     if cur.rowcount == 1:
                         moved.append(mid)
-                detail = {**audit.detail, "count": len(moved), "ids": moved[:1000]}
-                _audit_insert(conn, audit, detail)
+                _audit_insert(conn, audit, _rules.moved_detail(audit, moved))
             return moved
 
         moved = await self._run(move)
@@ -633,13 +595,7 @@ class SqliteStore:
     async def throttle_set(
         self, tenant: str, provider: str, until: datetime, reason: str, now: datetime
     ) -> None:
-        params = {
-            "tenant": tenant,
-            "provider": provider,
-            "until": until.timestamp(),
-            "reason": reason,
-            "now": now.timestamp(),
-        }
+        params = _params.throttle_set(C, tenant, provider, until, reason, now)
 
         def put(conn: sqlite3.Connection) -> Any:
             with _write(conn):
@@ -715,19 +671,7 @@ class SqliteStore:
     async def limit_set(self, row: LimitRow) -> None:
         def put(conn: sqlite3.Connection) -> None:
             with _write(conn):
-                conn.execute(
-                    Q["limit_upsert"],
-                    {
-                        "kind": row.kind,
-                        "tenant": row.tenant,
-                        "provider": row.provider,
-                        "action": row.action,
-                        "spec": json.dumps(row.spec),
-                        "actor": row.actor,
-                        "reason": row.reason,
-                        "now": row.updated_at.timestamp(),
-                    },
-                )
+                conn.execute(Q["limit_upsert"], _params.limit_upsert(C, row))
                 conn.execute(Q["flow_bump"], {"now": row.updated_at.timestamp()})
                 entry = limit_audit("limit.set", row)
                 _audit_insert(conn, entry, entry.detail)
@@ -778,19 +722,11 @@ class SqliteStore:
         def put(conn: sqlite3.Connection) -> Control:
             with _write(conn):
                 (version,) = conn.execute(Q["flow_bump"], {"now": now.timestamp()}).fetchone()
-                row = conn.execute(
-                    Q["control_upsert"],
-                    {
-                        **scope.params(),
-                        "id": str(uuid.uuid4()),
-                        "mode": mode.value,
-                        "actor": actor,
-                        "reason": reason,
-                        "now": now.timestamp(),
-                        "expires_at": _ts(expires_at),
-                        "version": version,
-                    },
-                ).fetchone()
+                params = _params.control_upsert(
+                    C, scope, mode, actor=actor, reason=reason, expires_at=expires_at, now=now,
+                    version=version,
+                )  # fmt: skip
+                row = conn.execute(Q["control_upsert"], params).fetchone()
                 control = _rows.control(C, row)
                 if control.mode is not Mode.PAUSED:
                     conn.execute(Q["message_unpark"], {"control_id": control.id})
@@ -824,17 +760,8 @@ class SqliteStore:
                     return None, []
                 conn.execute(Q["flow_bump"], {"now": t})
                 control = _rows.control(C, row) if row is not None else None
-                entry = AuditEntry(
-                    at=now,
-                    actor=actor,
-                    action="control.clear",
-                    target=str(scope),
-                    reason=reason,
-                    detail={
-                        "scope": scope.as_dict(),
-                        "mode": control.mode.value if control else None,
-                        "released": len(released),
-                    },
+                entry = _rules.control_clear_audit(
+                    scope, control, len(released), now, actor, reason
                 )
                 _audit_insert(conn, entry, entry.detail)
                 return control, released
@@ -883,16 +810,8 @@ class SqliteStore:
             held: list[str] = []
             with _write(conn):
                 for control in kills:
-                    rows = conn.execute(
-                        Q["message_hold_controlled"],
-                        {
-                            **control.scope.params(),
-                            "reason": control_hold_reason(control),
-                            "control_id": control.id,
-                            "now": now.timestamp(),
-                            "limit": limit,
-                        },
-                    ).fetchall()
+                    params = _params.control_hold(C, control, now, limit)
+                    rows = conn.execute(Q["message_hold_controlled"], params).fetchall()
                     held.extend(r[0] for r in rows)
             return held
 
@@ -947,16 +866,7 @@ class SqliteStore:
     # -- connections -------------------------------------------------------------
 
     async def connection_insert(self, conn: Connection, audit: AuditEntry) -> Connection:
-        params = {
-            "id": conn.id,
-            "tenant": conn.tenant,
-            "provider": conn.provider,
-            "now": conn.created_at.timestamp(),
-            "scopes": json.dumps(conn.scopes),
-            "ciphertext": conn.ciphertext,
-            "key_id": conn.key_id,
-            "expires_at": _ts(conn.expires_at),
-        }
+        params = _params.connection_insert(C, conn)
 
         def insert(db: sqlite3.Connection) -> None:
             with _write(db):
@@ -969,12 +879,7 @@ class SqliteStore:
                 # Messages held for want of this connection can go now.
                 released = db.execute(
                     Q["message_release_held"],
-                    {
-                        "tenant": conn.tenant,
-                        "provider": conn.provider,
-                        "now": conn.created_at.timestamp(),
-                        "prefix": HOLD_PREFIX,
-                    },
+                    _params.release_held(C, conn.tenant, conn.provider, conn.created_at),
                 ).fetchall()
                 _audit_insert(db, audit, {**audit.detail, "released": len(released)})
 
@@ -1011,47 +916,20 @@ class SqliteStore:
         actor: str,
         expected_version: int | None = None,
     ) -> tuple[bool, list[str]]:
-        t = now.timestamp()
+        params = _params.connection_set_state(
+            C, tenant, provider, state, reason, missing_scopes, now, expected_version
+        )
+        hold = _params.hold_queued(C, tenant, provider, now, f"{state.value}: {reason}")
 
         def change(db: sqlite3.Connection) -> tuple[bool, list[str]]:
             with _write(db):
-                changed = (
-                    db.execute(
-                        Q["connection_set_state"],
-                        {
-                            "tenant": tenant,
-                            "provider": provider,
-                            "state": state.value,
-                            "reason": reason,
-                            "missing_scopes": json.dumps(list(missing_scopes)),
-                            "now": t,
-                            "expected_version": expected_version,
-                        },
-                    ).rowcount
-                    == 1
-                )
+                changed = db.execute(Q["connection_set_state"], params).rowcount == 1
                 held: list[str] = []
-                if state is not ConnectionState.ACTIVE and (changed or expected_version is None):
-                    held = [
-                        r[0]
-                        for r in db.execute(
-                            Q["message_hold_queued"],
-                            {
-                                "tenant": tenant,
-                                "provider": provider,
-                                "now": t,
-                                "reason": hold_reason(f"{state.value}: {reason}"),
-                            },
-                        ).fetchall()
-                    ]
+                if _rules.holds_queued(state, changed, expected_version):
+                    held = [r[0] for r in db.execute(Q["message_hold_queued"], hold).fetchall()]
                 if changed:
-                    entry = AuditEntry(
-                        at=now,
-                        actor=actor,
-                        action=f"connection.{state.value}",
-                        target=f"{tenant}/{provider}",
-                        reason=reason,
-                        detail={"missing_scopes": list(missing_scopes), "held": len(held)},
+                    entry = _rules.connection_state_audit(
+                        tenant, provider, state, reason, missing_scopes, len(held), now, actor
                     )
                     _audit_insert(db, entry, entry.detail)
                 return changed, held
@@ -1070,27 +948,18 @@ class SqliteStore:
         now: datetime,
         audit: AuditEntry,
     ) -> tuple[Connection, list[str]]:
-        t = now.timestamp()
-        params = {
-            "tenant": tenant,
-            "provider": provider,
-            "now": t,
-            "reason": audit.reason or "re-consent",
-            "scopes": None if scopes is None else json.dumps(list(scopes)),
-            "ciphertext": ciphertext,
-            "key_id": key_id,
-            "expires_at": _ts(expires_at),
-        }
+        params = _params.connection_rotate(
+            C, tenant, provider, ciphertext=ciphertext, key_id=key_id, scopes=scopes,
+            expires_at=expires_at, now=now, reason=audit.reason,
+        )  # fmt: skip
+        release = _params.release_held(C, tenant, provider, now)
 
         def rotate(db: sqlite3.Connection) -> list[str]:
             with _write(db):
                 if db.execute(Q["connection_rotate"], params).rowcount != 1:
                     raise NotFound(f"tenant {tenant!r} has no {provider} connection")
                 # Oldest first, as the claim order will take them.
-                rows = db.execute(
-                    Q["message_release_held"],
-                    {"tenant": tenant, "provider": provider, "now": t, "prefix": HOLD_PREFIX},
-                ).fetchall()
+                rows = db.execute(Q["message_release_held"], release).fetchall()
                 released = [mid for mid, _ in sorted(rows, key=lambda r: r[1])]
                 _audit_insert(db, audit, {**audit.detail, "released": len(released)})
                 return released
@@ -1108,14 +977,9 @@ class SqliteStore:
         now: datetime,
         expected_version: int,
     ) -> bool:
-        params = {
-            "id": connection_id,
-            "ciphertext": ciphertext,
-            "key_id": key_id,
-            "expires_at": _ts(expires_at),
-            "now": now.timestamp(),
-            "expected_version": expected_version,
-        }
+        params = _params.connection_store_secret(
+            C, connection_id, ciphertext, key_id, expires_at, now, expected_version
+        )
 
         def store(db: sqlite3.Connection) -> bool:
             with _write(db):
@@ -1161,13 +1025,7 @@ class SqliteStore:
         expires_at: datetime | None,
         now: datetime,
     ) -> None:
-        params = {
-            "id": connection_id,
-            "ok": ok,
-            "error": error,
-            "expires_at": _ts(expires_at),
-            "now": now.timestamp(),
-        }
+        params = _params.connection_record_check(C, connection_id, ok, error, expires_at, now)
 
         def record(db: sqlite3.Connection) -> None:
             with _write(db):
@@ -1233,17 +1091,10 @@ class SqliteStore:
         now: datetime,
         audit: AuditEntry,
     ) -> bool:
-        params = {
-            "key": key,
-            "provider": provider,
-            "tenant": tenant,
-            "expected": expected_state,
-            "state": new_state,
-            "retry_at": _ts(retry_at),
-            "forced": 1 if forced else 0,
-            "reason": reason,
-            "now": now.timestamp(),
-        }
+        params = _params.breaker_transition(
+            C, key, provider, tenant, expected_state, new_state, retry_at=retry_at,
+            reason=reason, forced=forced, now=now,
+        )  # fmt: skip
 
         def move(db: sqlite3.Connection) -> bool:
             with _write(db):  # the write lock makes the check and the change one step
@@ -1282,14 +1133,7 @@ class SqliteStore:
     async def worker_heartbeat(
         self, worker_id: str, host: str, pid: int, in_flight: int, sent_total: int, now: datetime
     ) -> None:
-        params = {
-            "id": worker_id,
-            "host": host,
-            "pid": pid,
-            "now": now.timestamp(),
-            "in_flight": in_flight,
-            "sent_total": sent_total,
-        }
+        params = _params.worker_upsert(C, worker_id, host, pid, in_flight, sent_total, now)
 
         def beat(conn: sqlite3.Connection) -> None:
             with _write(conn):
@@ -1322,21 +1166,8 @@ class SqliteStore:
     async def message_list(
         self, flt: MessageFilter, status: str | None, before_id: str | None, limit: int
     ) -> list[Message]:
-        if before_id is not None:
-            before_id = _uuid_text(before_id, "cursor")
         rows = await self._all(
-            "message_list",
-            {
-                "tenant": flt.tenant,
-                "status": status,
-                "channel": flt.channel,
-                "provider": flt.provider,
-                "action": flt.action,
-                "error_code": flt.error_code,
-                "since": _ts(flt.since),
-                "before_id": before_id,
-                "limit": limit,
-            },
+            "message_list", _params.message_list(C, flt, status, before_id, limit)
         )
         return [_rows.full_message(C, r) for r in rows]
 
@@ -1528,24 +1359,18 @@ class SqliteStore:
                 if db.execute(Q["inbox_hold"], claim).fetchone() is None:
                     return "lost"
                 if receipt is not None:
-                    mid = _uuid_or_none(receipt.message_id)
+                    mid = _params.uuid_or_none(receipt.message_id)
                     row = db.execute(Q["receipt_target"], {"id": mid}).fetchone() if mid else None
-                    if mid is None or row is None:
-                        outcome = "unmatched"
-                    else:
-                        current = Status(row[0])
-                        if current in NOT_READY:
-                            return "not_ready"
-                        db.execute(Q["receipt_insert"], _receipt_params(receipt, mid, item_id))
-                        target = advance(current, receipt.status)
-                        outcome = "applied" if target else "stale"
-                        if target:
-                            code, error = failure_of(receipt, target)
-                            db.execute(
-                                Q["receipt_advance"],
-                                {"id": mid, "status": target.value, "now": t,
-                                 "error_code": code, "error": error},
-                            )  # fmt: skip
+                    current = None if row is None else Status(row[0])
+                    outcome, target = _rules.receipt_step(current, receipt.status)
+                    if outcome == "not_ready":
+                        return outcome
+                    if mid is not None and outcome != "unmatched":
+                        params = _params.receipt_insert(C, receipt, mid, item_id)
+                        db.execute(Q["receipt_insert"], params)
+                    if mid is not None and target is not None:
+                        params = _params.receipt_advance(C, mid, receipt, target, now)
+                        db.execute(Q["receipt_advance"], params)
                 db.execute(Q["inbox_done"], {**claim, "result": outcome, "now": t})
             return outcome
 
@@ -1604,7 +1429,7 @@ class SqliteStore:
         def requeue(db: sqlite3.Connection) -> list[int]:
             with _write(db):
                 moved = sorted(r[0] for r in db.execute(Q["inbox_requeue"], params).fetchall())
-                _audit_insert(db, audit, {**audit.detail, "count": len(moved), "ids": moved[:1000]})
+                _audit_insert(db, audit, _rules.moved_detail(audit, moved))
                 return moved
 
         return await self._run(requeue)
@@ -1620,7 +1445,7 @@ class SqliteStore:
         return await self._run(purge)
 
     async def receipt_list(self, message_id: str) -> list[Receipt]:
-        rows = await self._all("receipt_list", {"id": _uuid_text(message_id)})
+        rows = await self._all("receipt_list", {"id": _params.uuid_text(message_id)})
         return [_rows.receipt(C, r) for r in rows]
 
     # -- wake-ups ----------------------------------------------------------------
@@ -1672,19 +1497,6 @@ def _json_text(value: Any, field: str) -> str:
         raise ValidationError(field, f"is not valid JSON: {exc}") from None
 
 
-def _receipt_params(receipt: Receipt, message_id: str, inbox_id: int) -> dict[str, Any]:
-    return {
-        "message_id": message_id,
-        "provider": receipt.provider,
-        "status": receipt.status,
-        "occurred_at": _ts(receipt.occurred_at),
-        "received_at": receipt.received_at.timestamp(),
-        "error_code": receipt.error_code,
-        "detail": receipt.detail,
-        "inbox_id": inbox_id,
-    }
-
-
 def _refresh_write(
     db: sqlite3.Connection,
     current: Connection,
@@ -1693,41 +1505,23 @@ def _refresh_write(
     actor: str,
 ) -> None:
     """Write what a refresh produced, with its audit row, in one write transaction."""
-    base = {"id": current.id, "version": current.credential_version, "now": now.timestamp()}
     with _write(db):
         if outcome.state is None:
             cur = db.execute(
-                Q["connection_refresh_store"],
-                {
-                    **base,
-                    "ciphertext": outcome.ciphertext,
-                    "key_id": outcome.key_id,
-                    "expires_at": _ts(outcome.expires_at),
-                    "scopes": None if outcome.scopes is None else json.dumps(list(outcome.scopes)),
-                },
+                Q["connection_refresh_store"], _params.refresh_store(C, current, outcome, now)
             )
             if cur.rowcount == 1:
                 entry = outcome.audit_entry(current, now, actor)
                 _audit_insert(db, entry, entry.detail)
             return
         cur = db.execute(
-            Q["connection_refresh_fail"],
-            {**base, "state": outcome.state.value, "reason": outcome.reason},
+            Q["connection_refresh_fail"], _params.refresh_fail(C, current, outcome, now)
         )
         if cur.rowcount != 1:
             return
-        pair = {"tenant": current.tenant, "provider": current.provider}
-        held = [
-            r[0]
-            for r in db.execute(
-                Q["message_hold_queued"],
-                {
-                    **pair,
-                    "now": now.timestamp(),
-                    "reason": hold_reason(f"{outcome.state.value}: {outcome.reason}"),
-                },
-            ).fetchall()
-        ]
+        why = f"{outcome.state.value}: {outcome.reason}"
+        hold = _params.hold_queued(C, current.tenant, current.provider, now, why)
+        held = [r[0] for r in db.execute(Q["message_hold_queued"], hold).fetchall()]
         entry = outcome.audit_entry(current, now, actor, held=len(held))
         _audit_insert(db, entry, entry.detail)
 
