@@ -34,12 +34,12 @@ from sluice.store import _enqueue, _params, _rows, _rules
 from sluice.store._audit import insert_params, seal, stored_detail
 from sluice.store._claims import next_claim_start
 from sluice.store._codec import Codec
+from sluice.store._driver import SqlDriver
 from sluice.store._queries import load_queries, migrations
 from sluice.store.base import (
     ApiKey,
     AuditEntry,
     BreakerInfo,
-    DlqGroup,
     FlowListener,
     FlowSignal,
     FlowStateFn,
@@ -54,7 +54,6 @@ from sluice.store.base import (
     RescueResult,
     StatusReport,
     Throttle,
-    WorkerInfo,
     limit_audit,
 )
 
@@ -102,10 +101,11 @@ def pg_find_params(pairs: list[tuple[str, str]]) -> dict[str, Any]:
     return {"tenants": [t for t, _ in pairs], "keys": [k for _, k in pairs]}
 
 
-class PostgresStore:
+class PostgresStore(SqlDriver):
     """Store on PostgreSQL. Safe for many processes on many hosts."""
 
     dialect = "postgres"
+    codec = C
 
     def __init__(
         self,
@@ -380,14 +380,6 @@ class PostgresStore:
             workers=workers,
         )
 
-    async def dlq_groups(self, flt: MessageFilter) -> list[DlqGroup]:
-        rows = await self._fetch("dlq_groups", {"tenant": flt.tenant, "channel": flt.channel})
-        return [_rows.dlq_group(C, r) for r in rows]
-
-    async def message_select(self, status: str, flt: MessageFilter) -> list[str]:
-        rows = await self._fetch("message_select_by_status", _params.message_select(C, status, flt))
-        return [r[0] for r in rows]
-
     async def _move(
         self, query: str, ids: Sequence[str], from_status: str, now: datetime, audit: AuditEntry
     ) -> list[str]:
@@ -396,23 +388,6 @@ class PostgresStore:
             cur = await conn.execute(Q[query], {**params, "actor": audit.actor})
             moved = [r[0] for r in await cur.fetchall()]
             await _audit_insert(conn, audit, _rules.moved_detail(audit, moved))
-        return moved
-
-    async def message_requeue(
-        self, ids: Sequence[str], from_status: str, now: datetime, audit: AuditEntry
-    ) -> list[str]:
-        return await self._move("message_requeue", ids, from_status, now, audit)
-
-    async def message_cancel(
-        self, ids: Sequence[str], from_status: str, now: datetime, audit: AuditEntry
-    ) -> list[str]:
-        return await self._move("message_cancel", ids, from_status, now, audit)
-
-    async def message_approve(
-        self, ids: Sequence[str], from_status: str, now: datetime, audit: AuditEntry
-    ) -> list[str]:
-        moved = await self._move("message_approve", ids, from_status, now, audit)
-        self.wake()
         return moved
 
     # -- limits ------------------------------------------------------------------
@@ -480,13 +455,6 @@ class PostgresStore:
             except Exception:  # one listener's bug must not silence the others
                 log.exception("flow listener failed")
 
-    async def throttle_list(self, now: datetime) -> list[Throttle]:
-        return [_rows.throttle(C, r) for r in await self._fetch("throttle_list", {"now": now})]
-
-    async def limit_list(self) -> list[LimitRow]:
-        rows = await self._fetch("limit_select", {})
-        return [_rows.limit_row(C, r) for r in rows]
-
     async def limit_set(self, row: LimitRow) -> None:
         async with self._conn() as conn, conn.transaction():
             await conn.execute(Q["limit_upsert"], _params.limit_upsert(C, row))
@@ -509,16 +477,9 @@ class PostgresStore:
 
     # -- controls ----------------------------------------------------------------
 
-    async def flow_version(self) -> int:
-        (version,) = (await self._fetch("flow_version", {}))[0]
-        return int(version)
-
     async def clock_now(self) -> datetime:
         (at,) = (await self._fetch("clock_now", {}))[0]
         return at  # type: ignore[no-any-return]  # timestamptz: an aware datetime
-
-    async def control_list(self) -> list[Control]:
-        return [_rows.control(C, r) for r in await self._fetch("control_select", {})]
 
     async def control_set(
         self,
@@ -667,12 +628,6 @@ class PostgresStore:
         self._wake.set()
         return await self.connection_get(conn.tenant, conn.provider)
 
-    async def connection_list(
-        self, tenant: str | None = None, provider: str | None = None
-    ) -> list[Connection]:
-        rows = await self._fetch("connection_select", {"tenant": tenant, "provider": provider})
-        return [_rows.connection(C, r) for r in rows]
-
     async def connection_find(self, pairs: Sequence[tuple[str, str]]) -> list[Connection]:
         if not pairs:
             return []
@@ -681,12 +636,6 @@ class PostgresStore:
             {"tenants": [t for t, _ in pairs], "providers": [p for _, p in pairs]},
         )
         return [_rows.connection(C, r) for r in rows]
-
-    async def connection_get(self, tenant: str, provider: str) -> Connection:
-        found = await self.connection_list(tenant, provider)
-        if not found:
-            raise NotFound(f"tenant {tenant!r} has no {provider} connection")
-        return found[0]
 
     async def connection_set_state(
         self,
@@ -845,9 +794,6 @@ class PostgresStore:
         )
         return {key: (int(ok), int(failed)) for key, ok, failed in rows}
 
-    async def breaker_list(self) -> list[BreakerInfo]:
-        return [_rows.breaker(C, r) for r in await self._fetch("breaker_list", {})]
-
     async def breaker_transition(
         self,
         key: str,
@@ -898,9 +844,6 @@ class PostgresStore:
     async def worker_stop(self, worker_id: str, now: datetime) -> None:
         await self._fetch("worker_stop", {"id": worker_id, "now": now})
 
-    async def worker_list(self, since: datetime) -> list[WorkerInfo]:
-        return [_rows.worker(C, r) for r in await self._fetch("worker_list", {"since": since})]
-
     async def worker_ack(self, worker_id: str, version: int, now: datetime) -> None:
         await self._fetch("worker_ack", {"id": worker_id, "version": version, "now": now})
 
@@ -944,13 +887,6 @@ class PostgresStore:
 
     # -- the HTTP API ------------------------------------------------------------
 
-    async def message_list(
-        self, flt: MessageFilter, status: str | None, before_id: str | None, limit: int
-    ) -> list[Message]:
-        params = _params.message_list(C, flt, status, before_id, limit)
-        rows = await self._fetch("message_list", params)
-        return [_rows.full_message(C, r) for r in rows]
-
     async def api_key_insert(self, key: ApiKey, audit: AuditEntry) -> None:
         async with self._conn() as conn, conn.transaction():
             params = dataclasses.asdict(key)
@@ -959,15 +895,6 @@ class PostgresStore:
             if await cur.fetchone() is None:
                 raise ValidationError("name", f"an API key named {key.name!r} already exists")
             await _audit_insert(conn, audit)
-
-    async def api_key_get(self, key_id: str) -> ApiKey:
-        rows = await self._fetch("api_key_get", {"id": key_id})
-        if not rows:
-            raise NotFound(f"no API key {key_id!r}")
-        return _rows.api_key(C, rows[0])
-
-    async def api_key_list(self) -> list[ApiKey]:
-        return [_rows.api_key(C, r) for r in await self._fetch("api_key_list", {})]
 
     async def api_key_revoke(self, key_id: str, now: datetime, audit: AuditEntry) -> ApiKey:
         async with self._conn() as conn, conn.transaction():
@@ -1130,14 +1057,6 @@ class PostgresStore:
             await _audit_insert(conn, audit, audit.detail)
         return True
 
-    async def inbox_list(
-        self, state: str | None, provider: str | None, limit: int
-    ) -> list[InboxItem]:
-        rows = await self._fetch(
-            "inbox_list", {"state": state, "provider": provider, "limit": limit}
-        )
-        return [_rows.inbox_item(C, r) for r in rows]
-
     async def inbox_requeue(
         self, ids: Sequence[int] | None, now: datetime, audit: AuditEntry
     ) -> list[int]:
@@ -1149,15 +1068,8 @@ class PostgresStore:
             await _audit_insert(conn, audit, _rules.moved_detail(audit, moved))
         return moved
 
-    async def inbox_counts(self) -> dict[str, int]:
-        return {s: n for s, n in await self._fetch("inbox_counts", {})}
-
     async def inbox_purge(self, before: datetime) -> int:
         return int((await self._fetch("inbox_purge", {"before": before}))[0][0])
-
-    async def receipt_list(self, message_id: str) -> list[Receipt]:
-        rows = await self._fetch("receipt_list", {"id": _params.uuid_text(message_id)})
-        return [_rows.receipt(C, r) for r in rows]
 
 
 def _breaker_payload(row: BreakerInfo) -> str:

@@ -38,12 +38,12 @@ from sluice.store import _enqueue, _params, _rows, _rules
 from sluice.store._audit import insert_params, seal, stored_detail
 from sluice.store._claims import next_claim_start
 from sluice.store._codec import Codec
+from sluice.store._driver import SqlDriver
 from sluice.store._queries import load_queries, migrations
 from sluice.store.base import (
     ApiKey,
     AuditEntry,
     BreakerInfo,
-    DlqGroup,
     FlowListener,
     FlowSignal,
     FlowStateFn,
@@ -57,8 +57,6 @@ from sluice.store.base import (
     RefreshOutcome,
     RescueResult,
     StatusReport,
-    Throttle,
-    WorkerInfo,
     limit_audit,
 )
 
@@ -163,10 +161,11 @@ def sqlite_enqueue(
     return _enqueue.resolve(rows, existing)
 
 
-class SqliteStore:
+class SqliteStore(SqlDriver):
     """Store on one SQLite file."""
 
     dialect = "sqlite"
+    codec = C
 
     def __init__(
         self,
@@ -483,36 +482,28 @@ class SqliteStore:
 
     # -- reading -----------------------------------------------------------------
 
-    async def _all(self, name: str, params: dict[str, Any]) -> list[Any]:
+    async def _fetch(self, name: str, params: dict[str, Any]) -> list[Any]:
         return await self._run(lambda conn: conn.execute(Q[name], params).fetchall())
 
     async def message_get(self, message_id: str) -> Message:
-        rows = await self._all("message_get", {"id": message_id})
+        rows = await self._fetch("message_get", {"id": message_id})
         if not rows:
             raise NotFound(f"no message with id {message_id!r}")
         return _rows.full_message(C, rows[0])
 
     async def attempt_list(self, message_id: str) -> list[Attempt]:
-        rows = await self._all("attempt_list", {"id": message_id})
+        rows = await self._fetch("attempt_list", {"id": message_id})
         return [_rows.attempt(C, r) for r in rows]
 
     async def status_report(self, now: datetime) -> StatusReport:
-        counts = {s: n for s, n in await self._all("status_counts", {})}
-        (oldest,) = (await self._all("oldest_ready", {"now": now.timestamp()}))[0]
+        counts = {s: n for s, n in await self._fetch("status_counts", {})}
+        (oldest,) = (await self._fetch("oldest_ready", {"now": now.timestamp()}))[0]
         return StatusReport(
             counts=counts,
             oldest_ready_age_seconds=None if oldest is None else now.timestamp() - oldest,
             dead=await self.dlq_groups(MessageFilter()),
             workers=await self.worker_list(now - timedelta(minutes=10)),
         )
-
-    async def dlq_groups(self, flt: MessageFilter) -> list[DlqGroup]:
-        rows = await self._all("dlq_groups", {"tenant": flt.tenant, "channel": flt.channel})
-        return [_rows.dlq_group(C, r) for r in rows]
-
-    async def message_select(self, status: str, flt: MessageFilter) -> list[str]:
-        rows = await self._all("message_select_by_status", _params.message_select(C, status, flt))
-        return [r[0] for r in rows]
 
     async def _move(
         self, query: str, ids: Sequence[str], from_status: str, now: datetime, audit: AuditEntry
@@ -533,21 +524,6 @@ class SqliteStore:
         moved = await self._run(move)
         self._wake.set()
         return moved
-
-    async def message_requeue(
-        self, ids: Sequence[str], from_status: str, now: datetime, audit: AuditEntry
-    ) -> list[str]:
-        return await self._move("message_requeue", ids, from_status, now, audit)
-
-    async def message_cancel(
-        self, ids: Sequence[str], from_status: str, now: datetime, audit: AuditEntry
-    ) -> list[str]:
-        return await self._move("message_cancel", ids, from_status, now, audit)
-
-    async def message_approve(
-        self, ids: Sequence[str], from_status: str, now: datetime, audit: AuditEntry
-    ) -> list[str]:
-        return await self._move("message_approve", ids, from_status, now, audit)
 
     # -- limits ------------------------------------------------------------------
 
@@ -660,14 +636,6 @@ class SqliteStore:
             if seen.get(key) != values:
                 self._flow_signal(signals[key])
 
-    async def throttle_list(self, now: datetime) -> list[Throttle]:
-        rows = await self._all("throttle_list", {"now": now.timestamp()})
-        return [_rows.throttle(C, r) for r in rows]
-
-    async def limit_list(self) -> list[LimitRow]:
-        rows = await self._all("limit_select", {})
-        return [_rows.limit_row(C, r) for r in rows]
-
     async def limit_set(self, row: LimitRow) -> None:
         def put(conn: sqlite3.Connection) -> None:
             with _write(conn):
@@ -698,16 +666,9 @@ class SqliteStore:
 
     # -- controls ----------------------------------------------------------------
 
-    async def flow_version(self) -> int:
-        (version,) = (await self._all("flow_version", {}))[0]
-        return int(version)
-
     async def clock_now(self) -> datetime:
         # Every process on the file runs on this host: its clock is the one clock.
         return datetime.now(UTC)
-
-    async def control_list(self) -> list[Control]:
-        return [_rows.control(C, r) for r in await self._all("control_select", {})]
 
     async def control_set(
         self,
@@ -860,7 +821,7 @@ class SqliteStore:
         return await self._run(append)
 
     async def audit_list(self, limit: int = 100) -> list[AuditEntry]:
-        rows = await self._all("audit_list", {"limit": limit})
+        rows = await self._fetch("audit_list", {"limit": limit})
         return [_rows.audit_entry(C, r) for r in rows]
 
     # -- connections -------------------------------------------------------------
@@ -887,23 +848,11 @@ class SqliteStore:
         self._wake.set()
         return await self.connection_get(conn.tenant, conn.provider)
 
-    async def connection_list(
-        self, tenant: str | None = None, provider: str | None = None
-    ) -> list[Connection]:
-        rows = await self._all("connection_select", {"tenant": tenant, "provider": provider})
-        return [_rows.connection(C, r) for r in rows]
-
     async def connection_find(self, pairs: Sequence[tuple[str, str]]) -> list[Connection]:
         if not pairs:
             return []
-        rows = await self._all("connection_select_pairs", {"pairs": json.dumps(list(pairs))})
+        rows = await self._fetch("connection_select_pairs", {"pairs": json.dumps(list(pairs))})
         return [_rows.connection(C, r) for r in rows]
-
-    async def connection_get(self, tenant: str, provider: str) -> Connection:
-        found = await self.connection_list(tenant, provider)
-        if not found:
-            raise NotFound(f"tenant {tenant!r} has no {provider} connection")
-        return found[0]
 
     async def connection_set_state(
         self,
@@ -1065,7 +1014,7 @@ class SqliteStore:
     ) -> dict[str, tuple[int, int]]:
         if keys is not None and not keys:
             return {}
-        rows = await self._all(
+        rows = await self._fetch(
             "breaker_window",
             {
                 "keys": None if keys is None else json.dumps(list(keys)),
@@ -1073,9 +1022,6 @@ class SqliteStore:
             },
         )
         return {key: (int(ok), int(failed)) for key, ok, failed in rows}
-
-    async def breaker_list(self) -> list[BreakerInfo]:
-        return [_rows.breaker(C, r) for r in await self._all("breaker_list", {})]
 
     async def breaker_transition(
         self,
@@ -1148,10 +1094,6 @@ class SqliteStore:
 
         await self._run(stop)
 
-    async def worker_list(self, since: datetime) -> list[WorkerInfo]:
-        rows = await self._all("worker_list", {"since": since.timestamp()})
-        return [_rows.worker(C, r) for r in rows]
-
     async def worker_ack(self, worker_id: str, version: int, now: datetime) -> None:
         def ack(conn: sqlite3.Connection) -> None:
             with _write(conn):
@@ -1162,14 +1104,6 @@ class SqliteStore:
         await self._run(ack)
 
     # -- the HTTP API ------------------------------------------------------------
-
-    async def message_list(
-        self, flt: MessageFilter, status: str | None, before_id: str | None, limit: int
-    ) -> list[Message]:
-        rows = await self._all(
-            "message_list", _params.message_list(C, flt, status, before_id, limit)
-        )
-        return [_rows.full_message(C, r) for r in rows]
 
     async def api_key_insert(self, key: ApiKey, audit: AuditEntry) -> None:
         params = dataclasses.asdict(key)
@@ -1183,15 +1117,6 @@ class SqliteStore:
                 _audit_insert(db, audit, audit.detail)
 
         await self._run(insert)
-
-    async def api_key_get(self, key_id: str) -> ApiKey:
-        rows = await self._all("api_key_get", {"id": key_id})
-        if not rows:
-            raise NotFound(f"no API key {key_id!r}")
-        return _rows.api_key(C, rows[0])
-
-    async def api_key_list(self) -> list[ApiKey]:
-        return [_rows.api_key(C, r) for r in await self._all("api_key_list", {})]
 
     async def api_key_revoke(self, key_id: str, now: datetime, audit: AuditEntry) -> ApiKey:
         def revoke(db: sqlite3.Connection) -> Any:
@@ -1411,12 +1336,6 @@ class SqliteStore:
 
         return await self._run(reject)
 
-    async def inbox_list(
-        self, state: str | None, provider: str | None, limit: int
-    ) -> list[InboxItem]:
-        rows = await self._all("inbox_list", {"state": state, "provider": provider, "limit": limit})
-        return [_rows.inbox_item(C, r) for r in rows]
-
     async def inbox_requeue(
         self, ids: Sequence[int] | None, now: datetime, audit: AuditEntry
     ) -> list[int]:
@@ -1434,19 +1353,12 @@ class SqliteStore:
 
         return await self._run(requeue)
 
-    async def inbox_counts(self) -> dict[str, int]:
-        return {s: n for s, n in await self._all("inbox_counts", {})}
-
     async def inbox_purge(self, before: datetime) -> int:
         def purge(db: sqlite3.Connection) -> int:
             with _write(db):
                 return int(db.execute(Q["inbox_purge"], {"before": before.timestamp()}).rowcount)
 
         return await self._run(purge)
-
-    async def receipt_list(self, message_id: str) -> list[Receipt]:
-        rows = await self._all("receipt_list", {"id": _params.uuid_text(message_id)})
-        return [_rows.receipt(C, r) for r in rows]
 
     # -- wake-ups ----------------------------------------------------------------
 
