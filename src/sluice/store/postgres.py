@@ -35,7 +35,7 @@ from sluice.store._audit import insert_params, seal, stored_detail
 from sluice.store._claims import next_claim_start
 from sluice.store._codec import Codec
 from sluice.store._driver import SqlDriver
-from sluice.store._queries import load_queries, migrations
+from sluice.store._queries import load_queries, migrations, pending_migrations
 from sluice.store.base import (
     ApiKey,
     AuditEntry,
@@ -261,16 +261,7 @@ class PostgresStore(SqlDriver):
             # One migrator at a time, even with many hosts starting together.
             await conn.execute(Q["migrate_lock"])
             done = await self._applied(conn)
-            known = migrations("postgres")
-            newest = max((v for v, _, _ in known), default=0)
-            if done and max(done) > newest:
-                raise MigrationError(
-                    f"database schema is at version {max(done)}, newer than this Sluice "
-                    f"({newest}); upgrade Sluice"
-                )
-            for version, name, sql in known:
-                if version in done:
-                    continue
+            for version, name, sql in pending_migrations("postgres", done):
                 await conn.execute(sql.encode())
                 await conn.execute(Q["schema_version_record"], {"version": version, "name": name})
                 applied_now.append(version)

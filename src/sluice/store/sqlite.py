@@ -39,7 +39,7 @@ from sluice.store._audit import insert_params, seal, stored_detail
 from sluice.store._claims import next_claim_start
 from sluice.store._codec import Codec
 from sluice.store._driver import SqlDriver
-from sluice.store._queries import load_queries, migrations
+from sluice.store._queries import load_queries, migrations, pending_migrations
 from sluice.store.base import (
     ApiKey,
     AuditEntry,
@@ -281,16 +281,7 @@ class SqliteStore(SqlDriver):
             out: list[int] = []
             with _write(conn):
                 done = self._applied(conn)
-                known = migrations("sqlite")
-                newest = max((v for v, _, _ in known), default=0)
-                if done and max(done) > newest:
-                    raise MigrationError(
-                        f"database schema is at version {max(done)}, newer than this Sluice "
-                        f"({newest}); upgrade Sluice"
-                    )
-                for version, name, sql in known:
-                    if version in done:
-                        continue
+                for version, name, sql in pending_migrations("sqlite", done):
                     for statement in _split_sql(sql):
                         conn.execute(statement)
                     conn.execute(Q["schema_version_record"], {"version": version, "name": name})
