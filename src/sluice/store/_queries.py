@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Set
 from functools import cache
 from importlib import resources
 
-__all__ = ["load_queries", "migrations"]
+__all__ = ["load_queries", "migrations", "pending_migrations"]
 
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
@@ -37,3 +38,18 @@ def migrations(dialect: str) -> list[tuple[int, str, str]]:
     if versions != list(range(1, len(versions) + 1)):
         raise RuntimeError(f"{dialect} migrations are not numbered 1..n: {versions}")
     return found
+
+
+def pending_migrations(dialect: str, done: Set[int]) -> list[tuple[int, str, str]]:
+    """The migrations of ``dialect`` not in ``done``, in order; ``MigrationError`` when the
+    database is at a version newer than this Sluice knows."""
+    from sluice.errors import MigrationError
+
+    known = migrations(dialect)
+    newest = max((v for v, _, _ in known), default=0)
+    if done and max(done) > newest:
+        raise MigrationError(
+            f"database schema is at version {max(done)}, newer than this Sluice "
+            f"({newest}); upgrade Sluice"
+        )
+    return [m for m in known if m[0] not in done]

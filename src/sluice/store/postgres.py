@@ -8,7 +8,6 @@ import dataclasses
 import json
 import math
 import re
-import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from sluice.addressing import addressing_in_effect
 from sluice.config import Settings
-from sluice.connections import HOLD_PREFIX, Connection, ConnectionState, hold_reason
+from sluice.connections import Connection, ConnectionState
 from sluice.errors import (
     MigrationError,
     NotFound,
@@ -29,18 +28,18 @@ from sluice.errors import (
     StoreUnavailable,
     ValidationError,
 )
-from sluice.flow.controls import Control, Mode, Scope, control_audit, control_hold_reason
-from sluice.model import Attempt, AttemptOutcome, Completion, Message, NewMessage, Status
-from sluice.store import _enqueue, _observe
+from sluice.flow.controls import Control, Mode, Scope, control_audit
+from sluice.model import Attempt, Completion, Message, NewMessage, Status
+from sluice.store import _enqueue, _observe, _params, _rows, _rules
 from sluice.store._audit import insert_params, seal, stored_detail
 from sluice.store._claims import next_claim_start
-from sluice.store._queries import load_queries, migrations
-from sluice.store._receipts import NOT_READY, advance, failure_of
+from sluice.store._codec import Codec
+from sluice.store._driver import SqlDriver
+from sluice.store._queries import load_queries, migrations, pending_migrations
 from sluice.store.base import (
     ApiKey,
     AuditEntry,
     BreakerInfo,
-    DlqGroup,
     FlowListener,
     FlowSignal,
     FlowStateFn,
@@ -56,7 +55,6 @@ from sluice.store.base import (
     RescueResult,
     StatusReport,
     Throttle,
-    WorkerInfo,
     limit_audit,
 )
 
@@ -69,14 +67,12 @@ LISTEN_CHANNEL = "sluice_ready"
 FLOW_CHANNEL = "sluice_flow"
 
 
-def _uuid_text(value: str, field: str = "id") -> str:
-    """Reject ids that are not UUIDs before PostgreSQL does, with our own error."""
-    import uuid
+def _as_is(value: Any) -> Any:
+    return value
 
-    try:
-        return str(uuid.UUID(value))
-    except (ValueError, TypeError, AttributeError):
-        raise NotFound(f"no message with {field} {value!r}") from None
+
+#: psycopg hands ``timestamptz`` back as aware datetimes and ``jsonb`` decoded.
+C = Codec(read_time=_as_is, write_time=_as_is, read_json=_as_is, no_limit=None)
 
 
 def pg_enqueue_plan(rows: Sequence[_enqueue.PreparedRow], now: datetime | None) -> dict[str, Any]:
@@ -106,51 +102,11 @@ def pg_find_params(pairs: list[tuple[str, str]]) -> dict[str, Any]:
     return {"tenants": [t for t, _ in pairs], "keys": [k for _, k in pairs]}
 
 
-def _message(row: TupleRow, status: Status = Status.SENDING) -> Message:
-    (mid, tenant, channel, provider, action, recipient, payload, priority, run_at, attempts,
-     max_attempts, claim_seq, idem, corr, scopes, created_at) = row[:16]  # fmt: skip
-    return Message(
-        id=mid,
-        tenant=tenant,
-        channel=channel,
-        provider=provider,
-        action=action,
-        recipient=recipient,
-        payload=payload,
-        priority=priority,
-        status=status,
-        run_at=run_at,
-        attempts=attempts,
-        max_attempts=max_attempts,
-        claim_seq=claim_seq,
-        idempotency_key=idem,
-        correlation_id=corr,
-        scopes=scopes,
-        created_at=created_at,
-        approved_by=row[16] if len(row) > 16 else None,
-        deferrals=row[17] if len(row) > 17 else 0,
-        deferred_since=row[18] if len(row) > 18 else None,
-    )
-
-
-def _control(r: TupleRow) -> Control:
-    cid, tenant, channel, provider, action, mode, actor, reason, created, expires, version = r
-    return Control(
-        id=cid,
-        scope=Scope(tenant, channel, provider, action),
-        mode=Mode(mode),
-        actor=actor,
-        reason=reason,
-        created_at=created,
-        expires_at=expires,
-        version=version,
-    )
-
-
-class PostgresStore:
+class PostgresStore(SqlDriver):
     """Store on PostgreSQL. Safe for many processes on many hosts."""
 
     dialect = "postgres"
+    codec = C
 
     def __init__(
         self,
@@ -306,16 +262,7 @@ class PostgresStore:
             # One migrator at a time, even with many hosts starting together.
             await conn.execute(Q["migrate_lock"])
             done = await self._applied(conn)
-            known = migrations("postgres")
-            newest = max((v for v, _, _ in known), default=0)
-            if done and max(done) > newest:
-                raise MigrationError(
-                    f"database schema is at version {max(done)}, newer than this Sluice "
-                    f"({newest}); upgrade Sluice"
-                )
-            for version, name, sql in known:
-                if version in done:
-                    continue
+            for version, name, sql in pending_migrations("postgres", done):
                 await conn.execute(sql.encode())
                 await conn.execute(Q["schema_version_record"], {"version": version, "name": name})
                 applied_now.append(version)
@@ -342,17 +289,11 @@ class PostgresStore:
     async def message_claim(
         self, worker_id: str, limit: int, lease_seconds: float, now: datetime
     ) -> list[Message]:
-        params = {
-            "worker_id": worker_id,
-            "limit": limit,
-            "now": now,
-            "lease_until": now + timedelta(seconds=lease_seconds),
-            "after": self._claim_after,
-        }
-        claimed = [_message(r) for r in await self._fetch("message_claim", params)]
+        params = _params.message_claim(C, worker_id, limit, lease_seconds, now, self._claim_after)
+        claimed = [_rows.message(C, r) for r in await self._fetch("message_claim", params)]
         if self._claim_after and len(claimed) < limit:  # wrap round to the first tenants
             params.update(after="", limit=limit - len(claimed))
-            claimed += [_message(r) for r in await self._fetch("message_claim", params)]
+            claimed += [_rows.message(C, r) for r in await self._fetch("message_claim", params)]
         self._claim_after = next_claim_start(claimed, limit)
         return claimed
 
@@ -410,14 +351,14 @@ class PostgresStore:
     # -- reading -----------------------------------------------------------------
 
     async def message_get(self, message_id: str) -> Message:
-        rows = await self._fetch("message_get", {"id": _uuid_text(message_id)})
+        rows = await self._fetch("message_get", {"id": _params.uuid_text(message_id)})
         if not rows:
             raise NotFound(f"no message with id {message_id!r}")
-        return _full_message(rows[0])
+        return _rows.full_message(C, rows[0])
 
     async def attempt_list(self, message_id: str) -> list[Attempt]:
-        rows = await self._fetch("attempt_list", {"id": _uuid_text(message_id)})
-        return [_attempt(r) for r in rows]
+        rows = await self._fetch("attempt_list", {"id": _params.uuid_text(message_id)})
+        return [_rows.attempt(C, r) for r in rows]
 
     async def status_report(self, now: datetime) -> StatusReport:
         counts = {s: n for s, n in await self._fetch("status_counts", {})}
@@ -439,27 +380,6 @@ class PostgresStore:
                 rows[name] = await cur.fetchall()
         return _observe.build(rows, lambda v: v)
 
-    async def dlq_groups(self, flt: MessageFilter) -> list[DlqGroup]:
-        rows = await self._fetch("dlq_groups", {"tenant": flt.tenant, "channel": flt.channel})
-        return [DlqGroup(*r) for r in rows]
-
-    async def message_select(self, status: str, flt: MessageFilter) -> list[str]:
-        rows = await self._fetch(
-            "message_select_by_status",
-            {
-                "status": status,
-                "tenant": flt.tenant,
-                "channel": flt.channel,
-                "provider": flt.provider,
-                "action": flt.action,
-                "error_code": flt.error_code,
-                "reason": flt.reason,
-                "since": flt.since,
-                "limit": flt.limit,
-            },
-        )
-        return [r[0] for r in rows]
-
     async def _move(
         self, query: str, ids: Sequence[str], from_status: str, now: datetime, audit: AuditEntry
     ) -> list[str]:
@@ -467,25 +387,7 @@ class PostgresStore:
             params = {"ids": list(ids), "from_status": from_status, "now": now}
             cur = await conn.execute(Q[query], {**params, "actor": audit.actor})
             moved = [r[0] for r in await cur.fetchall()]
-            detail = {**audit.detail, "count": len(moved), "ids": moved[:1000]}
-            await _audit_insert(conn, audit, detail)
-        return moved
-
-    async def message_requeue(
-        self, ids: Sequence[str], from_status: str, now: datetime, audit: AuditEntry
-    ) -> list[str]:
-        return await self._move("message_requeue", ids, from_status, now, audit)
-
-    async def message_cancel(
-        self, ids: Sequence[str], from_status: str, now: datetime, audit: AuditEntry
-    ) -> list[str]:
-        return await self._move("message_cancel", ids, from_status, now, audit)
-
-    async def message_approve(
-        self, ids: Sequence[str], from_status: str, now: datetime, audit: AuditEntry
-    ) -> list[str]:
-        moved = await self._move("message_approve", ids, from_status, now, audit)
-        self.wake()
+            await _audit_insert(conn, audit, _rules.moved_detail(audit, moved))
         return moved
 
     # -- limits ------------------------------------------------------------------
@@ -529,8 +431,7 @@ class PostgresStore:
         self, tenant: str, provider: str, until: datetime, reason: str, now: datetime
     ) -> None:
         await self._fetch(
-            "throttle_set",
-            {"tenant": tenant, "provider": provider, "until": until, "reason": reason, "now": now},
+            "throttle_set", _params.throttle_set(C, tenant, provider, until, reason, now)
         )
 
     def flow_listen(self, listener: FlowListener) -> Callable[[], None]:
@@ -554,28 +455,9 @@ class PostgresStore:
             except Exception:  # one listener's bug must not silence the others
                 log.exception("flow listener failed")
 
-    async def throttle_list(self, now: datetime) -> list[Throttle]:
-        return [Throttle(*r) for r in await self._fetch("throttle_list", {"now": now})]
-
-    async def limit_list(self) -> list[LimitRow]:
-        rows = await self._fetch("limit_select", {})
-        return [LimitRow(k, t, p, a, json.loads(sp), ac, r, u) for k, t, p, a, sp, ac, r, u in rows]
-
     async def limit_set(self, row: LimitRow) -> None:
         async with self._conn() as conn, conn.transaction():
-            await conn.execute(
-                Q["limit_upsert"],
-                {
-                    "kind": row.kind,
-                    "tenant": row.tenant,
-                    "provider": row.provider,
-                    "action": row.action,
-                    "spec": json.dumps(row.spec),
-                    "actor": row.actor,
-                    "reason": row.reason,
-                    "now": row.updated_at,
-                },
-            )
+            await conn.execute(Q["limit_upsert"], _params.limit_upsert(C, row))
             await conn.execute(Q["flow_bump"], {"now": row.updated_at})
             await _audit_insert(conn, limit_audit("limit.set", row))
 
@@ -595,16 +477,9 @@ class PostgresStore:
 
     # -- controls ----------------------------------------------------------------
 
-    async def flow_version(self) -> int:
-        (version,) = (await self._fetch("flow_version", {}))[0]
-        return int(version)
-
     async def clock_now(self) -> datetime:
         (at,) = (await self._fetch("clock_now", {}))[0]
         return at  # type: ignore[no-any-return]  # timestamptz: an aware datetime
-
-    async def control_list(self) -> list[Control]:
-        return [_control(r) for r in await self._fetch("control_select", {})]
 
     async def control_set(
         self,
@@ -619,20 +494,12 @@ class PostgresStore:
         async with self._conn() as conn, conn.transaction():
             cur = await conn.execute(Q["flow_bump"], {"now": now})
             (version,) = await cur.fetchone()  # type: ignore[misc]
-            cur = await conn.execute(
-                Q["control_upsert"],
-                {
-                    **scope.params(),
-                    "id": str(uuid.uuid4()),
-                    "mode": mode.value,
-                    "actor": actor,
-                    "reason": reason,
-                    "now": now,
-                    "expires_at": expires_at,
-                    "version": version,
-                },
-            )
-            control = _control(await cur.fetchone())  # type: ignore[arg-type]
+            params = _params.control_upsert(
+                C, scope, mode, actor=actor, reason=reason, expires_at=expires_at, now=now,
+                version=version,
+            )  # fmt: skip
+            cur = await conn.execute(Q["control_upsert"], params)
+            control = _rows.control(C, await cur.fetchone())  # type: ignore[arg-type]
             if control.mode is not Mode.PAUSED:
                 await conn.execute(Q["message_unpark"], {"control_id": control.id})
             await _audit_insert(conn, control_audit("control.set", control, now, actor, reason))
@@ -647,7 +514,9 @@ class PostgresStore:
             row = await cur.fetchone()
             unparked = 0
             if row is not None:
-                cur = await conn.execute(Q["message_unpark"], {"control_id": _control(row).id})
+                cur = await conn.execute(
+                    Q["message_unpark"], {"control_id": _rows.control(C, row).id}
+                )
                 unparked = cur.rowcount
             released: list[str] = []
             if release:
@@ -658,22 +527,9 @@ class PostgresStore:
             if row is None and not released:
                 return None, []
             await conn.execute(Q["flow_bump"], {"now": now})
-            control = _control(row) if row is not None else None
-            await _audit_insert(
-                conn,
-                AuditEntry(
-                    at=now,
-                    actor=actor,
-                    action="control.clear",
-                    target=str(scope),
-                    reason=reason,
-                    detail={
-                        "scope": scope.as_dict(),
-                        "mode": control.mode.value if control else None,
-                        "released": len(released),
-                    },
-                ),
-            )
+            control = _rows.control(C, row) if row is not None else None
+            entry = _rules.control_clear_audit(scope, control, len(released), now, actor, reason)
+            await _audit_insert(conn, entry)
         if released or unparked:
             self.wake()
         return control, released
@@ -681,7 +537,7 @@ class PostgresStore:
     async def control_expire(self, now: datetime, actor: str) -> list[Control]:
         async with self._conn() as conn, conn.transaction():
             cur = await conn.execute(Q["control_delete_expired"], {"now": now})
-            expired = [_control(r) for r in await cur.fetchall()]
+            expired = [_rows.control(C, r) for r in await cur.fetchall()]
             if not expired:
                 return []
             await conn.execute(Q["flow_bump"], {"now": now})
@@ -708,16 +564,8 @@ class PostgresStore:
         for control in await self.control_list():
             if control.mode is not Mode.KILLED or not control.active(now):
                 continue
-            rows = await self._fetch(
-                "message_hold_controlled",
-                {
-                    **control.scope.params(),
-                    "reason": control_hold_reason(control),
-                    "control_id": control.id,
-                    "now": now,
-                    "limit": limit,
-                },
-            )
+            params = _params.control_hold(C, control, now, limit)
+            rows = await self._fetch("message_hold_controlled", params)
             held.extend(r[0] for r in rows)
         return held
 
@@ -757,38 +605,13 @@ class PostgresStore:
 
     async def audit_list(self, limit: int = 100) -> list[AuditEntry]:
         rows = await self._fetch("audit_list", {"limit": limit})
-        return [
-            AuditEntry(
-                id=r[0],
-                at=r[1],
-                actor=r[2],
-                action=r[3],
-                target=r[4],
-                reason=r[5],
-                detail=json.loads(r[6]),
-                prev_hash=r[7],
-                hash=r[8],
-            )
-            for r in rows
-        ]
+        return [_rows.audit_entry(C, r) for r in rows]
 
     # -- connections -------------------------------------------------------------
 
     async def connection_insert(self, conn: Connection, audit: AuditEntry) -> Connection:
         async with self._conn() as db, db.transaction():
-            cur = await db.execute(
-                Q["connection_insert"],
-                {
-                    "id": conn.id,
-                    "tenant": conn.tenant,
-                    "provider": conn.provider,
-                    "now": conn.created_at,
-                    "scopes": json.dumps(conn.scopes),
-                    "ciphertext": conn.ciphertext,
-                    "key_id": conn.key_id,
-                    "expires_at": conn.expires_at,
-                },
-            )
+            cur = await db.execute(Q["connection_insert"], _params.connection_insert(C, conn))
             if await cur.fetchone() is None:
                 raise ValidationError(
                     "connection",
@@ -798,23 +621,12 @@ class PostgresStore:
             # Messages held for want of this connection can go now.
             cur = await db.execute(
                 Q["message_release_held"],
-                {
-                    "tenant": conn.tenant,
-                    "provider": conn.provider,
-                    "now": conn.created_at,
-                    "prefix": HOLD_PREFIX,
-                },
+                _params.release_held(C, conn.tenant, conn.provider, conn.created_at),
             )
             released = len(await cur.fetchall())
             await _audit_insert(db, audit, {**audit.detail, "released": released})
         self._wake.set()
         return await self.connection_get(conn.tenant, conn.provider)
-
-    async def connection_list(
-        self, tenant: str | None = None, provider: str | None = None
-    ) -> list[Connection]:
-        rows = await self._fetch("connection_select", {"tenant": tenant, "provider": provider})
-        return [_connection(r) for r in rows]
 
     async def connection_find(self, pairs: Sequence[tuple[str, str]]) -> list[Connection]:
         if not pairs:
@@ -823,13 +635,7 @@ class PostgresStore:
             "connection_select_pairs",
             {"tenants": [t for t, _ in pairs], "providers": [p for _, p in pairs]},
         )
-        return [_connection(r) for r in rows]
-
-    async def connection_get(self, tenant: str, provider: str) -> Connection:
-        found = await self.connection_list(tenant, provider)
-        if not found:
-            raise NotFound(f"tenant {tenant!r} has no {provider} connection")
-        return found[0]
+        return [_rows.connection(C, r) for r in rows]
 
     async def connection_set_state(
         self,
@@ -843,45 +649,22 @@ class PostgresStore:
         expected_version: int | None = None,
     ) -> tuple[bool, list[str]]:
         async with self._conn() as db, db.transaction():
-            cur = await db.execute(
-                Q["connection_set_state"],
-                {
-                    "tenant": tenant,
-                    "provider": provider,
-                    "state": state.value,
-                    "reason": reason,
-                    "missing_scopes": json.dumps(list(missing_scopes)),
-                    "now": now,
-                    "expected_version": expected_version,
-                },
+            params = _params.connection_set_state(
+                C, tenant, provider, state, reason, missing_scopes, now, expected_version
             )
-            changed = await cur.fetchone() is not None
+            changed = await (await db.execute(Q["connection_set_state"], params)).fetchone()
             held: list[str] = []
-            # An operator's act holds what is queued; a worker's only when it changed the state.
-            if state is not ConnectionState.ACTIVE and (changed or expected_version is None):
-                cur = await db.execute(
-                    Q["message_hold_queued"],
-                    {
-                        "tenant": tenant,
-                        "provider": provider,
-                        "now": now,
-                        "reason": hold_reason(f"{state.value}: {reason}"),
-                    },
-                )
+            if _rules.holds_queued(state, changed is not None, expected_version):
+                why = f"{state.value}: {reason}"
+                params = _params.hold_queued(C, tenant, provider, now, why)
+                cur = await db.execute(Q["message_hold_queued"], params)
                 held = [r[0] for r in await cur.fetchall()]
-            if changed:
-                await _audit_insert(
-                    db,
-                    AuditEntry(
-                        at=now,
-                        actor=actor,
-                        action=f"connection.{state.value}",
-                        target=f"{tenant}/{provider}",
-                        reason=reason,
-                        detail={"missing_scopes": list(missing_scopes), "held": len(held)},
-                    ),
+            if changed is not None:
+                entry = _rules.connection_state_audit(
+                    tenant, provider, state, reason, missing_scopes, len(held), now, actor
                 )
-        return changed, held
+                await _audit_insert(db, entry)
+        return changed is not None, held
 
     async def connection_rotate(
         self,
@@ -896,24 +679,15 @@ class PostgresStore:
         audit: AuditEntry,
     ) -> tuple[Connection, list[str]]:
         async with self._conn() as db, db.transaction():
-            cur = await db.execute(
-                Q["connection_rotate"],
-                {
-                    "tenant": tenant,
-                    "provider": provider,
-                    "now": now,
-                    "reason": audit.reason or "re-consent",
-                    "scopes": None if scopes is None else json.dumps(list(scopes)),
-                    "ciphertext": ciphertext,
-                    "key_id": key_id,
-                    "expires_at": expires_at,
-                },
-            )
+            params = _params.connection_rotate(
+                C, tenant, provider, ciphertext=ciphertext, key_id=key_id, scopes=scopes,
+                expires_at=expires_at, now=now, reason=audit.reason,
+            )  # fmt: skip
+            cur = await db.execute(Q["connection_rotate"], params)
             if await cur.fetchone() is None:
                 raise NotFound(f"tenant {tenant!r} has no {provider} connection")
             cur = await db.execute(
-                Q["message_release_held"],
-                {"tenant": tenant, "provider": provider, "now": now, "prefix": HOLD_PREFIX},
+                Q["message_release_held"], _params.release_held(C, tenant, provider, now)
             )
             released = [r[0] for r in await cur.fetchall()]
             detail = {**audit.detail, "released": len(released)}
@@ -930,17 +704,10 @@ class PostgresStore:
         now: datetime,
         expected_version: int,
     ) -> bool:
-        rows = await self._fetch(
-            "connection_store_secret",
-            {
-                "id": connection_id,
-                "ciphertext": ciphertext,
-                "key_id": key_id,
-                "expires_at": expires_at,
-                "now": now,
-                "expected_version": expected_version,
-            },
+        params = _params.connection_store_secret(
+            C, connection_id, ciphertext, key_id, expires_at, now, expected_version
         )
+        rows = await self._fetch("connection_store_secret", params)
         return bool(rows)
 
     async def connection_refresh(
@@ -974,7 +741,7 @@ class PostgresStore:
             row = await cur.fetchone()
             if row is None:
                 raise NotFound(f"tenant {tenant!r} has no {provider} connection")
-            current = _connection(row)
+            current = _rows.connection(C, row)
             outcome = await refresh(current)
             if outcome is not None:
                 await _refresh_write(db, current, outcome, now, actor)
@@ -988,10 +755,8 @@ class PostgresStore:
         expires_at: datetime | None,
         now: datetime,
     ) -> None:
-        await self._fetch(
-            "connection_record_check",
-            {"id": connection_id, "ok": ok, "error": error, "expires_at": expires_at, "now": now},
-        )
+        params = _params.connection_record_check(C, connection_id, ok, error, expires_at, now)
+        await self._fetch("connection_record_check", params)
 
     # -- breakers ----------------------------------------------------------------
 
@@ -1029,9 +794,6 @@ class PostgresStore:
         )
         return {key: (int(ok), int(failed)) for key, ok, failed in rows}
 
-    async def breaker_list(self) -> list[BreakerInfo]:
-        return [BreakerInfo(*r) for r in await self._fetch("breaker_list", {})]
-
     async def breaker_transition(
         self,
         key: str,
@@ -1046,17 +808,10 @@ class PostgresStore:
         now: datetime,
         audit: AuditEntry,
     ) -> bool:
-        params = {
-            "key": key,
-            "provider": provider,
-            "tenant": tenant,
-            "expected": expected_state,
-            "state": new_state,
-            "retry_at": retry_at,
-            "forced": forced,
-            "reason": reason,
-            "now": now,
-        }
+        params = _params.breaker_transition(
+            C, key, provider, tenant, expected_state, new_state, retry_at=retry_at,
+            reason=reason, forced=forced, now=now,
+        )  # fmt: skip
         # An operator's act loses only to a worker creating the row at the same moment
         # (its insert conflicts); the second try then finds the row and moves it.
         for _ in range(1 if expected_state is not None else 2):
@@ -1083,23 +838,11 @@ class PostgresStore:
     async def worker_heartbeat(
         self, worker_id: str, host: str, pid: int, in_flight: int, sent_total: int, now: datetime
     ) -> None:
-        await self._fetch(
-            "worker_upsert",
-            {
-                "id": worker_id,
-                "host": host,
-                "pid": pid,
-                "now": now,
-                "in_flight": in_flight,
-                "sent_total": sent_total,
-            },
-        )
+        params = _params.worker_upsert(C, worker_id, host, pid, in_flight, sent_total, now)
+        await self._fetch("worker_upsert", params)
 
     async def worker_stop(self, worker_id: str, now: datetime) -> None:
         await self._fetch("worker_stop", {"id": worker_id, "now": now})
-
-    async def worker_list(self, since: datetime) -> list[WorkerInfo]:
-        return [WorkerInfo(*r) for r in await self._fetch("worker_list", {"since": since})]
 
     async def worker_ack(self, worker_id: str, version: int, now: datetime) -> None:
         await self._fetch("worker_ack", {"id": worker_id, "version": version, "now": now})
@@ -1144,27 +887,6 @@ class PostgresStore:
 
     # -- the HTTP API ------------------------------------------------------------
 
-    async def message_list(
-        self, flt: MessageFilter, status: str | None, before_id: str | None, limit: int
-    ) -> list[Message]:
-        if before_id is not None:
-            before_id = _uuid_text(before_id, "cursor")
-        rows = await self._fetch(
-            "message_list",
-            {
-                "tenant": flt.tenant,
-                "status": status,
-                "channel": flt.channel,
-                "provider": flt.provider,
-                "action": flt.action,
-                "error_code": flt.error_code,
-                "since": flt.since,
-                "before_id": before_id,
-                "limit": limit,
-            },
-        )
-        return [_full_message(r) for r in rows]
-
     async def api_key_insert(self, key: ApiKey, audit: AuditEntry) -> None:
         async with self._conn() as conn, conn.transaction():
             params = dataclasses.asdict(key)
@@ -1173,15 +895,6 @@ class PostgresStore:
             if await cur.fetchone() is None:
                 raise ValidationError("name", f"an API key named {key.name!r} already exists")
             await _audit_insert(conn, audit)
-
-    async def api_key_get(self, key_id: str) -> ApiKey:
-        rows = await self._fetch("api_key_get", {"id": key_id})
-        if not rows:
-            raise NotFound(f"no API key {key_id!r}")
-        return ApiKey(*rows[0])
-
-    async def api_key_list(self) -> list[ApiKey]:
-        return [ApiKey(*r) for r in await self._fetch("api_key_list", {})]
 
     async def api_key_revoke(self, key_id: str, now: datetime, audit: AuditEntry) -> ApiKey:
         async with self._conn() as conn, conn.transaction():
@@ -1192,7 +905,7 @@ class PostgresStore:
             row = await cur.fetchone()
         if row is None:
             raise NotFound(f"no API key {key_id!r}")
-        return ApiKey(*row)
+        return _rows.api_key(C, row)
 
     async def idem_begin(
         self,
@@ -1239,7 +952,7 @@ class PostgresStore:
             async with self._conn() as conn, conn.transaction():
                 ids = await pg_enqueue_async(conn, rows, now)
                 cur = await conn.execute(Q["message_get_many"], {"ids": ids})
-                found = {r[0]: _full_message(r) for r in await cur.fetchall()}
+                found = {r[0]: _rows.full_message(C, r) for r in await cur.fetchall()}
                 status, response = respond([found[i] for i in ids])
                 cur = await conn.execute(
                     Q["idem_finish"],
@@ -1301,7 +1014,7 @@ class PostgresStore:
             "inbox_claim",
             {"now": now, "limit": limit, "lease_until": now + timedelta(seconds=lease_seconds)},
         )
-        return sorted((InboxItem(*r) for r in rows), key=lambda i: i.id)
+        return sorted((_rows.inbox_item(C, r) for r in rows), key=lambda i: i.id)
 
     async def inbox_finish(
         self,
@@ -1344,14 +1057,6 @@ class PostgresStore:
             await _audit_insert(conn, audit, audit.detail)
         return True
 
-    async def inbox_list(
-        self, state: str | None, provider: str | None, limit: int
-    ) -> list[InboxItem]:
-        rows = await self._fetch(
-            "inbox_list", {"state": state, "provider": provider, "limit": limit}
-        )
-        return [InboxItem(*r) for r in rows]
-
     async def inbox_requeue(
         self, ids: Sequence[int] | None, now: datetime, audit: AuditEntry
     ) -> list[int]:
@@ -1360,20 +1065,11 @@ class PostgresStore:
                 Q["inbox_requeue"], {"now": now, "all": ids is None, "ids": list(ids or [])}
             )
             moved = sorted(r[0] for r in await cur.fetchall())
-            await _audit_insert(
-                conn, audit, {**audit.detail, "count": len(moved), "ids": moved[:1000]}
-            )
+            await _audit_insert(conn, audit, _rules.moved_detail(audit, moved))
         return moved
-
-    async def inbox_counts(self) -> dict[str, int]:
-        return {s: n for s, n in await self._fetch("inbox_counts", {})}
 
     async def inbox_purge(self, before: datetime) -> int:
         return int((await self._fetch("inbox_purge", {"before": before}))[0][0])
-
-    async def receipt_list(self, message_id: str) -> list[Receipt]:
-        rows = await self._fetch("receipt_list", {"id": _uuid_text(message_id)})
-        return [Receipt(*r) for r in rows]
 
 
 def _breaker_payload(row: BreakerInfo) -> str:
@@ -1404,40 +1100,19 @@ async def _apply_receipt(
     conn: psycopg.AsyncConnection[TupleRow], receipt: Receipt, item_id: int, now: datetime
 ) -> str:
     """Record ``receipt`` and move its message forward if it ranks higher; the result."""
-    try:
-        mid = str(uuid.UUID(receipt.message_id))
-    except ValueError:
-        return "unmatched"
-    cur = await conn.execute(Q["receipt_target"], {"id": mid})
-    row = await cur.fetchone()
-    if row is None:
-        return "unmatched"
-    current = Status(row[0])
-    if current in NOT_READY:
-        return "not_ready"
-    await conn.execute(Q["receipt_insert"], _receipt_params(receipt, item_id))
-    target = advance(current, receipt.status)
-    if target is None:
-        return "stale"
-    error_code, error = failure_of(receipt, target)
-    await conn.execute(
-        Q["receipt_advance"],
-        {"id": mid, "status": target.value, "now": now, "error_code": error_code, "error": error},
-    )
-    return "applied"
-
-
-def _full_message(r: TupleRow) -> Message:
-    msg = _message(r[:8] + r[9:17], Status(r[8]))
-    msg.updated_at, msg.last_error_code, msg.last_error = r[17], r[18], r[19]
-    msg.provider_message_id, msg.worker_id, msg.lease_until = r[20], r[21], r[22]
-    msg.hold_reason, msg.approved_by, msg.approved_at = r[23], r[24], r[25]
-    msg.deferrals, msg.deferred_since = r[26], r[27]
-    return msg
-
-
-def _receipt_params(receipt: Receipt, inbox_id: int) -> dict[str, Any]:
-    return {**dataclasses.asdict(receipt), "inbox_id": inbox_id}
+    mid = _params.uuid_or_none(receipt.message_id)
+    row = None
+    if mid is not None:
+        row = await (await conn.execute(Q["receipt_target"], {"id": mid})).fetchone()
+    outcome, target = _rules.receipt_step(None if row is None else Status(row[0]), receipt.status)
+    if mid is None or outcome in ("unmatched", "not_ready"):
+        return outcome
+    await conn.execute(Q["receipt_insert"], _params.receipt_insert(C, receipt, mid, item_id))
+    if target is not None:
+        await conn.execute(
+            Q["receipt_advance"], _params.receipt_advance(C, mid, receipt, target, now)
+        )
+    return outcome
 
 
 def _completion_row(c: Completion) -> dict[str, Any]:
@@ -1467,28 +1142,6 @@ def _completion_row(c: Completion) -> dict[str, Any]:
     return row
 
 
-def _connection(r: TupleRow) -> Connection:
-    return Connection(
-        id=r[0],
-        tenant=r[1],
-        provider=r[2],
-        state=ConnectionState(r[3]),
-        state_reason=r[4],
-        state_changed_at=r[5],
-        scopes=list(r[6]),
-        missing_scopes=list(r[7]),
-        ciphertext=bytes(r[8]),
-        key_id=r[9],
-        credential_version=r[10],
-        expires_at=r[11],
-        last_check_at=r[12],
-        last_check_ok_at=r[13],
-        last_check_error=r[14],
-        created_at=r[15],
-        updated_at=r[16],
-    )
-
-
 async def _refresh_write(
     db: psycopg.AsyncConnection[TupleRow],
     current: Connection,
@@ -1497,58 +1150,25 @@ async def _refresh_write(
     actor: str,
 ) -> None:
     """Write what a refresh produced, with its audit row, in the caller's transaction."""
-    base = {"id": current.id, "version": current.credential_version, "now": now}
     if outcome.state is None:
-        cur = await db.execute(
-            Q["connection_refresh_store"],
-            {
-                **base,
-                "ciphertext": outcome.ciphertext,
-                "key_id": outcome.key_id,
-                "expires_at": outcome.expires_at,
-                "scopes": None if outcome.scopes is None else json.dumps(list(outcome.scopes)),
-            },
-        )
+        params = _params.refresh_store(C, current, outcome, now)
+        cur = await db.execute(Q["connection_refresh_store"], params)
         if await cur.fetchone() is None:
             return
         await _audit_insert(db, outcome.audit_entry(current, now, actor))
         return
     cur = await db.execute(
-        Q["connection_refresh_fail"],
-        {**base, "state": outcome.state.value, "reason": outcome.reason},
+        Q["connection_refresh_fail"], _params.refresh_fail(C, current, outcome, now)
     )
     if await cur.fetchone() is None:
         return
+    why = f"{outcome.state.value}: {outcome.reason}"
     cur = await db.execute(
         Q["message_hold_queued"],
-        {
-            "tenant": current.tenant,
-            "provider": current.provider,
-            "now": now,
-            "reason": hold_reason(f"{outcome.state.value}: {outcome.reason}"),
-        },
+        _params.hold_queued(C, current.tenant, current.provider, now, why),
     )
     held = [r[0] for r in await cur.fetchall()]
     await _audit_insert(db, outcome.audit_entry(current, now, actor, held=len(held)))
-
-
-def _attempt(r: TupleRow) -> Attempt:
-    return Attempt(
-        message_id=r[0],
-        attempt_no=r[1],
-        worker_id=r[2],
-        provider=r[3],
-        started_at=r[4],
-        finished_at=r[5],
-        outcome=AttemptOutcome(r[6]),
-        error_code=r[7],
-        error_class=r[8],
-        provider_status=r[9],
-        provider_code=r[10],
-        detail=r[11],
-        latency_ms=r[12],
-        applied=bool(r[13]),
-    )
 
 
 async def _audit_insert(

@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import json
 import sqlite3
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -23,7 +22,7 @@ import structlog
 
 from sluice.addressing import addressing_in_effect
 from sluice.config import Settings
-from sluice.connections import HOLD_PREFIX, Connection, ConnectionState, hold_reason
+from sluice.connections import Connection, ConnectionState
 from sluice.errors import (
     ConfigError,
     MigrationError,
@@ -33,18 +32,18 @@ from sluice.errors import (
     StoreUnavailable,
     ValidationError,
 )
-from sluice.flow.controls import Control, Mode, Scope, control_audit, control_hold_reason
-from sluice.model import Attempt, AttemptOutcome, Completion, Message, NewMessage, Status
-from sluice.store import _enqueue, _observe
+from sluice.flow.controls import Control, Mode, Scope, control_audit
+from sluice.model import Attempt, Completion, Message, NewMessage, Status
+from sluice.store import _enqueue, _observe, _params, _rows, _rules
 from sluice.store._audit import insert_params, seal, stored_detail
 from sluice.store._claims import next_claim_start
-from sluice.store._queries import load_queries, migrations
-from sluice.store._receipts import NOT_READY, advance, failure_of
+from sluice.store._codec import Codec
+from sluice.store._driver import SqlDriver
+from sluice.store._queries import load_queries, migrations, pending_migrations
 from sluice.store.base import (
     ApiKey,
     AuditEntry,
     BreakerInfo,
-    DlqGroup,
     FlowListener,
     FlowSignal,
     FlowStateFn,
@@ -59,8 +58,6 @@ from sluice.store.base import (
     RefreshOutcome,
     RescueResult,
     StatusReport,
-    Throttle,
-    WorkerInfo,
     limit_audit,
 )
 
@@ -83,22 +80,6 @@ def sqlite_path(url: str) -> str:
     return path
 
 
-def _uuid_or_none(value: str) -> str | None:
-    """An id as the canonical UUID text the rows hold, or None if it is not a UUID."""
-    try:
-        return str(uuid.UUID(value))
-    except (ValueError, TypeError, AttributeError):
-        return None
-
-
-def _uuid_text(value: str, field: str = "id") -> str:
-    """``_uuid_or_none``, with ``NotFound`` where PostgreSQL's ``uuid`` type refuses it."""
-    text = _uuid_or_none(value)
-    if text is None:
-        raise NotFound(f"no message with {field} {value!r}")
-    return text
-
-
 def _ts(dt: datetime | None) -> float | None:
     return None if dt is None else dt.timestamp()
 
@@ -110,6 +91,14 @@ def _dt(value: float | None) -> datetime | None:
 def _at(value: float) -> datetime:
     """A NOT NULL time column."""
     return datetime.fromtimestamp(value, UTC)
+
+
+def _epoch(dt: datetime) -> float:
+    return dt.timestamp()
+
+
+#: Times are REAL epoch seconds, JSON is text.
+C = Codec(read_time=_at, write_time=_epoch, read_json=json.loads, no_limit=-1)
 
 
 def connect(path: str, *, timeout: float = 30.0) -> sqlite3.Connection:
@@ -173,51 +162,11 @@ def sqlite_enqueue(
     return _enqueue.resolve(rows, existing)
 
 
-def _message(r: Sequence[Any], status: Status = Status.SENDING) -> Message:
-    (mid, tenant, channel, provider, action, recipient, payload, priority, run_at, attempts,
-     max_attempts, claim_seq, idem, corr, scopes, created_at) = r[:16]  # fmt: skip
-    return Message(
-        id=mid,
-        tenant=tenant,
-        channel=channel,
-        provider=provider,
-        action=action,
-        recipient=recipient,
-        payload=json.loads(payload),
-        priority=priority,
-        status=status,
-        run_at=_at(run_at),
-        attempts=attempts,
-        max_attempts=max_attempts,
-        claim_seq=claim_seq,
-        idempotency_key=idem,
-        correlation_id=corr,
-        scopes=json.loads(scopes),
-        created_at=_dt(created_at),
-        approved_by=r[16] if len(r) > 16 else None,
-        deferrals=r[17] if len(r) > 17 else 0,
-        deferred_since=_dt(r[18]) if len(r) > 18 else None,
-    )
-
-
-def _control(r: Sequence[Any]) -> Control:
-    cid, tenant, channel, provider, action, mode, actor, reason, created, expires, version = r
-    return Control(
-        id=cid,
-        scope=Scope(tenant, channel, provider, action),
-        mode=Mode(mode),
-        actor=actor,
-        reason=reason,
-        created_at=_at(created),
-        expires_at=_dt(expires),
-        version=version,
-    )
-
-
-class SqliteStore:
+class SqliteStore(SqlDriver):
     """Store on one SQLite file."""
 
     dialect = "sqlite"
+    codec = C
 
     def __init__(
         self,
@@ -333,16 +282,7 @@ class SqliteStore:
             out: list[int] = []
             with _write(conn):
                 done = self._applied(conn)
-                known = migrations("sqlite")
-                newest = max((v for v, _, _ in known), default=0)
-                if done and max(done) > newest:
-                    raise MigrationError(
-                        f"database schema is at version {max(done)}, newer than this Sluice "
-                        f"({newest}); upgrade Sluice"
-                    )
-                for version, name, sql in known:
-                    if version in done:
-                        continue
+                for version, name, sql in pending_migrations("sqlite", done):
                     for statement in _split_sql(sql):
                         conn.execute(statement)
                     conn.execute(Q["schema_version_record"], {"version": version, "name": name})
@@ -379,13 +319,7 @@ class SqliteStore:
     async def message_claim(
         self, worker_id: str, limit: int, lease_seconds: float, now: datetime
     ) -> list[Message]:
-        params = {
-            "worker_id": worker_id,
-            "limit": limit,
-            "now": now.timestamp(),
-            "lease_until": (now + timedelta(seconds=lease_seconds)).timestamp(),
-            "after": self._claim_after,
-        }
+        params = _params.message_claim(C, worker_id, limit, lease_seconds, now, self._claim_after)
 
         def claim(conn: sqlite3.Connection) -> list[Any]:
             with _write(conn):
@@ -395,7 +329,7 @@ class SqliteStore:
                     rows += conn.execute(Q["message_claim"], more).fetchall()
                 return rows
 
-        claimed = [_message(r) for r in await self._run(claim)]
+        claimed = [_rows.message(C, r) for r in await self._run(claim)]
         self._claim_after = next_claim_start(claimed, limit)
         return claimed
 
@@ -540,40 +474,22 @@ class SqliteStore:
 
     # -- reading -----------------------------------------------------------------
 
-    async def _all(self, name: str, params: dict[str, Any]) -> list[Any]:
+    async def _fetch(self, name: str, params: dict[str, Any]) -> list[Any]:
         return await self._run(lambda conn: conn.execute(Q[name], params).fetchall())
 
     async def message_get(self, message_id: str) -> Message:
-        rows = await self._all("message_get", {"id": message_id})
+        rows = await self._fetch("message_get", {"id": message_id})
         if not rows:
             raise NotFound(f"no message with id {message_id!r}")
-        return _full_message(rows[0])
+        return _rows.full_message(C, rows[0])
 
     async def attempt_list(self, message_id: str) -> list[Attempt]:
-        rows = await self._all("attempt_list", {"id": message_id})
-        return [
-            Attempt(
-                message_id=r[0],
-                attempt_no=r[1],
-                worker_id=r[2],
-                provider=r[3],
-                started_at=_at(r[4]),
-                finished_at=_at(r[5]),
-                outcome=AttemptOutcome(r[6]),
-                error_code=r[7],
-                error_class=r[8],
-                provider_status=r[9],
-                provider_code=r[10],
-                detail=r[11],
-                latency_ms=r[12],
-                applied=bool(r[13]),
-            )
-            for r in rows
-        ]
+        rows = await self._fetch("attempt_list", {"id": message_id})
+        return [_rows.attempt(C, r) for r in rows]
 
     async def status_report(self, now: datetime) -> StatusReport:
-        counts = {s: n for s, n in await self._all("status_counts", {})}
-        (oldest,) = (await self._all("oldest_ready", {"now": now.timestamp()}))[0]
+        counts = {s: n for s, n in await self._fetch("status_counts", {})}
+        (oldest,) = (await self._fetch("oldest_ready", {"now": now.timestamp()}))[0]
         return StatusReport(
             counts=counts,
             oldest_ready_age_seconds=None if oldest is None else now.timestamp() - oldest,
@@ -590,27 +506,6 @@ class SqliteStore:
 
         return _observe.build(await self._run(read), lambda v: datetime.fromtimestamp(v, UTC))
 
-    async def dlq_groups(self, flt: MessageFilter) -> list[DlqGroup]:
-        rows = await self._all("dlq_groups", {"tenant": flt.tenant, "channel": flt.channel})
-        return [DlqGroup(c, e, n, _dt(f), _dt(last)) for c, e, n, f, last in rows]  # type: ignore[arg-type]
-
-    async def message_select(self, status: str, flt: MessageFilter) -> list[str]:
-        rows = await self._all(
-            "message_select_by_status",
-            {
-                "status": status,
-                "tenant": flt.tenant,
-                "channel": flt.channel,
-                "provider": flt.provider,
-                "action": flt.action,
-                "error_code": flt.error_code,
-                "reason": flt.reason,
-                "since": _ts(flt.since),
-                "limit": -1 if flt.limit is None else flt.limit,
-            },
-        )
-        return [r[0] for r in rows]
-
     async def _move(
         self, query: str, ids: Sequence[str], from_status: str, now: datetime, audit: AuditEntry
     ) -> list[str]:
@@ -624,28 +519,12 @@ class SqliteStore:
                     cur = conn.execute(Q[query], {**params, "actor": audit.actor})
                     if cur.rowcount == 1:
                         moved.append(mid)
-                detail = {**audit.detail, "count": len(moved), "ids": moved[:1000]}
-                _audit_insert(conn, audit, detail)
+                _audit_insert(conn, audit, _rules.moved_detail(audit, moved))
             return moved
 
         moved = await self._run(move)
         self._wake.set()
         return moved
-
-    async def message_requeue(
-        self, ids: Sequence[str], from_status: str, now: datetime, audit: AuditEntry
-    ) -> list[str]:
-        return await self._move("message_requeue", ids, from_status, now, audit)
-
-    async def message_cancel(
-        self, ids: Sequence[str], from_status: str, now: datetime, audit: AuditEntry
-    ) -> list[str]:
-        return await self._move("message_cancel", ids, from_status, now, audit)
-
-    async def message_approve(
-        self, ids: Sequence[str], from_status: str, now: datetime, audit: AuditEntry
-    ) -> list[str]:
-        return await self._move("message_approve", ids, from_status, now, audit)
 
     # -- limits ------------------------------------------------------------------
 
@@ -693,21 +572,14 @@ class SqliteStore:
     async def throttle_set(
         self, tenant: str, provider: str, until: datetime, reason: str, now: datetime
     ) -> None:
-        params = {
-            "tenant": tenant,
-            "provider": provider,
-            "until": until.timestamp(),
-            "reason": reason,
-            "now": now.timestamp(),
-        }
+        params = _params.throttle_set(C, tenant, provider, until, reason, now)
 
         def put(conn: sqlite3.Connection) -> Any:
             with _write(conn):
                 conn.execute(Q["throttle_set"], params)
                 return conn.execute(Q["throttle_get"], params).fetchone()
 
-        t, p, u, r, at = await self._run(put)
-        self._flow_signal(FlowSignal(throttle=Throttle(t, p, _at(u), r, _at(at))))
+        self._flow_signal(FlowSignal(throttle=_rows.throttle(C, await self._run(put))))
 
     # -- flow signals ------------------------------------------------------------
 
@@ -765,32 +637,10 @@ class SqliteStore:
             if seen.get(key) != values:
                 self._flow_signal(signals[key])
 
-    async def throttle_list(self, now: datetime) -> list[Throttle]:
-        rows = await self._all("throttle_list", {"now": now.timestamp()})
-        return [Throttle(t, p, _at(u), r, _at(s)) for t, p, u, r, s in rows]
-
-    async def limit_list(self) -> list[LimitRow]:
-        rows = await self._all("limit_select", {})
-        return [
-            LimitRow(k, t, p, a, json.loads(sp), ac, r, _at(u)) for k, t, p, a, sp, ac, r, u in rows
-        ]
-
     async def limit_set(self, row: LimitRow) -> None:
         def put(conn: sqlite3.Connection) -> None:
             with _write(conn):
-                conn.execute(
-                    Q["limit_upsert"],
-                    {
-                        "kind": row.kind,
-                        "tenant": row.tenant,
-                        "provider": row.provider,
-                        "action": row.action,
-                        "spec": json.dumps(row.spec),
-                        "actor": row.actor,
-                        "reason": row.reason,
-                        "now": row.updated_at.timestamp(),
-                    },
-                )
+                conn.execute(Q["limit_upsert"], _params.limit_upsert(C, row))
                 conn.execute(Q["flow_bump"], {"now": row.updated_at.timestamp()})
                 entry = limit_audit("limit.set", row)
                 _audit_insert(conn, entry, entry.detail)
@@ -817,16 +667,9 @@ class SqliteStore:
 
     # -- controls ----------------------------------------------------------------
 
-    async def flow_version(self) -> int:
-        (version,) = (await self._all("flow_version", {}))[0]
-        return int(version)
-
     async def clock_now(self) -> datetime:
         # Every process on the file runs on this host: its clock is the one clock.
         return datetime.now(UTC)
-
-    async def control_list(self) -> list[Control]:
-        return [_control(r) for r in await self._all("control_select", {})]
 
     async def control_set(
         self,
@@ -841,20 +684,12 @@ class SqliteStore:
         def put(conn: sqlite3.Connection) -> Control:
             with _write(conn):
                 (version,) = conn.execute(Q["flow_bump"], {"now": now.timestamp()}).fetchone()
-                row = conn.execute(
-                    Q["control_upsert"],
-                    {
-                        **scope.params(),
-                        "id": str(uuid.uuid4()),
-                        "mode": mode.value,
-                        "actor": actor,
-                        "reason": reason,
-                        "now": now.timestamp(),
-                        "expires_at": _ts(expires_at),
-                        "version": version,
-                    },
-                ).fetchone()
-                control = _control(row)
+                params = _params.control_upsert(
+                    C, scope, mode, actor=actor, reason=reason, expires_at=expires_at, now=now,
+                    version=version,
+                )  # fmt: skip
+                row = conn.execute(Q["control_upsert"], params).fetchone()
+                control = _rows.control(C, row)
                 if control.mode is not Mode.PAUSED:
                     conn.execute(Q["message_unpark"], {"control_id": control.id})
                 entry = control_audit("control.set", control, now, actor, reason)
@@ -874,7 +709,7 @@ class SqliteStore:
             with _write(conn):
                 row = conn.execute(Q["control_delete"], scope.params()).fetchone()
                 if row is not None:
-                    conn.execute(Q["message_unpark"], {"control_id": _control(row).id})
+                    conn.execute(Q["message_unpark"], {"control_id": _rows.control(C, row).id})
                 released: list[str] = []
                 if release:
                     released = [
@@ -886,18 +721,9 @@ class SqliteStore:
                 if row is None and not released:
                     return None, []
                 conn.execute(Q["flow_bump"], {"now": t})
-                control = _control(row) if row is not None else None
-                entry = AuditEntry(
-                    at=now,
-                    actor=actor,
-                    action="control.clear",
-                    target=str(scope),
-                    reason=reason,
-                    detail={
-                        "scope": scope.as_dict(),
-                        "mode": control.mode.value if control else None,
-                        "released": len(released),
-                    },
+                control = _rows.control(C, row) if row is not None else None
+                entry = _rules.control_clear_audit(
+                    scope, control, len(released), now, actor, reason
                 )
                 _audit_insert(conn, entry, entry.detail)
                 return control, released
@@ -912,7 +738,7 @@ class SqliteStore:
         def expire(conn: sqlite3.Connection) -> list[Control]:
             with _write(conn):
                 rows = conn.execute(Q["control_delete_expired"], {"now": t}).fetchall()
-                expired = [_control(r) for r in rows]
+                expired = [_rows.control(C, r) for r in rows]
                 if not expired:
                     return []
                 conn.execute(Q["flow_bump"], {"now": t})
@@ -946,16 +772,8 @@ class SqliteStore:
             held: list[str] = []
             with _write(conn):
                 for control in kills:
-                    rows = conn.execute(
-                        Q["message_hold_controlled"],
-                        {
-                            **control.scope.params(),
-                            "reason": control_hold_reason(control),
-                            "control_id": control.id,
-                            "now": now.timestamp(),
-                            "limit": limit,
-                        },
-                    ).fetchall()
+                    params = _params.control_hold(C, control, now, limit)
+                    rows = conn.execute(Q["message_hold_controlled"], params).fetchall()
                     held.extend(r[0] for r in rows)
             return held
 
@@ -1004,35 +822,13 @@ class SqliteStore:
         return await self._run(append)
 
     async def audit_list(self, limit: int = 100) -> list[AuditEntry]:
-        rows = await self._all("audit_list", {"limit": limit})
-        return [
-            AuditEntry(
-                id=r[0],
-                at=_at(r[1]),
-                actor=r[2],
-                action=r[3],
-                target=r[4],
-                reason=r[5],
-                detail=json.loads(r[6]),
-                prev_hash=r[7],
-                hash=r[8],
-            )
-            for r in rows
-        ]
+        rows = await self._fetch("audit_list", {"limit": limit})
+        return [_rows.audit_entry(C, r) for r in rows]
 
     # -- connections -------------------------------------------------------------
 
     async def connection_insert(self, conn: Connection, audit: AuditEntry) -> Connection:
-        params = {
-            "id": conn.id,
-            "tenant": conn.tenant,
-            "provider": conn.provider,
-            "now": conn.created_at.timestamp(),
-            "scopes": json.dumps(conn.scopes),
-            "ciphertext": conn.ciphertext,
-            "key_id": conn.key_id,
-            "expires_at": _ts(conn.expires_at),
-        }
+        params = _params.connection_insert(C, conn)
 
         def insert(db: sqlite3.Connection) -> None:
             with _write(db):
@@ -1045,12 +841,7 @@ class SqliteStore:
                 # Messages held for want of this connection can go now.
                 released = db.execute(
                     Q["message_release_held"],
-                    {
-                        "tenant": conn.tenant,
-                        "provider": conn.provider,
-                        "now": conn.created_at.timestamp(),
-                        "prefix": HOLD_PREFIX,
-                    },
+                    _params.release_held(C, conn.tenant, conn.provider, conn.created_at),
                 ).fetchall()
                 _audit_insert(db, audit, {**audit.detail, "released": len(released)})
 
@@ -1058,23 +849,11 @@ class SqliteStore:
         self._wake.set()
         return await self.connection_get(conn.tenant, conn.provider)
 
-    async def connection_list(
-        self, tenant: str | None = None, provider: str | None = None
-    ) -> list[Connection]:
-        rows = await self._all("connection_select", {"tenant": tenant, "provider": provider})
-        return [_connection(r) for r in rows]
-
     async def connection_find(self, pairs: Sequence[tuple[str, str]]) -> list[Connection]:
         if not pairs:
             return []
-        rows = await self._all("connection_select_pairs", {"pairs": json.dumps(list(pairs))})
-        return [_connection(r) for r in rows]
-
-    async def connection_get(self, tenant: str, provider: str) -> Connection:
-        found = await self.connection_list(tenant, provider)
-        if not found:
-            raise NotFound(f"tenant {tenant!r} has no {provider} connection")
-        return found[0]
+        rows = await self._fetch("connection_select_pairs", {"pairs": json.dumps(list(pairs))})
+        return [_rows.connection(C, r) for r in rows]
 
     async def connection_set_state(
         self,
@@ -1087,47 +866,20 @@ class SqliteStore:
         actor: str,
         expected_version: int | None = None,
     ) -> tuple[bool, list[str]]:
-        t = now.timestamp()
+        params = _params.connection_set_state(
+            C, tenant, provider, state, reason, missing_scopes, now, expected_version
+        )
+        hold = _params.hold_queued(C, tenant, provider, now, f"{state.value}: {reason}")
 
         def change(db: sqlite3.Connection) -> tuple[bool, list[str]]:
             with _write(db):
-                changed = (
-                    db.execute(
-                        Q["connection_set_state"],
-                        {
-                            "tenant": tenant,
-                            "provider": provider,
-                            "state": state.value,
-                            "reason": reason,
-                            "missing_scopes": json.dumps(list(missing_scopes)),
-                            "now": t,
-                            "expected_version": expected_version,
-                        },
-                    ).rowcount
-                    == 1
-                )
+                changed = db.execute(Q["connection_set_state"], params).rowcount == 1
                 held: list[str] = []
-                if state is not ConnectionState.ACTIVE and (changed or expected_version is None):
-                    held = [
-                        r[0]
-                        for r in db.execute(
-                            Q["message_hold_queued"],
-                            {
-                                "tenant": tenant,
-                                "provider": provider,
-                                "now": t,
-                                "reason": hold_reason(f"{state.value}: {reason}"),
-                            },
-                        ).fetchall()
-                    ]
+                if _rules.holds_queued(state, changed, expected_version):
+                    held = [r[0] for r in db.execute(Q["message_hold_queued"], hold).fetchall()]
                 if changed:
-                    entry = AuditEntry(
-                        at=now,
-                        actor=actor,
-                        action=f"connection.{state.value}",
-                        target=f"{tenant}/{provider}",
-                        reason=reason,
-                        detail={"missing_scopes": list(missing_scopes), "held": len(held)},
+                    entry = _rules.connection_state_audit(
+                        tenant, provider, state, reason, missing_scopes, len(held), now, actor
                     )
                     _audit_insert(db, entry, entry.detail)
                 return changed, held
@@ -1146,27 +898,18 @@ class SqliteStore:
         now: datetime,
         audit: AuditEntry,
     ) -> tuple[Connection, list[str]]:
-        t = now.timestamp()
-        params = {
-            "tenant": tenant,
-            "provider": provider,
-            "now": t,
-            "reason": audit.reason or "re-consent",
-            "scopes": None if scopes is None else json.dumps(list(scopes)),
-            "ciphertext": ciphertext,
-            "key_id": key_id,
-            "expires_at": _ts(expires_at),
-        }
+        params = _params.connection_rotate(
+            C, tenant, provider, ciphertext=ciphertext, key_id=key_id, scopes=scopes,
+            expires_at=expires_at, now=now, reason=audit.reason,
+        )  # fmt: skip
+        release = _params.release_held(C, tenant, provider, now)
 
         def rotate(db: sqlite3.Connection) -> list[str]:
             with _write(db):
                 if db.execute(Q["connection_rotate"], params).rowcount != 1:
                     raise NotFound(f"tenant {tenant!r} has no {provider} connection")
                 # Oldest first, as the claim order will take them.
-                rows = db.execute(
-                    Q["message_release_held"],
-                    {"tenant": tenant, "provider": provider, "now": t, "prefix": HOLD_PREFIX},
-                ).fetchall()
+                rows = db.execute(Q["message_release_held"], release).fetchall()
                 released = [mid for mid, _ in sorted(rows, key=lambda r: r[1])]
                 _audit_insert(db, audit, {**audit.detail, "released": len(released)})
                 return released
@@ -1184,14 +927,9 @@ class SqliteStore:
         now: datetime,
         expected_version: int,
     ) -> bool:
-        params = {
-            "id": connection_id,
-            "ciphertext": ciphertext,
-            "key_id": key_id,
-            "expires_at": _ts(expires_at),
-            "now": now.timestamp(),
-            "expected_version": expected_version,
-        }
+        params = _params.connection_store_secret(
+            C, connection_id, ciphertext, key_id, expires_at, now, expected_version
+        )
 
         def store(db: sqlite3.Connection) -> bool:
             with _write(db):
@@ -1237,13 +975,7 @@ class SqliteStore:
         expires_at: datetime | None,
         now: datetime,
     ) -> None:
-        params = {
-            "id": connection_id,
-            "ok": ok,
-            "error": error,
-            "expires_at": _ts(expires_at),
-            "now": now.timestamp(),
-        }
+        params = _params.connection_record_check(C, connection_id, ok, error, expires_at, now)
 
         def record(db: sqlite3.Connection) -> None:
             with _write(db):
@@ -1283,7 +1015,7 @@ class SqliteStore:
     ) -> dict[str, tuple[int, int]]:
         if keys is not None and not keys:
             return {}
-        rows = await self._all(
+        rows = await self._fetch(
             "breaker_window",
             {
                 "keys": None if keys is None else json.dumps(list(keys)),
@@ -1291,23 +1023,6 @@ class SqliteStore:
             },
         )
         return {key: (int(ok), int(failed)) for key, ok, failed in rows}
-
-    async def breaker_list(self) -> list[BreakerInfo]:
-        return [
-            BreakerInfo(
-                key=r[0],
-                provider=r[1],
-                tenant=r[2],
-                state=r[3],
-                since=_at(r[4]),
-                retry_at=_dt(r[5]),
-                forced=bool(r[6]),
-                reason=r[7],
-                probes_ok=r[8],
-                updated_at=_at(r[9]),
-            )
-            for r in await self._all("breaker_list", {})
-        ]
 
     async def breaker_transition(
         self,
@@ -1323,17 +1038,10 @@ class SqliteStore:
         now: datetime,
         audit: AuditEntry,
     ) -> bool:
-        params = {
-            "key": key,
-            "provider": provider,
-            "tenant": tenant,
-            "expected": expected_state,
-            "state": new_state,
-            "retry_at": _ts(retry_at),
-            "forced": 1 if forced else 0,
-            "reason": reason,
-            "now": now.timestamp(),
-        }
+        params = _params.breaker_transition(
+            C, key, provider, tenant, expected_state, new_state, retry_at=retry_at,
+            reason=reason, forced=forced, now=now,
+        )  # fmt: skip
 
         def move(db: sqlite3.Connection) -> bool:
             with _write(db):  # the write lock makes the check and the change one step
@@ -1372,14 +1080,7 @@ class SqliteStore:
     async def worker_heartbeat(
         self, worker_id: str, host: str, pid: int, in_flight: int, sent_total: int, now: datetime
     ) -> None:
-        params = {
-            "id": worker_id,
-            "host": host,
-            "pid": pid,
-            "now": now.timestamp(),
-            "in_flight": in_flight,
-            "sent_total": sent_total,
-        }
+        params = _params.worker_upsert(C, worker_id, host, pid, in_flight, sent_total, now)
 
         def beat(conn: sqlite3.Connection) -> None:
             with _write(conn):
@@ -1394,13 +1095,6 @@ class SqliteStore:
 
         await self._run(stop)
 
-    async def worker_list(self, since: datetime) -> list[WorkerInfo]:
-        rows = await self._all("worker_list", {"since": since.timestamp()})
-        return [
-            WorkerInfo(i, h, p, _dt(s), _dt(seen), _dt(stop), f, n, v, _dt(acked))  # type: ignore[arg-type]
-            for i, h, p, s, seen, stop, f, n, v, acked in rows
-        ]
-
     async def worker_ack(self, worker_id: str, version: int, now: datetime) -> None:
         def ack(conn: sqlite3.Connection) -> None:
             with _write(conn):
@@ -1411,27 +1105,6 @@ class SqliteStore:
         await self._run(ack)
 
     # -- the HTTP API ------------------------------------------------------------
-
-    async def message_list(
-        self, flt: MessageFilter, status: str | None, before_id: str | None, limit: int
-    ) -> list[Message]:
-        if before_id is not None:
-            before_id = _uuid_text(before_id, "cursor")
-        rows = await self._all(
-            "message_list",
-            {
-                "tenant": flt.tenant,
-                "status": status,
-                "channel": flt.channel,
-                "provider": flt.provider,
-                "action": flt.action,
-                "error_code": flt.error_code,
-                "since": _ts(flt.since),
-                "before_id": before_id,
-                "limit": limit,
-            },
-        )
-        return [_full_message(r) for r in rows]
 
     async def api_key_insert(self, key: ApiKey, audit: AuditEntry) -> None:
         params = dataclasses.asdict(key)
@@ -1446,15 +1119,6 @@ class SqliteStore:
 
         await self._run(insert)
 
-    async def api_key_get(self, key_id: str) -> ApiKey:
-        rows = await self._all("api_key_get", {"id": key_id})
-        if not rows:
-            raise NotFound(f"no API key {key_id!r}")
-        return _api_key(rows[0])
-
-    async def api_key_list(self) -> list[ApiKey]:
-        return [_api_key(r) for r in await self._all("api_key_list", {})]
-
     async def api_key_revoke(self, key_id: str, now: datetime, audit: AuditEntry) -> ApiKey:
         def revoke(db: sqlite3.Connection) -> Any:
             with _write(db):
@@ -1466,7 +1130,7 @@ class SqliteStore:
         row = await self._run(revoke)
         if row is None:
             raise NotFound(f"no API key {key_id!r}")
-        return _api_key(row)
+        return _rows.api_key(C, row)
 
     async def idem_begin(
         self,
@@ -1526,7 +1190,8 @@ class SqliteStore:
             with _write(db):
                 ids = sqlite_enqueue(db, rows, stamp)
                 stored = [
-                    _full_message(db.execute(Q["message_get"], {"id": i}).fetchone()) for i in ids
+                    _rows.full_message(C, db.execute(Q["message_get"], {"id": i}).fetchone())
+                    for i in ids
                 ]
                 status, response = respond(stored)
                 params = {"scope": scope, "key": key, "status_code": status, "response": response}
@@ -1601,7 +1266,7 @@ class SqliteStore:
             with _write(db):
                 return db.execute(Q["inbox_claim"], params).fetchall()
 
-        return sorted((_inbox_item(r) for r in await self._run(claim)), key=lambda i: i.id)
+        return sorted((_rows.inbox_item(C, r) for r in await self._run(claim)), key=lambda i: i.id)
 
     async def inbox_finish(
         self,
@@ -1620,24 +1285,18 @@ class SqliteStore:
                 if db.execute(Q["inbox_hold"], claim).fetchone() is None:
                     return "lost"
                 if receipt is not None:
-                    mid = _uuid_or_none(receipt.message_id)
+                    mid = _params.uuid_or_none(receipt.message_id)
                     row = db.execute(Q["receipt_target"], {"id": mid}).fetchone() if mid else None
-                    if mid is None or row is None:
-                        outcome = "unmatched"
-                    else:
-                        current = Status(row[0])
-                        if current in NOT_READY:
-                            return "not_ready"
-                        db.execute(Q["receipt_insert"], _receipt_params(receipt, mid, item_id))
-                        target = advance(current, receipt.status)
-                        outcome = "applied" if target else "stale"
-                        if target:
-                            code, error = failure_of(receipt, target)
-                            db.execute(
-                                Q["receipt_advance"],
-                                {"id": mid, "status": target.value, "now": t,
-                                 "error_code": code, "error": error},
-                            )  # fmt: skip
+                    current = None if row is None else Status(row[0])
+                    outcome, target = _rules.receipt_step(current, receipt.status)
+                    if outcome == "not_ready":
+                        return outcome
+                    if mid is not None and outcome != "unmatched":
+                        params = _params.receipt_insert(C, receipt, mid, item_id)
+                        db.execute(Q["receipt_insert"], params)
+                    if mid is not None and target is not None:
+                        params = _params.receipt_advance(C, mid, receipt, target, now)
+                        db.execute(Q["receipt_advance"], params)
                 db.execute(Q["inbox_done"], {**claim, "result": outcome, "now": t})
             return outcome
 
@@ -1678,12 +1337,6 @@ class SqliteStore:
 
         return await self._run(reject)
 
-    async def inbox_list(
-        self, state: str | None, provider: str | None, limit: int
-    ) -> list[InboxItem]:
-        rows = await self._all("inbox_list", {"state": state, "provider": provider, "limit": limit})
-        return [_inbox_item(r) for r in rows]
-
     async def inbox_requeue(
         self, ids: Sequence[int] | None, now: datetime, audit: AuditEntry
     ) -> list[int]:
@@ -1696,13 +1349,10 @@ class SqliteStore:
         def requeue(db: sqlite3.Connection) -> list[int]:
             with _write(db):
                 moved = sorted(r[0] for r in db.execute(Q["inbox_requeue"], params).fetchall())
-                _audit_insert(db, audit, {**audit.detail, "count": len(moved), "ids": moved[:1000]})
+                _audit_insert(db, audit, _rules.moved_detail(audit, moved))
                 return moved
 
         return await self._run(requeue)
-
-    async def inbox_counts(self) -> dict[str, int]:
-        return {s: n for s, n in await self._all("inbox_counts", {})}
 
     async def inbox_purge(self, before: datetime) -> int:
         def purge(db: sqlite3.Connection) -> int:
@@ -1710,13 +1360,6 @@ class SqliteStore:
                 return int(db.execute(Q["inbox_purge"], {"before": before.timestamp()}).rowcount)
 
         return await self._run(purge)
-
-    async def receipt_list(self, message_id: str) -> list[Receipt]:
-        rows = await self._all("receipt_list", {"id": _uuid_text(message_id)})
-        return [
-            Receipt(mid, provider, status, _dt(occurred), _at(received), code, detail)
-            for mid, provider, status, occurred, received, code, detail in rows
-        ]
 
     # -- wake-ups ----------------------------------------------------------------
 
@@ -1758,46 +1401,6 @@ class _ClaimLost(Exception):
     """Rolls ``idem_enqueue``'s transaction back: the key's claim is not running any more."""
 
 
-def _full_message(r: tuple[Any, ...]) -> Message:
-    """A message with every column (``message_get``, ``message_list``)."""
-    msg = _message(r[:8] + r[9:17], Status(r[8]))
-    msg.updated_at, msg.last_error_code, msg.last_error = _dt(r[17]), r[18], r[19]
-    msg.provider_message_id, msg.worker_id, msg.lease_until = r[20], r[21], _dt(r[22])
-    msg.hold_reason, msg.approved_by, msg.approved_at = r[23], r[24], _dt(r[25])
-    msg.deferrals, msg.deferred_since = r[26], _dt(r[27])
-    return msg
-
-
-def _api_key(r: Sequence[Any]) -> ApiKey:
-    kid, name, role, tenant, secret_hash, created_by, created_at, revoked_at = r
-    return ApiKey(
-        kid, name, role, tenant, secret_hash, created_by, _at(created_at), _dt(revoked_at)
-    )
-
-
-def _inbox_item(r: Sequence[Any]) -> InboxItem:
-    return InboxItem(
-        id=r[0],
-        provider=r[1],
-        event_id=r[2],
-        kind=r[3],
-        status=r[4],
-        message_id=r[5],
-        provider_message_id=r[6],
-        occurred_at=_dt(r[7]),
-        error_code=r[8],
-        detail=r[9],
-        address=r[10],
-        data=json.loads(r[11]),
-        received_at=_at(r[12]),
-        state=r[13],
-        attempts=r[14],
-        last_error=r[15],
-        result=r[16],
-        source_tenant=r[17],
-    )
-
-
 def _json_text(value: Any, field: str) -> str:
     """``value`` as JSON text; NaN and infinity are refused (SQLite would store them as
     text that no JSON reader accepts)."""
@@ -1805,41 +1408,6 @@ def _json_text(value: Any, field: str) -> str:
         return json.dumps(value, separators=(",", ":"), allow_nan=False)
     except ValueError as exc:
         raise ValidationError(field, f"is not valid JSON: {exc}") from None
-
-
-def _receipt_params(receipt: Receipt, message_id: str, inbox_id: int) -> dict[str, Any]:
-    return {
-        "message_id": message_id,
-        "provider": receipt.provider,
-        "status": receipt.status,
-        "occurred_at": _ts(receipt.occurred_at),
-        "received_at": receipt.received_at.timestamp(),
-        "error_code": receipt.error_code,
-        "detail": receipt.detail,
-        "inbox_id": inbox_id,
-    }
-
-
-def _connection(r: Sequence[Any]) -> Connection:
-    return Connection(
-        id=r[0],
-        tenant=r[1],
-        provider=r[2],
-        state=ConnectionState(r[3]),
-        state_reason=r[4],
-        state_changed_at=_at(r[5]),
-        scopes=json.loads(r[6]),
-        missing_scopes=json.loads(r[7]),
-        ciphertext=bytes(r[8]),
-        key_id=r[9],
-        credential_version=r[10],
-        expires_at=_dt(r[11]),
-        last_check_at=_dt(r[12]),
-        last_check_ok_at=_dt(r[13]),
-        last_check_error=r[14],
-        created_at=_at(r[15]),
-        updated_at=_at(r[16]),
-    )
 
 
 def _refresh_write(
@@ -1850,41 +1418,23 @@ def _refresh_write(
     actor: str,
 ) -> None:
     """Write what a refresh produced, with its audit row, in one write transaction."""
-    base = {"id": current.id, "version": current.credential_version, "now": now.timestamp()}
     with _write(db):
         if outcome.state is None:
             cur = db.execute(
-                Q["connection_refresh_store"],
-                {
-                    **base,
-                    "ciphertext": outcome.ciphertext,
-                    "key_id": outcome.key_id,
-                    "expires_at": _ts(outcome.expires_at),
-                    "scopes": None if outcome.scopes is None else json.dumps(list(outcome.scopes)),
-                },
+                Q["connection_refresh_store"], _params.refresh_store(C, current, outcome, now)
             )
             if cur.rowcount == 1:
                 entry = outcome.audit_entry(current, now, actor)
                 _audit_insert(db, entry, entry.detail)
             return
         cur = db.execute(
-            Q["connection_refresh_fail"],
-            {**base, "state": outcome.state.value, "reason": outcome.reason},
+            Q["connection_refresh_fail"], _params.refresh_fail(C, current, outcome, now)
         )
         if cur.rowcount != 1:
             return
-        pair = {"tenant": current.tenant, "provider": current.provider}
-        held = [
-            r[0]
-            for r in db.execute(
-                Q["message_hold_queued"],
-                {
-                    **pair,
-                    "now": now.timestamp(),
-                    "reason": hold_reason(f"{outcome.state.value}: {outcome.reason}"),
-                },
-            ).fetchall()
-        ]
+        why = f"{outcome.state.value}: {outcome.reason}"
+        hold = _params.hold_queued(C, current.tenant, current.provider, now, why)
+        held = [r[0] for r in db.execute(Q["message_hold_queued"], hold).fetchall()]
         entry = outcome.audit_entry(current, now, actor, held=len(held))
         _audit_insert(db, entry, entry.detail)
 
