@@ -850,8 +850,20 @@ FROM sluice_receipts WHERE message_id = %(id)s::uuid ORDER BY id
 -- The state metrics (sluice.ops.state_metrics): the statuses that describe work still
 -- to do or to look at, each from its partial index; sent and delivered history is
 -- counted by the event metrics instead (a count over the whole table would grow with it).
-SELECT status, channel, provider, count(*) FROM sluice_messages
-WHERE status IN ('queued', 'sending', 'held', 'dead')
+-- One branch per partial index (a single IN (...) would scan the whole table).
+SELECT status, channel, provider, count(*) FROM (
+    SELECT status, channel, provider FROM sluice_messages
+    WHERE status = 'queued' AND parked_by IS NULL
+    UNION ALL
+    SELECT status, channel, provider FROM sluice_messages
+    WHERE status = 'queued' AND parked_by IS NOT NULL
+    UNION ALL
+    SELECT status, channel, provider FROM sluice_messages WHERE status = 'sending'
+    UNION ALL
+    SELECT status, channel, provider FROM sluice_messages WHERE status = 'held'
+    UNION ALL
+    SELECT status, channel, provider FROM sluice_messages WHERE status = 'dead'
+) m
 GROUP BY status, channel, provider
 
 -- name: observe_dead
