@@ -26,23 +26,10 @@ PG_ADMIN_URL = os.environ.get(
 PG_START = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
 REDIS_URL = os.environ.get("SLUICE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 REDIS_START = 'redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no'
-TABLES = (
-    "sluice_messages",
-    "sluice_attempts",
-    "sluice_workers",
-    "sluice_audit",
-    "sluice_connections",
-    "sluice_controls",
-    "sluice_limits",
-    "sluice_flow_state",
-    "sluice_breakers",
-    "sluice_breaker_window",
-    "sluice_throttles",
-    "sluice_api_keys",
-    "sluice_idempotency",
-    "sluice_inbox",
-    "sluice_receipts",
-)
+#: Tables a clean database keeps as they are: the schema's own bookkeeping and the
+#: epoch row (reset below). Every other ``sluice_*`` table is emptied, so a new table is
+#: never forgotten.
+KEEP = ("sluice_schema_migrations", "sluice_flow_epoch")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -121,7 +108,15 @@ def clean_pg(url: str) -> None:
     """Empty every Sluice table (the audit trigger is bypassed for the test only)."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SET session_replication_role = replica")
-        conn.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY")
+        tables = [
+            name
+            for (name,) in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+                "AND tablename LIKE 'sluice%%'"
+            )
+            if name not in KEEP
+        ]
+        conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY")
         conn.execute("UPDATE sluice_flow_epoch SET version = 0, changed_at = NULL")
 
 

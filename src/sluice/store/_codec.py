@@ -29,6 +29,9 @@ class Codec:
     read_json: Callable[[Any], Any]
     #: The ``LIMIT`` parameter that means no limit (PostgreSQL: NULL, SQLite: -1).
     no_limit: int | None
+    #: A list of strings as one parameter (PostgreSQL: an array; SQLite: JSON text for
+    #: ``json_each``).
+    write_list: Callable[[list[str]], Any] = list
 
     def time(self, value: Any) -> datetime | None:
         """A nullable time column: None stays None."""

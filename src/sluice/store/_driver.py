@@ -9,12 +9,15 @@ depends on how it holds a connection or a transaction stays in the driver.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sluice.connections import Connection
-from sluice.errors import NotFound
+from sluice.errors import NotFound, ValidationError
 from sluice.flow.controls import Control
 from sluice.model import Message
 from sluice.store import _params, _rows
@@ -24,7 +27,9 @@ from sluice.store.base import (
     AuditEntry,
     BreakerInfo,
     DlqGroup,
+    Firing,
     InboxItem,
+    Incident,
     LimitRow,
     MessageFilter,
     Receipt,
@@ -54,6 +59,134 @@ class SqlDriver:
     def wake(self) -> None:
         """Wake a waiting worker in this process."""
         raise NotImplementedError
+
+    async def _script(
+        self, steps: Sequence[tuple[str, dict[str, Any]]], audit: AuditEntry | None = None
+    ) -> list[list[Any]]:
+        """Run named queries in one transaction, then append ``audit`` in it; the rows
+        of each step."""
+        raise NotImplementedError
+
+    # -- incidents ---------------------------------------------------------------
+
+    async def incident_fire(self, firing: Firing, now: datetime) -> tuple[Incident, bool]:
+        c = self.codec
+        new_id = str(uuid.uuid4())
+        key = {"rule": firing.rule, "scope_key": firing.scope_key}
+        at = c.write_time(now)
+        detail = json.dumps({"value": firing.value})
+        rows = await self._script(
+            [
+                (
+                    "incident_peak_event",
+                    {**key, "now": at, "value": firing.value, "detail": detail},
+                ),
+                ("incident_touch", {**key, "now": at, "value": firing.value}),
+                (
+                    "incident_insert",
+                    {
+                        **key,
+                        "id": new_id,
+                        "scope": json.dumps(firing.scope),
+                        "severity": firing.severity,
+                        "types": json.dumps(list(firing.types)),
+                        "runbook": firing.runbook,
+                        "summary": firing.summary,
+                        "value": firing.value,
+                        "now": at,
+                    },
+                ),
+                ("incident_fired_event", {"id": new_id, "now": at, "detail": detail}),
+            ]
+        )
+        opened = bool(rows[2])
+        incident_id = rows[2][0][0] if opened else rows[1][0][0]
+        return await self.incident_get(incident_id), opened
+
+    async def incident_clear(
+        self, rule: str, firing: Sequence[str], now: datetime, clear_for: float
+    ) -> list[str]:
+        c = self.codec
+        at, cutoff = c.write_time(now), c.write_time(now - timedelta(seconds=clear_for))
+        detail = json.dumps({"clear_for_seconds": clear_for})
+        rule_at = {"rule": rule, "now": at}
+        rows = await self._script(
+            [
+                ("incident_clearing", {**rule_at, "firing": c.write_list(list(firing))}),
+                ("incident_resolved_event", {**rule_at, "cutoff": cutoff, "detail": detail}),
+                ("incident_resolve_clear", {**rule_at, "cutoff": cutoff}),
+            ]
+        )
+        return [r[0] for r in rows[2]]
+
+    async def incident_list(self, state: str = "active", limit: int = 100) -> list[Incident]:
+        if state not in ("", "active", "open", "acknowledged", "resolved"):
+            raise ValidationError(
+                "state", f"{state!r} is not one of active, open, acknowledged, resolved"
+            )
+        rows = await self._fetch("incident_list", {"state": state, "limit": limit})
+        return [_rows.incident(self.codec, r) for r in rows]
+
+    async def incident_get(self, incident_id: str) -> Incident:
+        iid = _params.uuid_or_none(incident_id)
+        rows = await self._fetch("incident_get", {"id": iid}) if iid else []
+        if not rows:
+            raise NotFound(f"no incident with id {incident_id!r}")
+        events = await self._fetch("incident_events", {"id": iid})
+        incident = _rows.incident(self.codec, rows[0])
+        return dataclasses.replace(
+            incident, events=[_rows.incident_event(self.codec, e) for e in events]
+        )
+
+    async def incident_act(
+        self, incident_id: str, act: str, *, actor: str, text: str, now: datetime
+    ) -> Incident:
+        current = await self.incident_get(incident_id)
+        c = self.codec
+        at = c.write_time(now)
+        steps: list[tuple[str, dict[str, Any]]] = []
+        if act == "ack":
+            if current.state != "open":
+                raise ValidationError(
+                    "incident", f"is {current.state}; only an open one is acknowledged"
+                )
+            steps.append(("incident_ack", {"id": current.id, "now": at, "actor": actor}))
+            kind = "acknowledged"
+        elif act == "resolve":
+            if current.state == "resolved":
+                raise ValidationError("incident", "is resolved already")
+            steps.append(("incident_resolve", {"id": current.id, "now": at, "actor": actor}))
+            kind = "resolved"
+        elif act == "note":
+            kind = "note"
+        else:
+            raise ValidationError("act", f"{act!r} is not one of ack, resolve, note")
+        steps.append(
+            ("incident_event", {"id": current.id, "now": at, "kind": kind, "actor": actor,
+                                "detail": json.dumps({"text": text})})
+        )  # fmt: skip
+        audit = AuditEntry(
+            at=now, actor=actor, action=f"incident.{act}", target=current.id, reason=text,
+            detail={"rule": current.rule, "scope": current.scope, "state": current.state},
+        )  # fmt: skip
+        rows = await self._script(steps, audit)
+        if act != "note" and not rows[0]:  # changed under us by the evaluator or another act
+            raise ValidationError("incident", "changed meanwhile; look at it again")
+        return await self.incident_get(current.id)
+
+    async def incident_unnotified(self) -> list[Incident]:
+        return [_rows.incident(self.codec, r) for r in await self._fetch("incident_unnotified", {})]
+
+    async def incident_notified(self, incident_id: str, transition: str, now: datetime) -> None:
+        at = self.codec.write_time(now)
+        await self._script(
+            [
+                ("incident_notified", {"id": incident_id, "transition": transition}),
+                ("incident_event", {"id": incident_id, "now": at, "kind": "notified",
+                                    "actor": "evaluator",
+                                    "detail": json.dumps({"transition": transition})}),
+            ]
+        )  # fmt: skip
 
     # -- messages ----------------------------------------------------------------
 

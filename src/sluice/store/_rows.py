@@ -21,6 +21,8 @@ from sluice.store.base import (
     BreakerInfo,
     DlqGroup,
     InboxItem,
+    Incident,
+    IncidentEvent,
     LimitRow,
     Receipt,
     Throttle,
@@ -222,3 +224,17 @@ def worker(c: Codec, r: Row) -> WorkerInfo:
 def dlq_group(c: Codec, r: Row) -> DlqGroup:
     channel, error_code, count, first_at, last_at = r
     return DlqGroup(channel, error_code, count, c.read_time(first_at), c.read_time(last_at))
+
+
+def incident(c: Codec, r: Row) -> Incident:
+    return Incident(
+        id=r[0], rule=r[1], scope_key=r[2], scope=c.read_json(r[3]), severity=r[4],
+        types=c.read_json(r[5]), runbook=r[6], summary=r[7], state=r[8],
+        opened_at=c.read_time(r[9]), acknowledged_at=c.time(r[10]), acknowledged_by=r[11],
+        resolved_at=c.time(r[12]), resolved_by=r[13], value=float(r[14]), peak=float(r[15]),
+        clear_since=c.time(r[16]), notified=r[17], updated_at=c.read_time(r[18]),
+    )  # fmt: skip
+
+
+def incident_event(c: Codec, r: Row) -> IncidentEvent:
+    return IncidentEvent(r[0], r[1], c.read_time(r[2]), r[3], r[4], c.read_json(r[5]))

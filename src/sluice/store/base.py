@@ -27,12 +27,15 @@ __all__ = [
     "AuditEntry",
     "BreakerInfo",
     "DlqGroup",
+    "Firing",
     "FlowListener",
     "FlowSignal",
     "FlowStateFn",
     "IdemClaim",
     "IdemResponder",
     "InboxItem",
+    "Incident",
+    "IncidentEvent",
     "LimitRow",
     "MessageFilter",
     "Observation",
@@ -114,6 +117,62 @@ class Observation:
     inbox_oldest_pending: datetime | None
     #: Ingress events refused for speaking for another tenant, ever (audit log).
     tenancy_violations: int
+
+
+@dataclass(frozen=True, slots=True)
+class Firing:
+    """One rule firing for one scope, as the evaluator hands it to the store."""
+
+    rule: str
+    scope: dict[str, str]
+    severity: str
+    types: tuple[str, ...]
+    runbook: str
+    summary: str
+    value: float
+
+    @property
+    def scope_key(self) -> str:
+        """The scope in one canonical string: ``tenant=acme provider=twilio`` ('' for all)."""
+        return " ".join(f"{k}={self.scope[k]}" for k in sorted(self.scope) if self.scope[k])
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentEvent:
+    """One entry of an incident's timeline."""
+
+    id: int
+    incident_id: str
+    at: datetime
+    kind: str  # fired, peak, acknowledged, note, resolved, notified
+    actor: str
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    """A rule that fired for a scope, from opening to resolution (``sluice incidents``)."""
+
+    id: str
+    rule: str
+    scope_key: str
+    scope: dict[str, str]
+    severity: str
+    types: list[str]
+    runbook: str
+    summary: str
+    state: str  # open, acknowledged, resolved
+    opened_at: datetime
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    resolved_at: datetime | None
+    resolved_by: str | None
+    value: float
+    peak: float
+    clear_since: datetime | None
+    notified: str
+    updated_at: datetime
+    events: list[IncidentEvent] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -431,6 +490,45 @@ class Store(Protocol):
 
     async def observe(self, now: datetime) -> Observation:
         """The state the metrics export, read in a few indexed queries."""
+        ...
+
+    async def incident_fire(self, firing: Firing, now: datetime) -> tuple[Incident, bool]:
+        """Record that ``firing`` holds now: open an incident for its (rule, scope), or
+        update the one open (value, peak, no longer clearing). True when it opened."""
+        ...
+
+    async def incident_clear(
+        self, rule: str, firing: Sequence[str], now: datetime, clear_for: float
+    ) -> list[str]:
+        """Open incidents of ``rule`` whose scope key is not in ``firing`` start (or go
+        on) counting clear time; those clear for ``clear_for`` seconds resolve. Returns
+        the ids resolved."""
+        ...
+
+    async def incident_list(self, state: str = "active", limit: int = 100) -> list[Incident]:
+        """Incidents, newest first: ``active`` (not resolved), ``open``,
+        ``acknowledged``, ``resolved`` or ``''`` for all."""
+        ...
+
+    async def incident_get(self, incident_id: str) -> Incident:
+        """One incident with its timeline; ``NotFound`` if there is none."""
+        ...
+
+    async def incident_act(
+        self, incident_id: str, act: str, *, actor: str, text: str, now: datetime
+    ) -> Incident:
+        """An operator's act: ``ack``, ``resolve`` or ``note`` (``text`` is the reason or
+        the note), on the timeline and audited. ``NotFound``; ``ValidationError`` when
+        the incident is not in a state the act applies to."""
+        ...
+
+    async def incident_unnotified(self) -> list[Incident]:
+        """Incidents with a transition (opened, resolved) whose notifications are not yet
+        in the outbox."""
+        ...
+
+    async def incident_notified(self, incident_id: str, transition: str, now: datetime) -> None:
+        """Their notifications for ``transition`` are in the outbox."""
         ...
 
     async def dlq_groups(self, flt: MessageFilter) -> list[DlqGroup]:

@@ -380,6 +380,18 @@ class PostgresStore(SqlDriver):
                 rows[name] = await cur.fetchall()
         return _observe.build(rows, lambda v: v)
 
+    async def _script(
+        self, steps: Sequence[tuple[str, dict[str, Any]]], audit: AuditEntry | None = None
+    ) -> list[list[Any]]:
+        out: list[list[Any]] = []
+        async with self._conn() as conn, conn.transaction():
+            for name, params in steps:
+                cur = await conn.execute(Q[name], params)
+                out.append(await cur.fetchall() if cur.description else [])
+            if audit is not None:
+                await _audit_insert(conn, audit)
+        return out
+
     async def _move(
         self, query: str, ids: Sequence[str], from_status: str, now: datetime, audit: AuditEntry
     ) -> list[str]:

@@ -98,7 +98,9 @@ def _epoch(dt: datetime) -> float:
 
 
 #: Times are REAL epoch seconds, JSON is text.
-C = Codec(read_time=_at, write_time=_epoch, read_json=json.loads, no_limit=-1)
+C = Codec(
+    read_time=_at, write_time=_epoch, read_json=json.loads, no_limit=-1, write_list=json.dumps
+)
 
 
 def connect(path: str, *, timeout: float = 30.0) -> sqlite3.Connection:
@@ -505,6 +507,18 @@ class SqliteStore(SqlDriver):
             }
 
         return _observe.build(await self._run(read), lambda v: datetime.fromtimestamp(v, UTC))
+
+    async def _script(
+        self, steps: Sequence[tuple[str, dict[str, Any]]], audit: AuditEntry | None = None
+    ) -> list[list[Any]]:
+        def run(conn: sqlite3.Connection) -> list[list[Any]]:
+            with _write(conn):
+                out = [conn.execute(Q[name], params).fetchall() for name, params in steps]
+                if audit is not None:
+                    _audit_insert(conn, audit, audit.detail)
+                return out
+
+        return await self._run(run)
 
     async def _move(
         self, query: str, ids: Sequence[str], from_status: str, now: datetime, audit: AuditEntry

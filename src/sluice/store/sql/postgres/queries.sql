@@ -903,3 +903,100 @@ WHERE status = 'queued' AND parked_by IS NULL
 SELECT state, count(*), min(received_at) FROM sluice_inbox
 WHERE state IN ('pending', 'dead', 'rejected')
 GROUP BY state
+
+-- name: incident_peak_event
+-- The incidents section: see sluice/alerts/evaluator.py. A new peak of an open incident
+-- goes on its timeline (before incident_touch records it).
+INSERT INTO sluice_incident_events (incident_id, at, kind, actor, detail)
+SELECT id, %(now)s, 'peak', 'evaluator', %(detail)s::jsonb FROM sluice_incidents
+WHERE rule = %(rule)s AND scope_key = %(scope_key)s AND state <> 'resolved' AND peak < %(value)s
+
+-- name: incident_touch
+UPDATE sluice_incidents
+SET value = %(value)s, peak = greatest(peak, %(value)s), clear_since = NULL, updated_at = %(now)s
+WHERE rule = %(rule)s AND scope_key = %(scope_key)s AND state <> 'resolved'
+RETURNING id::text
+
+-- name: incident_insert
+INSERT INTO sluice_incidents (
+    id, rule, scope_key, scope, severity, types, runbook, summary, state, opened_at,
+    acknowledged_at, acknowledged_by, resolved_at, resolved_by, value, peak, clear_since,
+    notified, updated_at)
+SELECT %(id)s::uuid, %(rule)s, %(scope_key)s, %(scope)s::jsonb, %(severity)s, %(types)s::jsonb,
+       %(runbook)s, %(summary)s, 'open', %(now)s,
+       NULL, NULL, NULL, NULL, %(value)s, %(value)s, NULL, '', %(now)s
+WHERE NOT EXISTS (
+    SELECT 1 FROM sluice_incidents
+    WHERE rule = %(rule)s AND scope_key = %(scope_key)s AND state <> 'resolved')
+RETURNING id::text
+
+-- name: incident_fired_event
+INSERT INTO sluice_incident_events (incident_id, at, kind, actor, detail)
+SELECT id, %(now)s, 'fired', 'evaluator', %(detail)s::jsonb
+FROM sluice_incidents WHERE id = %(id)s::uuid
+
+-- name: incident_clearing
+-- Open incidents of a rule whose scope no longer fires start counting clear time.
+UPDATE sluice_incidents SET clear_since = %(now)s, updated_at = %(now)s
+WHERE rule = %(rule)s AND state <> 'resolved' AND clear_since IS NULL
+  AND scope_key <> ALL(%(firing)s::text[])
+
+-- name: incident_resolved_event
+INSERT INTO sluice_incident_events (incident_id, at, kind, actor, detail)
+SELECT id, %(now)s, 'resolved', 'evaluator', %(detail)s::jsonb FROM sluice_incidents
+WHERE rule = %(rule)s AND state <> 'resolved' AND clear_since <= %(cutoff)s
+
+-- name: incident_resolve_clear
+UPDATE sluice_incidents
+SET state = 'resolved', resolved_at = %(now)s, resolved_by = 'evaluator', updated_at = %(now)s
+WHERE rule = %(rule)s AND state <> 'resolved' AND clear_since <= %(cutoff)s
+RETURNING id::text
+
+-- name: incident_list
+SELECT id::text, rule, scope_key, scope, severity, types, runbook, summary, state, opened_at,
+       acknowledged_at, acknowledged_by, resolved_at, resolved_by, value, peak, clear_since,
+       notified, updated_at
+FROM sluice_incidents
+WHERE (%(state)s::text = '' OR state = %(state)s OR (%(state)s = 'active' AND state <> 'resolved'))
+ORDER BY opened_at DESC, id
+LIMIT %(limit)s
+
+-- name: incident_get
+SELECT id::text, rule, scope_key, scope, severity, types, runbook, summary, state, opened_at,
+       acknowledged_at, acknowledged_by, resolved_at, resolved_by, value, peak, clear_since,
+       notified, updated_at FROM sluice_incidents WHERE id = %(id)s::uuid
+
+-- name: incident_events
+SELECT id, incident_id::text, at, kind, actor, detail FROM sluice_incident_events
+WHERE incident_id = %(id)s::uuid ORDER BY id
+
+-- name: incident_ack
+UPDATE sluice_incidents
+SET state = 'acknowledged', acknowledged_at = %(now)s, acknowledged_by = %(actor)s,
+    updated_at = %(now)s
+WHERE id = %(id)s::uuid AND state = 'open'
+RETURNING id::text
+
+-- name: incident_resolve
+UPDATE sluice_incidents
+SET state = 'resolved', resolved_at = %(now)s, resolved_by = %(actor)s, updated_at = %(now)s
+WHERE id = %(id)s::uuid AND state <> 'resolved'
+RETURNING id::text
+
+-- name: incident_event
+INSERT INTO sluice_incident_events (incident_id, at, kind, actor, detail)
+SELECT id, %(now)s, %(kind)s, %(actor)s, %(detail)s::jsonb
+FROM sluice_incidents WHERE id = %(id)s::uuid
+RETURNING id::text
+
+-- name: incident_unnotified
+SELECT id::text, rule, scope_key, scope, severity, types, runbook, summary, state, opened_at,
+       acknowledged_at, acknowledged_by, resolved_at, resolved_by, value, peak, clear_since,
+       notified, updated_at
+FROM sluice_incidents
+WHERE (state <> 'resolved' AND notified = '') OR (state = 'resolved' AND notified <> 'resolved')
+ORDER BY opened_at
+LIMIT 100
+
+-- name: incident_notified
+UPDATE sluice_incidents SET notified = %(transition)s WHERE id = %(id)s::uuid

@@ -681,3 +681,97 @@ WHERE status = 'queued' AND parked_by IS NULL
 SELECT state, count(*), min(received_at) FROM sluice_inbox
 WHERE state IN ('pending', 'dead', 'rejected')
 GROUP BY state
+
+-- name: incident_peak_event
+-- The incidents section: see sluice/alerts/evaluator.py. A new peak of an open incident
+-- goes on its timeline (before incident_touch records it).
+INSERT INTO sluice_incident_events (incident_id, at, kind, actor, detail)
+SELECT id, :now, 'peak', 'evaluator', :detail FROM sluice_incidents
+WHERE rule = :rule AND scope_key = :scope_key AND state <> 'resolved' AND peak < :value
+
+-- name: incident_touch
+UPDATE sluice_incidents
+SET value = :value, peak = max(peak, :value), clear_since = NULL, updated_at = :now
+WHERE rule = :rule AND scope_key = :scope_key AND state <> 'resolved'
+RETURNING id
+
+-- name: incident_insert
+INSERT INTO sluice_incidents (
+    id, rule, scope_key, scope, severity, types, runbook, summary, state, opened_at,
+    acknowledged_at, acknowledged_by, resolved_at, resolved_by, value, peak, clear_since,
+    notified, updated_at)
+SELECT :id, :rule, :scope_key, :scope, :severity, :types, :runbook, :summary, 'open', :now,
+       NULL, NULL, NULL, NULL, :value, :value, NULL, '', :now
+WHERE NOT EXISTS (
+    SELECT 1 FROM sluice_incidents
+    WHERE rule = :rule AND scope_key = :scope_key AND state <> 'resolved')
+RETURNING id
+
+-- name: incident_fired_event
+INSERT INTO sluice_incident_events (incident_id, at, kind, actor, detail)
+SELECT id, :now, 'fired', 'evaluator', :detail FROM sluice_incidents WHERE id = :id
+
+-- name: incident_clearing
+-- Open incidents of a rule whose scope no longer fires start counting clear time.
+UPDATE sluice_incidents SET clear_since = :now, updated_at = :now
+WHERE rule = :rule AND state <> 'resolved' AND clear_since IS NULL
+  AND scope_key NOT IN (SELECT value FROM json_each(:firing))
+
+-- name: incident_resolved_event
+INSERT INTO sluice_incident_events (incident_id, at, kind, actor, detail)
+SELECT id, :now, 'resolved', 'evaluator', :detail FROM sluice_incidents
+WHERE rule = :rule AND state <> 'resolved' AND clear_since <= :cutoff
+
+-- name: incident_resolve_clear
+UPDATE sluice_incidents
+SET state = 'resolved', resolved_at = :now, resolved_by = 'evaluator', updated_at = :now
+WHERE rule = :rule AND state <> 'resolved' AND clear_since <= :cutoff
+RETURNING id
+
+-- name: incident_list
+SELECT id, rule, scope_key, scope, severity, types, runbook, summary, state, opened_at,
+       acknowledged_at, acknowledged_by, resolved_at, resolved_by, value, peak, clear_since,
+       notified, updated_at
+FROM sluice_incidents
+WHERE (:state = '' OR state = :state OR (:state = 'active' AND state <> 'resolved'))
+ORDER BY opened_at DESC, id
+LIMIT :limit
+
+-- name: incident_get
+SELECT id, rule, scope_key, scope, severity, types, runbook, summary, state, opened_at,
+       acknowledged_at, acknowledged_by, resolved_at, resolved_by, value, peak, clear_since,
+       notified, updated_at
+FROM sluice_incidents WHERE id = :id
+
+-- name: incident_events
+SELECT id, incident_id, at, kind, actor, detail FROM sluice_incident_events
+WHERE incident_id = :id ORDER BY id
+
+-- name: incident_ack
+UPDATE sluice_incidents
+SET state = 'acknowledged', acknowledged_at = :now, acknowledged_by = :actor, updated_at = :now
+WHERE id = :id AND state = 'open'
+RETURNING id
+
+-- name: incident_resolve
+UPDATE sluice_incidents
+SET state = 'resolved', resolved_at = :now, resolved_by = :actor, updated_at = :now
+WHERE id = :id AND state <> 'resolved'
+RETURNING id
+
+-- name: incident_event
+INSERT INTO sluice_incident_events (incident_id, at, kind, actor, detail)
+SELECT id, :now, :kind, :actor, :detail FROM sluice_incidents WHERE id = :id
+RETURNING id
+
+-- name: incident_unnotified
+SELECT id, rule, scope_key, scope, severity, types, runbook, summary, state, opened_at,
+       acknowledged_at, acknowledged_by, resolved_at, resolved_by, value, peak, clear_since,
+       notified, updated_at
+FROM sluice_incidents
+WHERE (state <> 'resolved' AND notified = '') OR (state = 'resolved' AND notified <> 'resolved')
+ORDER BY opened_at
+LIMIT 100
+
+-- name: incident_notified
+UPDATE sluice_incidents SET notified = :transition WHERE id = :id

@@ -1,0 +1,103 @@
+"""The Store contract for incidents: every test runs against PostgreSQL and SQLite."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from sluice.errors import NotFound, ValidationError
+from sluice.store import Store
+from sluice.store.base import Firing
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def firing(value: float = 3.0, **scope: str) -> Firing:
+    return Firing(
+        rule="SluiceDeadLetters", scope=scope or {"channel": "sms"}, severity="P2",
+        types=("QUEUE",), runbook="002#2", summary="dead letters", value=value,
+    )  # fmt: skip
+
+
+async def test_fire__opens_one_incident_per_rule_and_scope(store: Store) -> None:
+    first, opened = await store.incident_fire(firing(3), NOW)
+    again, opened_again = await store.incident_fire(firing(7), NOW + timedelta(seconds=15))
+    other, opened_other = await store.incident_fire(firing(1, channel="email"), NOW)
+    assert (opened, opened_again, opened_other) == (True, False, True)
+    assert again.id == first.id and other.id != first.id
+    assert (again.state, again.value, again.peak, again.scope_key) == ("open", 7, 7, "channel=sms")
+    assert (again.severity, again.types, again.runbook) == ("P2", ["QUEUE"], "002#2")
+    assert [e.kind for e in again.events] == ["fired", "peak"]
+    assert {i.id for i in await store.incident_list()} == {first.id, other.id}
+
+
+async def test_clear__resolves_only_after_the_condition_stayed_clear(store: Store) -> None:
+    incident, _ = await store.incident_fire(firing(), NOW)
+    assert (
+        await store.incident_clear("SluiceDeadLetters", [], NOW + timedelta(seconds=15), 300) == []
+    )
+    # Firing again in between restarts the clear period (no flapping).
+    await store.incident_fire(firing(), NOW + timedelta(seconds=30))
+    assert (
+        await store.incident_clear("SluiceDeadLetters", [], NOW + timedelta(seconds=45), 300) == []
+    )
+    assert (
+        await store.incident_clear("SluiceDeadLetters", [], NOW + timedelta(seconds=300), 300) == []
+    )
+    resolved = await store.incident_clear(
+        "SluiceDeadLetters", [], NOW + timedelta(seconds=346), 300
+    )
+    assert resolved == [incident.id]
+    got = await store.incident_get(incident.id)
+    assert (got.state, got.resolved_by) == ("resolved", "evaluator")
+    assert got.events[-1].kind == "resolved"
+    # A new firing after resolution is a new incident.
+    again, opened = await store.incident_fire(firing(), NOW + timedelta(seconds=400))
+    assert opened and again.id != incident.id
+
+
+async def test_clear__leaves_scopes_that_still_fire(store: Store) -> None:
+    sms, _ = await store.incident_fire(firing(channel="sms"), NOW)
+    email, _ = await store.incident_fire(firing(channel="email"), NOW)
+    await store.incident_clear("SluiceDeadLetters", ["channel=sms"], NOW, 0)
+    assert {i.id for i in await store.incident_list()} == {sms.id}
+    assert (await store.incident_get(email.id)).state == "resolved"
+
+
+async def test_operator_acts__on_the_timeline_and_audited(store: Store) -> None:
+    incident, _ = await store.incident_fire(firing(), NOW)
+    acked = await store.incident_act(incident.id, "ack", actor="ops:ana", text="looking", now=NOW)
+    assert (acked.state, acked.acknowledged_by) == ("acknowledged", "ops:ana")
+    noted = await store.incident_act(incident.id, "note", actor="ops:ana", text="DLQ is 410s",
+                                     now=NOW)  # fmt: skip
+    assert noted.events[-1].detail == {"text": "DLQ is 410s"}
+    done = await store.incident_act(incident.id, "resolve", actor="ops:ana", text="fixed", now=NOW)
+    assert (done.state, done.resolved_by) == ("resolved", "ops:ana")
+    assert [e.kind for e in done.events] == ["fired", "acknowledged", "note", "resolved"]
+    actions = [e.action for e in await store.audit_list(3)]
+    assert actions == ["incident.resolve", "incident.note", "incident.ack"]
+    with pytest.raises(ValidationError, match="resolved already"):
+        await store.incident_act(incident.id, "resolve", actor="ops:ana", text="x", now=NOW)
+    with pytest.raises(ValidationError, match="only an open one"):
+        await store.incident_act(incident.id, "ack", actor="ops:ana", text="x", now=NOW)
+
+
+async def test_unknown_or_malformed_ids_are_not_found(store: Store) -> None:
+    for bad in ("nope", "00000000-0000-0000-0000-000000000000", "'; DROP TABLE x"):
+        with pytest.raises(NotFound):
+            await store.incident_get(bad)
+    with pytest.raises(ValidationError, match="state"):
+        await store.incident_list("closed")
+
+
+async def test_notifications__each_transition_once(store: Store) -> None:
+    incident, _ = await store.incident_fire(firing(), NOW)
+    assert [i.id for i in await store.incident_unnotified()] == [incident.id]
+    await store.incident_notified(incident.id, "opened", NOW)
+    assert await store.incident_unnotified() == []
+    await store.incident_clear("SluiceDeadLetters", [], NOW, 0)
+    [pending] = await store.incident_unnotified()
+    assert (pending.state, pending.notified) == ("resolved", "opened")
+    await store.incident_notified(incident.id, "resolved", NOW)
+    assert await store.incident_unnotified() == []
