@@ -101,3 +101,61 @@ async def test_notifications__each_transition_once(store: Store) -> None:
     assert (pending.state, pending.notified) == ("resolved", "opened")
     await store.incident_notified(incident.id, "resolved", NOW)
     assert await store.incident_unnotified() == []
+
+
+# -- what the evaluator reads ----------------------------------------------------------
+
+
+async def test_tally__attempts_in_the_window_by_label(store: Store) -> None:
+    from sluice.model import Attempt, AttemptOutcome, Completion, NewMessage, Status
+
+    ids = await store.enqueue_many(
+        [NewMessage(tenant="acme", channel="sms", provider="null", recipient="+15550001111",
+                    payload={"i": i}) for i in range(3)],
+        NOW - timedelta(minutes=1),
+    )  # fmt: skip
+    claimed = await store.message_claim("w1", 3, 30, NOW)
+    outcomes = [AttemptOutcome.SENT, AttemptOutcome.SENT, AttemptOutcome.FAILED]
+    await store.message_complete_many(
+        "w1",
+        [
+            Completion(m.id, m.claim_seq, "w1", Status.SENT if o is AttemptOutcome.SENT
+                       else Status.DEAD,
+                       Attempt(m.id, 1, "w1", "null", NOW, NOW + timedelta(seconds=2), o,
+                               error_code=None if o is AttemptOutcome.SENT else "TIMEOUT"))
+            for m, o in zip(claimed, outcomes, strict=True)
+        ],
+        NOW,
+    )  # fmt: skip
+    assert len(ids) == 3
+    rows = await store.tally("attempts", NOW, NOW + timedelta(minutes=5))
+    got = {(r["outcome"], r["error_code"]): n for r, n in rows}
+    assert got == {("sent", ""): 2, ("failed", "TIMEOUT"): 1}
+    assert {(r["tenant"], r["channel"], r["provider"]) for r, _ in rows} == {
+        ("acme", "sms", "null")
+    }
+    assert (
+        await store.tally("attempts", NOW + timedelta(seconds=2), NOW + timedelta(minutes=5)) == []
+    )
+    lat = await store.sent_latencies(NOW, NOW + timedelta(minutes=5))
+    assert sorted(round(s) for _, s in lat) == [62, 62]
+    with pytest.raises(ValidationError, match="table"):
+        await store.tally("messages", NOW, NOW)
+
+
+async def test_try_lead__one_holder_at_a_time(store: Store, store_url: str) -> None:
+    from sluice.store import create_store
+
+    other = create_store(store_url)
+    await other.open()  # type: ignore[attr-defined]
+    try:
+        lead = await store.try_lead("evaluator")
+        assert lead is not None
+        assert await other.try_lead("evaluator") is None
+        assert await other.try_lead("something-else") is not None
+        await lead.release()
+        again = await other.try_lead("evaluator")
+        assert again is not None
+        await again.release()
+    finally:
+        await other.close()

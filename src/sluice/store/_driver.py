@@ -39,6 +39,13 @@ from sluice.store.base import (
 
 __all__ = ["SqlDriver"]
 
+#: The labels ``tally`` counts each table's rows by, in the order its query gives them.
+_TALLY: dict[str, tuple[str, ...]] = {
+    "attempts": ("tenant", "channel", "provider", "action", "outcome", "error_code"),
+    "inbox": ("provider", "kind", "state"),
+    "audit": ("action",),
+}
+
 
 class SqlDriver:
     """The dialect-independent part of a SQL store."""
@@ -66,6 +73,27 @@ class SqlDriver:
         """Run named queries in one transaction, then append ``audit`` in it; the rows
         of each step."""
         raise NotImplementedError
+
+    # -- alert windows -----------------------------------------------------------
+
+    async def tally(
+        self, table: str, since: datetime, until: datetime
+    ) -> list[tuple[dict[str, str], int]]:
+        labels = _TALLY.get(table)
+        if labels is None:
+            raise ValidationError("table", f"{table!r} is not one of {', '.join(_TALLY)}")
+        c = self.codec
+        window = {"since": c.write_time(since), "until": c.write_time(until)}
+        rows = await self._fetch(f"tally_{table}", window)
+        return [(dict(zip(labels, r[:-1], strict=True)), int(r[-1])) for r in rows]
+
+    async def sent_latencies(
+        self, since: datetime, until: datetime, limit: int = 20_000
+    ) -> list[tuple[dict[str, str], float]]:
+        c = self.codec
+        params = {"since": c.write_time(since), "until": c.write_time(until), "limit": limit}
+        rows = await self._fetch("sent_latencies", params)
+        return [({"tenant": t, "channel": ch, "provider": p}, float(s)) for t, ch, p, s in rows]
 
     # -- incidents ---------------------------------------------------------------
 

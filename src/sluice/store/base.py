@@ -36,6 +36,7 @@ __all__ = [
     "InboxItem",
     "Incident",
     "IncidentEvent",
+    "Lead",
     "LimitRow",
     "MessageFilter",
     "Observation",
@@ -117,6 +118,12 @@ class Observation:
     inbox_oldest_pending: datetime | None
     #: Ingress events refused for speaking for another tenant, ever (audit log).
     tenancy_violations: int
+
+
+class Lead(Protocol):
+    """Held leadership (``Store.try_lead``)."""
+
+    async def release(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -490,6 +497,28 @@ class Store(Protocol):
 
     async def observe(self, now: datetime) -> Observation:
         """The state the metrics export, read in a few indexed queries."""
+        ...
+
+    async def tally(
+        self, table: str, since: datetime, until: datetime
+    ) -> list[tuple[dict[str, str], int]]:
+        """Rows of ``table`` (``attempts``, ``inbox``, ``audit``) timed in (since, until],
+        counted per combination of the labels a rule may filter or group on: attempts by
+        tenant, channel, provider, action, outcome, error_code; inbox events by provider,
+        kind, state; audit rows by action."""
+        ...
+
+    async def sent_latencies(
+        self, since: datetime, until: datetime, limit: int = 20_000
+    ) -> list[tuple[dict[str, str], float]]:
+        """Creation-to-sent seconds of the newest ``limit`` sent attempts in the window,
+        with their tenant, channel and provider."""
+        ...
+
+    async def try_lead(self, name: str) -> Lead | None:
+        """Become the one holder of ``name`` among every process on this store (an
+        advisory lock on PostgreSQL, a file lock beside the SQLite file), or None when
+        another holds it. The lead lasts until released or the process ends."""
         ...
 
     async def incident_fire(self, firing: Firing, now: datetime) -> tuple[Incident, bool]:

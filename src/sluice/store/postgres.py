@@ -380,6 +380,22 @@ class PostgresStore(SqlDriver):
                 rows[name] = await cur.fetchall()
         return _observe.build(rows, lambda v: v)
 
+    async def try_lead(self, name: str) -> _PgLead | None:
+        # A session lock on a connection of its own: it lasts while the connection does,
+        # and the server drops it when the process or the connection dies.
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self.url, autocommit=True, connect_timeout=self._connect_timeout
+            )
+        except psycopg.OperationalError as exc:
+            raise await self._unavailable(exc) from None
+        cur = await conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (f"sluice:{name}",))
+        row = await cur.fetchone()
+        if row is None or not row[0]:
+            await conn.close()
+            return None
+        return _PgLead(conn)
+
     async def _script(
         self, steps: Sequence[tuple[str, dict[str, Any]]], audit: AuditEntry | None = None
     ) -> list[list[Any]]:
@@ -1345,3 +1361,14 @@ def _redact(url: str) -> str:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
         return urlunsplit(parts._replace(netloc=netloc))
     return url
+
+
+class _PgLead:
+    """An advisory lock held on its own connection (``PostgresStore.try_lead``)."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[TupleRow]) -> None:
+        self._conn = conn
+
+    async def release(self) -> None:
+        with contextlib.suppress(psycopg.Error):
+            await self._conn.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import fcntl
 import json
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -507,6 +508,20 @@ class SqliteStore(SqlDriver):
             }
 
         return _observe.build(await self._run(read), lambda v: datetime.fromtimestamp(v, UTC))
+
+    async def try_lead(self, name: str) -> _FileLead | None:
+        # A lock file beside the database: flock is released by the kernel when the
+        # holder closes it or dies, like PostgreSQL's session lock.
+        def take() -> _FileLead | None:
+            lock = open(f"{self.path}.{name}.lock", "a+b")  # noqa: SIM115  # held by the lead
+            try:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                lock.close()
+                return None
+            return _FileLead(lock)
+
+        return await asyncio.to_thread(take)
 
     async def _script(
         self, steps: Sequence[tuple[str, dict[str, Any]]], audit: AuditEntry | None = None
@@ -1476,3 +1491,13 @@ def _audit_insert(
     sealed = seal(entry, row[0] if row else None, detail)
     cur = conn.execute(Q["audit_insert"], insert_params(sealed, sealed.at.timestamp()))
     return dataclasses.replace(sealed, id=cur.lastrowid)
+
+
+class _FileLead:
+    """A file lock held open (``SqliteStore.try_lead``)."""
+
+    def __init__(self, file: Any) -> None:
+        self._file = file
+
+    async def release(self) -> None:
+        self._file.close()

@@ -35,3 +35,8 @@ CREATE TABLE sluice_incident_events (
     detail      TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX sluice_incident_events_incident ON sluice_incident_events (incident_id, id);
+
+-- The evaluator's rate rules read attempts, inbox events and audit rows by time window.
+CREATE INDEX sluice_attempts_finished ON sluice_attempts (finished_at);
+CREATE INDEX sluice_inbox_received ON sluice_inbox (received_at);
+CREATE INDEX sluice_audit_at ON sluice_audit (at);

@@ -1000,3 +1000,30 @@ LIMIT 100
 
 -- name: incident_notified
 UPDATE sluice_incidents SET notified = %(transition)s WHERE id = %(id)s::uuid
+
+-- name: tally_attempts
+-- The alert evaluator's windows (sluice/worker/alerts.py): attempts by every label a rule
+-- may filter or group on, finished in (since, until].
+SELECT m.tenant, m.channel, a.provider, m.action, a.outcome, coalesce(a.error_code, ''),
+       count(*)
+FROM sluice_attempts a JOIN sluice_messages m ON m.id = a.message_id
+WHERE a.finished_at > %(since)s AND a.finished_at <= %(until)s
+GROUP BY m.tenant, m.channel, a.provider, m.action, a.outcome, coalesce(a.error_code, '')
+
+-- name: tally_inbox
+SELECT provider, kind, state, count(*) FROM sluice_inbox
+WHERE received_at > %(since)s AND received_at <= %(until)s
+GROUP BY provider, kind, state
+
+-- name: tally_audit
+SELECT action, count(*) FROM sluice_audit
+WHERE at > %(since)s AND at <= %(until)s
+GROUP BY action
+
+-- name: sent_latencies
+-- Creation to sent, in seconds, of the newest sent attempts of the window.
+SELECT m.tenant, m.channel, a.provider, extract(epoch FROM a.finished_at - m.created_at)::float8
+FROM sluice_attempts a JOIN sluice_messages m ON m.id = a.message_id
+WHERE a.outcome = 'sent' AND a.finished_at > %(since)s AND a.finished_at <= %(until)s
+ORDER BY a.finished_at DESC
+LIMIT %(limit)s
