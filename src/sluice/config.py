@@ -148,6 +148,12 @@ class Settings:
     #: Seconds the state metrics read from the store are reused before a scrape reads
     #: them again.
     metrics_refresh: float = 5.0
+    # -- alerts ------------------------------------------------------------------
+    #: The built-in evaluator: seconds between rounds (one worker evaluates at a time),
+    #: and seconds a condition must stay clear before its incident resolves by itself.
+    #: ``alerts_interval`` 0 turns the built-in evaluator off (Prometheus does it).
+    alerts_interval: float = 15.0
+    alerts_clear_for: float = 300.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -188,7 +194,7 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{_env_name(name)} must be greater than 0")
-        for name in ("notify_interval", "flush_interval"):
+        for name in ("notify_interval", "flush_interval", "alerts_interval", "alerts_clear_for"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{_env_name(name)} must not be negative")
         if not 0 <= self.metrics_port <= 65535:

@@ -199,34 +199,44 @@ async def _work(
     sim: Any,
     duration: float,
 ) -> None:
+    from sluice.ops.state_metrics import state_metrics
     from sluice.providers import http_client
+    from sluice.ops.alerts import alerting
     from sluice.worker.assemble import assemble_dispatcher
 
     clock = SystemClock()
     async with http_client(settings) as client:
         dispatcher = await assemble_dispatcher(store, settings, client)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, dispatcher.stop)
-        worker = asyncio.create_task(dispatcher.run())
-        started = loop.time()
-        last = ""
-        try:
-            while not worker.done():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(worker), 1.0)
-                line = await _progress(store, sim)
-                if line != last:  # only when something moved
-                    _say(f"[{clock.now():%H:%M:%S}] {line}")
-                    last = line
-                if duration and loop.time() - started >= duration:
-                    dispatcher.stop()
-            await worker
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
+        state = state_metrics(store, settings)
+        async with alerting(store, settings, state, dispatcher.clock):
+            await _drive(dispatcher, store, sim, duration, clock)
     _say(f"[{clock.now():%H:%M:%S}] {await _progress(store, sim)}")
     _say("stopped.")
+
+
+async def _drive(dispatcher: Any, store: Any, sim: Any, duration: float, clock: Any) -> None:
+    """Run the worker, printing progress each second something moved, until Ctrl-C or
+    ``duration``."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, dispatcher.stop)
+    worker = asyncio.create_task(dispatcher.run())
+    started = loop.time()
+    last = ""
+    try:
+        while not worker.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(worker), 1.0)
+            line = await _progress(store, sim)
+            if line != last:  # only when something moved
+                _say(f"[{clock.now():%H:%M:%S}] {line}")
+                last = line
+            if duration and loop.time() - started >= duration:
+                dispatcher.stop()
+        await worker
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
 
 
 async def _progress(store: Any, sim: Any) -> str:

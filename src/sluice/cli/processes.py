@@ -126,6 +126,7 @@ async def run_worker(settings: Settings, *, until_idle: bool = False) -> Any:
     """Run one dispatcher with signal handling; return its stats."""
     from sluice.ops.state_metrics import metrics_server, state_metrics
     from sluice.providers import http_client
+    from sluice.ops.alerts import alerting
     from sluice.worker.assemble import assemble_dispatcher
 
     store = await open_store(settings.database_url, settings, create=False)
@@ -136,7 +137,11 @@ async def run_worker(settings: Settings, *, until_idle: bool = False) -> Any:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, dispatcher.stop)
             try:
-                async with metrics_server(settings, state_metrics(store, settings)):
+                state = state_metrics(store, settings)
+                async with (
+                    metrics_server(settings, state),
+                    alerting(store, settings, state, dispatcher.clock),
+                ):
                     return await dispatcher.run(until_idle=until_idle)
             finally:
                 for sig in (signal.SIGTERM, signal.SIGINT):

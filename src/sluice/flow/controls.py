@@ -39,6 +39,7 @@ __all__ = [
     "CONTROL_PREFIX",
     "FENCE_SECONDS",
     "LIVE_WINDOW_SECONDS",
+    "OPERATOR_TENANT",
     "Control",
     "ControlSnapshot",
     "Mode",
@@ -54,6 +55,10 @@ LIVE_WINDOW_SECONDS = 15.0
 #: Shorter than ``LIVE_WINDOW_SECONDS``: by the time a kill stops waiting for a worker it
 #: cannot reach, that worker has stopped starting sends on its own.
 FENCE_SECONDS = 10.0
+
+#: The reserved tenant of Sluice's own notifications (incidents to on-call). Global and
+#: fail-closed controls leave it alone; a control naming it stops it.
+OPERATOR_TENANT = "_sluice"
 
 #: ``hold_reason`` of messages held by a control starts with this.
 CONTROL_PREFIX = "control:"
@@ -124,6 +129,10 @@ class Scope:
         return not (self.tenant or self.channel or self.provider or self.action)
 
     def covers(self, tenant: str, channel: str, provider: str, action: str) -> bool:
+        # Sluice's own notifications to on-call are not a tenant's side effects: only a
+        # control that names the operator tenant stops them (a global kill does not).
+        if tenant == OPERATOR_TENANT and self.tenant != OPERATOR_TENANT:
+            return False
         return (
             (not self.tenant or self.tenant == tenant)
             and (not self.channel or self.channel == channel)
@@ -213,8 +222,9 @@ class ControlSnapshot:
     ) -> tuple[Mode, Control | None]:
         """The most restrictive mode covering the message, and the control that set it
         (``None`` when the default applies)."""
+        default = Mode.LIVE if tenant == OPERATOR_TENANT else self.default
         if not self.controls:
-            return self.default, None
+            return default, None
         best: Control | None = None
         for control in self.controls:
             if not control.active(now) or not control.scope.covers(
@@ -224,7 +234,7 @@ class ControlSnapshot:
             if best is None or control.mode.rank > best.mode.rank:
                 best = control
         if best is None:
-            return self.default, None
+            return default, None
         return best.mode, best
 
     def restricted_since(

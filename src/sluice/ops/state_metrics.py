@@ -88,6 +88,15 @@ class StateMetrics(Collector):
                 self._families, self._up = [*families, took], 1
             self._read_at = time.monotonic()
 
+    async def samples(self, now: datetime) -> dict[str, list[tuple[dict[str, str], float]]]:
+        """The state read afresh, as plain samples by name (the alert evaluator's view of
+        the same numbers a scrape shows)."""
+        out: dict[str, list[tuple[dict[str, str], float]]] = {}
+        for family in await self._read(now):
+            for s in family.samples:
+                out.setdefault(s.name, []).append((dict(s.labels), float(s.value)))
+        return out
+
     def collect(self) -> Iterator[Metric]:
         up = _family("sluice_state_up")
         up.add_metric([], self._up)

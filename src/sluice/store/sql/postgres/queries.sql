@@ -98,7 +98,7 @@ ready AS (
           SELECT 1 FROM sluice_controls c
           WHERE c.mode IN ('paused', 'killed')
             AND (c.expires_at IS NULL OR c.expires_at > %(now)s)
-            AND c.tenant IN ('', m.tenant) AND c.channel IN ('', m.channel)
+            AND (c.tenant = m.tenant OR (c.tenant = '' AND m.tenant <> '_sluice')) AND c.channel IN ('', m.channel)
             AND c.provider IN ('', m.provider) AND c.action IN ('', m.action))
     ORDER BY o.turn, o.priority DESC, o.run_at
     LIMIT %(limit)s
@@ -337,7 +337,7 @@ SET status = 'held', parked_by = NULL, hold_reason = %(reason)s, updated_at = %(
 WHERE m.id IN (
     SELECT id FROM sluice_messages
     WHERE status = 'queued'
-      AND (%(tenant)s = '' OR tenant = %(tenant)s) AND (%(channel)s = '' OR channel = %(channel)s)
+      AND (%(tenant)s = '' AND tenant <> '_sluice' OR tenant = %(tenant)s) AND (%(channel)s = '' OR channel = %(channel)s)
       AND (%(provider)s = '' OR provider = %(provider)s)
       AND (%(action)s = '' OR action = %(action)s)
     LIMIT %(limit)s
@@ -364,7 +364,7 @@ UPDATE sluice_messages SET parked_by = %(control_id)s::uuid
 WHERE id IN (
     SELECT id FROM sluice_messages
     WHERE status = 'queued' AND parked_by IS NULL
-      AND (%(tenant)s = '' OR tenant = %(tenant)s) AND (%(channel)s = '' OR channel = %(channel)s)
+      AND (%(tenant)s = '' AND tenant <> '_sluice' OR tenant = %(tenant)s) AND (%(channel)s = '' OR channel = %(channel)s)
       AND (%(provider)s = '' OR provider = %(provider)s)
       AND (%(action)s = '' OR action = %(action)s)
     LIMIT %(limit)s
@@ -1002,7 +1002,7 @@ LIMIT 100
 UPDATE sluice_incidents SET notified = %(transition)s WHERE id = %(id)s::uuid
 
 -- name: tally_attempts
--- The alert evaluator's windows (sluice/worker/alerts.py): attempts by every label a rule
+-- The alert evaluator's windows (sluice/ops/alerts.py): attempts by every label a rule
 -- may filter or group on, finished in (since, until].
 SELECT m.tenant, m.channel, a.provider, m.action, a.outcome, coalesce(a.error_code, ''),
        count(*)

@@ -68,7 +68,7 @@ WHERE id IN (
           SELECT 1 FROM sluice_controls c
           WHERE c.mode IN ('paused', 'killed')
             AND (c.expires_at IS NULL OR c.expires_at > :now)
-            AND c.tenant IN ('', m.tenant) AND c.channel IN ('', m.channel)
+            AND (c.tenant = m.tenant OR (c.tenant = '' AND m.tenant <> '_sluice')) AND c.channel IN ('', m.channel)
             AND c.provider IN ('', m.provider) AND c.action IN ('', m.action))
     ORDER BY o.turn, o.priority DESC, o.run_at
     LIMIT :limit
@@ -231,7 +231,7 @@ SET status = 'held', parked_by = NULL, hold_reason = :reason, updated_at = :now
 WHERE id IN (
     SELECT id FROM sluice_messages
     WHERE status = 'queued'
-      AND (:tenant = '' OR tenant = :tenant) AND (:channel = '' OR channel = :channel)
+      AND (:tenant = '' AND tenant <> '_sluice' OR tenant = :tenant) AND (:channel = '' OR channel = :channel)
       AND (:provider = '' OR provider = :provider) AND (:action = '' OR action = :action)
     LIMIT :limit)
   AND EXISTS (
@@ -253,7 +253,7 @@ UPDATE sluice_messages SET parked_by = :control_id
 WHERE id IN (
     SELECT id FROM sluice_messages
     WHERE status = 'queued' AND parked_by IS NULL
-      AND (:tenant = '' OR tenant = :tenant) AND (:channel = '' OR channel = :channel)
+      AND (:tenant = '' AND tenant <> '_sluice' OR tenant = :tenant) AND (:channel = '' OR channel = :channel)
       AND (:provider = '' OR provider = :provider) AND (:action = '' OR action = :action)
     LIMIT :limit)
 
@@ -777,7 +777,7 @@ LIMIT 100
 UPDATE sluice_incidents SET notified = :transition WHERE id = :id
 
 -- name: tally_attempts
--- The alert evaluator's windows (sluice/worker/alerts.py): attempts by every label a rule
+-- The alert evaluator's windows (sluice/ops/alerts.py): attempts by every label a rule
 -- may filter or group on, finished in (since, until].
 SELECT m.tenant, m.channel, a.provider, m.action, a.outcome, coalesce(a.error_code, ''),
        count(*)
