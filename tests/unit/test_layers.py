@@ -30,6 +30,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
             {
                 "actions",
                 "addressing",
+                "alerts",
                 "clock",
                 "config",
                 "connections",
