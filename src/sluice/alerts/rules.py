@@ -214,7 +214,10 @@ def _quota(level: int, severity: Severity, *, op: Op = ">=", name: str = "") -> 
         severity=severity,
         tags=("RATE",),
         runbook="002#4",
-        summary="Quota {kind} of {tenant}/{provider}/{action} at {value:percent}",
+        summary=(
+            "Quota at {value:percent}: kind={kind} tenant={tenant} provider={provider} "
+            "action={action}"
+        ),
         description=(
             f"A quota or cap has used {'more than' if op == '>' else 'at least'} {level} % of "
             "its window; sends past it are deferred."
@@ -606,9 +609,8 @@ RULES: tuple[Rule, ...] = (
         description="More auto-replies are sent than inbound events arrive: a reply loop?",
         expr=_q("""
             sum (increase(sluice_auto_replies_total[10m]))
-            > 1.2 * (
-              sum (increase(sluice_ingress_events_total{outcome="accepted"}[10m])) or vector(0)
-            )
+            / (sum (increase(sluice_ingress_events_total{outcome="accepted"}[10m])) or vector(0))
+            > 1.2
             and sum (increase(sluice_auto_replies_total[10m])) >= 10
         """),
         for_seconds=0,
@@ -632,7 +634,7 @@ RULES: tuple[Rule, ...] = (
         severity="P0",
         tags=("SAFETY",),
         runbook="003#RB-01",
-        summary="{value} cross-tenant events refused in 10 min",
+        summary="Cross-tenant events refused in the last 10 min",
         description="Ingress refused events that spoke for another tenant.",
         expr=_q("""
             max (increase(sluice_tenancy_violations_total[10m])) > 0
@@ -648,7 +650,7 @@ RULES: tuple[Rule, ...] = (
         severity="P1",
         tags=("ENGAGE", "SAFETY"),
         runbook="003#RB-10",
-        summary="Recipient caps of {tenant} tripped {value} times in 10 min",
+        summary="A recipient cap of {tenant} tripped in the last 10 min",
         description="A runaway-loop guard held messages to one recipient.",
         expr=_q("""
             sum by (tenant) (increase(sluice_recipient_cap_trips_total[10m])) > 0
