@@ -199,9 +199,9 @@ async def _work(
     sim: Any,
     duration: float,
 ) -> None:
+    from sluice.ops.alerts import alerting
     from sluice.ops.state_metrics import state_metrics
     from sluice.providers import http_client
-    from sluice.ops.alerts import alerting
     from sluice.worker.assemble import assemble_dispatcher
 
     clock = SystemClock()

@@ -165,3 +165,17 @@ async def test_alert_targets__bad_config_is_named(tmp_path) -> None:  # type: ig
     assert alert_targets(config_path=path) == [
         Target("email-0", "email", to="x@example.com", provider="sendgrid")
     ]
+
+
+async def test_every_builtin_rule_is_judged(store: Store) -> None:
+    """All rules with a built-in form run against a store with dead letters, sent and
+    failed attempts and a held message: none raises, and the dead-letter rules hold."""
+    clock = FrozenClock()
+    await dead_letters(store, clock, 120)
+    settings = Settings(database_url="sqlite:///unused.db")
+    ev = Evaluator(store, settings, StateMetrics(store, settings, clock=clock), clock=clock)
+    judged = await ev.evaluate()
+    assert set(judged.holding) == {r.name for r in ev.rules}
+    assert judged.holding["SluiceDeadLetters"] == {(("channel", "sms"),): 120.0}
+    assert judged.holding["SluiceDeadLettersHigh"] == {(): 120.0}
+    assert judged.holding["SluiceNoLiveWorker"] == {(): 0.0}

@@ -14,7 +14,7 @@ from sluice import ops
 from sluice.api.auth import Operator
 from sluice.api.schemas import PROBLEMS, Text
 from sluice.flow.controls import Mode, Scope
-from sluice.ops import inbox
+from sluice.ops import inbox, incidents
 from sluice.ops.breakers import breaker_force, breaker_reset, breakers_list
 from sluice.ops.render import jsonable
 from sluice.store.base import MessageFilter
@@ -330,3 +330,46 @@ async def limits_clear(body: LimitClearIn, who: Operator, request: Request) -> A
         action=body.action, actor=who.actor, reason=body.reason, clock=state.clock,
     )  # fmt: skip
     return {"cleared": body.kind}
+
+
+# -- incidents ---------------------------------------------------------------------------
+
+
+class IncidentActIn(BaseModel):
+    """Why (for ``ack`` and ``resolve``), or the note (for ``note``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: Text = Field(min_length=1, max_length=2000)
+
+
+@router.get("/incidents")
+async def incidents_list(
+    who: Operator,
+    request: Request,
+    state: Literal["active", "open", "acknowledged", "resolved", "all"] = "active",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> Any:
+    """Incidents the built-in evaluator opened, newest first."""
+    return jsonable(await incidents.incident_list(request.app.state.store, state, limit))
+
+
+@router.get("/incidents/{incident_id}")
+async def incidents_show(incident_id: str, who: Operator, request: Request) -> Any:
+    """One incident with its timeline."""
+    return jsonable(await incidents.incident_show(request.app.state.store, incident_id))
+
+
+@router.post("/incidents/{incident_id}/{act}")
+async def incidents_act(
+    incident_id: str,
+    act: Literal["ack", "resolve", "note"],
+    body: IncidentActIn,
+    who: Operator,
+    request: Request,
+) -> Any:
+    """Acknowledge, resolve or add a note (audited with the key's name as the actor)."""
+    state = request.app.state
+    done = await incidents.incident_act(
+        state.store, incident_id, act, actor=who.actor, text=body.text, clock=state.clock
+    )
+    return jsonable(done)

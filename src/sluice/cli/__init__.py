@@ -41,6 +41,7 @@ from sluice.cli import (
     dlq,
     held,
     inbox,
+    incidents,
     limits,
     messages,
     processes,
@@ -82,6 +83,7 @@ app.add_typer(controls.controls_app, name="controls")
 app.add_typer(held.held_app, name="held")
 app.add_typer(limits.limits_app, name="limits")
 app.add_typer(breakers.breakers_app, name="breakers")
+app.add_typer(incidents.incidents_app, name="incidents")
 
 
 def main() -> None:

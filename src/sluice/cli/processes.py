@@ -124,9 +124,9 @@ def worker(
 
 async def run_worker(settings: Settings, *, until_idle: bool = False) -> Any:
     """Run one dispatcher with signal handling; return its stats."""
+    from sluice.ops.alerts import alerting
     from sluice.ops.state_metrics import metrics_server, state_metrics
     from sluice.providers import http_client
-    from sluice.ops.alerts import alerting
     from sluice.worker.assemble import assemble_dispatcher
 
     store = await open_store(settings.database_url, settings, create=False)

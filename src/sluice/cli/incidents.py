@@ -1,0 +1,120 @@
+"""``incidents``: what the built-in evaluator opened — list, show, acknowledge, resolve,
+add a note."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+
+from sluice.cli.options import Actor, DatabaseUrl, JsonOutput
+from sluice.cli.runtime import actor_or_default, echo_json, echo_table, on_store, settings_for
+from sluice.ops.render import age
+
+__all__ = ["incidents_app"]
+
+incidents_app = typer.Typer(
+    help="Incidents the built-in alert evaluator opened: list, show, ack, resolve, note.",
+    no_args_is_help=True,
+)
+
+IncidentId = Annotated[str, typer.Argument(help="The incident's id (sluice incidents list).")]
+
+
+@incidents_app.command("list")
+def incidents_list(
+    state: Annotated[
+        str, typer.Option(help="active (open or acknowledged), open, acknowledged, resolved, all.")
+    ] = "active",
+    limit: Annotated[int, typer.Option(help="Most incidents to show.")] = 50,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Incidents newest first: severity, rule, scope, state, age, summary, runbook."""
+    from sluice.ops.incidents import incident_list
+
+    settings = settings_for(database_url)
+    items = on_store(settings, lambda s: incident_list(s, state, limit))
+    if as_json:
+        echo_json(items)
+        return
+    rows = [[i.id, i.severity, i.rule, i.scope_key or "-", i.state, _since(i.opened_at),
+             i.summary[:50], i.runbook] for i in items]  # fmt: skip
+    echo_table(["ID", "SEV", "RULE", "SCOPE", "STATE", "AGE", "SUMMARY", "RUNBOOK"], rows)
+
+
+@incidents_app.command("show")
+def incidents_show(
+    incident_id: IncidentId, database_url: DatabaseUrl = None, as_json: JsonOutput = False
+) -> None:
+    """One incident and its timeline."""
+    from sluice.ops.incidents import incident_show
+
+    settings = settings_for(database_url)
+    i = on_store(settings, lambda s: incident_show(s, incident_id))
+    if as_json:
+        echo_json(i)
+        return
+    typer.echo(f"{i.id}  [{i.severity}] {i.rule}  {i.state}")
+    typer.echo(f"  {i.summary}")
+    typer.echo(f"  scope: {i.scope_key or 'everything'}   types: {', '.join(i.types)}")
+    typer.echo(f"  runbook: {i.runbook}   value: {i.value:g} (peak {i.peak:g})")
+    typer.echo(f"  opened {i.opened_at:%Y-%m-%d %H:%M:%S} UTC ({_since(i.opened_at)} ago)")
+    if i.acknowledged_at:
+        typer.echo(f"  acknowledged {i.acknowledged_at:%H:%M:%S} by {i.acknowledged_by}")
+    if i.resolved_at:
+        typer.echo(f"  resolved {i.resolved_at:%H:%M:%S} by {i.resolved_by}")
+    rows = [
+        [f"{e.at:%H:%M:%S}", e.kind, e.actor, ", ".join(f"{k}={v}" for k, v in e.detail.items())]
+        for e in i.events
+    ]
+    echo_table(["AT", "WHAT", "WHO", "DETAIL"], rows)
+
+
+def _since(at: datetime) -> str:
+    return age((datetime.now(UTC) - at).total_seconds())
+
+
+def _act(act: str, incident_id: str, actor: str | None, text: str, url: str | None) -> None:
+    from sluice.ops.incidents import incident_act
+
+    settings = settings_for(url)
+    i = on_store(
+        settings,
+        lambda s: incident_act(s, incident_id, act, actor=actor_or_default(actor), text=text),
+    )
+    typer.echo(f"{i.id} {i.rule}: {i.state}")
+
+
+@incidents_app.command("ack")
+def incidents_ack(
+    incident_id: IncidentId,
+    reason: Annotated[str, typer.Option(help="What you are doing about it (required).")],
+    actor: Actor = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Acknowledge an open incident: on-call has it (audited)."""
+    _act("ack", incident_id, actor, reason, database_url)
+
+
+@incidents_app.command("resolve")
+def incidents_resolve(
+    incident_id: IncidentId,
+    reason: Annotated[str, typer.Option(help="Why it is over (required).")],
+    actor: Actor = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Resolve an incident now, without waiting for the evaluator (audited)."""
+    _act("resolve", incident_id, actor, reason, database_url)
+
+
+@incidents_app.command("note")
+def incidents_note(
+    incident_id: IncidentId,
+    text: Annotated[str, typer.Argument(help="The note, for the timeline.")],
+    actor: Actor = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Add a note to an incident's timeline (audited)."""
+    _act("note", incident_id, actor, text, database_url)
