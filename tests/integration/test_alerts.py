@@ -179,3 +179,18 @@ async def test_every_builtin_rule_is_judged(store: Store) -> None:
     assert judged.holding["SluiceDeadLetters"] == {(("channel", "sms"),): 120.0}
     assert judged.holding["SluiceDeadLettersHigh"] == {(): 120.0}
     assert judged.holding["SluiceNoLiveWorker"] == {(): 0.0}
+
+
+def test_alerts_for__overrides_are_checked(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from sluice.ops.notify import alert_settings
+
+    path = tmp_path / "sluice.toml"
+    path.write_text("[alerts.for]\nSluiceDeadLetters = 1\n")
+    assert alert_settings(config_path=path) == ([], {"SluiceDeadLetters": 1})
+    path.write_text("[alerts.for]\nSluiceDeadLeters = 1\n")
+    with pytest.raises(ConfigError, match="no rule is named 'SluiceDeadLeters'"):
+        alert_settings(config_path=path)
+    for bad in ("-1", "true", '"5m"', "nan"):
+        path.write_text(f"[alerts.for]\nSluiceDeadLetters = {bad}\n")
+        with pytest.raises(ConfigError, match="must be a number of seconds"):
+            alert_settings(config_path=path)

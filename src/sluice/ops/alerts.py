@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -314,14 +315,17 @@ async def alerting(
     if not settings.alerts_interval:
         yield None
         return
-    from sluice.ops.notify import alert_targets, send_notifications
+    from sluice.ops.notify import alert_settings, send_notifications
 
-    targets = alert_targets()
+    targets, durations = alert_settings()
+    rules = [
+        dataclasses.replace(r, for_seconds=durations.get(r.name, r.for_seconds)) for r in RULES
+    ]
 
     async def notify(store: Store, now: datetime) -> None:
         await send_notifications(store, targets, now)
 
-    evaluator = Evaluator(store, settings, state, clock=clock, notify=notify)
+    evaluator = Evaluator(store, settings, state, rules=rules, clock=clock, notify=notify)
     stopping = asyncio.Event()
     task = asyncio.create_task(evaluator.run(stopping), name="sluice-alerts")
     try:

@@ -28,6 +28,7 @@ incoming webhook is an action whose ``body = { text = "{payload.text}" }``.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ from sluice.flow.controls import OPERATOR_TENANT
 from sluice.model import NewMessage
 from sluice.store.base import Incident, Store
 
-__all__ = ["OPERATOR_TENANT", "Target", "alert_targets", "send_notifications"]
+__all__ = ["OPERATOR_TENANT", "Target", "alert_settings", "alert_targets", "send_notifications"]
 
 log = structlog.get_logger("sluice.alerts")
 
@@ -105,6 +106,38 @@ def alert_targets(
         provider = values["provider"] or default
         targets.append(Target(name, kind, values["url"], values["to"], provider, values["action"]))
     return targets
+
+
+def alert_settings(
+    env: Mapping[str, str] | None = None, config_path: str | Path | None = None
+) -> tuple[list[Target], dict[str, int]]:
+    """The ``[alerts]`` of the ``sluice.toml`` in effect: its targets, and ``[alerts.for]``
+    — seconds a rule's condition must hold before it fires, per rule name, where the
+    operator wants other than the rule's own (a staging system that should page sooner)."""
+    targets = alert_targets(env, config_path)
+    path = config_file(env, config_path)
+    if path is None:
+        return targets, {}
+    from sluice.alerts.rules import RULES
+
+    raw = tomllib.loads(path.read_text()).get("alerts", {}).get("for", {})
+    where = f"{path}: [alerts.for]"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a table of rule names to seconds")
+    names = {r.name for r in RULES}
+    durations: dict[str, int] = {}
+    for name, seconds in raw.items():
+        if name not in names:
+            raise ConfigError(f"{where}: no rule is named {name!r} (see docs/alerts.md)")
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not math.isfinite(seconds)
+            or seconds < 0
+        ):
+            raise ConfigError(f"{where}.{name} must be a number of seconds >= 0, not {seconds!r}")
+        durations[name] = round(seconds)
+    return targets, durations
 
 
 def _fields(incident: Incident, transition: str) -> dict[str, Any]:
