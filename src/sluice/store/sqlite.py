@@ -36,13 +36,14 @@ from sluice.errors import (
 from sluice.flow.controls import Control, Mode, Scope, control_audit, control_hold_reason
 from sluice.model import Attempt, AttemptOutcome, Completion, Message, NewMessage, Status
 from sluice.store import _enqueue, _observe
-from sluice.store._audit import insert_params, seal, stored_detail
+from sluice.store._audit import audit_row, insert_params, seal, stored_detail
 from sluice.store._claims import next_claim_start
 from sluice.store._queries import load_queries, migrations
 from sluice.store._receipts import NOT_READY, advance, failure_of
 from sluice.store.base import (
     ApiKey,
     AuditEntry,
+    AuditFilter,
     BreakerInfo,
     DlqGroup,
     FlowListener,
@@ -1003,22 +1004,19 @@ class SqliteStore:
 
         return await self._run(append)
 
-    async def audit_list(self, limit: int = 100) -> list[AuditEntry]:
-        rows = await self._all("audit_list", {"limit": limit})
-        return [
-            AuditEntry(
-                id=r[0],
-                at=_at(r[1]),
-                actor=r[2],
-                action=r[3],
-                target=r[4],
-                reason=r[5],
-                detail=json.loads(r[6]),
-                prev_hash=r[7],
-                hash=r[8],
-            )
-            for r in rows
-        ]
+    async def audit_list(
+        self, limit: int = 100, flt: AuditFilter | None = None
+    ) -> list[AuditEntry]:
+        if flt is None:
+            rows = await self._all("audit_list", {"limit": limit})
+        else:
+            params = {**flt.params(), "since": _ts(flt.since), "until": _ts(flt.until)}
+            rows = await self._all("audit_select", {**params, "limit": limit})
+        return [audit_row(r, _at(r[1])) for r in rows]
+
+    async def audit_walk(self, after_id: int, limit: int) -> list[AuditEntry]:
+        rows = await self._all("audit_walk", {"after_id": after_id, "limit": limit})
+        return [audit_row(r, _at(r[1])) for r in rows]
 
     # -- connections -------------------------------------------------------------
 
@@ -1427,6 +1425,7 @@ class SqliteStore:
                 "action": flt.action,
                 "error_code": flt.error_code,
                 "since": _ts(flt.since),
+                "correlation_id": flt.correlation_id,
                 "before_id": before_id,
                 "limit": limit,
             },
