@@ -23,6 +23,7 @@ from sluice import __version__
 from sluice.addressing import addressing_in_effect
 from sluice.api import ingress, messages, operator, problems
 from sluice.api.auth import KeyCache
+from sluice.api.request_id import RequestId
 from sluice.clock import Clock, SystemClock
 from sluice.config import Settings
 from sluice.errors import ConfigError, SluiceError
@@ -163,6 +164,8 @@ def create_app(
     app.add_api_route("/metrics", metrics, methods=["GET"], tags=["health"],
                       response_class=Response)  # fmt: skip
     app.add_middleware(BodyLimit, limit=settings.api_max_body, timeout=settings.api_body_timeout)
+    # Outermost: even a refused body answers with the request id.
+    app.add_middleware(RequestId)
     return app
 
 

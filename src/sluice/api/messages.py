@@ -18,6 +18,7 @@ from sluice.addressing import Addressing, addressing_in_effect
 from sluice.api.auth import Principal, Tenant
 from sluice.api.idempotency import HEADER, HeldKey, idempotent
 from sluice.api.problems import Problem
+from sluice.api.request_id import request_id
 from sluice.api.schemas import (
     PROBLEMS,
     AttemptOut,
@@ -58,12 +59,14 @@ def _tenant_of(who: Principal, given: str | None, where: str) -> str:
     return given
 
 
-def _new(who: Principal, m: MessageIn, where: str, addressing: Addressing) -> NewMessage:
+def _new(
+    who: Principal, m: MessageIn, where: str, addressing: Addressing, request_id: str | None
+) -> NewMessage:
     new = NewMessage(
         tenant=_tenant_of(who, m.tenant, where), channel=m.channel, provider=m.provider,
         recipient=m.recipient, payload=m.payload, action=m.action, priority=m.priority,
         run_at=m.run_at, max_attempts=m.max_attempts, idempotency_key=m.idempotency_key,
-        correlation_id=m.correlation_id, scopes=m.scopes,
+        correlation_id=m.correlation_id or request_id, scopes=m.scopes,
     )  # fmt: skip
     new.validate(where, addressing)
     return new
@@ -93,7 +96,9 @@ async def create(
     """Store the message(s) for delivery; 201 with their ids and status ``queued``.
 
     With ``Idempotency-Key``, a retry of the same request within the key window gets
-    the first response again and enqueues nothing more."""
+    the first response again and enqueues nothing more. A message given no
+    ``correlation_id`` takes the request's ``X-Request-Id`` (echoed in the response;
+    one is made up when the request has none)."""
     batch = isinstance(body, BatchIn)
     items = body.messages if isinstance(body, BatchIn) else [body]
 
@@ -104,8 +109,9 @@ async def create(
 
     async def handler(held: HeldKey | None) -> tuple[int, Any]:
         addressing = addressing_in_effect(request.app.state.settings)
+        rid = request_id(request.scope)
         news = [
-            _new(who, m, f"messages[{i}]." if batch else "", addressing)
+            _new(who, m, f"messages[{i}]." if batch else "", addressing, rid)
             for i, m in enumerate(items)
         ]
         if held is not None:  # the messages and the key's record of them: one commit
@@ -156,6 +162,7 @@ async def list_messages(
     action: Annotated[Text | None, Query(max_length=128)] = None,
     error_code: Annotated[Text | None, Query(max_length=64)] = None,
     since: AwareDatetime | None = None,
+    correlation_id: Annotated[Text | None, Query(min_length=1, max_length=255)] = None,
     tenant: Annotated[Text | None, Query(max_length=128, description="Operator keys only")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[Text | None, Query(max_length=200)] = None,
@@ -164,6 +171,7 @@ async def list_messages(
     flt = MessageFilter(
         tenant=_tenant_of(who, tenant, "") if who.tenant else tenant,
         channel=channel, provider=provider, action=action, error_code=error_code, since=since,
+        correlation_id=correlation_id,
     )  # fmt: skip
     rows = await request.app.state.store.message_list(
         flt, status.value if status else None, _cursor(cursor), limit + 1

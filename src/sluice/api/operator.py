@@ -12,9 +12,10 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 
 from sluice import ops
 from sluice.api.auth import Operator
-from sluice.api.schemas import PROBLEMS, Text
+from sluice.api.problems import Problem
+from sluice.api.schemas import PROBLEMS, AuditOut, AuditPage, Text
 from sluice.flow.controls import Mode, Scope
-from sluice.ops import inbox, incidents
+from sluice.ops import audit, inbox, incidents
 from sluice.ops.breakers import breaker_force, breaker_reset, breakers_list
 from sluice.ops.render import jsonable
 from sluice.store.base import MessageFilter
@@ -373,3 +374,47 @@ async def incidents_act(
         state.store, incident_id, act, actor=who.actor, text=body.text, clock=state.clock
     )
     return jsonable(done)
+
+
+@router.get("/audit", response_model=AuditPage)
+async def audit_list(
+    who: Operator,
+    request: Request,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
+    actor: Annotated[Text | None, Query(min_length=1, max_length=300)] = None,
+    action: Annotated[
+        Text | None,
+        Query(min_length=1, max_length=300, description="A prefix: control., tenancy.…"),
+    ] = None,
+    tenant: _Name = None,
+    channel: _Name = None,
+    provider: _Name = None,
+    action_name: Annotated[
+        Text | None,
+        Query(min_length=1, max_length=128, description="A message action type in scope"),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=audit.MAX_LIST)] = 50,
+    cursor: Annotated[Text | None, Query(max_length=20)] = None,
+) -> AuditPage:
+    """The audit log, newest first, a page at a time (``next_cursor`` fetches the next).
+
+    ``since`` is inclusive, ``until`` exclusive; ``tenant`` matches the entries that
+    name the tenant (controls, limits, connections, breakers, bulk acts, tenancy
+    violations on either side)."""
+    before = None
+    if cursor is not None:
+        if not cursor.isdigit() or not 0 < int(cursor) < 2**63:
+            raise Problem(
+                422, "cursor: is not a cursor this API returned", field="cursor",
+                kind="validation",
+            )  # fmt: skip
+        before = int(cursor)
+    flt = audit.audit_filter(
+        since=since, until=until, actor=actor, action=action, tenant=tenant, channel=channel,
+        provider=provider, scope_action=action_name, before_id=before,
+    )  # fmt: skip
+    rows, older = await audit.audit_page(request.app.state.store, flt, limit)
+    return AuditPage(
+        items=[AuditOut.of(e) for e in rows], next_cursor=None if older is None else str(older)
+    )

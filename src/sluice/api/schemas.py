@@ -8,12 +8,14 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag
 
-from sluice.model import Attempt, Message, Status
+from sluice.model import Attempt, AuditEntry, Message, Status
 from sluice.store.base import Receipt
 
 __all__ = [
     "PROBLEMS",
     "AttemptOut",
+    "AuditOut",
+    "AuditPage",
     "BatchIn",
     "BatchOut",
     "CancelIn",
@@ -263,6 +265,33 @@ class BatchOut(BaseModel):
 
 class MessagePage(BaseModel):
     items: list[MessageOut]
+    #: Pass as ``cursor`` for the next (older) page; null on the last page.
+    next_cursor: str | None = None
+
+
+class AuditOut(BaseModel):
+    """One entry of the hash-chained audit log."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str | None = None
+    reason: str | None = None
+    detail: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    @classmethod
+    def of(cls, e: AuditEntry) -> AuditOut:
+        return cls(
+            id=e.id or 0, at=e.at, actor=e.actor, action=e.action, target=e.target,
+            reason=e.reason, detail=e.detail, prev_hash=e.prev_hash or "", hash=e.hash or "",
+        )  # fmt: skip
+
+
+class AuditPage(BaseModel):
+    items: list[AuditOut]
     #: Pass as ``cursor`` for the next (older) page; null on the last page.
     next_cursor: str | None = None
 

@@ -13,7 +13,8 @@ wrong, and nothing was changed).
 Where each command lives:
 
 - ``processes``: migrate, worker, simulator, run, serve;
-- ``messages``: send, messages show; ``status``: status;
+- ``messages``: send, messages list, show; ``status``: status;
+- ``audit``: audit list, verify;
 - ``dlq``: dlq list, retry, cancel;
 - ``controls``: kill, pause, resume, controls set, clear, list;
 - ``held``: held list, approve, release, cancel;
@@ -35,6 +36,7 @@ import typer
 
 from sluice.cli import (
     apikeys,
+    audit,
     breakers,
     connections,
     controls,
@@ -84,6 +86,7 @@ app.add_typer(held.held_app, name="held")
 app.add_typer(limits.limits_app, name="limits")
 app.add_typer(breakers.breakers_app, name="breakers")
 app.add_typer(incidents.incidents_app, name="incidents")
+app.add_typer(audit.audit_app, name="audit")
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""Messages: ``send`` one from the shell, ``messages show`` one with its attempts."""
+"""Messages: ``send`` one from the shell, ``messages list`` them (by correlation id,
+tenant, status…), ``messages show`` one with its attempts."""
 
 from __future__ import annotations
 
@@ -9,10 +10,19 @@ from typing import Annotated, Any
 import typer
 
 from sluice.addressing import addressing_in_effect
-from sluice.cli.options import DatabaseUrl, JsonOutput
-from sluice.cli.runtime import echo_json, echo_table, on_store, run_async, settings_for, with_store
+from sluice.cli.options import ActionOpt, Channel, DatabaseUrl, JsonOutput, Provider, Tenant
+from sluice.cli.runtime import (
+    echo_json,
+    echo_table,
+    fail,
+    on_store,
+    run_async,
+    settings_for,
+    with_store,
+)
 from sluice.errors import ValidationError
-from sluice.model import NewMessage
+from sluice.model import NewMessage, Status
+from sluice.store import MessageFilter
 
 __all__ = ["messages_app", "send"]
 
@@ -122,6 +132,58 @@ def send(
         echo_json({"id": ids[0]})
     else:
         typer.echo(ids[0])
+
+
+@messages_app.command("list")
+def messages_list(
+    correlation_id: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SLUICE_CORRELATION_ID",
+            help="Only this correlation id (an API request's X-Request-Id when none was given).",
+        ),
+    ] = None,
+    tenant: Tenant = None,
+    channel: Channel = None,
+    provider: Provider = None,
+    action: ActionOpt = None,
+    status: Annotated[
+        str | None,
+        typer.Option(envvar="SLUICE_STATUS", help="Only this status: queued, sent, dead…"),
+    ] = None,
+    limit: Annotated[
+        int, typer.Option(envvar="SLUICE_LIMIT", help="Most messages to show (1-1000).")
+    ] = 50,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Messages newest first: id, tenant, channel, provider, status, attempts, correlation."""
+    try:  # checked before the store is opened: bad input touches nothing
+        if status is not None and status not in {s.value for s in Status}:
+            raise ValidationError(
+                "status", f"{status!r} is not one of {', '.join(s.value for s in Status)}"
+            )
+        if not 1 <= limit <= 1000:
+            raise ValidationError("limit", "must be between 1 and 1000")
+        if correlation_id is not None and not correlation_id.strip():
+            raise ValidationError("correlation_id", "must not be empty")
+    except ValidationError as exc:
+        raise fail(exc) from None
+    flt = MessageFilter(
+        tenant=tenant, channel=channel, provider=provider, action=action,
+        correlation_id=correlation_id,
+    )  # fmt: skip
+    settings = settings_for(database_url)
+    rows = on_store(settings, lambda s: s.message_list(flt, status, None, limit))
+    if as_json:
+        echo_json(rows)
+        return
+    echo_table(
+        ["ID", "TENANT", "CHANNEL", "PROVIDER", "STATUS", "TRIES", "CORRELATION", "CREATED"],
+        [[m.id, m.tenant, m.channel, m.provider, m.status.value, m.attempts,
+          m.correlation_id or "", m.created_at and m.created_at.isoformat(timespec="seconds")]
+         for m in rows],
+    )  # fmt: skip
 
 
 @messages_app.command("show")

@@ -86,7 +86,7 @@ async def message_cancel(
         now = (clock or SystemClock()).now()
         audit = AuditEntry(
             at=now, actor=actor, action="message.cancel", target=f"message:{msg.id}",
-            reason=reason, detail={"from": msg.status.value},
+            reason=reason, detail={"from": msg.status.value, "tenant": msg.tenant},
         )  # fmt: skip
         if await store.message_cancel([msg.id], msg.status, now, audit):
             return await store.message_get(msg.id)

@@ -6,6 +6,7 @@ from sluice.config import Settings
 from sluice.errors import ConfigError
 from sluice.store.base import (
     AuditEntry,
+    AuditFilter,
     DlqGroup,
     MessageFilter,
     RescueResult,
@@ -16,6 +17,7 @@ from sluice.store.base import (
 
 __all__ = [
     "AuditEntry",
+    "AuditFilter",
     "DlqGroup",
     "MessageFilter",
     "RescueResult",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sluice.store.base import AuditEntry
@@ -31,14 +33,39 @@ def chain_hash(prev_hash: str, entry: AuditEntry) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
+@dataclasses.dataclass(slots=True)
+class ChainCheck:
+    """Checks the hash chain a page at a time, oldest first, so that a long log is
+    never read whole: ``feed`` each page in order until it returns a break."""
+
+    #: The hash the next entry must chain to.
+    prev: str = GENESIS
+    #: Entries found sound so far.
+    checked: int = 0
+    #: Id of the last sound entry (0 before the first).
+    last_id: int = 0
+
+    def feed(self, entries_oldest_first: Sequence[AuditEntry]) -> tuple[int, str] | None:
+        """``(id, why)`` of the first entry that breaks the chain, or None if all hold."""
+        for e in entries_oldest_first:
+            if e.prev_hash != self.prev:
+                after = f"entry {self.last_id}" if self.last_id else "the start of the log"
+                return e.id or 0, (
+                    f"its prev_hash does not match the hash of {after} "
+                    "(an entry before it was removed or changed)"
+                )
+            if chain_hash(self.prev, e) != e.hash:
+                return e.id or 0, "its content does not match its hash (it was changed)"
+            self.prev = e.hash or ""
+            self.checked += 1
+            self.last_id = e.id or 0
+        return None
+
+
 def verify_chain(entries_oldest_first: list[AuditEntry]) -> int | None:
     """Id of the first entry whose hash does not match, or None if the chain holds."""
-    prev = GENESIS
-    for e in entries_oldest_first:
-        if e.prev_hash != prev or chain_hash(prev, e) != e.hash:
-            return e.id
-        prev = e.hash
-    return None
+    broken = ChainCheck().feed(entries_oldest_first)
+    return broken[0] if broken else None
 
 
 def seal(
@@ -79,3 +106,19 @@ def insert_params(sealed: AuditEntry, at: Any) -> dict[str, Any]:
 def stored_detail(detail: dict[str, Any]) -> Any:
     """``detail`` as it reads back from the store (JSON types only), for comparisons."""
     return json.loads(json.dumps(detail, default=str))
+
+
+def audit_row(r: Sequence[Any], at: datetime) -> AuditEntry:
+    """The entry of a row of ``audit_list``, ``audit_select`` or ``audit_walk`` (``at``
+    already in the store's own time type converted to a datetime)."""
+    return AuditEntry(
+        id=r[0],
+        at=at,
+        actor=r[2],
+        action=r[3],
+        target=r[4],
+        reason=r[5],
+        detail=json.loads(r[6]),
+        prev_hash=r[7],
+        hash=r[8],
+    )

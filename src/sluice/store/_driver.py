@@ -25,6 +25,7 @@ from sluice.store._codec import Codec
 from sluice.store.base import (
     ApiKey,
     AuditEntry,
+    AuditFilter,
     BreakerInfo,
     DlqGroup,
     Firing,
@@ -73,6 +74,23 @@ class SqlDriver:
         """Run named queries in one transaction, then append ``audit`` in it; the rows
         of each step."""
         raise NotImplementedError
+
+    # -- audit -------------------------------------------------------------------
+
+    async def audit_list(
+        self, limit: int = 100, flt: AuditFilter | None = None
+    ) -> list[AuditEntry]:
+        c = self.codec
+        if flt is None:
+            rows = await self._fetch("audit_list", {"limit": limit})
+        else:
+            params = {**flt.params(), "since": c.param(flt.since), "until": c.param(flt.until)}
+            rows = await self._fetch("audit_select", {**params, "limit": limit})
+        return [_rows.audit_entry(c, r) for r in rows]
+
+    async def audit_walk(self, after_id: int, limit: int) -> list[AuditEntry]:
+        rows = await self._fetch("audit_walk", {"after_id": after_id, "limit": limit})
+        return [_rows.audit_entry(self.codec, r) for r in rows]
 
     # -- alert windows -----------------------------------------------------------
 

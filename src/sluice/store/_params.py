@@ -81,6 +81,7 @@ def message_list(
         "action": flt.action,
         "error_code": flt.error_code,
         "since": c.param(flt.since),
+        "correlation_id": flt.correlation_id,
         "before_id": None if before_id is None else uuid_text(before_id, "cursor"),
         "limit": limit,
     }

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ApiKey",
     "AuditEntry",
+    "AuditFilter",
     "BreakerInfo",
     "DlqGroup",
     "Firing",
@@ -64,6 +65,60 @@ class MessageFilter:
     action: str | None = None
     #: Text the hold reason contains (held messages).
     reason: str | None = None
+    #: The caller's correlation id (an API request's ``X-Request-Id`` when none was given).
+    correlation_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFilter:
+    """Which audit entries ``audit_list`` returns. ``None`` matches anything.
+
+    ``since`` is inclusive and ``until`` exclusive; ``action`` is a prefix of the audit
+    action (``control.`` matches ``control.set`` and ``control.clear``); ``actor`` is
+    exact. The scope fields match what the writers record, wherever they record it:
+
+    - ``tenant``: ``detail.scope.tenant`` (controls), ``detail.tenant`` (limits, limit
+      trips, API keys, message cancels), ``detail.filter.tenant`` (bulk DLQ and held
+      acts), ``detail.message_tenant`` / ``connection_tenant`` / ``source_tenant``
+      (tenancy violations: either side), the target ``<tenant>/<provider>`` of
+      ``connection.*`` entries, the breaker keys ``c:<tenant>:…`` and ``e:<tenant>:…``
+      of ``breaker.*`` entries, and the quota key ``q:<tenant>|…`` of
+      ``quota.threshold`` entries;
+    - ``channel``: ``detail.scope.channel``, ``detail.filter.channel``;
+    - ``provider``: ``detail.scope.provider``, ``detail.provider``,
+      ``detail.filter.provider``, the target ``<tenant>/<provider>`` of
+      ``connection.*`` entries and the breaker keys ``p:<provider>`` and
+      ``c:<tenant>:<provider>``;
+    - ``scope_action`` (a message's action type, not the audit action):
+      ``detail.scope.action``, ``detail.action``, ``detail.filter.action``.
+
+    An entry that records none of them (``keys.rotate``, ``inbox.retry``) matches no
+    scope filter; an entry about every tenant (a global kill) matches only when no
+    tenant is asked for.
+    """
+
+    since: datetime | None = None
+    until: datetime | None = None
+    actor: str | None = None
+    action: str | None = None
+    tenant: str | None = None
+    channel: str | None = None
+    provider: str | None = None
+    scope_action: str | None = None
+    #: Only entries older than this id (the cursor of the next page, newest first).
+    before_id: int | None = None
+
+    def params(self) -> dict[str, Any]:
+        """The filter as parameters of the ``audit_select`` query (times left to the driver)."""
+        return {
+            "actor": self.actor,
+            "action": self.action,
+            "tenant": self.tenant,
+            "channel": self.channel,
+            "provider": self.provider,
+            "scope_action": self.scope_action,
+            "before_id": self.before_id,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -704,8 +759,15 @@ class Store(Protocol):
         append one entry, not one each. Returns the entry appended, or ``None``."""
         ...
 
-    async def audit_list(self, limit: int = 100) -> list[AuditEntry]:
-        """The newest audit entries, newest first."""
+    async def audit_list(
+        self, limit: int = 100, flt: AuditFilter | None = None
+    ) -> list[AuditEntry]:
+        """The newest audit entries ``flt`` selects (all by default), newest first."""
+        ...
+
+    async def audit_walk(self, after_id: int, limit: int) -> list[AuditEntry]:
+        """Up to ``limit`` audit entries with ids above ``after_id``, oldest first: the
+        whole log a page at a time, for checking the hash chain."""
         ...
 
     async def connection_insert(self, conn: Connection, audit: AuditEntry) -> Connection:

@@ -631,10 +631,6 @@ class PostgresStore(SqlDriver):
                 return None
             return await _audit_insert(conn, entry)
 
-    async def audit_list(self, limit: int = 100) -> list[AuditEntry]:
-        rows = await self._fetch("audit_list", {"limit": limit})
-        return [_rows.audit_entry(C, r) for r in rows]
-
     # -- connections -------------------------------------------------------------
 
     async def connection_insert(self, conn: Connection, audit: AuditEntry) -> Connection:

@@ -850,10 +850,6 @@ class SqliteStore(SqlDriver):
 
         return await self._run(append)
 
-    async def audit_list(self, limit: int = 100) -> list[AuditEntry]:
-        rows = await self._fetch("audit_list", {"limit": limit})
-        return [_rows.audit_entry(C, r) for r in rows]
-
     # -- connections -------------------------------------------------------------
 
     async def connection_insert(self, conn: Connection, audit: AuditEntry) -> Connection:

@@ -104,6 +104,12 @@ def _with_note(note: str | None, detail: str | None) -> str | None:
     return f"{note}: {detail}" if detail else note
 
 
+def _about(msg: Message) -> dict[str, Any]:
+    """What every log line about a message carries: its id, tenant and correlation id
+    (the caller's, or the API request's ``X-Request-Id``), so one grep finds them all."""
+    return {"message_id": msg.id, "tenant": msg.tenant, "correlation_id": msg.correlation_id}
+
+
 def _evidence(c: Completion) -> dict[str, Any]:
     """What a completion says, for a log line when it cannot be written."""
     a = c.attempt
@@ -476,7 +482,7 @@ class Dispatcher:
             other = self.breakers.allow(alt, msg.tenant, self._endpoint(msg, alt))
             if other.allowed:
                 self.log.info(
-                    "failover", message_id=msg.id, provider=msg.provider, to=alt,
+                    "failover", **_about(msg), provider=msg.provider, to=alt,
                     reason=verdict.reason,
                 )  # fmt: skip
                 self.stats.failover += 1
@@ -605,7 +611,7 @@ class Dispatcher:
         is simply dropped: the worker that took it owns it now)."""
         held = self._claims.get(msg.id)
         if held is None or held[0] != msg.claim_seq:
-            self.log.warning("claim lost before the send; not sent", message_id=msg.id)
+            self.log.warning("claim lost before the send; not sent", **_about(msg))
             return False
         now = time.monotonic()
         lease, timeout = self.settings.lease_seconds, self.settings.http_timeout
@@ -645,7 +651,7 @@ class Dispatcher:
         else:
             self.stats.dead += 1
             _dead(msg, "DEFERRED_TOO_LONG")
-            self.log.warning("message given up", message_id=msg.id, reason=spent)
+            self.log.warning("message given up", **_about(msg), reason=spent)
         self._buffer.append(
             Completion(
                 message_id=msg.id,
@@ -748,7 +754,7 @@ class Dispatcher:
     def _hold(self, msg: Message, reason: str) -> None:
         """Held before any provider call: no attempt is recorded and none is spent."""
         self.stats.held += 1
-        self.log.info("message held", message_id=msg.id, provider=msg.provider, reason=reason)
+        self.log.info("message held", **_about(msg), provider=msg.provider, reason=reason)
         _held(msg, reason)
         self._unsent(msg, Status.HELD, hold_reason=reason)
 
@@ -764,7 +770,7 @@ class Dispatcher:
         if said is None or now - said[0] >= WORKER_PROBLEM_DELAY:
             self.log.error(
                 "this worker cannot send these messages; deferred for another worker",
-                message_id=msg.id,
+                **_about(msg),
                 provider=msg.provider,
                 reason=why,
                 retry_in=WORKER_PROBLEM_DELAY,
@@ -838,7 +844,7 @@ class Dispatcher:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # an adapter bug must not kill the worker or lose the message
-            self.log.exception("provider raised", provider=msg.provider, message_id=msg.id)
+            self.log.exception("provider raised", provider=msg.provider, **_about(msg))
             return Outcome.failure(ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
 
     def _record(
@@ -873,7 +879,7 @@ class Dispatcher:
             self.stats.by_code[outcome.code] = self.stats.by_code.get(outcome.code, 0) + 1
             self.log.info(
                 "attempt failed",
-                message_id=msg.id,
+                **_about(msg),
                 provider=msg.provider,
                 code=str(outcome.code),
                 error_class=str(decision.error_class),
@@ -896,7 +902,7 @@ class Dispatcher:
             latency_ms=round(latency_ms, 3),
         )
         if decision.note is not None:
-            self.log.warning("message given up", message_id=msg.id, reason=decision.note)
+            self.log.warning("message given up", **_about(msg), reason=decision.note)
         _attempted(msg, attempt)
         if outcome.ok:
             _sent(msg, finished)

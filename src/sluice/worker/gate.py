@@ -160,6 +160,8 @@ class ConnectionGate:
             alert="SEV0",
             runbook="RB-01",
             message_id=msg.id,
+            tenant=msg.tenant,
+            correlation_id=msg.correlation_id,
             message_tenant=msg.tenant,
             connection_id=conn.id,
             connection_tenant=conn.tenant,

@@ -494,6 +494,7 @@ class Limiter:
             action=msg.action,
             recipient=msg.recipient,
             message_id=msg.id,
+            correlation_id=msg.correlation_id,
             runbook="RB-10",
         )
         try:

@@ -683,6 +683,7 @@ WHERE (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
   AND (%(action)s::text IS NULL OR action = %(action)s::text)
   AND (%(error_code)s::text IS NULL OR last_error_code = %(error_code)s::text)
   AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s::timestamptz)
+  AND (%(correlation_id)s::text IS NULL OR correlation_id = %(correlation_id)s::text)
   AND (%(before_id)s::uuid IS NULL OR id < %(before_id)s::uuid)
 ORDER BY id DESC
 LIMIT %(limit)s
@@ -1026,4 +1027,50 @@ SELECT m.tenant, m.channel, a.provider, extract(epoch FROM a.finished_at - m.cre
 FROM sluice_attempts a JOIN sluice_messages m ON m.id = a.message_id
 WHERE a.outcome = 'sent' AND a.finished_at > %(since)s AND a.finished_at <= %(until)s
 ORDER BY a.finished_at DESC
+
+-- name: audit_select
+-- A page of the audit log, newest first, as AuditFilter selects it (its docstring says
+-- where each scope field is looked for). Walks the primary key backwards.
+SELECT id, at, actor, action, target, reason, detail::text, prev_hash, hash
+FROM sluice_audit
+WHERE (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
+  AND (%(since)s::timestamptz IS NULL OR at >= %(since)s::timestamptz)
+  AND (%(until)s::timestamptz IS NULL OR at < %(until)s::timestamptz)
+  AND (%(actor)s::text IS NULL OR actor = %(actor)s::text)
+  AND (%(action)s::text IS NULL OR starts_with(action, %(action)s::text))
+  AND (%(tenant)s::text IS NULL
+       OR %(tenant)s::text IN (detail->'scope'->>'tenant', detail->>'tenant',
+                               detail->'filter'->>'tenant', detail->>'message_tenant',
+                               detail->>'connection_tenant', detail->>'source_tenant')
+       OR (starts_with(action, 'connection.')
+           AND starts_with(target, %(tenant)s::text || '/'))
+       OR (starts_with(action, 'breaker.')
+           AND (starts_with(target, 'c:' || %(tenant)s::text || ':')
+                OR starts_with(target, 'e:' || %(tenant)s::text || ':')))
+       OR (action = 'quota.threshold'
+           AND starts_with(detail->>'key', 'q:' || %(tenant)s::text || '|')))
+  AND (%(channel)s::text IS NULL
+       OR %(channel)s::text IN (detail->'scope'->>'channel', detail->'filter'->>'channel'))
+  AND (%(provider)s::text IS NULL
+       OR %(provider)s::text IN (detail->'scope'->>'provider', detail->>'provider',
+                                 detail->'filter'->>'provider')
+       OR (starts_with(action, 'connection.')
+           AND right(target, length(%(provider)s::text) + 1) = '/' || %(provider)s::text)
+       OR (starts_with(action, 'breaker.')
+           AND (target = 'p:' || %(provider)s::text
+                OR (starts_with(target, 'c:')
+                    AND right(target, length(%(provider)s::text) + 1)
+                        = ':' || %(provider)s::text))))
+  AND (%(scope_action)s::text IS NULL
+       OR %(scope_action)s::text IN (detail->'scope'->>'action', detail->>'action',
+                                     detail->'filter'->>'action'))
+ORDER BY id DESC
+LIMIT %(limit)s
+
+-- name: audit_walk
+-- The whole log a page at a time, oldest first (sluice audit verify).
+SELECT id, at, actor, action, target, reason, detail::text, prev_hash, hash
+FROM sluice_audit
+WHERE id > %(after_id)s
+ORDER BY id
 LIMIT %(limit)s

@@ -491,6 +491,7 @@ WHERE (:tenant IS NULL OR tenant = :tenant)
   AND (:action IS NULL OR action = :action)
   AND (:error_code IS NULL OR last_error_code = :error_code)
   AND (:since IS NULL OR created_at >= :since)
+  AND (:correlation_id IS NULL OR correlation_id = :correlation_id)
   AND (:before_id IS NULL OR id < :before_id)
 ORDER BY id DESC
 LIMIT :limit
@@ -801,4 +802,56 @@ SELECT m.tenant, m.channel, a.provider, a.finished_at - m.created_at
 FROM sluice_attempts a JOIN sluice_messages m ON m.id = a.message_id
 WHERE a.outcome = 'sent' AND a.finished_at > :since AND a.finished_at <= :until
 ORDER BY a.finished_at DESC
+
+-- name: audit_select
+-- A page of the audit log, newest first, as AuditFilter selects it (its docstring says
+-- where each scope field is looked for). substr(x, 1, length(p)) = p is "x starts with
+-- p" without LIKE's wildcards.
+SELECT id, at, actor, action, target, reason, detail, prev_hash, hash
+FROM sluice_audit
+WHERE (:before_id IS NULL OR id < :before_id)
+  AND (:since IS NULL OR at >= :since)
+  AND (:until IS NULL OR at < :until)
+  AND (:actor IS NULL OR actor = :actor)
+  AND (:action IS NULL OR substr(action, 1, length(:action)) = :action)
+  AND (:tenant IS NULL
+       OR :tenant IN (json_extract(detail, '$.scope.tenant'), json_extract(detail, '$.tenant'),
+                      json_extract(detail, '$.filter.tenant'),
+                      json_extract(detail, '$.message_tenant'),
+                      json_extract(detail, '$.connection_tenant'),
+                      json_extract(detail, '$.source_tenant'))
+       OR (substr(action, 1, 11) = 'connection.'
+           AND substr(target, 1, length(:tenant) + 1) = :tenant || '/')
+       OR (substr(action, 1, 8) = 'breaker.'
+           AND (substr(target, 1, length(:tenant) + 3) = 'c:' || :tenant || ':'
+                OR substr(target, 1, length(:tenant) + 3) = 'e:' || :tenant || ':'))
+       OR (action = 'quota.threshold'
+           AND substr(json_extract(detail, '$.key'), 1, length(:tenant) + 3)
+               = 'q:' || :tenant || '|'))
+  AND (:channel IS NULL
+       OR :channel IN (json_extract(detail, '$.scope.channel'),
+                       json_extract(detail, '$.filter.channel')))
+  AND (:provider IS NULL
+       OR :provider IN (json_extract(detail, '$.scope.provider'),
+                        json_extract(detail, '$.provider'),
+                        json_extract(detail, '$.filter.provider'))
+       OR (substr(action, 1, 11) = 'connection.'
+           AND substr(target, -(length(:provider) + 1)) = '/' || :provider)
+       OR (substr(action, 1, 8) = 'breaker.'
+           AND (target = 'p:' || :provider
+                OR (substr(target, 1, 2) = 'c:'
+                    AND substr(target, -(length(:provider) + 1)) = ':' || :provider))))
+  AND (:scope_action IS NULL
+       OR :scope_action IN (json_extract(detail, '$.scope.action'),
+                            json_extract(detail, '$.action'),
+                            json_extract(detail, '$.filter.action')))
+ORDER BY id DESC
+LIMIT :limit
+
+-- name: audit_walk
+-- The whole log a page at a time, oldest first (sluice audit verify).
+SELECT id, at, actor, action, target, reason, detail, prev_hash, hash
+FROM sluice_audit
+WHERE id > :after_id
+ORDER BY id
 LIMIT :limit
