@@ -154,6 +154,10 @@ class Settings:
     #: ``alerts_interval`` 0 turns the built-in evaluator off (Prometheus does it).
     alerts_interval: float = 15.0
     alerts_clear_for: float = 300.0
+    #: Seconds an incident may stay open and unacknowledged before it is escalated (its
+    #: targets told again, as "escalated"); 0: never. Seed 002: a P1 is answered within 15
+    #: minutes.
+    alerts_escalate_after: float = 900.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -194,7 +198,10 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{_env_name(name)} must be greater than 0")
-        for name in ("notify_interval", "flush_interval", "alerts_interval", "alerts_clear_for"):
+        for name in (
+            "notify_interval", "flush_interval", "alerts_interval", "alerts_clear_for",
+            "alerts_escalate_after",
+        ):  # fmt: skip
             if getattr(self, name) < 0:
                 raise ConfigError(f"{_env_name(name)} must not be negative")
         if not 0 <= self.metrics_port <= 65535:

@@ -194,3 +194,19 @@ def test_alerts_for__overrides_are_checked(tmp_path) -> None:  # type: ignore[no
         path.write_text(f"[alerts.for]\nSluiceDeadLetters = {bad}\n")
         with pytest.raises(ConfigError, match="must be a number of seconds"):
             alert_settings(config_path=path)
+
+
+async def test_an_unacknowledged_incident_escalates_once(store: Store) -> None:
+    clock = FrozenClock()
+    ev = evaluator(store, clock)
+    ev.settings = Settings(database_url="sqlite:///unused.db", alerts_escalate_after=900)
+    await dead_letters(store, clock, 2)
+    await ev.evaluate()
+    clock.advance(300)
+    await ev.evaluate()  # opened, announced
+    clock.advance(900)
+    await ev.evaluate()  # escalated, announced
+    clock.advance(900)
+    await ev.evaluate()  # nothing more
+    actions = [a for a, _ in await alert_messages(store)]
+    assert sorted(actions) == ["incident.escalated"] * 2 + ["incident.opened"] * 2

@@ -237,6 +237,8 @@ class Evaluator:
                 del self._since[key]
             keys = [_firing(rule, g, 0.0).scope_key for g in groups]
             await self.store.incident_clear(rule.name, keys, now, self.settings.alerts_clear_for)
+        if self.settings.alerts_escalate_after:
+            await self.store.incident_escalate(now, self.settings.alerts_escalate_after)
         if self.notify is not None:
             await self.notify(self.store, now)
         return Judgement(now, found)

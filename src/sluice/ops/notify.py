@@ -7,7 +7,9 @@ if a target never takes it, visible in ``sluice messages``. Global and fail-clos
 controls leave that tenant alone, so a kill switch thrown during an incident does not also
 silence the incident; a control naming ``_sluice`` does.
 
-Exactly one notification per transition and target: each is enqueued under the key
+Transitions: ``opened``; ``escalated`` when an incident stays open and unacknowledged
+past ``SLUICE_ALERTS_ESCALATE_AFTER`` (15 minutes; seed 002 answers a P1 within 15);
+``resolved``. Exactly one notification per transition and target: each is enqueued under the key
 ``incident:<id>:<transition>:<target>`` (a repeat after a crash finds the first), and only
 then is the transition marked as announced.
 
@@ -18,12 +20,13 @@ then is the transition marked as announced.
       { name = "slack", kind = "http", action = "slack.post" },  # a declared http action
     ]
 
-``webhook``: a Standard Webhooks POST signed with ``SLUICE_WEBHOOK_SECRET`` (event type
-``incident.opened`` / ``incident.resolved``). ``email``: through the named provider
-(``sendgrid`` by default), to ``to``. ``http``: an ``[actions."..."]`` the operator
-declares, rendered from the notification's fields (``text``, ``rule``, ``severity``,
-``state``, ``summary``, ``runbook``, ``incident_id``, ``scope``) — a Slack-compatible
-incoming webhook is an action whose ``body = { text = "{payload.text}" }``.
+``webhook``: a Standard Webhooks POST signed with ``SLUICE_WEBHOOK_SECRET`` (event
+type ``incident.opened`` / ``incident.escalated`` / ``incident.resolved``). ``email``:
+through the named provider (``sendgrid`` by default), to ``to``. ``http``: an
+``[actions."..."]`` the operator declares, rendered from the notification's fields
+(``text``, ``rule``, ``severity``, ``state``, ``summary``, ``runbook``, ``incident_id``,
+``scope``); a Slack-compatible incoming webhook is an action whose
+``body = { text = "{payload.text}" }``.
 """
 
 from __future__ import annotations
@@ -142,7 +145,7 @@ def alert_settings(
 
 def _fields(incident: Incident, transition: str) -> dict[str, Any]:
     scope = " ".join(f"{k}={v}" for k, v in sorted(incident.scope.items())) or "everything"
-    verb = "opened" if transition == "opened" else "resolved"
+    verb = transition
     text = (
         f"[{incident.severity}] {incident.rule} {verb}: {incident.summary} "
         f"({scope}; runbook {incident.runbook}; incident {incident.id})"
@@ -193,6 +196,8 @@ async def send_notifications(store: Store, targets: Sequence[Target], now: datet
     sent = 0
     for incident in await store.incident_unnotified():
         transitions = ["opened"] if incident.notified == "" else []
+        if incident.escalated_at is not None and incident.notified in ("", "opened"):
+            transitions.append("escalated")
         if incident.state == "resolved":
             transitions.append("resolved")
         for transition in transitions:

@@ -165,6 +165,16 @@ class SqlDriver:
         )
         return [r[0] for r in rows[2]]
 
+    async def incident_escalate(self, now: datetime, after: float) -> list[str]:
+        c = self.codec
+        window = {"now": c.write_time(now), "cutoff": c.write_time(now - timedelta(seconds=after))}
+        detail = json.dumps({"unacknowledged_for_seconds": after})
+        rows = await self._script(
+            [("incident_escalated_event", {**window, "detail": detail}),
+             ("incident_escalate", window)]
+        )  # fmt: skip
+        return [r[0] for r in rows[1]]
+
     async def incident_list(self, state: str = "active", limit: int = 100) -> list[Incident]:
         if state not in ("", "active", "open", "acknowledged", "resolved"):
             raise ValidationError(

@@ -233,6 +233,7 @@ def incident(c: Codec, r: Row) -> Incident:
         opened_at=c.read_time(r[9]), acknowledged_at=c.time(r[10]), acknowledged_by=r[11],
         resolved_at=c.time(r[12]), resolved_by=r[13], value=float(r[14]), peak=float(r[15]),
         clear_since=c.time(r[16]), notified=r[17], updated_at=c.read_time(r[18]),
+        escalated_at=c.time(r[19]),
     )  # fmt: skip
 
 

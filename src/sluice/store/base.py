@@ -234,6 +234,8 @@ class Incident:
     clear_since: datetime | None
     notified: str
     updated_at: datetime
+    #: When it was escalated (open and unacknowledged too long), if it was.
+    escalated_at: datetime | None = None
     events: list[IncidentEvent] = field(default_factory=list)
 
 
@@ -589,6 +591,11 @@ class Store(Protocol):
         the ids resolved."""
         ...
 
+    async def incident_escalate(self, now: datetime, after: float) -> list[str]:
+        """Open incidents nobody acknowledged within ``after`` seconds: escalated, once,
+        on their timeline. Returns their ids."""
+        ...
+
     async def incident_list(self, state: str = "active", limit: int = 100) -> list[Incident]:
         """Incidents, newest first: ``active`` (not resolved), ``open``,
         ``acknowledged``, ``resolved`` or ``''`` for all."""
@@ -607,8 +614,8 @@ class Store(Protocol):
         ...
 
     async def incident_unnotified(self) -> list[Incident]:
-        """Incidents with a transition (opened, resolved) whose notifications are not yet
-        in the outbox."""
+        """Incidents with a transition (opened, escalated, resolved) whose notifications
+        are not yet in the outbox."""
         ...
 
     async def incident_notified(self, incident_id: str, transition: str, now: datetime) -> None:

@@ -922,10 +922,10 @@ RETURNING id::text
 INSERT INTO sluice_incidents (
     id, rule, scope_key, scope, severity, types, runbook, summary, state, opened_at,
     acknowledged_at, acknowledged_by, resolved_at, resolved_by, value, peak, clear_since,
-    notified, updated_at)
+    notified, updated_at, escalated_at)
 SELECT %(id)s::uuid, %(rule)s, %(scope_key)s, %(scope)s::jsonb, %(severity)s, %(types)s::jsonb,
        %(runbook)s, %(summary)s, 'open', %(now)s,
-       NULL, NULL, NULL, NULL, %(value)s, %(value)s, NULL, '', %(now)s
+       NULL, NULL, NULL, NULL, %(value)s, %(value)s, NULL, '', %(now)s, NULL
 WHERE NOT EXISTS (
     SELECT 1 FROM sluice_incidents
     WHERE rule = %(rule)s AND scope_key = %(scope_key)s AND state <> 'resolved')
@@ -956,7 +956,7 @@ RETURNING id::text
 -- name: incident_list
 SELECT id::text, rule, scope_key, scope, severity, types, runbook, summary, state, opened_at,
        acknowledged_at, acknowledged_by, resolved_at, resolved_by, value, peak, clear_since,
-       notified, updated_at
+       notified, updated_at, escalated_at
 FROM sluice_incidents
 WHERE (%(state)s::text = '' OR state = %(state)s OR (%(state)s = 'active' AND state <> 'resolved'))
 ORDER BY opened_at DESC, id
@@ -965,7 +965,7 @@ LIMIT %(limit)s
 -- name: incident_get
 SELECT id::text, rule, scope_key, scope, severity, types, runbook, summary, state, opened_at,
        acknowledged_at, acknowledged_by, resolved_at, resolved_by, value, peak, clear_since,
-       notified, updated_at FROM sluice_incidents WHERE id = %(id)s::uuid
+       notified, updated_at, escalated_at FROM sluice_incidents WHERE id = %(id)s::uuid
 
 -- name: incident_events
 SELECT id, incident_id::text, at, kind, actor, detail FROM sluice_incident_events
@@ -991,16 +991,31 @@ FROM sluice_incidents WHERE id = %(id)s::uuid
 RETURNING id::text
 
 -- name: incident_unnotified
+-- Transitions announced in order: '' -> opened -> escalated -> resolved.
 SELECT id::text, rule, scope_key, scope, severity, types, runbook, summary, state, opened_at,
        acknowledged_at, acknowledged_by, resolved_at, resolved_by, value, peak, clear_since,
-       notified, updated_at
+       notified, updated_at, escalated_at
 FROM sluice_incidents
-WHERE (state <> 'resolved' AND notified = '') OR (state = 'resolved' AND notified <> 'resolved')
+WHERE (state <> 'resolved' AND notified = '')
+   OR (escalated_at IS NOT NULL AND notified IN ('', 'opened'))
+   OR (state = 'resolved' AND notified <> 'resolved')
 ORDER BY opened_at
 LIMIT 100
 
 -- name: incident_notified
 UPDATE sluice_incidents SET notified = %(transition)s WHERE id = %(id)s::uuid
+
+-- name: incident_escalate
+-- Open (unacknowledged) incidents past the escalation time: escalated once.
+UPDATE sluice_incidents SET escalated_at = %(now)s, updated_at = %(now)s
+WHERE state = 'open' AND escalated_at IS NULL AND opened_at <= %(cutoff)s
+RETURNING id::text
+
+-- name: incident_escalated_event
+INSERT INTO sluice_incident_events (incident_id, at, kind, actor, detail)
+SELECT id, %(now)s, 'escalated', 'evaluator', %(detail)s::jsonb
+FROM sluice_incidents
+WHERE state = 'open' AND escalated_at IS NULL AND opened_at <= %(cutoff)s
 
 -- name: tally_attempts
 -- The alert evaluator's windows (sluice/ops/alerts.py): attempts by every label a rule

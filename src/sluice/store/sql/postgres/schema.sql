@@ -342,7 +342,10 @@ CREATE TABLE sluice_incidents (
     peak            double precision NOT NULL,
     -- Since when the condition has been clear (NULL while it holds).
     clear_since     timestamptz,
-    -- The last transition whose notifications are in the outbox ('', opened, resolved).
+    -- When it was escalated: open and unacknowledged past SLUICE_ALERTS_ESCALATE_AFTER.
+    escalated_at    timestamptz,
+    -- The last transition whose notifications are in the outbox ('', opened, escalated,
+    -- resolved).
     notified        text NOT NULL DEFAULT '',
     updated_at      timestamptz NOT NULL
 );

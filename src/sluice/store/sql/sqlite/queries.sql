@@ -700,9 +700,9 @@ RETURNING id
 INSERT INTO sluice_incidents (
     id, rule, scope_key, scope, severity, types, runbook, summary, state, opened_at,
     acknowledged_at, acknowledged_by, resolved_at, resolved_by, value, peak, clear_since,
-    notified, updated_at)
+    notified, updated_at, escalated_at)
 SELECT :id, :rule, :scope_key, :scope, :severity, :types, :runbook, :summary, 'open', :now,
-       NULL, NULL, NULL, NULL, :value, :value, NULL, '', :now
+       NULL, NULL, NULL, NULL, :value, :value, NULL, '', :now, NULL
 WHERE NOT EXISTS (
     SELECT 1 FROM sluice_incidents
     WHERE rule = :rule AND scope_key = :scope_key AND state <> 'resolved')
@@ -732,7 +732,7 @@ RETURNING id
 -- name: incident_list
 SELECT id, rule, scope_key, scope, severity, types, runbook, summary, state, opened_at,
        acknowledged_at, acknowledged_by, resolved_at, resolved_by, value, peak, clear_since,
-       notified, updated_at
+       notified, updated_at, escalated_at
 FROM sluice_incidents
 WHERE (:state = '' OR state = :state OR (:state = 'active' AND state <> 'resolved'))
 ORDER BY opened_at DESC, id
@@ -741,7 +741,7 @@ LIMIT :limit
 -- name: incident_get
 SELECT id, rule, scope_key, scope, severity, types, runbook, summary, state, opened_at,
        acknowledged_at, acknowledged_by, resolved_at, resolved_by, value, peak, clear_since,
-       notified, updated_at
+       notified, updated_at, escalated_at
 FROM sluice_incidents WHERE id = :id
 
 -- name: incident_events
@@ -766,16 +766,31 @@ SELECT id, :now, :kind, :actor, :detail FROM sluice_incidents WHERE id = :id
 RETURNING id
 
 -- name: incident_unnotified
+-- Transitions announced in order: '' -> opened -> escalated -> resolved.
 SELECT id, rule, scope_key, scope, severity, types, runbook, summary, state, opened_at,
        acknowledged_at, acknowledged_by, resolved_at, resolved_by, value, peak, clear_since,
-       notified, updated_at
+       notified, updated_at, escalated_at
 FROM sluice_incidents
-WHERE (state <> 'resolved' AND notified = '') OR (state = 'resolved' AND notified <> 'resolved')
+WHERE (state <> 'resolved' AND notified = '')
+   OR (escalated_at IS NOT NULL AND notified IN ('', 'opened'))
+   OR (state = 'resolved' AND notified <> 'resolved')
 ORDER BY opened_at
 LIMIT 100
 
 -- name: incident_notified
 UPDATE sluice_incidents SET notified = :transition WHERE id = :id
+
+-- name: incident_escalate
+-- Open (unacknowledged) incidents past the escalation time: escalated once.
+UPDATE sluice_incidents SET escalated_at = :now, updated_at = :now
+WHERE state = 'open' AND escalated_at IS NULL AND opened_at <= :cutoff
+RETURNING id
+
+-- name: incident_escalated_event
+INSERT INTO sluice_incident_events (incident_id, at, kind, actor, detail)
+SELECT id, :now, 'escalated', 'evaluator', :detail
+FROM sluice_incidents
+WHERE state = 'open' AND escalated_at IS NULL AND opened_at <= :cutoff
 
 -- name: tally_attempts
 -- The alert evaluator's windows (sluice/ops/alerts.py): attempts by every label a rule

@@ -305,6 +305,7 @@ CREATE TABLE sluice_incidents (
     value           REAL NOT NULL,
     peak            REAL NOT NULL,
     clear_since     REAL,
+    escalated_at    REAL,
     notified        TEXT NOT NULL DEFAULT '',
     updated_at      REAL NOT NULL
 );
