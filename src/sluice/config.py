@@ -148,6 +148,11 @@ class Settings:
     #: Seconds the state metrics read from the store are reused before a scrape reads
     #: them again.
     metrics_refresh: float = 5.0
+    # -- tracing -----------------------------------------------------------------
+    #: OTLP/HTTP collector (base URL, as ``OTEL_EXPORTER_OTLP_ENDPOINT``) to send one
+    #: trace per message to; unset, and without the standard ``OTEL_EXPORTER_OTLP_*``
+    #: variables, tracing is off. Needs the extra: ``pip install 'sluice[otel]'``.
+    otel_endpoint: str | None = None
     # -- alerts ------------------------------------------------------------------
     #: The built-in evaluator: seconds between rounds (one worker evaluates at a time),
     #: and seconds a condition must stay clear before its incident resolves by itself.
@@ -212,6 +217,12 @@ class Settings:
             parse_tenant_budget(self.metrics_tenants)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        if self.otel_endpoint is not None and not self.otel_endpoint.startswith(
+            ("http://", "https://")
+        ):
+            raise ConfigError(
+                f"SLUICE_OTEL_ENDPOINT {self.otel_endpoint!r} is not an http:// or https:// URL"
+            )
         if self.default_mode not in ("live", "approval"):
             raise ConfigError(
                 f"SLUICE_DEFAULT_MODE must be 'live' or 'approval', not {self.default_mode!r}"

@@ -122,10 +122,12 @@ async def run_embedded(
     """Run migrations, simulator, API, worker and demo load until Ctrl-C or ``duration``."""
     from sluice.logs import configure_logging
     from sluice.providers.simulator import SimulatorThread
+    from sluice.tracing import configure as configure_tracing
 
     if demo < 0:
         raise ConfigError("--demo must be 0 or more")
     configure_logging("warning", "console")
+    configure_tracing(settings)
     secret = settings.webhook_secret or "whsec_" + base64.b64encode(os.urandom(24)).decode()
     # The demo's failures should retry within seconds, not minutes; its webhooks go to
     # the simulator on 127.0.0.1, which the SSRF guard refuses unless told otherwise.

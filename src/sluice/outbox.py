@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from sluice import tracing
 from sluice.clock import Clock, SystemClock
 from sluice.errors import ConfigError
 from sluice.model import NewMessage
@@ -67,6 +68,11 @@ def enqueue_many(
     ``Connection``/``Session`` over either. Nothing is committed here: the caller's
     commit makes the messages real, the caller's rollback makes them never exist.
     """
+    with tracing.origin("python"):
+        return _enqueue_many(conn, messages, clock)
+
+
+def _enqueue_many(conn: Any, messages: Iterable[NewMessage], clock: Clock | None) -> list[str]:
     rows = _enqueue.prepare(messages)
     raw = _unwrap(conn)
     if isinstance(raw, sqlite3.Connection):
@@ -99,6 +105,13 @@ async def enqueue_many_async(
 
     On a Store the messages get their own transaction, committed before this returns.
     """
+    with tracing.origin("python"):
+        return await _enqueue_many_async(conn, messages, clock)
+
+
+async def _enqueue_many_async(
+    conn: Any, messages: Iterable[NewMessage], clock: Clock | None
+) -> list[str]:
     import psycopg
 
     if isinstance(conn, psycopg.AsyncConnection):

@@ -41,6 +41,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
                 "netguard",
                 "outcome",
                 "secrets",
+                "tracing",
             }
         ),
     ),

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.encoders import jsonable_encoder
 from pydantic import AwareDatetime
 
+from sluice import tracing
 from sluice.addressing import Addressing, addressing_in_effect
 from sluice.api.auth import Principal, Tenant
 from sluice.api.idempotency import HEADER, HeldKey, idempotent
@@ -120,7 +121,14 @@ async def create(
         ids = await store.enqueue_many(news)
         return respond([await store.message_get(i) for i in ids])
 
-    return await idempotent(request, who, idempotency_key, body.model_dump(mode="json"), handler)
+    # Each message's trace starts here (sluice.tracing), linked to the caller's if it
+    # sent a traceparent.
+    with tracing.origin(
+        "api", request_id=request_id(request.scope), traceparent=request.headers.get("traceparent")
+    ):
+        return await idempotent(
+            request, who, idempotency_key, body.model_dump(mode="json"), handler
+        )
 
 
 @router.get("/{message_id}", response_model=MessageDetail)

@@ -97,6 +97,7 @@ def worker(
 ) -> None:
     """Claim and deliver messages until SIGTERM/SIGINT (in-flight sends finish first)."""
     from sluice.logs import configure_logging
+    from sluice.tracing import configure as configure_tracing
 
     settings = settings_for(
         database_url,
@@ -112,6 +113,7 @@ def worker(
     )
     try:
         configure_logging(settings.log_level)
+        configure_tracing(settings)
     except SluiceError as exc:
         raise fail(exc) from None
     stats = run_async(lambda: run_worker(settings, until_idle=until_idle))
@@ -234,6 +236,7 @@ def serve(
     """Serve the HTTP API and provider ingress (OpenAPI at /openapi.json)."""
     from sluice.api.server import run_server, server_config
     from sluice.logs import configure_logging
+    from sluice.tracing import configure as configure_tracing
 
     settings = settings_for(
         database_url, api_host=host, api_port=port, log_level=log_level,
@@ -241,6 +244,12 @@ def serve(
         api_max_connections=max_connections,
     )  # fmt: skip
     configure_logging(settings.log_level)
+    try:
+        # Here to stop at start when it cannot be; each server process configures its
+        # own on its first request (sluice.tracing), from the same settings.
+        configure_tracing(settings)
+    except SluiceError as exc:
+        raise fail(exc) from None
 
     async def check() -> None:
         from sluice.ingress.config import configured_ingress

@@ -26,6 +26,7 @@ from typing import Any
 
 import structlog
 
+from sluice import tracing
 from sluice.clock import Clock, SystemClock
 from sluice.config import Settings
 from sluice.errors import NotFound, SluiceError
@@ -173,7 +174,11 @@ class Projector:
                 error_code=item.error_code,
                 detail=item.detail,
             )
-            result = await self.store.inbox_finish(item.id, item.attempts, "", now, receipt)
+            with tracing.receipt(
+                msg, source=item.provider, status=item.status, error_code=item.error_code
+            ) as span:
+                result = await self.store.inbox_finish(item.id, item.attempts, "", now, receipt)
+                span.result(result)
             if result == "not_ready":
                 raise _NotYet(f"message {item.message_id} has no sending outcome yet")
             return result

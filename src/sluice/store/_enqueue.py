@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from sluice import tracing
 from sluice.addressing import Addressing, addressing_in_effect
 from sluice.errors import IdempotencyConflict, ValidationError
 from sluice.metrics import DUPLICATES, ENQUEUED, tenant_label
@@ -99,10 +100,14 @@ def resolve(
 
 def _count(rows: Sequence[PreparedRow], ids: Sequence[str]) -> None:
     """Count what this write added and what it recognised as already there. Inside the
-    caller's transaction: a transaction rolled back afterwards has still been counted."""
+    caller's transaction: a transaction rolled back afterwards has still been counted,
+    and traced (``sluice.tracing``)."""
+    traced = tracing.enabled()
     for r, mid in zip(rows, ids, strict=True):
         m = r.message
         if mid == m.id:
             ENQUEUED.labels(tenant_label(m.tenant), m.channel, m.provider).inc()
         else:
             DUPLICATES.labels("enqueue", tenant_label(m.tenant)).inc()
+        if traced:
+            tracing.enqueued(m, mid, duplicate=mid != m.id)

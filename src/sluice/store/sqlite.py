@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import fcntl
 import json
@@ -241,7 +242,10 @@ class SqliteStore(SqlDriver):
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, *args)
+        # In the caller's context, as asyncio.to_thread runs it: what the caller bound
+        # (its request's log fields, its trace origin) holds on the store's thread too.
+        context = contextvars.copy_context()
+        return await loop.run_in_executor(self._executor, context.run, fn, *args)
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` on the store's thread, translating sqlite errors."""

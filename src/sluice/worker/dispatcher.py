@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from sluice import metrics
+from sluice import metrics, tracing
 from sluice.clock import Clock, StoreClock, SystemClock
 from sluice.config import Settings
 from sluice.connections import Connection, ConnectionState, hold_reason
@@ -513,6 +513,7 @@ class Dispatcher:
         # provider call (stopping, controls, the gate, a lease not sure, the last look)
         # used nothing, and all of it goes back when the try is settled below.
         use = Use.NOTHING
+        trace = tracing.attempt_off()
         try:
             if self.stopping:
                 # Claimed but not started: hand it straight back, attempt refunded.
@@ -552,9 +553,10 @@ class Dispatcher:
                     return
                 token = self.controls.admit(key)
                 try:
+                    trace = tracing.attempt(msg, self.worker_id)
                     t0 = time.perf_counter()
                     use = Use.REQUEST  # from here on a request may reach the provider
-                    outcome = await self._send(msg, ticket.credentials)
+                    outcome = await self._send(msg, ticket.credentials, trace)
                     use = use_of(outcome)
                 finally:
                     self.controls.done(token)
@@ -580,8 +582,9 @@ class Dispatcher:
                 and ticket.connection is not None
             ):
                 decision, reason = await self._auth_failure(msg, outcome, ticket.connection)
-            self._record(msg, outcome, decision, started, finished, latency_ms, reason)
+            self._record(msg, outcome, decision, started, finished, latency_ms, reason, trace)
         finally:
+            trace.end()
             # Set aside before the outcome is written (the flush gives limits back
             # first), so a retry is never judged against its own earlier try.
             self.limiter.settle((msg,), use)
@@ -831,7 +834,12 @@ class Dispatcher:
         current = f"{now_conn.state.value}: {now_conn.state_reason or 'no reason given'}"
         return held_decision, hold_reason(current)
 
-    async def _send(self, msg: Message, credentials: Credentials | None = None) -> Outcome:
+    async def _send(
+        self,
+        msg: Message,
+        credentials: Credentials | None = None,
+        trace: tracing.AttemptTrace | None = None,
+    ) -> Outcome:
         provider = self.providers.get(msg.provider)
         if provider is None:
             return Outcome.failure(
@@ -840,7 +848,10 @@ class Dispatcher:
                 f"(configured: {', '.join(sorted(self.providers)) or 'none'})",
             )
         try:
-            return await provider.send(msg, credentials)
+            with (trace or tracing.attempt_off()).provider_call(msg.provider) as call:
+                outcome = await provider.send(msg, credentials)
+                call.answered(outcome)
+            return outcome
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # an adapter bug must not kill the worker or lose the message
@@ -856,6 +867,7 @@ class Dispatcher:
         finished: Any,
         latency_ms: float,
         hold: str | None = None,
+        trace: tracing.AttemptTrace | None = None,
     ) -> None:
         if outcome.ok:
             attempt_outcome = AttemptOutcome.SENT
@@ -904,6 +916,11 @@ class Dispatcher:
         if decision.note is not None:
             self.log.warning("message given up", **_about(msg), reason=decision.note)
         _attempted(msg, attempt)
+        if trace is not None:
+            trace.recorded(
+                attempt.outcome.value, error_code=attempt.error_code,
+                next_status=decision.status.value, detail=attempt.detail,
+            )  # fmt: skip
         if outcome.ok:
             _sent(msg, finished)
         elif decision.status is Status.DEAD:
