@@ -105,6 +105,11 @@ def _sluice_pg(o: Options) -> dict[str, Any]:
         return sluice_bench.sluice_drain(url, o.n)
 
 
+def _sluice_pg_nometrics(o: Options) -> dict[str, Any]:
+    with fresh_db(SLUICE_DB) as url:
+        return sluice_bench.sluice_drain(url, o.n, metrics=False)
+
+
 def _sluice_sqlite(o: Options) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp:
         return sluice_bench.sluice_drain(f"sqlite:///{tmp}/bench.db", o.n)
@@ -144,6 +149,13 @@ DRAIN_KEYS = ("enqueue_batch_per_s", "enqueue_single_per_s", "drain_per_s")
 PARTS: tuple[Part, ...] = (
     Part("sluice-pg", "Sluice", "PostgreSQL", _sluice_pg, DRAIN_KEYS),
     Part("sluice-sqlite", "Sluice", "SQLite", _sluice_sqlite, DRAIN_KEYS),
+    Part(
+        "sluice-pg-nometrics",
+        "Sluice, no event metrics",
+        "PostgreSQL",
+        _sluice_pg_nometrics,
+        DRAIN_KEYS,
+    ),
     Part("procrastinate", "procrastinate", "PostgreSQL", _procrastinate, DRAIN_KEYS),
     Part("celery", "Celery", "Redis broker", _celery, DRAIN_KEYS),
     Part("latency", "Sluice idle latency", "PostgreSQL", _latency, ("p50_ms", "p99_ms")),
@@ -329,6 +341,7 @@ def build_report(
     order = [
         ("sluice-pg", "Sluice", "PostgreSQL"),
         ("sluice-sqlite", "Sluice", "SQLite"),
+        ("sluice-pg-nometrics", "Sluice, no event metrics", "PostgreSQL"),
         ("procrastinate", "procrastinate", f"PostgreSQL, concurrency {pq_conc}"),
         ("celery", "Celery", f"Redis broker, {o.celery_pool} x{o.celery_concurrency}"),
     ]

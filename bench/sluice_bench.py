@@ -104,7 +104,7 @@ async def _enqueue_batches(url: str, start_at: int, count: int) -> float:
         await store.close()
 
 
-def _drain_worker(url: str, n: int, result: Any) -> None:
+def _drain_worker(url: str, n: int, result: Any, metrics: bool = True) -> None:
     """One worker process: drain until nothing is ready, report seconds and stats."""
 
     async def run() -> None:
@@ -116,6 +116,7 @@ def _drain_worker(url: str, n: int, result: Any) -> None:
                 worker_concurrency=DRAIN_CONCURRENCY,
                 worker_batch_size=DRAIN_BATCH,
                 log_level="warning",
+                metrics=metrics,
             )
             # Assembled as `sluice worker` assembles it: connection gate included.
             async with httpx.AsyncClient() as client:
@@ -161,8 +162,9 @@ def _attempt_count(url: str) -> int:
     return int(row[0])
 
 
-def sluice_drain(store_url: str, n: int) -> dict[str, Any]:
-    """Enqueue ``n`` (5 % singly, the rest in batches), then drain with one worker process."""
+def sluice_drain(store_url: str, n: int, *, metrics: bool = True) -> dict[str, Any]:
+    """Enqueue ``n`` (5 % singly, the rest in batches), then drain with one worker process
+    (``metrics`` False: the worker counts no event metrics, to measure what they cost)."""
     asyncio.run(_migrate(store_url))
     single = max(1, int(n * SINGLE_SHARE))
     single_rate = _enqueue_single(store_url, single)
@@ -172,7 +174,7 @@ def sluice_drain(store_url: str, n: int) -> dict[str, Any]:
             conn.execute("ANALYZE sluice_messages")  # as autovacuum would; see README
     ctx = mp.get_context("spawn")
     result = ctx.Queue()
-    proc = ctx.Process(target=_drain_worker, args=(store_url, n, result))
+    proc = ctx.Process(target=_drain_worker, args=(store_url, n, result, metrics))
     proc.start()
     seconds, sent = result.get(timeout=600)
     proc.join(30)

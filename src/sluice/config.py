@@ -142,6 +142,9 @@ class Settings:
     #: Port where ``sluice worker`` and ``sluice run`` serve ``/metrics`` on ``api_host``
     #: (0: not served; ``sluice serve`` always has the route).
     metrics_port: int = 0
+    #: Count event metrics at all (the state metrics are read on scrape regardless). Off
+    #: only to measure what counting costs (the benchmark's ``sluice-pg-nometrics``).
+    metrics: bool = True
     #: Tenant labels on event metrics: ``all``, ``off``, or how many tenants a process
     #: labels by name (the rest count as ``_other``).
     metrics_tenants: str = "all"

@@ -19,8 +19,11 @@ This module imports nothing of Sluice's: any layer may count.
 
 from __future__ import annotations
 
+import bisect
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import Counter, Histogram
 
@@ -46,9 +49,11 @@ __all__ = [
     "RELEASED",
     "STATE",
     "StateMetric",
+    "Tally",
     "configure_tenants",
     "defer_kind",
     "hold_kind",
+    "of",
     "parse_tenant_budget",
     "tenant_label",
 ]
@@ -317,6 +322,74 @@ def tenant_label(tenant: str) -> str:
             _seen.add(tenant)
             return tenant
     return OTHER
+
+
+# -- the hot path ---------------------------------------------------------------------
+
+_children: dict[tuple[object, tuple[str, ...]], Any] = {}
+
+
+def of(metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, kept: a worker counts several times per message, and
+    prometheus-client's ``labels`` costs several times the increment itself (1.7 µs
+    against 0.3 µs measured; the label values are bounded by :func:`tenant_label`)."""
+    key = (metric, labels)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*labels)
+    return child
+
+
+class Tally:
+    """What a worker counts between two write-backs, added to the metrics in one go.
+
+    A worker counts several things per message (the attempt, two or three latencies); each
+    prometheus-client increment takes a lock, and per message that came to 7 % of the
+    no-op drain. Here a count is a dict addition and an observation a ``bisect`` into a
+    list of bucket counts; ``flush`` (after each write-back) adds them to the metrics, a
+    few increments per label set instead of several per message.
+    """
+
+    def __init__(self, enabled: bool = True) -> None:
+        #: False (``SLUICE_METRICS=false``): count nothing, for measuring the cost.
+        self.enabled = enabled
+        self._counts: dict[tuple[Any, tuple[str, ...]], float] = {}
+        #: (bucket upper bounds, counts per bucket, [sum]) per histogram and label set.
+        self._observed: dict[
+            tuple[Any, tuple[str, ...]], tuple[Sequence[float], list[float], list[float]]
+        ] = {}
+
+    def inc(self, metric: Any, *labels: str) -> None:
+        if not self.enabled:
+            return
+        key = (metric, labels)
+        self._counts[key] = self._counts.get(key, 0.0) + 1.0
+
+    def observe(self, metric: Any, value: float, *labels: str) -> None:
+        if not self.enabled:
+            return
+        key = (metric, labels)
+        entry = self._observed.get(key)
+        if entry is None:
+            bounds = of(metric, *labels)._upper_bounds
+            entry = self._observed[key] = (bounds, [0.0] * len(bounds), [0.0])
+        bounds, counts, total = entry
+        counts[bisect.bisect_left(bounds, value)] += 1.0
+        total[0] += value
+
+    def flush(self) -> None:
+        counts, self._counts = self._counts, {}
+        for (metric, labels), n in counts.items():
+            of(metric, *labels).inc(n)
+        observed, self._observed = self._observed, {}
+        for (metric, labels), (_, buckets, total) in observed.items():
+            # prometheus-client's Histogram child keeps one value per bucket and a sum
+            # (what its own ``observe`` increments); pinned in pyproject.toml.
+            child = of(metric, *labels)
+            for i, n in enumerate(buckets):
+                if n:
+                    child._buckets[i].inc(n)
+            child._sum.inc(total[0])
 
 
 # -- reasons as label values -----------------------------------------------------------

@@ -225,6 +225,8 @@ class Dispatcher:
         self._in_flight = 0
         self._slot_free = asyncio.Event()
         self._buffer: list[Completion] = []
+        #: What this worker counted for the metrics since the last write-back.
+        self.tally = metrics.Tally(settings.metrics)
         self._buffer_ready = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -391,12 +393,12 @@ class Dispatcher:
                 live.append(msg)
             else:
                 self.stats.deferred += 1
-                _deferred(msg, "breaker")
+                _deferred(self.tally, msg, "breaker")
                 self._put_back(msg, blocked)
         go, defer, hold = await self.limiter.admit(live)
         for msg, run_at, why in defer:
             self.stats.deferred += 1
-            _deferred(msg, metrics.defer_kind(why))
+            _deferred(self.tally, msg, metrics.defer_kind(why))
             self._put_back(msg, run_at)
         if defer:
             self.log.debug("deferred by limits", count=len(defer), first=defer[0][2])
@@ -457,7 +459,7 @@ class Dispatcher:
                 return False
             run_at = verdict.retry_at or now + timedelta(seconds=1)
         self.stats.deferred += 1
-        _deferred(msg, "throttle" if until is not None else "breaker")
+        _deferred(self.tally, msg, "throttle" if until is not None else "breaker")
         self._put_back(msg, run_at)
         return True
 
@@ -564,7 +566,7 @@ class Dispatcher:
                 latency = time.perf_counter() - t0
                 concurrency.release_now(outcome, latency if outcome is not None else 0.0)
                 if outcome is not None:
-                    metrics.PROVIDER_LATENCY.labels(msg.provider, msg.channel).observe(latency)
+                    self.tally.observe(metrics.PROVIDER_LATENCY, latency, msg.provider, msg.channel)
             latency_ms = latency * 1000.0
             finished = self.clock.now()
             self._breaker_record(msg, outcome, finished)
@@ -572,7 +574,7 @@ class Dispatcher:
                 outcome.code is not None and outcome.retry_after is not None
             ):
                 # The provider asked for a pause: every worker respects it.
-                metrics.PROVIDER_THROTTLED.labels(msg.provider).inc()
+                self.tally.inc(metrics.PROVIDER_THROTTLED, msg.provider)
                 await self.limiter.throttled(msg, outcome)
             decision = self.retry.decide(msg, outcome, finished)
             reason = None
@@ -647,13 +649,13 @@ class Dispatcher:
             detail=_with_note(spent, why),
             latency_ms=0.0,
         )
-        _attempted(msg, attempt)
+        _attempted(self.tally, msg, attempt)
         if spent is None:
             self.stats.deferred += 1
-            _deferred(msg, "lease")
+            _deferred(self.tally, msg, "lease")
         else:
             self.stats.dead += 1
-            _dead(msg, "DEFERRED_TOO_LONG")
+            _dead(self.tally, msg, "DEFERRED_TOO_LONG")
             self.log.warning("message given up", **_about(msg), reason=spent)
         self._buffer.append(
             Completion(
@@ -699,7 +701,7 @@ class Dispatcher:
             # Claimed before the pause landed: back to the queue as it was; the claim
             # query skips it until the pause is lifted.
             self.stats.paused += 1
-            _deferred(msg, "control")
+            _deferred(self.tally, msg, "control")
             self._put_back(msg, self.clock.now())
         elif mode is Mode.SHADOW:
             self._shadow(msg, control)
@@ -751,21 +753,21 @@ class Dispatcher:
             detail=f"{why}; would have sent {msg.action} to {msg.recipient} via {msg.provider}",
             latency_ms=0.0,
         )
-        _attempted(msg, attempt)
+        _attempted(self.tally, msg, attempt)
         self._unsent(msg, Status.SHADOWED, attempt=attempt)
 
     def _hold(self, msg: Message, reason: str) -> None:
         """Held before any provider call: no attempt is recorded and none is spent."""
         self.stats.held += 1
         self.log.info("message held", **_about(msg), provider=msg.provider, reason=reason)
-        _held(msg, reason)
+        _held(self.tally, msg, reason)
         self._unsent(msg, Status.HELD, hold_reason=reason)
 
     def _defer(self, msg: Message, why: str, kind: str) -> None:
         """This worker cannot send it (its own configuration, or the connection gate says
         not now: ``kind``); another may. No attempt."""
         self.stats.deferred += 1
-        _deferred(msg, kind)
+        _deferred(self.tally, msg, kind)
         # Said once per reason and delay: a backlog of thousands deferred for the same
         # missing setting is one problem for the operator, not thousands of lines.
         now = time.monotonic()
@@ -915,20 +917,20 @@ class Dispatcher:
         )
         if decision.note is not None:
             self.log.warning("message given up", **_about(msg), reason=decision.note)
-        _attempted(msg, attempt)
+        _attempted(self.tally, msg, attempt)
         if trace is not None:
             trace.recorded(
                 attempt.outcome.value, error_code=attempt.error_code,
                 next_status=decision.status.value, detail=attempt.detail,
             )  # fmt: skip
         if outcome.ok:
-            _sent(msg, finished)
+            _sent(self.tally, msg, finished)
         elif decision.status is Status.DEAD:
-            _dead(msg, attempt.error_code or "")
+            _dead(self.tally, msg, attempt.error_code or "")
         elif decision.status is Status.HELD:
-            _held(msg, hold or "auth")
+            _held(self.tally, msg, hold or "auth")
         elif decision.refund_attempt:
-            _deferred(msg, "throttle")
+            _deferred(self.tally, msg, "throttle")
         self._buffer.append(
             Completion(
                 message_id=msg.id,
@@ -963,6 +965,7 @@ class Dispatcher:
         stopping worker gives up, after ``FINAL_FLUSH_SECONDS``, and then logs each
         outcome it could not write."""
         async with self._flush_lock:
+            self.tally.flush()
             self._buffer_ready.clear()
             # Limits the finished tries did not use go back before their outcomes are
             # written: once written, a retry can be claimed and judged.
@@ -1115,42 +1118,39 @@ class Dispatcher:
 # -- metrics (see sluice/metrics.py) ---------------------------------------------------
 
 
-def _attempted(msg: Message, attempt: Attempt) -> None:
-    metrics.ATTEMPTS.labels(
-        metrics.tenant_label(msg.tenant), msg.channel, msg.provider, str(attempt.outcome),
-        attempt.error_code or "",
-    ).inc()  # fmt: skip
+def _attempted(t: metrics.Tally, msg: Message, attempt: Attempt) -> None:
+    tenant, outcome = metrics.tenant_label(msg.tenant), attempt.outcome.value
+    t.inc(metrics.ATTEMPTS, tenant, msg.channel, msg.provider, outcome, attempt.error_code or "")
     if (
         msg.attempts == 1
         and msg.created_at is not None
         and attempt.outcome is not AttemptOutcome.DEFERRED
     ):
         age = (attempt.started_at - msg.created_at).total_seconds()
-        metrics.FIRST_ATTEMPT_LATENCY.labels(msg.channel, msg.provider).observe(max(0.0, age))
+        t.observe(metrics.FIRST_ATTEMPT_LATENCY, max(0.0, age), msg.channel, msg.provider)
 
 
-def _sent(msg: Message, at: datetime) -> None:
+def _sent(t: metrics.Tally, msg: Message, at: datetime) -> None:
     if msg.created_at is not None:
         age = (at - msg.created_at).total_seconds()
-        metrics.DELIVERY_LATENCY.labels(msg.channel, msg.provider).observe(max(0.0, age))
+        t.observe(metrics.DELIVERY_LATENCY, max(0.0, age), msg.channel, msg.provider)
     if msg.action.startswith(("auto_reply", "reply.")):
-        metrics.AUTO_REPLIES.labels(metrics.tenant_label(msg.tenant), msg.channel).inc()
+        t.inc(metrics.AUTO_REPLIES, metrics.tenant_label(msg.tenant), msg.channel)
 
 
-def _deferred(msg: Message, reason: str) -> None:
-    metrics.DEFERRED.labels(
-        metrics.tenant_label(msg.tenant), msg.channel, msg.provider, reason
-    ).inc()
+def _deferred(t: metrics.Tally, msg: Message, reason: str) -> None:
+    tenant = metrics.tenant_label(msg.tenant)
+    t.inc(metrics.DEFERRED, tenant, msg.channel, msg.provider, reason)
 
 
-def _held(msg: Message, reason: str) -> None:
+def _held(t: metrics.Tally, msg: Message, reason: str) -> None:
     kind = metrics.hold_kind(reason) if reason != "auth" else "auth"
-    metrics.HELD.labels(metrics.tenant_label(msg.tenant), msg.channel, msg.provider, kind).inc()
+    tenant = metrics.tenant_label(msg.tenant)
+    t.inc(metrics.HELD, tenant, msg.channel, msg.provider, kind)
     if kind == "recipient_cap":
-        metrics.RECIPIENT_CAP_TRIPS.labels(metrics.tenant_label(msg.tenant), msg.provider).inc()
+        t.inc(metrics.RECIPIENT_CAP_TRIPS, tenant, msg.provider)
 
 
-def _dead(msg: Message, code: str) -> None:
-    metrics.DEAD_LETTERED.labels(
-        metrics.tenant_label(msg.tenant), msg.channel, msg.provider, code
-    ).inc()
+def _dead(t: metrics.Tally, msg: Message, code: str) -> None:
+    tenant = metrics.tenant_label(msg.tenant)
+    t.inc(metrics.DEAD_LETTERED, tenant, msg.channel, msg.provider, code)
