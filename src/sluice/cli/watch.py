@@ -38,7 +38,8 @@ _Show = Callable[[RenderableType], None]
 
 def watch(settings: Settings, interval: float, console: Console | None = None) -> None:
     """Redraw the screen every ``interval`` seconds until Ctrl-C (which returns: exit 0).
-    A store that cannot be opened at the start is an error (exit 1), as for ``status``."""
+    A store that cannot be opened or read at the start is an error (exit 1), as for
+    ``status``; one that stops answering later is shown on the screen and read again."""
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a watch ends: no failure
         run_async(lambda: _watch(settings, interval, console or Console(), SystemClock()))
 
@@ -46,19 +47,22 @@ def watch(settings: Settings, interval: float, console: Console | None = None) -
 async def _watch(settings: Settings, interval: float, console: Console, clock: Clock) -> None:
     where = redacted_url(settings.database_url)
     store = await open_store(settings.database_url, settings)
-    last: Snapshot | None = None
     failing: tuple[datetime, str] | None = None
     try:
+        # The first read is not retried: a store without the schema, or a wrong one,
+        # is an error to fix (exit 1, as for `status`), not a screen to watch.
+        now = clock.now()
+        last = await snapshot(store, settings, now)
         with _frames(console) as show:
             while True:
+                show(screen(last, where=where, now=now, interval=interval, failing=failing))
+                await asyncio.sleep(interval)
                 now = clock.now()
                 try:
                     last = await snapshot(store, settings, now)
                     failing = None
                 except SluiceError as exc:  # the database went away: say so, try again
                     failing = (failing[0] if failing else now, str(exc))
-                show(screen(last, where=where, now=now, interval=interval, failing=failing))
-                await asyncio.sleep(interval)
     finally:
         await store.close()
 
