@@ -13,7 +13,8 @@ wrong, and nothing was changed).
 Where each command lives:
 
 - ``processes``: migrate, worker, simulator, run, serve;
-- ``messages``: send, messages list, show; ``status``: status;
+- ``messages``: send, messages list, show; ``status``: status (``watch`` draws its
+  ``--watch`` screen);
 - ``audit``: audit list, verify;
 - ``dlq``: dlq list, retry, cancel;
 - ``controls``: kill, pause, resume, controls set, clear, list;

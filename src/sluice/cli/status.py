@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import typer
+from click.core import ParameterSource
 
 from sluice.cli.options import DatabaseUrl, JsonOutput
-from sluice.cli.runtime import echo_json, echo_table, on_store, settings_for
+from sluice.cli.runtime import echo_json, echo_table, fail, on_store, settings_for
+from sluice.errors import ValidationError
 from sluice.ops.render import age, jsonable
 from sluice.store import Store
 
@@ -17,12 +19,62 @@ __all__ = ["status"]
 #: The order statuses are listed in; any other status follows, sorted.
 STATUS_ORDER = ["queued", "sending", "held", "sent", "delivered", "dead", "cancelled", "shadowed"]
 
+#: Bounds of ``--interval``, in seconds: faster is load for nothing, slower is not a watch.
+INTERVAL_MIN, INTERVAL_MAX = 0.1, 3600.0
 
-def status(database_url: DatabaseUrl = None, as_json: JsonOutput = False) -> None:
-    """Counts by status, age of the oldest ready message, dead letters, workers."""
+Watch = Annotated[
+    bool,
+    typer.Option(
+        "--watch",
+        envvar="SLUICE_WATCH",
+        help="Redraw a compact screen (rates, depth, dead letters, held, breakers, "
+        "throttles, workers, open incidents) every --interval until Ctrl-C.",
+    ),
+]
+Interval = Annotated[
+    float,
+    typer.Option(
+        "--interval",
+        envvar="SLUICE_WATCH_INTERVAL",
+        help="Seconds between redraws under --watch (0.1 to 3600).",
+    ),
+]
+
+
+def status(
+    ctx: typer.Context,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+    watch: Watch = False,
+    interval: Interval = 2.0,
+) -> None:
+    """Counts by status, age of the oldest ready message, dead letters, workers; with
+    --watch, a refreshing screen for on-call."""
     from sluice import ops
 
+    if watch and as_json:
+        raise fail(
+            ValidationError(
+                "--json",
+                "cannot be combined with --watch, which redraws a screen for people; "
+                "a program should run `sluice status --json` as often as it needs",
+            )
+        )
+    if not watch and ctx.get_parameter_source("interval") == ParameterSource.COMMANDLINE:
+        raise fail(ValidationError("--interval", "applies only with --watch"))
+    if not INTERVAL_MIN <= interval <= INTERVAL_MAX:
+        raise fail(
+            ValidationError(
+                "--interval",
+                f"is {interval:g}; must be {INTERVAL_MIN:g} to {INTERVAL_MAX:g} seconds",
+            )
+        )
     settings = settings_for(database_url)
+    if watch:
+        from sluice.cli.watch import watch as watch_screen
+
+        watch_screen(settings, interval)
+        return
 
     async def gather(store: Store) -> tuple[Any, Any, Any]:
         report = await ops.status(store)

@@ -11,7 +11,8 @@ force, release, each audited. Ops imports ground, flow and the store; never the 
   worker) and held messages (list, approve, release, cancel);
 - ``limits``: rate limits, quotas and caps at run time;
 - ``breakers``: circuit breakers (list, force open or closed, reset);
-- ``connections``: tenant credentials.
+- ``connections``: tenant credentials;
+- ``watch``: the figures ``sluice status --watch`` redraws for on-call.
 """
 
 from __future__ import annotations
