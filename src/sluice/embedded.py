@@ -202,7 +202,7 @@ async def _work(
     duration: float,
 ) -> None:
     from sluice.ops.alerts import alerting
-    from sluice.ops.state_metrics import state_metrics
+    from sluice.ops.state_metrics import metrics_server, state_metrics
     from sluice.providers import http_client
     from sluice.worker.assemble import assemble_dispatcher
 
@@ -210,7 +210,10 @@ async def _work(
     async with http_client(settings) as client:
         dispatcher = await assemble_dispatcher(store, settings, client)
         state = state_metrics(store, settings)
-        async with alerting(store, settings, state, dispatcher.clock):
+        async with (
+            metrics_server(settings, state),
+            alerting(store, settings, state, dispatcher.clock),
+        ):
             await _drive(dispatcher, store, sim, duration, clock)
     _say(f"[{clock.now():%H:%M:%S}] {await _progress(store, sim)}")
     _say("stopped.")

@@ -157,3 +157,40 @@ def test_run__its_api_cuts_off_slow_clients_like_serve(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_run__serves_metrics_on_the_metrics_port(tmp_path: Path) -> None:
+    """``sluice run --metrics-port``: the demo's dead letters are on /metrics while it runs."""
+    import socket
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sluice.cli", "run", "--duration", "8", "--port", "0",
+         "--api-port", "0", "--demo", str(DEMO), "--metrics-port", str(port)],
+        cwd=tmp_path, env={**env, "SLUICE_METRICS_REFRESH": "0.1"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        dead = 0.0
+        while time.monotonic() < deadline and dead < GONE:
+            try:
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+            except httpx.HTTPError:
+                time.sleep(0.2)
+                continue
+            dead = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("sluice_dead_letters{")
+            )
+            time.sleep(0.2)
+        assert dead == GONE
+    finally:
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err

@@ -210,3 +210,27 @@ async def test_an_unacknowledged_incident_escalates_once(store: Store) -> None:
     await ev.evaluate()  # nothing more
     actions = [a for a, _ in await alert_messages(store)]
     assert sorted(actions) == ["incident.escalated"] * 2 + ["incident.opened"] * 2
+
+
+async def test_controls_in_an_incidents_scope_go_on_its_timeline(store: Store) -> None:
+    from sluice.ops.controls import control_clear, control_set
+
+    clock = FrozenClock()
+    ev = evaluator(store, clock)
+    await dead_letters(store, clock, 1)
+    await ev.evaluate()
+    clock.advance(300)
+    await ev.evaluate()
+    [incident] = await store.incident_list()  # scope: channel=sms
+    await control_set(store, Scope.of(tenant="acme"), Mode.KILLED, actor="ops:ana",
+                      reason="stop acme", wait=False, clock=clock)  # fmt: skip
+    await control_set(store, Scope.of(channel="email"), Mode.PAUSED, actor="ops:ana",
+                      reason="not this one", wait=False, clock=clock)  # fmt: skip
+    await control_clear(store, Scope.of(tenant="acme"), actor="ops:ana", reason="fixed",
+                        wait=False, clock=clock)  # fmt: skip
+    events = [e for e in (await store.incident_get(incident.id)).events if e.kind == "control"]
+    assert [(e.actor, e.detail["control"], e.detail["scope"]) for e in events] == [
+        ("ops:ana", "set", "tenant=acme"),
+        ("ops:ana", "cleared", "tenant=acme"),
+    ]
+    assert events[0].detail["mode"] == "killed"

@@ -188,11 +188,12 @@ def run(
     api_port: Annotated[
         int, typer.Option(envvar="SLUICE_API_PORT", help="HTTP API port (0: any free).")
     ] = 8400,
+    metrics_port: MetricsPort = None,
 ) -> None:
     """Everything in one process: SQLite, migrations, simulator, API, worker, a demo load."""
     from sluice.embedded import run_embedded
 
-    settings = settings_for(database_url)
+    settings = settings_for(database_url, metrics_port=metrics_port)
     run_async(
         lambda: run_embedded(settings, port=port, demo=demo, duration=duration, api_port=api_port)
     )

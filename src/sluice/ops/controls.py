@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -182,8 +183,28 @@ async def control_set(
     control = await store.control_set(
         scope, mode, actor=actor, reason=reason, expires_at=expires_at, now=now
     )
+    detail = {"control": "set", "mode": mode.value, "scope": str(scope), "reason": reason}
+    await _on_timelines(store, scope, actor, detail, now)
     ack = await wait_for_ack(store, control.version, timeout=timeout, clock=clock) if wait else None
     return ControlChange(control, [], ack)
+
+
+async def _on_timelines(
+    store: Store, scope: Scope, actor: str, detail: dict[str, Any], now: datetime
+) -> None:
+    """Note a control on the timeline of every open incident whose scope it touches
+    (``sluice incidents show`` then tells what on-call did about it, and when)."""
+    for incident in await store.incident_list("active", 1000):
+        if _touches(scope, incident.scope):
+            await store.incident_log(incident.id, "control", actor, detail, now)
+
+
+def _touches(scope: Scope, incident_scope: Mapping[str, str]) -> bool:
+    for name in ("tenant", "channel", "provider", "action"):
+        mine, theirs = getattr(scope, name), incident_scope.get(name, "")
+        if mine and theirs and mine != theirs:
+            return False
+    return True
 
 
 async def control_clear(
@@ -201,11 +222,15 @@ async def control_clear(
     in it back in the queue — ``sluice resume``. ``NotFound`` if nothing was there."""
     require_actor(actor, reason, need_reason=True)
     clock = clock or SystemClock()
+    now = clock.now()
     control, released = await store.control_clear(
-        scope, actor=actor, reason=reason, release=release, now=clock.now()
+        scope, actor=actor, reason=reason, release=release, now=now
     )
     if control is None and not released:
         raise NotFound(f"no control is set on scope {scope} and nothing is held by one")
+    detail = {"control": "cleared", "scope": str(scope), "reason": reason,
+              "released": len(released)}  # fmt: skip
+    await _on_timelines(store, scope, actor, detail, now)
     RELEASED.labels("control").inc(len(released))
     ack = None
     if wait:

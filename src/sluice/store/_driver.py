@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -229,6 +229,13 @@ class SqlDriver:
         if act != "note" and not rows[0]:  # changed under us by the evaluator or another act
             raise ValidationError("incident", "changed meanwhile; look at it again")
         return await self.incident_get(current.id)
+
+    async def incident_log(
+        self, incident_id: str, kind: str, actor: str, detail: Mapping[str, Any], now: datetime
+    ) -> None:
+        params = {"id": incident_id, "now": self.codec.write_time(now), "kind": kind,
+                  "actor": actor, "detail": json.dumps(dict(detail))}  # fmt: skip
+        await self._script([("incident_event", params)])
 
     async def incident_unnotified(self) -> list[Incident]:
         return [_rows.incident(self.codec, r) for r in await self._fetch("incident_unnotified", {})]

@@ -613,6 +613,13 @@ class Store(Protocol):
         the incident is not in a state the act applies to."""
         ...
 
+    async def incident_log(
+        self, incident_id: str, kind: str, actor: str, detail: Mapping[str, Any], now: datetime
+    ) -> None:
+        """Add an entry to an incident's timeline (``control``: a control was set or
+        cleared in its scope); the act it records is audited where it happened."""
+        ...
+
     async def incident_unnotified(self) -> list[Incident]:
         """Incidents with a transition (opened, escalated, resolved) whose notifications
         are not yet in the outbox."""
