@@ -208,3 +208,18 @@ async def test_bad_input_found_by_fuzzing_is_422_naming_the_field(api: Api) -> N
         assert r.status_code == 422, (path, r.text)
         assert r.headers["content-type"] == "application/problem+json"
         assert field in r.json()["field"], (path, r.json())
+
+
+async def test_dlq__list_filters_apply(api: Api) -> None:
+    """``GET /v1/dlq`` accepted provider, action, error_code and since and ignored them."""
+    await dead_message(api)
+    listed = {}
+    queries = ("", "?provider=null", "?provider=twilio", "?error_code=INVALID_RECIPIENT",
+               "?error_code=TIMEOUT", "?action=other", "?since=2999-01-01T00:00:00Z")  # fmt: skip
+    for query in queries:
+        groups = (await api.client.get(f"/v1/dlq{query}", headers=api.ops)).json()
+        listed[query] = sum(g["count"] for g in groups)
+    assert listed == {
+        "": 1, "?provider=null": 1, "?provider=twilio": 0, "?error_code=INVALID_RECIPIENT": 1,
+        "?error_code=TIMEOUT": 0, "?action=other": 0, "?since=2999-01-01T00:00:00Z": 0,
+    }  # fmt: skip

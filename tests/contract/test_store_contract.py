@@ -575,3 +575,31 @@ async def test_missing_schema_says_run_migrate(tmp_path) -> None:  # type: ignor
             await s.status_report(NOW)
     finally:
         await s.close()
+
+
+async def test_dlq_groups__every_filter_applies(store: Store) -> None:
+    """Each filter of a DLQ listing narrows it (they were accepted and ignored before)."""
+    rows = [
+        msg(tenant="a", provider="null", action="x", payload={"i": 1}),
+        msg(tenant="a", provider="webhook", action="x", payload={"i": 2}),
+        msg(tenant="b", provider="null", action="y", payload={"i": 3}),
+    ]
+    ids = await store.enqueue_many(rows, NOW)
+    claimed = {m.id: m for m in await store.message_claim("w1", 10, 30, NOW)}
+    codes = {ids[0]: "TIMEOUT", ids[1]: "ENDPOINT_GONE", ids[2]: "TIMEOUT"}
+    for mid in ids:
+        await store.message_complete_many(
+            "w1", [done(claimed[mid], Status.DEAD, error_code=codes[mid])],
+            NOW + timedelta(minutes=ids.index(mid)),
+        )  # fmt: skip
+
+    async def count(**kw: object) -> int:
+        return sum(g.count for g in await store.dlq_groups(MessageFilter(**kw)))  # type: ignore[arg-type]
+
+    assert await count() == 3
+    assert await count(tenant="a") == 2
+    assert await count(provider="webhook") == 1
+    assert await count(action="y") == 1
+    assert await count(error_code="TIMEOUT") == 2
+    assert await count(since=NOW + timedelta(minutes=1)) == 2
+    assert await count(tenant="a", error_code="TIMEOUT", provider="null") == 1

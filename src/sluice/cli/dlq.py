@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from sluice.cli.options import (
+    ActionOpt,
     Actor,
     Channel,
     DatabaseUrl,
@@ -15,6 +16,7 @@ from sluice.cli.options import (
     ErrorCodeOpt,
     JsonOutput,
     Limit,
+    Provider,
     Reason,
     Since,
     Tenant,
@@ -25,11 +27,13 @@ from sluice.cli.runtime import (
     echo_json,
     echo_moved,
     echo_table,
+    fail,
     on_store,
     run_async,
     settings_for,
     with_store,
 )
+from sluice.errors import SluiceError
 
 __all__ = ["dlq_app"]
 
@@ -40,6 +44,10 @@ dlq_app = typer.Typer(help="The dead-letter queue: list, retry, cancel.", no_arg
 def dlq_list(
     tenant: Tenant = None,
     channel: Channel = None,
+    provider: Provider = None,
+    action: ActionOpt = None,
+    error_code: ErrorCodeOpt = None,
+    since: Since = None,
     database_url: DatabaseUrl = None,
     as_json: JsonOutput = False,
 ) -> None:
@@ -47,7 +55,10 @@ def dlq_list(
     from sluice import ops
 
     settings = settings_for(database_url)
-    flt = message_filter(tenant, channel)
+    try:
+        flt = message_filter(tenant, channel, error_code, since, provider=provider, action=action)
+    except SluiceError as exc:
+        raise fail(exc) from None
     groups = on_store(settings, lambda s: ops.dlq_list(s, flt))
     if as_json:
         echo_json({"groups": groups, "total": sum(g.count for g in groups)})

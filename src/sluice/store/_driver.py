@@ -283,7 +283,17 @@ class SqlDriver:
         return moved
 
     async def dlq_groups(self, flt: MessageFilter) -> list[DlqGroup]:
-        rows = await self._fetch("dlq_groups", {"tenant": flt.tenant, "channel": flt.channel})
+        rows = await self._fetch(
+            "dlq_groups",
+            {
+                "tenant": flt.tenant,
+                "channel": flt.channel,
+                "provider": flt.provider,
+                "action": flt.action,
+                "error_code": flt.error_code,
+                "since": self.codec.param(flt.since),
+            },
+        )
         return [_rows.dlq_group(self.codec, r) for r in rows]
 
     # -- flow --------------------------------------------------------------------

@@ -246,6 +246,10 @@ FROM sluice_messages
 WHERE status = 'dead'
   AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
   AND (%(channel)s::text IS NULL OR channel = %(channel)s)
+  AND (%(provider)s::text IS NULL OR provider = %(provider)s)
+  AND (%(action)s::text IS NULL OR action = %(action)s)
+  AND (%(error_code)s::text IS NULL OR coalesce(last_error_code, 'UNKNOWN') = %(error_code)s)
+  AND (%(since)s::timestamptz IS NULL OR updated_at >= %(since)s)
 GROUP BY channel, coalesce(last_error_code, 'UNKNOWN')
 ORDER BY n DESC, channel, error_code
 

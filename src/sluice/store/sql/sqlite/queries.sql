@@ -149,6 +149,10 @@ FROM sluice_messages
 WHERE status = 'dead'
   AND (:tenant IS NULL OR tenant = :tenant)
   AND (:channel IS NULL OR channel = :channel)
+  AND (:provider IS NULL OR provider = :provider)
+  AND (:action IS NULL OR action = :action)
+  AND (:error_code IS NULL OR coalesce(last_error_code, 'UNKNOWN') = :error_code)
+  AND (:since IS NULL OR updated_at >= :since)
 GROUP BY channel, coalesce(last_error_code, 'UNKNOWN')
 ORDER BY n DESC, channel, error_code
 
