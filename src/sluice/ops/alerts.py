@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import dataclasses
 import math
+import re
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -45,7 +46,7 @@ from sluice.clock import Clock, SystemClock
 from sluice.config import Settings
 from sluice.errors import SluiceError
 from sluice.ops.state_metrics import StateMetrics
-from sluice.store.base import Firing, Store
+from sluice.store.base import Firing, Store, scope_key
 
 __all__ = ["Evaluator", "Judgement", "alerting"]
 
@@ -235,7 +236,7 @@ class Evaluator:
                     await self.store.incident_fire(_firing(rule, g, value), now)
             for key in [k for k in self._since if k[0] == rule.name and k[1] not in groups]:
                 del self._since[key]
-            keys = [_firing(rule, g, 0.0).scope_key for g in groups]
+            keys = [scope_key(_scope(rule, g)) for g in groups]
             await self.store.incident_clear(rule.name, keys, now, self.settings.alerts_clear_for)
         if self.settings.alerts_escalate_after:
             await self.store.incident_escalate(now, self.settings.alerts_escalate_after)
@@ -267,9 +268,14 @@ class Evaluator:
                 await lead.release()
 
 
-def _firing(rule: Rule, group: Group, value: float) -> Firing:
+def _scope(rule: Rule, group: Group) -> dict[str, str]:
+    """The incident's scope: the rule's scope labels the group has values for."""
     labels = dict(group)
-    scope = {name: labels[name] for name in rule.scope if labels.get(name)}
+    return {name: labels[name] for name in rule.scope if labels.get(name)}
+
+
+def _firing(rule: Rule, group: Group, value: float) -> Firing:
+    scope = _scope(rule, group)
     return Firing(
         rule=rule.name,
         scope=scope,
@@ -292,8 +298,6 @@ def _render(template: str, scope: Mapping[str, str], value: float) -> str:
 
 
 def _names(template: str) -> Iterable[str]:
-    import re
-
     return re.findall(r"\{(\w+)\}", template)
 
 

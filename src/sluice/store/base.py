@@ -49,6 +49,7 @@ __all__ = [
     "Store",
     "Throttle",
     "WorkerInfo",
+    "scope_key",
 ]
 
 
@@ -181,6 +182,12 @@ class Lead(Protocol):
     async def release(self) -> None: ...
 
 
+def scope_key(scope: Mapping[str, str]) -> str:
+    """An incident scope in one canonical string: ``tenant=acme provider=twilio`` ('' for
+    all); one open incident per (rule, this)."""
+    return " ".join(f"{k}={scope[k]}" for k in sorted(scope) if scope[k])
+
+
 @dataclass(frozen=True, slots=True)
 class Firing:
     """One rule firing for one scope, as the evaluator hands it to the store."""
@@ -196,7 +203,7 @@ class Firing:
     @property
     def scope_key(self) -> str:
         """The scope in one canonical string: ``tenant=acme provider=twilio`` ('' for all)."""
-        return " ".join(f"{k}={self.scope[k]}" for k in sorted(self.scope) if self.scope[k])
+        return scope_key(self.scope)
 
 
 @dataclass(frozen=True, slots=True)
