@@ -113,6 +113,12 @@ class Settings:
     breaker_failure_rate: float = 0.5
     breaker_cooldown: float = 30.0
     breaker_probes: int = 5
+    # -- endpoint health (issue 14) ------------------------------------------------
+    #: Seconds a webhook or http endpoint may fail without one success before it is
+    #: disabled (its messages held until an operator enables it): 5 days, as webhook
+    #: services do. The failure rate it shows counts the last ``endpoint_window`` seconds.
+    endpoint_disable_after: float = 432_000.0
+    endpoint_window: float = 3_600.0
     #: Adaptive concurrency per provider: a send slower than this counts as congestion.
     latency_target: float = 2.0
     # -- the HTTP API and ingress (``sluice serve``) -------------------------------
@@ -191,6 +197,8 @@ class Settings:
             "breaker_min_volume",
             "breaker_cooldown",
             "breaker_probes",
+            "endpoint_disable_after",
+            "endpoint_window",
             "latency_target",
             "api_port",
             "api_max_body",

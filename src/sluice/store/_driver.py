@@ -22,6 +22,7 @@ from sluice.flow.controls import Control
 from sluice.model import Message
 from sluice.store import _params, _rows
 from sluice.store._codec import Codec
+from sluice.store._endpoints import EndpointMethods
 from sluice.store.base import (
     ApiKey,
     AuditEntry,
@@ -48,7 +49,7 @@ _TALLY: dict[str, tuple[str, ...]] = {
 }
 
 
-class SqlDriver:
+class SqlDriver(EndpointMethods):  # endpoint health and tenants' events: issue 14
     """The dialect-independent part of a SQL store."""
 
     #: How the dialect keeps times and JSON.

@@ -18,6 +18,7 @@ from sluice.connections import Connection, ConnectionState
 from sluice.flow.breakers import BreakerInfo
 from sluice.flow.controls import Control, Mode, Scope
 from sluice.model import Attempt, AuditEntry, Completion, Message, NewMessage
+from sluice.store.endpoints import EndpointInfo, EndpointReport, TenantEvents
 
 if TYPE_CHECKING:
     from sluice.flow.limits import Cell
@@ -1114,4 +1115,58 @@ class Store(Protocol):
 
     async def receipt_list(self, message_id: str) -> list[Receipt]:
         """A message's receipts in the order they were applied."""
+        ...
+
+    # -- endpoint health and tenants' events (issue 14; types in store/endpoints.py) -
+
+    async def endpoint_report(
+        self, reports: Sequence[EndpointReport], now: datetime, window_seconds: float
+    ) -> None:
+        """Add workers' outcomes per endpoint: a report ending on a failure starts or
+        continues the failing streak, one ending on a success ends it (a disabled endpoint
+        stays disabled); the failure-rate window restarts once ``window_seconds`` old."""
+        ...
+
+    async def endpoint_list(
+        self,
+        tenant: str | None = None,
+        state: str | None = None,
+        failing_before: datetime | None = None,
+    ) -> list[EndpointInfo]:
+        """Endpoints by tenant and endpoint; ``failing_before``: failing since then or before."""
+        ...
+
+    async def endpoint_get(self, endpoint_id: str) -> EndpointInfo:
+        """One endpoint; ``NotFound`` if there is none with that id."""
+        ...
+
+    async def endpoint_move(
+        self,
+        endpoint_id: str,
+        expected: str | None,
+        state: str,
+        reason: str | None,
+        now: datetime,
+        audit: AuditEntry,
+    ) -> EndpointInfo | None:
+        """Set the endpoint's state (``disabled`` keeps ``reason``; any other ends the
+        streak), if it is in ``expected`` (None: any); audited. None if it was not."""
+        ...
+
+    async def tenant_events_get(self, tenant: str) -> TenantEvents | None:
+        """Where ``tenant``'s operational events go, if it said."""
+        ...
+
+    async def tenant_events_list(self) -> list[TenantEvents]:
+        """Every tenant with an events URL."""
+        ...
+
+    async def tenant_events_set(
+        self, tenant: str, url: str | None, now: datetime, audit: AuditEntry
+    ) -> None:
+        """Set (or, with None, clear) ``tenant``'s events URL; audited."""
+        ...
+
+    async def tenant_events_dead_seen(self, tenant: str, until: datetime) -> bool:
+        """Advance the ``message.dead`` digest's mark to ``until``; False if it was there."""
         ...

@@ -1093,3 +1093,78 @@ FROM sluice_audit
 WHERE id > %(after_id)s
 ORDER BY id
 LIMIT %(limit)s
+
+-- == endpoint health and tenants' events (issue 14) ==================================
+
+-- name: endpoint_report
+INSERT INTO sluice_endpoints AS e (id, tenant, endpoint, provider, state, failing_since,
+    last_success_at, last_failure_at, last_error, window_start, window_ok, window_failed,
+    updated_at)
+VALUES (%(id)s, %(tenant)s, %(endpoint)s, %(provider)s,
+        CASE WHEN %(streak_from)s::timestamptz IS NULL THEN 'healthy' ELSE 'failing' END,
+        %(streak_from)s, %(last_ok)s, %(last_failed)s, %(error)s, %(now)s, %(ok)s,
+        %(failed)s, %(now)s)
+ON CONFLICT (tenant, endpoint) DO UPDATE SET
+    state = CASE WHEN e.state = 'disabled' THEN 'disabled'
+                 WHEN %(streak_from)s::timestamptz IS NULL THEN 'healthy' ELSE 'failing' END,
+    failing_since = CASE WHEN %(streak_from)s::timestamptz IS NULL THEN NULL
+                         WHEN %(ok)s > 0 THEN %(streak_from)s
+                         ELSE coalesce(e.failing_since, %(streak_from)s) END,
+    last_success_at = coalesce(%(last_ok)s, e.last_success_at),
+    last_failure_at = coalesce(%(last_failed)s, e.last_failure_at),
+    last_error = coalesce(%(error)s, e.last_error),
+    window_start = CASE WHEN e.window_start <= %(window_cut)s THEN %(now)s
+                        ELSE e.window_start END,
+    window_ok = CASE WHEN e.window_start <= %(window_cut)s THEN 0 ELSE e.window_ok END
+                + %(ok)s,
+    window_failed = CASE WHEN e.window_start <= %(window_cut)s THEN 0
+                         ELSE e.window_failed END + %(failed)s,
+    updated_at = %(now)s
+
+-- name: endpoint_list
+SELECT id, tenant, endpoint, provider, state, failing_since, last_success_at,
+       last_failure_at, last_error, disabled_at, disabled_reason, window_start, window_ok,
+       window_failed, updated_at
+FROM sluice_endpoints
+WHERE (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
+  AND (%(state)s::text IS NULL OR state = %(state)s)
+  AND (%(failing_before)s::timestamptz IS NULL OR failing_since <= %(failing_before)s)
+ORDER BY tenant, endpoint
+
+-- name: endpoint_get
+SELECT id, tenant, endpoint, provider, state, failing_since, last_success_at,
+       last_failure_at, last_error, disabled_at, disabled_reason, window_start, window_ok,
+       window_failed, updated_at
+FROM sluice_endpoints WHERE id = %(id)s
+
+-- name: endpoint_move
+UPDATE sluice_endpoints
+SET state = %(state)s::text,
+    failing_since = CASE WHEN %(state)s::text = 'disabled' THEN failing_since ELSE NULL END,
+    disabled_at = CASE WHEN %(state)s::text = 'disabled' THEN %(now)s::timestamptz END,
+    disabled_reason = CASE WHEN %(state)s::text = 'disabled' THEN %(reason)s::text END,
+    updated_at = %(now)s
+WHERE id = %(id)s AND (%(expected)s::text IS NULL OR state = %(expected)s)
+RETURNING id
+
+-- name: tenant_events_get
+SELECT tenant, events_url, dead_seen_until, updated_at
+FROM sluice_tenant_settings WHERE tenant = %(tenant)s
+
+-- name: tenant_events_list
+SELECT tenant, events_url, dead_seen_until, updated_at
+FROM sluice_tenant_settings WHERE events_url IS NOT NULL ORDER BY tenant
+
+-- name: tenant_events_set
+INSERT INTO sluice_tenant_settings (tenant, events_url, dead_seen_until, updated_at)
+VALUES (%(tenant)s, %(url)s, %(now)s, %(now)s)
+ON CONFLICT (tenant) DO UPDATE SET
+    events_url = excluded.events_url,
+    dead_seen_until = coalesce(sluice_tenant_settings.dead_seen_until, excluded.dead_seen_until),
+    updated_at = excluded.updated_at
+
+-- name: tenant_events_dead_seen
+UPDATE sluice_tenant_settings SET dead_seen_until = %(until)s
+WHERE tenant = %(tenant)s
+  AND (dead_seen_until IS NULL OR dead_seen_until < %(until)s)
+RETURNING tenant

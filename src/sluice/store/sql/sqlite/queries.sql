@@ -874,3 +874,75 @@ FROM sluice_audit
 WHERE id > :after_id
 ORDER BY id
 LIMIT :limit
+
+-- == endpoint health and tenants' events (issue 14) ==================================
+
+-- name: endpoint_report
+INSERT INTO sluice_endpoints AS e (id, tenant, endpoint, provider, state, failing_since,
+    last_success_at, last_failure_at, last_error, window_start, window_ok, window_failed,
+    updated_at)
+VALUES (:id, :tenant, :endpoint, :provider,
+        CASE WHEN :streak_from IS NULL THEN 'healthy' ELSE 'failing' END,
+        :streak_from, :last_ok, :last_failed, :error, :now, :ok, :failed, :now)
+ON CONFLICT (tenant, endpoint) DO UPDATE SET
+    state = CASE WHEN e.state = 'disabled' THEN 'disabled'
+                 WHEN :streak_from IS NULL THEN 'healthy' ELSE 'failing' END,
+    failing_since = CASE WHEN :streak_from IS NULL THEN NULL
+                         WHEN :ok > 0 THEN :streak_from
+                         ELSE coalesce(e.failing_since, :streak_from) END,
+    last_success_at = coalesce(:last_ok, e.last_success_at),
+    last_failure_at = coalesce(:last_failed, e.last_failure_at),
+    last_error = coalesce(:error, e.last_error),
+    window_start = CASE WHEN e.window_start <= :window_cut THEN :now ELSE e.window_start END,
+    window_ok = CASE WHEN e.window_start <= :window_cut THEN 0 ELSE e.window_ok END + :ok,
+    window_failed = CASE WHEN e.window_start <= :window_cut THEN 0
+                         ELSE e.window_failed END + :failed,
+    updated_at = :now
+
+-- name: endpoint_list
+SELECT id, tenant, endpoint, provider, state, failing_since, last_success_at,
+       last_failure_at, last_error, disabled_at, disabled_reason, window_start, window_ok,
+       window_failed, updated_at
+FROM sluice_endpoints
+WHERE (:tenant IS NULL OR tenant = :tenant)
+  AND (:state IS NULL OR state = :state)
+  AND (:failing_before IS NULL OR failing_since <= :failing_before)
+ORDER BY tenant, endpoint
+
+-- name: endpoint_get
+SELECT id, tenant, endpoint, provider, state, failing_since, last_success_at,
+       last_failure_at, last_error, disabled_at, disabled_reason, window_start, window_ok,
+       window_failed, updated_at
+FROM sluice_endpoints WHERE id = :id
+
+-- name: endpoint_move
+UPDATE sluice_endpoints
+SET state = :state,
+    failing_since = CASE WHEN :state = 'disabled' THEN failing_since ELSE NULL END,
+    disabled_at = CASE WHEN :state = 'disabled' THEN :now ELSE NULL END,
+    disabled_reason = CASE WHEN :state = 'disabled' THEN :reason ELSE NULL END,
+    updated_at = :now
+WHERE id = :id AND (:expected IS NULL OR state = :expected)
+RETURNING id
+
+-- name: tenant_events_get
+SELECT tenant, events_url, dead_seen_until, updated_at
+FROM sluice_tenant_settings WHERE tenant = :tenant
+
+-- name: tenant_events_list
+SELECT tenant, events_url, dead_seen_until, updated_at
+FROM sluice_tenant_settings WHERE events_url IS NOT NULL ORDER BY tenant
+
+-- name: tenant_events_set
+INSERT INTO sluice_tenant_settings (tenant, events_url, dead_seen_until, updated_at)
+VALUES (:tenant, :url, :now, :now)
+ON CONFLICT (tenant) DO UPDATE SET
+    events_url = excluded.events_url,
+    dead_seen_until = coalesce(sluice_tenant_settings.dead_seen_until, excluded.dead_seen_until),
+    updated_at = excluded.updated_at
+
+-- name: tenant_events_dead_seen
+UPDATE sluice_tenant_settings SET dead_seen_until = :until
+WHERE tenant = :tenant
+  AND (dead_seen_until IS NULL OR dead_seen_until < :until)
+RETURNING tenant
