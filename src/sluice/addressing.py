@@ -124,6 +124,9 @@ BUILTIN_PROVIDERS: Mapping[str, tuple[str, ...] | None] = MappingProxyType(
         "http": None,
         "null": None,
         "sendgrid": ("email",),
+        # Tenants' operational events (sluice.store.tenant_events): a webhook signed
+        # with the tenant's own sluice_events connection.
+        "sluice_events": ("webhook",),
         "twilio": ("sms", "whatsapp"),
         "webhook": ("webhook",),
         "whatsapp": ("whatsapp",),

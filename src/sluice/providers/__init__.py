@@ -112,6 +112,15 @@ def build_providers(
         allow_loopback=settings.allow_loopback_targets,
         private=settings.private_targets,
     )
+    from sluice.providers.webhook import TenantEventsProvider
+
+    providers["sluice_events"] = TenantEventsProvider(
+        client,
+        timeout=settings.http_timeout,
+        clock=clock,
+        allow_loopback=settings.allow_loopback_targets,
+        private=settings.private_targets,
+    )
     from sluice.config import config_file
 
     path = config_file()

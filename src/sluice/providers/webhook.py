@@ -39,6 +39,7 @@ from sluice.providers.base import Credentials
 __all__ = [
     "MAX_RETRY_AFTER",
     "UNSIGNABLE",
+    "TenantEventsProvider",
     "WebhookProvider",
     "decode_secret",
     "endpoint_of",
@@ -212,6 +213,18 @@ class WebhookProvider:
                 self._signers.clear()
             self._signers[secret] = signer
         return signer
+
+
+class TenantEventsProvider(WebhookProvider):
+    """Tenants' operational events (``sluice.store.tenant_events``): a webhook signed
+    only with the tenant's ``sluice_events`` connection, never with the operator's
+    secret; without that connection the gate holds the event."""
+
+    name = "sluice_events"
+    requires_connection = True
+
+    def __init__(self, client: httpx.AsyncClient, **kw: Any) -> None:
+        super().__init__(client, None, **kw)
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}

@@ -13,7 +13,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-__all__ = ["ENDPOINT_STATES", "EndpointInfo", "EndpointReport", "TenantEvents"]
+__all__ = [
+    "ENDPOINT_STATES",
+    "HOLD_PREFIX",
+    "EndpointInfo",
+    "EndpointReport",
+    "TenantEvents",
+    "endpoint_event",
+    "hold_text",
+]
 
 #: The states an endpoint can be in.
 ENDPOINT_STATES = ("healthy", "failing", "disabled")
@@ -100,3 +108,24 @@ class TenantEvents:
     #: The ``message.dead`` digests have covered dead messages up to here.
     dead_seen_until: datetime | None
     updated_at: datetime
+
+
+#: How the hold reason of a disabled endpoint's message starts (``sluice held list
+#: --reason``, and what ``sluice endpoints enable`` releases).
+HOLD_PREFIX = "endpoint disabled: "
+def hold_text(endpoint: str, why: str | None) -> str:
+    """The hold reason of a message to a disabled ``endpoint``."""
+    return f"{HOLD_PREFIX}{endpoint} ({why or 'disabled'}); enable it with: sluice endpoints enable"
+
+
+def endpoint_event(info: EndpointInfo) -> dict[str, Any]:
+    """What ``endpoint.disabled`` / ``endpoint.recovered`` tell the tenant."""
+    return {
+        "endpoint_id": info.id,
+        "endpoint": info.endpoint,
+        "state": info.state,
+        "reason": info.disabled_reason,
+        "failing_since": info.failing_since and info.failing_since.isoformat(),
+        "last_success_at": info.last_success_at and info.last_success_at.isoformat(),
+        "last_error": info.last_error,
+    }

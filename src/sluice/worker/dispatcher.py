@@ -58,6 +58,7 @@ from sluice.model import (
 from sluice.providers.base import Credentials, Provider
 from sluice.store.base import FlowSignal, Store
 from sluice.worker.controls import ControlWatch, ScopeKey, scope_key
+from sluice.worker.endpoints import EndpointWatch
 from sluice.worker.gate import ConnectionGate, Connections, Ticket
 from sluice.worker.limits import Limiter
 from sluice.worker.retry import Decision, RetryPolicy
@@ -201,6 +202,10 @@ class Dispatcher:
             logger=self.log,
         )
         self.controls.on_poll.append(self._sync_breakers)
+        #: Endpoint health (issue 14): endpoints failing too long are disabled, held.
+        self.endpoint_watch = EndpointWatch(
+            store, settings, clock=self.clock, logger=self.log, worker_id=self.worker_id
+        )
         #: Providers whose upstream differs per message (webhooks, ``http`` actions):
         #: their breakers and throttles are per endpoint, not per provider.
         self._endpoints: dict[str, Callable[[Message], str | None]] = {
@@ -293,6 +298,7 @@ class Dispatcher:
                 await flusher
             await self._flush(final=True)
             await self._release_unstarted()
+            await self.endpoint_watch.sync(force=True)
             with contextlib.suppress(Exception):
                 await self.limiter.close()
             await self._beat()
@@ -384,9 +390,14 @@ class Dispatcher:
         if not all(self._sendable(msg, now) for msg in batch) and await self.controls.refresh():
             now = self.clock.now()
         live, other = [], []
+        await self.endpoint_watch.confirm((m.tenant, self._endpoint(m)) for m in batch)
         for msg in batch:
             if not self._sendable(msg, now):
                 other.append(msg)
+                continue
+            disabled = self.endpoint_watch.hold(msg.tenant, self._endpoint(msg))
+            if disabled is not None:
+                self._hold(msg, disabled)
                 continue
             blocked = self._route(msg)
             if blocked is None:
@@ -447,7 +458,12 @@ class Dispatcher:
 
     def _held_off(self, msg: Message, now: datetime) -> bool:
         """The last look before the call (no I/O): a throttle or an open breaker that
-        arrived after ``msg`` was admitted puts it back, unsent, no attempt spent."""
+        arrived after ``msg`` was admitted puts it back, unsent, no attempt spent (an
+        endpoint disabled meanwhile holds it)."""
+        disabled = self.endpoint_watch.hold(msg.tenant, self._endpoint(msg))
+        if disabled is not None:
+            self._hold(msg, disabled)
+            return True
         until = self.limiter.throttled_until(msg, now)
         if until is not None:
             run_at = self.limiter.after_throttle(until)
@@ -502,6 +518,7 @@ class Dispatcher:
         if time.monotonic() - self._breakers_synced >= 1.0:
             self._breakers_synced = time.monotonic()
             await self.breakers.sync()
+            await self.endpoint_watch.sync()
 
     def _start(self, batch: list[Message], connections: Connections | None = None) -> None:
         for msg in batch:
@@ -677,6 +694,8 @@ class Dispatcher:
         credentials or its pace say nothing about the provider's health."""
         probe = self._probes.pop(msg.id, None) is not None
         endpoint = self._endpoint(msg)
+        if endpoint is not None:
+            self.endpoint_watch.outcome(msg.tenant, endpoint, msg.provider, outcome, now)
         if outcome.ok:
             self.breakers.record(
                 msg.provider, msg.tenant, True, probe=probe, now=now, endpoint=endpoint
