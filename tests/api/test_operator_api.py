@@ -130,7 +130,7 @@ async def test_breakers__a_key_naming_no_provider_is_422_and_changes_nothing(api
         assert r.status_code == 422, r.text
         problem = r.json()
         assert problem["field"] == "key"
-        assert "http, null, sendgrid, twilio, webhook, whatsapp" in problem["detail"]
+        assert "http, null, sendgrid, sluice_events, twilio, webhook, whatsapp" in problem["detail"]
         if meant is not None:
             assert f"did you mean {meant!r}?" in problem["detail"]
     assert (await api.client.get("/v1/breakers", headers=api.ops)).json() == []

@@ -71,7 +71,7 @@ def test_provider__every_built_in_provider_is_accepted(provider: str) -> None:
 def test_provider__an_unknown_name_is_refused_listing_what_is_accepted(provider: str) -> None:
     problem = rejected("provider", msg(channel="sms", provider=provider))
     assert repr(provider) in problem
-    assert "http, null, sendgrid, twilio, webhook, whatsapp" in problem
+    assert "http, null, sendgrid, sluice_events, twilio, webhook, whatsapp" in problem
     assert '[providers."name"]' in problem
     assert "none declared" in problem
 

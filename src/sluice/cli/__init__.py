@@ -21,7 +21,9 @@ Where each command lives:
 - ``held``: held list, approve, release, cancel;
 - ``limits``: limits list, set, clear; ``breakers``: breakers list, open, close, reset;
 - ``connections``: connections add, list, show, rotate, revoke, check; keys generate, rotate;
-- ``apikeys``: apikeys create, list, revoke; ``inbox``: inbox list, retry.
+- ``apikeys``: apikeys create, list, revoke; ``inbox``: inbox list, retry;
+- ``endpoints``: endpoints list, disable, enable; ``tenants``: tenants events-url set,
+  clear, list.
 
 What every command shares: ``options`` (the options more than one group takes, defined
 once) and ``runtime`` (settings, the store, the event loop, exit codes, printing through
@@ -42,6 +44,7 @@ from sluice.cli import (
     connections,
     controls,
     dlq,
+    endpoints,
     held,
     inbox,
     incidents,
@@ -49,6 +52,7 @@ from sluice.cli import (
     messages,
     processes,
     status,
+    tenants,
 )
 from sluice.cli.processes import run_worker
 
@@ -88,6 +92,9 @@ app.add_typer(limits.limits_app, name="limits")
 app.add_typer(breakers.breakers_app, name="breakers")
 app.add_typer(incidents.incidents_app, name="incidents")
 app.add_typer(audit.audit_app, name="audit")
+# issue 14: endpoint health, tenants' events URL
+app.add_typer(endpoints.endpoints_app, name="endpoints")
+app.add_typer(tenants.tenants_app, name="tenants")
 
 
 def main() -> None:

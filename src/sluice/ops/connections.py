@@ -17,6 +17,7 @@ from sluice.errors import ConfigError, StoreError, ValidationError
 from sluice.model import ErrorCode, new_message_id
 from sluice.secrets import SecretBox, check_key
 from sluice.store.base import AuditEntry, Store
+from sluice.store.tenant_events import connection_event
 
 __all__ = [
     "CheckReport",
@@ -34,6 +35,7 @@ REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
     "sendgrid": ("api_key", "from_email"),
     "whatsapp": ("access_token", "phone_number_id"),
     "webhook": ("secret",),
+    "sluice_events": ("secret",),
 }
 
 
@@ -189,10 +191,15 @@ async def connection_check(
     elif result.code is ErrorCode.AUTH_REVOKED:
         state = ConnectionState.PENDING_REAUTH
     if state is not None and conn.state is ConnectionState.ACTIVE:
-        await store.connection_set_state(
-            conn.tenant, conn.provider, state, f"connections check: {detail}", missing, now,
+        why = f"connections check: {detail}"
+        changed, _ = await store.connection_set_state(
+            conn.tenant, conn.provider, state, why, missing, now,
             "sluice connections check", expected_version=conn.credential_version,
         )  # fmt: skip
+        if changed:
+            await connection_event(
+                store, conn.tenant, conn.provider, state.value, why, now, missing
+            )
     days = (expires_at - now).total_seconds() / 86400 if expires_at else None
     return CheckReport(conn.public(), ok, detail, granted, missing, days)
 

@@ -113,6 +113,8 @@ class TenantEvents:
 #: How the hold reason of a disabled endpoint's message starts (``sluice held list
 #: --reason``, and what ``sluice endpoints enable`` releases).
 HOLD_PREFIX = "endpoint disabled: "
+
+
 def hold_text(endpoint: str, why: str | None) -> str:
     """The hold reason of a message to a disabled ``endpoint``."""
     return f"{HOLD_PREFIX}{endpoint} ({why or 'disabled'}); enable it with: sluice endpoints enable"

@@ -22,7 +22,7 @@ This module sits in the store layer so that the worker, ops and the API can all 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,9 +36,11 @@ __all__ = [
     "DEAD_DIGEST_EVERY",
     "EVENT_KINDS",
     "EVENT_PROVIDER",
+    "connection_event",
     "dead_digest",
     "emit_tenant_event",
     "is_event",
+    "quota_event",
 ]
 
 #: The provider (a webhook adapter) that carries events, and the connection name under
@@ -117,7 +119,11 @@ def _same_endpoint(endpoint: str, url: str) -> bool:
     from urllib.parse import urlsplit
 
     a, b = urlsplit(endpoint), urlsplit(url)
-    return (a.scheme, a.netloc.lower(), a.path or "/") == (b.scheme, b.netloc.lower(), b.path or "/")
+    return (a.scheme, a.netloc.lower(), a.path or "/") == (
+        b.scheme,
+        b.netloc.lower(),
+        b.path or "/",
+    )
 
 
 async def dead_digest(store: Store, now: datetime) -> dict[str, str]:
@@ -145,3 +151,35 @@ async def dead_digest(store: Store, now: datetime) -> dict[str, str]:
         if mid is not None:
             sent[settings.tenant] = mid
     return sent
+
+
+async def connection_event(
+    store: Store,
+    tenant: str,
+    provider: str,
+    state: str,
+    reason: str | None,
+    now: datetime,
+    missing_scopes: Sequence[str] = (),
+) -> str | None:
+    """``connection.pending_reauth`` / ``connection.needs_reconsent`` when a connection
+    just moved to that state (any other state: nothing)."""
+    if state not in ("pending_reauth", "needs_reconsent"):
+        return None
+    data = {"provider": provider, "state": state, "reason": reason,
+            "missing_scopes": list(missing_scopes)}  # fmt: skip
+    return await emit_tenant_event(
+        store, tenant, f"connection.{state}", data, now=now, about_provider=provider
+    )
+
+
+async def quota_event(
+    store: Store, key: str, label: str, fraction: float, now: datetime
+) -> str | None:
+    """``quota.threshold`` for the tenant a quota's key names (``q:<tenant>|…``); a
+    quota of no one tenant tells no tenant."""
+    tenant = key[2:].split("|", 1)[0] if key.startswith("q:") else ""
+    if not tenant or "*" in tenant:
+        return None
+    data = {"limit": label, "threshold": fraction, "used_pct": round(fraction * 100)}
+    return await emit_tenant_event(store, tenant, "quota.threshold", data, now=now)

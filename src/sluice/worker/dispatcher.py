@@ -57,6 +57,7 @@ from sluice.model import (
 )
 from sluice.providers.base import Credentials, Provider
 from sluice.store.base import FlowSignal, Store
+from sluice.store.tenant_events import connection_event
 from sluice.worker.controls import ControlWatch, ScopeKey, scope_key
 from sluice.worker.endpoints import EndpointWatch
 from sluice.worker.gate import ConnectionGate, Connections, Ticket
@@ -843,6 +844,15 @@ class Dispatcher:
                     reason=why,
                     held=len(held),
                 )
+                await connection_event(
+                    self.store,
+                    msg.tenant,
+                    msg.provider,
+                    state.value,
+                    why,
+                    self.clock.now(),
+                    missing,
+                )  # the tenant is told (issue 14)
                 return held_decision, hold_reason(f"{state.value}: {why}")
             now_conn: Connection = await self.store.connection_get(msg.tenant, msg.provider)
         except SluiceError as exc:

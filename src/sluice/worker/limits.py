@@ -58,6 +58,7 @@ from sluice.flow.limits import (
 from sluice.model import ErrorClass, ErrorCode, Message
 from sluice.model import Outcome as SendOutcome
 from sluice.store.base import AuditEntry, Store, Throttle
+from sluice.store.tenant_events import quota_event
 from sluice.worker.retry import MIN_THROTTLE_DELAY
 
 __all__ = ["AdaptiveConcurrency", "Limiter", "RedisUnavailable"]
@@ -482,6 +483,7 @@ class Limiter:
             )
         except SluiceError as exc:
             self.log.error("could not record the quota event", error=str(exc))
+        await quota_event(self.store, key, label, fraction, now)  # to the tenant (issue 14)
 
     async def _cap_tripped(self, label: str, key: str, msg: Message, now: datetime) -> None:
         """A recipient cap held its first message of the window: a runaway loop (RB-10)

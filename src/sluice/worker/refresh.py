@@ -53,6 +53,7 @@ from sluice.providers.http_action import (
 )
 from sluice.secrets import SecretBox
 from sluice.store.base import RefreshOutcome, Store
+from sluice.store.tenant_events import connection_event
 
 __all__ = ["DEFAULT_MARGIN", "Fresh", "Refresher", "TokenRefreshing"]
 
@@ -257,6 +258,10 @@ class Refresher:
                     state=stored.state.value,
                     reason=stored.state_reason,
                 )
+                await connection_event(
+                    self.store, stored.tenant, stored.provider, stored.state.value,
+                    stored.state_reason, self.clock.now(), stored.missing_scopes,
+                )  # fmt: skip
             return _held(stored)
         if stored.ciphertext == conn.ciphertext:
             plain = credentials
