@@ -212,7 +212,12 @@ BAD_INPUT = [
     ),
     pytest.param(
         ("breakers", "open", "nosuch", "--reason", "x"),
-        ["key", "'p:nosuch'", "http, null, sendgrid, sluice_events, twilio, webhook, whatsapp", "[providers"],
+        [
+            "key",
+            "'p:nosuch'",
+            "http, null, sendgrid, sluice_events, twilio, webhook, whatsapp",
+            "[providers",
+        ],
         id="unknown-provider",
     ),
     pytest.param(

@@ -340,7 +340,11 @@ def test_secret__not_in_a_pg_dump_of_the_database(pg_cli: Sluice, key: str) -> N
         (["--tenant", " ", "--provider", "http", "--credential", "token=x"], ["tenant"]),
         (
             ["--provider", "sendgird", "--credential", "api_key=SG.x"],
-            ["provider", "did you mean 'sendgrid'?", "http, null, sendgrid, sluice_events, twilio, webhook"],
+            [
+                "provider",
+                "did you mean 'sendgrid'?",
+                "http, null, sendgrid, sluice_events, twilio, webhook",
+            ],
         ),
         (
             ["--provider", "crm", "--credential", "token=x"],

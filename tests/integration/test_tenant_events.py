@@ -221,14 +221,15 @@ async def test_connection_states__pending_reauth_and_needs_reconsent(
 async def test_quota_threshold__70_85_95_percent(store: Store, clock: FrozenClock) -> None:
     secrets = await tenants(store, clock)
     wire = Wire()
-    quota = [{"kind": "quota", "tenant": "acme", "provider": "webhook", "limit": 20,
-              "window": "1d"}]  # fmt: skip
+    # A quota on all of acme's messages: its events spend none of it (all 20 go).
+    quota = [{"kind": "quota", "tenant": "acme", "limit": 20, "window": "1d"}]
     await store.enqueue_many([hook(f"https://ok.example/{i}") for i in range(20)], clock.now())
     await drain(store, wire, clock, quota)
     await drain(store, wire, clock, quota)
     events = wire.events("acme", secrets["acme"])
     assert [e["type"] for e in events] == ["quota.threshold"] * 3
     assert sorted(e["data"]["used_pct"] for e in events) == [70, 85, 95]
+    assert await store.message_select(Status.QUEUED, MessageFilter()) == []
     assert wire.events("globex", secrets["globex"]) == []
 
 

@@ -34,10 +34,11 @@ from sluice.api.schemas import (
     ReceiptOut,
     Text,
 )
-from sluice.errors import NotFound
+from sluice.errors import NotFound, ValidationError
 from sluice.model import Message, NewMessage, Status
 from sluice.ops.actions import message_cancel
 from sluice.store.base import MessageFilter
+from sluice.store.tenant_events import is_event
 
 __all__ = ["router"]
 
@@ -70,6 +71,10 @@ def _new(
         correlation_id=m.correlation_id or request_id, scopes=m.scopes,
     )  # fmt: skip
     new.validate(where, addressing)
+    if is_event(new.provider):  # issue 14: only Sluice sends tenants' events
+        raise ValidationError(
+            f"{where}provider", "sluice_events is reserved for Sluice's own events"
+        )
     return new
 
 

@@ -58,7 +58,7 @@ from sluice.flow.limits import (
 from sluice.model import ErrorClass, ErrorCode, Message
 from sluice.model import Outcome as SendOutcome
 from sluice.store.base import AuditEntry, Store, Throttle
-from sluice.store.tenant_events import quota_event
+from sluice.store.tenant_events import is_event, quota_event
 from sluice.worker.retry import MIN_THROTTLE_DELAY
 
 __all__ = ["AdaptiveConcurrency", "Limiter", "RedisUnavailable"]
@@ -346,6 +346,9 @@ class Limiter:
         hold: list[tuple[Message, str]] = []
         candidates = []
         for msg in batch:
+            if is_event(msg.provider):  # tenants' events spend none of their limits
+                go.append(msg)
+                continue
             until = self.throttled_until(msg, now)
             if until is not None:
                 defer.append(
@@ -355,9 +358,9 @@ class Limiter:
                 candidates.append(msg)
         requests = requests_for(self.specs, candidates)
         if not requests:
-            return candidates, defer, hold
+            return go + candidates, defer, hold
         limited = {r.message_id for r in requests}
-        go = [m for m in candidates if m.id not in limited]
+        go += [m for m in candidates if m.id not in limited]
         by_id = {m.id: m for m in candidates}
         outcome, backend = await self._apply(requests)
         if outcome is None:  # fail closed
