@@ -83,7 +83,8 @@ DEFERRED = Counter(
 HELD = Counter(
     "sluice_held_total",
     "Messages moved to held, by reason: control (killed or awaiting approval), connection "
-    "(revoked, re-auth), recipient_cap (runaway loop guard), auth (credentials refused).",
+    "(revoked, re-auth), recipient_cap (runaway loop guard), auth (credentials refused), "
+    "endpoint (its endpoint is disabled).",
     ["tenant", "channel", "provider", "reason"],
 )
 RELEASED = Counter(
@@ -397,7 +398,8 @@ class Tally:
 
 def hold_kind(reason: str) -> str:
     """The ``reason`` label of a hold, from its ``hold_reason`` text: ``approval``,
-    ``control`` (killed), ``connection``, ``recipient_cap``, ``limit`` or ``other``."""
+    ``control`` (killed), ``connection``, ``recipient_cap``, ``limit``, ``endpoint`` (a
+    disabled endpoint) or ``other``."""
     if reason.startswith("control:approval"):
         return "approval"
     if reason.startswith("control:"):
@@ -408,6 +410,8 @@ def hold_kind(reason: str) -> str:
         return "recipient_cap"
     if reason.startswith("limit:"):
         return "limit"
+    if reason.startswith("endpoint disabled:"):
+        return "endpoint"
     return "other"
 
 
