@@ -10,7 +10,7 @@ import base64
 import json
 import os
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -25,7 +25,7 @@ from sluice.errors import ValidationError
 from sluice.flow.limits import parse_limits
 from sluice.model import NewMessage, Status
 from sluice.netguard import static_resolver
-from sluice.ops.connections import connection_add
+from sluice.ops.connections import connection_add, connection_check
 from sluice.ops.endpoints import endpoint_enable
 from sluice.ops.tenant_events import (
     emit_tenant_event,
@@ -41,6 +41,7 @@ from sluice.store.tenant_events import dead_digest
 from sluice.worker import Dispatcher
 from sluice.worker.gate import ConnectionGate
 from sluice.worker.limits import Limiter
+from sluice.worker.refresh import Refresher
 
 KEY = generate_key()
 SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
@@ -104,8 +105,10 @@ async def drain(
             "sluice_events": TenantEventsProvider(client, resolve=PUBLIC),
             "http": HttpActionProvider(client, {ACTION.name: ACTION}, resolve=PUBLIC),
         }
+        refresher = Refresher(store, box, providers, clock=clock, worker_id="w")
         gate = ConnectionGate(store, box, requires_connection=["sluice_events", "http"],
-                              worker_id="w", logger=log, providers=providers)  # fmt: skip
+                              worker_id="w", logger=log, providers=providers,
+                              refresher=refresher)  # fmt: skip
         limiter = Limiter(store, s, parse_limits(limits or []), clock=clock, logger=log,
                           worker_id="w", shared_clock=clock)  # fmt: skip
         d = Dispatcher(store, providers, s, clock=clock, worker_id="w", gate=gate,
@@ -332,3 +335,44 @@ async def test_set__keeps_the_secret_unless_given_and_audits_without_it(
     }
     text = json.dumps([e.detail for e in await store.audit_list()])
     assert mine not in text and first.secret not in text
+
+
+async def test_connections_check__a_refused_token_tells_the_tenant(
+    store: Store, clock: FrozenClock
+) -> None:
+    secrets = await tenants(store, clock)
+    box = SecretBox(KEY)
+    creds = {"access_token": "t", "check_url": "https://crm.example/me/r401"}
+    conn = await connection_add(store, box, tenant="acme", provider="http", secrets=creds,
+                                scopes=[], actor="op", clock=clock)  # fmt: skip
+    wire = Wire()
+    async with httpx.AsyncClient(transport=httpx.MockTransport(wire)) as client:
+        provider = HttpActionProvider(client, {}, resolve=PUBLIC)
+        report = await connection_check(store, box, provider, conn, clock=clock)
+    assert not report.ok
+    assert (await store.connection_get("acme", "http")).state.value == "pending_reauth"
+    await drain(store, wire, clock)
+    [event] = wire.events("acme", secrets["acme"])
+    assert event["type"] == "connection.pending_reauth"
+    assert event["data"]["reason"].startswith("connections check:")
+    assert wire.events("globex", secrets["globex"]) == []
+
+
+async def test_token_refresh_refused__tells_the_tenant(store: Store, clock: FrozenClock) -> None:
+    secrets = await tenants(store, clock)
+    creds = {"access_token": "old", "refresh_token": "rt", "client_id": "c",
+             "client_secret": "s", "token_url": "https://auth.example/token/r400"}  # fmt: skip
+    await connection_add(store, SecretBox(KEY), tenant="globex", provider="http",
+                         secrets=creds, scopes=[], actor="op", clock=clock,
+                         expires_at=clock.now() + timedelta(seconds=30))  # fmt: skip
+    wire = Wire()
+    message = NewMessage(tenant="globex", channel="crm", provider="http", recipient="ok",
+                         action=ACTION.name, payload={})  # fmt: skip
+    [mid] = await store.enqueue_many([message], clock.now())
+    await drain(store, wire, clock)
+    await drain(store, wire, clock)
+    assert (await store.message_get(mid)).status is Status.HELD
+    [event] = wire.events("globex", secrets["globex"])
+    assert (event["type"], event["data"]["provider"]) == ("connection.pending_reauth", "http")
+    assert "token refresh failed" in event["data"]["reason"]
+    assert wire.events("acme", secrets["acme"]) == []
