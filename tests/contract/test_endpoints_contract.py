@@ -103,8 +103,10 @@ async def test_tenant_events__set_clear_and_dead_mark(store: Store) -> None:
     got = await store.tenant_events_get("a")
     assert got is not None and got.events_url == URL and got.dead_seen_until == at(0)
     assert [t.tenant for t in await store.tenant_events_list()] == ["a"]
-    assert await store.tenant_events_dead_seen("a", at(60)) is True
-    assert await store.tenant_events_dead_seen("a", at(30)) is False  # never backwards
+    assert await store.tenant_events_dead_seen("a", at(0), at(60)) is True
+    assert await store.tenant_events_dead_seen("a", at(0), at(90)) is False  # moved already
+    assert await store.tenant_events_dead_seen("a", at(60), at(30)) is False  # backwards
+    assert await store.tenant_events_dead_seen("nobody", None, at(30)) is False
     await store.tenant_events_set("a", None, at(90), audit("tenant.events_url.clear"))
     cleared = await store.tenant_events_get("a")
     assert cleared is not None and cleared.events_url is None and cleared.dead_seen_until == at(60)

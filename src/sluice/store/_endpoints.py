@@ -115,6 +115,9 @@ class EndpointMethods:
         params = {"tenant": tenant, "url": url, "now": self.codec.write_time(now)}
         await self._script([("tenant_events_set", params)], audit)
 
-    async def tenant_events_dead_seen(self, tenant: str, until: datetime) -> bool:
-        params = {"tenant": tenant, "until": self.codec.write_time(until)}
+    async def tenant_events_dead_seen(
+        self, tenant: str, expected: datetime | None, until: datetime
+    ) -> bool:
+        c = self.codec
+        params = {"tenant": tenant, "expected": c.param(expected), "until": c.write_time(until)}
         return bool(await self._fetch("tenant_events_dead_seen", params))

@@ -1167,6 +1167,10 @@ class Store(Protocol):
         """Set (or, with None, clear) ``tenant``'s events URL; audited."""
         ...
 
-    async def tenant_events_dead_seen(self, tenant: str, until: datetime) -> bool:
-        """Advance the ``message.dead`` digest's mark to ``until``; False if it was there."""
+    async def tenant_events_dead_seen(
+        self, tenant: str, expected: datetime | None, until: datetime
+    ) -> bool:
+        """Move the ``message.dead`` digest's mark from ``expected`` to ``until`` (a
+        compare-and-set: of workers racing, one moves it); False if it was not at
+        ``expected`` or would go backwards."""
         ...

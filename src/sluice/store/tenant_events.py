@@ -144,7 +144,8 @@ async def dead_digest(store: Store, now: datetime) -> dict[str, str]:
             )
             skip = set(await store.message_select(Status.DEAD, events))
             dead = [mid for mid in dead if mid not in skip]
-        if not await store.tenant_events_dead_seen(settings.tenant, now) or not dead:
+        moved = await store.tenant_events_dead_seen(settings.tenant, since, now)
+        if not moved or not dead:
             continue
         data = {"message_ids": dead, "count": len(dead), "since": since and since.isoformat()}
         mid = await emit_tenant_event(store, settings.tenant, "message.dead", data, now=now)

@@ -1166,5 +1166,6 @@ ON CONFLICT (tenant) DO UPDATE SET
 -- name: tenant_events_dead_seen
 UPDATE sluice_tenant_settings SET dead_seen_until = %(until)s
 WHERE tenant = %(tenant)s
+  AND dead_seen_until IS NOT DISTINCT FROM %(expected)s::timestamptz
   AND (dead_seen_until IS NULL OR dead_seen_until < %(until)s)
 RETURNING tenant

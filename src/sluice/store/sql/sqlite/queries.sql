@@ -944,5 +944,6 @@ ON CONFLICT (tenant) DO UPDATE SET
 -- name: tenant_events_dead_seen
 UPDATE sluice_tenant_settings SET dead_seen_until = :until
 WHERE tenant = :tenant
+  AND dead_seen_until IS :expected
   AND (dead_seen_until IS NULL OR dead_seen_until < :until)
 RETURNING tenant
