@@ -22,6 +22,7 @@ from sluice.flow.controls import Control
 from sluice.model import Message
 from sluice.store import _params, _rows
 from sluice.store._codec import Codec
+from sluice.store._requests import RequestStore
 from sluice.store.base import (
     ApiKey,
     AuditEntry,
@@ -48,8 +49,9 @@ _TALLY: dict[str, tuple[str, ...]] = {
 }
 
 
-class SqlDriver:
-    """The dialect-independent part of a SQL store."""
+class SqlDriver(RequestStore):
+    """The dialect-independent part of a SQL store (with the two-person rule's
+    requests, ``_requests.RequestStore``)."""
 
     #: How the dialect keeps times and JSON.
     codec: Codec
@@ -69,10 +71,13 @@ class SqlDriver:
         raise NotImplementedError
 
     async def _script(
-        self, steps: Sequence[tuple[str, dict[str, Any]]], audit: AuditEntry | None = None
+        self,
+        steps: Sequence[tuple[str, dict[str, Any]]],
+        audit: AuditEntry | None = None,
+        audit_if: int | None = None,
     ) -> list[list[Any]]:
-        """Run named queries in one transaction, then append ``audit`` in it; the rows
-        of each step."""
+        """Run named queries in one transaction, then append ``audit`` in it (only if step
+        ``audit_if`` returned rows, when given); the rows of each step."""
         raise NotImplementedError
 
     # -- audit -------------------------------------------------------------------

@@ -327,3 +327,24 @@ CREATE INDEX sluice_incident_events_incident ON sluice_incident_events (incident
 CREATE INDEX sluice_attempts_finished ON sluice_attempts (finished_at);
 CREATE INDEX sluice_inbox_received ON sluice_inbox (received_at);
 CREATE INDEX sluice_audit_at ON sluice_audit (at);
+
+-- The two-person rule (0014): operator acts waiting for a second operator.
+CREATE TABLE sluice_requests (
+    id          TEXT PRIMARY KEY,
+    act         TEXT NOT NULL,
+    args        TEXT NOT NULL,
+    scope       TEXT NOT NULL CHECK (scope IN ('global', 'tenant')),
+    tenant      TEXT NOT NULL DEFAULT '',
+    affected    INTEGER,
+    requester   TEXT NOT NULL,
+    reason      TEXT,
+    created_at  REAL NOT NULL,
+    expires_at  REAL NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('pending', 'approved', 'denied', 'expired')),
+    decided_by  TEXT,
+    decided_at  REAL,
+    decision    TEXT,
+    result      TEXT
+);
+CREATE INDEX sluice_requests_pending ON sluice_requests (expires_at) WHERE state = 'pending';
+CREATE INDEX sluice_requests_created ON sluice_requests (created_at, id);
