@@ -256,3 +256,21 @@ async def test_bad_arguments_are_refused_before_anything_is_filed(store: Store) 
     with pytest.raises(ValidationError, match="act"):
         await perform(store, rules, "kill", {}, actor="a", clock=clock)
     assert await store.request_list(None, 10) == []
+
+
+async def test_apikeys_create__the_token_goes_to_the_approver_and_is_never_stored(
+    store: Store,
+) -> None:
+    clock = FrozenClock(START)
+    rules = settings("apikeys.create")
+    args = {"name": "ci", "role": "operator", "tenant": None}
+    filed = await perform(store, rules, "apikeys.create", args, actor="a", clock=clock)
+    assert isinstance(filed, Filed)
+    with pytest.raises(ValidationError, match="role"):
+        await perform(store, rules, "apikeys.create", {**args, "role": "root"}, actor="a")
+    decided = await request_approve(store, rules, filed.request.id, actor="b", clock=clock)
+    assert decided.result.token.startswith("sk_")
+    stored = (await store.request_get(filed.request.id)).result
+    assert "token" not in stored and "secret_hash" not in stored["key"]
+    assert decided.result.token not in str(stored)
+    assert [k.name for k in await store.api_key_list()] == ["ci"]

@@ -8,7 +8,7 @@ back, as text or, with ``--json``, as the JSON the API returns.
 
 Every flag has an environment variable, shown in ``--help``. Exit codes: 0 done; 1 the
 system failed (database down, …); 2 bad input or configuration (the message names what is
-wrong, and nothing was changed).
+wrong, and nothing was changed); 3 the act was filed for a second operator (``requests``).
 
 Where each command lives:
 
@@ -21,7 +21,8 @@ Where each command lives:
 - ``held``: held list, approve, release, cancel;
 - ``limits``: limits list, set, clear; ``breakers``: breakers list, open, close, reset;
 - ``connections``: connections add, list, show, rotate, revoke, check; keys generate, rotate;
-- ``apikeys``: apikeys create, list, revoke; ``inbox``: inbox list, retry.
+- ``apikeys``: apikeys create, list, revoke; ``inbox``: inbox list, retry;
+- ``requests``: requests list, show, approve, deny (the two-person rule; exit 3: filed).
 
 What every command shares: ``options`` (the options more than one group takes, defined
 once) and ``runtime`` (settings, the store, the event loop, exit codes, printing through
@@ -48,6 +49,7 @@ from sluice.cli import (
     limits,
     messages,
     processes,
+    requests,
     status,
 )
 from sluice.cli.processes import run_worker
@@ -88,6 +90,7 @@ app.add_typer(limits.limits_app, name="limits")
 app.add_typer(breakers.breakers_app, name="breakers")
 app.add_typer(incidents.incidents_app, name="incidents")
 app.add_typer(audit.audit_app, name="audit")
+app.add_typer(requests.requests_app, name="requests")  # the two-person rule (issue 14)
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ from typing import Any
 
 from sluice.clock import Clock, SystemClock
 from sluice.config import Settings
-from sluice.errors import Conflict, SluiceError, ValidationError
+from sluice.errors import Conflict, NotFound, SluiceError, ValidationError
 from sluice.flow.breakers import parse_key
 from sluice.flow.controls import Mode, Scope
 from sluice.flow.limits import validate_runtime
@@ -36,7 +36,7 @@ from sluice.ops import actions, apikeys, breakers, connections, controls, inbox,
 from sluice.ops.actions import filter_dict, require_actor
 from sluice.ops.render import jsonable
 from sluice.store.base import AuditEntry, MessageFilter, OpRequest, Store
-from sluice.twoperson import ACTS, Rule, parse_rules
+from sluice.twoperson import ACTS, parse_rules
 
 __all__ = [
     "MAX_LIST",
@@ -100,8 +100,8 @@ class _Act:
     run: Callable[[Store, Mapping[str, Any], _Ctx], Awaitable[Any]]
     #: The tenant it is confined to ('' for global); raises on bad arguments.
     tenant: Callable[[Mapping[str, Any]], str]
-    #: Check the arguments without doing anything (the run checks the rest).
-    check: Callable[[Mapping[str, Any], _Ctx], None] = lambda a, c: require_actor(c.actor)
+    #: Check the arguments, changing nothing (an act that counts is checked by its dry run).
+    check: Callable[[Store, Mapping[str, Any], _Ctx], Awaitable[None]] | None = None
     #: How many messages it would change (None: it counts nothing).
     count: Callable[[Store, Mapping[str, Any], _Ctx], Awaitable[int]] | None = None
     #: Containment with these arguments: never held back (control.set to killed, paused).
@@ -142,7 +142,7 @@ def _scope(args: Mapping[str, Any]) -> Scope:
     )
 
 
-def _need_reason(args: Mapping[str, Any], ctx: _Ctx) -> None:
+async def _need_reason(store: Store, args: Mapping[str, Any], ctx: _Ctx) -> None:
     require_actor(ctx.actor, ctx.reason, need_reason=True)
 
 
@@ -196,8 +196,9 @@ async def _control_set(store: Store, args: Mapping[str, Any], ctx: _Ctx) -> Any:
     )
 
 
-def _check_control(args: Mapping[str, Any], ctx: _Ctx) -> None:
-    _need_reason(args, ctx)
+async def _check_control(store: Store, args: Mapping[str, Any], ctx: _Ctx) -> None:
+    await _need_reason(store, args, ctx)
+    _scope(args)
     if "mode" in args:
         Mode.parse(str(args["mode"]))
 
@@ -256,7 +257,7 @@ async def _key_revoke(store: Store, args: Mapping[str, Any], ctx: _Ctx) -> Any:
 
 
 async def _connection_revoke(store: Store, args: Mapping[str, Any], ctx: _Ctx) -> Any:
-    held = await connections.connection_revoke(
+    return await connections.connection_revoke(
         store,
         tenant=str(args["tenant"]),
         provider=str(args["provider"]),
@@ -264,24 +265,48 @@ async def _connection_revoke(store: Store, args: Mapping[str, Any], ctx: _Ctx) -
         reason=ctx.reason or "",
         clock=ctx.clock,
     )
-    return {"revoked": f"{args['tenant']}/{args['provider']}", "held": held}
 
 
 async def _inbox_retry(store: Store, args: Mapping[str, Any], ctx: _Ctx) -> Any:
-    ids = await inbox.inbox_retry(
-        store, args.get("ids"), actor=ctx.actor, reason=ctx.reason, clock=ctx.clock
-    )
-    return {"requeued": ids}
+    ids = args.get("ids")
+    return await inbox.inbox_retry(store, ids, actor=ctx.actor, reason=ctx.reason, clock=ctx.clock)
 
 
-def _check_limit(args: Mapping[str, Any], ctx: _Ctx) -> None:
-    _need_reason(args, ctx)
+async def _check_limit(store: Store, args: Mapping[str, Any], ctx: _Ctx) -> None:
+    await _need_reason(store, args, ctx)
     validate_runtime(args["limit"])
 
 
-def _check_key(args: Mapping[str, Any], ctx: _Ctx) -> None:
-    _need_reason(args, ctx)
+async def _check_limit_clear(store: Store, args: Mapping[str, Any], ctx: _Ctx) -> None:
+    await _need_reason(store, args, ctx)
+    scope = tuple(str(args.get(k) or "") for k in ("kind", "tenant", "provider", "action"))
+    if not any((r.kind, r.tenant, r.provider, r.action) == scope for r in await store.limit_list()):
+        raise NotFound(f"no run-time {scope[0]} limit for that scope (limits in sluice.toml stay)")
+
+
+async def _check_breaker(store: Store, args: Mapping[str, Any], ctx: _Ctx) -> None:
+    await _need_reason(store, args, ctx)
     parse_key(str(args.get("key") or ""))
+
+
+async def _check_new_key(store: Store, args: Mapping[str, Any], ctx: _Ctx) -> None:
+    require_actor(ctx.actor)
+    apikeys.check_new_key(args.get("name"), args.get("role"), args.get("tenant"))  # type: ignore[arg-type]  # checked there
+
+
+async def _check_revoke_key(store: Store, args: Mapping[str, Any], ctx: _Ctx) -> None:
+    require_actor(ctx.actor)
+    await store.api_key_get(str(args.get("key_id") or "").removeprefix("sk_").split(".", 1)[0])
+
+
+async def _check_connection(store: Store, args: Mapping[str, Any], ctx: _Ctx) -> None:
+    await _need_reason(store, args, ctx)
+    await store.connection_get(str(args.get("tenant")), str(args.get("provider")))
+
+
+async def _check_inbox(store: Store, args: Mapping[str, Any], ctx: _Ctx) -> None:
+    require_actor(ctx.actor)
+    inbox.check_ids(args.get("ids"))
 
 
 _ACTS: dict[str, _Act] = {
@@ -300,13 +325,17 @@ _ACTS: dict[str, _Act] = {
     "limit.set": _Act(
         _limit_set, lambda a: str(a["limit"].get("tenant") or ""), check=_check_limit
     ),
-    "limit.clear": _Act(_limit_clear, lambda a: str(a.get("tenant") or ""), check=_need_reason),
-    "breaker.force": _Act(_breaker, lambda a: parse_key(str(a["key"]))[2], check=_check_key),
-    "breaker.reset": _Act(_breaker, lambda a: parse_key(str(a["key"]))[2], check=_check_key),
-    "apikeys.create": _Act(_key_create, lambda a: str(a.get("tenant") or "")),
-    "apikeys.revoke": _Act(_key_revoke, lambda a: ""),
-    "connection.revoke": _Act(_connection_revoke, lambda a: str(a["tenant"]), check=_need_reason),
-    "inbox.retry": _Act(_inbox_retry, lambda a: ""),
+    "limit.clear": _Act(
+        _limit_clear, lambda a: str(a.get("tenant") or ""), check=_check_limit_clear
+    ),
+    "breaker.force": _Act(_breaker, lambda a: parse_key(str(a["key"]))[2], check=_check_breaker),
+    "breaker.reset": _Act(_breaker, lambda a: parse_key(str(a["key"]))[2], check=_check_breaker),
+    "apikeys.create": _Act(_key_create, lambda a: str(a.get("tenant") or ""), _check_new_key),
+    "apikeys.revoke": _Act(_key_revoke, lambda a: "", check=_check_revoke_key),
+    "connection.revoke": _Act(
+        _connection_revoke, lambda a: str(a["tenant"]), check=_check_connection
+    ),
+    "inbox.retry": _Act(_inbox_retry, lambda a: "", check=_check_inbox),
 }
 assert set(_ACTS) == set(ACTS), "sluice.twoperson.ACTS and the acts here must be one list"
 
@@ -333,15 +362,15 @@ async def perform(
     if spec is None:
         raise ValidationError("act", f"{act!r} is not one of {', '.join(sorted(_ACTS))}")
     ctx = _Ctx(actor, reason, clock or SystemClock(), settings)
-    spec.check(args, ctx)
     rules = [r for r in parse_rules(settings.two_person) if act in r.acts]
     if not rules or args.get("dry_run") or spec.containment(args):
         return await spec.run(store, args, ctx)
+    if spec.check is not None:
+        await spec.check(store, args, ctx)
     tenant = spec.tenant(args)
     scope = "tenant" if tenant else "global"
-    affected = None
-    if spec.count is not None and any(_applies(r, scope) for r in rules):
-        affected = await spec.count(store, args, ctx)
+    # The dry run checks the arguments too, and the approver sees what it counted.
+    affected = None if spec.count is None else await spec.count(store, args, ctx)
     holding = [r.text for r in rules if r.holds(act, scope, affected)]
     if not holding:
         return await spec.run(store, args, ctx)
@@ -374,10 +403,6 @@ async def perform(
         },
     )
     return Filed(await store.request_file(req, audit), holding)
-
-
-def _applies(rule: Rule, scope: str) -> bool:
-    return rule.over is not None and rule.scope in (None, scope)
 
 
 async def request_page(
