@@ -274,3 +274,10 @@ async def test_apikeys_create__the_token_goes_to_the_approver_and_is_never_store
     assert "token" not in stored and "secret_hash" not in stored["key"]
     assert decided.result.token not in str(stored)
     assert [k.name for k in await store.api_key_list()] == ["ci"]
+
+
+async def test_an_act_that_changes_nothing_is_done_at_once(store: Store) -> None:
+    clock = FrozenClock(START)
+    done = await perform(store, settings("dlq.retry"), "dlq.retry",
+                         message_args(MessageFilter()), actor="a", clock=clock)  # fmt: skip
+    assert not isinstance(done, Filed) and done.matched == 0
