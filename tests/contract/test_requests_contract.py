@@ -109,3 +109,21 @@ async def test_expire__past_expiry_is_expired_and_can_no_longer_be_decided(store
         await store.request_decide(
             "new", "expired", actor="x", decision=None, now=after, audit=audit("x")
         )
+
+
+async def test_decide__two_operators_at_once_only_one_decides(store: Store) -> None:
+    import asyncio
+
+    await store.request_file(request("r1"), audit("request.filed"))
+    later = NOW + timedelta(minutes=1)
+    results = await asyncio.gather(
+        *[
+            store.request_decide(
+                "r1", state, actor=who, decision=None, now=later,
+                audit=audit(f"request.{state}", who, later),
+            )
+            for state, who in (("approved", "cli:bob"), ("denied", "cli:carol"))
+        ]
+    )  # fmt: skip
+    assert sorted(results) == [False, True]
+    assert len([e for e in await store.audit_list(10) if e.action != "request.filed"]) == 1

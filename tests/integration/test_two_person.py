@@ -10,7 +10,7 @@ import pytest
 
 from sluice.clock import FrozenClock
 from sluice.config import Settings
-from sluice.errors import Conflict, ValidationError
+from sluice.errors import Conflict, NotFound, ValidationError
 from sluice.flow.controls import Mode, Scope
 from sluice.model import Attempt, AttemptOutcome, Completion, NewMessage, Status
 from sluice.ops import controls
@@ -281,3 +281,15 @@ async def test_an_act_that_changes_nothing_is_done_at_once(store: Store) -> None
     done = await perform(store, settings("dlq.retry"), "dlq.retry",
                          message_args(MessageFilter()), actor="a", clock=clock)  # fmt: skip
     assert not isinstance(done, Filed) and done.matched == 0
+
+
+async def test_hostile_ids_name_no_request(store: Store) -> None:
+    for bad in ("\ud800", "x" * 10_000, "'; DROP TABLE sluice_requests; --", ""):
+        with pytest.raises(NotFound):
+            await request_get(store, bad)
+        with pytest.raises(NotFound):
+            await request_approve(store, settings(), bad, actor="b")
+    with pytest.raises(ValidationError, match="before"):
+        await request_page(store, None, 10, before="\ud800")
+    with pytest.raises(ValidationError, match="limit"):
+        await request_page(store, None, 0)

@@ -20,6 +20,7 @@ audit row and the result.
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -53,6 +54,8 @@ __all__ = [
 
 #: The most requests one page lists.
 MAX_LIST = 1000
+
+_ID = re.compile(r"[0-9a-f]{1,64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -415,18 +418,29 @@ async def request_page(
     """Requests newest first (``state`` None: all), and the cursor of the next page."""
     if not 1 <= limit <= MAX_LIST:
         raise ValidationError("limit", f"must be between 1 and {MAX_LIST}")
+    if before is not None and not (isinstance(before, str) and _ID.fullmatch(before)):
+        raise ValidationError("before", f"{before!r} is not a request id (a page's cursor)")
     await store.request_expire((clock or SystemClock()).now())
     rows = await store.request_list(state, limit + 1, before)
     return rows[:limit], (rows[limit - 1].id if len(rows) > limit else None)
 
 
+def _known_id(request_id: str) -> str:
+    # Ids are short hex; anything else names no request (and never reaches the store).
+    if not isinstance(request_id, str) or not _ID.fullmatch(request_id):
+        raise NotFound(f"no request with id {request_id!r}")
+    return request_id
+
+
 async def request_get(store: Store, request_id: str, clock: Clock | None = None) -> OpRequest:
     """One request (``NotFound`` if there is none), expired if its time is up."""
+    _known_id(request_id)
     await store.request_expire((clock or SystemClock()).now())
     return await store.request_get(request_id)
 
 
 async def _pending(store: Store, request_id: str, now: datetime) -> OpRequest:
+    _known_id(request_id)
     await store.request_expire(now)
     req = await store.request_get(request_id)
     if req.state != "pending":
