@@ -16,6 +16,10 @@ What the approver approves is what runs, never more: for an act that counts mess
 dry run is done again at approval, and the act is bounded to the number the request
 recorded (the oldest first, as every bulk act selects them); both numbers go in the
 audit row and the result.
+
+The approval is recorded (one conditional UPDATE: of two approvers at once, one wins)
+before the act runs, so an act is never done twice; a request approved with no result
+means the process stopped in between — the act's own audit row tells whether it ran.
 """
 
 from __future__ import annotations
