@@ -13,7 +13,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 from sluice import ops
 from sluice.api.auth import Operator
 from sluice.api.problems import Problem
-from sluice.api.requests import gated
+from sluice.api.requests import FILED, gated
 from sluice.api.schemas import PROBLEMS, AuditOut, AuditPage, Text
 from sluice.flow.controls import Mode, Scope
 from sluice.ops import audit, inbox, incidents
@@ -139,7 +139,7 @@ async def dlq_list(
     return jsonable(await ops.dlq_list(request.app.state.store, flt))
 
 
-@router.post("/dlq/{verb}")
+@router.post("/dlq/{verb}", responses=FILED)
 async def dlq_act(
     verb: Literal["retry", "cancel"], body: Selection, who: Operator, request: Request
 ) -> Any:
@@ -167,7 +167,7 @@ async def held_list(
     return jsonable(await ops.held_list(request.app.state.store, flt))
 
 
-@router.post("/held/{verb}")
+@router.post("/held/{verb}", responses=FILED)
 async def held_act(
     verb: Literal["approve", "release", "cancel"],
     body: HeldSelection,
@@ -185,7 +185,7 @@ async def controls_list(who: Operator, request: Request) -> Any:
     return [c.as_dict() for c in await ops.control_list(state.store, state.clock)]
 
 
-@router.post("/controls")
+@router.post("/controls", responses=FILED)
 async def controls_set(body: ControlIn, who: Operator, request: Request) -> Any:
     """Set a scope's mode (kill, pause, shadow, approval, live); with ``wait``, answer
     once every live worker has applied it — the ``ack`` names any that did not."""
@@ -194,7 +194,7 @@ async def controls_set(body: ControlIn, who: Operator, request: Request) -> Any:
     return await gated(request, who, "control.set", args, body.reason, _as_dict)
 
 
-@router.post("/controls/clear")
+@router.post("/controls/clear", responses=FILED)
 async def controls_clear(body: ControlClearIn, who: Operator, request: Request) -> Any:
     """Remove a scope's control (``sluice resume``), releasing what it held."""
     args = {"scope": scope_args(body.scope()), "release": body.release, "wait": body.wait,
@@ -208,7 +208,7 @@ async def breakers(who: Operator, request: Request) -> Any:
     return jsonable(await breakers_list(state.store, state.settings, state.clock.now()))
 
 
-@router.post("/breakers/{key}/{verb}")
+@router.post("/breakers/{key}/{verb}", responses=FILED)
 async def breaker_act(
     key: Annotated[Text, Field(min_length=1, max_length=300)],
     verb: Literal["open", "close", "reset"],
@@ -245,7 +245,7 @@ async def inbox_list(
     return jsonable(await inbox.inbox_list(request.app.state.store, state, provider, limit))
 
 
-@router.post("/inbox/retry")
+@router.post("/inbox/retry", responses=FILED)
 async def inbox_retry(body: InboxRetryIn, who: Operator, request: Request) -> Any:
     """Put dead inbox events back to the projector (all of them, or ``ids``)."""
     return await gated(request, who, "inbox.retry", {"ids": body.ids}, body.reason,
@@ -290,14 +290,14 @@ async def limits_list(who: Operator, request: Request) -> Any:
     return [v.as_dict() for v in views]
 
 
-@router.post("/limits")
+@router.post("/limits", responses=FILED)
 async def limits_set(body: LimitIn, who: Operator, request: Request) -> Any:
     """Set a limit at run time (every worker applies it on its next control poll)."""
     raw = body.model_dump(exclude={"reason"})
     return await gated(request, who, "limit.set", {"limit": raw}, body.reason, _as_dict)
 
 
-@router.post("/limits/clear")
+@router.post("/limits/clear", responses=FILED)
 async def limits_clear(body: LimitClearIn, who: Operator, request: Request) -> Any:
     """Remove a run-time limit (limits in sluice.toml stay)."""
     args = body.model_dump(exclude={"reason"})

@@ -20,9 +20,14 @@ from sluice.api.schemas import PROBLEMS, Text
 from sluice.ops import requests as ops
 from sluice.ops.render import jsonable
 
-__all__ = ["gated", "router"]
+__all__ = ["FILED", "gated", "router"]
 
 router = APIRouter(prefix="/v1", tags=["operator"], responses=PROBLEMS)
+
+#: The answer of an act a two-person rule filed instead of doing, for the OpenAPI document.
+FILED: dict[int | str, dict[str, Any]] = {
+    202: {"description": "Filed for a second operator (the two-person rule): the request"}
+}
 
 _Id = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[0-9a-f]+$")]
 
