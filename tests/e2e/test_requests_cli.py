@@ -171,3 +171,36 @@ def test_requests_in_help_and_bad_input_named(sqlite_url: str) -> None:
     bad = cli("requests", "list", "--state", "maybe", env=env)
     assert bad.returncode == 2 and "state" in bad.stderr
     assert cli("requests", "list", "--limit", "0", env=env).returncode == 2
+
+
+def test_held_release__a_tenant_threshold_holds_only_what_exceeds_it(sqlite_url: str) -> None:
+    from sluice.flow.controls import Mode, Scope
+
+    async def seed(store: Store) -> list[str]:
+        now = datetime.now(UTC)
+        ids = await store.enqueue_many(
+            [NewMessage(tenant=t, channel="sms", provider="null", recipient="+15550001111",
+                        payload={"i": i}) for i, t in enumerate(["acme"] * 3 + ["globex"])],
+            now,
+        )  # fmt: skip
+        for tenant in ("acme", "globex"):
+            await store.control_set(
+                Scope.of(tenant), Mode.KILLED, actor="t", reason="r", expires_at=None, now=now
+            )
+        await store.control_hold_queued(now)
+        return ids
+
+    ids = with_store(sqlite_url, seed)
+    assert statuses(sqlite_url, ids) == ["held"] * 4
+    env = {"SLUICE_DATABASE_URL": sqlite_url, "SLUICE_TWO_PERSON": "held.release:tenant>2"}
+    small = cli("release", "--tenant", "globex", "--actor", "cli:alice", env=env)
+    assert small.returncode == 0 and "1 of 1 held messages released" in small.stdout
+    big = cli("release", "--tenant", "acme", "--actor", "cli:alice", env=env)
+    assert big.returncode == 3 and "rule held.release:tenant>2" in big.stdout
+    assert statuses(sqlite_url, ids[:3]) == ["held"] * 3
+    [req] = json.loads(cli("requests", "list", "--json", env=env).stdout)["items"]
+    assert (req["tenant"], req["scope"], req["affected"]) == ("acme", "tenant", 3)
+    done = cli("requests", "approve", req["id"], "--actor", "cli:bob", env=env)
+    assert done.returncode == 0, done.stderr
+    # Released; the kill on acme still applies, so a worker would hold them again.
+    assert statuses(sqlite_url, ids[:3]) == ["queued"] * 3
