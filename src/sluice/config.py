@@ -172,6 +172,11 @@ class Settings:
     #: targets told again, as "escalated"); 0: never. Seed 002: a P1 is answered within 15
     #: minutes.
     alerts_escalate_after: float = 900.0
+    # -- the two-person rule (issue 14; sluice.twoperson, sluice.ops.requests) ----
+    #: Acts that wait for a second operator (``[ops] two_person``; the language is in
+    #: ``sluice.twoperson``), and seconds a request waits before it expires.
+    two_person: tuple[str, ...] = ()
+    two_person_expiry: float = 86_400.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -210,6 +215,7 @@ class Settings:
             "ingress_dedupe_window",
             "projector_max_attempts",
             "metrics_refresh",
+            "two_person_expiry",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -263,6 +269,9 @@ class Settings:
                 "SLUICE_ALLOW_PRIVATE_TARGETS must be a list of networks and host names, "
                 f"not the string {self.allow_private_targets!r}"
             )
+        from sluice.twoperson import parse_rules
+
+        parse_rules(self.two_person)  # a bad rule stops the process at start, named
         from sluice.netguard import private_targets
 
         # Parsed now, so that a bad entry stops the process at start, named.
@@ -423,13 +432,17 @@ def load_settings(
     types = {f.name: type(f.default) if f.default is not None else None for f in fields(Settings)}
     if path is not None:
         try:
-            table = tomllib.loads(path.read_text()).get("sluice", {})
+            document = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-        for key, raw in table.items():
+        for key, raw in document.get("sluice", {}).items():
             if key not in known:
                 raise ConfigError(f"{path}: unknown setting [sluice].{key}")
             values[key] = _coerce(key, types[key], raw, str(path))
+        for key, raw in document.get("ops", {}).items():  # [ops]: the two-person rule
+            if key not in ("two_person", "two_person_expiry"):
+                raise ConfigError(f"{path}: unknown setting [ops].{key}")
+            values[key] = _coerce(f"[ops].{key}", types[key], raw, str(path))
     for name in known:
         raw = env.get(_env_name(name))
         if raw is not None and raw != "":

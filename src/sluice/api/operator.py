@@ -13,11 +13,13 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 from sluice import ops
 from sluice.api.auth import Operator
 from sluice.api.problems import Problem
+from sluice.api.requests import FILED, gated
 from sluice.api.schemas import PROBLEMS, AuditOut, AuditPage, Text
 from sluice.flow.controls import Mode, Scope
 from sluice.ops import audit, inbox, incidents
-from sluice.ops.breakers import breaker_force, breaker_reset, breakers_list
+from sluice.ops.breakers import breakers_list
 from sluice.ops.render import jsonable
+from sluice.ops.requests import message_args, scope_args
 from sluice.store.base import MessageFilter
 
 __all__ = ["router"]
@@ -25,6 +27,10 @@ __all__ = ["router"]
 router = APIRouter(prefix="/v1", tags=["operator"], responses=PROBLEMS)
 
 _Name = Annotated[Text | None, Query(min_length=1, max_length=128)]
+
+
+def _as_dict(result: Any) -> Any:
+    return result.as_dict()
 
 
 class ScopeIn(BaseModel):
@@ -133,18 +139,13 @@ async def dlq_list(
     return jsonable(await ops.dlq_list(request.app.state.store, flt))
 
 
-@router.post("/dlq/{verb}")
+@router.post("/dlq/{verb}", responses=FILED)
 async def dlq_act(
     verb: Literal["retry", "cancel"], body: Selection, who: Operator, request: Request
 ) -> Any:
     """Replay (``retry``) or give up on (``cancel``) the dead letters selected."""
-    act = ops.dlq_retry if verb == "retry" else ops.dlq_cancel
-    state = request.app.state
-    result = await act(
-        state.store, body.filter(), dry_run=body.dry_run, actor=who.actor,
-        reason=body.reason, clock=state.clock,
-    )  # fmt: skip
-    return result.as_dict()
+    args = message_args(body.filter(), dry_run=body.dry_run)
+    return await gated(request, who, f"dlq.{verb}", args, body.reason, _as_dict)
 
 
 @router.get("/held")
@@ -166,7 +167,7 @@ async def held_list(
     return jsonable(await ops.held_list(request.app.state.store, flt))
 
 
-@router.post("/held/{verb}")
+@router.post("/held/{verb}", responses=FILED)
 async def held_act(
     verb: Literal["approve", "release", "cancel"],
     body: HeldSelection,
@@ -174,13 +175,8 @@ async def held_act(
     request: Request,
 ) -> Any:
     """Approve, release or cancel held messages, by ids or by selection."""
-    act = {"approve": ops.held_approve, "release": ops.held_release, "cancel": ops.held_cancel}
-    state = request.app.state
-    result = await act[verb](
-        state.store, body.filter(body.contains), body.ids, dry_run=body.dry_run,
-        actor=who.actor, reason=body.reason, clock=state.clock,
-    )  # fmt: skip
-    return result.as_dict()
+    args = message_args(body.filter(body.contains), body.ids, body.dry_run)
+    return await gated(request, who, f"held.{verb}", args, body.reason, _as_dict)
 
 
 @router.get("/controls")
@@ -189,29 +185,21 @@ async def controls_list(who: Operator, request: Request) -> Any:
     return [c.as_dict() for c in await ops.control_list(state.store, state.clock)]
 
 
-@router.post("/controls")
+@router.post("/controls", responses=FILED)
 async def controls_set(body: ControlIn, who: Operator, request: Request) -> Any:
     """Set a scope's mode (kill, pause, shadow, approval, live); with ``wait``, answer
     once every live worker has applied it — the ``ack`` names any that did not."""
-    state = request.app.state
-    change = await ops.control_set(
-        state.store, body.scope(), body.mode,
-        actor=who.actor, reason=body.reason, expires_in=body.expires_in, wait=body.wait,
-        timeout=body.timeout, clock=state.clock,
-    )  # fmt: skip
-    return change.as_dict()
+    args = {"scope": scope_args(body.scope()), "mode": body.mode.value,
+            "expires_in": body.expires_in, "wait": body.wait, "timeout": body.timeout}  # fmt: skip
+    return await gated(request, who, "control.set", args, body.reason, _as_dict)
 
 
-@router.post("/controls/clear")
+@router.post("/controls/clear", responses=FILED)
 async def controls_clear(body: ControlClearIn, who: Operator, request: Request) -> Any:
     """Remove a scope's control (``sluice resume``), releasing what it held."""
-    state = request.app.state
-    change = await ops.control_clear(
-        state.store, body.scope(),
-        actor=who.actor, reason=body.reason, release=body.release, wait=body.wait,
-        timeout=body.timeout, clock=state.clock,
-    )  # fmt: skip
-    return change.as_dict()
+    args = {"scope": scope_args(body.scope()), "release": body.release, "wait": body.wait,
+            "timeout": body.timeout}  # fmt: skip
+    return await gated(request, who, "resume", args, body.reason, _as_dict)
 
 
 @router.get("/breakers")
@@ -220,7 +208,7 @@ async def breakers(who: Operator, request: Request) -> Any:
     return jsonable(await breakers_list(state.store, state.settings, state.clock.now()))
 
 
-@router.post("/breakers/{key}/{verb}")
+@router.post("/breakers/{key}/{verb}", responses=FILED)
 async def breaker_act(
     key: Annotated[Text, Field(min_length=1, max_length=300)],
     verb: Literal["open", "close", "reset"],
@@ -229,16 +217,10 @@ async def breaker_act(
     request: Request,
 ) -> Any:
     """Force a breaker open or closed until reset, or reset it to automatic."""
-    state = request.app.state
-    now = state.clock.now()
     if verb == "reset":
-        info = await breaker_reset(state.store, key, actor=who.actor, reason=body.reason, now=now)
-    else:
-        info = await breaker_force(
-            state.store, key, "open" if verb == "open" else "closed",
-            actor=who.actor, reason=body.reason, now=now,
-        )  # fmt: skip
-    return jsonable(info)
+        return await gated(request, who, "breaker.reset", {"key": key}, body.reason, jsonable)
+    args = {"key": key, "state": "open" if verb == "open" else "closed"}
+    return await gated(request, who, "breaker.force", args, body.reason, jsonable)
 
 
 @router.get("/connections")
@@ -263,14 +245,11 @@ async def inbox_list(
     return jsonable(await inbox.inbox_list(request.app.state.store, state, provider, limit))
 
 
-@router.post("/inbox/retry")
+@router.post("/inbox/retry", responses=FILED)
 async def inbox_retry(body: InboxRetryIn, who: Operator, request: Request) -> Any:
     """Put dead inbox events back to the projector (all of them, or ``ids``)."""
-    state = request.app.state
-    moved = await inbox.inbox_retry(
-        state.store, body.ids, actor=who.actor, reason=body.reason, clock=state.clock
-    )
-    return {"requeued": len(moved), "ids": moved}
+    return await gated(request, who, "inbox.retry", {"ids": body.ids}, body.reason,
+                       lambda moved: {"requeued": len(moved), "ids": moved})  # fmt: skip
 
 
 class LimitIn(BaseModel):
@@ -311,26 +290,18 @@ async def limits_list(who: Operator, request: Request) -> Any:
     return [v.as_dict() for v in views]
 
 
-@router.post("/limits")
+@router.post("/limits", responses=FILED)
 async def limits_set(body: LimitIn, who: Operator, request: Request) -> Any:
     """Set a limit at run time (every worker applies it on its next control poll)."""
     raw = body.model_dump(exclude={"reason"})
-    state = request.app.state
-    spec = await ops.limit_set(
-        state.store, raw, actor=who.actor, reason=body.reason, clock=state.clock
-    )
-    return spec.as_dict()
+    return await gated(request, who, "limit.set", {"limit": raw}, body.reason, _as_dict)
 
 
-@router.post("/limits/clear")
+@router.post("/limits/clear", responses=FILED)
 async def limits_clear(body: LimitClearIn, who: Operator, request: Request) -> Any:
     """Remove a run-time limit (limits in sluice.toml stay)."""
-    state = request.app.state
-    await ops.limit_clear(
-        state.store, body.kind, tenant=body.tenant, provider=body.provider,
-        action=body.action, actor=who.actor, reason=body.reason, clock=state.clock,
-    )  # fmt: skip
-    return {"cleared": body.kind}
+    args = body.model_dump(exclude={"reason"})
+    return await gated(request, who, "limit.clear", args, body.reason, lambda done: done)
 
 
 # -- incidents ---------------------------------------------------------------------------

@@ -8,7 +8,7 @@ back, as text or, with ``--json``, as the JSON the API returns.
 
 Every flag has an environment variable, shown in ``--help``. Exit codes: 0 done; 1 the
 system failed (database down, …); 2 bad input or configuration (the message names what is
-wrong, and nothing was changed).
+wrong, and nothing was changed); 3 the act was filed for a second operator (``requests``).
 
 Where each command lives:
 
@@ -24,6 +24,7 @@ Where each command lives:
 - ``apikeys``: apikeys create, list, revoke; ``inbox``: inbox list, retry;
 - ``endpoints``: endpoints list, disable, enable; ``tenants``: tenants events-url set,
   clear, list.
+- ``requests``: requests list, show, approve, deny (the two-person rule; exit 3: filed).
 
 What every command shares: ``options`` (the options more than one group takes, defined
 once) and ``runtime`` (settings, the store, the event loop, exit codes, printing through
@@ -51,6 +52,7 @@ from sluice.cli import (
     limits,
     messages,
     processes,
+    requests,
     status,
     tenants,
 )
@@ -95,6 +97,7 @@ app.add_typer(audit.audit_app, name="audit")
 # issue 14: endpoint health, tenants' events URL
 app.add_typer(endpoints.endpoints_app, name="endpoints")
 app.add_typer(tenants.tenants_app, name="tenants")
+app.add_typer(requests.requests_app, name="requests")  # the two-person rule (issue 14)
 
 
 def main() -> None:

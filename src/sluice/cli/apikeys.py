@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from sluice.cli.options import Actor, DatabaseUrl, JsonOutput, Reason
+from sluice.cli.requests import gated, unless_filed
 from sluice.cli.runtime import actor_or_default, echo_json, echo_table, on_store, settings_for
 from sluice.ops.render import jsonable
 
@@ -36,13 +37,10 @@ def apikeys_create(
     as_json: JsonOutput = False,
 ) -> None:
     """Make an API key and print it once: only its hash is stored."""
-    from sluice.ops.apikeys import api_key_create
-
     settings = settings_for(database_url)
-    made = on_store(
-        settings,
-        lambda store: api_key_create(store, name, role, tenant, actor=actor_or_default(actor)),
-    )
+    args = {"name": name, "role": role, "tenant": tenant}
+    act = gated(settings, "apikeys.create", args, actor=actor_or_default(actor), reason=None)
+    made = unless_filed(on_store(settings, act), as_json)
     if as_json:
         echo_json({**jsonable(_key_view(made.key)), "token": made.token})
         return
@@ -81,11 +79,8 @@ def apikeys_revoke(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Revoke a key: refused at once by new servers, within 5 s by running ones."""
-    from sluice.ops.apikeys import api_key_revoke
-
     settings = settings_for(database_url)
-    key = on_store(
-        settings,
-        lambda store: api_key_revoke(store, key_id, actor=actor_or_default(actor), reason=reason),
-    )
+    who = actor_or_default(actor)
+    act = gated(settings, "apikeys.revoke", {"key_id": key_id}, actor=who, reason=reason)
+    key = unless_filed(on_store(settings, act), False)
     typer.echo(f"revoked {key.id} ({key.name})")

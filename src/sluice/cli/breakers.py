@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from sluice.cli.options import Actor, DatabaseUrl, JsonOutput
+from sluice.cli.requests import gated, unless_filed
 from sluice.cli.runtime import (
     actor_or_default,
     echo_json,
@@ -17,7 +18,6 @@ from sluice.cli.runtime import (
     settings_for,
     with_store,
 )
-from sluice.store import Store
 
 __all__ = ["breakers_app"]
 
@@ -81,20 +81,14 @@ def _breaker_command(verb: str, doc: str) -> Callable[..., None]:
         database_url: DatabaseUrl = None,
         as_json: JsonOutput = False,
     ) -> None:
-        from sluice.ops.breakers import breaker_force, breaker_reset
-
         async def go() -> Any:
             settings = settings_for(database_url)
             who = actor_or_default(actor)
+            act, args = ("breaker.reset", {"key": key}) if verb == "reset" else (
+                "breaker.force", {"key": key, "state": verb})  # fmt: skip
+            return await with_store(settings, gated(settings, act, args, actor=who, reason=reason))
 
-            async def act(store: Store) -> Any:
-                if verb == "reset":
-                    return await breaker_reset(store, key, actor=who, reason=reason)
-                return await breaker_force(store, key, verb, actor=who, reason=reason)
-
-            return await with_store(settings, act)
-
-        row = run_async(go)
+        row = unless_filed(run_async(go), as_json)
         if as_json:
             echo_json(row)
         elif verb == "reset":

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from sluice.cli.options import Actor, DatabaseUrl, JsonOutput, Reason, Tenant
+from sluice.cli.requests import gated, unless_filed
 from sluice.cli.runtime import (
     actor_or_default,
     echo_json,
@@ -261,15 +262,10 @@ def connections_revoke(
     as_json: JsonOutput = False,
 ) -> None:
     """Stop using a connection now; its messages are held until re-consent."""
-    from sluice.ops.connections import connection_revoke
-
     settings = settings_for(database_url)
-    held = on_store(
-        settings,
-        lambda s: connection_revoke(
-            s, tenant=tenant, provider=provider, actor=actor_or_default(actor), reason=reason
-        ),
-    )
+    args = {"tenant": tenant, "provider": provider}
+    act = gated(settings, "connection.revoke", args, actor=actor_or_default(actor), reason=reason)
+    held = unless_filed(on_store(settings, act), as_json)
     if as_json:
         echo_json({"held": len(held)})
     else:

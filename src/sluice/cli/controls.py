@@ -21,6 +21,7 @@ from sluice.cli.options import (
     Provider,
     Tenant,
 )
+from sluice.cli.requests import gated, unless_filed
 from sluice.cli.runtime import (
     actor_or_default,
     echo_json,
@@ -32,7 +33,6 @@ from sluice.cli.runtime import (
     with_store,
 )
 from sluice.errors import SluiceError
-from sluice.store import Store
 
 __all__ = ["controls_app", "kill", "pause", "resume"]
 
@@ -114,6 +114,7 @@ def _change_control(
     """Set ``mode`` on the scope the options name, or clear its control when ``mode`` is
     None; print the change."""
     from sluice.ops import controls as ops
+    from sluice.ops.requests import scope_args
 
     scope = _scope(tenant, channel, provider, action)
 
@@ -121,21 +122,17 @@ def _change_control(
         settings = settings_for(database_url)
         seconds = ops.parse_duration(expires) if expires else None
         who = actor_or_default(actor)
+        args: dict[str, Any] = {"scope": scope_args(scope), "wait": not no_wait,
+                                "timeout": timeout}  # fmt: skip
+        if mode is None:
+            args["release"] = not keep_held
+        else:
+            args.update(mode=mode, expires_in=seconds)
+        act = "resume" if mode is None else "control.set"
+        return await with_store(settings, gated(settings, act, args, actor=who, reason=reason))
 
-        async def change(store: Store) -> Any:
-            if mode is None:
-                return await ops.control_clear(
-                    store, scope, actor=who, reason=reason, release=not keep_held,
-                    wait=not no_wait, timeout=timeout,
-                )  # fmt: skip
-            return await ops.control_set(
-                store, scope, mode, actor=who, reason=reason, expires_in=seconds,
-                wait=not no_wait, timeout=timeout,
-            )  # fmt: skip
-
-        return await with_store(settings, change)
-
-    _print_change(run_async(go), "clear" if mode is None else "set", as_json)
+    change = unless_filed(run_async(go), as_json)
+    _print_change(change, "clear" if mode is None else "set", as_json)
 
 
 def _set_command(mode: str, doc: str) -> Callable[..., None]:

@@ -22,6 +22,7 @@ from sluice.cli.options import (
     Tenant,
     message_filter,
 )
+from sluice.cli.requests import gated, unless_filed
 from sluice.cli.runtime import (
     actor_or_default,
     echo_json,
@@ -91,18 +92,17 @@ def _move_command(verb: str, done: str, doc: str) -> Callable[..., None]:
         database_url: DatabaseUrl = None,
         as_json: JsonOutput = False,
     ) -> None:
-        from sluice import ops
+        from sluice.ops.requests import message_args
 
         async def go() -> Any:
             settings = settings_for(database_url)
-            flt = message_filter(tenant, channel, error_code, since, limit)
-            fn = ops.dlq_retry if verb == "retry" else ops.dlq_cancel
+            args = message_args(message_filter(tenant, channel, error_code, since, limit),
+                                dry_run=dry_run)  # fmt: skip
             who = actor_or_default(actor)
-            return await with_store(
-                settings, lambda s: fn(s, flt, dry_run=dry_run, actor=who, reason=reason)
-            )
+            act = gated(settings, f"dlq.{verb}", args, actor=who, reason=reason)
+            return await with_store(settings, act)
 
-        echo_moved(run_async(go), "dead letters", done, as_json=as_json)
+        echo_moved(unless_filed(run_async(go), as_json), "dead letters", done, as_json=as_json)
 
     command.__doc__ = doc
     return command

@@ -22,6 +22,7 @@ from sluice.cli.options import (
     Tenant,
     message_filter,
 )
+from sluice.cli.requests import gated, unless_filed
 from sluice.cli.runtime import (
     actor_or_default,
     echo_json,
@@ -129,7 +130,7 @@ def _held_move(
     database_url: str | None,
     as_json: bool,
 ) -> None:
-    from sluice.ops import controls as ops
+    from sluice.ops.requests import message_args
 
     filtered = any(v is not None for v in (tenant, channel, provider, action, error_code,
                                            contains, since))  # fmt: skip
@@ -145,16 +146,14 @@ def _held_move(
     async def go() -> Any:
         settings = settings_for(database_url)
         flt = _held_filter(tenant, channel, provider, action, error_code, contains, since, limit)
-        fn = {"approve": ops.held_approve, "release": ops.held_release,
-              "cancel": ops.held_cancel}[verb]  # fmt: skip
+        args = message_args(flt, ids or None, dry_run)
         who = actor_or_default(actor)
         return await with_store(
-            settings,
-            lambda s: fn(s, flt, ids or None, dry_run=dry_run, actor=who, reason=reason),
+            settings, gated(settings, f"held.{verb}", args, actor=who, reason=reason)
         )
 
     done = {"approve": "approved", "release": "released", "cancel": "cancelled"}[verb]
-    echo_moved(run_async(go), "held messages", done, as_json=as_json)
+    echo_moved(unless_filed(run_async(go), as_json), "held messages", done, as_json=as_json)
 
 
 def _held_command(verb: str, doc: str) -> Callable[..., None]:

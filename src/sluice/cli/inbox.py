@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from sluice.cli.options import Actor, DatabaseUrl, JsonOutput, Provider, Reason
+from sluice.cli.requests import gated, unless_filed
 from sluice.cli.runtime import actor_or_default, echo_json, echo_table, on_store, settings_for
 
 __all__ = ["inbox_app"]
@@ -55,11 +56,8 @@ def inbox_retry(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Give dead events back to the projector (audited)."""
-    from sluice.ops.inbox import inbox_retry as retry_events
-
     settings = settings_for(database_url)
-    moved = on_store(
-        settings,
-        lambda s: retry_events(s, ids or None, actor=actor_or_default(actor), reason=reason),
-    )
+    act = gated(settings, "inbox.retry", {"ids": ids or None}, actor=actor_or_default(actor),
+                reason=reason)  # fmt: skip
+    moved = unless_filed(on_store(settings, act), False)
     typer.echo(f"requeued {len(moved)} event(s)")

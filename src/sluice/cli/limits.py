@@ -16,6 +16,7 @@ from sluice.cli.options import (
     Provider,
     Tenant,
 )
+from sluice.cli.requests import gated, unless_filed
 from sluice.cli.runtime import (
     actor_or_default,
     echo_json,
@@ -114,8 +115,6 @@ def limits_set(
     as_json: JsonOutput = False,
 ) -> None:
     """Set a limit at run time (audited; every worker applies it on its next poll)."""
-    from sluice.ops.limits import limit_set
-
     raw: dict[str, Any] = {"kind": kind, "tenant": tenant or "", "provider": provider or "",
                            "action": action or ""}  # fmt: skip
     for name, value in (("rate", rate), ("burst", burst), ("limit", limit), ("window", window),
@@ -125,7 +124,10 @@ def limits_set(
             raw[name] = value
     settings = settings_for(database_url)
     who = actor_or_default(actor)
-    spec = on_store(settings, lambda s: limit_set(s, raw, actor=who, reason=reason))
+    spec = unless_filed(
+        on_store(settings, gated(settings, "limit.set", {"limit": raw}, actor=who, reason=reason)),
+        as_json,
+    )
     if as_json:
         echo_json(spec.as_dict())
     else:
@@ -143,20 +145,11 @@ def limits_clear(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Remove a run-time limit (a limit of sluice.toml for the same scope applies again)."""
-    from sluice.ops.limits import limit_clear
-
     settings = settings_for(database_url)
     who = actor_or_default(actor)
-    on_store(
-        settings,
-        lambda s: limit_clear(
-            s,
-            kind,
-            tenant=tenant or "",
-            provider=provider or "",
-            action=action or "",
-            actor=who,
-            reason=reason,
-        ),
+    args = {"kind": kind, "tenant": tenant or "", "provider": provider or "",
+            "action": action or ""}  # fmt: skip
+    unless_filed(
+        on_store(settings, gated(settings, "limit.clear", args, actor=who, reason=reason)), False
     )
     typer.echo("run-time limit cleared")

@@ -2,7 +2,8 @@
 exit code, the actor, and printing through :mod:`sluice.ops.render`.
 
 Exit codes: 0 done; 1 the system failed (database down, …); 2 bad input or
-configuration (the message names what is wrong, and nothing was changed).
+configuration (the message names what is wrong, and nothing was changed); 3 filed for a
+second operator by the two-person rule (``cli.requests.FILED``).
 """
 
 from __future__ import annotations

@@ -12,7 +12,9 @@ force, release, each audited. Ops imports ground, flow and the store; never the 
 - ``limits``: rate limits, quotas and caps at run time;
 - ``breakers``: circuit breakers (list, force open or closed, reset);
 - ``connections``: tenant credentials;
-- ``watch``: the figures ``sluice status --watch`` redraws for on-call.
+- ``watch``: the figures ``sluice status --watch`` redraws for on-call;
+- ``requests``: the two-person rule — ``perform`` is the one door of every act a rule
+  may hold back (the CLI and the API call it), and a held act's approval or denial.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ __all__ = [
     "api_key_create",
     "api_key_list",
     "api_key_revoke",
+    "check_new_key",
     "secret_matches",
     "split_key",
 ]  # fmt: skip
@@ -56,17 +57,8 @@ def secret_matches(key: ApiKey, secret: str) -> bool:
     return hmac.compare_digest(key.secret_hash, _hash(secret))
 
 
-async def api_key_create(
-    store: Store,
-    name: str,
-    role: str,
-    tenant: str | None,
-    *,
-    actor: str,
-    clock: Clock | None = None,
-) -> NewKey:
-    """Make a key for ``tenant`` (role ``tenant``) or for operators (role ``operator``)."""
-    require_actor(actor)
+def check_new_key(name: str, role: str, tenant: str | None) -> None:
+    """``ValidationError`` naming what is wrong with a key to make (nothing is made)."""
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ValidationError(
             "name", "must be 1-64 letters, digits or _.:@- and start with a letter or digit"
@@ -79,6 +71,20 @@ async def api_key_create(
         raise ValidationError("tenant", "an operator key sees every tenant; leave it out")
     if tenant is not None and len(tenant) > 128:
         raise ValidationError("tenant", "is longer than 128 characters")
+
+
+async def api_key_create(
+    store: Store,
+    name: str,
+    role: str,
+    tenant: str | None,
+    *,
+    actor: str,
+    clock: Clock | None = None,
+) -> NewKey:
+    """Make a key for ``tenant`` (role ``tenant``) or for operators (role ``operator``)."""
+    require_actor(actor)
+    check_new_key(name, role, tenant)
     now = (clock or SystemClock()).now()
     key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
     key = ApiKey(

@@ -26,6 +26,15 @@ async def inbox_list(
     return await store.inbox_list(state, provider, limit)
 
 
+def check_ids(ids: Sequence[int] | None) -> None:
+    """``ValidationError`` naming the first id that is not an inbox event id."""
+    if ids is not None and not ids:
+        raise ValidationError("ids", "an empty list of ids matches nothing")
+    for n, value in enumerate(ids or []):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**63:
+            raise ValidationError(f"ids[{n}]", f"{value!r} is not an inbox event id")
+
+
 async def inbox_retry(
     store: Store,
     ids: Sequence[int] | None = None,
@@ -36,11 +45,7 @@ async def inbox_retry(
 ) -> list[int]:
     """Give dead events (``ids``, or all) back to the projector; audited. Their ids."""
     require_actor(actor)
-    if ids is not None and not ids:
-        raise ValidationError("ids", "an empty list of ids matches nothing")
-    for n, value in enumerate(ids or []):
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**63:
-            raise ValidationError(f"ids[{n}]", f"{value!r} is not an inbox event id")
+    check_ids(ids)
     now = (clock or SystemClock()).now()
     audit = AuditEntry(
         at=now, actor=actor, action="inbox.retry", target="inbox", reason=reason,

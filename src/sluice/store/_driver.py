@@ -23,6 +23,7 @@ from sluice.model import Message
 from sluice.store import _params, _rows
 from sluice.store._codec import Codec
 from sluice.store._endpoints import EndpointMethods
+from sluice.store._requests import RequestStore
 from sluice.store.base import (
     ApiKey,
     AuditEntry,
@@ -49,8 +50,10 @@ _TALLY: dict[str, tuple[str, ...]] = {
 }
 
 
-class SqlDriver(EndpointMethods):  # endpoint health and tenants' events: issue 14
-    """The dialect-independent part of a SQL store."""
+class SqlDriver(EndpointMethods, RequestStore):  # issue 14: endpoints, tenants' events, requests
+    """The dialect-independent part of a SQL store (with endpoint health and tenants'
+    events, ``_endpoints.EndpointMethods``, and the two-person rule's requests,
+    ``_requests.RequestStore``)."""
 
     #: How the dialect keeps times and JSON.
     codec: Codec
@@ -70,10 +73,13 @@ class SqlDriver(EndpointMethods):  # endpoint health and tenants' events: issue 
         raise NotImplementedError
 
     async def _script(
-        self, steps: Sequence[tuple[str, dict[str, Any]]], audit: AuditEntry | None = None
+        self,
+        steps: Sequence[tuple[str, dict[str, Any]]],
+        audit: AuditEntry | None = None,
+        audit_if: int | None = None,
     ) -> list[list[Any]]:
-        """Run named queries in one transaction, then append ``audit`` in it; the rows
-        of each step."""
+        """Run named queries in one transaction, then append ``audit`` in it (only if step
+        ``audit_if`` returned rows, when given); the rows of each step."""
         raise NotImplementedError
 
     # -- audit -------------------------------------------------------------------

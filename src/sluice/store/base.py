@@ -42,6 +42,7 @@ __all__ = [
     "LimitRow",
     "MessageFilter",
     "Observation",
+    "OpRequest",
     "Receipt",
     "RefreshCallback",
     "RefreshOutcome",
@@ -484,6 +485,33 @@ def limit_audit(action: str, row: LimitRow) -> AuditEntry:
         detail={"kind": row.kind, "tenant": row.tenant, "provider": row.provider,
                 "action": row.action, "spec": row.spec},
     )  # fmt: skip
+
+
+# -- the two-person rule (issue 14) --------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OpRequest:
+    """An operator act a two-person rule held back, waiting for another operator
+    (``sluice requests``; ``sluice.ops.requests``)."""
+
+    id: str
+    act: str
+    #: The act's arguments, as approval replays them.
+    args: dict[str, Any]
+    scope: str  # global, tenant
+    tenant: str
+    #: What the act's dry run counted when it was filed (None: it counts nothing).
+    affected: int | None
+    requester: str
+    reason: str | None
+    created_at: datetime
+    expires_at: datetime
+    state: str  # pending, approved, denied, expired
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    decision: str | None = None
+    result: Any = None
 
 
 class Store(Protocol):
@@ -1173,4 +1201,36 @@ class Store(Protocol):
         """Move the ``message.dead`` digest's mark from ``expected`` to ``until`` (a
         compare-and-set: of workers racing, one moves it); False if it was not at
         ``expected`` or would go backwards."""
+    # -- the two-person rule (issue 14) ----------------------------------------------
+
+    async def request_file(self, req: OpRequest, audit: AuditEntry) -> OpRequest:
+        """Record a pending request and ``audit`` in one transaction; ``Conflict`` when
+        ``req.id`` is taken."""
+        ...
+
+    async def request_get(self, request_id: str) -> OpRequest:
+        """One request; ``NotFound`` if there is none."""
+        ...
+
+    async def request_list(
+        self, state: str | None, limit: int, before: str | None = None
+    ) -> list[OpRequest]:
+        """Requests in ``state`` (any if None), newest first, older than the request
+        ``before`` (a page cursor)."""
+        ...
+
+    async def request_decide(
+        self, request_id: str, state: str, *, actor: str, decision: str | None,
+        now: datetime, audit: AuditEntry,
+    ) -> bool:  # fmt: skip
+        """Move a pending, unexpired request to ``state`` (approved or denied) with
+        ``audit``, in one transaction; False (nothing written) if it was not pending."""
+        ...
+
+    async def request_result(self, request_id: str, result: Any) -> None:
+        """Keep what the approved act returned (or the error it raised)."""
+        ...
+
+    async def request_expire(self, now: datetime) -> list[str]:
+        """Pending requests past their ``expires_at`` become expired; their ids."""
         ...

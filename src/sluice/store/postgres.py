@@ -397,14 +397,17 @@ class PostgresStore(SqlDriver):
         return _PgLead(conn)
 
     async def _script(
-        self, steps: Sequence[tuple[str, dict[str, Any]]], audit: AuditEntry | None = None
+        self,
+        steps: Sequence[tuple[str, dict[str, Any]]],
+        audit: AuditEntry | None = None,
+        audit_if: int | None = None,
     ) -> list[list[Any]]:
         out: list[list[Any]] = []
         async with self._conn() as conn, conn.transaction():
             for name, params in steps:
                 cur = await conn.execute(Q[name], params)
                 out.append(await cur.fetchall() if cur.description else [])
-            if audit is not None:
+            if audit is not None and (audit_if is None or out[audit_if]):
                 await _audit_insert(conn, audit)
         return out
 

@@ -528,12 +528,15 @@ class SqliteStore(SqlDriver):
         return await asyncio.to_thread(take)
 
     async def _script(
-        self, steps: Sequence[tuple[str, dict[str, Any]]], audit: AuditEntry | None = None
+        self,
+        steps: Sequence[tuple[str, dict[str, Any]]],
+        audit: AuditEntry | None = None,
+        audit_if: int | None = None,
     ) -> list[list[Any]]:
         def run(conn: sqlite3.Connection) -> list[list[Any]]:
             with _write(conn):
                 out = [conn.execute(Q[name], params).fetchall() for name, params in steps]
-                if audit is not None:
+                if audit is not None and (audit_if is None or out[audit_if]):
                     _audit_insert(conn, audit, audit.detail)
                 return out
 

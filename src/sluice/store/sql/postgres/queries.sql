@@ -1169,3 +1169,43 @@ WHERE tenant = %(tenant)s
   AND dead_seen_until IS NOT DISTINCT FROM %(expected)s::timestamptz
   AND (dead_seen_until IS NULL OR dead_seen_until < %(until)s)
 RETURNING tenant
+-- == the two-person rule (issue 14): operator acts waiting for a second operator ==
+
+-- name: request_insert
+INSERT INTO sluice_requests (id, act, args, scope, tenant, affected, requester, reason,
+                             created_at, expires_at, state)
+VALUES (%(id)s, %(act)s, %(args)s::jsonb, %(scope)s, %(tenant)s, %(affected)s, %(requester)s,
+        %(reason)s, %(now)s, %(expires_at)s, 'pending')
+ON CONFLICT (id) DO NOTHING
+RETURNING id
+
+-- name: request_get
+SELECT id, act, args, scope, tenant, affected, requester, reason, created_at, expires_at,
+       state, decided_by, decided_at, decision, result
+FROM sluice_requests WHERE id = %(id)s
+
+-- name: request_list
+-- Newest first; a page starts after the request named by before.
+SELECT id, act, args, scope, tenant, affected, requester, reason, created_at, expires_at,
+       state, decided_by, decided_at, decision, result
+FROM sluice_requests
+WHERE (%(state)s::text IS NULL OR state = %(state)s::text)
+  AND (%(before)s::text IS NULL
+       OR (created_at, id) < (SELECT created_at, id FROM sluice_requests
+                              WHERE id = %(before)s::text))
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s
+
+-- name: request_decide
+UPDATE sluice_requests
+SET state = %(state)s, decided_by = %(actor)s, decided_at = %(now)s, decision = %(decision)s
+WHERE id = %(id)s AND state = 'pending' AND expires_at > %(now)s
+RETURNING id
+
+-- name: request_result
+UPDATE sluice_requests SET result = %(result)s::jsonb WHERE id = %(id)s
+
+-- name: request_expire
+UPDATE sluice_requests SET state = 'expired', decided_at = %(now)s
+WHERE state = 'pending' AND expires_at <= %(now)s
+RETURNING id

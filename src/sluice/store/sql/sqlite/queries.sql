@@ -947,3 +947,42 @@ WHERE tenant = :tenant
   AND dead_seen_until IS :expected
   AND (dead_seen_until IS NULL OR dead_seen_until < :until)
 RETURNING tenant
+-- == the two-person rule (issue 14): operator acts waiting for a second operator ==
+
+-- name: request_insert
+INSERT INTO sluice_requests (id, act, args, scope, tenant, affected, requester, reason,
+                             created_at, expires_at, state)
+VALUES (:id, :act, :args, :scope, :tenant, :affected, :requester, :reason, :now, :expires_at,
+        'pending')
+ON CONFLICT (id) DO NOTHING
+RETURNING id
+
+-- name: request_get
+SELECT id, act, args, scope, tenant, affected, requester, reason, created_at, expires_at,
+       state, decided_by, decided_at, decision, result
+FROM sluice_requests WHERE id = :id
+
+-- name: request_list
+-- Newest first; a page starts after the request named by before.
+SELECT id, act, args, scope, tenant, affected, requester, reason, created_at, expires_at,
+       state, decided_by, decided_at, decision, result
+FROM sluice_requests
+WHERE (:state IS NULL OR state = :state)
+  AND (:before IS NULL
+       OR (created_at, id) < (SELECT created_at, id FROM sluice_requests WHERE id = :before))
+ORDER BY created_at DESC, id DESC
+LIMIT :limit
+
+-- name: request_decide
+UPDATE sluice_requests
+SET state = :state, decided_by = :actor, decided_at = :now, decision = :decision
+WHERE id = :id AND state = 'pending' AND expires_at > :now
+RETURNING id
+
+-- name: request_result
+UPDATE sluice_requests SET result = :result WHERE id = :id
+
+-- name: request_expire
+UPDATE sluice_requests SET state = 'expired', decided_at = :now
+WHERE state = 'pending' AND expires_at <= :now
+RETURNING id
