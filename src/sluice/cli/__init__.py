@@ -32,6 +32,7 @@ once) and ``runtime`` (settings, the store, the event loop, exit codes, printing
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
@@ -88,6 +89,27 @@ app.add_typer(limits.limits_app, name="limits")
 app.add_typer(breakers.breakers_app, name="breakers")
 app.add_typer(incidents.incidents_app, name="incidents")
 app.add_typer(audit.audit_app, name="audit")
+
+
+# -- sluice --version (issue 14) ---------------------------------------------------------
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"sluice {version('sluice')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Sluice delivers outbound side effects durably, under the operator's hand."""
 
 
 def main() -> None:
