@@ -1,9 +1,11 @@
 """``sluice run``: the whole system in one process, for a first look and for demos.
 
 SQLite file (migrated), the provider simulator on loopback, one worker (with the
-ingress projector), the HTTP API with an operator key made for this run, and a small
-demo load across three tenants, some of it aimed at endpoints that fail on purpose
-so that retries and the dead-letter queue have something to show.
+ingress projector), the HTTP API with an operator key made for this run (revoked when
+it ends), and a small demo load across three tenants, some of it aimed at endpoints
+that fail on purpose so that retries and the dead-letter queue have something to show,
+then a gentle feed of a few messages a second until it stops, so that a kill holds
+something and a resume delivers it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import asyncio
 import base64
 import contextlib
 import os
+import shlex
+import shutil
 import signal
 import sys
 from datetime import UTC, datetime
@@ -66,6 +70,47 @@ def demo_messages(base_url: str, count: int, run: str) -> list[NewMessage]:
     return out
 
 
+async def _demo_feed(store: Any, base_url: str, rate: float, run: str) -> None:
+    """``rate`` webhooks a second across the tenants, all deliverable, until cancelled."""
+    i = 0
+    while True:
+        tenant = TENANTS[i % len(TENANTS)]
+        await store.enqueue_many(
+            [
+                NewMessage(
+                    tenant=tenant, channel="webhook", provider="webhook",
+                    action="order.created", recipient=f"{base_url}/webhook/{tenant}/orders",
+                    payload={"order_id": f"feed_{i:06d}"}, idempotency_key=f"feed-{run}-{i}",
+                )
+            ]
+        )  # fmt: skip
+        i += 1
+        await asyncio.sleep(1 / rate)
+
+
+def _command() -> str:
+    """The running ``sluice`` as it can be typed here (``.venv/bin/sluice`` under make)."""
+
+    def typed(path: str) -> str:
+        relative = os.path.relpath(path)
+        if relative.startswith(".."):
+            return path
+        return relative if os.sep in relative else f".{os.sep}{relative}"
+
+    argv0 = sys.argv[0] if sys.argv else ""
+    if os.path.basename(argv0) == "sluice" and os.path.isfile(argv0):
+        found = shutil.which("sluice")
+        if found and os.path.samefile(found, argv0):
+            return "sluice"
+        return shlex.quote(typed(argv0))
+    return f"{shlex.quote(typed(sys.executable))} -m sluice.cli"
+
+
+async def _earlier_messages(store: Any) -> int:
+    report = await store.status_report(datetime.now(UTC))
+    return sum(report.counts.values())
+
+
 class _Api:
     """The HTTP API served in this process's own event loop."""
 
@@ -117,15 +162,24 @@ class _Api:
 
 
 async def run_embedded(
-    settings: Settings, *, port: int, demo: int, duration: float, api_port: int = 8400
+    settings: Settings,
+    *,
+    port: int,
+    demo: int,
+    duration: float,
+    api_port: int = 8400,
+    demo_rate: float = 0.0,
 ) -> None:
-    """Run migrations, simulator, API, worker and demo load until Ctrl-C or ``duration``."""
+    """Run migrations, simulator, API, worker and demo load (``demo`` at start, then
+    ``demo_rate`` a second) until Ctrl-C or ``duration``."""
     from sluice.logs import configure_logging
     from sluice.providers.simulator import SimulatorThread
     from sluice.tracing import configure as configure_tracing
 
     if demo < 0:
         raise ConfigError("--demo must be 0 or more")
+    if not 0 <= demo_rate <= 1000:  # also refuses nan
+        raise ConfigError("--demo-rate must be between 0 and 1000 messages a second")
     configure_logging("warning", "console")
     configure_tracing(settings)
     secret = settings.webhook_secret or "whsec_" + base64.b64encode(os.urandom(24)).decode()
@@ -141,6 +195,11 @@ async def run_embedded(
         _say(
             f"database   {settings.database_url}  (migrations applied: {applied or 'none needed'})"
         )
+        earlier = await _earlier_messages(store)
+        if earlier:
+            name = getattr(store, "path", settings.database_url)
+            _say(f"           using existing database {name}: {earlier} messages from earlier "
+                 "runs; delete it for a fresh start")  # fmt: skip
         try:
             sim = SimulatorThread(secret, port=port).start()
         except OSError as exc:
@@ -152,7 +211,7 @@ async def run_embedded(
             _say(f"simulator  {sim.url}  (effects: {sim.url}/_sim/effects)")
             api = _Api(store, settings, api_port)
             await api.start()
-            from sluice.ops.apikeys import api_key_create
+            from sluice.ops.apikeys import api_key_create, api_key_revoke
 
             run_tag = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
             key = await api_key_create(
@@ -168,18 +227,25 @@ async def run_embedded(
                     "/_sim/faults",
                     json={"path_prefix": "/webhook/flaky", "fail_first": 1, "error_status": 500},
                 )
+            cli = f"{_command()} {{}} --database-url {shlex.quote(settings.database_url)}"
             if demo:
                 run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
                 ids = await store.enqueue_many(demo_messages(sim.url, demo, run_id))
                 _say(f"demo load  {len(ids)} webhooks enqueued for {', '.join(TENANTS)}")
-                _say(f"           e.g. sluice messages show {ids[9]}   (fails once, then succeeds)")
-            url_flag = f"--database-url {settings.database_url}"
+                if len(ids) > 9:
+                    show = cli.format(f"messages show {ids[9]}")
+                    _say(f"           e.g. {show}   (fails once, then succeeds)")
+            feed = None
+            if demo_rate:
+                _say(f"demo feed  {demo_rate:g} webhooks a second for {', '.join(TENANTS)}, "
+                     "until stopped")  # fmt: skip
+                tag = f"{run_tag}-{os.getpid()}"
+                feed = asyncio.create_task(_demo_feed(store, sim.url, demo_rate, tag))
             _say("")
-            _say("look with, in another terminal:")
-            _say(f"  sluice status {url_flag}")
-            _say(f"  sluice dlq list {url_flag}")
-            _say(f"  sluice kill --tenant globex --reason 'try it' {url_flag}")
-            _say(f"  sluice held list {url_flag}   then: sluice resume --tenant globex --reason ok")
+            _say("look with, in another terminal (in this directory):")
+            for command in ("status", "dlq list", "kill --tenant globex --reason 'try it'",
+                            "held list", "resume --tenant globex --reason ok"):  # fmt: skip
+                _say(f"  {cli.format(command)}")
             _say(f"  curl {sim.url}/_sim/effects")
             _say(f"  curl -H 'Authorization: Bearer {key.token}' {api.url}/v1/status")
             _say("")
@@ -188,19 +254,21 @@ async def run_embedded(
             try:
                 await _work(store, settings, sim, duration)
             finally:
+                if feed is not None:
+                    feed.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await feed
                 await api.stop()
+                await api_key_revoke(store, key.key.id, actor="sluice run", reason="the run ended")
+                _say(f"operator key {key.key.id} of this run revoked.")
+                _say("stopped.")
         finally:
             sim.stop()
     finally:
         await store.close()
 
 
-async def _work(
-    store: Any,
-    settings: Settings,
-    sim: Any,
-    duration: float,
-) -> None:
+async def _work(store: Any, settings: Settings, sim: Any, duration: float) -> None:
     from sluice.ops.alerts import alerting
     from sluice.ops.state_metrics import metrics_server, state_metrics
     from sluice.providers import http_client
@@ -216,7 +284,6 @@ async def _work(
         ):
             await _drive(dispatcher, store, sim, duration, clock)
     _say(f"[{clock.now():%H:%M:%S}] {await _progress(store, sim)}")
-    _say("stopped.")
 
 
 async def _drive(dispatcher: Any, store: Any, sim: Any, duration: float, clock: Any) -> None:
@@ -250,7 +317,8 @@ async def _progress(store: Any, sim: Any) -> str:
     effects = sim.state.summary()
     return (
         f"queued {c.get('queued', 0)}  sending {c.get('sending', 0)}  "
-        f"sent {c.get('sent', 0)}  dead {c.get('dead', 0)}  |  simulator: "
+        f"sent {c.get('sent', 0)}  dead {c.get('dead', 0)}  held {c.get('held', 0)}  |  "
+        "simulator: "
         f"{effects.get('unique', 0)} delivered, {effects.get('duplicates', 0)} duplicates, "
         f"{effects.get('errors_injected', 0)} failures injected"
     )

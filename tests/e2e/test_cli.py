@@ -259,11 +259,17 @@ ENV_VARS = {
         ]
         for verb in ("retry", "cancel")
     },
-    ("simulator",): ["SLUICE_SIMULATOR_HOST", "SLUICE_SIMULATOR_PORT", "SLUICE_WEBHOOK_SECRET"],
+    ("simulator",): [
+        "SLUICE_SIMULATOR_HOST",
+        "SLUICE_SIMULATOR_PORT",
+        "SLUICE_WEBHOOK_SECRET",
+        "SLUICE_SIMULATOR_CALLBACKS",
+    ],
     ("run",): [
         "SLUICE_DATABASE_URL",
         "SLUICE_SIMULATOR_PORT",
         "SLUICE_DEMO",
+        "SLUICE_DEMO_RATE",
         "SLUICE_RUN_DURATION",
     ],
 }
@@ -292,6 +298,15 @@ def test_help__every_command_shows_the_environment_variable_of_each_option() -> 
         if absent:
             missing[" ".join(command)] = absent
     assert not missing, f"--help does not name these environment variables: {missing}"
+
+
+def test_version__prints_the_installed_package_version() -> None:
+    from importlib.metadata import version
+
+    result = cli("--version")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"sluice {version('sluice')}"
 
 
 def test_no_arguments__prints_help_not_a_traceback() -> None:
@@ -768,11 +783,46 @@ def test_worker__stops_cleanly_on_signal_and_records_that_it_stopped(
 # -- simulator ----------------------------------------------------------------------
 
 
-def test_simulator__without_a_secret_exits_2_naming_the_variable() -> None:
-    result = cli("simulator", "--port", str(free_port()))
+def test_simulator__without_a_secret_serves_the_providers_and_names_the_variable_at_webhook(
+    tmp_path: Path, popen: Callable[..., subprocess.Popen[str]]
+) -> None:
+    port = free_port()
+    sim = popen("simulator", "--port", str(port), "--no-callbacks")
+    base = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        assert sim.poll() is None, f"the simulator exited: {stderr_of(tmp_path)}"
+        try:
+            return httpx.get(f"{base}/_sim/health", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_for(healthy, 15, "the simulator to answer /_sim/health")
+    webhook = httpx.post(f"{base}/webhook/orders", content=b"{}", timeout=5)
+    assert webhook.status_code == 503
+    assert "SLUICE_WEBHOOK_SECRET" in webhook.json()["error"]
+    sid = "AC" + "7" * 32
+    httpx.post(
+        f"{base}/_sim/credentials",
+        json={"provider": "twilio", "account_sid": sid, "auth_token": "tok"},
+        timeout=5,
+    ).raise_for_status()
+    account = httpx.get(
+        f"{base}/twilio/2010-04-01/Accounts/{sid}.json", auth=(sid, "tok"), timeout=5
+    )
+    assert account.status_code == 200 and account.json()["sid"] == sid
+    assert httpx.get(f"{base}/_sim/callbacks", timeout=5).json() == {"enabled": False}
+    assert "webhook receiver off" in stderr_of(tmp_path)
+
+
+def test_simulator__an_invalid_secret_exits_2_naming_the_variable() -> None:
+    result = cli(
+        "simulator", "--port", str(free_port()), env={"SLUICE_WEBHOOK_SECRET": "whsec_not base64!"}
+    )
 
     assert result.returncode == 2
     assert "SLUICE_WEBHOOK_SECRET" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_simulator__serves_health_until_terminated(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -37,7 +38,7 @@ def test_run__delivers_the_demo_load_and_stops_by_itself(tmp_path: Path) -> None
     started = time.monotonic()
 
     result = sluice("run", "--duration", "10", "--port", "0", "--api-port", "0",
-                    "--demo", str(DEMO), cwd=tmp_path, timeout=60)  # fmt: skip
+                    "--demo", str(DEMO), "--demo-rate", "0", cwd=tmp_path, timeout=60)  # fmt: skip
 
     elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stderr
@@ -45,11 +46,13 @@ def test_run__delivers_the_demo_load_and_stops_by_itself(tmp_path: Path) -> None
     out = result.stdout
     assert re.search(r"^simulator\s+http://127\.0\.0\.1:\d+", out, re.M), out
     assert f"demo load  {DEMO} webhooks enqueued" in out
-    assert "sluice status --database-url sqlite:///sluice.db" in out
+    assert "-m sluice.cli status --database-url sqlite:///sluice.db\n" in out
+    assert "using existing database" not in out
     lines = out.strip().splitlines()
     assert lines[-1] == "stopped."
-    final = re.search(r"queued (\d+)  sending (\d+)  sent (\d+)  dead (\d+)", lines[-2])
-    assert final, lines[-2]
+    assert re.fullmatch(r"operator key \w+ of this run revoked\.", lines[-2]), lines[-2]
+    final = re.search(r"queued (\d+)  sending (\d+)  sent (\d+)  dead (\d+)", lines[-3])
+    assert final, lines[-3]
     assert final.groups() == ("0", "0", str(DEMO - GONE), str(GONE))
     assert (tmp_path / "sluice.db").is_file()
 
@@ -194,3 +197,107 @@ def test_run__serves_metrics_on_the_metrics_port(tmp_path: Path) -> None:
     finally:
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
+
+
+def _json(command: list[str], cwd: Path) -> object:
+    result = subprocess.run(
+        [*command, "--json"], capture_output=True, text=True, cwd=cwd, timeout=60, check=False,
+        env={k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def _items(document: object) -> list[dict[str, object]]:
+    assert isinstance(document, dict)
+    rows = document.get("items", document.get("held"))
+    assert isinstance(rows, list)
+    return rows
+
+
+def test_run__the_printed_kill_held_resume_hold_then_deliver_the_demo_feed(
+    tmp_path: Path,
+) -> None:
+    """Run the commands ``sluice run`` prints, as printed, while its demo feed flows."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sluice.cli", "run", "--port", "0", "--api-port", "0",
+         "--demo", "0", "--demo-rate", "10", "--duration", "120"],
+        cwd=tmp_path, env={**env, "COLUMNS": "200"}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        printed: dict[str, list[str]] = {}
+        for line in proc.stdout:
+            words = shlex.split(line.strip()) if line.startswith("  ") else []
+            for verb in ("kill", "held", "resume", "status"):
+                if verb in words and "curl" not in words:
+                    printed[verb] = words
+            if line.startswith("Ctrl-C") or line.startswith("stopping"):
+                break
+        assert set(printed) == {"kill", "held", "resume", "status"}, printed
+
+        def run(words: list[str]) -> None:
+            done = subprocess.run(words, capture_output=True, text=True, cwd=tmp_path,
+                                  env=env, timeout=60, check=False)  # fmt: skip
+            assert done.returncode == 0, done.stderr
+
+        run(printed["kill"])
+        held: list[dict[str, object]] = []
+        deadline = time.monotonic() + 30
+        while len(held) < 3:
+            assert time.monotonic() < deadline, "nothing was held after the kill"
+            time.sleep(0.5)
+            held = _items(_json(printed["held"], tmp_path))
+        assert {row["tenant"] for row in held} == {"globex"}
+        run(printed["resume"])
+        ids = {str(row["id"]) for row in held}
+        deadline = time.monotonic() + 30
+        while True:
+            rows = _json([*printed["status"][:-3], "messages", "list", "--tenant", "globex",
+                          "--limit", "1000", *printed["status"][-2:]], tmp_path)  # fmt: skip
+            assert isinstance(rows, list | dict)
+            listed = rows if isinstance(rows, list) else _items(rows)
+            sent = {str(r["id"]) for r in listed if r["status"] == "sent"}
+            if ids <= sent:
+                break
+            assert time.monotonic() < deadline, f"held messages not delivered: {ids - sent}"
+            time.sleep(0.5)
+        proc.terminate()
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert out.strip().splitlines()[-1] == "stopped."
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    keys = _json([*printed["status"][:-3], "apikeys", "list", *printed["status"][-2:]], tmp_path)
+    rows = keys if isinstance(keys, list) else _items(keys)
+    assert len(rows) == 1 and rows[0]["revoked_at"] is not None
+
+
+def test_run__says_plainly_that_it_reuses_an_existing_database(tmp_path: Path) -> None:
+    first = sluice("run", "--duration", "1", "--port", "0", "--api-port", "0", "--demo", "12",
+                   "--demo-rate", "0", cwd=tmp_path, timeout=60)  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    assert "using existing database" not in first.stdout
+
+    again = sluice("run", "--duration", "1", "--port", "0", "--api-port", "0", "--demo", "0",
+                   "--demo-rate", "0", cwd=tmp_path, timeout=60)  # fmt: skip
+
+    assert again.returncode == 0, again.stderr
+    assert re.search(
+        r"using existing database \S*sluice\.db: 12 messages from earlier runs; "
+        r"delete it for a fresh start",
+        again.stdout,
+    ), again.stdout
+
+
+def test_run__a_bad_demo_rate_exits_2_naming_it(tmp_path: Path) -> None:
+    for bad in ("-1", "nan", "1e9"):
+        result = sluice("run", "--demo-rate", bad, "--port", "0", "--api-port", "0",
+                        "--duration", "1", cwd=tmp_path, timeout=30)  # fmt: skip
+        assert result.returncode == 2, (bad, result.stderr)
+        assert "--demo-rate" in result.stderr
+        assert not (tmp_path / "sluice.db").exists()

@@ -35,6 +35,7 @@ once) and ``runtime`` (settings, the store, the event loop, exit codes, printing
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
@@ -98,6 +99,27 @@ app.add_typer(audit.audit_app, name="audit")
 app.add_typer(endpoints.endpoints_app, name="endpoints")
 app.add_typer(tenants.tenants_app, name="tenants")
 app.add_typer(requests.requests_app, name="requests")  # the two-person rule (issue 14)
+
+
+# -- sluice --version (issue 14) ---------------------------------------------------------
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"sluice {version('sluice')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Sluice delivers outbound side effects durably, under the operator's hand."""
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ import typer
 from sluice.cli.options import DatabaseUrl
 from sluice.cli.runtime import fail, run_async, settings_for, with_store
 from sluice.config import Settings
-from sluice.errors import ConfigError, MigrationError, SluiceError
+from sluice.errors import MigrationError, SluiceError
 from sluice.store import open_store
 
 __all__ = ["migrate", "run", "run_worker", "serve", "simulator", "worker"]
@@ -159,16 +159,29 @@ def simulator(
     port: Annotated[int, typer.Option(envvar="SLUICE_SIMULATOR_PORT", help="Port.")] = 8025,
     webhook_secret: Annotated[
         str | None,
-        typer.Option(envvar="SLUICE_WEBHOOK_SECRET", help="Secret to verify webhook signatures."),
+        typer.Option(
+            envvar="SLUICE_WEBHOOK_SECRET",
+            help="Secret to verify webhook signatures; without it /webhook answers 503.",
+        ),
     ] = None,
+    callbacks: Annotated[
+        bool,
+        typer.Option(envvar="SLUICE_SIMULATOR_CALLBACKS", help="Send providers' status callbacks."),
+    ] = True,
 ) -> None:
-    """Run the provider simulator: receives webhooks, verifies, records, injects faults."""
+    """Run the provider simulator: provider APIs and a webhook receiver, faults on demand."""
     from sluice.providers.simulator import serve
 
-    if not webhook_secret:
-        raise fail(ConfigError("the simulator needs SLUICE_WEBHOOK_SECRET (or --webhook-secret)"))
-    typer.echo(f"provider simulator on http://{host}:{port} (effects: /_sim/effects)", err=True)
-    serve(host, port, webhook_secret)
+    webhooks = "on" if webhook_secret else "off (no SLUICE_WEBHOOK_SECRET)"
+    typer.echo(
+        f"provider simulator on http://{host}:{port} (effects: /_sim/effects, requests: "
+        f"/_sim/requests; webhook receiver {webhooks}; callbacks {'on' if callbacks else 'off'})",
+        err=True,
+    )
+    try:
+        serve(host, port, webhook_secret or None, callbacks=callbacks)
+    except SluiceError as exc:
+        raise fail(exc) from None
 
 
 def run(
@@ -179,6 +192,12 @@ def run(
     demo: Annotated[
         int, typer.Option(envvar="SLUICE_DEMO", help="Demo messages to enqueue at start.")
     ] = 300,
+    demo_rate: Annotated[
+        float,
+        typer.Option(
+            envvar="SLUICE_DEMO_RATE", help="Then this many demo messages a second (0: none)."
+        ),
+    ] = 2.0,
     duration: Annotated[
         float,
         typer.Option(
@@ -195,8 +214,11 @@ def run(
 
     settings = settings_for(database_url, metrics_port=metrics_port)
     run_async(
-        lambda: run_embedded(settings, port=port, demo=demo, duration=duration, api_port=api_port)
-    )
+        lambda: run_embedded(
+            settings, port=port, demo=demo, duration=duration, api_port=api_port,
+            demo_rate=demo_rate,
+        )
+    )  # fmt: skip
 
 
 def serve(
