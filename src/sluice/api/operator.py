@@ -17,6 +17,7 @@ from sluice.api.schemas import PROBLEMS, AuditOut, AuditPage, Text
 from sluice.flow.controls import Mode, Scope
 from sluice.ops import audit, inbox, incidents
 from sluice.ops.breakers import breaker_force, breaker_reset, breakers_list
+from sluice.ops.listings import status_view
 from sluice.ops.render import jsonable
 from sluice.store.base import MessageFilter
 
@@ -103,14 +104,21 @@ class InboxRetryIn(BaseModel):
 
 
 @router.get("/status")
-async def status(who: Operator, request: Request) -> Any:
-    """Counts by status, oldest ready age, dead letters, workers, controls, inbox."""
+async def status(
+    who: Operator,
+    request: Request,
+    by: Literal["tenant", "provider", "action", "channel"] | None = None,
+) -> Any:
+    """Counts by status, oldest ready age (by ``run_at`` and by creation), dead letters,
+    workers (with host and pid), held messages by reason, controls, inbox; with ``by``
+    the counts per status of each tenant, provider, action or channel."""
     state = request.app.state
     report = await ops.status(state.store, state.clock)
+    view = await status_view(state.store, by, state.clock)
     return {
         **jsonable(report),
+        **jsonable(view),
         "controls": [c.as_dict() for c in await ops.control_list(state.store, state.clock)],
-        "inbox": await state.store.inbox_counts(),
     }
 
 

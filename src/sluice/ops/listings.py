@@ -19,7 +19,7 @@ from typing import Any
 from sluice.clock import Clock, SystemClock
 from sluice.errors import ValidationError
 from sluice.model import Attempt, AttemptOutcome, Message, Status
-from sluice.ops.render import listing
+from sluice.ops.render import jsonable, listing
 from sluice.store.base import AttemptFilter, InboxItem, MessageFilter, Store, WorkerInfo
 
 __all__ = [
@@ -262,11 +262,13 @@ class StatusView:
 
 
 def _worker(w: WorkerInfo, now: datetime) -> dict[str, Any]:
+    """A worker as ``status`` shows it: its row (id, host, pid, in flight…), whether it
+    runs and how long ago it was last heard from."""
     return {
-        "id": w.id, "host": w.host, "pid": w.pid, "running": w.stopped_at is None,
-        "in_flight": w.in_flight, "sent_total": w.sent_total,
-        "last_seen_age_seconds": _age(now, w.last_seen_at), "flow_version": w.flow_version,
-    }  # fmt: skip
+        **jsonable(w),
+        "running": w.stopped_at is None,
+        "last_seen_age_seconds": _age(now, w.last_seen_at),
+    }
 
 
 def _groups(rows: list[Any], now: datetime) -> list[Group]:
