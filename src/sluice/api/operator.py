@@ -141,16 +141,22 @@ async def dlq_list(
     return jsonable(await ops.dlq_list(request.app.state.store, flt))
 
 
+class DlqSelection(Selection):
+    #: Dead messages by id instead of a filter (those still dead move).
+    ids: list[Text] | None = Field(None, min_length=1, max_length=10_000)
+
+
 @router.post("/dlq/{verb}")
 async def dlq_act(
-    verb: Literal["retry", "cancel"], body: Selection, who: Operator, request: Request
+    verb: Literal["retry", "cancel"], body: DlqSelection, who: Operator, request: Request
 ) -> Any:
-    """Replay (``retry``) or give up on (``cancel``) the dead letters selected."""
+    """Replay (``retry``) or give up on (``cancel``) the dead letters selected (by
+    filter, or by ``ids``)."""
     act = ops.dlq_retry if verb == "retry" else ops.dlq_cancel
     state = request.app.state
     result = await act(
         state.store, body.filter(), dry_run=body.dry_run, actor=who.actor,
-        reason=body.reason, clock=state.clock,
+        reason=body.reason, clock=state.clock, ids=body.ids,
     )  # fmt: skip
     return result.as_dict()
 

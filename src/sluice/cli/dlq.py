@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -21,6 +21,7 @@ from sluice.cli.options import (
     Since,
     Tenant,
     message_filter,
+    read_ids,
 )
 from sluice.cli.runtime import (
     actor_or_default,
@@ -34,6 +35,7 @@ from sluice.cli.runtime import (
     with_store,
 )
 from sluice.errors import SluiceError
+from sluice.ops.render import listing
 
 __all__ = ["dlq_app"]
 
@@ -61,7 +63,7 @@ def dlq_list(
         raise fail(exc) from None
     groups = on_store(settings, lambda s: ops.dlq_list(s, flt))
     if as_json:
-        echo_json({"groups": groups, "total": sum(g.count for g in groups)})
+        echo_json(listing(groups, total=sum(g.count for g in groups)))
         return
     if not groups:
         typer.echo("the dead-letter queue is empty")
@@ -80,6 +82,13 @@ def _move_command(verb: str, done: str, doc: str) -> Callable[..., None]:
     """``dlq retry`` and ``dlq cancel``: the same options, a different move."""
 
     def command(
+        ids: Annotated[
+            list[str] | None,
+            typer.Argument(
+                help="Dead message ids instead of filters; - reads them from standard input "
+                "(sluice messages list --status dead --ids | sluice dlq retry -)."
+            ),
+        ] = None,
         error_code: ErrorCodeOpt = None,
         channel: Channel = None,
         tenant: Tenant = None,
@@ -96,10 +105,12 @@ def _move_command(verb: str, done: str, doc: str) -> Callable[..., None]:
         async def go() -> Any:
             settings = settings_for(database_url)
             flt = message_filter(tenant, channel, error_code, since, limit)
+            named = read_ids(ids)
             fn = ops.dlq_retry if verb == "retry" else ops.dlq_cancel
             who = actor_or_default(actor)
             return await with_store(
-                settings, lambda s: fn(s, flt, dry_run=dry_run, actor=who, reason=reason)
+                settings,
+                lambda s: fn(s, flt, dry_run=dry_run, actor=who, reason=reason, ids=named),
             )
 
         echo_moved(run_async(go), "dead letters", done, as_json=as_json)

@@ -33,6 +33,7 @@ __all__ = [
     "TopRow",
     "attempt_page",
     "inbox_page",
+    "int_cursor",
     "message_page",
     "parse_time",
     "status_view",
@@ -155,7 +156,9 @@ async def message_page(
 # -- attempts ------------------------------------------------------------------------
 
 
-def _int_cursor(cursor: str | None) -> int | None:
+def int_cursor(cursor: str | None) -> int | None:
+    """A numeric cursor (attempts, the inbox, the audit log): the id the next page is
+    below; ``ValidationError`` naming ``cursor`` for anything else."""
     if cursor is None:
         return None
     if not cursor.isascii() or not cursor.isdigit() or not 0 < int(cursor) < 2**63:
@@ -185,7 +188,7 @@ async def attempt_page(
     _window(("since", since), ("until", until))
     flt = AttemptFilter(
         message_id=message_id, worker_id=worker_id, provider=provider, outcome=outcome,
-        error_code=error_code, since=since, until=until, before_id=_int_cursor(cursor),
+        error_code=error_code, since=since, until=until, before_id=int_cursor(cursor),
     )  # fmt: skip
     rows: list[Attempt]
     rows, older = await store.attempt_search(flt, limit)
@@ -207,7 +210,7 @@ async def inbox_page(
 
     if state is not None and state not in STATES:
         raise ValidationError("state", f"{state!r} is not one of {', '.join(STATES)}")
-    before = _int_cursor(cursor)
+    before = int_cursor(cursor)
     _limit(limit)
     rows: list[InboxItem] = await store.inbox_list(state, provider, limit + 1, before)
     more = len(rows) > limit
