@@ -123,16 +123,20 @@ async def test_status__by_tenant_oldest_ages_held_reasons_workers(api: Api) -> N
     await api.client.post("/v1/messages", json=SMS, headers=api.other)
     await api.client.post("/v1/messages", json=SMS, headers=api.other)
     await api.store.worker_heartbeat("w-host", "box-1", 4242, 7, 0, datetime.now(UTC))
+    now = datetime.now(UTC)
+    [m] = await api.store.message_claim("w-host", 1, 30, now)
+    held = Completion(m.id, m.claim_seq, "w-host", Status.HELD, None, hold_reason="approval")
+    await api.store.message_complete_many("w-host", [held], now)
     r = await api.client.get("/v1/status", params={"by": "tenant"}, headers=api.ops)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["counts"] == {"queued": 3} and body["inbox"] == {}
-    assert [(g["group"], g["counts"]) for g in body["groups"]] == [
-        ("other", {"queued": 2}),
-        ("acme", {"queued": 1}),
-    ]
+    assert body["counts"] == {"queued": 2, "held": 1} and body["inbox"] == {}
+    groups = {g["group"]: g["counts"] for g in body["groups"]}
+    assert sum(groups["other"].values()) == 2 and sum(groups["acme"].values()) == 1
     assert body["oldest_queued_created_age_seconds"] is not None
-    assert body["held_by_reason"] == []
+    [reason] = body["held_by_reason"]
+    assert (reason["reason"], reason["count"]) == ("approval", 1)
+    assert reason["oldest_held_age_seconds"] is not None
     [w] = body["workers"]
     assert (w["id"], w["host"], w["pid"], w["in_flight"], w["running"]) == (
         "w-host", "box-1", 4242, 7, True,

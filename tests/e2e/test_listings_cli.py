@@ -95,6 +95,8 @@ def test_messages_list__filters_pages_and_ids_piped_into_dlq_retry(store_url: st
     coded = ok_json(store_url, "messages", "list", "--error-code", "INVALID_RECIPIENT")
     assert sorted(m["id"] for m in coded["items"]) == ids["dead"]
 
+    assert ok_json(store_url, "dlq", "list", "--since", "1h")["total"] == 2
+    assert ok_json(store_url, "dlq", "list", "--since", "2099-01-01T00:00Z")["items"] == []
     retried = cli("dlq", "retry", "-", "--database-url", store_url, stdin=dead.stdout)
     assert retried.returncode == 0, retried.stderr
     assert "2 of 2 dead letters requeued" in retried.stdout
