@@ -143,3 +143,23 @@ async def test_status__by_tenant_oldest_ages_held_reasons_workers(api: Api) -> N
     )  # fmt: skip
     bad = await api.client.get("/v1/status", params={"by": "recipient"}, headers=api.ops)
     assert bad.status_code == 422 and "by" in bad.text
+
+
+async def test_dlq_retry__by_ids_and_not_with_a_filter_too(api: Api) -> None:
+    mid = (await api.client.post("/v1/messages", json=SMS, headers=api.acme)).json()["id"]
+    now = datetime.now(UTC)
+    (m,) = await api.store.message_claim("w1", 1, 30, now)
+    attempt = Attempt(mid, 1, "w1", "null", now, now, AttemptOutcome.FAILED, error_code="X")
+    dead = Completion(mid, m.claim_seq, "w1", Status.DEAD, attempt)
+    await api.store.message_complete_many("w1", [dead], now)
+    both = {"ids": [mid], "tenant": "acme"}
+    r = await api.client.post("/v1/dlq/retry", json=both, headers=api.ops)
+    assert r.status_code == 422 and r.json()["field"] == "ids"
+    bad = await api.client.post("/v1/dlq/retry", json={"ids": ["nope"]}, headers=api.ops)
+    assert bad.status_code == 422 and bad.json()["field"] == "ids[0]"
+    assert (await api.store.message_get(mid)).status is Status.DEAD  # nothing changed
+    r = await api.client.post("/v1/dlq/retry", json={"ids": [mid]}, headers=api.ops)
+    assert r.status_code == 200 and r.json()["ids"] == [mid]
+    assert (await api.store.message_get(mid)).status is Status.QUEUED
+    [entry] = [e for e in await api.store.audit_list() if e.action == "dlq.retry"]
+    assert entry.detail["by_id"] is True

@@ -12,7 +12,9 @@ force, release, each audited. Ops imports ground, flow and the store; never the 
 - ``limits``: rate limits, quotas and caps at run time;
 - ``breakers``: circuit breakers (list, force open or closed, reset);
 - ``connections``: tenant credentials;
-- ``watch``: the figures ``sluice status --watch`` redraws for on-call.
+- ``watch``: the figures ``sluice status --watch`` redraws for on-call;
+- ``listings``: what on-call reads a page at a time (messages, attempts, the inbox),
+  counts per tenant, provider or action (``status --by``) and ``top``.
 """
 
 from __future__ import annotations
