@@ -82,7 +82,7 @@ def test_audit_list__filters_and_prints_json_or_a_table(store_url: str) -> None:
     r = cli("audit", "list", "--tenant", "acme", "--action", "control.", "--database-url",
             store_url, "--json")  # fmt: skip
     assert r.returncode == 0, r.stderr
-    [entry] = json.loads(r.stdout)
+    [entry] = json.loads(r.stdout)["items"]
     assert (entry["id"], entry["detail"]["scope"]["tenant"]) == (ids[0], "acme")
     r = cli("audit", "list", "--since", "2026-01-01T12:06:00Z", "--until",
             "2026-01-01T12:08:00Z", "--database-url", store_url)  # fmt: skip
@@ -92,7 +92,12 @@ def test_audit_list__filters_and_prints_json_or_a_table(store_url: str) -> None:
     assert [int(line.split()[0]) for line in lines[2:]] == [ids[4], ids[3]]
     r = cli("audit", "list", "--limit", "2", "--tenant", "acme", "--database-url", store_url,
             "--json")  # fmt: skip
-    assert [e["id"] for e in json.loads(r.stdout)] == [ids[5], ids[4]]
+    page = json.loads(r.stdout)
+    assert [e["id"] for e in page["items"]] == [ids[5], ids[4]]
+    assert page["count"] == 2 and page["next_cursor"] == str(ids[4])
+    r = cli("audit", "list", "--limit", "2", "--tenant", "acme", "--database-url", store_url,
+            "--cursor", page["next_cursor"], "--json")  # fmt: skip
+    assert [e["id"] for e in json.loads(r.stdout)["items"]][:1] == [ids[3]]
 
 
 def test_audit_verify__exit_0_then_exit_1_naming_the_changed_entry(store_url: str) -> None:
@@ -119,7 +124,7 @@ def test_messages_list__finds_a_correlation_id(store_url: str) -> None:
     ids = on_store(store_url, lambda s: s.enqueue_many([new("req-1"), new("req-2"), new("req-1")]))
     r = cli("messages", "list", "--correlation-id", "req-1", "--database-url", store_url, "--json")
     assert r.returncode == 0, r.stderr
-    assert sorted(m["id"] for m in json.loads(r.stdout)) == sorted([ids[0], ids[2]])
+    assert sorted(m["id"] for m in json.loads(r.stdout)["items"]) == sorted([ids[0], ids[2]])
     r = cli("messages", "list", "--correlation-id", "req-2", "--database-url", store_url)
     assert ids[1] in r.stdout and ids[0] not in r.stdout
 
@@ -136,7 +141,7 @@ def test_messages_list__finds_a_correlation_id(store_url: str) -> None:
         (("audit", "list", "--action", " "), "action: must not be empty"),
         (("audit", "verify", "--page-size", "0"), "page_size: must be at least 1"),
         (("messages", "list", "--status", "lost"), "status: 'lost' is not one of"),
-        (("messages", "list", "--limit", "5000"), "limit: must be between 1 and 1000"),
+        (("messages", "list", "--limit", "50000"), "limit: must be between 1 and 10000"),
     ],
 )  # fmt: skip
 def test_bad_input__exits_2_naming_the_field(

@@ -85,7 +85,7 @@ def breakers(url: str) -> dict[str, dict[str, object]]:
         check=True,
     ).stdout
     document = json.loads(out)
-    rows = document["breakers"] if isinstance(document, dict) else document
+    rows = document["items"]
     return {str(r["key"]): r for r in rows}
 
 

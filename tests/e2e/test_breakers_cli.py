@@ -93,7 +93,7 @@ def test_list__with_no_breakers_says_so(store_url: str) -> None:
     env = {"SLUICE_DATABASE_URL": store_url}
 
     assert "no breakers" in ok("breakers", "list", env=env).stdout
-    assert ok_json("breakers", "list", env=env) == []
+    assert ok_json("breakers", "list", env=env)["items"] == []
 
 
 def test_list__shows_state_and_window_figures(store_url: str) -> None:
@@ -102,7 +102,7 @@ def test_list__shows_state_and_window_figures(store_url: str) -> None:
     ok("breakers", "open", "twilio", "--reason", "incident 42", "--database-url", store_url)
 
     table = ok("breakers", "list", "--database-url", store_url).stdout
-    found = {b["key"]: b for b in ok_json("breakers", "list", "--database-url", store_url)}
+    found = {b["key"]: b for b in ok_json("breakers", "list", "--database-url", store_url)["items"]}
 
     assert table.splitlines()[0].split() == [
         "key", "state", "ok", "failed", "rate", "since", "retry", "at", "reason",
@@ -182,7 +182,8 @@ def test_close_then_reset__a_connection_breaker_with_reason_from_the_environment
     assert "breaker c:acme:twilio reset" in reset.stdout
     row = rows(store_url)["c:acme:twilio"]
     assert (row.state, row.forced, row.reason) == ("closed", False, "all clear")
-    assert ok_json("breakers", "list", env=env)[0]["failed"] == 0  # the window starts afresh
+    # the window starts afresh
+    assert ok_json("breakers", "list", env=env)["items"][0]["failed"] == 0
     entries = audit(store_url)
     assert [(e.action, e.reason) for e in entries] == [
         ("breaker.reset", "all clear"),

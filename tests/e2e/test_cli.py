@@ -573,7 +573,7 @@ def test_worker_until_idle__sends_what_it_can_and_dead_letters_the_rest(
     assert status["counts"] == {"sent": 3, "dead": 1}
     dlq = ok_json("dlq", "list", env=env)
     assert dlq["total"] == 1
-    assert [(g["channel"], g["error_code"], g["count"]) for g in dlq["groups"]] == [
+    assert [(g["channel"], g["error_code"], g["count"]) for g in dlq["items"]] == [
         ("sms", "UNKNOWN_PROVIDER", 1)
     ]
     shown = ok_json("messages", "show", dead_id, env=env)

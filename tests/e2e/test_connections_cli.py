@@ -160,7 +160,7 @@ def test_connections_add__without_a_key_exits_2_and_stores_nothing(sqlite_cli: S
     assert "sluice keys generate" in error_of(result)
     assert sqlite_cli.connections() == []
     assert sqlite_cli.audit() == []
-    assert sqlite_cli.json("connections", "list") == []
+    assert sqlite_cli.json("connections", "list")["items"] == []
 
 
 def test_connections_add__with_credential_pairs_is_listed(sqlite_cli: Sluice, key: str) -> None:
@@ -171,7 +171,7 @@ def test_connections_add__with_credential_pairs_is_listed(sqlite_cli: Sluice, ke
         "--expires-at", "2030-01-01T00:00:00Z", key=key,
     )  # fmt: skip
     assert "added for acme/twilio" in added.stdout
-    [listed] = sqlite_cli.json("connections", "list")
+    [listed] = sqlite_cli.json("connections", "list")["items"]
     assert (listed["tenant"], listed["provider"], listed["state"]) == ("acme", "twilio", "active")
     assert listed["scopes"] == ["lookups.read", "messages.send"]
     assert listed["credential_version"] == 1
@@ -200,12 +200,12 @@ def test_connections_add__from_a_credentials_file_and_from_stdin(
         "--credentials-file", "-", key=key,
         stdin=json.dumps({"access_token": TOKEN_2, "phone_number_id": "1555"}),
     )  # fmt: skip
-    listed = sqlite_cli.json("connections", "list")
+    listed = sqlite_cli.json("connections", "list")["items"]
     assert [(c["tenant"], c["provider"]) for c in listed] == [
         ("acme", "sendgrid"),
         ("globex", "whatsapp"),
     ]
-    only_globex = sqlite_cli.json("connections", "list", "--tenant", "globex")
+    only_globex = sqlite_cli.json("connections", "list", "--tenant", "globex")["items"]
     assert [c["provider"] for c in only_globex] == ["whatsapp"]
     # What was stored opens, with the key, to exactly what was given.
     box = SecretBox(key)
@@ -291,7 +291,7 @@ def test_secret__not_in_a_pg_dump_of_the_database(pg_cli: Sluice, key: str) -> N
         "connections", "rotate", "--tenant", "acme-pg-tenant", "--provider", "twilio",
         "--credential", "account_sid=AC123", "--credential", f"auth_token={TOKEN_2}", key=key,
     )  # fmt: skip
-    [listed] = pg_cli.json("connections", "list")
+    [listed] = pg_cli.json("connections", "list")["items"]
     assert (listed["tenant"], listed["credential_version"]) == ("acme-pg-tenant", 2)
     pg_cli.ok("connections", "show", "--tenant", "acme-pg-tenant", "--provider", "twilio")
     printed = "\n".join(pg_cli.printed)

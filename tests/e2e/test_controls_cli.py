@@ -34,8 +34,8 @@ def db(tmp_path: Path) -> Path:
 
 
 def state(db: Path) -> tuple[object, object]:
-    controls = json.loads(cli(db, "controls", "list", "--json").stdout)["controls"]
-    limits = json.loads(cli(db, "limits", "list", "--json").stdout)["limits"]
+    controls = json.loads(cli(db, "controls", "list", "--json").stdout)["items"]
+    limits = json.loads(cli(db, "limits", "list", "--json").stdout)["items"]
     return controls, limits
 
 

@@ -192,7 +192,7 @@ def breakers(url: str) -> list[dict[str, Any]]:
         check=True,
     ).stdout
     document = json.loads(out)
-    return list(document["breakers"] if isinstance(document, dict) else document)
+    return list(document["items"])
 
 
 @pytest.mark.slow

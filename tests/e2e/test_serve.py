@@ -97,7 +97,7 @@ def test_serve__a_key_made_with_the_cli_enqueues_and_reads_over_http(
     got = httpx.get(f"{base}/v1/messages/{first.json()['id']}", headers=headers, timeout=10)
     assert got.json()["tenant"] == "acme" and got.json()["status"] == "queued"
     listed = cli(url, "apikeys", "list", "--json")
-    (key,) = json.loads(listed.stdout)
+    (key,) = json.loads(listed.stdout)["items"]
     assert (key["name"], key["role"], key["tenant"]) == ("shop", "tenant", "acme")
     assert token.split(".")[1] not in listed.stdout  # the secret is never shown again
     ready = httpx.get(f"{base}/readyz", timeout=10)
@@ -118,7 +118,7 @@ def test_apikeys__bad_input_is_exit_2_and_names_the_field(clean_pg_url: str) -> 
         done = cli(clean_pg_url, *args)
         assert done.returncode == 2, (args, done.stdout, done.stderr)
         assert needle in done.stderr, (args, done.stderr)
-    assert json.loads(cli(clean_pg_url, "apikeys", "list", "--json").stdout) == []
+    assert json.loads(cli(clean_pg_url, "apikeys", "list", "--json").stdout)["items"] == []
     made = cli(clean_pg_url, "apikeys", "create", "ops", "--role", "operator")
     assert made.returncode == 0
     dup = cli(clean_pg_url, "apikeys", "create", "ops", "--role", "operator")

@@ -6,8 +6,6 @@ exactly as a missing one does, so ids of other tenants cannot even be confirmed.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
@@ -37,6 +35,7 @@ from sluice.api.schemas import (
 from sluice.errors import NotFound, ValidationError
 from sluice.model import Message, NewMessage, Status
 from sluice.ops.actions import message_cancel
+from sluice.ops.listings import message_page
 from sluice.store.base import MessageFilter
 from sluice.store.tenant_events import is_event
 
@@ -151,20 +150,6 @@ async def get_one(message_id: str, who: Tenant, request: Request) -> MessageDeta
     )
 
 
-def _cursor(text: str | None) -> str | None:
-    if text is None:
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
-        if len(raw) != 36:
-            raise ValueError
-        return raw
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise Problem(
-            422, "cursor: is not a cursor this API returned", field="cursor", kind="validation"
-        ) from None
-
-
 @router.get("", response_model=MessagePage)
 async def list_messages(
     who: Tenant,
@@ -174,7 +159,10 @@ async def list_messages(
     provider: Annotated[Text | None, Query(max_length=64)] = None,
     action: Annotated[Text | None, Query(max_length=128)] = None,
     error_code: Annotated[Text | None, Query(max_length=64)] = None,
-    since: AwareDatetime | None = None,
+    since: Annotated[AwareDatetime | None, Query(description="Created at or after")] = None,
+    until: Annotated[AwareDatetime | None, Query(description="Created before")] = None,
+    updated_since: Annotated[AwareDatetime | None, Query(description="Changed at or after")] = None,
+    updated_until: Annotated[AwareDatetime | None, Query(description="Changed before")] = None,
     correlation_id: Annotated[Text | None, Query(min_length=1, max_length=255)] = None,
     tenant: Annotated[Text | None, Query(max_length=128, description="Operator keys only")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -184,15 +172,13 @@ async def list_messages(
     flt = MessageFilter(
         tenant=_tenant_of(who, tenant, "") if who.tenant else tenant,
         channel=channel, provider=provider, action=action, error_code=error_code, since=since,
+        until=until, updated_since=updated_since, updated_until=updated_until,
         correlation_id=correlation_id,
     )  # fmt: skip
-    rows = await request.app.state.store.message_list(
-        flt, status.value if status else None, _cursor(cursor), limit + 1
+    page = await message_page(
+        request.app.state.store, flt, status.value if status else None, cursor, limit
     )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    nxt = base64.urlsafe_b64encode(rows[-1].id.encode()).decode().rstrip("=") if more else None
-    return MessagePage(items=[MessageOut.of(m) for m in rows], next_cursor=nxt)
+    return MessagePage(items=[MessageOut.of(m) for m in page.items], next_cursor=page.next_cursor)
 
 
 @router.post(

@@ -18,6 +18,7 @@ from sluice.api.schemas import PROBLEMS, AuditOut, AuditPage, Text
 from sluice.flow.controls import Mode, Scope
 from sluice.ops import audit, inbox, incidents
 from sluice.ops.breakers import breakers_list
+from sluice.ops.listings import status_view
 from sluice.ops.render import jsonable
 from sluice.ops.requests import message_args, scope_args
 from sluice.store.base import MessageFilter
@@ -109,14 +110,21 @@ class InboxRetryIn(BaseModel):
 
 
 @router.get("/status")
-async def status(who: Operator, request: Request) -> Any:
-    """Counts by status, oldest ready age, dead letters, workers, controls, inbox."""
+async def status(
+    who: Operator,
+    request: Request,
+    by: Literal["tenant", "provider", "action", "channel"] | None = None,
+) -> Any:
+    """Counts by status, oldest ready age (by ``run_at`` and by creation), dead letters,
+    workers (with host and pid), held messages by reason, controls, inbox; with ``by``
+    the counts per status of each tenant, provider, action or channel."""
     state = request.app.state
     report = await ops.status(state.store, state.clock)
+    view = await status_view(state.store, by, state.clock)
     return {
         **jsonable(report),
+        **jsonable(view),
         "controls": [c.as_dict() for c in await ops.control_list(state.store, state.clock)],
-        "inbox": await state.store.inbox_counts(),
     }
 
 
@@ -139,12 +147,18 @@ async def dlq_list(
     return jsonable(await ops.dlq_list(request.app.state.store, flt))
 
 
+class DlqSelection(Selection):
+    #: Dead messages by id instead of a filter (those still dead move).
+    ids: list[Text] | None = Field(None, min_length=1, max_length=10_000)
+
+
 @router.post("/dlq/{verb}", responses=FILED)
 async def dlq_act(
-    verb: Literal["retry", "cancel"], body: Selection, who: Operator, request: Request
+    verb: Literal["retry", "cancel"], body: DlqSelection, who: Operator, request: Request
 ) -> Any:
-    """Replay (``retry``) or give up on (``cancel``) the dead letters selected."""
-    args = message_args(body.filter(), dry_run=body.dry_run)
+    """Replay (``retry``) or give up on (``cancel``) the dead letters selected (by
+    filter, or by ``ids``)."""
+    args = message_args(body.filter(), body.ids, dry_run=body.dry_run)
     return await gated(request, who, f"dlq.{verb}", args, body.reason, _as_dict)
 
 

@@ -13,8 +13,8 @@ wrong, and nothing was changed); 3 the act was filed for a second operator (``re
 Where each command lives:
 
 - ``processes``: migrate, worker, simulator, run, serve;
-- ``messages``: send, messages list, show; ``status``: status (``watch`` draws its
-  ``--watch`` screen);
+- ``messages``: send, messages list, show; ``attempts``: attempts list; ``status``:
+  status, top (``watch`` draws its ``--watch`` screen);
 - ``audit``: audit list, verify;
 - ``dlq``: dlq list, retry, cancel;
 - ``controls``: kill, pause, resume, controls set, clear, list;
@@ -41,6 +41,7 @@ import typer
 
 from sluice.cli import (
     apikeys,
+    attempts,
     audit,
     breakers,
     connections,
@@ -74,6 +75,7 @@ app.command("migrate")(processes.migrate)
 app.command("worker")(processes.worker)
 app.command("send")(messages.send)
 app.command("status")(status.status)
+app.command("top")(status.top)  # issue 14: the high-volume senders
 app.command("simulator")(processes.simulator)
 app.command("run")(processes.run)
 app.command("serve")(processes.serve)
@@ -85,6 +87,7 @@ app.command("release")(held.release)
 app.command("cancel")(held.cancel)
 app.add_typer(dlq.dlq_app, name="dlq")
 app.add_typer(messages.messages_app, name="messages")
+app.add_typer(attempts.attempts_app, name="attempts")  # issue 14
 app.add_typer(connections.connections_app, name="connections")
 app.add_typer(connections.keys_app, name="keys")
 app.add_typer(apikeys.apikeys_app, name="apikeys")

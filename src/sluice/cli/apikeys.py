@@ -10,7 +10,7 @@ import typer
 from sluice.cli.options import Actor, DatabaseUrl, JsonOutput, Reason
 from sluice.cli.requests import gated, unless_filed
 from sluice.cli.runtime import actor_or_default, echo_json, echo_table, on_store, settings_for
-from sluice.ops.render import jsonable
+from sluice.ops.render import jsonable, listing
 
 __all__ = ["apikeys_app"]
 
@@ -60,7 +60,7 @@ def apikeys_list(database_url: DatabaseUrl = None, as_json: JsonOutput = False) 
     settings = settings_for(database_url)
     keys = on_store(settings, api_key_list)
     if as_json:
-        echo_json([_key_view(k) for k in keys])
+        echo_json(listing([_key_view(k) for k in keys]))
         return
 
     def when(at: datetime | None) -> str:

@@ -7,9 +7,11 @@ from typing import Annotated
 
 import typer
 
-from sluice.cli.options import Channel, DatabaseUrl, JsonOutput, Provider, Tenant
+from sluice.cli.options import Channel, Cursor, DatabaseUrl, JsonOutput, Provider, Tenant
 from sluice.cli.runtime import echo_json, echo_table, fail, on_store, settings_for
 from sluice.errors import ValidationError
+from sluice.ops.listings import int_cursor
+from sluice.ops.render import listing
 
 __all__ = ["audit_app"]
 
@@ -60,16 +62,16 @@ def audit_list(
     limit: Annotated[
         int, typer.Option(envvar="SLUICE_AUDIT_LIMIT", help="Most entries to show (1-1000).")
     ] = 50,
+    cursor: Cursor = None,
     database_url: DatabaseUrl = None,
     as_json: JsonOutput = False,
 ) -> None:
-    """Audit entries, newest first, filtered.
+    """Audit entries, newest first, filtered; --json pages with next_cursor.
 
     --tenant matches the entries that name the tenant: its controls, limits,
     connections, breakers, bulk acts and tenancy violations (either side).
     """
-    from sluice.ops.audit import audit_filter, parse_instant
-    from sluice.ops.audit import audit_list as list_entries
+    from sluice.ops.audit import audit_filter, audit_page, parse_instant
 
     now = datetime.now(UTC)
     try:  # checked before the store is opened: bad input touches nothing
@@ -77,16 +79,16 @@ def audit_list(
             since=parse_instant(since, "since", now) if since is not None else None,
             until=parse_instant(until, "until", now) if until is not None else None,
             actor=actor, action=action, tenant=tenant, channel=channel, provider=provider,
-            scope_action=action_name,
+            scope_action=action_name, before_id=int_cursor(cursor),
         )  # fmt: skip
         if not 1 <= limit <= 1000:
             raise ValidationError("limit", "must be between 1 and 1000")
     except ValidationError as exc:
         raise fail(exc) from None
     settings = settings_for(database_url)
-    entries = on_store(settings, lambda s: list_entries(s, flt, limit))
+    entries, older = on_store(settings, lambda s: audit_page(s, flt, limit))
     if as_json:
-        echo_json(entries)
+        echo_json(listing(entries, None if older is None else str(older)))
         return
     rows = [[e.id, e.at.isoformat(timespec="seconds"), e.actor, e.action, e.target or "",
              (e.reason or "")[:60]] for e in entries]  # fmt: skip

@@ -18,6 +18,7 @@ from sluice.cli.runtime import (
     settings_for,
     with_store,
 )
+from sluice.ops.render import listing
 
 __all__ = ["breakers_app"]
 
@@ -48,7 +49,7 @@ def breakers_list(database_url: DatabaseUrl = None, as_json: JsonOutput = False)
     settings = settings_for(database_url)
     found = on_store(settings, lambda s: list_breakers(s, settings))
     if as_json:
-        echo_json(found)
+        echo_json(listing(found))
         return
     if not found:
         typer.echo("no breakers: every provider and connection is closed with no outcomes")

@@ -23,6 +23,7 @@ from sluice.cli.runtime import (
 )
 from sluice.config import Settings
 from sluice.errors import ConfigError, ValidationError
+from sluice.ops.render import listing
 from sluice.store import Store
 
 __all__ = ["connections_app", "keys_app"]
@@ -176,7 +177,7 @@ def connections_list(
     settings = settings_for(database_url)
     conns = on_store(settings, lambda s: s.connection_list(tenant))
     if as_json:
-        echo_json([c.public() for c in conns])
+        echo_json(listing([c.public() for c in conns]))
         return
     if not conns:
         typer.echo("no connections")

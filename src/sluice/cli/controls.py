@@ -33,6 +33,7 @@ from sluice.cli.runtime import (
     with_store,
 )
 from sluice.errors import SluiceError
+from sluice.ops.render import listing
 
 __all__ = ["controls_app", "kill", "pause", "resume"]
 
@@ -233,9 +234,7 @@ def controls_list(database_url: DatabaseUrl = None, as_json: JsonOutput = False)
     settings = settings_for(database_url)
     controls = on_store(settings, ops.control_list)
     if as_json:
-        echo_json(
-            {"default_mode": settings.default_mode, "controls": [c.as_dict() for c in controls]}
-        )
+        echo_json(listing([c.as_dict() for c in controls], default_mode=settings.default_mode))
         return
     typer.echo(f"default mode: {settings.default_mode}")
     if not controls:

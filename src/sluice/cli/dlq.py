@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -21,6 +21,7 @@ from sluice.cli.options import (
     Since,
     Tenant,
     message_filter,
+    read_ids,
 )
 from sluice.cli.requests import gated, unless_filed
 from sluice.cli.runtime import (
@@ -35,6 +36,7 @@ from sluice.cli.runtime import (
     with_store,
 )
 from sluice.errors import SluiceError
+from sluice.ops.render import listing
 
 __all__ = ["dlq_app"]
 
@@ -62,7 +64,7 @@ def dlq_list(
         raise fail(exc) from None
     groups = on_store(settings, lambda s: ops.dlq_list(s, flt))
     if as_json:
-        echo_json({"groups": groups, "total": sum(g.count for g in groups)})
+        echo_json(listing(groups, total=sum(g.count for g in groups)))
         return
     if not groups:
         typer.echo("the dead-letter queue is empty")
@@ -81,6 +83,13 @@ def _move_command(verb: str, done: str, doc: str) -> Callable[..., None]:
     """``dlq retry`` and ``dlq cancel``: the same options, a different move."""
 
     def command(
+        ids: Annotated[
+            list[str] | None,
+            typer.Argument(
+                help="Dead message ids instead of filters; - reads them from standard input "
+                "(sluice messages list --status dead --ids | sluice dlq retry -)."
+            ),
+        ] = None,
         error_code: ErrorCodeOpt = None,
         channel: Channel = None,
         tenant: Tenant = None,
@@ -96,8 +105,8 @@ def _move_command(verb: str, done: str, doc: str) -> Callable[..., None]:
 
         async def go() -> Any:
             settings = settings_for(database_url)
-            args = message_args(message_filter(tenant, channel, error_code, since, limit),
-                                dry_run=dry_run)  # fmt: skip
+            flt = message_filter(tenant, channel, error_code, since, limit)
+            args = message_args(flt, read_ids(ids), dry_run=dry_run)
             who = actor_or_default(actor)
             act = gated(settings, f"dlq.{verb}", args, actor=who, reason=reason)
             return await with_store(settings, act)

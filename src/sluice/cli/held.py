@@ -21,6 +21,7 @@ from sluice.cli.options import (
     Since,
     Tenant,
     message_filter,
+    read_ids,
 )
 from sluice.cli.requests import gated, unless_filed
 from sluice.cli.runtime import (
@@ -34,6 +35,7 @@ from sluice.cli.runtime import (
     with_store,
 )
 from sluice.errors import ValidationError
+from sluice.ops.render import listing
 from sluice.store import MessageFilter
 
 __all__ = ["approve", "cancel", "held_app", "release"]
@@ -50,7 +52,10 @@ HoldReasonOpt = Annotated[
         help="Only holds whose reason has this.",
     ),
 ]
-Ids = Annotated[list[str] | None, typer.Argument(help="Message ids (instead of filters).")]
+Ids = Annotated[
+    list[str] | None,
+    typer.Argument(help="Message ids (instead of filters); - reads them from standard input."),
+]
 
 
 def _held_filter(
@@ -91,7 +96,7 @@ def held_list(
 
     held = run_async(go)
     if as_json:
-        echo_json({"held": held, "count": len(held)})
+        echo_json(listing(held))
         return
     if not held:
         typer.echo("no held messages")
@@ -132,6 +137,10 @@ def _held_move(
 ) -> None:
     from sluice.ops.requests import message_args
 
+    try:
+        ids = read_ids(ids)
+    except ValidationError as exc:
+        raise fail(exc) from None
     filtered = any(v is not None for v in (tenant, channel, provider, action, error_code,
                                            contains, since))  # fmt: skip
     if not ids and not filtered:

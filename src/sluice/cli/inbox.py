@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sluice.cli.options import Actor, DatabaseUrl, JsonOutput, Provider, Reason
+from sluice.cli.options import Actor, Cursor, DatabaseUrl, JsonOutput, Provider, Reason
 from sluice.cli.requests import gated, unless_filed
 from sluice.cli.runtime import actor_or_default, echo_json, echo_table, on_store, settings_for
 
@@ -28,22 +28,29 @@ def inbox_list(
         ),
     ] = None,
     provider: Provider = None,
-    limit: Annotated[int, typer.Option(help="Most events to show.")] = 50,
+    limit: Annotated[
+        int, typer.Option(envvar="SLUICE_LIMIT", help="Most events on this page (1-10000).")
+    ] = 50,
+    cursor: Cursor = None,
     database_url: DatabaseUrl = None,
     as_json: JsonOutput = False,
 ) -> None:
-    """Events newest first: provider, event id, kind, state, attempts, last error."""
-    from sluice.ops.inbox import inbox_list as list_events
+    """Events newest first: provider, event id, kind, state, attempts, last error; a
+    page at a time (--cursor: the next_cursor printed)."""
+    from sluice.ops.listings import inbox_page
 
     settings = settings_for(database_url)
-    items = on_store(settings, lambda s: list_events(s, state, provider, limit))
+    page = on_store(settings, lambda s: inbox_page(s, state, provider, cursor, limit))
     if as_json:
-        echo_json(items)
+        echo_json(page.as_dict())
         return
+    items = page.items
     rows = [[i.id, i.provider, i.event_id[:40], i.kind, i.status or "-", i.state, i.attempts,
              (i.result or i.last_error or "")[:60]] for i in items]  # fmt: skip
     headers = ["ID", "PROVIDER", "EVENT", "KIND", "STATUS", "STATE", "TRIES", "RESULT / ERROR"]
     echo_table(headers, rows)
+    if page.next_cursor is not None:
+        typer.echo(f"\nmore: --cursor {page.next_cursor}")
 
 
 @inbox_app.command("retry")

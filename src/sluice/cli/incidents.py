@@ -10,7 +10,7 @@ import typer
 
 from sluice.cli.options import Actor, DatabaseUrl, JsonOutput
 from sluice.cli.runtime import actor_or_default, echo_json, echo_table, on_store, settings_for
-from sluice.ops.render import age
+from sluice.ops.render import age, listing
 
 __all__ = ["incidents_app"]
 
@@ -37,7 +37,7 @@ def incidents_list(
     settings = settings_for(database_url)
     items = on_store(settings, lambda s: incident_list(s, state, limit))
     if as_json:
-        echo_json(items)
+        echo_json(listing(items))
         return
     rows = [[i.id, i.severity, i.rule, i.scope_key or "-", i.state, _since(i.opened_at),
              i.summary[:50], i.runbook] for i in items]  # fmt: skip

@@ -26,6 +26,7 @@ from sluice.cli.runtime import (
     settings_for,
 )
 from sluice.errors import SluiceError
+from sluice.ops.render import listing
 
 __all__ = ["limits_app"]
 
@@ -68,7 +69,7 @@ def limits_list(database_url: DatabaseUrl = None, as_json: JsonOutput = False) -
         raise fail(exc) from None
     views = on_store(settings, lambda s: limit_list(s, configured, settings))
     if as_json:
-        echo_json({"limits": [v.as_dict() for v in views]})
+        echo_json(listing([v.as_dict() for v in views]))
         return
     if not views:
         typer.echo("no limits configured")

@@ -10,7 +10,17 @@ from typing import Annotated, Any
 import typer
 
 from sluice.addressing import addressing_in_effect
-from sluice.cli.options import ActionOpt, Channel, DatabaseUrl, JsonOutput, Provider, Tenant
+from sluice.cli.options import (
+    ActionOpt,
+    Channel,
+    Cursor,
+    DatabaseUrl,
+    ErrorCodeOpt,
+    IdsOut,
+    JsonOutput,
+    Provider,
+    Tenant,
+)
 from sluice.cli.runtime import (
     echo_json,
     echo_table,
@@ -21,7 +31,7 @@ from sluice.cli.runtime import (
     with_store,
 )
 from sluice.errors import ValidationError
-from sluice.model import NewMessage, Status
+from sluice.model import NewMessage
 from sluice.store import MessageFilter
 
 __all__ = ["messages_app", "send"]
@@ -134,6 +144,40 @@ def send(
         typer.echo(ids[0])
 
 
+CreatedSince = Annotated[
+    str | None,
+    typer.Option(
+        "--since",
+        envvar="SLUICE_SINCE",
+        help="Created at or after: ISO time or a span back (15m, 2h, 7d).",
+    ),
+]
+CreatedUntil = Annotated[
+    str | None,
+    typer.Option(
+        "--until",
+        envvar="SLUICE_UNTIL",
+        help="Created before: ISO time or a span back (15m, 2h, 7d).",
+    ),
+]
+UpdatedSince = Annotated[
+    str | None,
+    typer.Option(
+        "--updated-since",
+        envvar="SLUICE_UPDATED_SINCE",
+        help="Last changed at or after: ISO time or a span back (15m, 2h, 7d).",
+    ),
+]
+UpdatedUntil = Annotated[
+    str | None,
+    typer.Option(
+        "--updated-until",
+        envvar="SLUICE_UPDATED_UNTIL",
+        help="Last changed before: ISO time or a span back (15m, 2h, 7d).",
+    ),
+]
+
+
 @messages_app.command("list")
 def messages_list(
     correlation_id: Annotated[
@@ -147,43 +191,58 @@ def messages_list(
     channel: Channel = None,
     provider: Provider = None,
     action: ActionOpt = None,
+    error_code: ErrorCodeOpt = None,
     status: Annotated[
         str | None,
         typer.Option(envvar="SLUICE_STATUS", help="Only this status: queued, sent, dead…"),
     ] = None,
+    since: CreatedSince = None,
+    until: CreatedUntil = None,
+    updated_since: UpdatedSince = None,
+    updated_until: UpdatedUntil = None,
     limit: Annotated[
-        int, typer.Option(envvar="SLUICE_LIMIT", help="Most messages to show (1-1000).")
+        int, typer.Option(envvar="SLUICE_LIMIT", help="Most messages on this page (1-10000).")
     ] = 50,
+    cursor: Cursor = None,
+    ids_only: IdsOut = False,
     database_url: DatabaseUrl = None,
     as_json: JsonOutput = False,
 ) -> None:
-    """Messages newest first: id, tenant, channel, provider, status, attempts, correlation."""
+    """Messages newest first: id, tenant, channel, provider, status, attempts, correlation;
+    a page at a time (--cursor: the next_cursor printed). With --ids, only the ids, one a
+    line: `sluice messages list --status dead --ids | sluice dlq retry -`."""
+    from sluice.ops.listings import message_page, parse_time
+
+    if ids_only and as_json:
+        raise fail(ValidationError("--ids", "cannot be combined with --json"))
+    now = datetime.now(UTC)
     try:  # checked before the store is opened: bad input touches nothing
-        if status is not None and status not in {s.value for s in Status}:
-            raise ValidationError(
-                "status", f"{status!r} is not one of {', '.join(s.value for s in Status)}"
-            )
-        if not 1 <= limit <= 1000:
-            raise ValidationError("limit", "must be between 1 and 1000")
-        if correlation_id is not None and not correlation_id.strip():
-            raise ValidationError("correlation_id", "must not be empty")
+        flt = MessageFilter(
+            tenant=tenant, channel=channel, provider=provider, action=action,
+            error_code=error_code, correlation_id=correlation_id,
+            since=parse_time("since", since, now), until=parse_time("until", until, now),
+            updated_since=parse_time("updated_since", updated_since, now),
+            updated_until=parse_time("updated_until", updated_until, now),
+        )  # fmt: skip
     except ValidationError as exc:
         raise fail(exc) from None
-    flt = MessageFilter(
-        tenant=tenant, channel=channel, provider=provider, action=action,
-        correlation_id=correlation_id,
-    )  # fmt: skip
     settings = settings_for(database_url)
-    rows = on_store(settings, lambda s: s.message_list(flt, status, None, limit))
+    page = on_store(settings, lambda s: message_page(s, flt, status, cursor, limit))
     if as_json:
-        echo_json(rows)
+        echo_json(page.as_dict())
+        return
+    if ids_only:
+        for m in page.items:
+            typer.echo(m.id)
         return
     echo_table(
         ["ID", "TENANT", "CHANNEL", "PROVIDER", "STATUS", "TRIES", "CORRELATION", "CREATED"],
         [[m.id, m.tenant, m.channel, m.provider, m.status.value, m.attempts,
           m.correlation_id or "", m.created_at and m.created_at.isoformat(timespec="seconds")]
-         for m in rows],
+         for m in page.items],
     )  # fmt: skip
+    if page.next_cursor is not None:
+        typer.echo(f"\nmore: --cursor {page.next_cursor}")
 
 
 @messages_app.command("show")

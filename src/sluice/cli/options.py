@@ -17,9 +17,11 @@ __all__ = [
     "ActionOpt",
     "Actor",
     "Channel",
+    "Cursor",
     "DatabaseUrl",
     "DryRun",
     "ErrorCodeOpt",
+    "IdsOut",
     "JsonOutput",
     "Limit",
     "NeedReason",
@@ -28,6 +30,7 @@ __all__ = [
     "Since",
     "Tenant",
     "message_filter",
+    "read_ids",
 ]
 
 DatabaseUrl = Annotated[
@@ -126,3 +129,37 @@ def message_filter(
         action=action,
         reason=reason,
     )
+
+
+# -- listings (issue 14): pages, ids piped from one command into another -------------
+
+Cursor = Annotated[
+    str | None,
+    typer.Option(
+        "--cursor",
+        envvar="SLUICE_CURSOR",
+        help="Start after this point: the next_cursor a --json page printed.",
+    ),
+]
+IdsOut = Annotated[
+    bool,
+    typer.Option(
+        "--ids",
+        envvar="SLUICE_IDS_ONLY",
+        help="Print only the ids, one a line (to pipe into a command that takes -).",
+    ),
+]
+
+
+def read_ids(ids: list[str] | None) -> list[str] | None:
+    """The ids named; ``-`` reads them from standard input, one a line (blank lines and
+    surrounding spaces ignored), as ``messages list --ids`` prints them."""
+    if not ids or "-" not in ids:
+        return ids
+    import sys
+
+    piped = [line.strip() for line in sys.stdin.read().splitlines() if line.strip()]
+    out = [i for i in ids if i != "-"] + piped
+    if not out:
+        raise ValidationError("ids", "none were given on standard input")
+    return out

@@ -6,6 +6,7 @@ the same transaction as the change.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -107,9 +108,23 @@ def require_actor(actor: str, reason: str | None = None, *, need_reason: bool = 
         raise ValidationError("reason", "is required: why (it goes to the audit log)")
 
 
-def _check(flt: MessageFilter, actor: str) -> None:
+def check_ids(ids: list[str] | None) -> None:
+    """Ids an operator named (instead of a filter): at least one, each a message id."""
+    if ids is not None and not ids:
+        raise ValidationError("ids", "an empty list of ids matches nothing")
+    for n, value in enumerate(ids or []):
+        try:
+            uuid.UUID(value)
+        except (ValueError, TypeError, AttributeError):
+            raise ValidationError(f"ids[{n}]", f"{value!r} is not a message id") from None
+
+
+def _check(flt: MessageFilter, actor: str, ids: list[str] | None = None) -> None:
     if flt.limit is not None and flt.limit < 1:
         raise ValidationError("limit", "must be at least 1")
+    check_ids(ids)
+    if ids is not None and filter_dict(flt):
+        raise ValidationError("ids", "name ids or a filter, not both")
     require_actor(actor)
 
 
@@ -122,9 +137,14 @@ async def _dlq_move(
     actor: str,
     reason: str | None,
     clock: Clock | None,
+    ids: list[str] | None = None,
 ) -> DlqAction:
-    _check(flt, actor)
-    ids = await store.message_select(Status.DEAD, flt)
+    _check(flt, actor, ids)
+    # Named ids (``sluice messages list --status dead --ids | sluice dlq retry -``): those
+    # still dead move, as held acts by id do; the filter is then not applied.
+    by_id = ids is not None
+    if ids is None:
+        ids = await store.message_select(Status.DEAD, flt)
     if dry_run or not ids:
         return DlqAction(verb, dry_run, len(ids), 0, ids)
     now = (clock or SystemClock()).now()
@@ -134,7 +154,7 @@ async def _dlq_move(
         action=f"dlq.{verb}",
         target="messages",
         reason=reason,
-        detail={"filter": filter_dict(flt)},
+        detail={"filter": filter_dict(flt), "by_id": by_id},
     )
     move = store.message_requeue if verb == "retry" else store.message_cancel
     changed = await move(ids, Status.DEAD, now, audit)
@@ -152,10 +172,12 @@ async def dlq_retry(
     actor: str,
     reason: str | None = None,
     clock: Clock | None = None,
+    ids: list[str] | None = None,
 ) -> DlqAction:
-    """Put dead letters matching ``flt`` back in the queue with fresh attempts."""
+    """Put dead letters matching ``flt`` back in the queue with fresh attempts.
+    With ``ids``, those of them that are dead instead."""
     return await _dlq_move(
-        store, "retry", flt, dry_run=dry_run, actor=actor, reason=reason, clock=clock
+        store, "retry", flt, dry_run=dry_run, actor=actor, reason=reason, clock=clock, ids=ids
     )
 
 
@@ -167,10 +189,12 @@ async def dlq_cancel(
     actor: str,
     reason: str | None = None,
     clock: Clock | None = None,
+    ids: list[str] | None = None,
 ) -> DlqAction:
-    """Cancel dead letters matching ``flt`` for good (they stay visible as cancelled)."""
+    """Cancel dead letters matching ``flt`` for good (they stay visible as cancelled).
+    With ``ids``, those of them that are dead instead."""
     return await _dlq_move(
-        store, "cancel", flt, dry_run=dry_run, actor=actor, reason=reason, clock=clock
+        store, "cancel", flt, dry_run=dry_run, actor=actor, reason=reason, clock=clock, ids=ids
     )
 
 

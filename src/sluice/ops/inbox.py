@@ -15,15 +15,21 @@ STATES = ("pending", "done", "dead", "rejected")
 
 
 async def inbox_list(
-    store: Store, state: str | None = None, provider: str | None = None, limit: int = 100
+    store: Store,
+    state: str | None = None,
+    provider: str | None = None,
+    limit: int = 100,
+    before_id: int | None = None,
 ) -> list[InboxItem]:
-    """Events newest first; ``state="dead"`` shows what waits for an operator, and why;
-    ``state="rejected"`` what was refused for naming a message its source may not touch."""
+    """Events newest first (ids below ``before_id``: the next page, see
+    ``ops.listings.inbox_page``); ``state="dead"`` shows what waits for an operator, and
+    why; ``state="rejected"`` what was refused for naming a message its source may not
+    touch."""
     if state is not None and state not in STATES:
         raise ValidationError("state", f"must be one of {list(STATES)}, not {state!r}")
     if not 1 <= limit <= 10_000:
         raise ValidationError("limit", "must be between 1 and 10000")
-    return await store.inbox_list(state, provider, limit)
+    return await store.inbox_list(state, provider, limit, before_id)
 
 
 def check_ids(ids: Sequence[int] | None) -> None:

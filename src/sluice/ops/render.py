@@ -9,7 +9,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
-__all__ = ["age", "json_text", "jsonable", "table"]
+__all__ = ["age", "json_text", "jsonable", "listing", "table"]
 
 
 def jsonable(value: Any) -> Any:
@@ -25,6 +25,14 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, Enum):
         return value.value
     return value
+
+
+def listing(items: Any, next_cursor: str | None = None, **extra: Any) -> dict[str, Any]:
+    """The one shape of every listing (CLI ``--json`` and API alike): ``items``, their
+    ``count``, the ``next_cursor`` of the next page (None on the last), and any
+    listing's own extra keys (e.g. the DLQ's ``total``)."""
+    rows = jsonable(list(items))
+    return {"items": rows, "count": len(rows), "next_cursor": next_cursor, **jsonable(extra)}
 
 
 def json_text(value: Any) -> str:

@@ -158,11 +158,14 @@ async def _need_reason(store: Store, args: Mapping[str, Any], ctx: _Ctx) -> None
 
 def _bulk(fn: Callable[..., Awaitable[actions.DlqAction]], by_ids: bool) -> _Act:
     async def run(store: Store, args: Mapping[str, Any], ctx: _Ctx) -> Any:
+        # held acts take the ids as an argument, DLQ acts as a keyword (None: by filter)
         ids = [args.get("ids")] if by_ids else []
+        named = {} if by_ids else {"ids": args.get("ids")}
         return await fn(
             store,
             _filter(args),
             *ids,
+            **named,
             dry_run=bool(args.get("dry_run")),
             actor=ctx.actor,
             reason=ctx.reason,

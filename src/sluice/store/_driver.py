@@ -19,15 +19,18 @@ from typing import Any
 from sluice.connections import Connection
 from sluice.errors import NotFound, ValidationError
 from sluice.flow.controls import Control
-from sluice.model import Message
+from sluice.model import Attempt, Message
 from sluice.store import _params, _rows
 from sluice.store._codec import Codec
 from sluice.store._endpoints import EndpointMethods
 from sluice.store._requests import RequestStore
 from sluice.store.base import (
+    BREAKDOWN_BY,
     ApiKey,
+    AttemptFilter,
     AuditEntry,
     AuditFilter,
+    Breakdown,
     BreakerInfo,
     DlqGroup,
     Firing,
@@ -352,9 +355,9 @@ class SqlDriver(EndpointMethods, RequestStore):  # issue 14: endpoints, tenants'
         return [_rows.api_key(self.codec, r) for r in await self._fetch("api_key_list", {})]
 
     async def inbox_list(
-        self, state: str | None, provider: str | None, limit: int
+        self, state: str | None, provider: str | None, limit: int, before_id: int | None = None
     ) -> list[InboxItem]:
-        params = {"state": state, "provider": provider, "limit": limit}
+        params = {"state": state, "provider": provider, "limit": limit, "before_id": before_id}
         return [_rows.inbox_item(self.codec, r) for r in await self._fetch("inbox_list", params)]
 
     async def inbox_counts(self) -> dict[str, int]:
@@ -363,3 +366,49 @@ class SqlDriver(EndpointMethods, RequestStore):  # issue 14: endpoints, tenants'
     async def receipt_list(self, message_id: str) -> list[Receipt]:
         rows = await self._fetch("receipt_list", {"id": _params.uuid_text(message_id)})
         return [_rows.receipt(self.codec, r) for r in rows]
+
+    # -- listings (issue 14) -------------------------------------------------------
+
+    async def attempt_search(
+        self, flt: AttemptFilter, limit: int
+    ) -> tuple[list[Attempt], int | None]:
+        mid = None
+        if flt.message_id is not None:
+            mid = _params.uuid_or_none(flt.message_id)
+            if mid is None:
+                raise ValidationError("message_id", f"{flt.message_id!r} is not a message id")
+        c = self.codec
+        params = {
+            **dataclasses.asdict(flt),
+            "message_id": mid,
+            "since": c.param(flt.since),
+            "until": c.param(flt.until),
+            "limit": limit + 1,
+        }
+        rows = await self._fetch("attempt_search", params)
+        page = [_rows.attempt(c, r) for r in rows[:limit]]
+        return page, (int(rows[limit - 1][14]) if len(rows) > limit else None)
+
+    async def message_breakdown(
+        self, by: str, flt: MessageFilter, status: str | None, now: datetime
+    ) -> list[Breakdown]:
+        if by not in BREAKDOWN_BY:
+            raise ValidationError("by", f"{by!r} is not one of {', '.join(BREAKDOWN_BY[1:])}")
+        c = self.codec
+        params = {
+            "by": by, "status": status, "tenant": flt.tenant, "channel": flt.channel,
+            "provider": flt.provider, "action": flt.action, "since": c.param(flt.since),
+            "until": c.param(flt.until), "now": c.write_time(now),
+        }  # fmt: skip
+        return [
+            Breakdown(
+                group=g,
+                status=st,
+                count=int(n),
+                errored=int(e),
+                oldest_created_at=c.time(oc),
+                oldest_updated_at=c.time(ou),
+                oldest_ready_at=c.time(orr),
+            )
+            for g, st, n, e, oc, ou, orr in await self._fetch("message_breakdown", params)
+        ]

@@ -82,6 +82,9 @@ def message_list(
         "error_code": flt.error_code,
         "since": c.param(flt.since),
         "correlation_id": flt.correlation_id,
+        "until": c.param(flt.until),
+        "updated_since": c.param(flt.updated_since),
+        "updated_until": c.param(flt.updated_until),
         "before_id": None if before_id is None else uuid_text(before_id, "cursor"),
         "limit": limit,
     }

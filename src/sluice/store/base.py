@@ -24,9 +24,12 @@ if TYPE_CHECKING:
     from sluice.flow.limits import Cell
 
 __all__ = [
+    "BREAKDOWN_BY",
     "ApiKey",
+    "AttemptFilter",
     "AuditEntry",
     "AuditFilter",
+    "Breakdown",
     "BreakerInfo",
     "DlqGroup",
     "Firing",
@@ -70,6 +73,50 @@ class MessageFilter:
     reason: str | None = None
     #: The caller's correlation id (an API request's ``X-Request-Id`` when none was given).
     correlation_id: str | None = None
+    # -- listings (issue 14): ``since`` above is inclusive, these bounds exclusive;
+    # ``message_list`` applies all three, ``message_breakdown`` ``until`` (created time).
+    until: datetime | None = None
+    updated_since: datetime | None = None
+    updated_until: datetime | None = None
+
+
+# -- listings (issue 14): attempts by filter, messages counted per group ----------------
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptFilter:
+    """Which attempts ``attempt_search`` returns; ``None`` matches anything. The window
+    is on ``finished_at``: ``since`` inclusive, ``until`` exclusive."""
+
+    message_id: str | None = None
+    worker_id: str | None = None
+    provider: str | None = None
+    outcome: str | None = None
+    error_code: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    #: Only attempts older than this id (the cursor of the next page, newest first).
+    before_id: int | None = None
+
+
+#: What ``message_breakdown`` may group by ("": everything in one group).
+BREAKDOWN_BY = ("", "tenant", "channel", "provider", "action", "hold_reason")
+
+
+@dataclass(frozen=True, slots=True)
+class Breakdown:
+    """Messages of one group in one status (``message_breakdown``)."""
+
+    group: str
+    status: str
+    count: int
+    #: Of these, how many have an error recorded (failed at least once).
+    errored: int
+    oldest_created_at: datetime | None
+    #: The oldest last change (for held messages: held since, at the latest).
+    oldest_updated_at: datetime | None
+    #: The oldest ``run_at`` of those queued and ready (``run_at <= now``).
+    oldest_ready_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -1004,6 +1051,24 @@ class Store(Protocol):
         """Newest first (ids are time-ordered); only ids below ``before_id`` (the cursor)."""
         ...
 
+    # -- listings (issue 14) -------------------------------------------------------
+
+    async def attempt_search(
+        self, flt: AttemptFilter, limit: int
+    ) -> tuple[list[Attempt], int | None]:
+        """Attempts matching ``flt``, newest first, at most ``limit``; and the cursor of
+        the next page (``AttemptFilter.before_id``), None on the last.
+        ``ValidationError`` when ``flt.message_id`` is not a message id."""
+        ...
+
+    async def message_breakdown(
+        self, by: str, flt: MessageFilter, status: str | None, now: datetime
+    ) -> list[Breakdown]:
+        """Messages matching ``flt`` (and ``status``) counted per group of ``by`` (one of
+        ``BREAKDOWN_BY``) and status, with their oldest times; ``ValidationError`` for
+        another ``by``."""
+        ...
+
     async def api_key_insert(self, key: ApiKey, audit: AuditEntry) -> None:
         """Store a new key (audited); ``ValidationError`` if the id or name is taken."""
         ...
@@ -1122,9 +1187,9 @@ class Store(Protocol):
         ...
 
     async def inbox_list(
-        self, state: str | None, provider: str | None, limit: int
+        self, state: str | None, provider: str | None, limit: int, before_id: int | None = None
     ) -> list[InboxItem]:
-        """Events, newest first."""
+        """Events, newest first; only ids below ``before_id`` (the cursor)."""
         ...
 
     async def inbox_requeue(
@@ -1201,6 +1266,7 @@ class Store(Protocol):
         """Move the ``message.dead`` digest's mark from ``expected`` to ``until`` (a
         compare-and-set: of workers racing, one moves it); False if it was not at
         ``expected`` or would go backwards."""
+
     # -- the two-person rule (issue 14) ----------------------------------------------
 
     async def request_file(self, req: OpRequest, audit: AuditEntry) -> OpRequest:

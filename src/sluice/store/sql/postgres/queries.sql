@@ -688,6 +688,9 @@ WHERE (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
   AND (%(error_code)s::text IS NULL OR last_error_code = %(error_code)s::text)
   AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s::timestamptz)
   AND (%(correlation_id)s::text IS NULL OR correlation_id = %(correlation_id)s::text)
+  AND (%(until)s::timestamptz IS NULL OR created_at < %(until)s::timestamptz)
+  AND (%(updated_since)s::timestamptz IS NULL OR updated_at >= %(updated_since)s::timestamptz)
+  AND (%(updated_until)s::timestamptz IS NULL OR updated_at < %(updated_until)s::timestamptz)
   AND (%(before_id)s::uuid IS NULL OR id < %(before_id)s::uuid)
 ORDER BY id DESC
 LIMIT %(limit)s
@@ -813,6 +816,7 @@ SELECT id, provider, event_id, kind, status, message_id, provider_message_id, oc
 FROM sluice_inbox
 WHERE (%(state)s::text IS NULL OR state = %(state)s::text)
   AND (%(provider)s::text IS NULL OR provider = %(provider)s::text)
+  AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
 ORDER BY id DESC
 LIMIT %(limit)s
 
@@ -1209,3 +1213,37 @@ UPDATE sluice_requests SET result = %(result)s::jsonb WHERE id = %(id)s
 UPDATE sluice_requests SET state = 'expired', decided_at = %(now)s
 WHERE state = 'pending' AND expires_at <= %(now)s
 RETURNING id
+-- name: attempt_search
+-- Listings (issue 14): attempt_search, message_breakdown.
+-- Attempts newest first; the id is the cursor. A message's attempts use
+-- sluice_attempts_message, a time window sluice_attempts_finished.
+SELECT message_id::text, attempt_no, worker_id, provider, started_at, finished_at, outcome,
+       error_code, error_class, provider_status, provider_code, detail, latency_ms, applied, id
+FROM sluice_attempts
+WHERE (%(message_id)s::uuid IS NULL OR message_id = %(message_id)s::uuid)
+  AND (%(worker_id)s::text IS NULL OR worker_id = %(worker_id)s::text)
+  AND (%(provider)s::text IS NULL OR provider = %(provider)s::text)
+  AND (%(outcome)s::text IS NULL OR outcome = %(outcome)s::text)
+  AND (%(error_code)s::text IS NULL OR error_code = %(error_code)s::text)
+  AND (%(since)s::timestamptz IS NULL OR finished_at >= %(since)s::timestamptz)
+  AND (%(until)s::timestamptz IS NULL OR finished_at < %(until)s::timestamptz)
+  AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
+ORDER BY id DESC
+LIMIT %(limit)s
+
+-- name: message_breakdown
+-- Messages per group (the column %(by)s names; '' for one group) and status.
+SELECT CASE %(by)s::text WHEN 'tenant' THEN tenant WHEN 'channel' THEN channel
+            WHEN 'provider' THEN provider WHEN 'action' THEN action
+            WHEN 'hold_reason' THEN coalesce(hold_reason, '') ELSE '' END AS grp,
+       status, count(*), count(last_error_code), min(created_at), min(updated_at),
+       min(CASE WHEN status = 'queued' AND run_at <= %(now)s::timestamptz THEN run_at END)
+FROM sluice_messages
+WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
+  AND (%(channel)s::text IS NULL OR channel = %(channel)s::text)
+  AND (%(provider)s::text IS NULL OR provider = %(provider)s::text)
+  AND (%(action)s::text IS NULL OR action = %(action)s::text)
+  AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s::timestamptz)
+  AND (%(until)s::timestamptz IS NULL OR created_at < %(until)s::timestamptz)
+GROUP BY 1, 2

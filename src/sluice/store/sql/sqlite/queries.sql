@@ -496,6 +496,9 @@ WHERE (:tenant IS NULL OR tenant = :tenant)
   AND (:error_code IS NULL OR last_error_code = :error_code)
   AND (:since IS NULL OR created_at >= :since)
   AND (:correlation_id IS NULL OR correlation_id = :correlation_id)
+  AND (:until IS NULL OR created_at < :until)
+  AND (:updated_since IS NULL OR updated_at >= :updated_since)
+  AND (:updated_until IS NULL OR updated_at < :updated_until)
   AND (:before_id IS NULL OR id < :before_id)
 ORDER BY id DESC
 LIMIT :limit
@@ -595,6 +598,7 @@ SELECT id, provider, event_id, kind, status, message_id, provider_message_id, oc
 FROM sluice_inbox
 WHERE (:state IS NULL OR state = :state)
   AND (:provider IS NULL OR provider = :provider)
+  AND (:before_id IS NULL OR id < :before_id)
 ORDER BY id DESC
 LIMIT :limit
 
@@ -986,3 +990,36 @@ UPDATE sluice_requests SET result = :result WHERE id = :id
 UPDATE sluice_requests SET state = 'expired', decided_at = :now
 WHERE state = 'pending' AND expires_at <= :now
 RETURNING id
+-- name: attempt_search
+-- Listings (issue 14): attempt_search, message_breakdown.
+-- Attempts newest first; the id is the cursor.
+SELECT message_id, attempt_no, worker_id, provider, started_at, finished_at, outcome,
+       error_code, error_class, provider_status, provider_code, detail, latency_ms, applied, id
+FROM sluice_attempts
+WHERE (:message_id IS NULL OR message_id = :message_id)
+  AND (:worker_id IS NULL OR worker_id = :worker_id)
+  AND (:provider IS NULL OR provider = :provider)
+  AND (:outcome IS NULL OR outcome = :outcome)
+  AND (:error_code IS NULL OR error_code = :error_code)
+  AND (:since IS NULL OR finished_at >= :since)
+  AND (:until IS NULL OR finished_at < :until)
+  AND (:before_id IS NULL OR id < :before_id)
+ORDER BY id DESC
+LIMIT :limit
+
+-- name: message_breakdown
+-- Messages per group (the column :by names; '' for one group) and status.
+SELECT CASE :by WHEN 'tenant' THEN tenant WHEN 'channel' THEN channel
+            WHEN 'provider' THEN provider WHEN 'action' THEN action
+            WHEN 'hold_reason' THEN coalesce(hold_reason, '') ELSE '' END AS grp,
+       status, count(*), count(last_error_code), min(created_at), min(updated_at),
+       min(CASE WHEN status = 'queued' AND run_at <= :now THEN run_at END)
+FROM sluice_messages
+WHERE (:status IS NULL OR status = :status)
+  AND (:tenant IS NULL OR tenant = :tenant)
+  AND (:channel IS NULL OR channel = :channel)
+  AND (:provider IS NULL OR provider = :provider)
+  AND (:action IS NULL OR action = :action)
+  AND (:since IS NULL OR created_at >= :since)
+  AND (:until IS NULL OR created_at < :until)
+GROUP BY 1, 2
