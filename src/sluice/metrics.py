@@ -89,7 +89,8 @@ HELD = Counter(
 RELEASED = Counter(
     "sluice_released_total",
     "Held or dead messages an operator put back in the queue, by reason: control (a "
-    "resume), approval, held_release, dlq_retry.",
+    "resume), approval, held_release, dlq_retry; and waiting retries made due at once "
+    "(retry_now).",
     ["reason"],
 )
 DEAD_LETTERED = Counter(

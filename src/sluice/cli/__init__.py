@@ -21,7 +21,8 @@ Where each command lives:
 - ``held``: held list, approve, release, cancel;
 - ``limits``: limits list, set, clear; ``breakers``: breakers list, open, close, reset;
 - ``connections``: connections add, list, show, rotate, revoke, check; keys generate, rotate;
-- ``apikeys``: apikeys create, list, revoke; ``inbox``: inbox list, retry.
+- ``apikeys``: apikeys create, list, revoke; ``inbox``: inbox list, retry;
+- ``waiting``: messages retry-now; throttles list, clear.
 
 What every command shares: ``options`` (the options more than one group takes, defined
 once) and ``runtime`` (settings, the store, the event loop, exit codes, printing through
@@ -49,6 +50,7 @@ from sluice.cli import (
     messages,
     processes,
     status,
+    waiting,
 )
 from sluice.cli.processes import run_worker
 
@@ -88,6 +90,9 @@ app.add_typer(limits.limits_app, name="limits")
 app.add_typer(breakers.breakers_app, name="breakers")
 app.add_typer(incidents.incidents_app, name="incidents")
 app.add_typer(audit.audit_app, name="audit")
+# Acting on what waits (issue 14).
+messages.messages_app.command("retry-now")(waiting.retry_now)
+app.add_typer(waiting.throttles_app, name="throttles")
 
 
 def main() -> None:

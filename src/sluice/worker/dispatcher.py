@@ -444,6 +444,8 @@ class Dispatcher:
             self.limiter.note_throttle(signal.throttle)
         if signal.breaker is not None:
             self.breakers.apply(signal.breaker)
+        if signal.throttle_cleared is not None:  # issue 14: sluice throttles clear
+            self.limiter.forget_throttle(signal.throttle_cleared)
 
     def _held_off(self, msg: Message, now: datetime) -> bool:
         """The last look before the call (no I/O): a throttle or an open breaker that

@@ -1093,3 +1093,38 @@ FROM sluice_audit
 WHERE id > %(after_id)s
 ORDER BY id
 LIMIT %(limit)s
+
+-- == Acting on what waits (issue 14): retry-now, throttles clear ======================
+
+-- name: message_select_waiting
+-- Queued messages waiting out a retry backoff or a deferral (tried or put back before,
+-- due later): not a first send the caller scheduled, nothing parked by a pause.
+SELECT id::text FROM sluice_messages
+WHERE status = 'queued' AND parked_by IS NULL AND run_at > %(now)s
+  AND (attempts > 0 OR deferrals > 0)
+  AND (%(ids)s::uuid[] IS NULL OR id = ANY(%(ids)s::uuid[]))
+  AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
+  AND (%(channel)s::text IS NULL OR channel = %(channel)s)
+  AND (%(provider)s::text IS NULL OR provider = %(provider)s)
+  AND (%(action)s::text IS NULL OR action = %(action)s)
+  AND (%(error_code)s::text IS NULL OR last_error_code = %(error_code)s)
+ORDER BY run_at, id
+LIMIT %(limit)s
+
+-- name: message_retry_now
+-- The same guard as the selection: a message claimed, held, parked or finished since
+-- is left alone.
+UPDATE sluice_messages SET run_at = %(now)s, updated_at = %(now)s
+WHERE id = ANY(%(ids)s::uuid[]) AND status = %(from_status)s AND parked_by IS NULL
+  AND run_at > %(now)s AND (attempts > 0 OR deferrals > 0)
+RETURNING id::text
+
+-- name: throttle_clear
+-- One mark removed; every worker hears of it at commit and drops it from memory.
+WITH gone AS (
+    DELETE FROM sluice_throttles WHERE tenant = %(tenant)s AND provider = %(provider)s
+    RETURNING tenant, provider, until, reason, set_at
+)
+SELECT tenant, provider, until, reason, set_at, pg_notify('sluice_flow', json_build_object(
+    'throttle_cleared', json_build_array(tenant, provider, until, reason, set_at))::text)
+FROM gone

@@ -874,3 +874,29 @@ FROM sluice_audit
 WHERE id > :after_id
 ORDER BY id
 LIMIT :limit
+
+-- == Acting on what waits (issue 14): retry-now, throttles clear ======================
+
+-- name: message_select_waiting
+-- Queued messages waiting out a retry backoff or a deferral (tried or put back before,
+-- due later): not a first send the caller scheduled, nothing parked by a pause.
+SELECT id FROM sluice_messages
+WHERE status = 'queued' AND parked_by IS NULL AND run_at > :now
+  AND (attempts > 0 OR deferrals > 0)
+  AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)))
+  AND (:tenant IS NULL OR tenant = :tenant)
+  AND (:channel IS NULL OR channel = :channel)
+  AND (:provider IS NULL OR provider = :provider)
+  AND (:action IS NULL OR action = :action)
+  AND (:error_code IS NULL OR last_error_code = :error_code)
+ORDER BY run_at, id
+LIMIT :limit
+
+-- name: message_retry_now
+UPDATE sluice_messages SET run_at = :now, updated_at = :now
+WHERE id = :id AND status = :from_status AND parked_by IS NULL
+  AND run_at > :now AND (attempts > 0 OR deferrals > 0)
+
+-- name: throttle_clear
+DELETE FROM sluice_throttles WHERE tenant = :tenant AND provider = :provider
+RETURNING tenant, provider, until, reason, set_at
