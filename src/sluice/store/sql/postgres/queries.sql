@@ -1097,11 +1097,11 @@ LIMIT %(limit)s
 -- == Acting on what waits (issue 14): retry-now, throttles clear ======================
 
 -- name: message_select_waiting
--- Queued messages waiting out a retry backoff or a deferral (tried or put back before,
--- due later): not a first send the caller scheduled, nothing parked by a pause.
+-- Queued messages waiting out a retry backoff or a deferral (claimed before: tried,
+-- deferred or put back; due later): never a first send the caller scheduled, nor parked.
 SELECT id::text FROM sluice_messages
 WHERE status = 'queued' AND parked_by IS NULL AND run_at > %(now)s
-  AND (attempts > 0 OR deferrals > 0)
+  AND claim_seq > 0
   AND (%(ids)s::uuid[] IS NULL OR id = ANY(%(ids)s::uuid[]))
   AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
   AND (%(channel)s::text IS NULL OR channel = %(channel)s)
@@ -1116,7 +1116,7 @@ LIMIT %(limit)s
 -- is left alone.
 UPDATE sluice_messages SET run_at = %(now)s, updated_at = %(now)s
 WHERE id = ANY(%(ids)s::uuid[]) AND status = %(from_status)s AND parked_by IS NULL
-  AND run_at > %(now)s AND (attempts > 0 OR deferrals > 0)
+  AND run_at > %(now)s AND claim_seq > 0
 RETURNING id::text
 
 -- name: throttle_clear

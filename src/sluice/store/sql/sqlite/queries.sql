@@ -878,11 +878,11 @@ LIMIT :limit
 -- == Acting on what waits (issue 14): retry-now, throttles clear ======================
 
 -- name: message_select_waiting
--- Queued messages waiting out a retry backoff or a deferral (tried or put back before,
--- due later): not a first send the caller scheduled, nothing parked by a pause.
+-- Queued messages waiting out a retry backoff or a deferral (claimed before: tried,
+-- deferred or put back; due later): never a first send the caller scheduled, nor parked.
 SELECT id FROM sluice_messages
 WHERE status = 'queued' AND parked_by IS NULL AND run_at > :now
-  AND (attempts > 0 OR deferrals > 0)
+  AND claim_seq > 0
   AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)))
   AND (:tenant IS NULL OR tenant = :tenant)
   AND (:channel IS NULL OR channel = :channel)
@@ -895,7 +895,7 @@ LIMIT :limit
 -- name: message_retry_now
 UPDATE sluice_messages SET run_at = :now, updated_at = :now
 WHERE id = :id AND status = :from_status AND parked_by IS NULL
-  AND run_at > :now AND (attempts > 0 OR deferrals > 0)
+  AND run_at > :now AND claim_seq > 0
 
 -- name: throttle_clear
 DELETE FROM sluice_throttles WHERE tenant = :tenant AND provider = :provider
