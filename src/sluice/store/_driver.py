@@ -302,6 +302,13 @@ class SqlDriver:
         self.wake()
         return moved
 
+    async def message_expire(
+        self, now: datetime, limit: int = 1000
+    ) -> list[tuple[str, str, str, str]]:
+        reason = "expired: not sent by its expiry; never sent late"
+        params = {"now": self.codec.write_time(now), "limit": limit, "reason": reason}
+        return [tuple(r) for r in await self._fetch("message_expire_past", params)]
+
     async def dlq_groups(self, flt: MessageFilter) -> list[DlqGroup]:
         rows = await self._fetch(
             "dlq_groups",

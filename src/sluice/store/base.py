@@ -690,6 +690,16 @@ class Store(Protocol):
         listener hears of each removal (``FlowSignal.throttle_cleared``). The removed."""
         ...
 
+    # -- message expiry (issue 14) ------------------------------------------------
+
+    async def message_expire(
+        self, now: datetime, limit: int = 1000
+    ) -> list[tuple[str, str, str, str]]:
+        """Move up to ``limit`` messages waiting (queued, parked or held) past their
+        ``expires_at`` to ``expired`` (final; ``hold_reason`` says why); their (id, tenant,
+        channel, provider)."""
+        ...
+
     # -- limits ------------------------------------------------------------------
 
     async def flow_state_apply(self, keys: Sequence[str], fn: FlowStateFn) -> Any:

@@ -94,6 +94,8 @@ def pg_enqueue_plan(rows: Sequence[_enqueue.PreparedRow], now: datetime | None) 
         "content_hashes": [r.content_hash for r in rows],
         "correlation_ids": [r.message.correlation_id for r in rows],
         "scopes": [r.scopes_json for r in rows],
+        "expires_ats": [r.message.expires_at for r in rows],
+        "ttls": [r.ttl for r in rows],
     }
 
 

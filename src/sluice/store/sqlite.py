@@ -155,6 +155,8 @@ def sqlite_enqueue(
                 "correlation_id": r.message.correlation_id,
                 "scopes": r.scopes_json,
                 "now": t,
+                "expires_at": _ts(r.message.expires_at) if r.message.expires_at else None,
+                "ttl": r.ttl,
             }
             for r in rows
         ],

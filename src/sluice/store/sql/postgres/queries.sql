@@ -23,17 +23,19 @@ SELECT pg_advisory_xact_lock(7243312501)
 INSERT INTO sluice_messages (
     id, tenant, channel, provider, action, recipient, payload, priority, status, run_at,
     attempts, max_attempts, claim_seq, idempotency_key, content_hash, correlation_id, scopes,
-    created_at, updated_at)
+    created_at, updated_at, expires_at)
 SELECT i.id, i.tenant, i.channel, i.provider, i.action, i.recipient, i.payload::jsonb,
        i.priority, 'queued', coalesce(i.run_at, t.now), 0, i.max_attempts, 0,
-       i.idempotency_key, i.content_hash, i.correlation_id, i.scopes::jsonb, t.now, t.now
+       i.idempotency_key, i.content_hash, i.correlation_id, i.scopes::jsonb, t.now, t.now,
+       coalesce(i.expires_at, t.now + make_interval(secs => i.ttl))
 FROM (SELECT coalesce(%(now)s::timestamptz, now()) AS now) AS t, unnest(
     %(ids)s::uuid[], %(tenants)s::text[], %(channels)s::text[], %(providers)s::text[],
     %(actions)s::text[], %(recipients)s::text[], %(payloads)s::text[], %(priorities)s::int[],
     %(run_ats)s::timestamptz[], %(max_attempts)s::int[], %(idempotency_keys)s::text[],
-    %(content_hashes)s::text[], %(correlation_ids)s::text[], %(scopes)s::text[]
+    %(content_hashes)s::text[], %(correlation_ids)s::text[], %(scopes)s::text[],
+    %(expires_ats)s::timestamptz[], %(ttls)s::float8[]
 ) AS i(id, tenant, channel, provider, action, recipient, payload, priority, run_at,
-       max_attempts, idempotency_key, content_hash, correlation_id, scopes)
+       max_attempts, idempotency_key, content_hash, correlation_id, scopes, expires_at, ttl)
 ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id::text
 
@@ -113,7 +115,7 @@ WHERE m.id = ready.id
 RETURNING m.id::text, m.tenant, m.channel, m.provider, m.action, m.recipient, m.payload,
           m.priority, m.run_at, m.attempts, m.max_attempts, m.claim_seq, m.idempotency_key,
           m.correlation_id, m.scopes, m.created_at, m.approved_by, m.deferrals,
-          m.deferred_since
+          m.deferred_since, m.expires_at
 
 -- name: message_complete_many
 -- The batch arrives as one JSON array (one C-level json.dumps in Python instead of
@@ -218,14 +220,14 @@ SELECT id::text, status FROM moved
 SELECT id::text, tenant, channel, provider, action, recipient, payload, priority, status,
        run_at, attempts, max_attempts, claim_seq, idempotency_key, correlation_id, scopes,
        created_at, updated_at, last_error_code, last_error, provider_message_id, worker_id,
-       lease_until, hold_reason, approved_by, approved_at, deferrals, deferred_since
+       lease_until, hold_reason, approved_by, approved_at, deferrals, deferred_since, expires_at
 FROM sluice_messages WHERE id = %(id)s::uuid
 
 -- name: message_get_many
 SELECT id::text, tenant, channel, provider, action, recipient, payload, priority, status,
        run_at, attempts, max_attempts, claim_seq, idempotency_key, correlation_id, scopes,
        created_at, updated_at, last_error_code, last_error, provider_message_id, worker_id,
-       lease_until, hold_reason, approved_by, approved_at, deferrals, deferred_since
+       lease_until, hold_reason, approved_by, approved_at, deferrals, deferred_since, expires_at
 FROM sluice_messages WHERE id = ANY(%(ids)s::uuid[])
 
 -- name: attempt_list
@@ -678,7 +680,7 @@ SELECT count(*) FROM gone
 SELECT id::text, tenant, channel, provider, action, recipient, payload, priority, status,
        run_at, attempts, max_attempts, claim_seq, idempotency_key, correlation_id, scopes,
        created_at, updated_at, last_error_code, last_error, provider_message_id, worker_id,
-       lease_until, hold_reason, approved_by, approved_at, deferrals, deferred_since
+       lease_until, hold_reason, approved_by, approved_at, deferrals, deferred_since, expires_at
 FROM sluice_messages
 WHERE (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
   AND (%(status)s::text IS NULL OR status = %(status)s::text)
@@ -1128,3 +1130,19 @@ WITH gone AS (
 SELECT tenant, provider, until, reason, set_at, pg_notify('sluice_flow', json_build_object(
     'throttle_cleared', json_build_array(tenant, provider, until, reason, set_at))::text)
 FROM gone
+
+-- == Message expiry (issue 14) =========================================================
+
+-- name: message_expire_past
+-- What waits (queued, parked or held) past its expiry ends 'expired', a chunk at a time,
+-- soonest expired first; a row another transaction holds is left for the next sweep.
+UPDATE sluice_messages m
+SET status = 'expired', parked_by = NULL, hold_reason = %(reason)s, updated_at = %(now)s
+WHERE m.id IN (
+    SELECT id FROM sluice_messages
+    WHERE expires_at IS NOT NULL AND status IN ('queued', 'held') AND expires_at <= %(now)s
+    ORDER BY expires_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED)
+  AND m.status IN ('queued', 'held')
+RETURNING m.id::text, m.tenant, m.channel, m.provider
