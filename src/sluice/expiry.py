@@ -20,6 +20,7 @@ finite, at most ``MAX_TTL``. The worker checks it just before each provider call
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -40,6 +41,8 @@ __all__ = [
 #: The longest time to live (a year and a day): beyond it, say none.
 MAX_TTL = 366 * 86400.0
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+#: ``90``, ``1.5h``: ASCII digits only (``float`` would take other scripts' digits too).
+_DURATION = re.compile(r"([0-9]{1,12}(?:\.[0-9]{1,9})?)([smhd]?)")
 
 
 class Expiring(Protocol):
@@ -53,17 +56,13 @@ def check_ttl(value: object, field_name: str) -> float:
     """``value`` as seconds to live: a positive, finite number of at most ``MAX_TTL``
     seconds, or text like ``15m``; ``ValidationError`` naming ``field_name`` otherwise."""
     seconds: float | None = None
-    if isinstance(value, bool):
-        seconds = None
-    elif isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and 0 < len(value.strip()) <= 32:
-        text = value.strip().lower()
+    if isinstance(value, int | float) and not isinstance(value, bool):
         try:
-            unit = _UNITS.get(text[-1])
-            seconds = float(text[:-1]) * unit if unit else float(text)
-        except ValueError:
-            seconds = None
+            seconds = float(value)
+        except OverflowError:
+            seconds = math.inf
+    elif isinstance(value, str) and (found := _DURATION.fullmatch(value.strip().lower())):
+        seconds = float(found[1]) * _UNITS[found[2] or "s"]
     if seconds is None:
         raise ValidationError(field_name, "must be seconds (a number) or a duration like 15m")
     if not math.isfinite(seconds) or seconds <= 0:

@@ -133,3 +133,23 @@ def test_throttles__list_then_clear_with_dry_run(store_url: str) -> None:
     help_text = ok("--help")
     assert "throttles" in help_text
     assert "retry-now" in ok("messages", "--help")
+
+
+def test_send_ttl__stored_as_an_expiry_and_hostile_values_refused(store_url: str) -> None:
+    db = ("--database-url", store_url)
+    base = ("send", "--tenant", "acme", "--channel", "sms", "--provider", "null",
+            "--recipient", "+15550001111")  # fmt: skip
+    sent = ok(*base, "--ttl", "15m", "--json", *db)
+
+    async def read(store: Store) -> Any:
+        return await store.message_get(sent["id"])
+
+    m = on_store(store_url, read)
+    assert m.expires_at is not None and m.created_at is not None
+    assert m.expires_at - m.created_at == timedelta(minutes=15)
+    for bad in ("0", "-5m", "nan", "inf", "1e999", "367d", "soon", "\uff15m"):
+        result = cli(*base, "--ttl", bad, *db)
+        assert result.returncode == 2, (bad, result.stdout, result.stderr)
+        assert "ttl" in result.stderr, (bad, result.stderr)
+    status = ok("status", "--json", *db)
+    assert status["counts"].get("queued") == 1  # only the good one was stored

@@ -302,7 +302,7 @@ class SqlDriver:
         self.wake()
         return moved
 
-    async def message_expire(
+    async def message_expire_past(
         self, now: datetime, limit: int = 1000
     ) -> list[tuple[str, str, str, str]]:
         reason = "expired: not sent by its expiry; never sent late"

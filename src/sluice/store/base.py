@@ -692,7 +692,7 @@ class Store(Protocol):
 
     # -- message expiry (issue 14) ------------------------------------------------
 
-    async def message_expire(
+    async def message_expire_past(
         self, now: datetime, limit: int = 1000
     ) -> list[tuple[str, str, str, str]]:
         """Move up to ``limit`` messages waiting (queued, parked or held) past their

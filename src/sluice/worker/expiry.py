@@ -30,7 +30,7 @@ def expire_claimed(tally: metrics.Tally, msg: Message, now: datetime) -> bool:
 
 async def sweep(store: Store, now: datetime, log: Any) -> int:
     """Expire what waits past its expiry (one chunk); how many."""
-    rows = await store.message_expire(now, SWEEP_CHUNK)
+    rows = await store.message_expire_past(now, SWEEP_CHUNK)
     for _, tenant, channel, provider in rows:
         metrics.of(metrics.EXPIRED, metrics.tenant_label(tenant), channel, provider, "sweep").inc()
     if rows:
