@@ -119,13 +119,25 @@ _MADE: dict[Path | None, tuple[object, ExpiryRules]] = {}
 
 def rules_in_effect() -> ExpiryRules:
     """The ``[expiry]`` rules of the ``sluice.toml`` in effect (re-read when it changes);
-    none when there is no file. ``ConfigError`` when the table is wrong."""
+    none when there is no file. ``ConfigError`` when the ``[expiry]`` table is wrong.
+
+    A file that is not TOML at all gives no rules (and a warning): enqueue runs in the
+    application's transaction and must not fail for a typo elsewhere in the operator's
+    file (as ``sluice.addressing`` decides), and no worker starts on such a file."""
     from sluice.config import config_document, config_file
 
-    path = config_file()
-    if path is None:
+    try:
+        path = config_file()
+        document = config_document(path) if path is not None else None
+    except ConfigError as exc:
+        import structlog
+
+        structlog.get_logger("sluice.expiry").warning(
+            "sluice.toml unreadable: no [expiry] defaults applied", error=str(exc)
+        )
         return ExpiryRules()
-    document = config_document(path)
+    if path is None or document is None:
+        return ExpiryRules()
     made = _MADE.get(path)
     if made is None or made[0] is not document:
         made = _MADE[path] = (document, ExpiryRules.from_table(document.get("expiry"), str(path)))

@@ -143,3 +143,8 @@ def test_prepare__applies_the_configured_default_unless_the_message_says(
     config.write_text('[expiry]\ndefault = "soon"\n')
     with pytest.raises(ConfigError):
         prepare([msg()])
+    # A message naming its own expiry needs no sluice.toml, readable or not.
+    assert [r.ttl for r in prepare([msg(ttl=5)])] == [5]
+    # A file that is not TOML (a typo anywhere) fails no enqueue; no worker starts on it.
+    config.write_text("not toml [")
+    assert [r.ttl for r in prepare([msg(ttl=5), msg()])] == [5, None]

@@ -53,17 +53,18 @@ def prepare(
     if len(batch) > MAX_BATCH:
         raise ValidationError("messages", f"has {len(batch)} messages; at most {MAX_BATCH}")
     addressing = addressing or addressing_in_effect()
-    rules = rules_in_effect()
+    # Read only when a message leaves its expiry to the configuration (one that names
+    # its own needs no sluice.toml, readable or not).
+    rules = None
     for i, msg in enumerate(batch):
         if not isinstance(msg, NewMessage):
             raise ValidationError(f"messages[{i}]", "is not a sluice.NewMessage")
         where = f"messages[{i}]." if len(batch) > 1 else ""
         payload_json = msg.validate(where, addressing)
-        ttl = (
-            msg.ttl
-            if msg.expires_at is not None or msg.ttl is not None
-            else (rules.ttl_for(msg.channel, msg.action))
-        )
+        ttl = msg.ttl
+        if msg.expires_at is None and ttl is None:
+            rules = rules or rules_in_effect()
+            ttl = rules.ttl_for(msg.channel, msg.action)
         rows.append(
             PreparedRow(
                 msg, payload_json, json.dumps(list(msg.scopes)), content_hash(msg, payload_json),
