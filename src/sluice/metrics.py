@@ -37,6 +37,7 @@ __all__ = [
     "DUPLICATES",
     "ENQUEUED",
     "EVENT_METRICS",
+    "EXPIRED",
     "FIRST_ATTEMPT_LATENCY",
     "HELD",
     "INGRESS_EVENTS",
@@ -90,7 +91,8 @@ HELD = Counter(
 RELEASED = Counter(
     "sluice_released_total",
     "Held or dead messages an operator put back in the queue, by reason: control (a "
-    "resume), approval, held_release, dlq_retry.",
+    "resume), approval, held_release, dlq_retry; and waiting retries made due at once "
+    "(retry_now).",
     ["reason"],
 )
 DEAD_LETTERED = Counter(
@@ -165,6 +167,13 @@ RECIPIENT_CAP_TRIPS = Counter(
     "Messages held because a recipient cap tripped (a runaway loop guard).",
     ["tenant", "provider"],
 )
+EXPIRED = Counter(
+    "sluice_messages_expired_total",
+    "Messages that ended expired: not sent by their expires_at, so never sent late; where "
+    "it was seen: before_send (claimed, dropped just before the provider call) or sweep "
+    "(queued, parked or held past it).",
+    ["tenant", "channel", "provider", "where"],
+)
 
 #: Every event metric, for the docs test and for readers.
 EVENT_METRICS = (
@@ -186,6 +195,7 @@ EVENT_METRICS = (
     INGRESS_REJECTED,
     AUTO_REPLIES,
     RECIPIENT_CAP_TRIPS,
+    EXPIRED,
 )
 
 

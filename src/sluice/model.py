@@ -49,6 +49,8 @@ class Status(enum.StrEnum):
     DEAD = "dead"
     CANCELLED = "cancelled"
     SHADOWED = "shadowed"
+    #: Not sent by its ``expires_at`` (issue 14): final, never sent late, never dead.
+    EXPIRED = "expired"
 
 
 class AttemptOutcome(enum.StrEnum):
@@ -117,6 +119,10 @@ class NewMessage:
     correlation_id: str | None = None
     scopes: Sequence[str] = ()
     id: str = field(default_factory=new_message_id)
+    #: Not sent by then, it ends ``expired`` (``sluice.expiry``): a time, or seconds from
+    #: enqueue; neither: the ``[expiry]`` of ``sluice.toml`` decides.
+    expires_at: datetime | None = None
+    ttl: float | None = None
 
     def validate(self, where: str = "", addressing: Addressing | None = None) -> str:
         """Check every field; return the payload as canonical JSON.
@@ -196,8 +202,33 @@ class NewMessage:
                 where + "scopes",
                 "must be a list of non-empty strings of at most 128 characters, without NUL",
             )
+        _check_expiry(self, where)
         (addressing or addressing_in_effect()).check(self, where)
         return payload_json
+
+
+def _check_expiry(msg: NewMessage, where: str) -> None:
+    """``ttl``: positive, finite, bounded; ``expires_at``: aware and still ahead."""
+    from sluice.errors import ValidationError
+    from sluice.expiry import check_ttl
+
+    if msg.ttl is not None:
+        if isinstance(msg.ttl, str):  # seconds here; "15m" is for the CLI and sluice.toml
+            raise ValidationError(where + "ttl", "must be a number of seconds")
+        check_ttl(msg.ttl, where + "ttl")
+    if msg.expires_at is not None:
+        if msg.ttl is not None:
+            raise ValidationError(where + "expires_at", "give expires_at or ttl, not both")
+        if not isinstance(msg.expires_at, datetime) or msg.expires_at.tzinfo is None:
+            raise ValidationError(where + "expires_at", "must be a timezone-aware datetime")
+        try:
+            ahead = msg.expires_at.astimezone(UTC) - datetime.now(UTC)
+        except (OverflowError, ValueError):
+            raise ValidationError(where + "expires_at", "is out of range") from None
+        if ahead <= timedelta(0):
+            raise ValidationError(where + "expires_at", "is already past")
+        if ahead > timedelta(days=366):
+            raise ValidationError(where + "expires_at", "is more than 366 days ahead")
 
 
 def content_hash(msg: NewMessage, payload_json: str) -> str:
@@ -217,6 +248,8 @@ def content_hash(msg: NewMessage, payload_json: str) -> str:
         str(msg.max_attempts),
         ",".join(sorted(msg.scopes)),
     ]
+    if msg.expires_at is not None or msg.ttl is not None:  # older hashes stay as they were
+        parts.append(msg.expires_at.isoformat() if msg.expires_at else f"ttl={msg.ttl!r}")
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
@@ -255,6 +288,8 @@ class Message:
     #: the first happened: bounded by ``SLUICE_MAX_DEFERRALS`` / ``SLUICE_MAX_DEFER_AGE``.
     deferrals: int = 0
     deferred_since: datetime | None = None
+    #: Not sent by then, it ends ``expired`` (``sluice.expiry``).
+    expires_at: datetime | None = None
 
 
 @dataclass(slots=True)

@@ -35,6 +35,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
                 "config",
                 "connections",
                 "errors",
+                "expiry",
                 "logs",
                 "metrics",
                 "model",

@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sluice import __version__
 from sluice.addressing import addressing_in_effect
-from sluice.api import endpoints, ingress, listings, messages, operator, problems, requests
+from sluice.api import endpoints, ingress, listings, messages, operator, problems, requests, waiting
 from sluice.api.auth import KeyCache
 from sluice.api.request_id import RequestId
 from sluice.clock import Clock, SystemClock
@@ -155,6 +155,7 @@ def create_app(
     if store is not None:  # tests hand in an open store and may skip the lifespan
         _attach(app, store)
     problems.install(app)
+    app.include_router(waiting.router)  # issue 14: retry-now, throttles
     app.include_router(messages.router)
     app.include_router(operator.router)
     app.include_router(endpoints.router)  # issue 14: endpoints, tenants' events URL

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag
 
+from sluice.expiry import MAX_TTL
 from sluice.model import Attempt, AuditEntry, Message, Status
 from sluice.store.base import Receipt
 
@@ -148,6 +149,10 @@ class MessageIn(BaseModel):
     scopes: list[Annotated[Text, Field(min_length=1, max_length=128)]] = Field(
         default_factory=list, max_length=64
     )
+    #: Not sent by then, it ends ``expired`` (never sent late): a time with a timezone,
+    #: or seconds from enqueue; neither: ``[expiry]`` of sluice.toml decides.
+    expires_at: datetime | None = None
+    ttl: float | None = Field(None, gt=0, le=MAX_TTL, strict=True, allow_inf_nan=False)
 
 
 class BatchIn(BaseModel):
@@ -198,6 +203,8 @@ class MessageOut(BaseModel):
     #: the first was; past SLUICE_MAX_DEFERRALS / SLUICE_MAX_DEFER_AGE it is dead.
     deferrals: int = 0
     deferred_since: datetime | None = None
+    #: Not sent by then, it ends ``expired``.
+    expires_at: datetime | None = None
 
     @classmethod
     def of(cls, m: Message) -> MessageOut:
@@ -208,7 +215,7 @@ class MessageOut(BaseModel):
             correlation_id=m.correlation_id, created_at=m.created_at, updated_at=m.updated_at,
             last_error_code=m.last_error_code, last_error=m.last_error,
             provider_message_id=m.provider_message_id, hold_reason=m.hold_reason,
-            deferrals=m.deferrals, deferred_since=m.deferred_since,
+            deferrals=m.deferrals, deferred_since=m.deferred_since, expires_at=m.expires_at,
         )  # fmt: skip
 
 

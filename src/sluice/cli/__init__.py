@@ -25,6 +25,7 @@ Where each command lives:
 - ``endpoints``: endpoints list, disable, enable; ``tenants``: tenants events-url set,
   clear, list.
 - ``requests``: requests list, show, approve, deny (the two-person rule; exit 3: filed).
+- ``waiting``: messages retry-now; throttles list, clear.
 
 What every command shares: ``options`` (the options more than one group takes, defined
 once) and ``runtime`` (settings, the store, the event loop, exit codes, printing through
@@ -57,6 +58,7 @@ from sluice.cli import (
     requests,
     status,
     tenants,
+    waiting,
 )
 from sluice.cli.processes import run_worker
 
@@ -98,6 +100,10 @@ app.add_typer(limits.limits_app, name="limits")
 app.add_typer(breakers.breakers_app, name="breakers")
 app.add_typer(incidents.incidents_app, name="incidents")
 app.add_typer(audit.audit_app, name="audit")
+# Acting on what waits (issue 14).
+messages.messages_app.command("retry-now")(waiting.retry_now)
+app.add_typer(waiting.throttles_app, name="throttles")
+
 # issue 14: endpoint health, tenants' events URL
 app.add_typer(endpoints.endpoints_app, name="endpoints")
 app.add_typer(tenants.tenants_app, name="tenants")

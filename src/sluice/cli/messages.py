@@ -112,10 +112,19 @@ def send(
         list[str] | None,
         typer.Option("--scope", envvar="SLUICE_SCOPES", help="Required scope (repeatable)."),
     ] = None,
+    ttl: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SLUICE_TTL",
+            help="Not sent within this (90s, 15m, 2h, 1d), it ends expired, never sent late "
+            "[default: the [expiry] of sluice.toml].",
+        ),
+    ] = None,
     database_url: DatabaseUrl = None,
     as_json: JsonOutput = False,
 ) -> None:
     """Enqueue one message from the shell; prints its id."""
+    from sluice.expiry import check_ttl
 
     async def go() -> list[str]:
         settings = settings_for(database_url)
@@ -132,6 +141,7 @@ def send(
             idempotency_key=idempotency_key,
             correlation_id=correlation_id,
             scopes=scope or [],
+            ttl=None if ttl is None else check_ttl(ttl, "ttl"),
         )
         # Before touching the database: bad input changes nothing.
         msg.validate(addressing=addressing_in_effect(settings))

@@ -12,6 +12,7 @@ force, release, each audited. Ops imports ground, flow and the store; never the 
 - ``limits``: rate limits, quotas and caps at run time;
 - ``breakers``: circuit breakers (list, force open or closed, reset);
 - ``connections``: tenant credentials;
+- ``waiting``: retry-now of waiting retries; throttles (list, clear);
 - ``watch``: the figures ``sluice status --watch`` redraws for on-call;
 - ``requests``: the two-person rule — ``perform`` is the one door of every act a rule
   may hold back (the CLI and the API call it), and a held act's approval or denial.
@@ -35,11 +36,13 @@ from sluice.ops.controls import (
     held_release,
 )
 from sluice.ops.limits import limit_clear, limit_list, limit_set
+from sluice.ops.waiting import ThrottleClear, retry_now, throttle_clear, throttles_list
 
 __all__ = [
     "AckReport",
     "ControlChange",
     "DlqAction",
+    "ThrottleClear",
     "breaker_force",
     "breaker_reset",
     "breakers_list",
@@ -57,5 +60,8 @@ __all__ = [
     "limit_list",
     "limit_set",
     "message_show",
+    "retry_now",
     "status",
+    "throttle_clear",
+    "throttles_list",
 ]

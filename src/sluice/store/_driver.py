@@ -292,6 +292,33 @@ class SqlDriver(EndpointMethods, RequestStore):  # issue 14: endpoints, tenants'
         self.wake()
         return moved
 
+    async def message_waiting(
+        self, flt: MessageFilter, now: datetime, ids: Sequence[str] | None = None
+    ) -> list[str]:
+        c = self.codec
+        wanted = None if ids is None else [i for i in map(_params.uuid_or_none, ids) if i]
+        params = {
+            **_params.message_select(c, "queued", flt),
+            "now": c.write_time(now),
+            "ids": None if wanted is None else c.write_list(wanted),
+        }
+        return [r[0] for r in await self._fetch("message_select_waiting", params)]
+
+    async def message_retry_now(
+        self, ids: Sequence[str], now: datetime, audit: AuditEntry
+    ) -> list[str]:
+        wanted = [i for i in map(_params.uuid_or_none, ids) if i]
+        moved = await self._move("message_retry_now", wanted, "queued", now, audit)
+        self.wake()
+        return moved
+
+    async def message_expire_past(
+        self, now: datetime, limit: int = 1000
+    ) -> list[tuple[str, str, str, str]]:
+        reason = "expired: not sent by its expiry; never sent late"
+        params = {"now": self.codec.write_time(now), "limit": limit, "reason": reason}
+        return [tuple(r) for r in await self._fetch("message_expire_past", params)]
+
     async def dlq_groups(self, flt: MessageFilter) -> list[DlqGroup]:
         rows = await self._fetch(
             "dlq_groups",

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from sluice import tracing
 from sluice.addressing import Addressing, addressing_in_effect
 from sluice.errors import IdempotencyConflict, ValidationError
+from sluice.expiry import rules_in_effect
 from sluice.metrics import DUPLICATES, ENQUEUED, tenant_label
 from sluice.model import NewMessage, content_hash
 
@@ -30,6 +31,9 @@ class PreparedRow:
     payload_json: str
     scopes_json: str
     content_hash: str
+    #: Seconds to live from the insert (the message's ``ttl``, else ``[expiry]``'s), when
+    #: the message gives no ``expires_at`` of its own.
+    ttl: float | None = None
 
 
 def prepare(
@@ -49,16 +53,24 @@ def prepare(
     if len(batch) > MAX_BATCH:
         raise ValidationError("messages", f"has {len(batch)} messages; at most {MAX_BATCH}")
     addressing = addressing or addressing_in_effect()
+    # Read only when a message leaves its expiry to the configuration (one that names
+    # its own needs no sluice.toml, readable or not).
+    rules = None
     for i, msg in enumerate(batch):
         if not isinstance(msg, NewMessage):
             raise ValidationError(f"messages[{i}]", "is not a sluice.NewMessage")
         where = f"messages[{i}]." if len(batch) > 1 else ""
         payload_json = msg.validate(where, addressing)
+        ttl = msg.ttl
+        if msg.expires_at is None and ttl is None:
+            rules = rules or rules_in_effect()
+            ttl = rules.ttl_for(msg.channel, msg.action)
         rows.append(
             PreparedRow(
-                msg, payload_json, json.dumps(list(msg.scopes)), content_hash(msg, payload_json)
+                msg, payload_json, json.dumps(list(msg.scopes)), content_hash(msg, payload_json),
+                None if msg.expires_at is not None else ttl,
             )
-        )
+        )  # fmt: skip
     return rows
 
 

@@ -33,8 +33,8 @@ Row = Sequence[Any]
 
 
 def message(c: Codec, r: Row, status: Status = Status.SENDING) -> Message:
-    """A claimed message (``message_claim``: 16 columns, up to 19 with approval and
-    deferral); ``status`` is what the claim made it."""
+    """A claimed message (``message_claim``: 16 columns, up to 20 with approval,
+    deferral and expiry); ``status`` is what the claim made it."""
     (mid, tenant, channel, provider, action, recipient, payload, priority, run_at, attempts,
      max_attempts, claim_seq, idem, corr, scopes, created_at) = r[:16]  # fmt: skip
     return Message(
@@ -58,12 +58,14 @@ def message(c: Codec, r: Row, status: Status = Status.SENDING) -> Message:
         approved_by=r[16] if len(r) > 16 else None,
         deferrals=r[17] if len(r) > 17 else 0,
         deferred_since=c.time(r[18]) if len(r) > 18 else None,
+        expires_at=c.time(r[19]) if len(r) > 19 else None,
     )
 
 
 def full_message(c: Codec, r: Row) -> Message:
     """A message with every column (``message_get``, ``message_list``, ``message_get_many``)."""
     msg = message(c, [*r[:8], *r[9:17]], Status(r[8]))
+    msg.expires_at = c.time(r[28]) if len(r) > 28 else None
     msg.updated_at, msg.last_error_code, msg.last_error = c.time(r[17]), r[18], r[19]
     msg.provider_message_id, msg.worker_id, msg.lease_until = r[20], r[21], c.time(r[22])
     msg.hold_reason, msg.approved_by, msg.approved_at = r[23], r[24], c.time(r[25])

@@ -15,9 +15,10 @@ from sluice.connections import ConnectionState
 from sluice.flow.controls import Control, Scope
 from sluice.model import Status
 from sluice.store._receipts import NOT_READY, advance
-from sluice.store.base import AuditEntry
+from sluice.store.base import AuditEntry, Throttle
 
 __all__ = [
+    "cleared_detail",
     "connection_state_audit",
     "control_clear_audit",
     "holds_queued",
@@ -32,6 +33,13 @@ AUDIT_IDS = 1000
 def moved_detail(audit: AuditEntry, moved: Sequence[Any]) -> dict[str, Any]:
     """The detail of a bulk move's audit entry: what the caller gave, and what moved."""
     return {**audit.detail, "count": len(moved), "ids": list(moved[:AUDIT_IDS])}
+
+
+def cleared_detail(audit: AuditEntry, cleared: Sequence[Throttle]) -> dict[str, Any]:
+    """The detail of ``throttle.clear``: what the caller gave, and what was removed."""
+    gone = [{"tenant": t.tenant, "target": t.provider, "until": t.until.isoformat()}
+            for t in cleared]  # fmt: skip
+    return {**audit.detail, "count": len(gone), "cleared": gone[:AUDIT_IDS]}
 
 
 def holds_queued(state: ConnectionState, changed: bool, expected_version: int | None) -> bool:

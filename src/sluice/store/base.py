@@ -505,6 +505,8 @@ class FlowSignal:
 
     throttle: Throttle | None = None
     breaker: BreakerInfo | None = None
+    #: An operator removed this throttle (``sluice throttles clear``): forget it now.
+    throttle_cleared: Throttle | None = None
 
 
 #: Called with each ``FlowSignal`` (on the event loop; it must not block or raise).
@@ -737,6 +739,41 @@ class Store(Protocol):
     ) -> list[str]:
         """Put held messages back in the queue approved by ``audit.actor``: they pass an
         approval control once (every other control still applies); audit the act."""
+        ...
+
+    # -- acting on what waits (issue 14): retry-now, throttles clear --------------
+
+    async def message_waiting(
+        self, flt: MessageFilter, now: datetime, ids: Sequence[str] | None = None
+    ) -> list[str]:
+        """Ids of queued messages waiting out a retry backoff or a deferral (tried or
+        put back before, due after ``now``, not parked by a pause) that match ``flt``
+        (and are among ``ids`` when given), soonest due first, at most ``flt.limit``."""
+        ...
+
+    async def message_retry_now(
+        self, ids: Sequence[str], now: datetime, audit: AuditEntry
+    ) -> list[str]:
+        """Make those of ``ids`` still waiting as ``message_waiting`` says due at ``now``
+        (attempts and deferrals kept); audit the act; the ids moved."""
+        ...
+
+    async def throttle_clear(
+        self, keys: Sequence[tuple[str, str]], now: datetime, audit: AuditEntry
+    ) -> list[Throttle]:
+        """Remove the throttles of these (tenant, target) keys, bump the flow epoch and
+        write ``audit`` (with what was removed) in one transaction; every ``flow_listen``
+        listener hears of each removal (``FlowSignal.throttle_cleared``). The removed."""
+        ...
+
+    # -- message expiry (issue 14) ------------------------------------------------
+
+    async def message_expire_past(
+        self, now: datetime, limit: int = 1000
+    ) -> list[tuple[str, str, str, str]]:
+        """Move up to ``limit`` messages waiting (queued, parked or held) past their
+        ``expires_at`` to ``expired`` (final; ``hold_reason`` says why); their (id, tenant,
+        channel, provider)."""
         ...
 
     # -- limits ------------------------------------------------------------------

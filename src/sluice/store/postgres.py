@@ -94,6 +94,8 @@ def pg_enqueue_plan(rows: Sequence[_enqueue.PreparedRow], now: datetime | None) 
         "content_hashes": [r.content_hash for r in rows],
         "correlation_ids": [r.message.correlation_id for r in rows],
         "scopes": [r.scopes_json for r in rows],
+        "expires_ats": [r.message.expires_at for r in rows],
+        "ttls": [r.ttl for r in rows],
     }
 
 
@@ -464,6 +466,21 @@ class PostgresStore(SqlDriver):
         await self._fetch(
             "throttle_set", _params.throttle_set(C, tenant, provider, until, reason, now)
         )
+
+    # Acting on what waits (issue 14): an operator clears throttles.
+    async def throttle_clear(
+        self, keys: Sequence[tuple[str, str]], now: datetime, audit: AuditEntry
+    ) -> list[Throttle]:
+        async with self._conn() as conn, conn.transaction():
+            rows = []
+            for tenant, provider in keys:
+                key = {"tenant": tenant, "provider": provider}
+                cur = await conn.execute(Q["throttle_clear"], key)
+                rows += [r[:5] for r in await cur.fetchall()]
+            cleared = [_rows.throttle(C, r) for r in rows]
+            await conn.execute(Q["flow_bump"], {"now": now})
+            await _audit_insert(conn, audit, _rules.cleared_detail(audit, cleared))
+        return cleared
 
     def flow_listen(self, listener: FlowListener) -> Callable[[], None]:
         self._flow_listeners.append(listener)
@@ -1115,6 +1132,10 @@ def _flow_signal_of(document: dict[str, Any]) -> FlowSignal:
     if "throttle" in document:
         tenant, provider, until, reason, set_at = document["throttle"]
         return FlowSignal(throttle=Throttle(tenant, provider, when(until), reason, when(set_at)))
+    if "throttle_cleared" in document:
+        tenant, provider, until, reason, set_at = document["throttle_cleared"]
+        gone = Throttle(tenant, provider, when(until), reason, when(set_at))
+        return FlowSignal(throttle_cleared=gone)
     key, provider, tenant, state, since, retry_at, forced, reason, probes, at = document["breaker"]
     row = BreakerInfo(
         key, provider, tenant, state, when(since), when(retry_at) if retry_at else None,

@@ -60,6 +60,7 @@ from sluice.store.base import (
     RefreshOutcome,
     RescueResult,
     StatusReport,
+    Throttle,
     limit_audit,
 )
 
@@ -154,6 +155,8 @@ def sqlite_enqueue(
                 "correlation_id": r.message.correlation_id,
                 "scopes": r.scopes_json,
                 "now": t,
+                "expires_at": _ts(r.message.expires_at) if r.message.expires_at else None,
+                "ttl": r.ttl,
             }
             for r in rows
         ],
@@ -617,6 +620,28 @@ class SqliteStore(SqlDriver):
 
         self._flow_signal(FlowSignal(throttle=_rows.throttle(C, await self._run(put))))
 
+    # Acting on what waits (issue 14): an operator clears throttles.
+    async def throttle_clear(
+        self, keys: Sequence[tuple[str, str]], now: datetime, audit: AuditEntry
+    ) -> list[Throttle]:
+        def clear(conn: sqlite3.Connection) -> list[Throttle]:
+            with _write(conn):
+                cleared = [
+                    _rows.throttle(C, r)
+                    for tenant, provider in keys
+                    for r in conn.execute(
+                        Q["throttle_clear"], {"tenant": tenant, "provider": provider}
+                    ).fetchall()
+                ]
+                conn.execute(Q["flow_bump"], {"now": now.timestamp()})
+                _audit_insert(conn, audit, _rules.cleared_detail(audit, cleared))
+                return cleared
+
+        cleared = await self._run(clear)
+        for gone in cleared:
+            self._flow_signal(FlowSignal(throttle_cleared=gone))
+        return cleared
+
     # -- flow signals ------------------------------------------------------------
 
     def flow_listen(self, listener: FlowListener) -> Callable[[], None]:
@@ -672,6 +697,10 @@ class SqliteStore(SqlDriver):
         for key, values in current.items():
             if seen.get(key) != values:
                 self._flow_signal(signals[key])
+        for key, values in seen.items():  # gone while in force: cleared by an operator
+            if key[0] == "t" and key not in current and values[0] > now:
+                gone = Throttle(key[1], key[2], now, "cleared", now)
+                self._flow_signal(FlowSignal(throttle_cleared=gone))
 
     async def limit_set(self, row: LimitRow) -> None:
         def put(conn: sqlite3.Connection) -> None:

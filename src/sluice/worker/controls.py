@@ -35,6 +35,7 @@ from sluice.flow.controls import Control, ControlSnapshot, Mode
 from sluice.metrics import CONTROL_ACK
 from sluice.model import Message
 from sluice.store.base import Store
+from sluice.worker import expiry
 
 __all__ = ["ControlWatch", "ScopeKey", "scope_key"]
 
@@ -232,6 +233,7 @@ class ControlWatch:
         parked = await self.store.control_park_queued(now)
         if parked:
             self.log.info("queued messages under a pause parked", count=parked)
+        await expiry.sweep(self.store, now, self.log)  # issue 14: message expiry
         if loop.time() - self._last_purge >= PURGE_INTERVAL:
             self._last_purge = loop.time()
             await self.store.flow_state_purge(now)

@@ -36,6 +36,7 @@ from sluice.clock import Clock, StoreClock, SystemClock
 from sluice.config import Settings
 from sluice.connections import Connection, ConnectionState, hold_reason
 from sluice.errors import SluiceError
+from sluice.expiry import expired_reason
 from sluice.flow.breakers import BreakerPolicy, Breakers
 from sluice.flow.controls import (
     CONTROL_PREFIX,
@@ -58,6 +59,7 @@ from sluice.model import (
 from sluice.providers.base import Credentials, Provider
 from sluice.store.base import FlowSignal, Store
 from sluice.store.tenant_events import connection_event
+from sluice.worker import expiry
 from sluice.worker.controls import ControlWatch, ScopeKey, scope_key
 from sluice.worker.endpoints import EndpointWatch
 from sluice.worker.gate import ConnectionGate, Connections, Ticket
@@ -456,6 +458,15 @@ class Dispatcher:
             self.limiter.note_throttle(signal.throttle)
         if signal.breaker is not None:
             self.breakers.apply(signal.breaker)
+        if signal.throttle_cleared is not None:  # issue 14: sluice throttles clear
+            self.limiter.forget_throttle(signal.throttle_cleared)
+
+    def _expired(self, msg: Message, now: datetime) -> bool:
+        """Issue 14: past its expiry, a message ends ``expired`` unsent (never late)."""
+        if not expiry.expire_claimed(self.tally, msg, now):
+            return False
+        self._unsent(msg, Status.EXPIRED, hold_reason=expired_reason(msg))
+        return True
 
     def _held_off(self, msg: Message, now: datetime) -> bool:
         """The last look before the call (no I/O): a throttle or an open breaker that
@@ -567,6 +578,7 @@ class Dispatcher:
                 started = self.clock.now()
                 if (
                     not self._lease_sure(msg)
+                    or self._expired(msg, started)
                     or not self._allowed(msg, key, started)
                     or self._held_off(msg, started)
                 ):

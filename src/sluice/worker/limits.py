@@ -264,6 +264,10 @@ class Limiter:
         self.worker_id = worker_id
         #: (tenant, target) -> until: nothing goes there before.
         self.throttles: dict[tuple[str, str], datetime] = {}
+        #: Keys marked since ``refresh_throttles`` began reading the store's marks, and
+        #: keys whose mark the store could not be told of (kept until they run out).
+        self._marked_since_sync: set[tuple[str, str]] = set()
+        self._unshared: set[tuple[str, str]] = set()
         #: What a message's throttle is keyed on: its provider, or its provider and
         #: endpoint (the dispatcher sets this; it knows which providers have endpoints).
         self.target_of: Callable[[Message], str] = lambda m: m.provider
@@ -305,6 +309,7 @@ class Limiter:
         for provider, gate in self._concurrency.items():
             gate.ceiling = self._ceiling(provider)
             gate.limit = min(gate.limit, float(gate.ceiling))
+        await self.refresh_throttles(version)
 
     def _ceiling(self, provider: str) -> int:
         """The provider's own concurrency cap, else an all-providers one, else the
@@ -313,12 +318,18 @@ class Limiter:
         return caps.get(provider) or caps.get("") or self.settings.worker_concurrency
 
     async def refresh_throttles(self, version: int = 0) -> None:
+        """Take the store's marks (every control poll, and at each epoch move — ``sluice
+        throttles clear`` moves it): they replace this worker's, but for marks set while
+        they were read and marks the store could not be told of. So a mark an operator
+        cleared is gone here before this worker acknowledges, even if its signal was lost."""
+        self._marked_since_sync = set()
         now = self.clock.now()
         marks = {(t.tenant, t.provider): t.until for t in await self.store.throttle_list(now)}
-        # A mark this worker (or a signal) set that the store does not show yet stays.
-        for key, until in self.throttles.items():
-            if until > now and until > marks.get(key, until - timedelta(seconds=1)):
-                marks[key] = until
+        for key in self._marked_since_sync | self._unshared:
+            until = self.throttles.get(key)
+            if until is not None and until > now:
+                marks[key] = max(marks.get(key, until), until)
+        self._unshared = {k for k in self._unshared if k in marks}
         self.throttles = marks
 
     def note_throttle(self, throttle: Throttle) -> None:
@@ -327,6 +338,11 @@ class Limiter:
         held = self.throttles.get(key)
         if held is None or held < throttle.until:
             self.throttles[key] = throttle.until
+            self._marked_since_sync.add(key)
+
+    def forget_throttle(self, throttle: Throttle) -> None:
+        """An operator cleared this mark (a flow signal): sends there may start at once."""
+        self.throttles.pop((throttle.tenant, throttle.provider), None)
 
     def throttled_until(self, msg: Message, now: datetime) -> datetime | None:
         """Until when ``msg``'s target asked us to hold off, if it still does."""
@@ -543,10 +559,12 @@ class Limiter:
         if self.throttles.get(key, now) >= until:
             return
         self.throttles[key] = until
+        self._marked_since_sync.add(key)
         why = f"{outcome.code}: {outcome.provider_status or ''} Retry-After {wait:g}s"
         try:
             await self.store.throttle_set(msg.tenant, target, until, why.strip(), now)
         except SluiceError as exc:
+            self._unshared.add(key)
             self.log.warning("could not share the throttle", error=str(exc))
 
     def concurrency(self, provider: str) -> AdaptiveConcurrency:

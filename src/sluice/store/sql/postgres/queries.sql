@@ -23,17 +23,19 @@ SELECT pg_advisory_xact_lock(7243312501)
 INSERT INTO sluice_messages (
     id, tenant, channel, provider, action, recipient, payload, priority, status, run_at,
     attempts, max_attempts, claim_seq, idempotency_key, content_hash, correlation_id, scopes,
-    created_at, updated_at)
+    created_at, updated_at, expires_at)
 SELECT i.id, i.tenant, i.channel, i.provider, i.action, i.recipient, i.payload::jsonb,
        i.priority, 'queued', coalesce(i.run_at, t.now), 0, i.max_attempts, 0,
-       i.idempotency_key, i.content_hash, i.correlation_id, i.scopes::jsonb, t.now, t.now
+       i.idempotency_key, i.content_hash, i.correlation_id, i.scopes::jsonb, t.now, t.now,
+       coalesce(i.expires_at, t.now + make_interval(secs => i.ttl))
 FROM (SELECT coalesce(%(now)s::timestamptz, now()) AS now) AS t, unnest(
     %(ids)s::uuid[], %(tenants)s::text[], %(channels)s::text[], %(providers)s::text[],
     %(actions)s::text[], %(recipients)s::text[], %(payloads)s::text[], %(priorities)s::int[],
     %(run_ats)s::timestamptz[], %(max_attempts)s::int[], %(idempotency_keys)s::text[],
-    %(content_hashes)s::text[], %(correlation_ids)s::text[], %(scopes)s::text[]
+    %(content_hashes)s::text[], %(correlation_ids)s::text[], %(scopes)s::text[],
+    %(expires_ats)s::timestamptz[], %(ttls)s::float8[]
 ) AS i(id, tenant, channel, provider, action, recipient, payload, priority, run_at,
-       max_attempts, idempotency_key, content_hash, correlation_id, scopes)
+       max_attempts, idempotency_key, content_hash, correlation_id, scopes, expires_at, ttl)
 ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id::text
 
@@ -113,7 +115,7 @@ WHERE m.id = ready.id
 RETURNING m.id::text, m.tenant, m.channel, m.provider, m.action, m.recipient, m.payload,
           m.priority, m.run_at, m.attempts, m.max_attempts, m.claim_seq, m.idempotency_key,
           m.correlation_id, m.scopes, m.created_at, m.approved_by, m.deferrals,
-          m.deferred_since
+          m.deferred_since, m.expires_at
 
 -- name: message_complete_many
 -- The batch arrives as one JSON array (one C-level json.dumps in Python instead of
@@ -218,14 +220,14 @@ SELECT id::text, status FROM moved
 SELECT id::text, tenant, channel, provider, action, recipient, payload, priority, status,
        run_at, attempts, max_attempts, claim_seq, idempotency_key, correlation_id, scopes,
        created_at, updated_at, last_error_code, last_error, provider_message_id, worker_id,
-       lease_until, hold_reason, approved_by, approved_at, deferrals, deferred_since
+       lease_until, hold_reason, approved_by, approved_at, deferrals, deferred_since, expires_at
 FROM sluice_messages WHERE id = %(id)s::uuid
 
 -- name: message_get_many
 SELECT id::text, tenant, channel, provider, action, recipient, payload, priority, status,
        run_at, attempts, max_attempts, claim_seq, idempotency_key, correlation_id, scopes,
        created_at, updated_at, last_error_code, last_error, provider_message_id, worker_id,
-       lease_until, hold_reason, approved_by, approved_at, deferrals, deferred_since
+       lease_until, hold_reason, approved_by, approved_at, deferrals, deferred_since, expires_at
 FROM sluice_messages WHERE id = ANY(%(ids)s::uuid[])
 
 -- name: attempt_list
@@ -678,7 +680,7 @@ SELECT count(*) FROM gone
 SELECT id::text, tenant, channel, provider, action, recipient, payload, priority, status,
        run_at, attempts, max_attempts, claim_seq, idempotency_key, correlation_id, scopes,
        created_at, updated_at, last_error_code, last_error, provider_message_id, worker_id,
-       lease_until, hold_reason, approved_by, approved_at, deferrals, deferred_since
+       lease_until, hold_reason, approved_by, approved_at, deferrals, deferred_since, expires_at
 FROM sluice_messages
 WHERE (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
   AND (%(status)s::text IS NULL OR status = %(status)s::text)
@@ -1247,3 +1249,54 @@ WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
   AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s::timestamptz)
   AND (%(until)s::timestamptz IS NULL OR created_at < %(until)s::timestamptz)
 GROUP BY 1, 2
+
+-- == Acting on what waits (issue 14): retry-now, throttles clear ======================
+
+-- name: message_select_waiting
+-- Queued messages waiting out a retry backoff or a deferral (claimed before: tried,
+-- deferred or put back; due later): never a first send the caller scheduled, nor parked.
+SELECT id::text FROM sluice_messages
+WHERE status = 'queued' AND parked_by IS NULL AND run_at > %(now)s
+  AND claim_seq > 0
+  AND (%(ids)s::uuid[] IS NULL OR id = ANY(%(ids)s::uuid[]))
+  AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
+  AND (%(channel)s::text IS NULL OR channel = %(channel)s)
+  AND (%(provider)s::text IS NULL OR provider = %(provider)s)
+  AND (%(action)s::text IS NULL OR action = %(action)s)
+  AND (%(error_code)s::text IS NULL OR last_error_code = %(error_code)s)
+ORDER BY run_at, id
+LIMIT %(limit)s
+
+-- name: message_retry_now
+-- The same guard as the selection: a message claimed, held, parked or finished since
+-- is left alone.
+UPDATE sluice_messages SET run_at = %(now)s, updated_at = %(now)s
+WHERE id = ANY(%(ids)s::uuid[]) AND status = %(from_status)s AND parked_by IS NULL
+  AND run_at > %(now)s AND claim_seq > 0
+RETURNING id::text
+
+-- name: throttle_clear
+-- One mark removed; every worker hears of it at commit and drops it from memory.
+WITH gone AS (
+    DELETE FROM sluice_throttles WHERE tenant = %(tenant)s AND provider = %(provider)s
+    RETURNING tenant, provider, until, reason, set_at
+)
+SELECT tenant, provider, until, reason, set_at, pg_notify('sluice_flow', json_build_object(
+    'throttle_cleared', json_build_array(tenant, provider, until, reason, set_at))::text)
+FROM gone
+
+-- == Message expiry (issue 14) =========================================================
+
+-- name: message_expire_past
+-- What waits (queued, parked or held) past its expiry ends 'expired', a chunk at a time,
+-- soonest expired first; a row another transaction holds is left for the next sweep.
+UPDATE sluice_messages m
+SET status = 'expired', parked_by = NULL, hold_reason = %(reason)s, updated_at = %(now)s
+WHERE m.id IN (
+    SELECT id FROM sluice_messages
+    WHERE expires_at IS NOT NULL AND status IN ('queued', 'held') AND expires_at <= %(now)s
+    ORDER BY expires_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED)
+  AND m.status IN ('queued', 'held')
+RETURNING m.id::text, m.tenant, m.channel, m.provider

@@ -17,7 +17,7 @@ CREATE TABLE sluice_messages (
     priority            smallint NOT NULL DEFAULT 0,
     status              text NOT NULL DEFAULT 'queued' CHECK (status IN (
                             'queued', 'sending', 'sent', 'delivered', 'bounced', 'read',
-                            'held', 'dead', 'cancelled', 'shadowed')),
+                            'held', 'dead', 'cancelled', 'shadowed', 'expired')),
     run_at              timestamptz NOT NULL,
     attempts            integer NOT NULL DEFAULT 0,
     max_attempts        integer NOT NULL CHECK (max_attempts BETWEEN 1 AND 100),
@@ -46,6 +46,8 @@ CREATE TABLE sluice_messages (
     -- The pause a queued message is parked under (set by the workers' control sweep,
     -- cleared with the pause): parked rows stay out of the ready index.
     parked_by           uuid,
+    -- Not sent by then, the message ends 'expired' (0011; never sent late).
+    expires_at          timestamptz,
     -- A message holds a lease exactly while it is sending; write-backs rely on it.
     CONSTRAINT sluice_messages_lease_iff_sending
         CHECK ((status = 'sending') = (lease_until IS NOT NULL))
@@ -429,3 +431,6 @@ CREATE TABLE sluice_requests (
 );
 CREATE INDEX sluice_requests_pending ON sluice_requests (expires_at) WHERE state = 'pending';
 CREATE INDEX sluice_requests_created ON sluice_requests (created_at, id);
+-- 0011: message expiry. The workers' sweep: what waits and can expire, by expiry.
+CREATE INDEX sluice_messages_expiring ON sluice_messages (expires_at)
+    WHERE expires_at IS NOT NULL AND status IN ('queued', 'held');

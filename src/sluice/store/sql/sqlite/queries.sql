@@ -19,10 +19,10 @@ INSERT INTO sluice_schema_migrations (version, name) VALUES (:version, :name)
 INSERT INTO sluice_messages (
     id, tenant, channel, provider, action, recipient, payload, priority, status, run_at,
     attempts, max_attempts, claim_seq, idempotency_key, content_hash, correlation_id, scopes,
-    created_at, updated_at)
+    created_at, updated_at, expires_at)
 VALUES (:id, :tenant, :channel, :provider, :action, :recipient, :payload, :priority, 'queued',
         coalesce(:run_at, :now), 0, :max_attempts, 0, :idempotency_key, :content_hash,
-        :correlation_id, :scopes, :now, :now)
+        :correlation_id, :scopes, :now, :now, coalesce(:expires_at, :now + :ttl))
 ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 
 -- name: message_find_by_key
@@ -75,7 +75,7 @@ WHERE id IN (
 )
 RETURNING id, tenant, channel, provider, action, recipient, payload, priority, run_at, attempts,
           max_attempts, claim_seq, idempotency_key, correlation_id, scopes, created_at,
-          approved_by, deferrals, deferred_since
+          approved_by, deferrals, deferred_since, expires_at
 
 -- name: message_complete
 UPDATE sluice_messages
@@ -128,7 +128,7 @@ WHERE id = :id AND status = 'sending' AND claim_seq = :claim_seq
 SELECT id, tenant, channel, provider, action, recipient, payload, priority, status, run_at,
        attempts, max_attempts, claim_seq, idempotency_key, correlation_id, scopes, created_at,
        updated_at, last_error_code, last_error, provider_message_id, worker_id, lease_until,
-       hold_reason, approved_by, approved_at, deferrals, deferred_since
+       hold_reason, approved_by, approved_at, deferrals, deferred_since, expires_at
 FROM sluice_messages WHERE id = :id
 
 -- name: attempt_list
@@ -486,7 +486,7 @@ DELETE FROM sluice_breaker_window WHERE bucket < :before_bucket
 SELECT id, tenant, channel, provider, action, recipient, payload, priority, status, run_at,
        attempts, max_attempts, claim_seq, idempotency_key, correlation_id, scopes, created_at,
        updated_at, last_error_code, last_error, provider_message_id, worker_id, lease_until,
-       hold_reason, approved_by, approved_at, deferrals, deferred_since
+       hold_reason, approved_by, approved_at, deferrals, deferred_since, expires_at
 FROM sluice_messages
 WHERE (:tenant IS NULL OR tenant = :tenant)
   AND (:status IS NULL OR status = :status)
@@ -1023,3 +1023,41 @@ WHERE (:status IS NULL OR status = :status)
   AND (:since IS NULL OR created_at >= :since)
   AND (:until IS NULL OR created_at < :until)
 GROUP BY 1, 2
+
+-- == Acting on what waits (issue 14): retry-now, throttles clear ======================
+
+-- name: message_select_waiting
+-- Queued messages waiting out a retry backoff or a deferral (claimed before: tried,
+-- deferred or put back; due later): never a first send the caller scheduled, nor parked.
+SELECT id FROM sluice_messages
+WHERE status = 'queued' AND parked_by IS NULL AND run_at > :now
+  AND claim_seq > 0
+  AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)))
+  AND (:tenant IS NULL OR tenant = :tenant)
+  AND (:channel IS NULL OR channel = :channel)
+  AND (:provider IS NULL OR provider = :provider)
+  AND (:action IS NULL OR action = :action)
+  AND (:error_code IS NULL OR last_error_code = :error_code)
+ORDER BY run_at, id
+LIMIT :limit
+
+-- name: message_retry_now
+UPDATE sluice_messages SET run_at = :now, updated_at = :now
+WHERE id = :id AND status = :from_status AND parked_by IS NULL
+  AND run_at > :now AND claim_seq > 0
+
+-- name: throttle_clear
+DELETE FROM sluice_throttles WHERE tenant = :tenant AND provider = :provider
+RETURNING tenant, provider, until, reason, set_at
+
+-- == Message expiry (issue 14) =========================================================
+
+-- name: message_expire_past
+UPDATE sluice_messages
+SET status = 'expired', parked_by = NULL, hold_reason = :reason, updated_at = :now
+WHERE id IN (
+    SELECT id FROM sluice_messages
+    WHERE expires_at IS NOT NULL AND status IN ('queued', 'held') AND expires_at <= :now
+    ORDER BY expires_at
+    LIMIT :limit)
+RETURNING id, tenant, channel, provider

@@ -5,6 +5,7 @@
 --
 -- Times are REAL seconds since the Unix epoch (UTC): compact, and ordered as numbers.
 
+-- Rebuilt by 0011 (SQLite cannot alter a CHECK): every column in one definition.
 CREATE TABLE sluice_messages (
     id                  TEXT PRIMARY KEY,
     tenant              TEXT NOT NULL,
@@ -16,7 +17,7 @@ CREATE TABLE sluice_messages (
     priority            INTEGER NOT NULL DEFAULT 0,
     status              TEXT NOT NULL DEFAULT 'queued' CHECK (status IN (
                             'queued', 'sending', 'sent', 'delivered', 'bounced', 'read',
-                            'held', 'dead', 'cancelled', 'shadowed')),
+                            'held', 'dead', 'cancelled', 'shadowed', 'expired')),
     run_at              REAL NOT NULL,
     attempts            INTEGER NOT NULL DEFAULT 0,
     max_attempts        INTEGER NOT NULL CHECK (max_attempts BETWEEN 1 AND 100),
@@ -34,7 +35,12 @@ CREATE TABLE sluice_messages (
     hold_reason         TEXT,
     created_at          REAL NOT NULL,
     updated_at          REAL NOT NULL,
-    -- A message holds a lease exactly while it is sending; write-backs rely on it.
+    approved_by         TEXT,
+    approved_at         REAL,
+    deferrals           INTEGER NOT NULL DEFAULT 0,
+    deferred_since      REAL,
+    parked_by           TEXT,
+    expires_at          REAL,
     CONSTRAINT sluice_messages_lease_iff_sending
         CHECK ((status = 'sending') = (lease_until IS NOT NULL))
 );
@@ -150,13 +156,6 @@ INSERT INTO sluice_flow_epoch (id, version) VALUES (1, 0);
 ALTER TABLE sluice_workers ADD COLUMN flow_version INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE sluice_workers ADD COLUMN flow_acked_at REAL;
 
-ALTER TABLE sluice_messages ADD COLUMN approved_by TEXT;
-ALTER TABLE sluice_messages ADD COLUMN approved_at REAL;
-ALTER TABLE sluice_messages ADD COLUMN deferrals INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE sluice_messages ADD COLUMN deferred_since REAL;
--- The pause a queued message is parked under: parked rows stay out of the ready index
--- (created at the end of this file, as the migrations do; see the PostgreSQL file).
-ALTER TABLE sluice_messages ADD COLUMN parked_by TEXT;
 
 CREATE TABLE sluice_limits (
     kind       TEXT NOT NULL CHECK (kind IN ('rate', 'quota', 'recipient', 'action', 'concurrency')),
@@ -374,3 +373,6 @@ CREATE TABLE sluice_requests (
 );
 CREATE INDEX sluice_requests_pending ON sluice_requests (expires_at) WHERE state = 'pending';
 CREATE INDEX sluice_requests_created ON sluice_requests (created_at, id);
+-- 0011: message expiry (the table above has expires_at and the 'expired' status).
+CREATE INDEX sluice_messages_expiring ON sluice_messages (expires_at)
+    WHERE expires_at IS NOT NULL AND status IN ('queued', 'held');
