@@ -49,6 +49,9 @@ class Status(enum.StrEnum):
     DEAD = "dead"
     CANCELLED = "cancelled"
     SHADOWED = "shadowed"
+    # -- recipient hygiene (issue 14) --
+    #: Final: the recipient is on the tenant's suppression list; nothing was sent.
+    SUPPRESSED = "suppressed"
 
 
 class AttemptOutcome(enum.StrEnum):
@@ -302,6 +305,11 @@ class Completion:
     #: This outcome is a deferral (a throttle-class answer, or a put-back): counted on
     #: the message, and the first one's time kept.
     deferred: bool = False
+    # -- recipient hygiene (issue 14) --
+    #: Without an attempt (no provider called): the code and words the message keeps as
+    #: its last error (``RECIPIENT_SUPPRESSED``, ``WINDOW_CLOSED``).
+    error_code: str | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

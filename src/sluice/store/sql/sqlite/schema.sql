@@ -16,7 +16,7 @@ CREATE TABLE sluice_messages (
     priority            INTEGER NOT NULL DEFAULT 0,
     status              TEXT NOT NULL DEFAULT 'queued' CHECK (status IN (
                             'queued', 'sending', 'sent', 'delivered', 'bounced', 'read',
-                            'held', 'dead', 'cancelled', 'shadowed')),
+                            'held', 'dead', 'cancelled', 'shadowed', 'suppressed')),
     run_at              REAL NOT NULL,
     attempts            INTEGER NOT NULL DEFAULT 0,
     max_attempts        INTEGER NOT NULL CHECK (max_attempts BETWEEN 1 AND 100),
@@ -34,6 +34,11 @@ CREATE TABLE sluice_messages (
     hold_reason         TEXT,
     created_at          REAL NOT NULL,
     updated_at          REAL NOT NULL,
+    approved_by         TEXT,
+    approved_at         REAL,
+    deferrals           INTEGER NOT NULL DEFAULT 0,
+    deferred_since      REAL,
+    parked_by           TEXT,
     -- A message holds a lease exactly while it is sending; write-backs rely on it.
     CONSTRAINT sluice_messages_lease_iff_sending
         CHECK ((status = 'sending') = (lease_until IS NOT NULL))
@@ -150,13 +155,6 @@ INSERT INTO sluice_flow_epoch (id, version) VALUES (1, 0);
 ALTER TABLE sluice_workers ADD COLUMN flow_version INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE sluice_workers ADD COLUMN flow_acked_at REAL;
 
-ALTER TABLE sluice_messages ADD COLUMN approved_by TEXT;
-ALTER TABLE sluice_messages ADD COLUMN approved_at REAL;
-ALTER TABLE sluice_messages ADD COLUMN deferrals INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE sluice_messages ADD COLUMN deferred_since REAL;
--- The pause a queued message is parked under: parked rows stay out of the ready index
--- (created at the end of this file, as the migrations do; see the PostgreSQL file).
-ALTER TABLE sluice_messages ADD COLUMN parked_by TEXT;
 
 CREATE TABLE sluice_limits (
     kind       TEXT NOT NULL CHECK (kind IN ('rate', 'quota', 'recipient', 'action', 'concurrency')),
@@ -327,3 +325,22 @@ CREATE INDEX sluice_incident_events_incident ON sluice_incident_events (incident
 CREATE INDEX sluice_attempts_finished ON sluice_attempts (finished_at);
 CREATE INDEX sluice_inbox_received ON sluice_inbox (received_at);
 CREATE INDEX sluice_audit_at ON sluice_audit (at);
+
+CREATE TABLE sluice_suppressions (
+    tenant     TEXT NOT NULL,
+    channel    TEXT NOT NULL,
+    recipient  TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    source     TEXT NOT NULL DEFAULT '',
+    actor      TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (tenant, channel, recipient)
+);
+
+CREATE TABLE sluice_contacts (
+    tenant          TEXT NOT NULL,
+    channel         TEXT NOT NULL,
+    recipient       TEXT NOT NULL,
+    last_inbound_at REAL NOT NULL,
+    PRIMARY KEY (tenant, channel, recipient)
+);
