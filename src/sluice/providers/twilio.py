@@ -67,6 +67,7 @@ ERROR_CODES: Mapping[int, ErrorCode] = {
     21614: ErrorCode.INVALID_RECIPIENT,  # 'To' is not a mobile number
     # The recipient replied STOP: suppressed for the tenant (sluice.worker.hygiene).
     21610: ErrorCode.RECIPIENT_UNSUBSCRIBED,  # message to an unsubscribed recipient
+    63014: ErrorCode.RECIPIENT_UNSUBSCRIBED,  # channel message blocked by user action
     # The credentials are wrong or were rotated: the connection needs fixing.
     20003: ErrorCode.AUTH_REVOKED,  # authentication failed
     # The account itself cannot send.

@@ -1150,6 +1150,10 @@ class Store(Protocol):
         """Which of ``keys`` are suppressed (one query for a claimed batch)."""
         ...
 
+    async def suppression_counts(self) -> dict[str, int]:
+        """Suppressed recipients per medium, every tenant (the state metrics)."""
+        ...
+
     async def contact_seen(self, tenant: str, channel: str, recipient: str, at: datetime) -> None:
         """The recipient wrote to the tenant at ``at`` (the latest time is kept)."""
         ...

@@ -1136,6 +1136,9 @@ class PostgresStore(SqlDriver):
         rows = await self._fetch("suppression_find", _key_arrays(keys))
         return {(t, c, r) for t, c, r in rows}
 
+    async def suppression_counts(self) -> dict[str, int]:
+        return {c: n for c, n in await self._fetch("suppression_counts", {})}
+
     async def contact_seen(self, tenant: str, channel: str, recipient: str, at: datetime) -> None:
         params = {"tenant": tenant, "channel": channel, "recipient": recipient, "at": at}
         async with self._conn() as conn:

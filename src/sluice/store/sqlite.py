@@ -1474,6 +1474,9 @@ class SqliteStore(SqlDriver):
         rows = await self._fetch("suppression_find", {"keys": json.dumps(list(keys))})
         return {(t, c, r) for t, c, r in rows}
 
+    async def suppression_counts(self) -> dict[str, int]:
+        return {c: n for c, n in await self._fetch("suppression_counts", {})}
+
     async def contact_seen(self, tenant: str, channel: str, recipient: str, at: datetime) -> None:
         params = {"tenant": tenant, "channel": channel, "recipient": recipient, "at": _ts(at)}
 

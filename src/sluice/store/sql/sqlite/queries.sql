@@ -898,6 +898,9 @@ WHERE (:tenant IS NULL OR tenant = :tenant)
 ORDER BY tenant, channel, recipient
 LIMIT :limit
 
+-- name: suppression_counts
+SELECT channel, count(*) FROM sluice_suppressions GROUP BY channel ORDER BY channel
+
 -- name: suppression_find
 -- Which of one claimed batch's (tenant, medium, recipient) keys are suppressed.
 SELECT s.tenant, s.channel, s.recipient
