@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sluice import __version__
 from sluice.addressing import addressing_in_effect
-from sluice.api import ingress, messages, operator, problems
+from sluice.api import ingress, messages, operator, problems, suppressions
 from sluice.api.auth import KeyCache
 from sluice.api.request_id import RequestId
 from sluice.clock import Clock, SystemClock
@@ -158,6 +158,7 @@ def create_app(
     app.include_router(messages.router)
     app.include_router(operator.router)
     app.include_router(ingress.router)
+    app.include_router(suppressions.router)  # recipient hygiene (issue 14)
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"])
     app.add_api_route("/readyz", readyz, methods=["GET"], tags=["health"],
                       responses={503: {"description": "Not ready"}})  # fmt: skip

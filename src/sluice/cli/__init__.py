@@ -49,6 +49,7 @@ from sluice.cli import (
     messages,
     processes,
     status,
+    suppressions,
 )
 from sluice.cli.processes import run_worker
 
@@ -88,6 +89,7 @@ app.add_typer(limits.limits_app, name="limits")
 app.add_typer(breakers.breakers_app, name="breakers")
 app.add_typer(incidents.incidents_app, name="incidents")
 app.add_typer(audit.audit_app, name="audit")
+app.add_typer(suppressions.suppressions_app, name="suppressions")  # recipient hygiene (issue 14)
 
 
 def main() -> None:
