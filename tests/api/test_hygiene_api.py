@@ -18,7 +18,10 @@ import pytest
 import structlog
 from api_harness import Api
 from test_ingress_api import (
-    ingress_config,  # noqa: F401  # the fixture, with inbound_url and routes for acme
+    HOOKS,
+    META_SECRET,
+    SENDGRID_PUBLIC,
+    TWILIO_TOKEN,
     meta_request,
     projector,
     sendgrid_request,
@@ -28,7 +31,7 @@ from test_ingress_api import (
 
 from sluice.clock import FrozenClock
 from sluice.config import Settings
-from sluice.ingress.config import IngressConfig
+from sluice.ingress.config import IngressConfig, IngressSource
 from sluice.model import NewMessage, Status
 from sluice.ops.connections import connection_add
 from sluice.providers.whatsapp import WhatsAppProvider
@@ -40,6 +43,21 @@ from sluice.worker.gate import ConnectionGate
 KEY = generate_key()
 OUR_NUMBER = "+15550009999"  # routed to acme in the ingress config
 PHONE_ID = "106540352242922"  # acme's WhatsApp phone number id
+
+
+@pytest.fixture
+def ingress_config() -> IngressConfig:
+    """Acme's number and WhatsApp phone id routed to acme, which has an inbound_url."""
+    return IngressConfig(
+        sources={
+            "twilio": IngressSource("twilio", "twilio", secrets=(TWILIO_TOKEN,),
+                                    routes={OUR_NUMBER: "acme"}),
+            "sendgrid": IngressSource("sendgrid", "sendgrid", public_keys=(SENDGRID_PUBLIC,)),
+            "whatsapp": IngressSource("whatsapp", "whatsapp", secrets=(META_SECRET,),
+                                      routes={PHONE_ID: "acme"}),
+        },
+        inbound_urls={"acme": HOOKS},
+    )  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -67,8 +85,8 @@ async def inbound_whatsapp(api: Api, wamid: str, sender: str, text: str) -> None
         "messaging_product": "whatsapp",
         "metadata": {"display_phone_number": "15550009999", "phone_number_id": PHONE_ID},
         "contacts": [{"profile": {"name": "Ann"}, "wa_id": sender}],
-        "messages": [{"from": sender, "id": wamid, "timestamp": str(int(datetime.now(UTC).timestamp())),
-                      "type": "text", "text": {"body": text}}],
+        "messages": [{"from": sender, "id": wamid, "type": "text", "text": {"body": text},
+                      "timestamp": str(int(datetime.now(UTC).timestamp()))}],
     }  # fmt: skip
     change = {"field": "messages", "value": value}
     body, headers = meta_request(
@@ -120,9 +138,7 @@ async def test_stop_then_start__round_trip_for_that_tenant_only(
     assert len(forwarded) == 3
 
 
-async def test_twilio_opt_out_type__counts_as_stop(
-    api: Api, ingress_config: IngressConfig
-) -> None:
+async def test_twilio_opt_out_type__counts_as_stop(api: Api, ingress_config: IngressConfig) -> None:
     await inbound_sms(api, "SMx", "whatsapp:+14155550100", "arrêtez", OptOutType="STOP")
     await projector(api, ingress_config).drain()
 
