@@ -17,7 +17,8 @@ from sluice.store import Store
 __all__ = ["status"]
 
 #: The order statuses are listed in; any other status follows, sorted.
-STATUS_ORDER = ["queued", "sending", "held", "sent", "delivered", "dead", "cancelled", "shadowed"]
+STATUS_ORDER = ["queued", "sending", "held", "sent", "delivered", "dead", "cancelled", "shadowed",
+                "suppressed"]  # fmt: skip
 
 #: Bounds of ``--interval``, in seconds: faster is load for nothing, slower is not a watch.
 INTERVAL_MIN, INTERVAL_MAX = 0.1, 3600.0
