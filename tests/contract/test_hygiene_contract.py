@@ -96,3 +96,15 @@ async def test_contact_seen__keeps_the_latest_time_per_tenant(store: Store) -> N
 
 async def _audit(store: Store) -> list[AuditEntry]:
     return list(reversed(await store.audit_list(100)))
+
+
+async def test_suppression_counts__per_medium_across_tenants(store: Store) -> None:
+    assert await store.suppression_counts() == {}
+    for tenant, channel, recipient in (
+        ("acme", "sms", "+14155550100"),
+        ("globex", "sms", "+14155550100"),
+        ("acme", "email", "ann@example.com"),
+    ):
+        await store.suppression_put(entry(tenant, channel, recipient), audit("s.add", tenant))
+
+    assert await store.suppression_counts() == {"email": 1, "sms": 2}

@@ -236,3 +236,17 @@ async def test_whatsapp_window__off_by_setting_leaves_it_to_the_provider(store: 
     assert (m.status, m.last_error_code, wire.calls) == (
         Status.DEAD, "WINDOW_CLOSED", ["+14155550133"],
     )  # fmt: skip
+
+
+async def test_state_metrics__suppression_list_sizes_per_medium(store: Store) -> None:
+    from sluice.ops.state_metrics import StateMetrics
+
+    await suppress(store, stop("acme", "sms", "+14155550100"))
+    await suppress(store, stop("globex", "sms", "+14155550100"))
+    await suppress(store, stop("acme", "email", "ann@example.com"))
+    state = StateMetrics(store, Settings(database_url="sqlite:///unused.db"))
+
+    await state.refresh(force=True)
+
+    [family] = [f for f in state.collect() if f.name == "sluice_suppressions"]
+    assert {s.labels["channel"]: s.value for s in family.samples} == {"sms": 2, "email": 1}
