@@ -310,3 +310,60 @@ async def _drain(store: Store, wire: object, clock: FrozenClock) -> Dispatcher:
                        clock=clock, worker_id="w", gate=gate)  # fmt: skip
         await d.run(until_idle=True)
     return d
+
+
+async def test_opt_out_receipts__suppress_the_messages_recipient(
+    api: Api, ingress_config: IngressConfig
+) -> None:
+    sms = await sent_message(api.store, provider="twilio", provider_message_id="SM1")
+    wa = await sent_message(api.store, provider="whatsapp", provider_message_id="wamid.9")
+    fields = {"MessageSid": "SM1", "MessageStatus": "undelivered", "ErrorCode": "21610",
+              "AccountSid": "AC1"}  # fmt: skip
+    url, content, headers = twilio_request(fields, f"sluice_message_id={sms}")
+    assert (await api.client.post(url, content=content, headers=headers)).is_success
+    value = {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550009999", "phone_number_id": PHONE_ID},
+        "statuses": [{"id": "wamid.9", "status": "failed", "timestamp": "1700000000",
+                      "recipient_id": "15550001111", "biz_opaque_callback_data": wa,
+                      "errors": [{"code": 131050, "title": "stopped marketing"}]}],
+    }  # fmt: skip
+    body, headers = meta_request(
+        {"object": "whatsapp_business_account",
+         "entry": [{"id": "1", "changes": [{"field": "messages", "value": value}]}]}
+    )  # fmt: skip
+    assert (await api.client.post("/v1/ingress/whatsapp", content=body, headers=headers)).is_success
+
+    await projector(api, ingress_config).drain()
+
+    items = (await listed(api, api.ops, tenant="acme"))["items"]
+    assert {(i["channel"], i["recipient"], i["reason"]) for i in items} == {  # type: ignore[index,union-attr]
+        ("sms", "+15550001111", "provider_error"),
+        ("whatsapp", "+15550001111", "provider_error"),
+    }
+
+
+async def test_a_stop_retried_after_a_later_start__is_not_applied_again(
+    api: Api, ingress_config: IngressConfig
+) -> None:
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from sluice.ingress.projector import Projector
+
+    no_url = replace(ingress_config, inbound_urls={})  # forwarding waits: events retried
+    settings = Settings(database_url="sqlite://unused", projector_max_attempts=5)
+
+    await inbound_sms(api, "SMstop", "+14155550100", "STOP")
+    clock = FrozenClock(datetime.now(UTC) + timedelta(seconds=1))  # ingress used real time
+    p = Projector(api.store, settings, no_url, worker_id="p1", clock=clock)
+    await p.drain()  # applied, then put back: no inbound_url
+    assert (await listed(api, api.acme))["count"] == 1
+    await inbound_sms(api, "SMstart", "+14155550100", "START")
+    clock.advance(2)
+    await p.drain()  # the START lifts it; the STOP, if due again, is not re-applied
+    assert (await listed(api, api.acme))["count"] == 0
+    clock.advance(timedelta(minutes=10).total_seconds())
+    await p.drain()  # both tried again: neither keyword is applied a second time
+
+    assert (await listed(api, api.acme))["count"] == 0
