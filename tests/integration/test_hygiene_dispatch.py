@@ -250,3 +250,42 @@ async def test_state_metrics__suppression_list_sizes_per_medium(store: Store) ->
 
     [family] = [f for f in state.collect() if f.name == "sluice_suppressions"]
     assert {s.labels["channel"]: s.value for s in family.samples} == {"sms": 2, "email": 1}
+
+
+async def test_store_cannot_be_asked__the_batch_goes_back_unsent_then_goes_out(
+    sqlite_url: str,
+) -> None:
+    """The suppression lookup fails (its table is gone): nothing is sent, nothing is
+    lost or spent; once the lookup works again every message goes out exactly once."""
+    import asyncio
+    import sqlite3
+
+    from sluice.store import create_store
+    from sluice.store.sqlite import sqlite_path
+
+    store = create_store(sqlite_url)
+    await store.open()  # type: ignore[attr-defined]
+    try:
+        clock = FrozenClock(NOW)
+        await connect(store, clock, "acme")
+        ids = await store.enqueue_many(
+            [sms("acme", f"+141555501{n:02d}") for n in range(10)], clock.now()
+        )
+        path = sqlite_path(sqlite_url)
+        with sqlite3.connect(path) as db:
+            db.execute("ALTER TABLE sluice_suppressions RENAME TO sluice_suppressions_away")
+        wire = Wire()
+        running = asyncio.create_task(drain(store, wire, clock))
+        await asyncio.sleep(0.5)
+
+        assert wire.calls == []
+        assert {(await store.message_get(i)).status for i in ids} == {Status.QUEUED}
+        with sqlite3.connect(path) as db:
+            db.execute("ALTER TABLE sluice_suppressions_away RENAME TO sluice_suppressions")
+        await asyncio.wait_for(running, 30)
+
+        got = [await store.message_get(i) for i in ids]
+        assert [(m.status, m.attempts) for m in got] == [(Status.SENT, 1)] * 10
+        assert sorted(wire.calls) == sorted(m.recipient for m in got)
+    finally:
+        await store.close()

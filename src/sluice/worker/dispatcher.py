@@ -402,7 +402,7 @@ class Dispatcher:
             for msg in gone:
                 self._unprobe(msg)
             self.limiter.settle(gone, Use.NOTHING)
-            self.stats.suppressed = self.hygiene.suppressed
+            self.stats.suppressed += sum(c.status is Status.SUPPRESSED for c in stopped)
             self.stats.dead += sum(c.status is Status.DEAD for c in stopped)
             self._buffer.extend(stopped)
             self._buffer_ready.set()

@@ -62,8 +62,6 @@ class RecipientScreen:
         self.log = logger
         self.window = settings.whatsapp_window
         self.window_hours = settings.whatsapp_window_hours
-        self.suppressed = 0
-        self.window_closed = 0
 
     def key(self, msg: Message) -> Key | None:
         """(tenant, medium, normalised recipient), or None when no list applies."""
@@ -122,12 +120,10 @@ class RecipientScreen:
             except SluiceError as exc:  # the message's verdict stands; the next send says it again
                 self.log.warning("could not record the suppression", error=str(exc),
                                  tenant=msg.tenant, provider=msg.provider)  # fmt: skip
-        self.suppressed += 1
         self._count(msg, "unsubscribed")
         return Decision(Status.SUPPRESSED, error_class=ErrorClass.PERMANENT)
 
     def _suppressed(self, msg: Message, key: Key) -> Completion:
-        self.suppressed += 1
         self._count(msg, "list")
         why = (
             f"not sent: {msg.recipient} is on tenant {msg.tenant}'s {key[1]} suppression list "
@@ -136,7 +132,6 @@ class RecipientScreen:
         return self._verdict(msg, Status.SUPPRESSED, ErrorCode.RECIPIENT_SUPPRESSED, why)
 
     def _window_closed(self, msg: Message, last: datetime | None) -> Completion:
-        self.window_closed += 1
         metrics_tenant = metrics.tenant_label(msg.tenant)
         code = str(ErrorCode.WINDOW_CLOSED)
         self.tally.inc(metrics.DEAD_LETTERED, metrics_tenant, msg.channel, msg.provider, code)
