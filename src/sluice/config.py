@@ -144,6 +144,12 @@ class Settings:
     ingress_dedupe_window: float = 7 * 86_400.0
     #: Tries the projector makes at an event before it goes to the inbox's dead state.
     projector_max_attempts: int = 12
+    # -- recipient hygiene (issue 14) ----------------------------------------------
+    #: Stop free-form WhatsApp messages (not templates) before the call when the recipient
+    #: has not written to the tenant within ``whatsapp_window_hours`` (Meta's 24-hour
+    #: customer-service window); false: send them and let the provider refuse.
+    whatsapp_window: bool = True
+    whatsapp_window_hours: float = 24.0
     # -- metrics -----------------------------------------------------------------
     #: Port where ``sluice worker`` and ``sluice run`` serve ``/metrics`` on ``api_host``
     #: (0: not served; ``sluice serve`` always has the route).
@@ -216,6 +222,7 @@ class Settings:
             "projector_max_attempts",
             "metrics_refresh",
             "two_person_expiry",
+            "whatsapp_window_hours",
         )
         for name in positive:
             if getattr(self, name) <= 0:

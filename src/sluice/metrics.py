@@ -49,6 +49,8 @@ __all__ = [
     "RECIPIENT_CAP_TRIPS",
     "RELEASED",
     "STATE",
+    "SUPPRESSED",
+    "SUPPRESSIONS_ADDED",
     "StateMetric",
     "Tally",
     "configure_tenants",
@@ -174,6 +176,20 @@ EXPIRED = Counter(
     "(queued, parked or held past it).",
     ["tenant", "channel", "provider", "where"],
 )
+# -- recipient hygiene (issue 14) --
+SUPPRESSED = Counter(
+    "sluice_suppressed_total",
+    "Messages ended 'suppressed', never sent: by reason, list (the recipient was on the "
+    "tenant's suppression list before the call) or unsubscribed (the provider answered "
+    "that the recipient opted out; they are suppressed from then on).",
+    ["tenant", "channel", "provider", "reason"],
+)
+SUPPRESSIONS_ADDED = Counter(
+    "sluice_suppressions_added_total",
+    "Recipients newly suppressed, by medium and reason (stop, opt_out, bounce, spamreport, "
+    "unsubscribe, group_unsubscribe, provider_error, operator).",
+    ["channel", "reason"],
+)
 
 #: Every event metric, for the docs test and for readers.
 EVENT_METRICS = (
@@ -196,6 +212,8 @@ EVENT_METRICS = (
     AUTO_REPLIES,
     RECIPIENT_CAP_TRIPS,
     EXPIRED,
+    SUPPRESSED,
+    SUPPRESSIONS_ADDED,
 )
 
 
@@ -282,6 +300,11 @@ STATE: tuple[StateMetric, ...] = (
         "sluice_tenancy_violations_total",
         "Ingress events refused because they spoke for another tenant (audit log).",
         kind="counter",
+    ),
+    StateMetric(
+        "sluice_suppressions",
+        "Recipients on suppression lists, by medium (recipient hygiene).",
+        ("channel",),
     ),
     StateMetric("sluice_state_up", "1 when the last read of the store for these worked."),
     StateMetric(

@@ -51,6 +51,9 @@ class Status(enum.StrEnum):
     SHADOWED = "shadowed"
     #: Not sent by its ``expires_at`` (issue 14): final, never sent late, never dead.
     EXPIRED = "expired"
+    # -- recipient hygiene (issue 14) --
+    #: Final: the recipient is on the tenant's suppression list; nothing was sent.
+    SUPPRESSED = "suppressed"
 
 
 class AttemptOutcome(enum.StrEnum):
@@ -337,6 +340,11 @@ class Completion:
     #: This outcome is a deferral (a throttle-class answer, or a put-back): counted on
     #: the message, and the first one's time kept.
     deferred: bool = False
+    # -- recipient hygiene (issue 14) --
+    #: Without an attempt (no provider called): the code and words the message keeps as
+    #: its last error (``RECIPIENT_SUPPRESSED``, ``WINDOW_CLOSED``).
+    error_code: str | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

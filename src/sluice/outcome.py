@@ -43,6 +43,15 @@ class ErrorCode(enum.StrEnum):
     UNKNOWN_PROVIDER = "UNKNOWN_PROVIDER"
     LEASE_EXPIRED = "LEASE_EXPIRED"
     INTERNAL = "INTERNAL"
+    # -- recipient hygiene (issue 14) --
+    #: The recipient opted out with the provider (replied STOP, blocked the business):
+    #: the dispatcher suppresses them for the tenant and ends the message ``suppressed``.
+    RECIPIENT_UNSUBSCRIBED = "RECIPIENT_UNSUBSCRIBED"
+    #: The recipient is on the tenant's suppression list: nothing was sent.
+    RECIPIENT_SUPPRESSED = "RECIPIENT_SUPPRESSED"
+    #: Free-form WhatsApp text outside the 24-hour customer-service window (only an
+    #: approved template may open a conversation).
+    WINDOW_CLOSED = "WINDOW_CLOSED"
 
     @property
     def error_class(self) -> ErrorClass:
@@ -69,6 +78,9 @@ _CLASS_OF: dict[ErrorCode, ErrorClass] = {
     ErrorCode.UNKNOWN_PROVIDER: ErrorClass.PERMANENT,
     ErrorCode.LEASE_EXPIRED: ErrorClass.TRANSIENT,
     ErrorCode.INTERNAL: ErrorClass.TRANSIENT,
+    ErrorCode.RECIPIENT_UNSUBSCRIBED: ErrorClass.PERMANENT,
+    ErrorCode.RECIPIENT_SUPPRESSED: ErrorClass.PERMANENT,
+    ErrorCode.WINDOW_CLOSED: ErrorClass.PERMANENT,
 }
 
 

@@ -269,7 +269,7 @@ async def test_send__rate_limit_code_reads_retry_after() -> None:
 async def test_send__code_given_as_text_is_understood() -> None:
     outcome = await _send(Wire(respond(400, json={"code": "21610", "message": "STOP"})))
 
-    assert outcome.code is ErrorCode.INVALID_RECIPIENT
+    assert outcome.code is ErrorCode.RECIPIENT_UNSUBSCRIBED
     assert outcome.provider_code == "21610"
 
 

@@ -21,7 +21,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sluice import __version__
 from sluice.addressing import addressing_in_effect
-from sluice.api import endpoints, ingress, listings, messages, operator, problems, requests, waiting
+from sluice.api import (
+    endpoints,
+    ingress,
+    listings,
+    messages,
+    operator,
+    problems,
+    requests,
+    suppressions,
+    waiting,
+)
 from sluice.api.auth import KeyCache
 from sluice.api.request_id import RequestId
 from sluice.clock import Clock, SystemClock
@@ -162,6 +172,7 @@ def create_app(
     app.include_router(requests.router)  # the two-person rule (issue 14)
     app.include_router(listings.router)  # issue 14: /v1/attempts, /v1/top
     app.include_router(ingress.router)
+    app.include_router(suppressions.router)  # recipient hygiene (issue 14)
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"])
     app.add_api_route("/readyz", readyz, methods=["GET"], tags=["health"],
                       responses={503: {"description": "Not ready"}})  # fmt: skip

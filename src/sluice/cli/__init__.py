@@ -57,6 +57,7 @@ from sluice.cli import (
     processes,
     requests,
     status,
+    suppressions,
     tenants,
     waiting,
 )
@@ -100,6 +101,8 @@ app.add_typer(limits.limits_app, name="limits")
 app.add_typer(breakers.breakers_app, name="breakers")
 app.add_typer(incidents.incidents_app, name="incidents")
 app.add_typer(audit.audit_app, name="audit")
+app.add_typer(suppressions.suppressions_app, name="suppressions")  # recipient hygiene (issue 14)
+
 # Acting on what waits (issue 14).
 messages.messages_app.command("retry-now")(waiting.retry_now)
 app.add_typer(waiting.throttles_app, name="throttles")

@@ -19,6 +19,7 @@ __all__ = ["status", "top"]
 #: The order statuses are listed in; any other status follows, sorted.
 STATUS_ORDER = [
     "queued", "sending", "held", "sent", "delivered", "dead", "cancelled", "shadowed", "expired",
+    "suppressed",
 ]  # fmt: skip
 
 #: Bounds of ``--interval``, in seconds: faster is load for nothing, slower is not a watch.

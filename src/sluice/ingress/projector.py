@@ -32,6 +32,7 @@ from sluice.config import Settings
 from sluice.errors import NotFound, SluiceError
 from sluice.ingress.binding import message_binding_problem, route_binding_problem
 from sluice.ingress.config import IngressConfig
+from sluice.ingress.hygiene import InboundHygiene
 from sluice.model import Message, NewMessage, new_message_id
 from sluice.store._receipts import NOT_READY
 from sluice.store.base import AuditEntry, InboxItem, Receipt, Store
@@ -102,6 +103,8 @@ class Projector:
         self.worker_id = worker_id
         self.clock = clock or SystemClock()
         self.log = logger or structlog.get_logger("sluice.projector")
+        #: Recipient hygiene (issue 14): opt-outs, bounces, the WhatsApp window.
+        self.hygiene = InboundHygiene(store, config, self.provider_kinds, self.log)
         self.counts = {"applied": 0, "stale": 0, "unmatched": 0, "forwarded": 0,
                        "retried": 0, "dead": 0, "rejected": 0}  # fmt: skip
 
@@ -163,6 +166,7 @@ class Projector:
             if msg is None:
                 return await self.store.inbox_finish(item.id, item.attempts, "unmatched", now)
             self._check(item, msg)
+            await self.hygiene.receipt(item, msg, now)  # recipient hygiene (issue 14)
             if msg.status in NOT_READY:
                 raise _NotYet(f"message {item.message_id} has no sending outcome yet")
             receipt = Receipt(
@@ -183,6 +187,7 @@ class Projector:
                 raise _NotYet(f"message {item.message_id} has no sending outcome yet")
             return result
         tenant = await self._tenant(item)
+        await self.hygiene.inbound(item, tenant, now)  # recipient hygiene (issue 14)
         url = self.config.inbound_urls.get(tenant)
         if url is None:
             raise _NotYet(

@@ -157,6 +157,8 @@ class StateMetrics(Collector):
             (((w.id,), _age(now, w.last_seen_at)) for w in running),
         )
         add("sluice_tenancy_violations_total", [((), seen.tenancy_violations)])
+        suppressions = await self.store.suppression_counts()  # recipient hygiene (issue 14)
+        add("sluice_suppressions", (((c,), n) for c, n in suppressions.items()))
         return out
 
 

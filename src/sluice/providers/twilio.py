@@ -63,9 +63,11 @@ ERROR_CODES: Mapping[int, ErrorCode] = {
     # The recipient can never get this message: a bad number, a landline, a STOP.
     21211: ErrorCode.INVALID_RECIPIENT,  # invalid 'To' phone number
     21608: ErrorCode.INVALID_RECIPIENT,  # trial account: 'To' number not verified
-    21610: ErrorCode.INVALID_RECIPIENT,  # recipient replied STOP (unsubscribed)
     21612: ErrorCode.INVALID_RECIPIENT,  # 'To' not reachable via this channel
     21614: ErrorCode.INVALID_RECIPIENT,  # 'To' is not a mobile number
+    # The recipient replied STOP: suppressed for the tenant (sluice.worker.hygiene).
+    21610: ErrorCode.RECIPIENT_UNSUBSCRIBED,  # message to an unsubscribed recipient
+    63014: ErrorCode.RECIPIENT_UNSUBSCRIBED,  # channel message blocked by user action
     # The credentials are wrong or were rotated: the connection needs fixing.
     20003: ErrorCode.AUTH_REVOKED,  # authentication failed
     # The account itself cannot send.
@@ -83,7 +85,7 @@ ERROR_CODES: Mapping[int, ErrorCode] = {
     30001: ErrorCode.RATE_LIMITED,  # queue overflow
     63018: ErrorCode.RATE_LIMITED,  # WhatsApp: rate limit exceeded for the channel
     # WhatsApp: free text outside the 24-hour window needs an approved template.
-    63016: ErrorCode.TEMPLATE_NOT_APPROVED,
+    63016: ErrorCode.WINDOW_CLOSED,
 }
 
 #: The HTTP status when Twilio's error code is missing or not in ``ERROR_CODES``; any

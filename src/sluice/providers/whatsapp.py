@@ -90,9 +90,11 @@ ERROR_CODES: Mapping[int, ErrorCode] = {
     # The recipient cannot receive this.
     131026: ErrorCode.INVALID_RECIPIENT,  # undeliverable: not on WhatsApp, old client, ...
     131030: ErrorCode.INVALID_RECIPIENT,  # not in the test number's allowed list
-    131050: ErrorCode.INVALID_RECIPIENT,  # user stopped marketing messages from us
-    # Template problems, and free text outside the 24-hour window (needs a template).
-    131047: ErrorCode.TEMPLATE_NOT_APPROVED,  # re-engagement: >24 h since the user wrote
+    # The user stopped marketing messages from us: suppressed for the tenant.
+    131050: ErrorCode.RECIPIENT_UNSUBSCRIBED,
+    # Free text outside the 24-hour window (only a template may re-engage).
+    131047: ErrorCode.WINDOW_CLOSED,  # re-engagement: >24 h since the user wrote
+    # Template problems.
     132000: ErrorCode.TEMPLATE_NOT_APPROVED,  # parameter count mismatch
     132001: ErrorCode.TEMPLATE_NOT_APPROVED,  # template does not exist (name/language)
     132005: ErrorCode.TEMPLATE_NOT_APPROVED,  # translated text too long

@@ -17,6 +17,7 @@ from sluice.connections import Connection, ConnectionState
 # are re-exported here, where every caller has always found them.
 from sluice.flow.breakers import BreakerInfo
 from sluice.flow.controls import Control, Mode, Scope
+from sluice.flow.hygiene import Suppression
 from sluice.model import Attempt, AuditEntry, Completion, Message, NewMessage
 from sluice.store.endpoints import EndpointInfo, EndpointReport, TenantEvents
 
@@ -52,6 +53,7 @@ __all__ = [
     "RescueResult",
     "StatusReport",
     "Store",
+    "Suppression",
     "Throttle",
     "WorkerInfo",
     "scope_key",
@@ -1336,4 +1338,49 @@ class Store(Protocol):
 
     async def request_expire(self, now: datetime) -> list[str]:
         """Pending requests past their ``expires_at`` become expired; their ids."""
+
+    # -- recipient hygiene (issue 14): suppressions, the WhatsApp window -----------
+    # Keys are (tenant, medium, recipient), the recipient normalised
+    # (sluice.flow.hygiene.normalise).
+
+    async def suppression_put(self, s: Suppression, audit: AuditEntry) -> bool:
+        """Suppress a recipient, with ``audit`` in the same transaction; False (nothing
+        written) when they already are: the first entry and its reason are kept."""
+        ...
+
+    async def suppression_delete(
+        self, tenant: str, channel: str, recipient: str, audit: AuditEntry
+    ) -> Suppression | None:
+        """Lift a suppression, audited; the entry removed, or None (nothing written)."""
+        ...
+
+    async def suppression_list(
+        self,
+        tenant: str | None,
+        channel: str | None,
+        recipient: str | None,
+        after: tuple[str, str, str] | None,
+        limit: int,
+    ) -> list[Suppression]:
+        """By (tenant, channel, recipient), those past the key ``after`` (the cursor)."""
+        ...
+
+    async def suppression_find(
+        self, keys: Sequence[tuple[str, str, str]]
+    ) -> set[tuple[str, str, str]]:
+        """Which of ``keys`` are suppressed (one query for a claimed batch)."""
+        ...
+
+    async def suppression_counts(self) -> dict[str, int]:
+        """Suppressed recipients per medium, every tenant (the state metrics)."""
+        ...
+
+    async def contact_seen(self, tenant: str, channel: str, recipient: str, at: datetime) -> None:
+        """The recipient wrote to the tenant at ``at`` (the latest time is kept)."""
+        ...
+
+    async def contact_find(
+        self, keys: Sequence[tuple[str, str, str]]
+    ) -> dict[tuple[str, str, str], datetime]:
+        """When each of ``keys`` last wrote (absent: never, as far as ingress saw)."""
         ...

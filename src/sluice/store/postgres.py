@@ -30,7 +30,7 @@ from sluice.errors import (
 )
 from sluice.flow.controls import Control, Mode, Scope, control_audit
 from sluice.model import Attempt, Completion, Message, NewMessage, Status
-from sluice.store import _enqueue, _observe, _params, _rows, _rules
+from sluice.store import _enqueue, _hygiene, _observe, _params, _rows, _rules
 from sluice.store._audit import insert_params, seal, stored_detail
 from sluice.store._claims import next_claim_start
 from sluice.store._codec import Codec
@@ -54,6 +54,7 @@ from sluice.store.base import (
     RefreshOutcome,
     RescueResult,
     StatusReport,
+    Suppression,
     Throttle,
     limit_audit,
 )
@@ -1115,6 +1116,61 @@ class PostgresStore(SqlDriver):
     async def inbox_purge(self, before: datetime) -> int:
         return int((await self._fetch("inbox_purge", {"before": before}))[0][0])
 
+    # -- recipient hygiene (issue 14) --------------------------------------------
+
+    async def suppression_put(self, s: Suppression, audit: AuditEntry) -> bool:
+        async with self._conn() as conn, conn.transaction():
+            cur = await conn.execute(Q["suppression_insert"], _hygiene.suppression_params(C, s))
+            if await cur.fetchone() is None:
+                return False
+            await _audit_insert(conn, audit)
+            return True
+
+    async def suppression_delete(
+        self, tenant: str, channel: str, recipient: str, audit: AuditEntry
+    ) -> Suppression | None:
+        key = {"tenant": tenant, "channel": channel, "recipient": recipient}
+        async with self._conn() as conn, conn.transaction():
+            cur = await conn.execute(Q["suppression_delete"], key)
+            row = await cur.fetchone()
+            if row is not None:
+                await _audit_insert(conn, audit)
+        return None if row is None else _hygiene.suppression(C, row)
+
+    async def suppression_list(
+        self,
+        tenant: str | None,
+        channel: str | None,
+        recipient: str | None,
+        after: tuple[str, str, str] | None,
+        limit: int,
+    ) -> list[Suppression]:
+        params = _hygiene.list_params(tenant, channel, recipient, after, limit)
+        return [_hygiene.suppression(C, r) for r in await self._fetch("suppression_list", params)]
+
+    async def suppression_find(
+        self, keys: Sequence[tuple[str, str, str]]
+    ) -> set[tuple[str, str, str]]:
+        if not keys:
+            return set()
+        rows = await self._fetch("suppression_find", _key_arrays(keys))
+        return {(t, c, r) for t, c, r in rows}
+
+    async def suppression_counts(self) -> dict[str, int]:
+        return {c: n for c, n in await self._fetch("suppression_counts", {})}
+
+    async def contact_seen(self, tenant: str, channel: str, recipient: str, at: datetime) -> None:
+        params = {"tenant": tenant, "channel": channel, "recipient": recipient, "at": at}
+        async with self._conn() as conn:
+            await conn.execute(Q["contact_seen"], params)
+
+    async def contact_find(
+        self, keys: Sequence[tuple[str, str, str]]
+    ) -> dict[tuple[str, str, str], datetime]:
+        if not keys:
+            return {}
+        return _hygiene.contacts(C, await self._fetch("contact_find", _key_arrays(keys)))
+
 
 def _breaker_payload(row: BreakerInfo) -> str:
     """A breaker's new row as a NOTIFY payload (``_flow_signal_of`` reads it back)."""
@@ -1163,6 +1219,15 @@ async def _apply_receipt(
     return outcome
 
 
+def _key_arrays(keys: Sequence[tuple[str, str, str]]) -> dict[str, list[str]]:
+    """(tenant, channel, recipient) keys as the three arrays ``unnest`` pairs up."""
+    return {
+        "tenants": [k[0] for k in keys],
+        "channels": [k[1] for k in keys],
+        "recipients": [k[2] for k in keys],
+    }
+
+
 def _completion_row(c: Completion) -> dict[str, Any]:
     """One element of the JSON batch of ``message_complete_many`` (nulls left out)."""
     row: dict[str, Any] = {"id": c.message_id, "claim_seq": c.claim_seq, "status": c.status.value}
@@ -1174,6 +1239,8 @@ def _completion_row(c: Completion) -> dict[str, Any]:
         row["provider_message_id"] = c.provider_message_id
     if c.hold_reason is not None:
         row["hold_reason"] = c.hold_reason
+    if c.error_code is not None:  # recipient hygiene: ended without an attempt
+        row["error_code"], row["detail"] = c.error_code, c.error
     a = c.attempt
     if c.deferred:
         row["deferred_at"] = (a.finished_at if a else datetime.now(UTC)).timestamp()

@@ -36,7 +36,7 @@ from sluice.errors import (
 )
 from sluice.flow.controls import Control, Mode, Scope, control_audit
 from sluice.model import Attempt, Completion, Message, NewMessage, Status
-from sluice.store import _enqueue, _observe, _params, _rows, _rules
+from sluice.store import _enqueue, _hygiene, _observe, _params, _rows, _rules
 from sluice.store._audit import insert_params, seal, stored_detail
 from sluice.store._claims import next_claim_start
 from sluice.store._codec import Codec
@@ -60,6 +60,7 @@ from sluice.store.base import (
     RefreshOutcome,
     RescueResult,
     StatusReport,
+    Suppression,
     Throttle,
     limit_audit,
 )
@@ -365,8 +366,8 @@ class SqliteStore(SqlDriver):
                             "status": str(c.status),
                             "run_at": _ts(c.run_at),
                             "refund": 1 if c.refund_attempt else 0,
-                            "error_code": a.error_code if a else None,
-                            "detail": a.detail if a else None,
+                            "error_code": a.error_code if a else c.error_code,
+                            "detail": a.detail if a else c.error,
                             "provider_message_id": c.provider_message_id,
                             "hold_reason": c.hold_reason,
                             "deferred_at": (
@@ -1456,6 +1457,74 @@ class SqliteStore(SqlDriver):
         changed = self._last_version is not None and version != self._last_version
         self._last_version = version
         return changed
+
+    # -- recipient hygiene (issue 14) --------------------------------------------
+
+    async def suppression_put(self, s: Suppression, audit: AuditEntry) -> bool:
+        params = _hygiene.suppression_params(C, s)
+
+        def put(db: sqlite3.Connection) -> bool:
+            with _write(db):
+                if db.execute(Q["suppression_insert"], params).rowcount != 1:
+                    return False
+                _audit_insert(db, audit, audit.detail)
+                return True
+
+        return await self._run(put)
+
+    async def suppression_delete(
+        self, tenant: str, channel: str, recipient: str, audit: AuditEntry
+    ) -> Suppression | None:
+        key = {"tenant": tenant, "channel": channel, "recipient": recipient}
+
+        def delete(db: sqlite3.Connection) -> Any:
+            with _write(db):
+                row = db.execute(Q["suppression_delete"], key).fetchone()
+                if row is not None:
+                    _audit_insert(db, audit, audit.detail)
+                return row
+
+        row = await self._run(delete)
+        return None if row is None else _hygiene.suppression(C, row)
+
+    async def suppression_list(
+        self,
+        tenant: str | None,
+        channel: str | None,
+        recipient: str | None,
+        after: tuple[str, str, str] | None,
+        limit: int,
+    ) -> list[Suppression]:
+        params = _hygiene.list_params(tenant, channel, recipient, after, limit)
+        return [_hygiene.suppression(C, r) for r in await self._fetch("suppression_list", params)]
+
+    async def suppression_find(
+        self, keys: Sequence[tuple[str, str, str]]
+    ) -> set[tuple[str, str, str]]:
+        if not keys:
+            return set()
+        rows = await self._fetch("suppression_find", {"keys": json.dumps(list(keys))})
+        return {(t, c, r) for t, c, r in rows}
+
+    async def suppression_counts(self) -> dict[str, int]:
+        return {c: n for c, n in await self._fetch("suppression_counts", {})}
+
+    async def contact_seen(self, tenant: str, channel: str, recipient: str, at: datetime) -> None:
+        params = {"tenant": tenant, "channel": channel, "recipient": recipient, "at": _ts(at)}
+
+        def seen(db: sqlite3.Connection) -> None:
+            with _write(db):
+                db.execute(Q["contact_seen"], params)
+
+        await self._run(seen)
+
+    async def contact_find(
+        self, keys: Sequence[tuple[str, str, str]]
+    ) -> dict[tuple[str, str, str], datetime]:
+        if not keys:
+            return {}
+        rows = await self._fetch("contact_find", {"keys": json.dumps(list(keys))})
+        return _hygiene.contacts(C, rows)
 
 
 class _ClaimLost(Exception):

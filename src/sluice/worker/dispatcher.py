@@ -63,6 +63,7 @@ from sluice.worker import expiry
 from sluice.worker.controls import ControlWatch, ScopeKey, scope_key
 from sluice.worker.endpoints import EndpointWatch
 from sluice.worker.gate import ConnectionGate, Connections, Ticket
+from sluice.worker.hygiene import RecipientScreen
 from sluice.worker.limits import Limiter
 from sluice.worker.retry import Decision, RetryPolicy
 
@@ -150,6 +151,7 @@ class WorkerStats:
     shadowed: int = 0
     paused: int = 0
     failover: int = 0
+    suppressed: int = 0  # recipient hygiene (issue 14)
     by_code: dict[str, int] = field(default_factory=dict)
 
 
@@ -243,6 +245,11 @@ class Dispatcher:
         self._last_work = 0.0
         #: reason -> (when ``_defer`` last logged it, messages deferred for it since).
         self._problems_said: dict[str, tuple[float, int]] = {}
+        # -- recipient hygiene (issue 14): suppression lists, the WhatsApp window --
+        self.hygiene = RecipientScreen(
+            store, settings, {n: getattr(p, "name", n) for n, p in self.providers.items()},
+            worker_id=self.worker_id, tally=self.tally, logger=self.log,
+        )  # fmt: skip
 
     def _idle(self) -> bool:
         return self._in_flight == 0 and not self._buffer and not self._flush_lock.locked()
@@ -366,6 +373,10 @@ class Dispatcher:
                         await self._sleep(error_delay)
                         error_delay = min(error_delay * 2, 5.0)
                         continue
+                if not await self._screen(batch):  # recipient hygiene (issue 14)
+                    await self._sleep(error_delay)
+                    error_delay = min(error_delay * 2, 5.0)
+                    continue
                 self._start(batch, connections)
                 continue
             if until_idle and self._idle():
@@ -382,6 +393,30 @@ class Dispatcher:
             hot = time.monotonic() - self._last_work < s.notify_interval
             if await self.store.wait_for_work(HOT_POLL if hot else s.poll_interval):
                 self._last_work = time.monotonic()
+
+    async def _screen(self, batch: list[Message]) -> bool:
+        """Recipient hygiene (issue 14), before any call: messages to suppressed
+        recipients and free-form WhatsApp text outside the window end here, unsent, and
+        leave ``batch``; what the limits gave them goes back. False (the whole batch given
+        back) when the store cannot be asked."""
+        try:
+            go, stopped = await self.hygiene.screen(batch, self.clock.now())
+        except SluiceError as exc:
+            self.log.warning("could not screen recipients; batch released", error=str(exc))
+            await self._give_back(batch)
+            return False
+        if stopped:
+            done = {c.message_id for c in stopped}
+            gone = [m for m in batch if m.id in done]
+            for msg in gone:
+                self._unprobe(msg)
+            self.limiter.settle(gone, Use.NOTHING)
+            self.stats.suppressed += sum(c.status is Status.SUPPRESSED for c in stopped)
+            self.stats.dead += sum(c.status is Status.DEAD for c in stopped)
+            self._buffer.extend(stopped)
+            self._buffer_ready.set()
+            batch[:] = go
+        return True
 
     async def _limit(self, batch: list[Message]) -> list[Message]:
         """Apply rate limits, quotas, caps and throttles to the live part of ``batch``;
@@ -607,6 +642,8 @@ class Dispatcher:
                 self.tally.inc(metrics.PROVIDER_THROTTLED, msg.provider)
                 await self.limiter.throttled(msg, outcome)
             decision = self.retry.decide(msg, outcome, finished)
+            if outcome.code is ErrorCode.RECIPIENT_UNSUBSCRIBED:  # recipient hygiene (issue 14)
+                decision = await self.hygiene.unsubscribed(msg, outcome, finished)
             reason = None
             if (
                 outcome.code is not None
@@ -928,6 +965,8 @@ class Dispatcher:
             attempt_outcome = AttemptOutcome.FAILED
             if decision.status is Status.DEAD:
                 self.stats.dead += 1
+            elif decision.status is Status.SUPPRESSED:  # recipient hygiene (issue 14)
+                self.stats.suppressed += 1
             else:
                 self.stats.retried += 1
         if outcome.code is not None:
@@ -1153,6 +1192,7 @@ class Dispatcher:
             "shadowed": s.shadowed,
             "paused": s.paused,
             "failover": s.failover,
+            "suppressed": s.suppressed,
         }
 
 

@@ -1300,3 +1300,52 @@ WHERE m.id IN (
     FOR UPDATE SKIP LOCKED)
   AND m.status IN ('queued', 'held')
 RETURNING m.id::text, m.tenant, m.channel, m.provider
+
+-- -- recipient hygiene (issue 14): suppressions and the WhatsApp window ---------------
+
+-- name: suppression_insert
+INSERT INTO sluice_suppressions (tenant, channel, recipient, reason, source, actor, created_at)
+VALUES (%(tenant)s, %(channel)s, %(recipient)s, %(reason)s, %(source)s, %(actor)s,
+        %(created_at)s)
+ON CONFLICT DO NOTHING
+RETURNING tenant
+
+-- name: suppression_delete
+DELETE FROM sluice_suppressions
+WHERE tenant = %(tenant)s AND channel = %(channel)s AND recipient = %(recipient)s
+RETURNING tenant, channel, recipient, reason, source, actor, created_at
+
+-- name: suppression_list
+SELECT tenant, channel, recipient, reason, source, actor, created_at
+FROM sluice_suppressions
+WHERE (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
+  AND (%(channel)s::text IS NULL OR channel = %(channel)s)
+  AND (%(recipient)s::text IS NULL OR recipient = %(recipient)s)
+  AND (%(after_tenant)s::text IS NULL
+       OR (tenant, channel, recipient) > (%(after_tenant)s, %(after_channel)s, %(after_recipient)s))
+ORDER BY tenant, channel, recipient
+LIMIT %(limit)s
+
+-- name: suppression_counts
+SELECT channel, count(*) FROM sluice_suppressions GROUP BY channel ORDER BY channel
+
+-- name: suppression_find
+-- Which of one claimed batch's (tenant, medium, recipient) keys are suppressed.
+SELECT s.tenant, s.channel, s.recipient
+FROM sluice_suppressions s
+JOIN unnest(%(tenants)s::text[], %(channels)s::text[], %(recipients)s::text[])
+    AS k(tenant, channel, recipient)
+  ON s.tenant = k.tenant AND s.channel = k.channel AND s.recipient = k.recipient
+
+-- name: contact_seen
+INSERT INTO sluice_contacts (tenant, channel, recipient, last_inbound_at)
+VALUES (%(tenant)s, %(channel)s, %(recipient)s, %(at)s)
+ON CONFLICT (tenant, channel, recipient) DO UPDATE
+SET last_inbound_at = greatest(sluice_contacts.last_inbound_at, excluded.last_inbound_at)
+
+-- name: contact_find
+SELECT c.tenant, c.channel, c.recipient, c.last_inbound_at
+FROM sluice_contacts c
+JOIN unnest(%(tenants)s::text[], %(channels)s::text[], %(recipients)s::text[])
+    AS k(tenant, channel, recipient)
+  ON c.tenant = k.tenant AND c.channel = k.channel AND c.recipient = k.recipient

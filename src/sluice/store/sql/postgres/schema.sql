@@ -17,7 +17,8 @@ CREATE TABLE sluice_messages (
     priority            smallint NOT NULL DEFAULT 0,
     status              text NOT NULL DEFAULT 'queued' CHECK (status IN (
                             'queued', 'sending', 'sent', 'delivered', 'bounced', 'read',
-                            'held', 'dead', 'cancelled', 'shadowed', 'expired')),
+                            'held', 'dead', 'cancelled', 'shadowed', 'expired',
+                            'suppressed')),
     run_at              timestamptz NOT NULL,
     attempts            integer NOT NULL DEFAULT 0,
     max_attempts        integer NOT NULL CHECK (max_attempts BETWEEN 1 AND 100),
@@ -434,3 +435,26 @@ CREATE INDEX sluice_requests_created ON sluice_requests (created_at, id);
 -- 0011: message expiry. The workers' sweep: what waits and can expire, by expiry.
 CREATE INDEX sluice_messages_expiring ON sluice_messages (expires_at)
     WHERE expires_at IS NOT NULL AND status IN ('queued', 'held');
+-- Who may not be sent to, per tenant and medium (sms, whatsapp, email): the recipient as
+-- sluice.flow.hygiene.normalise spells it. reason: stop, unsubscribe, bounce, spamreport,
+-- group_unsubscribe, provider_error, operator; source: what said so (an inbound message
+-- id, a provider event id, an error code, an operator's note); actor: who recorded it.
+CREATE TABLE sluice_suppressions (
+    tenant     text NOT NULL,
+    channel    text NOT NULL,
+    recipient  text NOT NULL,
+    reason     text NOT NULL,
+    source     text NOT NULL DEFAULT '',
+    actor      text NOT NULL,
+    created_at timestamptz NOT NULL,
+    PRIMARY KEY (tenant, channel, recipient)
+);
+
+-- When each recipient last wrote to a tenant (an inbound message through ingress).
+CREATE TABLE sluice_contacts (
+    tenant          text NOT NULL,
+    channel         text NOT NULL,
+    recipient       text NOT NULL,
+    last_inbound_at timestamptz NOT NULL,
+    PRIMARY KEY (tenant, channel, recipient)
+);

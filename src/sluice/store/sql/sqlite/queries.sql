@@ -1061,3 +1061,50 @@ WHERE id IN (
     ORDER BY expires_at
     LIMIT :limit)
 RETURNING id, tenant, channel, provider
+
+-- -- recipient hygiene (issue 14): suppressions and the WhatsApp window ---------------
+
+-- name: suppression_insert
+INSERT INTO sluice_suppressions (tenant, channel, recipient, reason, source, actor, created_at)
+VALUES (:tenant, :channel, :recipient, :reason, :source, :actor, :created_at)
+ON CONFLICT DO NOTHING
+
+-- name: suppression_delete
+DELETE FROM sluice_suppressions
+WHERE tenant = :tenant AND channel = :channel AND recipient = :recipient
+RETURNING tenant, channel, recipient, reason, source, actor, created_at
+
+-- name: suppression_list
+SELECT tenant, channel, recipient, reason, source, actor, created_at
+FROM sluice_suppressions
+WHERE (:tenant IS NULL OR tenant = :tenant)
+  AND (:channel IS NULL OR channel = :channel)
+  AND (:recipient IS NULL OR recipient = :recipient)
+  AND (:after_tenant IS NULL
+       OR (tenant, channel, recipient) > (:after_tenant, :after_channel, :after_recipient))
+ORDER BY tenant, channel, recipient
+LIMIT :limit
+
+-- name: suppression_counts
+SELECT channel, count(*) FROM sluice_suppressions GROUP BY channel ORDER BY channel
+
+-- name: suppression_find
+-- Which of one claimed batch's (tenant, medium, recipient) keys are suppressed.
+SELECT s.tenant, s.channel, s.recipient
+FROM sluice_suppressions s
+JOIN json_each(:keys) AS k
+  ON s.tenant = json_extract(k.value, '$[0]') AND s.channel = json_extract(k.value, '$[1]')
+ AND s.recipient = json_extract(k.value, '$[2]')
+
+-- name: contact_seen
+INSERT INTO sluice_contacts (tenant, channel, recipient, last_inbound_at)
+VALUES (:tenant, :channel, :recipient, :at)
+ON CONFLICT (tenant, channel, recipient) DO UPDATE
+SET last_inbound_at = max(last_inbound_at, excluded.last_inbound_at)
+
+-- name: contact_find
+SELECT c.tenant, c.channel, c.recipient, c.last_inbound_at
+FROM sluice_contacts c
+JOIN json_each(:keys) AS k
+  ON c.tenant = json_extract(k.value, '$[0]') AND c.channel = json_extract(k.value, '$[1]')
+ AND c.recipient = json_extract(k.value, '$[2]')

@@ -17,7 +17,8 @@ CREATE TABLE sluice_messages (
     priority            INTEGER NOT NULL DEFAULT 0,
     status              TEXT NOT NULL DEFAULT 'queued' CHECK (status IN (
                             'queued', 'sending', 'sent', 'delivered', 'bounced', 'read',
-                            'held', 'dead', 'cancelled', 'shadowed', 'expired')),
+                            'held', 'dead', 'cancelled', 'shadowed', 'expired',
+                            'suppressed')),
     run_at              REAL NOT NULL,
     attempts            INTEGER NOT NULL DEFAULT 0,
     max_attempts        INTEGER NOT NULL CHECK (max_attempts BETWEEN 1 AND 100),
@@ -41,6 +42,7 @@ CREATE TABLE sluice_messages (
     deferred_since      REAL,
     parked_by           TEXT,
     expires_at          REAL,
+    -- A message holds a lease exactly while it is sending; write-backs rely on it.
     CONSTRAINT sluice_messages_lease_iff_sending
         CHECK ((status = 'sending') = (lease_until IS NOT NULL))
 );
@@ -376,3 +378,21 @@ CREATE INDEX sluice_requests_created ON sluice_requests (created_at, id);
 -- 0011: message expiry (the table above has expires_at and the 'expired' status).
 CREATE INDEX sluice_messages_expiring ON sluice_messages (expires_at)
     WHERE expires_at IS NOT NULL AND status IN ('queued', 'held');
+CREATE TABLE sluice_suppressions (
+    tenant     TEXT NOT NULL,
+    channel    TEXT NOT NULL,
+    recipient  TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    source     TEXT NOT NULL DEFAULT '',
+    actor      TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (tenant, channel, recipient)
+);
+
+CREATE TABLE sluice_contacts (
+    tenant          TEXT NOT NULL,
+    channel         TEXT NOT NULL,
+    recipient       TEXT NOT NULL,
+    last_inbound_at REAL NOT NULL,
+    PRIMARY KEY (tenant, channel, recipient)
+);
