@@ -376,3 +376,28 @@ async def test_token_refresh_refused__tells_the_tenant(store: Store, clock: Froz
     assert (event["type"], event["data"]["provider"]) == ("connection.pending_reauth", "http")
     assert "token refresh failed" in event["data"]["reason"]
     assert wire.events("acme", secrets["acme"]) == []
+
+
+async def test_a_new_suppression_tells_its_tenant_once(store: Store, clock: FrozenClock) -> None:
+    """Whoever suppresses a recipient (ingress, a worker, an operator: all through
+    ``store.hygiene.suppress``), the tenant hears ``suppression.added`` once; a repeated
+    STOP tells nobody again, and no other tenant hears of it."""
+    from sluice.flow.hygiene import Suppression
+    from sluice.store.hygiene import suppress
+
+    secrets = await tenants(store, clock)
+    wire = Wire()
+    s = Suppression(
+        tenant="acme", channel="sms", recipient="+14155550100", reason="stop",
+        source="SM123", actor="ingress:twilio", created_at=clock.now(),
+    )  # fmt: skip
+    assert await suppress(store, s) is True
+    assert await suppress(store, s) is False  # already suppressed: nothing, nobody told
+    await drain(store, wire, clock)
+    [event] = wire.events("acme", secrets["acme"])
+    assert event["type"] == "suppression.added"
+    assert event["data"] == {
+        "tenant": "acme", "channel": "sms", "recipient": "+14155550100", "reason": "stop",
+        "source": "SM123", "created_at": s.created_at.isoformat(),
+    }  # fmt: skip
+    assert wire.events("globex", secrets["globex"]) == []

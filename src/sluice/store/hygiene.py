@@ -14,6 +14,7 @@ from datetime import datetime
 from sluice.flow.hygiene import Suppression
 from sluice.model import AuditEntry
 from sluice.store.base import Store
+from sluice.store.tenant_events import emit_tenant_event
 
 __all__ = ["lift", "suppress", "suppression_added", "suppression_audit"]
 
@@ -58,11 +59,20 @@ async def lift(
 
 
 async def suppression_added(store: Store, s: Suppression) -> None:
-    """Hook: a recipient was newly suppressed.
-
-    TODO(lead, issue 14 tenant events): emit the tenant event ``suppression.added``
-    (tenant ``s.tenant``; channel, recipient, reason, source, created_at) through the
-    outbox here. Every new suppression, whoever recorded it, passes through this call;
-    a repeated STOP or bounce does not (``suppress`` returns False first).
-    """
-    return None
+    """A recipient was newly suppressed: tell the tenant (``suppression.added`` to its
+    events URL, through the outbox; nothing when it has none). Every new suppression,
+    whoever recorded it, passes through here once; a repeated STOP or bounce does not
+    (``suppress`` returns False first)."""
+    await emit_tenant_event(
+        store,
+        s.tenant,
+        "suppression.added",
+        {
+            "channel": s.channel,
+            "recipient": s.recipient,
+            "reason": s.reason,
+            "source": s.source,
+            "created_at": s.created_at.isoformat(),
+        },
+        now=s.created_at,
+    )
