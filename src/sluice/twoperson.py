@@ -18,8 +18,23 @@ breaker, a tenant's limit or key) and ``global`` otherwise: a control on ``chann
 reaches every tenant, so it is global. A count needs an act that can count what it would
 change beforehand (``ACTS[name].counts``).
 
-Kill and pause are containment: they always act at once, and a rule naming them is
-refused at start. Lifting them (``resume``, ``control.set``) may wait.
+Containment and protection always act at once, and a rule naming them is refused at
+start (:data:`NEVER_WAIT`, with what lifts each): a kill and a pause; disabling an
+endpoint (``endpoints disable``: it stops sends to a failing or misbehaving endpoint,
+a kill confined to one endpoint); adding a suppression (it stops sends to someone who
+opted out or bounced). Lifting them — ``resume``, ``control.set``, ``endpoint.enable``
+(which releases the messages held for the endpoint), ``suppression.remove`` (which lets
+a tenant send again to a recipient who opted out) — may wait.
+
+Acts that count: the bulk moves of messages (``dlq.*``, ``held.*``,
+``messages.retry_now``). ``throttles.clear`` has a dry run too, but it counts
+throttle marks, not messages, so no ``>N`` applies to it; ``endpoint.enable`` releases
+held messages but cannot be bounded to a number, so it does not count either.
+
+Not acts a rule may name: those whose request would keep a credential in the request's
+plain JSON (``connections add|rotate``, ``tenants events-url set`` with its signing
+secret); ``tenants events-url clear`` holds no secret and is one
+(``events_url.clear``).
 """
 
 from __future__ import annotations
@@ -58,10 +73,22 @@ ACTS: dict[str, ActTraits] = {
     "apikeys.revoke": ActTraits(),
     "connection.revoke": ActTraits(),
     "inbox.retry": ActTraits(),
+    # -- issue 14's operator acts --
+    "messages.retry_now": ActTraits(counts=True),
+    "throttles.clear": ActTraits(),  # counts throttle marks, not messages
+    "endpoint.enable": ActTraits(),
+    "suppression.remove": ActTraits(),
+    "events_url.clear": ActTraits(),
 }
 
-#: Containment: never waits for anyone (``control.set`` to killed or paused is one too).
-NEVER_WAIT = ("kill", "pause")
+#: Containment and protection: never waits for anyone (``control.set`` to killed or
+#: paused is one too), and what lifts each (which may wait).
+NEVER_WAIT: dict[str, str] = {
+    "kill": "resume, control.set",
+    "pause": "resume, control.set",
+    "endpoint.disable": "endpoint.enable",
+    "suppression.add": "suppression.remove",
+}
 
 _RULE = re.compile(
     r"(?P<act>[a-z_]+(?:\.(?:[a-z_]+|\*))?)(?::(?P<scope>[a-z]+))?(?:>(?P<count>[0-9]+))?"
@@ -101,7 +128,7 @@ def parse_rules(entries: Iterable[str], source: str = "two_person") -> tuple[Rul
         if act in NEVER_WAIT:
             raise ConfigError(
                 f"{where}: {act} is containment and always acts at once; only lifting it "
-                "(resume, control.set) may wait for a second operator"
+                f"({NEVER_WAIT[act]}) may wait for a second operator"
             )
         if act.endswith(".*"):
             acts = frozenset(a for a in ACTS if a.startswith(act[:-1]))

@@ -3,18 +3,23 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from api_harness import Api, bearer
 from test_operator_api import dead_message
+from test_waiting_api import waiting
 
 from sluice.config import Settings
 from sluice.model import Status
 from sluice.ops.apikeys import api_key_create
+from sluice.ops.suppressions import suppression_add, suppression_list
 
 
 @pytest.fixture
 def api_settings(store_url: str) -> Settings:
-    rules = ("dlq.retry", "resume:global", "breaker.*", "apikeys.create", "limit.set")
+    rules = ("dlq.retry", "resume:global", "breaker.*", "apikeys.create", "limit.set",
+             "messages.retry_now>1", "throttles.clear", "suppression.remove")  # fmt: skip
     return Settings(database_url=store_url, api_max_body=65_536, two_person=rules)
 
 
@@ -103,3 +108,71 @@ async def test_bad_input__named_and_nothing_filed(api: Api) -> None:
     assert bad_state.status_code == 422
     tenant = await api.client.get("/v1/requests", headers=api.acme)
     assert tenant.status_code == 403
+
+
+async def test_retry_now__over_the_threshold_202_then_done_by_another_key(api: Api) -> None:
+    one = await waiting(api, "solo")
+    r = await api.client.post("/v1/messages/retry-now", json={"tenant": "solo"}, headers=api.ops)
+    assert r.status_code == 200 and r.json()["ids"] == [one]  # 1 is not over 1: done at once
+    ids = [await waiting(api), await waiting(api)]
+    r = await api.client.post(
+        "/v1/messages/retry-now", json={"tenant": "acme", "reason": "twilio back"},
+        headers=api.ops,
+    )  # fmt: skip
+    assert r.status_code == 202, r.text
+    req = r.json()["request"]
+    assert (req["act"], req["affected"], req["tenant"]) == ("messages.retry_now", 2, "acme")
+    now = datetime.now(UTC)
+    assert all([(await api.store.message_get(i)).run_at > now for i in ids])
+    ok = await api.client.post(
+        f"/v1/requests/{req['id']}/approve", json={}, headers=await second_operator(api)
+    )
+    assert ok.status_code == 200 and ok.json()["result"]["changed"] == 2
+    later = datetime.now(UTC)
+    assert all([(await api.store.message_get(i)).run_at <= later for i in ids])
+
+
+async def test_throttles_clear__filed_202(api: Api) -> None:
+    now = datetime.now(UTC)
+    await api.store.throttle_set("acme", "twilio", now + timedelta(minutes=5), "429", now)
+    body = {"tenant": "acme", "reason": "provider fixed", "wait": False}
+    r = await api.client.post("/v1/throttles/clear", json=body, headers=api.ops)
+    assert r.status_code == 202 and r.json()["request"]["act"] == "throttles.clear"
+    dry = await api.client.post("/v1/throttles/clear", json={**body, "dry_run": True},
+                                headers=api.ops)  # fmt: skip
+    assert dry.status_code == 200 and dry.json()["count"] == 1  # a dry run never waits
+    assert len(await api.store.throttle_list(now)) == 1
+    ok = await api.client.post(
+        f"/v1/requests/{r.json()['request']['id']}/approve", json={},
+        headers=await second_operator(api),
+    )  # fmt: skip
+    assert ok.status_code == 200, ok.text
+    assert await api.store.throttle_list(now) == []
+
+
+async def test_suppression_remove__a_tenant_key_files_an_operator_approves(api: Api) -> None:
+    await suppression_add(api.store, tenant="acme", channel="sms", recipient="+14155550100",
+                          actor="test", reason="STOP")  # fmt: skip
+    query = {"channel": "sms", "recipient": "+14155550100", "reason": "asked us"}
+    r = await api.client.delete("/v1/suppressions", params=query, headers=api.acme)
+    assert r.status_code == 202, r.text
+    req = r.json()["request"]
+    assert (req["act"], req["tenant"], req["requester"]) == ("suppression.remove", "acme",
+                                                            "api:acme-app")  # fmt: skip
+    assert len((await suppression_list(api.store, tenant="acme")).items) == 1
+    missing = await api.client.delete(
+        "/v1/suppressions", params={**query, "recipient": "+14155550199"}, headers=api.acme
+    )
+    assert missing.status_code == 404  # nothing to lift: nothing filed
+    ok = await api.client.post(f"/v1/requests/{req['id']}/approve", json={}, headers=api.ops)
+    assert ok.status_code == 200 and ok.json()["result"]["recipient"] == "+14155550100"
+    assert (await suppression_list(api.store, tenant="acme")).items == []
+
+
+async def test_openapi__the_new_gated_routes_document_202(api: Api) -> None:
+    paths = (await api.client.get("/openapi.json")).json()["paths"]
+    for path, verb in (("/v1/messages/retry-now", "post"), ("/v1/throttles/clear", "post"),
+                       ("/v1/endpoints/{endpoint_id}/{verb}", "post"),
+                       ("/v1/suppressions", "delete"),
+                       ("/v1/tenants/{tenant}/events-url", "delete")):  # fmt: skip
+        assert "202" in paths[path][verb]["responses"], path

@@ -138,7 +138,7 @@ def test_a_kill_acts_at_once_lifting_it_may_wait(sqlite_url: str) -> None:
     assert killed.returncode == 0, killed.stderr
     resumed = cli("resume", "--reason", "fixed", "--no-wait", env=env)
     assert resumed.returncode == 3 and "filed: resume" in resumed.stdout
-    controls = json.loads(cli("controls", "list", "--json", env=env).stdout)["controls"]
+    controls = json.loads(cli("controls", "list", "--json", env=env).stdout)["items"]
     assert [c["mode"] for c in controls] == ["killed"]
     # A tenant's resume is not global: done at once.
     assert cli("kill", "--tenant", "acme", "--reason", "r", "--no-wait", env=env).returncode == 0
@@ -204,3 +204,92 @@ def test_held_release__a_tenant_threshold_holds_only_what_exceeds_it(sqlite_url:
     assert done.returncode == 0, done.stderr
     # Released; the kill on acme still applies, so a worker would hold them again.
     assert statuses(sqlite_url, ids[:3]) == ["queued"] * 3
+
+
+def test_issue_14_acts__filed_exit_3__containment_and_protection_at_once(sqlite_url: str) -> None:
+    from datetime import timedelta
+
+    from sluice.store.endpoints import EndpointReport
+
+    url = "https://hooks.example.com/in"
+
+    async def seed(store: Store) -> tuple[list[str], str]:
+        now = datetime.now(UTC)
+        ids = await store.enqueue_many(
+            [NewMessage(tenant="acme", channel="sms", provider="null", recipient="+15550001111",
+                        payload={"i": i}) for i in range(3)],
+            now,
+        )  # fmt: skip
+        claimed = await store.message_claim("w1", 3, 30, now)
+        await store.message_complete_many(
+            "w1",
+            [Completion(m.id, m.claim_seq, "w1", Status.QUEUED,
+                        Attempt(m.id, 1, "w1", "null", now, now, AttemptOutcome.FAILED,
+                                error_code="TIMEOUT"), run_at=now + timedelta(hours=1))
+             for m in claimed],
+            now,
+        )  # fmt: skip
+        fail = EndpointReport("acme", url, "webhook", failed=2, last_failed_at=now,
+                              streak_from=now, error="TIMEOUT")  # fmt: skip
+        await store.endpoint_report([fail], now, 3600)
+        [row] = await store.endpoint_list()
+        return ids, row.id
+
+    ids, endpoint_id = with_store(sqlite_url, seed)
+    rules = "messages.retry_now>2,suppression.remove,endpoint.enable"
+    env = {"SLUICE_DATABASE_URL": sqlite_url, "SLUICE_TWO_PERSON": rules}
+
+    def approve(rid: str) -> subprocess.CompletedProcess[str]:
+        mine = cli("requests", "approve", rid, "--actor", "cli:alice", env=env)
+        assert mine.returncode == 2 and "another operator" in mine.stderr
+        done = cli("requests", "approve", rid, "--actor", "cli:bob", env=env)
+        assert done.returncode == 0, done.stderr
+        return done
+
+    def due() -> int:
+        async def go(store: Store) -> int:
+            now = datetime.now(UTC)
+            return sum([(await store.message_get(i)).run_at <= now for i in ids])
+
+        return with_store(sqlite_url, go)
+
+    # messages retry-now counts: over 2 it is filed; a dry run never waits.
+    dry = cli("messages", "retry-now", "--tenant", "acme", "--dry-run", "--json", env=env)
+    assert dry.returncode == 0 and json.loads(dry.stdout)["matched"] == 3
+    filed = cli("messages", "retry-now", "--tenant", "acme", "--actor", "cli:alice", env=env)
+    assert filed.returncode == 3, filed.stderr
+    assert "filed: messages.retry_now waits for another operator" in filed.stdout
+    [req] = json.loads(cli("requests", "list", "--json", env=env).stdout)["items"]
+    assert (req["act"], req["affected"], due()) == ("messages.retry_now", 3, 0)
+    approve(req["id"])
+    assert due() == 3
+
+    # Adding a suppression is protection: at once. Lifting it waits.
+    sup = ("+14155550100", "--tenant", "acme", "--channel", "sms", "--actor", "cli:alice")
+    assert cli("suppressions", "add", *sup, env=env).returncode == 0
+    lift = cli("suppressions", "remove", *sup, "--json", env=env)
+    assert lift.returncode == 3, lift.stderr
+    out = json.loads(lift.stdout)
+    assert out["filed"] is True and out["request"]["act"] == "suppression.remove"
+    listed = json.loads(cli("suppressions", "list", "--json", env=env).stdout)
+    assert listed["count"] == 1
+    approve(out["request"]["id"])
+    assert json.loads(cli("suppressions", "list", "--json", env=env).stdout)["count"] == 0
+
+    # Disabling an endpoint is containment: at once. Enabling it waits.
+    off = cli("endpoints", "disable", endpoint_id, "--reason", "500s", "--actor", "cli:alice",
+              env=env)  # fmt: skip
+    assert off.returncode == 0, off.stderr
+    on = cli("endpoints", "enable", endpoint_id, "--actor", "cli:alice", env=env)
+    assert on.returncode == 3 and "filed: endpoint.enable" in on.stdout
+    [req] = json.loads(cli("requests", "list", "--json", env=env).stdout)["items"]
+    assert (req["tenant"], req["args"]["endpoint"]) == ("acme", url)
+    states = json.loads(cli("endpoints", "list", "--json", env=env).stdout)["items"]
+    assert [e["state"] for e in states] == ["disabled"]
+    approve(req["id"])
+    states = json.loads(cli("endpoints", "list", "--json", env=env).stdout)["items"]
+    assert [e["state"] for e in states] == ["healthy"]
+
+    refused = cli("status", env={**env, "SLUICE_TWO_PERSON": "endpoint.disable"})
+    assert refused.returncode == 2
+    assert "endpoint.disable is containment" in refused.stderr

@@ -4,16 +4,17 @@ never approves their own; denial and expiry leave everything as it was."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from sluice.clock import FrozenClock
 from sluice.config import Settings
-from sluice.errors import Conflict, NotFound, ValidationError
+from sluice.errors import ConfigError, Conflict, NotFound, ValidationError
 from sluice.flow.controls import Mode, Scope
 from sluice.model import Attempt, AttemptOutcome, Completion, NewMessage, Status
-from sluice.ops import controls
+from sluice.ops import controls, endpoints, suppressions
 from sluice.ops.requests import (
     Filed,
     message_args,
@@ -24,7 +25,9 @@ from sluice.ops.requests import (
     request_page,
     scope_args,
 )
-from sluice.store import MessageFilter, Store
+from sluice.store import AuditEntry, MessageFilter, Store
+from sluice.store.endpoints import EndpointReport
+from sluice.twoperson import parse_rules
 
 START = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -293,3 +296,150 @@ async def test_hostile_ids_name_no_request(store: Store) -> None:
         await request_page(store, None, 10, before="\ud800")
     with pytest.raises(ValidationError, match="limit"):
         await request_page(store, None, 0)
+
+
+# -- issue 14's operator acts, through the same door ---------------------------------------
+
+
+async def file_it(
+    store: Store, rules: Settings, act: str, args: dict[str, Any], clock: FrozenClock
+) -> Filed:
+    """``act`` filed as cli:alice (that nothing is done yet is the caller's to check),
+    and her own approval refused."""
+    filed = await perform(store, rules, act, args, actor="cli:alice", reason="why", clock=clock)
+    assert isinstance(filed, Filed) and filed.request.act == act
+    with pytest.raises(ValidationError, match="actor"):
+        await request_approve(store, rules, filed.request.id, actor="cli:alice", clock=clock)
+    return filed
+
+
+async def approve(store: Store, rules: Settings, filed: Filed, clock: FrozenClock) -> Any:
+    decided = await request_approve(store, rules, filed.request.id, actor="api:bob", clock=clock)
+    assert decided.request.state == "approved" and decided.request.decided_by == "api:bob"
+    return decided.result
+
+
+async def waiting(store: Store, clock: FrozenClock, n: int) -> list[str]:
+    """``n`` queued messages waiting out a retry backoff, due in ten minutes."""
+    now = clock.now()
+    ids = await store.enqueue_many(
+        [NewMessage(tenant="acme", channel="sms", provider="null", recipient="+15550001111",
+                    payload={"i": i}) for i in range(n)],
+        now,
+    )  # fmt: skip
+    claimed = await store.message_claim("w1", n, 30, now)
+    later = now + timedelta(minutes=10)
+    await store.message_complete_many(
+        "w1",
+        [Completion(m.id, m.claim_seq, "w1", Status.QUEUED,
+                    Attempt(m.id, m.claim_seq, "w1", "null", now, now, AttemptOutcome.FAILED,
+                            error_code="TIMEOUT"), run_at=later)
+         for m in claimed],
+        now,
+    )  # fmt: skip
+    return ids
+
+
+async def due(store: Store, ids: list[str], now: datetime) -> int:
+    return sum([(await store.message_get(i)).run_at <= now for i in ids])
+
+
+async def test_messages_retry_now__counts_so_a_threshold_files_it(store: Store) -> None:
+    clock = FrozenClock(START)
+    ids = await waiting(store, clock, 3)
+    rules = settings("messages.retry_now:tenant>2")
+    args = message_args(MessageFilter(tenant="acme"))
+    filed = await file_it(store, rules, "messages.retry_now", args, clock)
+    req = filed.request
+    assert (req.affected, req.scope, req.tenant) == (3, "tenant", "acme")
+    assert await due(store, ids, clock.now()) == 0  # nothing moved yet
+    # A dry run and a move under the threshold are never held back.
+    dry = await perform(store, rules, "messages.retry_now", {**args, "dry_run": True},
+                        actor="cli:alice", clock=clock)  # fmt: skip
+    assert not isinstance(dry, Filed) and dry.matched == 3
+    result = await approve(store, rules, filed, clock)
+    assert result.changed == 3 and await due(store, ids, clock.now()) == 3
+    actions = [e.action for e in await store.audit_list(10)]
+    assert actions[:3] == ["message.retry_now", "request.approved", "request.filed"]
+
+
+async def test_throttles_clear__filed_then_cleared_by_another_operator(store: Store) -> None:
+    clock = FrozenClock(START)
+    now = clock.now()
+    await store.throttle_set("acme", "twilio", now + timedelta(minutes=5), "429", now)
+    rules = settings("throttles.clear")
+    args = {"tenant": "acme", "wait": False}
+    with pytest.raises(ValidationError, match="reason"):  # checked before anything is filed
+        await perform(store, rules, "throttles.clear", args, actor="cli:alice", clock=clock)
+    filed = await file_it(store, rules, "throttles.clear", args, clock)
+    assert filed.request.affected is None  # throttle marks, not messages: it does not count
+    assert len(await store.throttle_list(now)) == 1
+    result = await approve(store, rules, filed, clock)
+    assert [t.provider for t in result.throttles] == ["twilio"]
+    assert await store.throttle_list(now) == []
+
+
+async def test_endpoint_enable_waits__disable_never_does(store: Store) -> None:
+    clock = FrozenClock(START)
+    url = "https://hooks.example.com/in"
+    fail = EndpointReport("acme", url, "webhook", failed=2, last_failed_at=START,
+                          streak_from=START, error="TIMEOUT")  # fmt: skip
+    await store.endpoint_report([fail], START, 3600)
+    [row] = await store.endpoint_list()
+    with pytest.raises(ConfigError, match=r"endpoint\.disable is containment"):
+        parse_rules(["endpoint.disable"])
+    rules = settings("endpoint.*")
+    # Disabling is not an act a rule can name: the operator's containment acts at once.
+    await endpoints.endpoint_disable(store, row.id, actor="cli:alice", reason="429s", clock=clock)
+    assert (await store.endpoint_get(row.id)).state == "disabled"
+    filed = await file_it(store, rules, "endpoint.enable", {"id": row.id}, clock)
+    req = filed.request
+    assert (req.scope, req.tenant, req.args["endpoint"]) == ("tenant", "acme", url)
+    assert (await store.endpoint_get(row.id)).state == "disabled"
+    change = await approve(store, rules, filed, clock)
+    assert change.endpoint.state == "healthy" == (await store.endpoint_get(row.id)).state
+    with pytest.raises(NotFound):  # an endpoint that is not there files nothing
+        await perform(store, rules, "endpoint.enable", {"id": "nope"}, actor="a", clock=clock)
+    assert [r.id for r in await store.request_list(None, 10)] == [req.id]
+
+
+async def test_suppression_remove_waits__add_never_does(store: Store) -> None:
+    clock = FrozenClock(START)
+    with pytest.raises(ConfigError, match=r"suppression\.add is containment"):
+        parse_rules(["suppression.add"])
+    rules = settings("suppression.*")
+    await suppressions.suppression_add(store, tenant="acme", channel="sms",
+                                       recipient="+14155550100", actor="cli:alice",
+                                       reason="asked by phone", clock=clock)  # fmt: skip
+    args = {"tenant": "acme", "channel": "sms", "recipient": "+14155550100"}
+    filed = await file_it(store, rules, "suppression.remove", args, clock)
+    assert (filed.request.scope, filed.request.tenant) == ("tenant", "acme")
+    assert len((await suppressions.suppression_list(store, tenant="acme")).items) == 1
+    lifted = await approve(store, rules, filed, clock)
+    assert lifted.recipient == "+14155550100"
+    assert (await suppressions.suppression_list(store, tenant="acme")).items == []
+    # Nothing to lift, another tenant's entry, a hostile value: refused, nothing filed.
+    for bad, error in (
+        (args, NotFound),
+        ({**args, "tenant": "other"}, NotFound),
+        ({**args, "recipient": "\ud800"}, ValidationError),
+    ):
+        with pytest.raises(error):
+            await perform(store, rules, "suppression.remove", bad, actor="a", clock=clock)
+    assert len(await store.request_list(None, 10)) == 1
+
+
+async def test_events_url_clear__filed_then_cleared(store: Store) -> None:
+    clock = FrozenClock(START)
+    url = "https://events.example.com/sluice"
+    audit = AuditEntry(at=START, actor="op", action="tenant.events_url.set", target="acme")
+    await store.tenant_events_set("acme", url, START, audit)
+    rules = settings("events_url.clear")
+    filed = await file_it(store, rules, "events_url.clear", {"tenant": "acme"}, clock)
+    assert filed.request.tenant == "acme"
+    assert (await store.tenant_events_get("acme")).events_url == url  # type: ignore[union-attr]
+    assert (await approve(store, rules, filed, clock)).events_url is None
+    assert (await store.tenant_events_get("acme")).events_url is None  # type: ignore[union-attr]
+    with pytest.raises(ValidationError, match="tenant"):  # nothing to clear: nothing filed
+        await perform(store, rules, "events_url.clear", {"tenant": "acme"}, actor="a")
+    assert len(await store.request_list(None, 10)) == 1

@@ -31,6 +31,10 @@ def test_rules__act_scope_and_threshold() -> None:
     [
         ("kill", "containment"),
         ("pause:global", "containment"),
+        ("endpoint.disable", "endpoint.disable is containment"),
+        ("suppression.add", "only lifting it (suppression.remove) may wait"),
+        ("throttles.clear>5", "cannot count"),
+        ("endpoint.enable>5", "cannot count"),
         ("dlq.retyr", "no act 'dlq.retyr'"),
         ("nothing.*", "no act"),
         ("resume:everywhere", "scope must be global or tenant"),
@@ -47,6 +51,16 @@ def test_rules__a_bad_entry_is_named(entry: str, says: str) -> None:
     with pytest.raises(ConfigError, match=r"two_person\[1\]") as err:
         parse_rules(["dlq.cancel", entry])
     assert says in str(err.value)
+
+
+def test_issue_14_acts__families_and_counts() -> None:
+    endpoint, suppression, retry = parse_rules(
+        ["endpoint.*", "suppression.*", "messages.retry_now:tenant>100"]
+    )
+    assert endpoint.acts == {"endpoint.enable"}  # disabling never waits
+    assert suppression.acts == {"suppression.remove"}  # adding never waits
+    assert retry.holds("messages.retry_now", "tenant", 101)
+    assert not retry.holds("messages.retry_now", "global", 101)
 
 
 def test_every_act_a_rule_may_name_is_implemented_once_in_ops() -> None:

@@ -10,9 +10,10 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from sluice.api.auth import Operator
+from sluice.api.requests import FILED, gated
 from sluice.api.schemas import PROBLEMS, Text
-from sluice.ops.endpoints import endpoint_disable, endpoint_enable, endpoints_list
-from sluice.ops.tenant_events import events_url_clear, events_url_get, events_url_set
+from sluice.ops.endpoints import endpoint_disable, endpoints_list
+from sluice.ops.tenant_events import events_url_get, events_url_set
 from sluice.secrets import SecretBox
 
 __all__ = ["router"]
@@ -51,7 +52,7 @@ async def endpoints(
     return {"items": [e.as_dict() for e in found], "count": len(found), "next_cursor": None}
 
 
-@router.post("/endpoints/{endpoint_id}/{verb}")
+@router.post("/endpoints/{endpoint_id}/{verb}", responses=FILED)
 async def endpoint_act(
     endpoint_id: Annotated[Text, Path(min_length=1, max_length=64)],
     verb: Literal["enable", "disable"],
@@ -59,13 +60,20 @@ async def endpoint_act(
     who: Operator,
     request: Request,
 ) -> Any:
-    """Disable an endpoint (its messages are held), or enable it (they are released)."""
+    """Disable an endpoint (its messages are held; containment, never waits), or enable it
+    (they are released; a two-person rule may file it: 202)."""
     state = request.app.state
-    act = endpoint_enable if verb == "enable" else endpoint_disable
-    change = await act(
+    if verb == "enable":
+        args = {"id": endpoint_id}
+        return await gated(request, who, "endpoint.enable", args, body.reason, _as_dict)
+    change = await endpoint_disable(
         state.store, endpoint_id, actor=who.actor, reason=body.reason, clock=state.clock
     )
     return change.as_dict()
+
+
+def _as_dict(result: Any) -> Any:
+    return result.as_dict()
 
 
 @router.get("/tenants/{tenant}/events-url")
@@ -96,9 +104,7 @@ async def events_url_put(
     return done.as_dict()
 
 
-@router.delete("/tenants/{tenant}/events-url")
+@router.delete("/tenants/{tenant}/events-url", responses=FILED)
 async def events_url_delete(tenant: _Tenant, who: Operator, request: Request) -> Any:
-    """Stop sending the tenant events."""
-    state = request.app.state
-    done = await events_url_clear(state.store, tenant=tenant, actor=who.actor, clock=state.clock)
-    return done.as_dict()
+    """Stop sending the tenant events (a two-person rule may file it: 202)."""
+    return await gated(request, who, "events_url.clear", {"tenant": tenant}, None, _as_dict)

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sluice.api.auth import Principal, Tenant
 from sluice.api.problems import Problem
+from sluice.api.requests import FILED, gated
 from sluice.api.schemas import PROBLEMS, Text
 from sluice.ops import suppressions as ops
 
@@ -103,7 +104,7 @@ async def add_suppression(body: SuppressionIn, who: Tenant, request: Request) ->
     return {"suppression": ops.suppression_as_dict(entry), "created": created}
 
 
-@router.delete("", response_model=SuppressionOut)
+@router.delete("", response_model=SuppressionOut, responses=FILED)
 async def remove_suppression(
     who: Tenant,
     request: Request,
@@ -111,11 +112,11 @@ async def remove_suppression(
     recipient: Annotated[Text, Query(min_length=1, max_length=2048)],
     tenant: Annotated[Text | None, Query(max_length=128, description="Operator keys only")] = None,
     reason: Annotated[Text, Query(max_length=500)] = "",
-) -> dict[str, Any]:
-    """Lift a suppression; audited. 404 when the recipient is not suppressed there."""
-    removed = await ops.suppression_remove(
-        request.app.state.store, tenant=_tenant(who, tenant, required=True) or "",
-        channel=channel, recipient=recipient, actor=who.actor, reason=reason,
-        clock=request.app.state.clock,
-    )  # fmt: skip
-    return ops.suppression_as_dict(removed)
+) -> Any:
+    """Lift a suppression; audited. 404 when the recipient is not suppressed there; 202
+    with the request when a two-person rule files it for a second operator."""
+    args = {"tenant": _tenant(who, tenant, required=True) or "", "channel": channel,
+            "recipient": recipient}  # fmt: skip
+    return await gated(
+        request, who, "suppression.remove", args, reason or None, ops.suppression_as_dict
+    )

@@ -10,8 +10,10 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from sluice.api.auth import Operator
+from sluice.api.requests import FILED, gated
 from sluice.api.schemas import PROBLEMS, Text
 from sluice.ops import waiting
+from sluice.ops.requests import message_args
 from sluice.store.base import MessageFilter
 
 __all__ = ["router"]
@@ -57,18 +59,18 @@ class ThrottleClearIn(BaseModel):
     timeout: float = Field(10.0, gt=0, le=60, strict=True)
 
 
-@router.post("/messages/retry-now")
+@router.post("/messages/retry-now", responses=FILED)
 async def retry_now(body: RetryNowIn, who: Operator, request: Request) -> Any:
     """Make queued messages waiting on a retry backoff or a deferral due now; never one
     sending, held, parked by a pause, final or scheduled for later by its sender."""
-    state = request.app.state
-    result = await waiting.retry_now(
-        state.store, body.filter(), body.ids, dry_run=body.dry_run, actor=who.actor,
-        reason=body.reason, clock=state.clock,
-    )  # fmt: skip
-    out = result.as_dict()
-    out["ids"] = out["ids"][:1000] if body.dry_run else out["ids"]
-    return out
+
+    def shape(result: Any) -> Any:
+        out = result.as_dict()
+        out["ids"] = out["ids"][:1000] if body.dry_run else out["ids"]
+        return out
+
+    args = message_args(body.filter(), body.ids, dry_run=body.dry_run)
+    return await gated(request, who, "messages.retry_now", args, body.reason, shape)
 
 
 @router.get("/throttles")
@@ -84,13 +86,8 @@ async def throttles(
     return {"items": items, "count": len(items), "next_cursor": None}
 
 
-@router.post("/throttles/clear")
+@router.post("/throttles/clear", responses=FILED)
 async def throttles_clear(body: ThrottleClearIn, who: Operator, request: Request) -> Any:
     """Remove throttles (audited); with ``wait``, answer once every live worker forgot them."""
-    state = request.app.state
-    result = await waiting.throttle_clear(
-        state.store, tenant=body.tenant, provider=body.provider, everything=body.all,
-        dry_run=body.dry_run, actor=who.actor, reason=body.reason, wait=body.wait,
-        timeout=body.timeout, clock=state.clock,
-    )  # fmt: skip
-    return result.as_dict()
+    args = body.model_dump(exclude={"reason"})
+    return await gated(request, who, "throttles.clear", args, body.reason, lambda r: r.as_dict())

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from sluice.cli.options import Actor, DatabaseUrl, JsonOutput, Reason, Tenant
+from sluice.cli.requests import gated, unless_filed
 from sluice.cli.runtime import (
     actor_or_default,
     echo_json,
@@ -76,18 +77,23 @@ def _command(verb: str, doc: str) -> Callable[..., None]:
         database_url: DatabaseUrl = None,
         as_json: JsonOutput = False,
     ) -> None:
-        from sluice.ops.endpoints import endpoint_disable, endpoint_enable
+        from sluice.ops.endpoints import endpoint_disable
 
         async def go() -> Any:
             settings = settings_for(database_url)
-            act = endpoint_enable if verb == "enable" else endpoint_disable
+            who = actor_or_default(actor)
+            if verb == "enable":  # may wait for a second operator (the two-person rule)
+                args = {"id": endpoint_id}
+                return await with_store(
+                    settings, gated(settings, "endpoint.enable", args, actor=who, reason=reason)
+                )
 
-            async def run(store: Store) -> Any:
-                return await act(store, endpoint_id, actor=actor_or_default(actor), reason=reason)
+            async def disable(store: Store) -> Any:  # containment: never waits
+                return await endpoint_disable(store, endpoint_id, actor=who, reason=reason)
 
-            return await with_store(settings, run)
+            return await with_store(settings, disable)
 
-        change = run_async(go)
+        change = unless_filed(run_async(go), as_json)
         e = change.endpoint
         if as_json:
             echo_json(change.as_dict())

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from sluice.cli.options import Actor, DatabaseUrl, JsonOutput, Reason
+from sluice.cli.requests import gated, unless_filed
 from sluice.cli.runtime import actor_or_default, echo_json, echo_table, on_store, settings_for
 
 __all__ = ["suppressions_app"]
@@ -119,16 +120,13 @@ def suppressions_remove(
     as_json: JsonOutput = False,
 ) -> None:
     """Lift a suppression (audited): the tenant may send to the recipient again."""
-    from sluice.ops.suppressions import suppression_as_dict, suppression_remove
+    from sluice.ops.suppressions import suppression_as_dict
 
     settings = settings_for(database_url)
     who = actor_or_default(actor)
-    removed = on_store(
-        settings,
-        lambda s: suppression_remove(
-            s, tenant=tenant, channel=channel, recipient=recipient, actor=who, reason=reason or ""
-        ),
-    )
+    args = {"tenant": tenant, "channel": channel, "recipient": recipient}
+    act = gated(settings, "suppression.remove", args, actor=who, reason=reason)
+    removed = unless_filed(on_store(settings, act), as_json)
     if as_json:
         echo_json(suppression_as_dict(removed))
     else:

@@ -83,11 +83,12 @@ def events_url_clear(
     as_json: JsonOutput = False,
 ) -> None:
     """Stop sending a tenant events (its secret is kept for a later set)."""
-    from sluice.ops.tenant_events import events_url_clear as clear_url
+    from sluice.cli.requests import gated, unless_filed
 
     settings = settings_for(database_url)
     who = actor_or_default(actor)
-    done = on_store(settings, lambda s: clear_url(s, tenant=tenant, actor=who, reason=reason))
+    act = gated(settings, "events_url.clear", {"tenant": tenant}, actor=who, reason=reason)
+    done = unless_filed(on_store(settings, act), as_json)
     if as_json:
         echo_json(done.as_dict())
     else:

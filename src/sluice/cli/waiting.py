@@ -24,6 +24,7 @@ from sluice.cli.options import (
     Tenant,
     message_filter,
 )
+from sluice.cli.requests import gated, unless_filed
 from sluice.cli.runtime import (
     actor_or_default,
     echo_json,
@@ -77,21 +78,20 @@ def retry_now(
     """Make queued messages waiting on a retry backoff or a deferral due now (after a
     provider recovered). Never touches messages sending, held, parked by a pause, final,
     or scheduled for later by their sender."""
-    from sluice import ops
+    from sluice.ops.requests import message_args
 
     async def go() -> Any:
         settings = settings_for(database_url)
         flt = message_filter(
             tenant, channel, error_code, None, limit, provider=provider, action=action
         )
-        wanted = _read_ids(ids)
+        args = message_args(flt, _read_ids(ids), dry_run=dry_run)
         who = actor_or_default(actor)
-        return await with_store(
-            settings,
-            lambda s: ops.retry_now(s, flt, wanted, dry_run=dry_run, actor=who, reason=reason),
-        )
+        act = gated(settings, "messages.retry_now", args, actor=who, reason=reason)
+        return await with_store(settings, act)
 
-    echo_moved(run_async(go), "waiting messages", "made due now", as_json=as_json)
+    done = unless_filed(run_async(go), as_json)
+    echo_moved(done, "waiting messages", "made due now", as_json=as_json)
 
 
 @throttles_app.command("list")
@@ -154,20 +154,17 @@ def throttles_clear(
 ) -> None:
     """Remove throttles (audited): every running worker forgets them at once and sends
     there again. Messages they deferred keep their time: `sluice messages retry-now`."""
-    from sluice import ops
 
     async def go() -> Any:
         settings = settings_for(database_url)
         who = actor_or_default(actor)
+        args = {"tenant": tenant, "provider": provider, "all": everything,
+                "dry_run": dry_run, "timeout": timeout}  # fmt: skip
         return await with_store(
-            settings,
-            lambda s: ops.throttle_clear(
-                s, tenant=tenant, provider=provider, everything=everything, dry_run=dry_run,
-                actor=who, reason=reason, timeout=timeout,
-            ),
-        )  # fmt: skip
+            settings, gated(settings, "throttles.clear", args, actor=who, reason=reason)
+        )
 
-    result = run_async(go)
+    result = unless_filed(run_async(go), as_json)
     if as_json:
         echo_json(result.as_dict())
         return

@@ -18,7 +18,13 @@ from sluice.store.base import MessageFilter, Store
 from sluice.store.endpoints import ENDPOINT_STATES, HOLD_PREFIX, EndpointInfo, endpoint_event
 from sluice.store.tenant_events import emit_tenant_event
 
-__all__ = ["EndpointChange", "endpoint_disable", "endpoint_enable", "endpoints_list"]
+__all__ = [
+    "EndpointChange",
+    "checked_id",
+    "endpoint_disable",
+    "endpoint_enable",
+    "endpoints_list",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +116,11 @@ async def endpoint_enable(
             about_provider=moved.provider, about_endpoint=moved.endpoint,
         )  # fmt: skip
     return EndpointChange(moved, released)
+
+
+def checked_id(endpoint_id: Any) -> str:
+    """``endpoint_id`` if it can name an endpoint; ``ValidationError`` naming ``id``."""
+    return _checked(endpoint_id)
 
 
 def _checked(endpoint_id: str) -> str:

@@ -37,7 +37,19 @@ from sluice.errors import Conflict, NotFound, SluiceError, ValidationError
 from sluice.flow.breakers import parse_key
 from sluice.flow.controls import Mode, Scope
 from sluice.flow.limits import validate_runtime
-from sluice.ops import actions, apikeys, breakers, connections, controls, inbox, limits
+from sluice.ops import (
+    actions,
+    apikeys,
+    breakers,
+    connections,
+    controls,
+    endpoints,
+    inbox,
+    limits,
+    suppressions,
+    tenant_events,
+    waiting,
+)
 from sluice.ops.actions import filter_dict, require_actor
 from sluice.ops.render import jsonable
 from sluice.store.base import AuditEntry, MessageFilter, OpRequest, Store
@@ -113,6 +125,9 @@ class _Act:
     count: Callable[[Store, Mapping[str, Any], _Ctx], Awaitable[int]] | None = None
     #: Containment with these arguments: never held back (control.set to killed, paused).
     containment: Callable[[Mapping[str, Any]], bool] = lambda a: False
+    #: What the act's target is, looked up and added to the arguments before ``tenant``
+    #: (an endpoint's tenant and URL): the request shows it and its scope is right.
+    lookup: Callable[[Store, Mapping[str, Any]], Awaitable[Mapping[str, Any]]] | None = None
 
 
 # -- the arguments of each act, as JSON --------------------------------------------------
@@ -319,6 +334,86 @@ async def _check_inbox(store: Store, args: Mapping[str, Any], ctx: _Ctx) -> None
     inbox.check_ids(args.get("ids"))
 
 
+# -- issue 14's operator acts ------------------------------------------------------------
+
+
+async def _throttles_clear(store: Store, args: Mapping[str, Any], ctx: _Ctx) -> Any:
+    return await waiting.throttle_clear(
+        store,
+        tenant=args.get("tenant"),
+        provider=args.get("provider"),
+        everything=bool(args.get("all")),
+        dry_run=bool(args.get("dry_run")),
+        actor=ctx.actor,
+        reason=ctx.reason or "",
+        wait=bool(args.get("wait", True)),
+        timeout=float(args.get("timeout", 10.0)),
+        clock=ctx.clock,
+    )
+
+
+async def _check_throttles(store: Store, args: Mapping[str, Any], ctx: _Ctx) -> None:
+    await _throttles_clear(store, {**args, "dry_run": True}, ctx)  # checks, changes nothing
+
+
+async def _endpoint_enable(store: Store, args: Mapping[str, Any], ctx: _Ctx) -> Any:
+    return await endpoints.endpoint_enable(
+        store, str(args.get("id")), actor=ctx.actor, reason=ctx.reason, clock=ctx.clock
+    )
+
+
+async def _check_endpoint(store: Store, args: Mapping[str, Any], ctx: _Ctx) -> None:
+    require_actor(ctx.actor)
+    await _endpoint_lookup(store, args)
+
+
+async def _endpoint_lookup(store: Store, args: Mapping[str, Any]) -> Mapping[str, Any]:
+    found = await store.endpoint_get(endpoints.checked_id(args.get("id")))
+    return {**args, "tenant": found.tenant, "endpoint": found.endpoint, "state": found.state}
+
+
+def _suppression(args: Mapping[str, Any], ctx: _Ctx) -> dict[str, Any]:
+    return {
+        "tenant": str(args.get("tenant") or ""),
+        "channel": str(args.get("channel") or ""),
+        "recipient": str(args.get("recipient") or ""),
+        "actor": ctx.actor,
+        # at approval the reason says which request it was: keep it within the limit
+        "reason": (ctx.reason or "")[: suppressions.MAX_REASON],
+        "clock": ctx.clock,
+    }
+
+
+async def _suppression_remove(store: Store, args: Mapping[str, Any], ctx: _Ctx) -> Any:
+    return await suppressions.suppression_remove(store, **_suppression(args, ctx))
+
+
+async def _check_suppression(store: Store, args: Mapping[str, Any], ctx: _Ctx) -> None:
+    require_actor(ctx.actor)
+    found = _suppression(args, ctx)
+    await suppressions.suppression_find(
+        store, tenant=found["tenant"], channel=found["channel"],
+        recipient=found["recipient"], reason=ctx.reason or "",
+    )  # fmt: skip
+
+
+async def _events_url_clear(store: Store, args: Mapping[str, Any], ctx: _Ctx) -> Any:
+    return await tenant_events.events_url_clear(
+        store,
+        tenant=str(args.get("tenant") or ""),
+        actor=ctx.actor,
+        reason=ctx.reason,
+        clock=ctx.clock,
+    )
+
+
+async def _check_events_url(store: Store, args: Mapping[str, Any], ctx: _Ctx) -> None:
+    require_actor(ctx.actor)
+    tenant = str(args.get("tenant") or "")
+    if not await tenant_events.events_url_get(store, tenant):  # checks the name, too
+        raise ValidationError("tenant", f"{tenant!r} has no events URL to clear")
+
+
 _ACTS: dict[str, _Act] = {
     "dlq.retry": _bulk(actions.dlq_retry, by_ids=False),
     "dlq.cancel": _bulk(actions.dlq_cancel, by_ids=False),
@@ -346,6 +441,20 @@ _ACTS: dict[str, _Act] = {
         _connection_revoke, lambda a: str(a["tenant"]), check=_check_connection
     ),
     "inbox.retry": _Act(_inbox_retry, lambda a: "", check=_check_inbox),
+    # -- issue 14's operator acts --
+    "messages.retry_now": _bulk(waiting.retry_now, by_ids=True),
+    "throttles.clear": _Act(
+        _throttles_clear, lambda a: str(a.get("tenant") or ""), check=_check_throttles
+    ),
+    "endpoint.enable": _Act(
+        _endpoint_enable, lambda a: str(a["tenant"]), _check_endpoint, lookup=_endpoint_lookup
+    ),
+    "suppression.remove": _Act(
+        _suppression_remove, lambda a: str(a.get("tenant") or ""), check=_check_suppression
+    ),
+    "events_url.clear": _Act(
+        _events_url_clear, lambda a: str(a.get("tenant") or ""), check=_check_events_url
+    ),
 }
 assert set(_ACTS) == set(ACTS), "sluice.twoperson.ACTS and the acts here must be one list"
 
@@ -377,6 +486,8 @@ async def perform(
         return await spec.run(store, args, ctx)
     if spec.check is not None:
         await spec.check(store, args, ctx)
+    if spec.lookup is not None:
+        args = await spec.lookup(store, args)
     tenant = spec.tenant(args)
     scope = "tenant" if tenant else "global"
     # The dry run checks the arguments too, and the approver sees what it counted.

@@ -30,16 +30,20 @@ from sluice.store.hygiene import lift, suppress
 
 __all__ = [
     "MAX_PAGE",
+    "MAX_REASON",
     "SuppressionPage",
     "suppression_add",
     "suppression_as_dict",
+    "suppression_find",
     "suppression_list",
     "suppression_remove",
 ]
 
 #: The most entries one page lists.
 MAX_PAGE = 1000
-_MAX_REASON = 500
+#: The longest reason an entry keeps.
+MAX_REASON = 500
+_MAX_REASON = MAX_REASON
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +146,19 @@ async def suppression_remove(
     if removed is None:
         raise NotFound(f"{value} is not suppressed for tenant {tenant!r} on {channel}")
     return removed
+
+
+async def suppression_find(
+    store: Store, *, tenant: str, channel: str, recipient: str, reason: str = ""
+) -> Suppression:
+    """The suppression ``suppression_remove`` would lift, its arguments checked the same
+    way; ``NotFound`` when there is none. Changes nothing (the two-person rule files a
+    removal only when there is something to remove)."""
+    value = check_suppression(tenant, channel, recipient, _reason(reason))
+    found = await store.suppression_list(tenant, channel, value, None, 1)
+    if not found:
+        raise NotFound(f"{value} is not suppressed for tenant {tenant!r} on {channel}")
+    return found[0]
 
 
 _PROBES = {"email": "probe@example.com"}
