@@ -371,6 +371,9 @@ async def test_throttles_clear__filed_then_cleared_by_another_operator(store: St
     args = {"tenant": "acme", "wait": False}
     with pytest.raises(ValidationError, match="reason"):  # checked before anything is filed
         await perform(store, rules, "throttles.clear", args, actor="cli:alice", clock=clock)
+    other = await perform(store, rules, "throttles.clear", {**args, "tenant": "other"},
+                          actor="cli:alice", reason="r", clock=clock)  # fmt: skip
+    assert not isinstance(other, Filed) and other.throttles == []  # nothing to clear: at once
     filed = await file_it(store, rules, "throttles.clear", args, clock)
     assert filed.request.affected is None  # throttle marks, not messages: it does not count
     assert len(await store.throttle_list(now)) == 1
