@@ -40,6 +40,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
                 "model",
                 "netguard",
                 "outcome",
+                "retention",
                 "secrets",
                 "tracing",
             }

@@ -20,7 +20,7 @@ from sluice.connections import Connection
 from sluice.errors import NotFound, ValidationError
 from sluice.flow.controls import Control
 from sluice.model import Message
-from sluice.store import _params, _rows
+from sluice.store import _params, _retention, _rows
 from sluice.store._codec import Codec
 from sluice.store.base import (
     ApiKey,
@@ -33,6 +33,7 @@ from sluice.store.base import (
     Incident,
     LimitRow,
     MessageFilter,
+    PurgeRule,
     Receipt,
     Throttle,
     WorkerInfo,
@@ -356,3 +357,13 @@ class SqlDriver:
     async def receipt_list(self, message_id: str) -> list[Receipt]:
         rows = await self._fetch("receipt_list", {"id": _params.uuid_text(message_id)})
         return [_rows.receipt(self.codec, r) for r in rows]
+
+    # -- retention (issue 14) ----------------------------------------------------
+
+    async def message_purge_count(self, rule: PurgeRule) -> dict[str, int]:
+        out = {}
+        for params in _retention.rule_params(self.codec, rule):
+            (n,) = (await self._fetch("purge_count", params))[0]
+            if n:
+                out[params["status"]] = int(n)
+        return out

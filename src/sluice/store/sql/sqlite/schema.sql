@@ -327,3 +327,7 @@ CREATE INDEX sluice_incident_events_incident ON sluice_incident_events (incident
 CREATE INDEX sluice_attempts_finished ON sluice_attempts (finished_at);
 CREATE INDEX sluice_inbox_received ON sluice_inbox (received_at);
 CREATE INDEX sluice_audit_at ON sluice_audit (at);
+
+-- Final messages by status and last change, for retention's purge (0015).
+CREATE INDEX sluice_messages_final
+    ON sluice_messages (status, updated_at) WHERE status NOT IN ('queued', 'sending', 'held');
