@@ -202,6 +202,7 @@ async def _work(
     duration: float,
 ) -> None:
     from sluice.ops.alerts import alerting
+    from sluice.ops.retention import retaining
     from sluice.ops.state_metrics import metrics_server, state_metrics
     from sluice.providers import http_client
     from sluice.worker.assemble import assemble_dispatcher
@@ -213,6 +214,7 @@ async def _work(
         async with (
             metrics_server(settings, state),
             alerting(store, settings, state, dispatcher.clock),
+            retaining(store, settings, dispatcher.clock),  # retention (issue 14)
         ):
             await _drive(dispatcher, store, sim, duration, clock)
     _say(f"[{clock.now():%H:%M:%S}] {await _progress(store, sim)}")

@@ -45,6 +45,7 @@ __all__ = [
     "OAUTH_REFRESHES",
     "PROVIDER_LATENCY",
     "PROVIDER_THROTTLED",
+    "PURGED",
     "RECIPIENT_CAP_TRIPS",
     "RELEASED",
     "STATE",
@@ -164,6 +165,13 @@ RECIPIENT_CAP_TRIPS = Counter(
     "Messages held because a recipient cap tripped (a runaway loop guard).",
     ["tenant", "provider"],
 )
+# -- retention (issue 14) ----------------------------------------------------------
+PURGED = Counter(
+    "sluice_purged_total",
+    "Final messages removed (with their attempts and receipts) by retention or sluice "
+    "purge, by status.",
+    ["status"],
+)
 
 #: Every event metric, for the docs test and for readers.
 EVENT_METRICS = (
@@ -185,6 +193,7 @@ EVENT_METRICS = (
     INGRESS_REJECTED,
     AUTO_REPLIES,
     RECIPIENT_CAP_TRIPS,
+    PURGED,
 )
 
 

@@ -11,7 +11,7 @@ import pytest
 from sluice.errors import ValidationError
 from sluice.model import Attempt, AttemptOutcome, Completion, NewMessage, Status
 from sluice.store import AuditEntry, MessageFilter, Store
-from sluice.store.base import InboxItem, PurgeRule, Purged, Receipt
+from sluice.store.base import InboxItem, Purged, PurgeRule, Receipt
 
 OLD = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 LATER = OLD + timedelta(days=20)
@@ -108,7 +108,9 @@ async def test_purge__per_status_cutoffs_and_only_the_statuses_named(store: Stor
     sent = await finished(store, Status.SENT, OLD)
     dead = await finished(store, Status.DEAD, OLD)
     # sent kept 7 days, dead 30: twenty days on, only the sent one is past its retention.
-    policy = PurgeRule(before={"sent": LATER - timedelta(days=7), "dead": LATER - timedelta(days=30)})
+    policy = PurgeRule(
+        before={"sent": LATER - timedelta(days=7), "dead": LATER - timedelta(days=30)}
+    )
     assert await store.message_purge_count(policy) == {"sent": 1}
     assert await store.message_purge(policy, 100) == {"sent": 1}
     assert await exists(store, dead[0]) and not await exists(store, sent[0])

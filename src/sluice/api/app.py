@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sluice import __version__
 from sluice.addressing import addressing_in_effect
-from sluice.api import ingress, messages, operator, problems
+from sluice.api import ingress, messages, operator, problems, retention
 from sluice.api.auth import KeyCache
 from sluice.api.request_id import RequestId
 from sluice.clock import Clock, SystemClock
@@ -157,6 +157,7 @@ def create_app(
     problems.install(app)
     app.include_router(messages.router)
     app.include_router(operator.router)
+    app.include_router(retention.router)  # POST /v1/purge (issue 14)
     app.include_router(ingress.router)
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"])
     app.add_api_route("/readyz", readyz, methods=["GET"], tags=["health"],

@@ -21,7 +21,8 @@ Where each command lives:
 - ``held``: held list, approve, release, cancel;
 - ``limits``: limits list, set, clear; ``breakers``: breakers list, open, close, reset;
 - ``connections``: connections add, list, show, rotate, revoke, check; keys generate, rotate;
-- ``apikeys``: apikeys create, list, revoke; ``inbox``: inbox list, retry.
+- ``apikeys``: apikeys create, list, revoke; ``inbox``: inbox list, retry;
+- ``retention``: purge.
 
 What every command shares: ``options`` (the options more than one group takes, defined
 once) and ``runtime`` (settings, the store, the event loop, exit codes, printing through
@@ -48,6 +49,7 @@ from sluice.cli import (
     limits,
     messages,
     processes,
+    retention,
     status,
 )
 from sluice.cli.processes import run_worker
@@ -76,6 +78,7 @@ app.command("resume")(controls.resume)
 app.command("approve")(held.approve)
 app.command("release")(held.release)
 app.command("cancel")(held.cancel)
+app.command("purge")(retention.purge)  # retention (issue 14)
 app.add_typer(dlq.dlq_app, name="dlq")
 app.add_typer(messages.messages_app, name="messages")
 app.add_typer(connections.connections_app, name="connections")
