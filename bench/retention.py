@@ -1,30 +1,34 @@
 """What retention's purge costs the claim path on PostgreSQL.
 
-``python -m bench.retention`` (``--rows``, default 1,000,000; ``--live``, 60,000;
-``--rounds``, 2).
+``python -m bench.retention`` (``--rows``, default 1,000,000; ``--live``, 60,000 per
+purge setting; ``--slice``, 1.5 s; ``--purges``, the purge settings as batch/pause,
+``1000/0.2,5000/0``).
 
 A fresh PostgreSQL database gets ``--rows`` final messages old enough to purge (40 days;
 85 % sent, 10 % delivered, 5 % dead, each with its attempt row), written by SQL in two
-statements. Each phase enqueues ``--live`` messages over 10 tenants, runs ``ANALYZE``
-(stale statistics that saw no queued row make the claim's plan scan the whole queue:
-autovacuum would catch up, a benchmark should not wait for it) and drains them with one
-claim→complete loop, as a worker whose provider answers at once would: claim up to 200
-(the worker's default batch), write every one back as sent with its attempt row, repeat
-until nothing is ready. Reported per phase: each claim's time
-(p50, p99) and the drain rate (messages/s from the first claim to the last write-back).
+statements. Then, for each purge setting: ``--live`` messages over 10 tenants are
+enqueued and ``ANALYZE``d (stale statistics that saw no queued row make the claim's plan
+scan the whole queue: autovacuum would catch up, a benchmark should not wait for it),
+``sluice purge --older-than 30d --batch B`` starts in its own process with
+``SLUICE_RETENTION_PAUSE`` P, and one claim→complete loop drains the live messages, as a
+worker whose provider answers at once would: claim up to 200 (the worker's default
+batch), write every one back as sent with its attempt row, repeat until nothing is ready.
 
-Phases, in this order in odd rounds and the reverse in even ones: ``idle`` (nothing else
-running), ``purge`` (``sluice purge --older-than 30d`` in its own process, with the
-defaults: batches of 1,000, 0.2 s apart), ``purge-hard`` (batches of 5,000, no pause:
-what an impatient operator might ask for). The purge starts before the drain and is
-stopped when the drain ends; the rows it removed meanwhile give its rate. The ratios
-compare each purge phase with the idle phase of the same round.
+The purge is switched on and off every ``--slice`` seconds (``SIGCONT`` / ``SIGSTOP``) for
+the whole drain, and each claim→complete round counts for the state the purge was in when
+it began (rounds beginning within 0.25 s after a switch are left out: the purge's statement
+in flight finishes after a stop). On a shared machine the load of other processes changes
+by the minute; alternating within one drain puts both states under the same load, which
+successive phases did not (their idle baselines moved threefold between runs). Reported per
+state: each claim's time (p50, p99) and the drain rate (messages ÷ seconds of the rounds);
+and the rows the purge removed per second it was running.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import statistics
@@ -42,6 +46,8 @@ from sluice.store import Store, create_store
 
 WORKER = "bench-retention"
 CLAIM = 200
+#: Rounds beginning this soon after a switch count for neither state.
+SETTLE = 0.25
 
 FILL_MESSAGES = """
 INSERT INTO sluice_messages (
@@ -70,52 +76,20 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
-def _live(i: int, round_no: int) -> NewMessage:
+def _live(i: int, spec: str) -> NewMessage:
     return NewMessage(
         tenant=f"live-{i % 10}",
         channel="bench",
         provider="null",
         recipient="bench",
         action="bench.noop",
-        payload={"i": i, "round": round_no},
+        payload={"i": i, "spec": spec},
     )
 
 
-async def _enqueue(store: Store, n: int, round_no: int) -> None:
+async def _enqueue(store: Store, n: int, spec: str) -> None:
     for lo in range(0, n, 5_000):
-        await store.enqueue_many([_live(i, round_no) for i in range(lo, min(n, lo + 5_000))])
-
-
-async def _drain(store: Store) -> dict[str, float]:
-    """Claim and write back until nothing is ready; each claim's ms and the rate."""
-    claims: list[float] = []
-    done = 0
-    t0 = time.perf_counter()
-    while True:
-        now = datetime.now(UTC)
-        t = time.perf_counter()
-        got = await store.message_claim(WORKER, CLAIM, 30.0, now)
-        claims.append((time.perf_counter() - t) * 1000)
-        if not got:
-            break
-        await store.message_complete_many(
-            WORKER,
-            [
-                Completion(m.id, m.claim_seq, WORKER, Status.SENT,
-                           Attempt(m.id, m.attempts, WORKER, m.provider, now, now,
-                                   AttemptOutcome.SENT))
-                for m in got
-            ],
-            now,
-        )  # fmt: skip
-        done += len(got)
-    seconds = time.perf_counter() - t0
-    return {
-        "claim_p50": statistics.median(claims),
-        "claim_p99": _pct(claims, 0.99),
-        "rate": done / seconds,
-        "drained": done,
-    }
+        await store.enqueue_many([_live(i, spec) for i in range(lo, min(n, lo + 5_000))])
 
 
 def _old_rows(url: str) -> int:
@@ -136,26 +110,96 @@ def _start_purge(url: str, batch: int, pause: float) -> subprocess.Popen[bytes]:
     )  # fmt: skip
 
 
-async def phase(url: str, live: int, round_no: int, purge: tuple[int, float] | None) -> Any:
+class _Switch:
+    """Runs and stops the purge process every ``slice`` seconds; what state it is in."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], slice_s: float) -> None:
+        self.proc = proc
+        self.slice = slice_s
+        self.on = True
+        self.since = time.perf_counter()
+        self.on_seconds = 0.0
+
+    async def run(self, done: asyncio.Event) -> None:
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), self.slice)
+            now = time.perf_counter()
+            if self.on:
+                self.on_seconds += now - self.since
+            self.on = not self.on
+            self.since = now
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGCONT if self.on else signal.SIGSTOP)
+        self.proc.send_signal(signal.SIGCONT)
+
+
+async def _drain(store: Store, switch: _Switch) -> dict[str, dict[str, float]]:
+    """Claim and write back until nothing is ready, each round counted for the state the
+    purge was in when it began."""
+    claims: dict[bool, list[float]] = {True: [], False: []}
+    work: dict[bool, list[float]] = {True: [0.0, 0.0], False: [0.0, 0.0]}  # messages, s
+    while True:
+        state = switch.on
+        settled = time.perf_counter() - switch.since >= SETTLE
+        now = datetime.now(UTC)
+        t = time.perf_counter()
+        got = await store.message_claim(WORKER, CLAIM, 30.0, now)
+        claim_ms = (time.perf_counter() - t) * 1000
+        if not got:
+            break
+        await store.message_complete_many(
+            WORKER,
+            [
+                Completion(m.id, m.claim_seq, WORKER, Status.SENT,
+                           Attempt(m.id, m.attempts, WORKER, m.provider, now, now,
+                                   AttemptOutcome.SENT))
+                for m in got
+            ],
+            now,
+        )  # fmt: skip
+        if settled and state == switch.on:  # began and ended in one state
+            claims[state].append(claim_ms)
+            work[state][0] += len(got)
+            work[state][1] += time.perf_counter() - t
+    return {
+        "on" if state else "off": {
+            "claim_p50": statistics.median(claims[state]),
+            "claim_p99": _pct(claims[state], 0.99),
+            "rate": work[state][0] / work[state][1],
+            "rounds": len(claims[state]),
+        }
+        for state in (False, True)
+    }
+
+
+async def measure(url: str, live: int, batch: int, pause: float, slice_s: float) -> Any:
+    spec = f"{batch}/{pause:g}"
     store = create_store(url)
     await store.open()  # type: ignore[attr-defined]
     try:
-        await _enqueue(store, live, round_no)
-        before = _old_rows(url)  # and the statistics that see the live queue, as claims.py
+        await _enqueue(store, live, spec)
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("ANALYZE sluice_messages")
-        proc = _start_purge(url, *purge) if purge else None
-        t0 = time.perf_counter()
-        if proc is not None:
-            await asyncio.sleep(1.0)  # let it reach its stride: the drain runs beside it
-        got = await _drain(store)
-        if proc is not None:
-            if proc.poll() is not None:
-                got["note"] = "the purge ended before the drain did"
+        before = _old_rows(url)
+        proc = _start_purge(url, batch, pause)
+        try:
+            await asyncio.sleep(1.5)  # its start-up: imports, settings, the store
+            switch = _Switch(proc, slice_s)
+            done = asyncio.Event()
+            toggling = asyncio.create_task(switch.run(done))
+            got: dict[str, Any] = await _drain(store, switch)
+            done.set()
+            await toggling
+            if switch.on:
+                switch.on_seconds += time.perf_counter() - switch.since
+            ended = proc.poll() is not None
+        finally:
+            proc.send_signal(signal.SIGCONT)
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
-            got["purged_per_s"] = (before - _old_rows(url)) / (time.perf_counter() - t0)
-        got["old_left"] = _old_rows(url)
+        got["purged_per_s"] = (before - _old_rows(url)) / switch.on_seconds
+        got["note"] = "the purge ended before the drain did" if ended else ""
         return got
     finally:
         await store.close()
@@ -164,13 +208,14 @@ async def phase(url: str, live: int, round_no: int, purge: tuple[int, float] | N
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.retention", description=__doc__)
     p.add_argument("--rows", type=int, default=1_000_000, help="final rows old enough to purge")
-    p.add_argument("--live", type=int, default=60_000, help="messages each phase drains")
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--live", type=int, default=60_000, help="messages drained per setting")
+    p.add_argument("--slice", type=float, default=1.5, help="seconds on, then off, ...")
+    p.add_argument(
+        "--purges", default="1000/0.2,5000/0", help="purge settings: batch/pause, comma-separated"
+    )
     args = p.parse_args(argv)
-    phases: list[tuple[str, tuple[int, float] | None]] = [
-        ("idle", None), ("purge", (1000, 0.2)), ("purge-hard", (5000, 0.0)),
-    ]  # fmt: skip
-    results: list[tuple[int, str, dict[str, Any]]] = []
+    specs = [(int(b), float(q)) for b, q in (x.split("/") for x in args.purges.split(","))]
+    results = []
     t_all = time.perf_counter()
     with fresh_db("sluice_bench_retention") as url:
         store = create_store(url)
@@ -189,26 +234,26 @@ def main(argv: list[str] | None = None) -> int:
             conn.execute("VACUUM ANALYZE sluice_attempts")
         print(f"{args.rows:,} old final rows with their attempts loaded in "
               f"{time.perf_counter() - t:.0f} s", flush=True)  # fmt: skip
-        for r in range(args.rounds):
-            # Alternated, so that neither side always runs after the other's deletes.
-            for name, purge in phases if r % 2 == 0 else phases[::-1]:
-                got = asyncio.run(phase(url, args.live, r, purge))
-                results.append((r, name, got))
-                print(f"round {r + 1} {name}: {got}", flush=True)
+        for batch, pause in specs:
+            got = asyncio.run(measure(url, args.live, batch, pause, args.slice))
+            results.append((f"{batch}/{pause:g}", got))
+            print(f"{batch}/{pause:g}: {got}", flush=True)
+        left = _old_rows(url)
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"\n{args.live:,} live messages per phase, claims of {CLAIM}; "
-          f"{time.perf_counter() - t_all:.0f} s in all; load average {load}\n")  # fmt: skip
-    print("| round | phase | claim p50 ms | claim p99 ms | p99 ÷ idle | drain msg/s "
-          "| drain ÷ idle | purged rows/s |")  # fmt: skip
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
-    idle = {r: got for r, name, got in results if name == "idle"}
-    for r, name, got in results:
-        base = idle[r]
-        purged = f"{got['purged_per_s']:,.0f}" if "purged_per_s" in got else "—"
+    print(f"\n{args.live:,} live messages per setting, claims of {CLAIM}, purge switched every "
+          f"{args.slice:g} s; {left:,} old rows left; {time.perf_counter() - t_all:.0f} s in "
+          f"all; load average {load}\n")  # fmt: skip
+    print("| purge batch/pause | claim p50 off → on (ms) | claim p99 off → on (ms) | p99 on ÷ off "
+          "| drain off → on (msg/s) | drain on ÷ off | purged rows/s while on |")  # fmt: skip
+    print("|---|---|---|---:|---|---:|---:|")
+    for spec, got in results:
+        off, on = got["off"], got["on"]
         print(
-            f"| {r + 1} | {name} | {got['claim_p50']:.1f} | {got['claim_p99']:.1f} "
-            f"| {got['claim_p99'] / base['claim_p99']:.2f} | {got['rate']:,.0f} "
-            f"| {got['rate'] / base['rate']:.2f} | {purged} |"
+            f"| {spec} | {off['claim_p50']:.1f} → {on['claim_p50']:.1f} "
+            f"| {off['claim_p99']:.1f} → {on['claim_p99']:.1f} "
+            f"| {on['claim_p99'] / off['claim_p99']:.2f} "
+            f"| {off['rate']:,.0f} → {on['rate']:,.0f} | {on['rate'] / off['rate']:.2f} "
+            f"| {got['purged_per_s']:,.0f}{' (ended early)' if got['note'] else ''} |"
         )
     return 0
 

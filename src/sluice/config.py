@@ -224,8 +224,8 @@ class Settings:
         ):  # fmt: skip
             if getattr(self, name) < 0:
                 raise ConfigError(f"{_env_name(name)} must not be negative")
-        if not 1 <= self.retention_batch <= 50_000:
-            raise ConfigError("SLUICE_RETENTION_BATCH must be 1 to 50000")
+        if not 1 <= self.retention_batch <= 10_000:
+            raise ConfigError("SLUICE_RETENTION_BATCH must be 1 to 10000")
         from sluice.retention import retention_policy
 
         retention_policy(self.retention)  # a bad entry stops the process at start, named
