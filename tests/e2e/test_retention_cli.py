@@ -139,4 +139,11 @@ def test_purge__exports_then_removes_and_audits_once(loaded: str, tmp_path: Path
 def test_purge__is_in_help() -> None:
     r = subprocess.run([sys.executable, "-m", "sluice.cli", "--help"], capture_output=True,
                        text=True, check=False, env={**os.environ, "COLUMNS": "200"})  # fmt: skip
-    assert "purge" in r.stdout
+    assert "purge" in r.stdout.split()
+    r = subprocess.run([sys.executable, "-m", "sluice.cli", "purge", "--help"],
+                       capture_output=True, text=True, check=False,
+                       env={**os.environ, "COLUMNS": "200"})  # fmt: skip
+    for var in ("SLUICE_PURGE_OLDER_THAN", "SLUICE_PURGE_STATUS", "SLUICE_TENANT",
+                "SLUICE_DRY_RUN", "SLUICE_PURGE_EXPORT", "SLUICE_PURGE_BATCH",
+                "SLUICE_DATABASE_URL"):  # fmt: skip
+        assert f"env var: {var}" in r.stdout, var
