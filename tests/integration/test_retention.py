@@ -16,7 +16,7 @@ from sluice.errors import ConfigError, ValidationError
 from sluice.metrics import PURGED
 from sluice.model import Attempt, AttemptOutcome, Completion, NewMessage, Status
 from sluice.ops.render import jsonable
-from sluice.ops.retention import Retention, purge, purge_rule
+from sluice.ops.retention import Retention, purge, purge_rule, retaining
 from sluice.retention import NON_FINAL, RETENTION_DAYS, retention_policy
 from sluice.store import MessageFilter, Store
 
@@ -245,3 +245,22 @@ async def test_purge__stops_between_batches_when_told(store: Store) -> None:
     assert len(await remaining(store) & set(ids)) == 3
     (entry,) = [e for e in await store.audit_list() if e.action == "message.purge"]
     assert entry.detail["total"] == 2
+
+
+async def test_retaining__runs_passes_beside_a_worker_until_the_block_ends(
+    store: Store, store_url: str
+) -> None:
+    old = await finished(store, Status.DEAD, 31 * DAY, 3)
+    young = await finished(store, Status.DEAD, 29 * DAY)
+    async with retaining(store, settings(store_url, retention_batch=2)) as retention:
+        assert retention is not None
+        for _ in range(200):  # the first pass starts at once; give it up to 10 s
+            if not await remaining(store) & set(old):
+                break
+            await asyncio.sleep(0.05)
+    assert await remaining(store) == set(young)
+    (entry,) = [e for e in await store.audit_list() if e.action == "message.purge"]
+    assert (entry.actor, entry.detail["counts"]) == ("sluice:retention", {"dead": 3})
+    # Off: no task at all.
+    async with retaining(store, settings(store_url, retention_interval=0)) as none:
+        assert none is None
