@@ -183,6 +183,18 @@ class Settings:
     #: ``sluice.twoperson``), and seconds a request waits before it expires.
     two_person: tuple[str, ...] = ()
     two_person_expiry: float = 86_400.0
+    # -- retention (issue 14; see sluice.retention) ----------------------------------
+    #: Overrides of how long final messages are kept, ``status=span`` (``dead=90d``,
+    #: ``sent=36h``, ``cancelled=keep``); the defaults: sent, delivered, read, bounced and
+    #: shadowed 7 days; dead, cancelled, expired and suppressed 30 days.
+    retention: tuple[str, ...] = ()
+    #: Seconds between a worker's retention passes (one worker at a time); 0: off.
+    retention_interval: float = 3600.0
+    #: Messages removed per transaction, and seconds of pause between two batches.
+    retention_batch: int = 1000
+    retention_pause: float = 0.2
+    #: Directory where each pass first writes what it removes (JSON lines); none: no export.
+    retention_export_dir: str | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -229,10 +241,15 @@ class Settings:
                 raise ConfigError(f"{_env_name(name)} must be greater than 0")
         for name in (
             "notify_interval", "flush_interval", "alerts_interval", "alerts_clear_for",
-            "alerts_escalate_after",
+            "alerts_escalate_after", "retention_interval", "retention_pause",
         ):  # fmt: skip
             if getattr(self, name) < 0:
                 raise ConfigError(f"{_env_name(name)} must not be negative")
+        if not 1 <= self.retention_batch <= 10_000:
+            raise ConfigError("SLUICE_RETENTION_BATCH must be 1 to 10000")
+        from sluice.retention import retention_policy
+
+        retention_policy(self.retention)  # a bad entry stops the process at start, named
         if not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"SLUICE_METRICS_PORT must be 0 to 65535, not {self.metrics_port}")
         from sluice.metrics import parse_tenant_budget

@@ -46,6 +46,7 @@ __all__ = [
     "OAUTH_REFRESHES",
     "PROVIDER_LATENCY",
     "PROVIDER_THROTTLED",
+    "PURGED",
     "RECIPIENT_CAP_TRIPS",
     "RELEASED",
     "STATE",
@@ -190,6 +191,13 @@ SUPPRESSIONS_ADDED = Counter(
     "unsubscribe, group_unsubscribe, provider_error, operator).",
     ["channel", "reason"],
 )
+# -- retention (issue 14) ----------------------------------------------------------
+PURGED = Counter(
+    "sluice_purged_total",
+    "Final messages removed (with their attempts and receipts) by retention or sluice "
+    "purge, by status.",
+    ["status"],
+)
 
 #: Every event metric, for the docs test and for readers.
 EVENT_METRICS = (
@@ -214,6 +222,7 @@ EVENT_METRICS = (
     EXPIRED,
     SUPPRESSED,
     SUPPRESSIONS_ADDED,
+    PURGED,
 )
 
 

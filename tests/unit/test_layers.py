@@ -41,6 +41,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
                 "model",
                 "netguard",
                 "outcome",
+                "retention",
                 "secrets",
                 "tracing",
                 "twoperson",

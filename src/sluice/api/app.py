@@ -29,6 +29,7 @@ from sluice.api import (
     operator,
     problems,
     requests,
+    retention,
     suppressions,
     waiting,
 )
@@ -171,6 +172,7 @@ def create_app(
     app.include_router(endpoints.router)  # issue 14: endpoints, tenants' events URL
     app.include_router(requests.router)  # the two-person rule (issue 14)
     app.include_router(listings.router)  # issue 14: /v1/attempts, /v1/top
+    app.include_router(retention.router)  # POST /v1/purge (issue 14)
     app.include_router(ingress.router)
     app.include_router(suppressions.router)  # recipient hygiene (issue 14)
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"])

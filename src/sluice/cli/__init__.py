@@ -26,6 +26,7 @@ Where each command lives:
   clear, list.
 - ``requests``: requests list, show, approve, deny (the two-person rule; exit 3: filed).
 - ``waiting``: messages retry-now; throttles list, clear.
+- ``retention``: purge.
 
 What every command shares: ``options`` (the options more than one group takes, defined
 once) and ``runtime`` (settings, the store, the event loop, exit codes, printing through
@@ -56,6 +57,7 @@ from sluice.cli import (
     messages,
     processes,
     requests,
+    retention,
     status,
     suppressions,
     tenants,
@@ -88,6 +90,7 @@ app.command("resume")(controls.resume)
 app.command("approve")(held.approve)
 app.command("release")(held.release)
 app.command("cancel")(held.cancel)
+app.command("purge")(retention.purge)  # retention (issue 14)
 app.add_typer(dlq.dlq_app, name="dlq")
 app.add_typer(messages.messages_app, name="messages")
 app.add_typer(attempts.attempts_app, name="attempts")  # issue 14

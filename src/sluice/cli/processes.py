@@ -127,6 +127,7 @@ def worker(
 async def run_worker(settings: Settings, *, until_idle: bool = False) -> Any:
     """Run one dispatcher with signal handling; return its stats."""
     from sluice.ops.alerts import alerting
+    from sluice.ops.retention import retaining
     from sluice.ops.state_metrics import metrics_server, state_metrics
     from sluice.providers import http_client
     from sluice.worker.assemble import assemble_dispatcher
@@ -143,6 +144,7 @@ async def run_worker(settings: Settings, *, until_idle: bool = False) -> Any:
                 async with (
                     metrics_server(settings, state),
                     alerting(store, settings, state, dispatcher.clock),
+                    retaining(store, settings, dispatcher.clock),  # retention (issue 14)
                 ):
                     return await dispatcher.run(until_idle=until_idle)
             finally:

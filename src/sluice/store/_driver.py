@@ -20,7 +20,7 @@ from sluice.connections import Connection
 from sluice.errors import NotFound, ValidationError
 from sluice.flow.controls import Control
 from sluice.model import Attempt, Message
-from sluice.store import _params, _rows
+from sluice.store import _params, _retention, _rows
 from sluice.store._codec import Codec
 from sluice.store._endpoints import EndpointMethods
 from sluice.store._requests import RequestStore
@@ -38,6 +38,7 @@ from sluice.store.base import (
     Incident,
     LimitRow,
     MessageFilter,
+    PurgeRule,
     Receipt,
     Throttle,
     WorkerInfo,
@@ -439,3 +440,13 @@ class SqlDriver(EndpointMethods, RequestStore):  # issue 14: endpoints, tenants'
             )
             for g, st, n, e, oc, ou, orr in await self._fetch("message_breakdown", params)
         ]
+
+    # -- retention (issue 14) ----------------------------------------------------
+
+    async def message_purge_count(self, rule: PurgeRule) -> dict[str, int]:
+        out = {}
+        for params in _retention.rule_params(self.codec, rule):
+            (n,) = (await self._fetch("purge_count", params))[0]
+            if n:
+                out[params["status"]] = int(n)
+        return out

@@ -47,6 +47,9 @@ __all__ = [
     "MessageFilter",
     "Observation",
     "OpRequest",
+    "PurgeExport",
+    "PurgeRule",
+    "Purged",
     "Receipt",
     "RefreshCallback",
     "RefreshOutcome",
@@ -519,6 +522,32 @@ FlowListener = Callable[[FlowSignal], None]
 #: negative stamp did not exist) and the store's clock in Unix seconds; updates the cells
 #: in place and returns its result.
 FlowStateFn = Callable[[dict[str, "Cell"], float], Any]
+
+
+# -- retention (issue 14) ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeRule:
+    """Which final messages retention removes: those of each status in ``before`` last
+    changed (``updated_at``) before its time; of one tenant when ``tenant`` is set."""
+
+    before: Mapping[str, datetime]
+    tenant: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Purged:
+    """A removed message with its attempts and receipts: one line of a retention export."""
+
+    message: Message
+    attempts: list[Attempt]
+    receipts: list[Receipt]
+
+
+#: Called by ``message_purge`` with a batch before it commits; it must have written the
+#: batch durably when it returns, and raises to remove nothing.
+PurgeExport = Callable[[Sequence[Purged]], None]
 
 
 def limit_audit(action: str, row: LimitRow) -> AuditEntry:
@@ -1383,4 +1412,19 @@ class Store(Protocol):
         self, keys: Sequence[tuple[str, str, str]]
     ) -> dict[tuple[str, str, str], datetime]:
         """When each of ``keys`` last wrote (absent: never, as far as ingress saw)."""
+
+    # -- retention (issue 14) ----------------------------------------------------
+
+    async def message_purge_count(self, rule: PurgeRule) -> dict[str, int]:
+        """How many messages ``rule`` matches now, per status (statuses with none left out)."""
+        ...
+
+    async def message_purge(
+        self, rule: PurgeRule, limit: int, export: PurgeExport | None = None
+    ) -> dict[str, int]:
+        """Delete up to ``limit`` messages ``rule`` matches, with their attempts and
+        receipts, in one transaction; how many per status. A message that is not final
+        (``sluice.retention.NON_FINAL``) is never deleted (``ValidationError`` for a rule
+        naming one). ``export`` gets the batch before the commit; if it raises, nothing
+        is deleted. On PostgreSQL rows another transaction has locked are skipped."""
         ...

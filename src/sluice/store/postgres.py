@@ -30,7 +30,7 @@ from sluice.errors import (
 )
 from sluice.flow.controls import Control, Mode, Scope, control_audit
 from sluice.model import Attempt, Completion, Message, NewMessage, Status
-from sluice.store import _enqueue, _hygiene, _observe, _params, _rows, _rules
+from sluice.store import _enqueue, _hygiene, _observe, _params, _retention, _rows, _rules
 from sluice.store._audit import insert_params, seal, stored_detail
 from sluice.store._claims import next_claim_start
 from sluice.store._codec import Codec
@@ -49,6 +49,8 @@ from sluice.store.base import (
     LimitRow,
     MessageFilter,
     Observation,
+    PurgeExport,
+    PurgeRule,
     Receipt,
     RefreshCallback,
     RefreshOutcome,
@@ -1170,6 +1172,36 @@ class PostgresStore(SqlDriver):
         if not keys:
             return {}
         return _hygiene.contacts(C, await self._fetch("contact_find", _key_arrays(keys)))
+
+    # -- retention (issue 14) ----------------------------------------------------
+
+    async def message_purge(
+        self, rule: PurgeRule, limit: int, export: PurgeExport | None = None
+    ) -> dict[str, int]:
+        _retention.check_limit(limit)
+        steps = _retention.rule_params(C, rule)
+        async with self._conn() as conn, conn.transaction():
+            ids: list[str] = []
+            for params in steps:
+                if len(ids) >= limit:
+                    break
+                cur = await conn.execute(Q["purge_pick"], {**params, "limit": limit - len(ids)})
+                ids += [r[0] for r in await cur.fetchall()]
+            if not ids:
+                return {}
+            p = {"ids": ids}
+            if export is not None:
+                rows = [await (await conn.execute(Q[q], p)).fetchall() for q in _PURGE_READS]
+                # The rows are locked until the commit: the export sees what is deleted.
+                await asyncio.to_thread(export, _retention.purged(C, *rows))
+            await conn.execute(Q["purge_delete_receipts"], p)
+            await conn.execute(Q["purge_delete_attempts"], p)
+            cur = await conn.execute(Q["purge_delete_messages"], p)
+            return _retention.counts(await cur.fetchall())
+
+
+#: What a retention export reads of each batch, in ``_retention.purged``'s order.
+_PURGE_READS = ("purge_messages", "purge_attempts", "purge_receipts")
 
 
 def _breaker_payload(row: BreakerInfo) -> str:

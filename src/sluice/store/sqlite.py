@@ -36,7 +36,7 @@ from sluice.errors import (
 )
 from sluice.flow.controls import Control, Mode, Scope, control_audit
 from sluice.model import Attempt, Completion, Message, NewMessage, Status
-from sluice.store import _enqueue, _hygiene, _observe, _params, _rows, _rules
+from sluice.store import _enqueue, _hygiene, _observe, _params, _retention, _rows, _rules
 from sluice.store._audit import insert_params, seal, stored_detail
 from sluice.store._claims import next_claim_start
 from sluice.store._codec import Codec
@@ -55,6 +55,8 @@ from sluice.store.base import (
     LimitRow,
     MessageFilter,
     Observation,
+    PurgeExport,
+    PurgeRule,
     Receipt,
     RefreshCallback,
     RefreshOutcome,
@@ -1420,6 +1422,34 @@ class SqliteStore(SqlDriver):
         def purge(db: sqlite3.Connection) -> int:
             with _write(db):
                 return int(db.execute(Q["inbox_purge"], {"before": before.timestamp()}).rowcount)
+
+        return await self._run(purge)
+
+    # -- retention (issue 14) ----------------------------------------------------
+
+    async def message_purge(
+        self, rule: PurgeRule, limit: int, export: PurgeExport | None = None
+    ) -> dict[str, int]:
+        _retention.check_limit(limit)
+        steps = _retention.rule_params(C, rule)
+
+        def purge(db: sqlite3.Connection) -> dict[str, int]:
+            with _write(db):  # the write lock: nothing changes these rows until the commit
+                ids: list[str] = []
+                for params in steps:
+                    if len(ids) >= limit:
+                        break
+                    pick = {**params, "limit": limit - len(ids)}
+                    ids += [r[0] for r in db.execute(Q["purge_pick"], pick).fetchall()]
+                if not ids:
+                    return {}
+                p = {"ids": json.dumps(ids)}
+                if export is not None:
+                    reads = ("purge_messages", "purge_attempts", "purge_receipts")
+                    export(_retention.purged(C, *[db.execute(Q[q], p).fetchall() for q in reads]))
+                db.execute(Q["purge_delete_receipts"], p)
+                db.execute(Q["purge_delete_attempts"], p)
+                return _retention.counts(db.execute(Q["purge_delete_messages"], p).fetchall())
 
         return await self._run(purge)
 

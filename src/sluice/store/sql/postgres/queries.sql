@@ -1349,3 +1349,49 @@ FROM sluice_contacts c
 JOIN unnest(%(tenants)s::text[], %(channels)s::text[], %(recipients)s::text[])
     AS k(tenant, channel, recipient)
   ON c.tenant = k.tenant AND c.channel = k.channel AND c.recipient = k.recipient
+-- == retention (issue 14): sluice.ops.retention removes final messages ===============
+-- Each pick and count names one status and repeats the index's predicate word for word,
+-- so the planner proves it (sluice_messages_final) and no non-final row can match.
+
+-- name: purge_count
+SELECT count(*) FROM sluice_messages
+WHERE status NOT IN ('queued', 'sending', 'held')
+  AND status = %(status)s AND updated_at < %(before)s
+  AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
+
+-- name: purge_pick
+-- SKIP LOCKED: a row a receipt or a replay holds is left for the next pass.
+SELECT id::text FROM sluice_messages
+WHERE status NOT IN ('queued', 'sending', 'held')
+  AND status = %(status)s AND updated_at < %(before)s
+  AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
+ORDER BY updated_at
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+
+-- name: purge_messages
+SELECT id::text, tenant, channel, provider, action, recipient, payload, priority, status,
+       run_at, attempts, max_attempts, claim_seq, idempotency_key, correlation_id, scopes,
+       created_at, updated_at, last_error_code, last_error, provider_message_id, worker_id,
+       lease_until, hold_reason, approved_by, approved_at, deferrals, deferred_since
+FROM sluice_messages WHERE id = ANY(%(ids)s::uuid[]) ORDER BY updated_at, id
+
+-- name: purge_attempts
+SELECT message_id::text, attempt_no, worker_id, provider, started_at, finished_at, outcome,
+       error_code, error_class, provider_status, provider_code, detail, latency_ms, applied
+FROM sluice_attempts WHERE message_id = ANY(%(ids)s::uuid[]) ORDER BY attempt_no, id
+
+-- name: purge_receipts
+SELECT message_id::text, provider, status, occurred_at, received_at, error_code, detail
+FROM sluice_receipts WHERE message_id = ANY(%(ids)s::uuid[]) ORDER BY id
+
+-- name: purge_delete_receipts
+DELETE FROM sluice_receipts WHERE message_id = ANY(%(ids)s::uuid[])
+
+-- name: purge_delete_attempts
+DELETE FROM sluice_attempts WHERE message_id = ANY(%(ids)s::uuid[])
+
+-- name: purge_delete_messages
+DELETE FROM sluice_messages
+WHERE id = ANY(%(ids)s::uuid[]) AND status NOT IN ('queued', 'sending', 'held')
+RETURNING status

@@ -458,3 +458,6 @@ CREATE TABLE sluice_contacts (
     last_inbound_at timestamptz NOT NULL,
     PRIMARY KEY (tenant, channel, recipient)
 );
+-- Final messages by status and last change, for retention's purge (0015).
+CREATE INDEX sluice_messages_final
+    ON sluice_messages (status, updated_at) WHERE status NOT IN ('queued', 'sending', 'held');

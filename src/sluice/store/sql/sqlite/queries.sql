@@ -1108,3 +1108,48 @@ FROM sluice_contacts c
 JOIN json_each(:keys) AS k
   ON c.tenant = json_extract(k.value, '$[0]') AND c.channel = json_extract(k.value, '$[1]')
  AND c.recipient = json_extract(k.value, '$[2]')
+-- == retention (issue 14): sluice.ops.retention removes final messages ===============
+-- Each pick and count names one status and repeats the index's predicate word for word,
+-- so SQLite may use the partial index (sluice_messages_final) and no non-final row matches.
+
+-- name: purge_count
+SELECT count(*) FROM sluice_messages
+WHERE status NOT IN ('queued', 'sending', 'held')
+  AND status = :status AND updated_at < :before
+  AND (:tenant IS NULL OR tenant = :tenant)
+
+-- name: purge_pick
+SELECT id FROM sluice_messages
+WHERE status NOT IN ('queued', 'sending', 'held')
+  AND status = :status AND updated_at < :before
+  AND (:tenant IS NULL OR tenant = :tenant)
+ORDER BY updated_at
+LIMIT :limit
+
+-- name: purge_messages
+SELECT id, tenant, channel, provider, action, recipient, payload, priority, status, run_at,
+       attempts, max_attempts, claim_seq, idempotency_key, correlation_id, scopes, created_at,
+       updated_at, last_error_code, last_error, provider_message_id, worker_id, lease_until,
+       hold_reason, approved_by, approved_at, deferrals, deferred_since
+FROM sluice_messages WHERE id IN (SELECT value FROM json_each(:ids)) ORDER BY updated_at, id
+
+-- name: purge_attempts
+SELECT message_id, attempt_no, worker_id, provider, started_at, finished_at, outcome,
+       error_code, error_class, provider_status, provider_code, detail, latency_ms, applied
+FROM sluice_attempts WHERE message_id IN (SELECT value FROM json_each(:ids))
+ORDER BY attempt_no, id
+
+-- name: purge_receipts
+SELECT message_id, provider, status, occurred_at, received_at, error_code, detail
+FROM sluice_receipts WHERE message_id IN (SELECT value FROM json_each(:ids)) ORDER BY id
+
+-- name: purge_delete_receipts
+DELETE FROM sluice_receipts WHERE message_id IN (SELECT value FROM json_each(:ids))
+
+-- name: purge_delete_attempts
+DELETE FROM sluice_attempts WHERE message_id IN (SELECT value FROM json_each(:ids))
+
+-- name: purge_delete_messages
+DELETE FROM sluice_messages
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status NOT IN ('queued', 'sending', 'held')
+RETURNING status
