@@ -79,6 +79,7 @@ ACTS: dict[str, ActTraits] = {
     "endpoint.enable": ActTraits(),
     "suppression.remove": ActTraits(),
     "events_url.clear": ActTraits(),
+    "purge": ActTraits(counts=True),
 }
 
 #: Containment and protection: never waits for anyone (``control.set`` to killed or

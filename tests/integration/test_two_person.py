@@ -446,3 +446,38 @@ async def test_events_url_clear__filed_then_cleared(store: Store) -> None:
     with pytest.raises(ValidationError, match="tenant"):  # nothing to clear: nothing filed
         await perform(store, rules, "events_url.clear", {"tenant": "acme"}, actor="a")
     assert len(await store.request_list(None, 10)) == 1
+
+
+async def test_purge__counts_and_an_approval_removes_no_more_than_the_request_saw(
+    store: Store,
+) -> None:
+    from sluice.ops.requests import purge_args
+    from sluice.ops.retention import purge_rule
+
+    clock = FrozenClock(START)
+    old = await dead(store, clock, 3)
+    clock.advance(timedelta(days=20).total_seconds())
+    young = await dead(store, clock, 2)
+    clock.advance(timedelta(days=11).total_seconds())
+    rules = settings("purge>2")
+    rule = purge_rule(clock.now(), older_than="30d")
+    args = purge_args(rule, batch=100)
+    under = await perform(store, settings("purge>3"), "purge", {**args, "dry_run": True},
+                          actor="cli:alice", clock=clock)  # fmt: skip
+    assert not isinstance(under, Filed) and under.total == 3
+    filed = await file_it(store, rules, "purge", args, clock)
+    assert (filed.request.affected, filed.request.scope) == (3, "global")
+    assert await statuses(store, old + young) == {"dead": 5}  # nothing removed yet
+    # Weeks later the young ones are past 30 days too; the request's cut-off still holds.
+    clock.advance(timedelta(days=15).total_seconds())
+    clock_expiry = settings("purge>2", expiry=timedelta(days=30).total_seconds())
+    filed = await file_it(store, clock_expiry, "purge", args, clock)
+    clock.advance(timedelta(days=15).total_seconds())
+    result = await approve(store, clock_expiry, filed, clock)
+    assert result.counts == {"dead": 3}
+    for mid in old:
+        with pytest.raises(NotFound):
+            await store.message_get(mid)
+    assert await statuses(store, young) == {"dead": 2}
+    actions = [e.action for e in await store.audit_list(10)]
+    assert actions[:3] == ["message.purge", "request.approved", "request.filed"]

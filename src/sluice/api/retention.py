@@ -9,8 +9,10 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from sluice.api.auth import Operator
+from sluice.api.requests import FILED, gated
 from sluice.api.schemas import PROBLEMS, Text
-from sluice.ops.retention import MAX_BATCH, export_file, purge, purge_rule
+from sluice.ops.requests import purge_args
+from sluice.ops.retention import MAX_BATCH, export_file, purge_rule
 
 __all__ = ["router"]
 
@@ -32,7 +34,7 @@ class PurgeIn(BaseModel):
     reason: Text | None = Field(None, max_length=1000)
 
 
-@router.post("/purge")
+@router.post("/purge", responses=FILED)
 async def purge_now(body: PurgeIn, who: Operator, request: Request) -> Any:
     """Counts per status of what was removed (or, with ``dry_run``, would be). With
     ``SLUICE_RETENTION_EXPORT_DIR`` set, what is removed is exported there first."""
@@ -44,10 +46,9 @@ async def purge_now(body: PurgeIn, who: Operator, request: Request) -> Any:
         retention=settings.retention,
     )  # fmt: skip
     directory = settings.retention_export_dir
-    result = await purge(
-        state.store, rule, actor=who.actor, reason=body.reason, dry_run=body.dry_run,
-        export=export_file(directory, now) if directory and not body.dry_run else None,
-        batch=body.batch or settings.retention_batch, pause=settings.retention_pause,
-        clock=state.clock,
+    export = export_file(directory, now) if directory and not body.dry_run else None
+    args = purge_args(
+        rule, batch=body.batch or settings.retention_batch,
+        export=None if export is None else str(export), dry_run=body.dry_run,
     )  # fmt: skip
-    return result.as_dict()
+    return await gated(request, who, "purge", args, body.reason, lambda r: r.as_dict())

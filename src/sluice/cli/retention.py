@@ -69,8 +69,9 @@ def purge(
     """Remove final messages (with their attempts and receipts) older than their retention
     or --older-than; --dry-run counts them per status. Never a queued, sending or held
     message; never audit rows. Audited: one entry per run."""
+    from sluice.cli.requests import gated, unless_filed
+    from sluice.ops.requests import purge_args
     from sluice.ops.retention import check_batch, export_file, purge_rule
-    from sluice.ops.retention import purge as do_purge
 
     settings = settings_for(database_url)
     now = datetime.now(UTC)
@@ -85,14 +86,9 @@ def purge(
         raise fail(exc) from None
     if export is None and settings.retention_export_dir and not dry_run:
         export = str(export_file(settings.retention_export_dir, now))
-    result = on_store(
-        settings,
-        lambda s: do_purge(
-            s, rule, actor=actor_or_default(actor), reason=reason, dry_run=dry_run,
-            export=export, batch=batch,
-            pause=settings.retention_pause,
-        ),
-    )  # fmt: skip
+    args = purge_args(rule, batch=batch, export=export, dry_run=dry_run)
+    act = gated(settings, "purge", args, actor=actor_or_default(actor), reason=reason)
+    result = unless_filed(on_store(settings, act), as_json)
     if as_json:
         echo_json(result.as_dict())
         return

@@ -46,13 +46,14 @@ from sluice.ops import (
     endpoints,
     inbox,
     limits,
+    retention,
     suppressions,
     tenant_events,
     waiting,
 )
 from sluice.ops.actions import filter_dict, require_actor
 from sluice.ops.render import jsonable
-from sluice.store.base import AuditEntry, MessageFilter, OpRequest, Store
+from sluice.store.base import AuditEntry, MessageFilter, OpRequest, PurgeRule, Store
 from sluice.twoperson import ACTS, parse_rules
 
 __all__ = [
@@ -144,6 +145,18 @@ def message_args(
     if ids is not None:
         out["ids"] = list(ids)
     return out
+
+
+def purge_args(
+    rule: PurgeRule, *, batch: int, export: str | None = None, dry_run: bool = False
+) -> dict[str, Any]:
+    """The arguments of ``purge``: the cut-off times fixed when it was asked for, so an
+    approval later removes no more than the request counted (a message's last change
+    only moves forward)."""
+    return {
+        "before": {s: t.isoformat() for s, t in rule.before.items()},
+        "tenant": rule.tenant, "batch": batch, "export": export, "dry_run": dry_run,
+    }  # fmt: skip
 
 
 def scope_args(scope: Scope) -> dict[str, str]:
@@ -363,6 +376,22 @@ async def _no_throttles(store: Store, args: Mapping[str, Any], ctx: _Ctx) -> boo
     return not (await _throttles_clear(store, {**args, "dry_run": True}, ctx)).throttles
 
 
+async def _purge(store: Store, args: Mapping[str, Any], ctx: _Ctx) -> Any:
+    rule = PurgeRule(
+        before={s: datetime.fromisoformat(t) for s, t in dict(args.get("before") or {}).items()},
+        tenant=args.get("tenant"),
+    )
+    return await retention.purge(
+        store, rule, actor=ctx.actor, reason=ctx.reason, dry_run=bool(args.get("dry_run")),
+        export=args.get("export"), batch=int(args.get("batch") or ctx.settings.retention_batch),
+        pause=ctx.settings.retention_pause, clock=ctx.clock,
+    )  # fmt: skip
+
+
+async def _purge_count(store: Store, args: Mapping[str, Any], ctx: _Ctx) -> int:
+    return int((await _purge(store, {**args, "dry_run": True}, ctx)).total)
+
+
 async def _endpoint_enable(store: Store, args: Mapping[str, Any], ctx: _Ctx) -> Any:
     return await endpoints.endpoint_enable(
         store, str(args.get("id")), actor=ctx.actor, reason=ctx.reason, clock=ctx.clock
@@ -462,6 +491,7 @@ _ACTS: dict[str, _Act] = {
     "suppression.remove": _Act(
         _suppression_remove, lambda a: str(a.get("tenant") or ""), check=_check_suppression
     ),
+    "purge": _Act(_purge, lambda a: str(a.get("tenant") or ""), count=_purge_count),
     "events_url.clear": _Act(
         _events_url_clear, lambda a: str(a.get("tenant") or ""), check=_check_events_url
     ),
