@@ -28,7 +28,10 @@ async def test_add__keeps_every_field_and_audits_in_the_same_transaction(store: 
     [back] = await store.annotation_list()
     assert back == got
     assert (back.kind, back.tenant, back.detail, back.at) == (
-        "deploy", "acme", {"v": "1.4.2", "n": [1, 2]}, NOW
+        "deploy",
+        "acme",
+        {"v": "1.4.2", "n": [1, 2]},
+        NOW,
     )
     [entry] = await store.audit_list(10)
     assert (entry.action, entry.detail["text"]) == ("annotation.add", "deployed v1.4.2 ünïcode")
