@@ -116,6 +116,8 @@ def _url(value: str, found: set[str], *, keep_path: bool = True) -> str:
         return REDACTED
     if not parts.scheme or not (host or parts.path):
         return value
+    if not (password or parts.query or parts.fragment) and (keep_path or not parts.path):
+        return value  # nothing in it to hide: kept as written
     netloc = host if ":" not in host else f"[{host}]"
     if port is not None:
         netloc += f":{port}"
@@ -126,11 +128,12 @@ def _url(value: str, found: set[str], *, keep_path: bool = True) -> str:
     for piece in (parts.query, parts.fragment):
         if piece:
             found.add(piece)
-            found.update(v for v in re.split(r"[&=]", piece) if len(v) >= 4)
+            found.update(pair.partition("=")[2] for pair in piece.split("&"))
     path = parts.path
     if path and not keep_path:
+        # The whole path, and segments long enough to be a token rather than a word.
         found.add(path)
-        found.update(seg for seg in path.split("/") if len(seg) >= 4)
+        found.update(seg for seg in path.split("/") if len(seg) >= 12)
         path = "/" + REDACTED
     query = REDACTED if parts.query else ""
     return urlunsplit((parts.scheme, netloc, path, query, ""))
