@@ -27,10 +27,18 @@ annotations_app = typer.Typer(
 )
 
 _Kind = Annotated[
-    str, typer.Option("--kind", help="deploy, config, note, rollback, maintenance or provider.")
+    str,
+    typer.Option(
+        "--kind",
+        envvar="SLUICE_ANNOTATION_KIND",
+        help="deploy, config, note, rollback, maintenance or provider.",
+    ),
 ]
 _TenantOpt = Annotated[
-    str | None, typer.Option("--tenant", help="The tenant it concerns [default: everything].")
+    str | None,
+    typer.Option(
+        "--tenant", envvar="SLUICE_TENANT", help="The tenant it concerns [default: everything]."
+    ),
 ]
 
 
@@ -52,7 +60,9 @@ def annotate(
     at: Annotated[
         str | None,
         typer.Option(
-            "--at", help="When it happened: ISO 8601 or a span back (15m) [default: now]."
+            "--at",
+            envvar="SLUICE_ANNOTATION_AT",
+            help="When it happened: ISO 8601 or a span back (15m) [default: now].",
         ),
     ] = None,
     actor: Actor = None,
@@ -79,13 +89,28 @@ def annotate(
 @annotations_app.command("list")
 def annotations_list(
     since: Annotated[
-        str | None, typer.Option(help="From this time (ISO 8601, or a span back: 2h, 7d).")
+        str | None,
+        typer.Option(
+            envvar="SLUICE_ANNOTATIONS_SINCE",
+            help="From this time (ISO 8601, or a span back: 2h, 7d).",
+        ),
     ] = None,
-    until: Annotated[str | None, typer.Option(help="Before this time (same forms).")] = None,
-    kind: Annotated[str | None, typer.Option("--kind", help="Only this kind.")] = None,
-    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")] = None,
-    limit: Annotated[int, typer.Option(help="Most annotations on a page.")] = 100,
-    cursor: Annotated[str | None, typer.Option(help="next_cursor of the page before.")] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(envvar="SLUICE_ANNOTATIONS_UNTIL", help="Before this time (same forms)."),
+    ] = None,
+    kind: Annotated[
+        str | None, typer.Option("--kind", envvar="SLUICE_ANNOTATION_KIND", help="Only this kind.")
+    ] = None,
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", envvar="SLUICE_TENANT", help="Only this tenant.")
+    ] = None,
+    limit: Annotated[
+        int, typer.Option(envvar="SLUICE_LIMIT", help="Most annotations on a page.")
+    ] = 100,
+    cursor: Annotated[
+        str | None, typer.Option(envvar="SLUICE_CURSOR", help="next_cursor of the page before.")
+    ] = None,
     database_url: DatabaseUrl = None,
     as_json: JsonOutput = False,
 ) -> None:
@@ -113,10 +138,19 @@ def annotations_list(
 def incidents_evidence(
     incident_id: Annotated[str, typer.Argument(help="The incident's id (sluice incidents list).")],
     out: Annotated[
-        Path, typer.Option("--out", help="The archive to write (.tar.gz); must not exist.")
+        Path,
+        typer.Option(
+            "--out",
+            envvar="SLUICE_EVIDENCE_OUT",
+            help="The archive to write (.tar.gz); must not exist.",
+        ),
     ],
     margin: Annotated[
-        float, typer.Option(help="Seconds before the incident opened that the window starts.")
+        float,
+        typer.Option(
+            envvar="SLUICE_EVIDENCE_MARGIN",
+            help="Seconds before the incident opened that the window starts.",
+        ),
     ] = 900.0,
     actor: Actor = None,
     database_url: DatabaseUrl = None,
