@@ -277,3 +277,19 @@ async def test_evidence__refuses_an_unknown_incident_and_an_existing_file(
     fresh = tmp_path / "new.tar.gz"
     ev = await write_evidence(store, incident.id, fresh, actor="a", settings=settings)
     assert fresh.read_bytes() == ev.data
+
+
+async def test_evidence__a_tenants_incident_shows_its_own_and_global_markers(
+    store: Store,
+) -> None:
+    clock = FrozenClock(datetime.now(UTC) - timedelta(hours=1))
+    for text, tenant in (("global deploy", None), ("acme flag", "acme"), ("beta flag", "beta")):
+        await annotation_add(store, text, actor="ann", kind="config", tenant=tenant, clock=clock)
+    scoped = Firing("SluiceDeadLetters", {"tenant": "acme", "channel": "sms"}, "P2",
+                    ("QUEUE",), "002#2", "dead letters", 1.0)  # fmt: skip
+    incident, _ = await store.incident_fire(scoped, clock.now())
+    plain = Settings(database_url="sqlite:///x.db")
+    ev = await build_evidence(store, incident.id, actor="scribe", settings=plain, clock=clock)
+    notes = json.loads(read(ev.data)["annotations.json"])
+    assert sorted(a["text"] for a in notes["items"]) == ["acme flag", "global deploy"]
+    assert "not resolved" in read(ev.data)["README.md"].decode()

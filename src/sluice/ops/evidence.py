@@ -385,6 +385,11 @@ async def build_evidence(
     if len(sample) < 10:
         notes.append(f"Only {pool} messages are in the incident's scope and window.")
     annotations = await store.annotation_list(since, end, limit=1000)
+    if incident.scope.get("tenant"):  # everyone's markers, and this tenant's; no other's
+        annotations = [a for a in annotations if a.tenant in ("", incident.scope["tenant"])]
+    if incident.resolved_at is None:
+        notes.append("The incident is not resolved: at_resolve is the state when this "
+                     "archive was built.")  # fmt: skip
     unfiltered = sorted(set(incident.scope) - set(_SCOPE_FILTERS))
     if unfiltered:
         notes.append(f"Scope labels {', '.join(unfiltered)} do not select messages; the sample "
