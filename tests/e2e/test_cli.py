@@ -272,7 +272,15 @@ ENV_VARS = {
         "SLUICE_DEMO_RATE",
         "SLUICE_RUN_DURATION",
     ],
-}
+    # -- evidence and markers (issue 15) --
+    ("annotate",): ["SLUICE_ANNOTATION_KIND", "SLUICE_TENANT", "SLUICE_ANNOTATION_AT",
+                    "SLUICE_ACTOR", "SLUICE_DATABASE_URL", "SLUICE_JSON"],
+    ("annotations", "list"): ["SLUICE_ANNOTATIONS_SINCE", "SLUICE_ANNOTATIONS_UNTIL",
+                              "SLUICE_ANNOTATION_KIND", "SLUICE_TENANT", "SLUICE_LIMIT",
+                              "SLUICE_CURSOR", "SLUICE_DATABASE_URL", "SLUICE_JSON"],
+    ("incidents", "evidence"): ["SLUICE_EVIDENCE_OUT", "SLUICE_EVIDENCE_MARGIN", "SLUICE_ACTOR",
+                                "SLUICE_DATABASE_URL", "SLUICE_JSON"],
+}  # fmt: skip
 
 
 def test_help__lists_every_command() -> None:

@@ -23,6 +23,7 @@ from sluice import __version__
 from sluice.addressing import addressing_in_effect
 from sluice.api import (
     endpoints,
+    evidence,
     ingress,
     listings,
     messages,
@@ -175,6 +176,7 @@ def create_app(
     app.include_router(retention.router)  # POST /v1/purge (issue 14)
     app.include_router(ingress.router)
     app.include_router(suppressions.router)  # recipient hygiene (issue 14)
+    app.include_router(evidence.router)  # issue 15: annotations, evidence archives
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"])
     app.add_api_route("/readyz", readyz, methods=["GET"], tags=["health"],
                       responses={503: {"description": "Not ready"}})  # fmt: skip

@@ -50,6 +50,7 @@ from sluice.cli import (
     controls,
     dlq,
     endpoints,
+    evidence,
     held,
     inbox,
     incidents,
@@ -114,6 +115,11 @@ app.add_typer(waiting.throttles_app, name="throttles")
 app.add_typer(endpoints.endpoints_app, name="endpoints")
 app.add_typer(tenants.tenants_app, name="tenants")
 app.add_typer(requests.requests_app, name="requests")  # the two-person rule (issue 14)
+
+# -- evidence and markers (issue 15) ----------------------------------------------------
+app.command("annotate")(evidence.annotate)
+app.add_typer(evidence.annotations_app, name="annotations")
+incidents.incidents_app.command("evidence")(evidence.incidents_evidence)
 
 
 # -- sluice --version (issue 14) ---------------------------------------------------------

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BREAKDOWN_BY",
+    "Annotation",  # issue 15
     "ApiKey",
     "AttemptFilter",
     "AuditEntry",
@@ -565,6 +566,25 @@ def limit_audit(action: str, row: LimitRow) -> AuditEntry:
         detail={"kind": row.kind, "tenant": row.tenant, "provider": row.provider,
                 "action": row.action, "spec": row.spec},
     )  # fmt: skip
+
+
+# -- annotations (issue 15) -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Annotation:
+    """A marker an operator records: a deploy, a config change, a note (``sluice
+    annotate``); evidence archives and postmortems show those in an incident's window.
+    ``at`` is when the marked thing happened; ``tenant`` '' concerns everything."""
+
+    at: datetime
+    actor: str
+    kind: str
+    text: str
+    tenant: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+    #: Given by the store (None before it is added).
+    id: int | None = None
 
 
 # -- the two-person rule (issue 14) --------------------------------------------------
@@ -1412,6 +1432,27 @@ class Store(Protocol):
         self, keys: Sequence[tuple[str, str, str]]
     ) -> dict[tuple[str, str, str], datetime]:
         """When each of ``keys`` last wrote (absent: never, as far as ingress saw)."""
+
+    # -- annotations (issue 15) --------------------------------------------------
+
+    async def annotation_add(self, annotation: Annotation, audit: AuditEntry) -> Annotation:
+        """Record an annotation and ``audit`` in one transaction; it, with its id."""
+        ...
+
+    async def annotation_list(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        *,
+        tenant: str | None = None,
+        kind: str | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> list[Annotation]:
+        """Annotations whose ``at`` is in [since, until), newest first (then by id);
+        ``tenant`` and ``kind`` exact; only those after ``before_id`` in that order (the
+        cursor of the next, older page)."""
+        ...
 
     # -- retention (issue 14) ----------------------------------------------------
 

@@ -1395,3 +1395,23 @@ DELETE FROM sluice_attempts WHERE message_id = ANY(%(ids)s::uuid[])
 DELETE FROM sluice_messages
 WHERE id = ANY(%(ids)s::uuid[]) AND status NOT IN ('queued', 'sending', 'held')
 RETURNING status
+
+-- == annotations (issue 15) ===========================================================
+
+-- name: annotation_insert
+INSERT INTO sluice_annotations (at, actor, kind, text, tenant, detail)
+VALUES (%(at)s, %(actor)s, %(kind)s, %(text)s, %(tenant)s, %(detail)s::jsonb)
+RETURNING id
+
+-- name: annotation_list
+-- Newest first by when they mark; a page starts after the annotation named by before.
+SELECT id, at, actor, kind, text, tenant, detail::text
+FROM sluice_annotations
+WHERE (%(since)s::timestamptz IS NULL OR at >= %(since)s::timestamptz)
+  AND (%(until)s::timestamptz IS NULL OR at < %(until)s::timestamptz)
+  AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
+  AND (%(kind)s::text IS NULL OR kind = %(kind)s::text)
+  AND (%(before)s::bigint IS NULL
+       OR (at, id) < (SELECT at, id FROM sluice_annotations WHERE id = %(before)s::bigint))
+ORDER BY at DESC, id DESC
+LIMIT %(limit)s

@@ -461,3 +461,15 @@ CREATE TABLE sluice_contacts (
 -- Final messages by status and last change, for retention's purge (0015).
 CREATE INDEX sluice_messages_final
     ON sluice_messages (status, updated_at) WHERE status NOT IN ('queued', 'sending', 'held');
+-- Annotations (0016, issue 15): deploy, config and note markers an operator records
+-- (at: when the marked thing happened; tenant '' for everything).
+CREATE TABLE sluice_annotations (
+    id     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at     timestamptz NOT NULL,
+    actor  text NOT NULL,
+    kind   text NOT NULL,
+    text   text NOT NULL,
+    tenant text NOT NULL DEFAULT '',
+    detail jsonb NOT NULL DEFAULT '{}'
+);
+CREATE INDEX sluice_annotations_at ON sluice_annotations (at, id);

@@ -1153,3 +1153,23 @@ DELETE FROM sluice_attempts WHERE message_id IN (SELECT value FROM json_each(:id
 DELETE FROM sluice_messages
 WHERE id IN (SELECT value FROM json_each(:ids)) AND status NOT IN ('queued', 'sending', 'held')
 RETURNING status
+
+-- == annotations (issue 15) ===========================================================
+
+-- name: annotation_insert
+INSERT INTO sluice_annotations (at, actor, kind, text, tenant, detail)
+VALUES (:at, :actor, :kind, :text, :tenant, :detail)
+RETURNING id
+
+-- name: annotation_list
+-- Newest first by when they mark; a page starts after the annotation named by before.
+SELECT id, at, actor, kind, text, tenant, detail
+FROM sluice_annotations
+WHERE (:since IS NULL OR at >= :since)
+  AND (:until IS NULL OR at < :until)
+  AND (:tenant IS NULL OR tenant = :tenant)
+  AND (:kind IS NULL OR kind = :kind)
+  AND (:before IS NULL
+       OR (at, id) < (SELECT at, id FROM sluice_annotations WHERE id = :before))
+ORDER BY at DESC, id DESC
+LIMIT :limit

@@ -399,3 +399,14 @@ CREATE TABLE sluice_contacts (
 -- Final messages by status and last change, for retention's purge (0015).
 CREATE INDEX sluice_messages_final
     ON sluice_messages (status, updated_at) WHERE status NOT IN ('queued', 'sending', 'held');
+-- Annotations (0016, issue 15): deploy, config and note markers an operator records.
+CREATE TABLE sluice_annotations (
+    id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    at     REAL NOT NULL,
+    actor  TEXT NOT NULL,
+    kind   TEXT NOT NULL,
+    text   TEXT NOT NULL,
+    tenant TEXT NOT NULL DEFAULT '',
+    detail TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX sluice_annotations_at ON sluice_annotations (at, id);
