@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sluice.clock import FrozenClock
 from sluice.flow.controls import Mode, Scope
@@ -35,12 +36,8 @@ def attempt(m: Message, outcome: AttemptOutcome, at: datetime, code: str | None 
     return Attempt(m.id, m.attempts, "w1", m.provider, at, at, outcome, error_code=code)
 
 
-async def complete(store: Store, m: Message, status: Status, at: datetime, **kw: object) -> None:
-    await store.message_complete_many(
-        "w1",
-        [Completion(m.id, m.claim_seq, "w1", status, **kw)],
-        at,  # type: ignore[arg-type]
-    )
+async def complete(store: Store, m: Message, status: Status, at: datetime, **kw: Any) -> None:
+    await store.message_complete_many("w1", [Completion(m.id, m.claim_seq, "w1", status, **kw)], at)
 
 
 @dataclass

@@ -28,7 +28,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 def scene(url: str) -> Scene:
     async def go() -> Scene:
         store: Store = create_store(url)
-        await store.open()  # type: ignore[attr-defined]
+        await store.open()
         try:
             t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
             return await build(store, t0)

@@ -12,20 +12,22 @@ from datetime import datetime, timedelta
 import psycopg
 import pytest
 
-from incident_scene import T0, build
+from incident_scene import T0, attempt, build, complete, sms
+from sluice.alerts.rules import Rule
 from sluice.clock import FrozenClock
 from sluice.errors import NotFound, ValidationError
-from sluice.model import AuditEntry
+from sluice.model import AttemptOutcome, AuditEntry, NewMessage, Status
 from sluice.ops.postmortem import (
     CATEGORIES,
     SECTIONS,
+    TimelineRow,
     incident_stats,
     postmortem_draft,
     postmortem_facts,
 )
 from sluice.ops.retention import purge
 from sluice.store import Store
-from sluice.store.base import Firing, MessageFilter, PurgeRule
+from sluice.store.base import Firing, Incident, MessageFilter, PurgeRule
 from sluice.store.sqlite import sqlite_path
 
 SENT = ("sent", "delivered", "read", "bounced")
@@ -48,14 +50,14 @@ async def direct_counts(store: Store, since: datetime, until: datetime) -> dict[
 def delete_row(store_url: str, message_id: str) -> None:
     """A message vanishing behind Sluice's back (what the loss check exists for)."""
     if store_url.startswith("postgresql"):
-        with psycopg.connect(store_url, autocommit=True) as conn:
-            conn.execute("DELETE FROM sluice_messages WHERE id = %s", (message_id,))
+        with psycopg.connect(store_url, autocommit=True) as pg:
+            pg.execute("DELETE FROM sluice_messages WHERE id = %s", (message_id,))
         return
-    conn = sqlite3.connect(sqlite_path(store_url), isolation_level=None)
+    lite = sqlite3.connect(sqlite_path(store_url), isolation_level=None)
     try:
-        conn.execute("DELETE FROM sluice_messages WHERE id = ?", (message_id,))
+        lite.execute("DELETE FROM sluice_messages WHERE id = ?", (message_id,))
     finally:
-        conn.close()
+        lite.close()
 
 
 CLOCK = FrozenClock(T0 + timedelta(hours=1))
@@ -220,4 +222,73 @@ async def test_stats__mttd_mttr_and_containment_per_rule_and_severity(store: Sto
 async def test_stats__bad_since_is_refused_by_name(store: Store, since: str) -> None:
     with pytest.raises(ValidationError) as err:
         await incident_stats(store, since, clock=CLOCK)
-    assert err.value.field == "since"  # type: ignore[attr-defined]
+    assert err.value.field == "since"
+
+
+# -- the first signal of other kinds of rule, the hooks --------------------------------
+
+
+async def test_first_signal__a_window_rule_looks_back_over_its_for_and_window(
+    store: Store,
+) -> None:
+    """SluiceSuccessRateLow (for 15 min, 5-min window): a failure 18 min before the opening
+    starts it; one 25 min before (before for + window) and one on another channel do not."""
+    opened = T0 + timedelta(hours=1)
+    for minutes, channel in [(25, "sms"), (18, "sms"), (19, "email")]:
+        at = opened - timedelta(minutes=minutes)
+        msg = sms("acme", minutes) if channel == "sms" else NewMessage(
+            tenant="acme", channel="email", provider="null", recipient="a@example.com",
+            payload={"subject": "s", "text": "t"})  # fmt: skip
+        await store.enqueue_many([msg], at)  # type: ignore[call-arg]
+        [m] = await store.message_claim("w1", 1, 30, at)
+        await complete(store, m, Status.DEAD, at,
+                       attempt=attempt(m, AttemptOutcome.FAILED, at, "TIMEOUT"))  # fmt: skip
+    incident, _ = await store.incident_fire(
+        Firing("SluiceSuccessRateLow", {"channel": "sms", "provider": "null"}, "P2",
+               ("PROVIDER",), "002#3", "sms/null delivers 0 %", 0.0),
+        opened,
+    )  # fmt: skip
+    facts = await postmortem_facts(store, incident.id, clock=CLOCK)
+    assert facts.started == opened - timedelta(minutes=18)
+    assert facts.detect_seconds == 18 * 60
+    assert facts.first_evidence == opened - timedelta(minutes=18)
+
+
+async def test_first_signal__a_breaker_opening_from_the_audit_log_in_scope(
+    store: Store,
+) -> None:
+    opened = T0 + timedelta(hours=1)
+    for minutes, key in [(7, "p:null"), (9, "p:twilio")]:
+        await store.audit_append(AuditEntry(opened - timedelta(minutes=minutes), "worker:w1",
+                                            "breaker.open", key, "failures"))  # fmt: skip
+    incident, _ = await store.incident_fire(
+        Firing("SluiceBreakerOpen", {"key": "p:null"}, "P2", ("PROVIDER",), "002#3",
+               "Breaker p:null is open", 1.0),
+        opened,
+    )  # fmt: skip
+    facts = await postmortem_facts(store, incident.id, clock=CLOCK)
+    assert facts.started == opened - timedelta(minutes=7) and facts.detect_seconds == 420
+    # The automatic opening is the first containment, before the incident opened: 0.
+    assert facts.contain_seconds == 0 and facts.contained_by is not None
+    assert facts.contained_by.owner == "worker:w1"
+    text = await postmortem_draft(store, incident.id, clock=CLOCK)
+    assert "breaker.open p:null" in text and "p:twilio" not in text
+
+
+async def test_hooks__annotations_and_follow_ups_appear_where_given(store: Store) -> None:
+    scene = await build(store)
+
+    async def annotations(_: Store, since: datetime, until: datetime) -> list[TimelineRow]:
+        assert since == T0 + timedelta(minutes=1)
+        return [TimelineRow(T0 + timedelta(minutes=5), "annotation: deployed v1.4.2", "ci",
+                            "annotation #1")]  # fmt: skip
+
+    def follow_ups(incident: Incident, rule: Rule | None) -> list[str]:
+        return [f"Runbook {incident.runbook} step 4: check the receiver ({rule and rule.name})"]
+
+    text = await postmortem_draft(store, scene.incident_id, clock=CLOCK,
+                                  annotations=annotations, follow_ups=follow_ups)  # fmt: skip
+    timeline = text.split("### 4)")[1].split("### 5)")[0]
+    rows = [ln for ln in timeline.splitlines() if ln.startswith("| 2026")]
+    assert "annotation: deployed v1.4.2" in rows[1]  # after the first signal, before opening
+    assert "| Runbook 000#remediation step 4: check the receiver (SluiceDeadLetters) |" in text

@@ -91,7 +91,9 @@ _STATUS_CATEGORY = {
     "shadowed": "shadowed",
 }  # fmt: skip
 
-#: How far before ``opened - for - window`` the first signal is looked for.
+#: How far before ``opened - for`` the first row of a state rule's signal is looked for
+#: (a state crosses its threshold some time after its first row). A window rule looks
+#: back over its window only: what came before it did not make the rule fire.
 LOOKBACK_SLACK = 600.0
 #: The most audit entries the timeline reads, and shows.
 MAX_AUDIT = 2000
@@ -349,24 +351,26 @@ def _paged(flt: AuditFilter, before_id: int | None) -> AuditFilter:
 
 async def _started(
     store: Store, incident: Incident, rule: Rule | None
-) -> tuple[datetime, str, datetime | None]:
-    """(started, what set it, the first row in the store or None)."""
+) -> tuple[datetime, str, datetime | None, str]:
+    """(started, what set it, the first row of the signal in the store or None, what that
+    row is)."""
     for_s = float(rule.for_seconds) if rule else 0.0
     by_for = incident.opened_at - timedelta(seconds=for_s)
     words = f"the rule's `for` ({_span(for_s)}) before it opened"
     signal = _signal(rule) if rule else None
     if rule is None or signal is None:
-        return by_for, words, None
+        return by_for, words, None, ""
     table, where, what = signal
     fields = _scope_fields(incident.scope)
-    since = by_for - timedelta(seconds=_window_of(rule) + LOOKBACK_SLACK)
+    slack = LOOKBACK_SLACK if isinstance(rule.builtin, State) else 0.0
+    since = by_for - timedelta(seconds=_window_of(rule) + slack)
     if table == "attempts":
         first = await _first_attempt(store, where, fields, since, incident.opened_at)
     else:
         first = await _first_audit(store, where, fields, since, incident.opened_at)
     if first is not None and first < by_for:
-        return first, f"{what} in scope ({first:%Y-%m-%d %H:%M:%S} UTC)", first
-    return by_for, words, first
+        return first, f"{what} in scope ({first:%Y-%m-%d %H:%M:%S} UTC)", first, what
+    return by_for, words, first, what
 
 
 # -- containment, timeline -------------------------------------------------------------
@@ -585,7 +589,7 @@ async def postmortem_facts(
     incident = await store.incident_get(incident_id)
     now = (clock or SystemClock()).now()
     rule = _rule(incident.rule)
-    started, started_by, first = await _started(store, incident, rule)
+    started, started_by, first, first_what = await _started(store, incident, rule)
     until = incident.resolved_at or now
     fields = _scope_fields(incident.scope)
     edge = until + timedelta(microseconds=1)
@@ -620,8 +624,8 @@ async def postmortem_facts(
         if not (e.kind == "control" and any(a.at == e.at and a.actor == e.actor for a in audit))
     ]
     if first is not None:
-        rows.append(TimelineRow(first, f"first signal: {started_by.split(' (')[0]}", "sluice",
-                                "`sluice attempts list`"))  # fmt: skip
+        link = "`sluice attempts list`" if "attempt" in first_what else "`sluice audit list`"
+        rows.append(TimelineRow(first, f"first signal: {first_what} in scope", "sluice", link))
     source = annotations or annotation_source
     if source is not None:  # deploy and config markers (issue 15, annotations)
         rows += await source(store, started, edge)
@@ -927,7 +931,7 @@ async def incident_stats(
     for listed_one in listed[:MAX_STATS]:
         incident = await store.incident_get(listed_one.id)
         rule = _rule(incident.rule)
-        started, _, _ = await _started(store, incident, rule)
+        started, _, _, _ = await _started(store, incident, rule)
         until = (incident.resolved_at or now) + timedelta(microseconds=1)
         audit, _ = await _scoped_audit(store, _scope_fields(incident.scope), started, until)
         contained = _containment(incident, audit, started)
