@@ -5,6 +5,7 @@ counts taken from the store directly."""
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 from datetime import datetime, timedelta
@@ -112,6 +113,9 @@ async def test_draft__counts_equal_the_store(store: Store) -> None:
     assert "| **in play in the window (in scope)** | **4** |" in text
     assert "No loss: every message is accounted for." in text
     assert facts.loss.tried == 5 and facts.loss.missing == []
+    shape = json.loads(json.dumps(facts.as_dict()))
+    assert (shape["affected"], shape["by_category"]["dead"], shape["loss"]["missing"]) == (3, 1, [])
+    assert (shape["detect_seconds"], shape["contain_seconds"]) == (420.0, 120.0)
 
 
 async def test_loss__a_purge_outside_the_window_is_no_loss_a_deleted_row_is(
