@@ -17,7 +17,9 @@ from incident_scene import T0, attempt, build, complete, sms
 from sluice.alerts.rules import Rule
 from sluice.clock import FrozenClock
 from sluice.errors import NotFound, ValidationError
+from sluice.flow.controls import Scope
 from sluice.model import AttemptOutcome, AuditEntry, NewMessage, Status
+from sluice.ops.controls import control_clear
 from sluice.ops.postmortem import (
     CATEGORIES,
     SECTIONS,
@@ -213,6 +215,7 @@ async def test_stats__mttd_mttr_and_containment_per_rule_and_severity(store: Sto
     assert st.overall.mttd_seconds == round((420 + 600 + 120) / 3, 3)
     assert st.overall.mttr_seconds == (720 + 1200) / 2
     assert st.overall.mttc_seconds == 120.0
+    assert st.per_week == round(3 / (30 / 7), 3)
     shape = st.as_dict()
     assert (shape["count"], shape["next_cursor"]) == (3, None)
     assert [i["rule"] for i in shape["items"]] == [r.rule for r in st.by_rule]
@@ -296,3 +299,31 @@ async def test_hooks__annotations_and_follow_ups_appear_where_given(store: Store
     rows = [ln for ln in timeline.splitlines() if ln.startswith("| 2026")]
     assert "annotation: deployed v1.4.2" in rows[1]  # after the first signal, before opening
     assert "| Runbook 000#remediation step 4: check the receiver (SluiceDeadLetters) |" in text
+
+
+async def test_first_signal__not_looked_for_in_the_previous_incident_of_its_scope(
+    store: Store,
+) -> None:
+    """Dead letters on sms twice: the failures of the first incident do not start the
+    second one (its start is its rule's ``for``)."""
+    scene = await build(store)  # its first failure at T0+1m; resolved at T0+20m
+    at = T0 + timedelta(minutes=15)  # sms resumed, one more failure while it was open
+    await control_clear(store, Scope.of(channel="sms"), actor="ops:ana", reason="resume",
+                        wait=False, clock=FrozenClock(at))  # fmt: skip
+    await store.enqueue_many([sms("acme", 15)], at)  # type: ignore[call-arg]
+    [m] = await store.message_claim("w1", 1, 30, at)
+    await complete(store, m, Status.DEAD, at,
+                   attempt=attempt(m, AttemptOutcome.FAILED, at, "TIMEOUT"))  # fmt: skip
+    # Opened at T0+28m: for 5 min and 10 min of look-back would reach T0+13m.
+    again, opened = await store.incident_fire(
+        Firing("SluiceDeadLetters", {"channel": "sms"}, "P2", ("QUEUE",), "000#remediation",
+               "1 dead letters on sms", 1.0),
+        T0 + timedelta(minutes=28),
+    )  # fmt: skip
+    assert opened and again.id != scene.incident_id
+    facts = await postmortem_facts(store, again.id, clock=CLOCK)
+    assert facts.first_evidence is None
+    assert facts.started == T0 + timedelta(minutes=23) and facts.detect_seconds == 300
+    # The first incident's own draft does see that failure (inside its window).
+    first = await postmortem_facts(store, scene.incident_id, clock=CLOCK)
+    assert first.top_errors == [("TIMEOUT", 3), ("INVALID_RECIPIENT", 1)]

@@ -178,7 +178,8 @@ def incidents_stats(
         return
     o = st.overall
     typer.echo(f"incidents opened {st.since:%Y-%m-%d %H:%M} → {st.until:%Y-%m-%d %H:%M} UTC: "
-               f"{o.incidents} ({o.open} open, {o.resolved} resolved)")  # fmt: skip
+               f"{o.incidents} ({o.open} open, {o.resolved} resolved; "
+               f"{st.per_week:g} a week)")  # fmt: skip
     typer.echo(f"  MTTD {age(o.mttd_seconds)}   MTTC {age(o.mttc_seconds)}   "
                f"MTTR {age(o.mttr_seconds)}")  # fmt: skip
     typer.echo("  by severity: " + (", ".join(f"{k} {v}" for k, v in st.by_severity.items())

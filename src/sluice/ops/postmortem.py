@@ -349,11 +349,23 @@ def _paged(flt: AuditFilter, before_id: int | None) -> AuditFilter:
     )  # fmt: skip
 
 
+def _previous_end(incident: Incident, others: Iterable[Incident]) -> datetime | None:
+    """When the last incident of the same rule and scope before this one resolved: the
+    signal of this one is not looked for before then (it was that one's)."""
+    ends = [
+        o.resolved_at
+        for o in others
+        if o.id != incident.id and o.rule == incident.rule and o.scope_key == incident.scope_key
+        and o.resolved_at is not None and o.resolved_at <= incident.opened_at
+    ]  # fmt: skip
+    return max(ends) if ends else None
+
+
 async def _started(
-    store: Store, incident: Incident, rule: Rule | None
+    store: Store, incident: Incident, rule: Rule | None, not_before: datetime | None = None
 ) -> tuple[datetime, str, datetime | None, str]:
     """(started, what set it, the first row of the signal in the store or None, what that
-    row is)."""
+    row is). Rows before ``not_before`` are not looked at."""
     for_s = float(rule.for_seconds) if rule else 0.0
     by_for = incident.opened_at - timedelta(seconds=for_s)
     words = f"the rule's `for` ({_span(for_s)}) before it opened"
@@ -364,6 +376,8 @@ async def _started(
     fields = _scope_fields(incident.scope)
     slack = LOOKBACK_SLACK if isinstance(rule.builtin, State) else 0.0
     since = by_for - timedelta(seconds=_window_of(rule) + slack)
+    if not_before is not None and not_before > since:
+        since = min(not_before, incident.opened_at)
     if table == "attempts":
         first = await _first_attempt(store, where, fields, since, incident.opened_at)
     else:
@@ -589,7 +603,8 @@ async def postmortem_facts(
     incident = await store.incident_get(incident_id)
     now = (clock or SystemClock()).now()
     rule = _rule(incident.rule)
-    started, started_by, first, first_what = await _started(store, incident, rule)
+    before = _previous_end(incident, await store.incident_list("", MAX_STATS))
+    started, started_by, first, first_what = await _started(store, incident, rule, before)
     until = incident.resolved_at or now
     fields = _scope_fields(incident.scope)
     edge = until + timedelta(microseconds=1)
@@ -871,6 +886,8 @@ class Stats:
     overall: RuleStats
     by_rule: list[RuleStats]
     by_severity: dict[str, int]
+    #: Incidents opened per week over the period (seed 002's incident frequency).
+    per_week: float = 0.0
     #: True when the period held more than ``MAX_STATS`` incidents (the newest counted).
     truncated: bool = False
     incidents: list[dict[str, Any]] = field(default_factory=list)
@@ -881,7 +898,8 @@ class Stats:
             {
                 "items": self.by_rule, "count": len(self.by_rule), "next_cursor": None,
                 "since": self.since, "until": self.until, "overall": self.overall,
-                "by_severity": self.by_severity, "truncated": self.truncated,
+                "by_severity": self.by_severity, "per_week": self.per_week,
+                "truncated": self.truncated,
             }
         )  # fmt: skip
         return out
@@ -925,13 +943,15 @@ async def incident_stats(
     ``ValidationError`` naming ``since``."""
     now = (clock or SystemClock()).now()
     start = _period(since, now)
-    listed = [i for i in await store.incident_list("", MAX_STATS + 1) if i.opened_at >= start]
+    everything = await store.incident_list("", MAX_STATS + 1)
+    listed = [i for i in everything if i.opened_at >= start]
     truncated = len(listed) > MAX_STATS
     rows: list[dict[str, Any]] = []
     for listed_one in listed[:MAX_STATS]:
         incident = await store.incident_get(listed_one.id)
         rule = _rule(incident.rule)
-        started, _, _, _ = await _started(store, incident, rule)
+        before = _previous_end(incident, everything)
+        started, _, _, _ = await _started(store, incident, rule, before)
         until = (incident.resolved_at or now) + timedelta(microseconds=1)
         audit, _ = await _scoped_audit(store, _scope_fields(incident.scope), started, until)
         contained = _containment(incident, audit, started)
@@ -962,4 +982,5 @@ async def incident_stats(
     return Stats(
         since=start, until=now, overall=_summarise("*", "*", rows), by_rule=by_rule,
         by_severity=dict(sorted(by_severity.items())), truncated=truncated, incidents=rows,
+        per_week=round(len(rows) / ((now - start).total_seconds() / (7 * 86400)), 3),
     )  # fmt: skip
