@@ -28,6 +28,7 @@ from sluice.api import (
     listings,
     messages,
     operator,
+    postmortem,
     problems,
     requests,
     retention,
@@ -169,6 +170,7 @@ def create_app(
     problems.install(app)
     app.include_router(waiting.router)  # issue 14: retry-now, throttles
     app.include_router(messages.router)
+    app.include_router(postmortem.router)  # issue 15: before operator's /incidents/{id}
     app.include_router(operator.router)
     app.include_router(endpoints.router)  # issue 14: endpoints, tenants' events URL
     app.include_router(requests.router)  # the two-person rule (issue 14)

@@ -4,18 +4,28 @@ add a note."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from sluice.cli.options import Actor, DatabaseUrl, JsonOutput
-from sluice.cli.runtime import actor_or_default, echo_json, echo_table, on_store, settings_for
+from sluice.cli.runtime import (
+    actor_or_default,
+    echo_json,
+    echo_table,
+    fail,
+    on_store,
+    settings_for,
+)
+from sluice.errors import ValidationError
 from sluice.ops.render import age, listing
 
 __all__ = ["incidents_app"]
 
 incidents_app = typer.Typer(
-    help="Incidents the built-in alert evaluator opened: list, show, ack, resolve, note.",
+    help="Incidents the built-in alert evaluator opened: list, show, ack, resolve, note; "
+    "postmortem drafts and stats.",
     no_args_is_help=True,
 )
 
@@ -118,3 +128,64 @@ def incidents_note(
 ) -> None:
     """Add a note to an incident's timeline (audited)."""
     _act("note", incident_id, actor, text, database_url)
+
+
+# -- issue 15: postmortem drafts and incident statistics (sluice.ops.postmortem) --------
+
+
+@incidents_app.command("postmortem")
+def incidents_postmortem(
+    incident_id: IncidentId,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", envvar="SLUICE_POSTMORTEM_OUT", help="Write the draft to FILE."),
+    ] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """A Markdown postmortem draft (seed 003's template) with the facts filled in."""
+    from sluice.ops.postmortem import postmortem_draft
+
+    if out is not None and (out.is_dir() or not out.parent.is_dir()):
+        raise fail(ValidationError("out", f"{str(out)!r} is not a file in a directory"))
+    settings = settings_for(database_url)
+    text = on_store(settings, lambda s: postmortem_draft(s, incident_id))
+    if out is None:
+        typer.echo(text)
+        return
+    out.write_text(text, encoding="utf-8")
+    typer.echo(f"wrote {out}")
+
+
+@incidents_app.command("stats")
+def incidents_stats(
+    since: Annotated[
+        str,
+        typer.Option(
+            envvar="SLUICE_INCIDENTS_SINCE",
+            help="The period: a span back from now (30d, 12h) or an ISO time.",
+        ),
+    ] = "30d",
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """MTTD, MTTR and time to contain, overall and per rule; counts per rule and severity."""
+    from sluice.ops.postmortem import incident_stats
+
+    settings = settings_for(database_url)
+    st = on_store(settings, lambda s: incident_stats(s, since))
+    if as_json:
+        echo_json(st.as_dict())
+        return
+    o = st.overall
+    typer.echo(f"incidents opened {st.since:%Y-%m-%d %H:%M} → {st.until:%Y-%m-%d %H:%M} UTC: "
+               f"{o.incidents} ({o.open} open, {o.resolved} resolved; "
+               f"{st.per_week:g} a week)")  # fmt: skip
+    typer.echo(f"  MTTD {age(o.mttd_seconds)}   MTTC {age(o.mttc_seconds)}   "
+               f"MTTR {age(o.mttr_seconds)}")  # fmt: skip
+    typer.echo("  by severity: " + (", ".join(f"{k} {v}" for k, v in st.by_severity.items())
+                                   or "none"))  # fmt: skip
+    rows = [[r.rule, r.severity, r.incidents, r.open, age(r.mttd_seconds), age(r.mttc_seconds),
+             age(r.mttr_seconds)] for r in st.by_rule]  # fmt: skip
+    echo_table(["RULE", "SEV", "INCIDENTS", "OPEN", "MTTD", "MTTC", "MTTR"], rows)
+    if st.truncated:
+        typer.echo("  (only the newest 1000 incidents counted)")
