@@ -327,3 +327,19 @@ async def test_first_signal__not_looked_for_in_the_previous_incident_of_its_scop
     # The first incident's own draft does see that failure (inside its window).
     first = await postmortem_facts(store, scene.incident_id, clock=CLOCK)
     assert first.top_errors == [("TIMEOUT", 3), ("INVALID_RECIPIENT", 1)]
+
+
+async def test_recorded_annotations_appear_in_the_timeline(store: Store) -> None:
+    """A deploy marker recorded with ``sluice annotate`` inside the window is on the
+    draft's timeline; one outside it is not."""
+    from sluice.ops.annotations import annotation_add
+
+    scene = await build(store)
+    await annotation_add(store, "deployed v1.4.2", kind="deploy", actor="cli:ci",
+                   at=T0 + timedelta(minutes=5), clock=CLOCK)  # fmt: skip
+    await annotation_add(store, "deployed v1.3.9", kind="deploy", actor="cli:ci",
+                   at=T0 - timedelta(days=2), clock=CLOCK)  # fmt: skip
+    text = await postmortem_draft(store, scene.incident_id, clock=CLOCK)
+    timeline = text.split("### 4)")[1].split("### 5)")[0]
+    assert "annotation (deploy): deployed v1.4.2" in timeline
+    assert "v1.3.9" not in timeline

@@ -128,11 +128,24 @@ AnnotationSource = Callable[[Store, datetime, datetime], Awaitable[list[Timeline
 #: and its rule (None for a rule Sluice no longer has).
 FollowUps = Callable[[Incident, Rule | None], list[str]]
 
-# -- LEAD (issue 15, annotations): point this at ``Store.annotation_list`` once the
-# annotations helper lands, e.g. an async function that reads the annotations in
-# ``(since, until)`` and returns one ``TimelineRow`` each ("annotation: deployed v1.4.2",
-# owner = its actor, evidence = "annotation #<id>"). Every draft then shows them.
-annotation_source: AnnotationSource | None = None
+
+async def stored_annotations(store: Store, since: datetime, until: datetime) -> list[TimelineRow]:
+    """The deploy, config and other markers operators recorded in the window (``sluice
+    annotate``), one timeline row each."""
+    found = await store.annotation_list(since, until, limit=MAX_TIMELINE)
+    return [
+        TimelineRow(
+            a.at,
+            f"annotation ({a.kind}): {a.text}" + (f" [tenant {a.tenant}]" if a.tenant else ""),
+            a.actor,
+            f"annotation #{a.id}",
+        )
+        for a in found
+    ]
+
+
+#: Where drafts read annotations from (a test may pass its own to ``postmortem_facts``).
+annotation_source: AnnotationSource | None = stored_annotations
 
 
 @dataclass(frozen=True, slots=True)
