@@ -58,6 +58,7 @@ from sluice.cli import (
     processes,
     requests,
     retention,
+    runbooks,
     status,
     suppressions,
     tenants,
@@ -114,6 +115,9 @@ app.add_typer(waiting.throttles_app, name="throttles")
 app.add_typer(endpoints.endpoints_app, name="endpoints")
 app.add_typer(tenants.tenants_app, name="tenants")
 app.add_typer(requests.requests_app, name="requests")  # the two-person rule (issue 14)
+
+# issue 15: runbooks as data, diagnosing live state
+app.add_typer(runbooks.runbook_app, name="runbook")
 
 
 # -- sluice --version (issue 14) ---------------------------------------------------------
