@@ -522,6 +522,8 @@ async def _held(ctx: _Ctx, check: Check) -> Finding:
     kinds: Counter[str] = Counter()
     for r in rows:
         kinds[hold_kind(r.group)] += r.count
+    tenants = await ctx.store.message_breakdown("tenant", ctx.flt(), "held", ctx.scope.now)
+    tenant = max(tenants, key=lambda r: r.count).group if tenants else ""
     return _f(
         check,
         f"{sum(r.count for r in rows)} held, most for {top.group!r} ({top.count}), "
@@ -529,6 +531,7 @@ async def _held(ctx: _Ctx, check: Check) -> Finding:
         alarm=True,
         lines=[f"{r.group}: {r.count}" for r in rows[:10]],
         data={"held": sum(r.count for r in rows), "by_kind": dict(kinds)},
+        fills={"tenant": tenant} if tenant else {},
     )
 
 
@@ -680,13 +683,17 @@ async def _caps(ctx: _Ctx, check: Check) -> Finding:
         return _f(check, "no recipient cap tripped in the window")
     tenants: Counter[str] = Counter(str(e.detail.get("tenant", "")) for e in rows)
     tenant = tenants.most_common(1)[0][0]
+    actions = Counter(str(e.detail.get("action") or "") for e in rows if e.detail.get("action"))
+    fills = {"tenant": tenant} if tenant else {}
+    if actions:
+        fills["action"] = actions.most_common(1)[0][0]
     return _f(
         check,
         f"recipient cap tripped {len(rows)} time(s), most for tenant {tenant}",
         alarm=True,
         lines=[f"{e.at:%H:%M:%S} {e.reason}" for e in rows[:10]],
         data={"tripped": len(rows), "tenants": dict(tenants)},
-        fills={"tenant": tenant} if tenant else {},
+        fills=fills,
     )
 
 
