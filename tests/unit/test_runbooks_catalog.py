@@ -68,7 +68,7 @@ def test_every_rules_runbook_exists() -> None:
 def test_find_by_id_section_or_short_name_and_unknown_names_the_ids() -> None:
     assert find("provider-outage").source == "003#RB-09"
     assert find("003#RB-09").id == find("RB-09").id == find("001#provider-outage").id
-    with pytest.raises(NotFound, match="no runbook 'nope'.*provider-outage"):
+    with pytest.raises(NotFound, match=r"no runbook 'nope'.*provider-outage"):
         find("nope")
     with pytest.raises(NotFound, match=r"\(empty\)"):
         find("")
