@@ -122,3 +122,23 @@ def test_fill_leaves_unknown_slots_visible_and_quotes_odd_values() -> None:
     assert fill("sluice pause --tenant {tenant}", {"tenant": "a b;rm"}) == (
         "sluice pause --tenant 'a b;rm'"
     )
+
+
+def test_every_dry_run_is_followed_by_its_act() -> None:
+    for rb in RUNBOOKS:
+        cmds = rb.commands
+        for i, c in enumerate(cmds):
+            if not c.dry_run:
+                continue
+            base = c.line.replace(" --dry-run", "")
+            act = cmds[i + 1].line if i + 1 < len(cmds) else ""
+            assert act.startswith(base) and "--reason" in act, (rb.id, c.line, act)
+
+
+def test_docs_runbooks_md_is_written_from_the_runbooks() -> None:
+    from pathlib import Path
+
+    from sluice.runbooks.docs import markdown
+
+    path = Path(__file__).resolve().parents[2] / "docs" / "runbooks.md"
+    assert path.read_text() == markdown(), "run: python -m sluice.runbooks.docs > docs/runbooks.md"

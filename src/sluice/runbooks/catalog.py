@@ -117,6 +117,11 @@ RUNBOOKS: tuple[Runbook, ...] = (
                 "sluice dlq cancel --error-code INVALID_RECIPIENT",
                 "how many bad-recipient letters a cancel would close",
             ),
+            act(
+                "sluice dlq cancel --error-code INVALID_RECIPIENT",
+                "close the letters no retry can deliver",
+                "recipients invalid: never deliverable",
+            ),
         ),
         verification=(DEAD,),
         escalation=(
@@ -159,6 +164,11 @@ RUNBOOKS: tuple[Runbook, ...] = (
             dry(
                 "sluice dlq retry --error-code {error_code} --since {since}",
                 "what died in the meantime",
+            ),
+            act(
+                "sluice dlq retry --error-code {error_code} --since {since}",
+                "requeue them",
+                "provider healthy again: retrying what died",
             ),
         ),
         verification=(FAILURES, BREAKERS),
@@ -272,6 +282,11 @@ RUNBOOKS: tuple[Runbook, ...] = (
                 "how many held messages the guard refused",
             ),
             act(
+                "sluice cancel --reason-contains tenancy",
+                "close them: they must never go",
+                "refused by the tenancy guard",
+            ),
+            act(
                 "sluice resume",
                 "lift the kill once the cause is fixed",
                 "tenancy cause fixed and tested",
@@ -300,6 +315,11 @@ RUNBOOKS: tuple[Runbook, ...] = (
         ),
         recovery=(
             dry("sluice approve --provider {provider}", "what is waiting for approval"),
+            act(
+                "sluice approve --provider {provider}",
+                "send the ones a person checked",
+                "checked by hand",
+            ),
             act(
                 "sluice controls clear --provider {provider}",
                 "back to automatic",
@@ -466,6 +486,11 @@ RUNBOOKS: tuple[Runbook, ...] = (
             dry(
                 "sluice dlq retry --error-code {error_code} --since {since}",
                 "what died during the outage",
+            ),
+            act(
+                "sluice dlq retry --error-code {error_code} --since {since}",
+                "requeue them",
+                "outage over: retrying what died",
             ),
         ),
         verification=(FAILURES, BREAKERS, QUEUE),
