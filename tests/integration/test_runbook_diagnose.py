@@ -343,3 +343,32 @@ def test_bad_scope_values_and_unknown_runbooks_are_refused() -> None:
 async def test_unknown_runbook_is_not_found(store: Store, store_url: str) -> None:
     with pytest.raises(NotFound, match="no runbook 'no-such'"):
         await run(store, store_url, "no-such")
+
+
+@pytest.mark.parametrize(
+    ("scope", "expected"),
+    [
+        ({"key": "p:twilio"}, {"provider": "twilio"}),
+        ({"key": "c:acme:twilio"}, {"tenant": "acme", "provider": "twilio"}),
+        ({"channel": "sms", "provider": "twilio"}, {"channel": "sms", "provider": "twilio"}),
+        ({"worker": "w1"}, {}),
+    ],
+)
+async def test_an_incidents_diagnosis_takes_its_scope(
+    store: Store, store_url: str, scope: dict[str, str], expected: dict[str, str]
+) -> None:
+    from sluice.ops.runbooks import incident_diagnosis
+    from sluice.store.base import Firing
+
+    await provider_down(store)
+    firing = Firing("SluiceBreakerOpen", scope, "P2", ("PROVIDER",), "001#provider-outage",
+                    "breaker open", 1.0)  # fmt: skip
+    incident, _ = await store.incident_fire(firing, NOW - MIN)
+    d = await incident_diagnosis(store, settings(store_url), incident, routes=ROUTES, now=NOW)
+    assert d is not None and d.runbook == "provider-outage" and d.incident == incident.id
+    assert d.scope == expected
+    assert d.since <= incident.opened_at - timedelta(minutes=59)
+    assert any("twilio is failing" in c for c in d.causes)
+    unknown = Firing("SomeoneElsesRule", {}, "P3", ("OBS",), "999#nothing", "x", 1.0)
+    other, _ = await store.incident_fire(unknown, NOW - MIN)
+    assert await incident_diagnosis(store, settings(store_url), other, now=NOW) is None

@@ -21,6 +21,7 @@ from typing import Any
 from sluice.config import Settings
 from sluice.connections import ConnectionState
 from sluice.errors import NotFound, ValidationError
+from sluice.flow.breakers import parse_key
 from sluice.metrics import hold_kind
 from sluice.ops.audit import audit_verify
 from sluice.ops.breakers import breakers_list
@@ -985,8 +986,14 @@ async def incident_diagnosis(
         min(incident.opened_at - timedelta(hours=1), now - timedelta(minutes=1)), now - MAX_SINCE
     )
     labels = {k: incident.scope.get(k) or None for k in _LABELS}
-    if not labels["provider"] and incident.scope.get("key", "").startswith("p:"):
-        labels["provider"] = incident.scope["key"][2:]
+    key = incident.scope.get("key", "")
+    if key[:2] in ("p:", "c:"):  # a breaker's incident: its provider (and tenant)
+        try:
+            _, provider, tenant = parse_key(key)
+        except ValidationError:
+            provider, tenant = "", ""
+        labels["provider"] = labels["provider"] or provider or None
+        labels["tenant"] = labels["tenant"] or tenant or None
     scope = Scope(since=start, now=now, since_text=start.strftime("%Y-%m-%dT%H:%MZ"), **labels)
     return await diagnose(
         store, settings, incident.runbook, scope, routes=routes, incident=incident.id
