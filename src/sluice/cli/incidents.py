@@ -59,7 +59,8 @@ def incidents_show(
 
     async def both(s: Store) -> tuple[Incident, Diagnosis | None]:
         i = await incident_show(s, incident_id)
-        return i, await incident_diagnosis(s, settings, i, routes=configured_routes())
+        routes = configured_routes()
+        return i, await incident_diagnosis(s, settings, i, routes=routes, now=await s.clock_now())
 
     i, diagnosis = on_store(settings, both)
     if as_json:
