@@ -79,6 +79,7 @@ def test_every_check_names_a_probe() -> None:
         for check in (*rb.diagnosis, *rb.verification):
             assert check.probe in PROBES, (rb.id, check.probe)
         assert rb.diagnosis and rb.verification and rb.commands and rb.escalation, rb.id
+        assert rb.follow_ups, rb.id  # the postmortem draft seeds its action items with them
 
 
 def test_every_dry_run_is_a_command_with_dry_run() -> None:

@@ -241,6 +241,10 @@ RUNBOOKS: tuple[Runbook, ...] = (
         ),
         verification=(RETRYING, WORKERS),
         escalation=("No worker stays up: call the platform on-call.",),
+        follow_ups=(
+            "Was the backoff schedule right for this provider's failures?",
+            "Should messages this old have expired (ttl) instead?",
+        ),
     ),
     Runbook(
         id="delivery-latency",
@@ -256,6 +260,7 @@ RUNBOOKS: tuple[Runbook, ...] = (
         recovery=(STATUS,),
         verification=(LATENCY, QUEUE),
         escalation=("One provider slow for everyone: ask the provider.",),
+        follow_ups=("Which part of the latency was queueing and which the provider?",),
     ),
     # -- seed 003: incident runbooks RB-01 to RB-12, and §2.2 -------------------------------
     Runbook(
@@ -328,6 +333,7 @@ RUNBOOKS: tuple[Runbook, ...] = (
         ),
         verification=(FAILURES,),
         escalation=("Codes changed after a provider release: ask the provider.",),
+        follow_ups=("A test that maps each new provider error to its ErrorCode.",),
     ),
     Runbook(
         id="verification-failures",
@@ -352,6 +358,7 @@ RUNBOOKS: tuple[Runbook, ...] = (
         ),
         verification=(INBOX,),
         escalation=("Receipts stopped arriving at all: follow ingress-down.",),
+        follow_ups=("Should these messages ask for confirmation (verify_within)?",),
     ),
     Runbook(
         id="token-refresh-failure",
@@ -386,6 +393,7 @@ RUNBOOKS: tuple[Runbook, ...] = (
         ),
         verification=(CONNECTIONS, AUTH),
         escalation=("The tenant's admin must re-consent; Sluice cannot.",),
+        follow_ups=("Warn before a token expires, not after.",),
     ),
     Runbook(
         id="rate-limited",
@@ -420,6 +428,7 @@ RUNBOOKS: tuple[Runbook, ...] = (
         ),
         verification=(THROTTLES,),
         escalation=("The account is restricted, not just limited: ask the provider.",),
+        follow_ups=("Is a standing rate limit for this provider needed in sluice.toml?",),
     ),
     Runbook(
         id="queue-backlog",
@@ -434,6 +443,7 @@ RUNBOOKS: tuple[Runbook, ...] = (
         recovery=(STATUS,),
         verification=(WORKERS, QUEUE),
         escalation=("Workers start and die: call the platform on-call.",),
+        follow_ups=("Why did no worker come back by itself?",),
     ),
     Runbook(
         id="action-gateway-failure",
@@ -459,6 +469,7 @@ RUNBOOKS: tuple[Runbook, ...] = (
         ),
         verification=(ENDPOINTS,),
         escalation=("The endpoint belongs to the tenant: tell them.",),
+        follow_ups=("Should the endpoint have been disabled sooner, automatically?",),
     ),
     Runbook(
         id="provider-outage",
@@ -498,6 +509,10 @@ RUNBOOKS: tuple[Runbook, ...] = (
             "Do not revoke or rotate credentials during an outage.",
             "Open a ticket with the provider; link their status page.",
         ),
+        follow_ups=(
+            "Does every channel have a backup provider in [routes]?",
+            "Did the breaker open before the alert fired?",
+        ),
     ),
     Runbook(
         id="runaway-loop",
@@ -527,6 +542,7 @@ RUNBOOKS: tuple[Runbook, ...] = (
         ),
         verification=(CAPS,),
         escalation=("Tell the tenant: their automation loops.",),
+        follow_ups=("Which recipient cap would have stopped it earlier?",),
     ),
     Runbook(
         id="missing-audit",
@@ -542,6 +558,7 @@ RUNBOOKS: tuple[Runbook, ...] = (
         ),
         verification=(AUDIT,),
         escalation=("A broken hash chain is a security event: page the security owner.",),
+        follow_ups=("How was the state unreadable, and is there an alert for it now?",),
     ),
     Runbook(
         id="cost-runaway",
@@ -560,6 +577,7 @@ RUNBOOKS: tuple[Runbook, ...] = (
         recovery=(act("sluice resume --tenant {tenant}", "after the cap is in place", "capped"),),
         verification=(TOP,),
         escalation=("Tell the tenant's owner what it cost.",),
+        follow_ups=("A quota per tenant that matches what they pay for.",),
     ),
     Runbook(
         id="held-too-long",
@@ -575,6 +593,7 @@ RUNBOOKS: tuple[Runbook, ...] = (
         ),
         verification=(HELD,),
         escalation=("Held for approval: the approver is the one to call.",),
+        follow_ups=("Should this control have had an expiry?",),
     ),
     # -- seed 001: the five failure modes (provider outage is provider-outage above) ------
     Runbook(
@@ -610,6 +629,7 @@ RUNBOOKS: tuple[Runbook, ...] = (
         ),
         verification=(CONNECTIONS, AUTH),
         escalation=("No connection should stay pending_reauth without someone asked.",),
+        follow_ups=("Tell the tenant before the grant lapses; who owns that message?",),
     ),
     Runbook(
         id="webhook-replay",
@@ -622,6 +642,7 @@ RUNBOOKS: tuple[Runbook, ...] = (
         recovery=(look("sluice inbox list --state dead", "what the projector gave up on"),),
         verification=(INBOX,),
         escalation=("Signatures failing too: the secret changed; call the provider's owner.",),
+        follow_ups=("Is the provider's replay a known behaviour to document?",),
     ),
     Runbook(
         id="outbox-lag",
@@ -634,6 +655,7 @@ RUNBOOKS: tuple[Runbook, ...] = (
         recovery=(STATUS,),
         verification=(QUEUE, INBOX),
         escalation=("Never bypass the outbox to catch up.",),
+        follow_ups=("Is the worker count sized for the peak, with margin?",),
     ),
     Runbook(
         id="projector-failure",
@@ -645,6 +667,7 @@ RUNBOOKS: tuple[Runbook, ...] = (
         recovery=(act("sluice inbox retry <ids>", "retry them once fixed", "projector fixed"),),
         verification=(INBOX,),
         escalation=("The same event dies again: a parser bug; call the owner of ingress.",),
+        follow_ups=("A parser test with the event that died.",),
     ),
     # -- seed 004: failure modes 1.1 to 1.5 ------------------------------------------------
     Runbook(
@@ -660,6 +683,7 @@ RUNBOOKS: tuple[Runbook, ...] = (
         recovery=(look("sluice serve", "make sure ingress runs"),),
         verification=(INBOX,),
         escalation=("The provider's webhook settings are on their console: its owner.",),
+        follow_ups=("An alert when receipts stop while sends go on.",),
     ),
     Runbook(
         id="duplicate-actions",
@@ -683,6 +707,7 @@ RUNBOOKS: tuple[Runbook, ...] = (
         ),
         verification=(CAPS,),
         escalation=("Tell the tenant whose customers got duplicates.",),
+        follow_ups=("Which idempotency key was missing?",),
     ),
     Runbook(
         id="rate-limit-429",
@@ -717,6 +742,7 @@ RUNBOOKS: tuple[Runbook, ...] = (
         ),
         verification=(THROTTLES, QUEUE),
         escalation=("Never clear throttles to go faster: they are the provider's word.",),
+        follow_ups=("Set a rate limit under the provider's, so 429s are the exception.",),
     ),
     Runbook(
         id="dependency-outage",
@@ -737,6 +763,7 @@ RUNBOOKS: tuple[Runbook, ...] = (
         ),
         verification=(FAILURES,),
         escalation=("Ask the dependency's owner for an estimate.",),
+        follow_ups=("Is the fallback path exercised regularly?",),
     ),
     Runbook(
         id="partial-side-effects",
@@ -761,6 +788,7 @@ RUNBOOKS: tuple[Runbook, ...] = (
         ),
         verification=(PARTIAL,),
         escalation=("Tell the tenant which customers got half a flow.",),
+        follow_ups=("Could the steps be ordered so a failure leaves nothing half done?",),
     ),
     # -- seed 000: the scope revocation postmortem -----------------------------------------
     Runbook(
