@@ -155,3 +155,34 @@ def test_incidents_show_prints_its_runbooks_diagnosis(
     d = json.loads(cli("incidents", "show", incident, "--json", "--database-url", url,
                        env=env).stdout)  # fmt: skip
     assert d["id"] == incident and d["diagnosis"]["runbook"] == "provider-outage"
+
+
+def test_the_filled_commands_run_and_contain(world: tuple[str, dict[str, str], str]) -> None:
+    """The diagnosis's containment commands, as printed, are run as they are: the
+    breaker is forced open and the provider paused; the recovery's dry run counts."""
+    import shlex
+
+    url, env, _ = world
+    d = json.loads(cli("runbook", "diagnose", "provider-outage", "--json", "--database-url", url,
+                       env=env).stdout)  # fmt: skip
+    for step in d["containment"]:
+        words = shlex.split(step["command"])
+        assert words[0] == "sluice"
+        done = cli(*words[1:], "--database-url", url, env=env)
+        assert done.returncode == 0, (step["command"], done.stderr)
+    dry = next(s for s in d["recovery"] if s["dry_run"])
+    done = cli(*shlex.split(dry["command"])[1:], "--database-url", url, env=env)
+    assert done.returncode == 0, (dry["command"], done.stderr)
+
+    async def state(store: Store) -> tuple[Any, Any]:
+        breakers = {b.key: b for b in await store.breaker_list()}
+        controls = [(c.scope.provider, str(c.mode)) for c in await store.control_list()]
+        return breakers["p:twilio"], controls
+
+    breaker, controls = on_store(url, state)
+    assert (breaker.state, breaker.forced) == ("open", True)
+    assert ("twilio", "paused") in controls
+    after = json.loads(cli("runbook", "diagnose", "provider-outage", "--json", "--database-url",
+                           url, env=env).stdout)  # fmt: skip
+    assert "(forced)" in " ".join(f["lines"][0] for f in after["findings"]
+                                  if f["probe"] == "breakers")  # fmt: skip

@@ -297,7 +297,7 @@ RUNBOOKS: tuple[Runbook, ...] = (
                 "tenancy cause fixed and tested",
             ),
         ),
-        verification=(TENANCY, AUDIT),
+        verification=(TENANCY, CONTROLS, AUDIT),
         escalation=(
             "Always a P0: page the security owner now.",
             "Rotate any credential that may have crossed tenants.",
@@ -504,7 +504,7 @@ RUNBOOKS: tuple[Runbook, ...] = (
                 "outage over: retrying what died",
             ),
         ),
-        verification=(FAILURES, BREAKERS, QUEUE),
+        verification=(FAILURES, BREAKERS, CONTROLS, QUEUE),
         escalation=(
             "Do not revoke or rotate credentials during an outage.",
             "Open a ticket with the provider; link their status page.",
@@ -540,7 +540,7 @@ RUNBOOKS: tuple[Runbook, ...] = (
             ),
             act("sluice resume --tenant {tenant}", "after the loop is fixed", "loop fixed"),
         ),
-        verification=(CAPS,),
+        verification=(CAPS, CONTROLS),
         escalation=("Tell the tenant: their automation loops.",),
         follow_ups=("Which recipient cap would have stopped it earlier?",),
     ),
