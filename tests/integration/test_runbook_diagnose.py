@@ -304,6 +304,9 @@ async def test_provider_outage__failover_tenants_and_commands(store: Store, stor
     assert by["breakers"].data["breakers"][0]["key"] == "p:twilio"
     assert by["failover"].data["carrying"] is True  # null sent 6 on the sms route
     assert by["tenants"].data["tenants"] == {"acme": 12, "globex": 4}
+    sample = by["sample"].data["attempts"]
+    assert len(sample) == 5 and {a["provider"] for a in sample} == {"twilio"}
+    assert by["incidents"].headline == "no other incident is open"
     assert d.containment[0]["command"] == (
         'sluice breakers open p:twilio --reason "provider outage"'
     )
@@ -372,3 +375,4 @@ async def test_an_incidents_diagnosis_takes_its_scope(
     unknown = Firing("SomeoneElsesRule", {}, "P3", ("OBS",), "999#nothing", "x", 1.0)
     other, _ = await store.incident_fire(unknown, NOW - MIN)
     assert await incident_diagnosis(store, settings(store_url), other, now=NOW) is None
+    assert incident.id in {f.probe: f for f in d.findings}["incidents"].data["open"]

@@ -27,7 +27,7 @@ from sluice.ops.audit import audit_verify
 from sluice.ops.breakers import breakers_list
 from sluice.ops.listings import parse_time
 from sluice.runbooks import RUNBOOKS, Check, Command, Runbook, find, placeholders, rules_for
-from sluice.store.base import AuditFilter, Incident, MessageFilter, Store
+from sluice.store.base import AttemptFilter, AuditFilter, Incident, MessageFilter, Store
 
 __all__ = [
     "PROBES",
@@ -126,6 +126,8 @@ class _Ctx:
     scope: Scope
     routes: Mapping[str, Sequence[str]]
     _tally: list[tuple[dict[str, str], int]] | None = None
+    #: What the alarming findings so far point to (a later probe may narrow by it).
+    found: dict[str, str] = field(default_factory=dict)
 
     async def attempts(self) -> list[tuple[dict[str, str], int]]:
         """Attempts of the window per label combination, in scope (read once)."""
@@ -803,6 +805,50 @@ async def _suppressions(ctx: _Ctx, check: Check) -> Finding:
     )
 
 
+@probe("sample")
+async def _sample(ctx: _Ctx, check: Check) -> Finding:
+    provider = ctx.scope.provider or ctx.found.get("provider")
+    flt = AttemptFilter(provider=provider, outcome="failed", since=ctx.scope.since,
+                        until=ctx.scope.now + timedelta(seconds=1))  # fmt: skip
+    rows, _ = await ctx.store.attempt_search(flt, 5)  # of every tenant: attempts name none
+    if not rows:
+        return _f(check, f"no failed attempt{f' of {provider}' if provider else ''} to show")
+    said = Counter(a.detail or a.provider_status or "-" for a in rows)
+    return _f(
+        check,
+        f"latest failures{f' of {provider}' if provider else ''} say: {said.most_common(1)[0][0]}",
+        lines=[
+            f"{a.finished_at:%H:%M:%S} {a.message_id} {a.provider} {a.error_code or '-'}: "
+            f"{(a.detail or '-')[:120]}"
+            for a in rows
+        ],
+        data={
+            "attempts": [
+                {
+                    "message_id": a.message_id,
+                    "provider": a.provider,
+                    "error_code": a.error_code,
+                    "detail": a.detail,
+                }
+                for a in rows
+            ]
+        },
+    )
+
+
+@probe("incidents")
+async def _incidents(ctx: _Ctx, check: Check) -> Finding:
+    rows = [i for i in await ctx.store.incident_list("active", 50) if ctx.scope.matches(i.scope)]
+    if not rows:
+        return _f(check, "no other incident is open")
+    return _f(
+        check,
+        f"{len(rows)} incident(s) open: {', '.join(sorted({i.rule for i in rows}))}",
+        lines=[f"{i.id} [{i.severity}] {i.rule} {i.scope_key or '-'} ({i.state})" for i in rows],
+        data={"open": [i.id for i in rows]},
+    )
+
+
 # -- the diagnosis -----------------------------------------------------------------------
 
 
@@ -925,13 +971,16 @@ async def diagnose(
     """Run ``ref``'s checks against ``store`` now; fill its commands."""
     rb = find(ref)
     ctx = _Ctx(store, settings, scope, routes or {})
-    findings = [await _run(ctx, c) for c in rb.diagnosis]
-    verification = [await _run(ctx, c) for c in rb.verification]
     values: dict[str, str] = dict(scope.labels())
-    for f in findings:
+    ctx.found = values
+    findings = []
+    for check in rb.diagnosis:
+        f = await _run(ctx, check)
+        findings.append(f)
         if f.alarm:
             for k, v in f.fills.items():
                 values.setdefault(k, v)
+    verification = [await _run(ctx, c) for c in rb.verification]
     values.setdefault("since", scope.since_text)
     if incident:
         values["incident"] = incident

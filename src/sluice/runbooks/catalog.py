@@ -50,6 +50,8 @@ CONTROLS = C("controls", "controls in force (kill, pause, approval, shadow)")
 ENDPOINTS = C("endpoints", "tenants' webhook and http endpoints failing or disabled")
 AUDIT = C("audit_chain", "whether the audit log reads and its hash chain holds")
 PARTIAL = C("partial", "actions of one correlation with some steps sent and others not")
+SAMPLE = C("sample", "what the provider said in its latest failed answers")
+INCIDENTS = C("incidents", "other incidents open now in the same scope")
 SUPPRESSIONS = C("suppressions", "recipients suppressed (bounces, complaints, opt-outs)")
 
 STATUS = look("sluice status", "counts by status, oldest ready message, workers")
@@ -61,7 +63,7 @@ RUNBOOKS: tuple[Runbook, ...] = (
         source="002#1",
         summary="Ready messages pile up faster than workers send them: a slow or failing "
         "provider, a throttle, a pause, or too few workers.",
-        diagnosis=(QUEUE, WORKERS, CONTROLS, THROTTLES, FAILURES, BREAKERS),
+        diagnosis=(QUEUE, WORKERS, CONTROLS, THROTTLES, FAILURES, BREAKERS, INCIDENTS),
         containment=(
             look("sluice top --since {since}", "who is filling the queue"),
             act(
@@ -137,7 +139,7 @@ RUNBOOKS: tuple[Runbook, ...] = (
         source="002#3",
         summary="A channel or provider fails more than it should: find which, find the "
         "codes, then shed it to a backup provider or stop it.",
-        diagnosis=(FAILURES, BREAKERS, FAILOVER, TENANTS, AUTH),
+        diagnosis=(FAILURES, BREAKERS, FAILOVER, TENANTS, AUTH, SAMPLE),
         containment=(
             act(
                 "sluice breakers open p:{provider}",
@@ -269,7 +271,7 @@ RUNBOOKS: tuple[Runbook, ...] = (
         source="003#RB-01",
         summary="A send or receipt tried to act for another tenant. Sluice refused it and "
         "held the message; stop everything until the cause is known.",
-        diagnosis=(TENANCY, CONNECTIONS, HELD),
+        diagnosis=(TENANCY, CONNECTIONS, HELD, INCIDENTS),
         containment=(
             act(
                 "sluice kill",
@@ -310,7 +312,7 @@ RUNBOOKS: tuple[Runbook, ...] = (
         source="003#RB-02",
         summary="Provider calls fail: sort the failures by class (auth, rate, bad request, "
         "outage) and switch the provider to approval while it is looked at.",
-        diagnosis=(FAILURES, AUTH, THROTTLES, BREAKERS),
+        diagnosis=(FAILURES, AUTH, THROTTLES, BREAKERS, SAMPLE),
         containment=(
             act(
                 "sluice controls set approval --provider {provider}",
@@ -478,7 +480,7 @@ RUNBOOKS: tuple[Runbook, ...] = (
         also=("001#provider-outage",),
         summary="A provider fails for everyone: fail over along [routes] where a backup "
         "exists, otherwise stop it and let the queue wait; keep credentials as they are.",
-        diagnosis=(FAILURES, BREAKERS, FAILOVER, TENANTS, QUEUE),
+        diagnosis=(FAILURES, BREAKERS, FAILOVER, TENANTS, SAMPLE, QUEUE, INCIDENTS),
         containment=(
             act(
                 "sluice breakers open p:{provider}",
