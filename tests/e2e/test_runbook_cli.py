@@ -186,3 +186,16 @@ def test_the_filled_commands_run_and_contain(world: tuple[str, dict[str, str], s
                            url, env=env).stdout)  # fmt: skip
     assert "(forced)" in " ".join(f["lines"][0] for f in after["findings"]
                                   if f["probe"] == "breakers")  # fmt: skip
+
+
+def test_incidents_show_survives_a_broken_config(
+    world: tuple[str, dict[str, str], str], tmp_path: Path
+) -> None:
+    url, _, incident = world
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[routes]\nsms = []\n")
+    done = cli("incidents", "show", incident, "--database-url", url,
+               env={"SLUICE_CONFIG": str(bad)})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert incident in done.stdout and "(no diagnosis: " in done.stdout
+    assert "routes.sms must be a non-empty list" in done.stdout

@@ -11,6 +11,7 @@ import typer
 from sluice.cli.options import Actor, DatabaseUrl, JsonOutput
 from sluice.cli.runbooks import print_diagnosis
 from sluice.cli.runtime import actor_or_default, echo_json, echo_table, on_store, settings_for
+from sluice.errors import SluiceError
 from sluice.ops.render import age, jsonable, listing
 from sluice.ops.runbooks import Diagnosis
 from sluice.store.base import Incident, Store
@@ -57,14 +58,18 @@ def incidents_show(
 
     settings = settings_for(database_url)
 
-    async def both(s: Store) -> tuple[Incident, Diagnosis | None]:
+    async def both(s: Store) -> tuple[Incident, Diagnosis | None, str | None]:
         i = await incident_show(s, incident_id)
-        routes = configured_routes()
-        return i, await incident_diagnosis(s, settings, i, routes=routes, now=await s.clock_now())
+        try:  # the incident is shown even when its diagnosis cannot be made
+            now = await s.clock_now()
+            d = await incident_diagnosis(s, settings, i, routes=configured_routes(), now=now)
+        except SluiceError as exc:
+            return i, None, str(exc)
+        return i, d, None
 
-    i, diagnosis = on_store(settings, both)
+    i, diagnosis, problem = on_store(settings, both)
     if as_json:
-        echo_json({**jsonable(i), "diagnosis": jsonable(diagnosis)})
+        echo_json({**jsonable(i), "diagnosis": jsonable(diagnosis), "diagnosis_error": problem})
         return
     typer.echo(f"{i.id}  [{i.severity}] {i.rule}  {i.state}")
     typer.echo(f"  {i.summary}")
@@ -81,7 +86,9 @@ def incidents_show(
     ]
     echo_table(["AT", "WHAT", "WHO", "DETAIL"], rows)
     typer.echo("")
-    if diagnosis is None:
+    if problem is not None:
+        typer.echo(f"(no diagnosis: {problem})")
+    elif diagnosis is None:
         typer.echo(f"(runbook {i.runbook!r} is not one Sluice has: no diagnosis)")
     else:
         print_diagnosis(diagnosis)
