@@ -143,3 +143,16 @@ def test_docs_runbooks_md_is_written_from_the_runbooks() -> None:
 
     path = Path(__file__).resolve().parents[2] / "docs" / "runbooks.md"
     assert path.read_text() == markdown(), "run: python -m sluice.runbooks.docs > docs/runbooks.md"
+
+
+def test_scope_matches_rows_by_their_labels() -> None:
+    from datetime import UTC, datetime
+
+    from sluice.ops.runbooks import make_scope
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    scope = make_scope("1h", now=now, tenant="acme", action="reply")
+    assert scope.matches({"tenant": "acme", "action": "reply", "provider": "twilio"})
+    assert scope.matches({"tenant": "", "provider": "twilio"})  # every tenant's breaker
+    assert not scope.matches({"tenant": "acme", "action": ""})  # a plain send, not a reply
+    assert not scope.matches({"tenant": "globex", "action": "reply"})

@@ -79,8 +79,12 @@ class Scope:
         return {k: v for k in _LABELS if (v := getattr(self, k))}
 
     def matches(self, row: Mapping[str, Any]) -> bool:
-        """Does a row with these labels fall in the scope?"""
-        return all(row.get(k) in (None, "", v) for k, v in self.labels().items())
+        """Does a row with these labels fall in the scope? A label the row lacks matches,
+        and so does an empty tenant (a provider's breaker or throttle: every tenant's)."""
+        return all(
+            row.get(k) is None or row.get(k) == v or (k == "tenant" and row.get(k) == "")
+            for k, v in self.labels().items()
+        )
 
 
 @dataclass(slots=True)
