@@ -343,3 +343,17 @@ async def test_recorded_annotations_appear_in_the_timeline(store: Store) -> None
     timeline = text.split("### 4)")[1].split("### 5)")[0]
     assert "annotation (deploy): deployed v1.4.2" in timeline
     assert "v1.3.9" not in timeline
+
+
+async def test_follow_ups_come_from_the_incidents_runbook(store: Store) -> None:
+    """The corrective-actions prompts are the follow-ups of the runbook the incident's
+    rule points to (``sluice runbook show``)."""
+    from sluice.runbooks import find
+
+    scene = await build(store)
+    incident = await store.incident_get(scene.incident_id)
+    runbook = find(incident.runbook)
+    text = await postmortem_draft(store, scene.incident_id, clock=CLOCK)
+    assert runbook.follow_ups
+    for follow_up in runbook.follow_ups:
+        assert f"{follow_up} (runbook {runbook.id})" in text

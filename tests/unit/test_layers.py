@@ -42,6 +42,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
                 "netguard",
                 "outcome",
                 "retention",
+                "runbooks",
                 "secrets",
                 "tracing",
                 "twoperson",

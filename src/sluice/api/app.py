@@ -32,6 +32,7 @@ from sluice.api import (
     problems,
     requests,
     retention,
+    runbooks,
     suppressions,
     waiting,
 )
@@ -179,6 +180,7 @@ def create_app(
     app.include_router(ingress.router)
     app.include_router(suppressions.router)  # recipient hygiene (issue 14)
     app.include_router(evidence.router)  # issue 15: annotations, evidence archives
+    app.include_router(runbooks.router)  # issue 15: runbooks, diagnoses
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"])
     app.add_api_route("/readyz", readyz, methods=["GET"], tags=["health"],
                       responses={503: {"description": "Not ready"}})  # fmt: skip

@@ -59,6 +59,7 @@ from sluice.cli import (
     processes,
     requests,
     retention,
+    runbooks,
     status,
     suppressions,
     tenants,
@@ -120,6 +121,8 @@ app.add_typer(requests.requests_app, name="requests")  # the two-person rule (is
 app.command("annotate")(evidence.annotate)
 app.add_typer(evidence.annotations_app, name="annotations")
 incidents.incidents_app.command("evidence")(evidence.incidents_evidence)
+# issue 15: runbooks as data, diagnosing live state
+app.add_typer(runbooks.runbook_app, name="runbook")
 
 
 # -- sluice --version (issue 14) ---------------------------------------------------------

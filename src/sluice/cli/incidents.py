@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from sluice.cli.options import Actor, DatabaseUrl, JsonOutput
+from sluice.cli.runbooks import print_diagnosis
 from sluice.cli.runtime import (
     actor_or_default,
     echo_json,
@@ -18,8 +19,10 @@ from sluice.cli.runtime import (
     on_store,
     settings_for,
 )
-from sluice.errors import ValidationError
-from sluice.ops.render import age, listing
+from sluice.errors import SluiceError, ValidationError
+from sluice.ops.render import age, jsonable, listing
+from sluice.ops.runbooks import Diagnosis
+from sluice.store.base import Incident, Store
 
 __all__ = ["incidents_app"]
 
@@ -58,13 +61,24 @@ def incidents_list(
 def incidents_show(
     incident_id: IncidentId, database_url: DatabaseUrl = None, as_json: JsonOutput = False
 ) -> None:
-    """One incident and its timeline."""
+    """One incident, its timeline, and the diagnosis of its runbook now (issue 15)."""
     from sluice.ops.incidents import incident_show
+    from sluice.ops.runbooks import configured_routes, incident_diagnosis
 
     settings = settings_for(database_url)
-    i = on_store(settings, lambda s: incident_show(s, incident_id))
+
+    async def both(s: Store) -> tuple[Incident, Diagnosis | None, str | None]:
+        i = await incident_show(s, incident_id)
+        try:  # the incident is shown even when its diagnosis cannot be made
+            now = await s.clock_now()
+            d = await incident_diagnosis(s, settings, i, routes=configured_routes(), now=now)
+        except SluiceError as exc:
+            return i, None, str(exc)
+        return i, d, None
+
+    i, diagnosis, problem = on_store(settings, both)
     if as_json:
-        echo_json(i)
+        echo_json({**jsonable(i), "diagnosis": jsonable(diagnosis), "diagnosis_error": problem})
         return
     typer.echo(f"{i.id}  [{i.severity}] {i.rule}  {i.state}")
     typer.echo(f"  {i.summary}")
@@ -80,6 +94,13 @@ def incidents_show(
         for e in i.events
     ]
     echo_table(["AT", "WHAT", "WHO", "DETAIL"], rows)
+    typer.echo("")
+    if problem is not None:
+        typer.echo(f"(no diagnosis: {problem})")
+    elif diagnosis is None:
+        typer.echo(f"(runbook {i.runbook!r} is not one Sluice has: no diagnosis)")
+    else:
+        print_diagnosis(diagnosis)
 
 
 def _since(at: datetime) -> str:

@@ -596,9 +596,25 @@ def rule_follow_ups(incident: Incident, rule: Rule | None) -> list[str]:
     return out
 
 
-# -- LEAD (issue 15, runbooks): point this at the runbook registry's follow-ups (the
-# runbook of ``incident.runbook``), keeping ``rule_follow_ups`` for a runbook it lacks.
-follow_up_source: FollowUps = rule_follow_ups
+def runbook_follow_ups(incident: Incident, rule: Rule | None) -> list[str]:
+    """The follow-ups of the incident's runbook (``sluice runbook show``), or those
+    derived from its rule when the catalog has no runbook by that reference."""
+    from sluice.errors import NotFound
+    from sluice.runbooks import find
+
+    try:
+        runbook = find(incident.runbook or "")
+    except NotFound:
+        return rule_follow_ups(incident, rule)
+    if not runbook.follow_ups:
+        return rule_follow_ups(incident, rule)
+    return [f"{f} (runbook {runbook.id})" for f in runbook.follow_ups] + [
+        f"Update runbook `{incident.runbook}` with what this incident taught."
+    ]
+
+
+#: Where drafts take their follow-up prompts from (a test may pass its own).
+follow_up_source: FollowUps = runbook_follow_ups
 
 
 # -- the facts, the draft ----------------------------------------------------------------
