@@ -21,6 +21,7 @@ from sluice.errors import NotFound, ValidationError
 from sluice.flow.controls import Control
 from sluice.model import Attempt, Message
 from sluice.store import _params, _retention, _rows
+from sluice.store._canaries import CanaryMethods
 from sluice.store._codec import Codec
 from sluice.store._endpoints import EndpointMethods
 from sluice.store._requests import RequestStore
@@ -54,7 +55,8 @@ _TALLY: dict[str, tuple[str, ...]] = {
 }
 
 
-class SqlDriver(EndpointMethods, RequestStore):  # issue 14: endpoints, tenants' events, requests
+# issue 14: endpoints, tenants' events, requests; issue 15: canaries
+class SqlDriver(EndpointMethods, RequestStore, CanaryMethods):
     """The dialect-independent part of a SQL store (with endpoint health and tenants'
     events, ``_endpoints.EndpointMethods``, and the two-person rule's requests,
     ``_requests.RequestStore``)."""
