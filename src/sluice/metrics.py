@@ -30,6 +30,7 @@ from prometheus_client import Counter, Histogram
 __all__ = [
     "ATTEMPTS",
     "AUTO_REPLIES",
+    "CANARY_RUNS",
     "CONTROL_ACK",
     "DEAD_LETTERED",
     "DEFERRED",
@@ -199,6 +200,13 @@ PURGED = Counter(
     ["status"],
 )
 
+# -- canaries (issue 15) --
+CANARY_RUNS = Counter(
+    "sluice_canary_runs_total",
+    "Golden-path canaries finished, by provider, target and outcome (ok, failed, missing).",
+    ["provider", "target", "outcome"],
+)
+
 #: Every event metric, for the docs test and for readers.
 EVENT_METRICS = (
     ENQUEUED,
@@ -223,6 +231,7 @@ EVENT_METRICS = (
     SUPPRESSED,
     SUPPRESSIONS_ADDED,
     PURGED,
+    CANARY_RUNS,  # canaries (issue 15)
 )
 
 
@@ -314,6 +323,11 @@ STATE: tuple[StateMetric, ...] = (
         "sluice_suppressions",
         "Recipients on suppression lists, by medium (recipient hygiene).",
         ("channel",),
+    ),
+    StateMetric(  # canaries (issue 15)
+        "sluice_canary_failing",
+        "1 while a canary target's newest finished canary is failed or missing, 0 when ok.",
+        ("provider", "target"),
     ),
     StateMetric("sluice_state_up", "1 when the last read of the store for these worked."),
     StateMetric(
