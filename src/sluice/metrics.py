@@ -30,6 +30,8 @@ from prometheus_client import Counter, Histogram
 __all__ = [
     "ATTEMPTS",
     "AUTO_REPLIES",
+    "CANARY_ACTION",
+    "CANARY_LABEL",
     "CANARY_RUNS",
     "CONTROL_ACK",
     "DEAD_LETTERED",
@@ -58,6 +60,7 @@ __all__ = [
     "configure_tenants",
     "defer_kind",
     "hold_kind",
+    "message_tenant_label",
     "of",
     "parse_tenant_budget",
     "tenant_label",
@@ -366,6 +369,18 @@ def configure_tenants(spec: str) -> None:
     with _lock:
         _budget = budget
         _seen.clear()
+
+
+#: The action that marks a golden-path canary (issue 15; ``sluice.store.canaries``) and
+#: the tenant label its counts go under: Sluice's own check, never a tenant's figures.
+CANARY_ACTION = "sluice.canary"
+CANARY_LABEL = "_canary"
+
+
+def message_tenant_label(tenant: str, action: str) -> str:
+    """The ``tenant`` label of a message's counts: :func:`tenant_label`, except that a
+    canary (``CANARY_ACTION``) counts under ``_canary``."""
+    return CANARY_LABEL if action == CANARY_ACTION else tenant_label(tenant)
 
 
 def tenant_label(tenant: str) -> str:

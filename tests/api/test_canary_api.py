@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 from api_harness import Api
+from prometheus_client import REGISTRY
 from standardwebhooks import Webhook
 
 from sluice.config import Settings
@@ -269,14 +270,24 @@ async def test_schedule__two_workers_send_one_canary_per_interval(
 # -- canaries stay out of tenants' figures -----------------------------------------------
 
 
+def enqueued(tenant: str) -> float:
+    labels = {"tenant": tenant, "channel": "webhook", "provider": "webhook"}
+    return REGISTRY.get_sample_value("sluice_messages_enqueued_total", labels) or 0.0
+
+
 async def test_figures__canaries_are_not_counted_as_a_tenants_messages(store: Store) -> None:
     def new(tenant: str, action: str = "send") -> NewMessage:
         return NewMessage(tenant=tenant, channel="webhook", provider="webhook",
                           recipient=URL, action=action)  # fmt: skip
 
+    before = {t: enqueued(t) for t in ("acme", "_sluice", "_canary")}
     await store.enqueue_many(
         [new("acme"), new("acme"), new("acme", CANARY_ACTION), new("_sluice", CANARY_ACTION)]
     )
+
+    # Counted as Sluice's canaries, not as acme's (or _sluice's) messages.
+    after = {t: enqueued(t) - n for t, n in before.items()}
+    assert after == {"acme": 2, "_sluice": 0, "_canary": 2}
 
     by_tenant = (await status_view(store, by="tenant")).groups
     assert [(g.group, g.total) for g in by_tenant] == [("acme", 2)]

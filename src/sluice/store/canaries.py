@@ -6,11 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from sluice import metrics
+
 __all__ = ["CANARY_ACTION", "CANARY_OUTCOMES", "CanaryRun"]
 
-#: The action every canary message carries: the mark that keeps canaries out of
-#: tenants' figures (``message_breakdown``) and that tenants may not use themselves.
-CANARY_ACTION = "sluice.canary"
+#: The action every canary message carries (defined with the metrics, which count it
+#: apart): the mark that keeps canaries out of tenants' figures (``message_breakdown``,
+#: the ``tenant`` label of counts) and that tenants may not use themselves.
+CANARY_ACTION = metrics.CANARY_ACTION
 #: What a canary can come to; ``pending`` while it waits for its receipt.
 CANARY_OUTCOMES = ("pending", "ok", "failed", "missing")
 
