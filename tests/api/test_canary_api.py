@@ -232,6 +232,28 @@ async def test_messages__a_tenant_cannot_mark_its_message_as_a_canary(api: Api) 
 # -- the schedule: one worker at a time --------------------------------------------------
 
 
+async def test_schedule__the_leading_worker_runs_a_due_canary_to_ok(
+    api: Api, ingress_config: IngressConfig, sluice_toml: Path
+) -> None:
+    provider = Provider(api)
+    canaries = Canaries(api.store, canary_config(), tick=0.05, poll=0.05)
+    stopping = asyncio.Event()
+    async with worker(api, ingress_config, provider):
+        task = asyncio.create_task(canaries.run(stopping))
+        for _ in range(400):
+            runs = await api.store.canary_list(None, 10)
+            if runs and runs[0].outcome != "pending":
+                break
+            await asyncio.sleep(0.05)
+        stopping.set()
+        await task
+
+    (run,) = await api.store.canary_list(None, 10)
+    assert (run.outcome, run.actor, run.error) == ("ok", "sluice:canary", None)
+    assert provider.received == provider.receipts == [run.message_id]
+    assert await open_incidents(api.store) == []
+
+
 async def test_schedule__two_workers_send_one_canary_per_interval(
     store_url: str, sluice_toml: Path
 ) -> None:

@@ -92,3 +92,13 @@ def test_canary_run__bad_input_exits_2_naming_it_and_sends_nothing(
 def test_help__lists_the_canary_commands(tmp_path: Path) -> None:
     r = cli("sqlite:///unused.db", tmp_path / "none.toml", "--help")
     assert "canary" in r.stdout
+
+
+def test_worker__refuses_to_start_with_a_bad_canary_table(store_url: str, toml: Path) -> None:
+    toml.write_text(
+        '[canary]\ntargets = [{ provider = "twilio", recipient = "+1", channel = "fax" }]\n'
+    )
+    r = cli(store_url, toml, "worker", "--until-idle")
+
+    assert r.returncode == 2, r.stderr
+    assert "[canary].targets[0].channel" in r.stderr
