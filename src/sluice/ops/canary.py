@@ -473,7 +473,11 @@ class Canaries:
     async def round(self) -> list[str]:
         """Start the due targets' canaries; the names started."""
         for name in [n for n, task in self._running.items() if task.done()]:
-            del self._running[name]
+            task = self._running.pop(name)
+            if not task.cancelled() and task.exception() is not None:
+                # The store failed mid-run: its row stays pending, and is called missing
+                # once it is overdue (``due``); the next round tries again.
+                log.warning("canary not finished", target=name, error=str(task.exception()))
         started = []
         for t in await self.due(self.clock.now()):
             self._running[t.name] = asyncio.create_task(
