@@ -270,6 +270,7 @@ async def run_embedded(
 
 async def _work(store: Any, settings: Settings, sim: Any, duration: float) -> None:
     from sluice.ops.alerts import alerting
+    from sluice.ops.canary import canarying  # canaries (issue 15)
     from sluice.ops.retention import retaining
     from sluice.ops.state_metrics import metrics_server, state_metrics
     from sluice.providers import http_client
@@ -283,6 +284,7 @@ async def _work(store: Any, settings: Settings, sim: Any, duration: float) -> No
             metrics_server(settings, state),
             alerting(store, settings, state, dispatcher.clock),
             retaining(store, settings, dispatcher.clock),  # retention (issue 14)
+            canarying(store, clock=dispatcher.clock),  # canaries (issue 15)
         ):
             await _drive(dispatcher, store, sim, duration, clock)
     _say(f"[{clock.now():%H:%M:%S}] {await _progress(store, sim)}")

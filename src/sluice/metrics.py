@@ -30,6 +30,9 @@ from prometheus_client import Counter, Histogram
 __all__ = [
     "ATTEMPTS",
     "AUTO_REPLIES",
+    "CANARY_ACTION",
+    "CANARY_LABEL",
+    "CANARY_RUNS",
     "CONTROL_ACK",
     "DEAD_LETTERED",
     "DEFERRED",
@@ -57,6 +60,7 @@ __all__ = [
     "configure_tenants",
     "defer_kind",
     "hold_kind",
+    "message_tenant_label",
     "of",
     "parse_tenant_budget",
     "tenant_label",
@@ -199,6 +203,13 @@ PURGED = Counter(
     ["status"],
 )
 
+# -- canaries (issue 15) --
+CANARY_RUNS = Counter(
+    "sluice_canary_runs_total",
+    "Golden-path canaries finished, by provider, target and outcome (ok, failed, missing).",
+    ["provider", "target", "outcome"],
+)
+
 #: Every event metric, for the docs test and for readers.
 EVENT_METRICS = (
     ENQUEUED,
@@ -223,6 +234,7 @@ EVENT_METRICS = (
     SUPPRESSED,
     SUPPRESSIONS_ADDED,
     PURGED,
+    CANARY_RUNS,  # canaries (issue 15)
 )
 
 
@@ -315,6 +327,11 @@ STATE: tuple[StateMetric, ...] = (
         "Recipients on suppression lists, by medium (recipient hygiene).",
         ("channel",),
     ),
+    StateMetric(  # canaries (issue 15)
+        "sluice_canary_failing",
+        "1 while a canary target's newest finished canary is failed or missing, 0 when ok.",
+        ("provider", "target"),
+    ),
     StateMetric("sluice_state_up", "1 when the last read of the store for these worked."),
     StateMetric(
         "sluice_state_refresh_seconds",
@@ -352,6 +369,18 @@ def configure_tenants(spec: str) -> None:
     with _lock:
         _budget = budget
         _seen.clear()
+
+
+#: The action that marks a golden-path canary (issue 15; ``sluice.store.canaries``) and
+#: the tenant label its counts go under: Sluice's own check, never a tenant's figures.
+CANARY_ACTION = "sluice.canary"
+CANARY_LABEL = "_canary"
+
+
+def message_tenant_label(tenant: str, action: str) -> str:
+    """The ``tenant`` label of a message's counts: :func:`tenant_label`, except that a
+    canary (``CANARY_ACTION``) counts under ``_canary``."""
+    return CANARY_LABEL if action == CANARY_ACTION else tenant_label(tenant)
 
 
 def tenant_label(tenant: str) -> str:

@@ -37,6 +37,7 @@ from sluice.providers.http_action import HttpActionProvider
 from sluice.providers.webhook import TenantEventsProvider, WebhookProvider
 from sluice.secrets import SecretBox, generate_key
 from sluice.store import MessageFilter, Store
+from sluice.store.canaries import CANARY_ACTION
 from sluice.store.tenant_events import dead_digest
 from sluice.worker import Dispatcher
 from sluice.worker.gate import ConnectionGate
@@ -401,3 +402,21 @@ async def test_a_new_suppression_tells_its_tenant_once(store: Store, clock: Froz
         "source": "SM123", "created_at": s.created_at.isoformat(),
     }  # fmt: skip
     assert wire.events("globex", secrets["globex"]) == []
+
+
+async def test_dead_digest__leaves_out_canaries_sent_with_the_tenants_connection(
+    store: Store, clock: FrozenClock
+) -> None:
+    # Canaries (issue 15) are Sluice's own checks, not the tenant's messages.
+    secrets = await tenants(store, clock)
+    wire = Wire()
+    wire.answers["gone.example"] = 410
+    (mine,) = await store.enqueue_many([hook("https://gone.example/a")], clock.now())
+    await store.enqueue_many([hook("https://gone.example/c", action=CANARY_ACTION)], clock.now())
+    await drain(store, wire, clock)
+    clock.advance(120)
+    await drain(store, wire, clock)
+    await drain(store, wire, clock)
+
+    [event] = wire.events("acme", secrets["acme"])
+    assert event["data"]["message_ids"] == [mine]

@@ -685,6 +685,23 @@ RULES: tuple[Rule, ...] = (
         seed="003 §2.2 (fail closed: require approval) leaves a queue to work",
         condition="the oldest held message of a reason held more than 1 h, for 5 min",
     ),
+    # -- canaries (issue 15) ----------------------------------------------------------------
+    Rule(
+        name="SluiceCanaryFailed",
+        severity="P2",
+        tags=("PROVIDER",),
+        runbook="003#RB-09",
+        summary="Canary {target} of {provider} failed or went missing",
+        description="The golden-path canary did not come back delivered: see sluice canary list.",
+        expr=_q("""
+            max by (provider, target) (sluice_canary_failing) > 0
+        """),
+        for_seconds=0,
+        scope=("provider", "target"),
+        builtin=State("sluice_canary_failing", ">", 0, by=("provider", "target"), agg="max"),
+        seed="003 §2.3 (run golden path canary) and its runbooks' verification steps",
+        condition="a canary target's newest finished canary failed or missing",
+    ),
     Rule(
         name="SluiceStateUnreadable",
         severity="P2",

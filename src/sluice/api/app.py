@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from sluice import __version__
 from sluice.addressing import addressing_in_effect
 from sluice.api import (
+    canary,  # canaries (issue 15)
     endpoints,
     evidence,
     ingress,
@@ -181,6 +182,7 @@ def create_app(
     app.include_router(suppressions.router)  # recipient hygiene (issue 14)
     app.include_router(evidence.router)  # issue 15: annotations, evidence archives
     app.include_router(runbooks.router)  # issue 15: runbooks, diagnoses
+    app.include_router(canary.router)  # /v1/canary (issue 15)
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"])
     app.add_api_route("/readyz", readyz, methods=["GET"], tags=["health"],
                       responses={503: {"description": "Not ready"}})  # fmt: skip

@@ -37,6 +37,7 @@ from sluice.model import Message, NewMessage, Status
 from sluice.ops.actions import message_cancel
 from sluice.ops.listings import message_page
 from sluice.store.base import MessageFilter
+from sluice.store.canaries import CANARY_ACTION  # canaries (issue 15)
 from sluice.store.tenant_events import is_event
 
 __all__ = ["router"]
@@ -75,6 +76,8 @@ def _new(
         raise ValidationError(
             f"{where}provider", "sluice_events is reserved for Sluice's own events"
         )
+    if new.action == CANARY_ACTION:  # canaries (issue 15): the mark is Sluice's own
+        raise ValidationError(f"{where}action", f"{CANARY_ACTION} is reserved for canaries")
     return new
 
 

@@ -27,6 +27,7 @@ Where each command lives:
 - ``requests``: requests list, show, approve, deny (the two-person rule; exit 3: filed).
 - ``waiting``: messages retry-now; throttles list, clear.
 - ``retention``: purge.
+- ``canary``: canary run, list (issue 15).
 
 What every command shares: ``options`` (the options more than one group takes, defined
 once) and ``runtime`` (settings, the store, the event loop, exit codes, printing through
@@ -46,6 +47,7 @@ from sluice.cli import (
     attempts,
     audit,
     breakers,
+    canary,  # canaries (issue 15)
     connections,
     controls,
     dlq,
@@ -116,6 +118,7 @@ app.add_typer(waiting.throttles_app, name="throttles")
 app.add_typer(endpoints.endpoints_app, name="endpoints")
 app.add_typer(tenants.tenants_app, name="tenants")
 app.add_typer(requests.requests_app, name="requests")  # the two-person rule (issue 14)
+app.add_typer(canary.canary_app, name="canary")  # canaries (issue 15)
 
 # -- evidence and markers (issue 15) ----------------------------------------------------
 app.command("annotate")(evidence.annotate)

@@ -127,6 +127,7 @@ def worker(
 async def run_worker(settings: Settings, *, until_idle: bool = False) -> Any:
     """Run one dispatcher with signal handling; return its stats."""
     from sluice.ops.alerts import alerting
+    from sluice.ops.canary import canarying  # canaries (issue 15)
     from sluice.ops.retention import retaining
     from sluice.ops.state_metrics import metrics_server, state_metrics
     from sluice.providers import http_client
@@ -145,6 +146,7 @@ async def run_worker(settings: Settings, *, until_idle: bool = False) -> Any:
                     metrics_server(settings, state),
                     alerting(store, settings, state, dispatcher.clock),
                     retaining(store, settings, dispatcher.clock),  # retention (issue 14)
+                    canarying(store, clock=dispatcher.clock),  # canaries (issue 15)
                 ):
                     return await dispatcher.run(until_idle=until_idle)
             finally:

@@ -18,6 +18,8 @@ force, release, each audited. Ops imports ground, flow and the store; never the 
   may hold back (the CLI and the API call it), and a held act's approval or denial.
 - ``listings``: what on-call reads a page at a time (messages, attempts, the inbox),
   counts per tenant, provider or action (``status --by``) and ``top``.
+- ``canary``: golden-path canaries (issue 15) — ``[canary]`` targets, a run on demand
+  (``sluice canary run``), the leading worker's schedule, their incidents.
 """
 
 from __future__ import annotations

@@ -159,6 +159,11 @@ class StateMetrics(Collector):
         add("sluice_tenancy_violations_total", [((), seen.tenancy_violations)])
         suppressions = await self.store.suppression_counts()  # recipient hygiene (issue 14)
         add("sluice_suppressions", (((c,), n) for c, n in suppressions.items()))
+        canaries = await self.store.canary_latest(finished=True)  # canaries (issue 15)
+        add(
+            "sluice_canary_failing",
+            (((r.provider, r.target), float(r.outcome != "ok")) for r in canaries),
+        )
         return out
 
 

@@ -22,6 +22,7 @@ from sluice.flow.controls import Control
 from sluice.model import Attempt, Message
 from sluice.store import _params, _retention, _rows
 from sluice.store._annotations import AnnotationStore  # issue 15
+from sluice.store._canaries import CanaryMethods
 from sluice.store._codec import Codec
 from sluice.store._endpoints import EndpointMethods
 from sluice.store._requests import RequestStore
@@ -55,7 +56,8 @@ _TALLY: dict[str, tuple[str, ...]] = {
 }
 
 
-class SqlDriver(EndpointMethods, RequestStore, AnnotationStore):  # issue 14; 15: annotations
+# issue 14: endpoints, tenants' events, requests; issue 15: annotations, canaries
+class SqlDriver(EndpointMethods, RequestStore, AnnotationStore, CanaryMethods):
     """The dialect-independent part of a SQL store (with endpoint health and tenants'
     events, ``_endpoints.EndpointMethods``, and the two-person rule's requests,
     ``_requests.RequestStore``)."""

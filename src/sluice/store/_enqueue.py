@@ -14,7 +14,7 @@ from sluice import tracing
 from sluice.addressing import Addressing, addressing_in_effect
 from sluice.errors import IdempotencyConflict, ValidationError
 from sluice.expiry import rules_in_effect
-from sluice.metrics import DUPLICATES, ENQUEUED, tenant_label
+from sluice.metrics import DUPLICATES, ENQUEUED, message_tenant_label, tenant_label
 from sluice.model import NewMessage, content_hash
 
 __all__ = ["MAX_BATCH", "PreparedRow", "prepare", "resolve"]
@@ -118,7 +118,8 @@ def _count(rows: Sequence[PreparedRow], ids: Sequence[str]) -> None:
     for r, mid in zip(rows, ids, strict=True):
         m = r.message
         if mid == m.id:
-            ENQUEUED.labels(tenant_label(m.tenant), m.channel, m.provider).inc()
+            # canaries (issue 15) count under _canary, not their tenant
+            ENQUEUED.labels(message_tenant_label(m.tenant, m.action), m.channel, m.provider).inc()
         else:
             DUPLICATES.labels("enqueue", tenant_label(m.tenant)).inc()
         if traced:

@@ -19,6 +19,7 @@ from sluice.flow.breakers import BreakerInfo
 from sluice.flow.controls import Control, Mode, Scope
 from sluice.flow.hygiene import Suppression
 from sluice.model import Attempt, AuditEntry, Completion, Message, NewMessage
+from sluice.store.canaries import CanaryRun  # canaries (issue 15)
 from sluice.store.endpoints import EndpointInfo, EndpointReport, TenantEvents
 
 if TYPE_CHECKING:
@@ -1468,4 +1469,20 @@ class Store(Protocol):
         (``sluice.retention.NON_FINAL``) is never deleted (``ValidationError`` for a rule
         naming one). ``export`` gets the batch before the commit; if it raises, nothing
         is deleted. On PostgreSQL rows another transaction has locked are skipped."""
+        ...
+
+    # -- canaries (issue 15; the type in store/canaries.py) ----------------------
+
+    async def canary_record(self, run: CanaryRun) -> None:
+        """Write ``run`` (a new one, or the outcome of one already written: its message
+        id, receipt time, outcome and error are updated)."""
+        ...
+
+    async def canary_list(self, provider: str | None, limit: int) -> list[CanaryRun]:
+        """The newest ``limit`` canaries (of ``provider``), newest first."""
+        ...
+
+    async def canary_latest(self, *, finished: bool = False) -> list[CanaryRun]:
+        """Each target's newest canary, by target; with ``finished``, its newest that is
+        no longer pending."""
         ...

@@ -23,6 +23,7 @@ This module sits in the store layer so that the worker, ops and the API can all 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -31,6 +32,7 @@ import structlog
 from sluice.errors import SluiceError, ValidationError
 from sluice.model import NewMessage, Status
 from sluice.store.base import MessageFilter, Store
+from sluice.store.canaries import CANARY_ACTION
 
 __all__ = [
     "DEAD_DIGEST_EVERY",
@@ -143,6 +145,9 @@ async def dead_digest(store: Store, now: datetime) -> dict[str, str]:
                 tenant=settings.tenant, since=since, limit=DEAD_DIGEST_MAX, provider=EVENT_PROVIDER
             )
             skip = set(await store.message_select(Status.DEAD, events))
+            # canaries (issue 15): one sent with the tenant's connection is Sluice's own
+            canaries = replace(events, provider=None, action=CANARY_ACTION)
+            skip |= set(await store.message_select(Status.DEAD, canaries))
             dead = [mid for mid in dead if mid not in skip]
         moved = await store.tenant_events_dead_seen(settings.tenant, since, now)
         if not moved or not dead:

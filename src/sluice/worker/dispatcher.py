@@ -1199,8 +1199,13 @@ class Dispatcher:
 # -- metrics (see sluice/metrics.py) ---------------------------------------------------
 
 
+def _tenant(msg: Message) -> str:
+    # canaries (issue 15): a canary's counts are Sluice's own, never its tenant's
+    return metrics.message_tenant_label(msg.tenant, msg.action)
+
+
 def _attempted(t: metrics.Tally, msg: Message, attempt: Attempt) -> None:
-    tenant, outcome = metrics.tenant_label(msg.tenant), attempt.outcome.value
+    tenant, outcome = _tenant(msg), attempt.outcome.value
     t.inc(metrics.ATTEMPTS, tenant, msg.channel, msg.provider, outcome, attempt.error_code or "")
     if (
         msg.attempts == 1
@@ -1220,18 +1225,18 @@ def _sent(t: metrics.Tally, msg: Message, at: datetime) -> None:
 
 
 def _deferred(t: metrics.Tally, msg: Message, reason: str) -> None:
-    tenant = metrics.tenant_label(msg.tenant)
+    tenant = _tenant(msg)
     t.inc(metrics.DEFERRED, tenant, msg.channel, msg.provider, reason)
 
 
 def _held(t: metrics.Tally, msg: Message, reason: str) -> None:
     kind = metrics.hold_kind(reason) if reason != "auth" else "auth"
-    tenant = metrics.tenant_label(msg.tenant)
+    tenant = _tenant(msg)
     t.inc(metrics.HELD, tenant, msg.channel, msg.provider, kind)
     if kind == "recipient_cap":
         t.inc(metrics.RECIPIENT_CAP_TRIPS, tenant, msg.provider)
 
 
 def _dead(t: metrics.Tally, msg: Message, code: str) -> None:
-    tenant = metrics.tenant_label(msg.tenant)
+    tenant = _tenant(msg)
     t.inc(metrics.DEAD_LETTERED, tenant, msg.channel, msg.provider, code)

@@ -1248,6 +1248,8 @@ WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
   AND (%(action)s::text IS NULL OR action = %(action)s::text)
   AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s::timestamptz)
   AND (%(until)s::timestamptz IS NULL OR created_at < %(until)s::timestamptz)
+  -- Canaries (issue 15) are not in tenants' figures: grouped or filtered by tenant.
+  AND (action <> 'sluice.canary' OR (%(by)s::text <> 'tenant' AND %(tenant)s::text IS NULL))
 GROUP BY 1, 2
 
 -- == Acting on what waits (issue 14): retry-now, throttles clear ======================
@@ -1415,3 +1417,28 @@ WHERE (%(since)s::timestamptz IS NULL OR at >= %(since)s::timestamptz)
        OR (at, id) < (SELECT at, id FROM sluice_annotations WHERE id = %(before)s::bigint))
 ORDER BY at DESC, id DESC
 LIMIT %(limit)s
+-- == Canaries (issue 15): golden-path canaries and their outcomes ======================
+
+-- name: canary_record
+INSERT INTO sluice_canaries (id, target, provider, tenant, recipient, message_id, sent_at,
+                             receipt_at, outcome, error, actor)
+VALUES (%(id)s, %(target)s, %(provider)s, %(tenant)s, %(recipient)s, %(message_id)s,
+        %(sent_at)s, %(receipt_at)s, %(outcome)s, %(error)s, %(actor)s)
+ON CONFLICT (id) DO UPDATE SET message_id = excluded.message_id,
+    receipt_at = excluded.receipt_at, outcome = excluded.outcome, error = excluded.error
+
+-- name: canary_list
+SELECT id, target, provider, tenant, recipient, message_id, sent_at, receipt_at, outcome,
+       error, actor
+FROM sluice_canaries
+WHERE (%(provider)s::text IS NULL OR provider = %(provider)s::text)
+ORDER BY sent_at DESC, id DESC
+LIMIT %(limit)s
+
+-- name: canary_latest
+-- Each target's newest canary (with finished, its newest that is no longer pending).
+SELECT DISTINCT ON (target) id, target, provider, tenant, recipient, message_id, sent_at,
+       receipt_at, outcome, error, actor
+FROM sluice_canaries
+WHERE (NOT %(finished)s OR outcome <> 'pending')
+ORDER BY target, sent_at DESC, id DESC

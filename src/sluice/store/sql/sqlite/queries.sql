@@ -1022,6 +1022,8 @@ WHERE (:status IS NULL OR status = :status)
   AND (:action IS NULL OR action = :action)
   AND (:since IS NULL OR created_at >= :since)
   AND (:until IS NULL OR created_at < :until)
+  -- Canaries (issue 15) are not in tenants' figures: grouped or filtered by tenant.
+  AND (action <> 'sluice.canary' OR (:by <> 'tenant' AND :tenant IS NULL))
 GROUP BY 1, 2
 
 -- == Acting on what waits (issue 14): retry-now, throttles clear ======================
@@ -1173,3 +1175,29 @@ WHERE (:since IS NULL OR at >= :since)
        OR (at, id) < (SELECT at, id FROM sluice_annotations WHERE id = :before))
 ORDER BY at DESC, id DESC
 LIMIT :limit
+-- == Canaries (issue 15): golden-path canaries and their outcomes ======================
+
+-- name: canary_record
+INSERT INTO sluice_canaries (id, target, provider, tenant, recipient, message_id, sent_at,
+                             receipt_at, outcome, error, actor)
+VALUES (:id, :target, :provider, :tenant, :recipient, :message_id, :sent_at, :receipt_at,
+        :outcome, :error, :actor)
+ON CONFLICT (id) DO UPDATE SET message_id = excluded.message_id,
+    receipt_at = excluded.receipt_at, outcome = excluded.outcome, error = excluded.error
+
+-- name: canary_list
+SELECT id, target, provider, tenant, recipient, message_id, sent_at, receipt_at, outcome,
+       error, actor
+FROM sluice_canaries
+WHERE (:provider IS NULL OR provider = :provider)
+ORDER BY sent_at DESC, id DESC
+LIMIT :limit
+
+-- name: canary_latest
+-- Each target's newest canary (with finished, its newest that is no longer pending).
+SELECT c.id, c.target, c.provider, c.tenant, c.recipient, c.message_id, c.sent_at,
+       c.receipt_at, c.outcome, c.error, c.actor
+FROM sluice_canaries c
+WHERE c.id = (SELECT d.id FROM sluice_canaries d
+              WHERE d.target = c.target AND (NOT :finished OR d.outcome <> 'pending')
+              ORDER BY d.sent_at DESC, d.id DESC LIMIT 1)
