@@ -43,6 +43,7 @@ __all__ = [
     "INGRESS_EVENTS",
     "INGRESS_REJECTED",
     "INGRESS_REQUESTS",
+    "NEEDS_CONFIRM",
     "OAUTH_REFRESHES",
     "PROVIDER_LATENCY",
     "PROVIDER_THROTTLED",
@@ -198,6 +199,13 @@ PURGED = Counter(
     "purge, by status.",
     ["status"],
 )
+# -- post-send verification (issue 15) --
+NEEDS_CONFIRM = Counter(
+    "sluice_messages_needs_confirm",
+    "Sent messages moved to needs_confirm (post-send verification): why is timeout (no "
+    "delivered or read receipt within verify_within) or receipt (a failed one came).",
+    ["tenant", "channel", "provider", "why"],
+)
 
 #: Every event metric, for the docs test and for readers.
 EVENT_METRICS = (
@@ -223,6 +231,7 @@ EVENT_METRICS = (
     SUPPRESSED,
     SUPPRESSIONS_ADDED,
     PURGED,
+    NEEDS_CONFIRM,
 )
 
 
@@ -239,7 +248,8 @@ class StateMetric:
 STATE: tuple[StateMetric, ...] = (
     StateMetric(
         "sluice_messages",
-        "Messages by status, channel and provider, now.",
+        "Messages by status (queued, sending, held, dead, needs_confirm), channel and "
+        "provider, now.",
         ("status", "channel", "provider"),
     ),
     StateMetric(

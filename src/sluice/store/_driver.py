@@ -24,6 +24,7 @@ from sluice.store import _params, _retention, _rows
 from sluice.store._codec import Codec
 from sluice.store._endpoints import EndpointMethods
 from sluice.store._requests import RequestStore
+from sluice.store._verify import VerifyMethods
 from sluice.store.base import (
     BREAKDOWN_BY,
     ApiKey,
@@ -54,7 +55,7 @@ _TALLY: dict[str, tuple[str, ...]] = {
 }
 
 
-class SqlDriver(EndpointMethods, RequestStore):  # issue 14: endpoints, tenants' events, requests
+class SqlDriver(EndpointMethods, RequestStore, VerifyMethods):  # issues 14, 15
     """The dialect-independent part of a SQL store (with endpoint health and tenants'
     events, ``_endpoints.EndpointMethods``, and the two-person rule's requests,
     ``_requests.RequestStore``)."""
