@@ -31,6 +31,7 @@ from sluice.api import (
     requests,
     retention,
     suppressions,
+    verify,
     waiting,
 )
 from sluice.api.auth import KeyCache
@@ -167,6 +168,7 @@ def create_app(
         _attach(app, store)
     problems.install(app)
     app.include_router(waiting.router)  # issue 14: retry-now, throttles
+    app.include_router(verify.router)  # issue 15: post-send verification (before messages)
     app.include_router(messages.router)
     app.include_router(operator.router)
     app.include_router(endpoints.router)  # issue 14: endpoints, tenants' events URL
