@@ -26,6 +26,7 @@ Where each command lives:
   clear, list.
 - ``requests``: requests list, show, approve, deny (the two-person rule; exit 3: filed).
 - ``waiting``: messages retry-now; throttles list, clear.
+- ``verify``: messages confirm, fail (post-send verification, issue 15).
 - ``retention``: purge.
 
 What every command shares: ``options`` (the options more than one group takes, defined
@@ -61,6 +62,7 @@ from sluice.cli import (
     status,
     suppressions,
     tenants,
+    verify,
     waiting,
 )
 from sluice.cli.processes import run_worker
@@ -114,6 +116,10 @@ app.add_typer(waiting.throttles_app, name="throttles")
 app.add_typer(endpoints.endpoints_app, name="endpoints")
 app.add_typer(tenants.tenants_app, name="tenants")
 app.add_typer(requests.requests_app, name="requests")  # the two-person rule (issue 14)
+
+# -- post-send verification (issue 15): a person decides about needs_confirm messages --
+messages.messages_app.command("confirm")(verify.confirm)
+messages.messages_app.command("fail")(verify.fail)
 
 
 # -- sluice --version (issue 14) ---------------------------------------------------------
