@@ -9,9 +9,21 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from api_harness import Api
+from test_ingress_api import TWILIO_TOKEN, projector, status_callback
 
-from sluice.model import Attempt, AttemptOutcome, Completion, Status
+from sluice import metrics
+from sluice.ingress.config import IngressConfig, IngressSource
+from sluice.model import Attempt, AttemptOutcome, Completion, NewMessage, Status
 from sluice.store import AuditFilter, MessageFilter
+
+
+@pytest.fixture
+def ingress_config() -> IngressConfig:
+    """Twilio's status callbacks, signed with its token."""
+    return IngressConfig(
+        sources={"twilio": IngressSource("twilio", "twilio", secrets=(TWILIO_TOKEN,))}
+    )
+
 
 SMS = {"channel": "sms", "provider": "null", "recipient": "+15550001111", "payload": {"body": "hi"}}
 
@@ -153,3 +165,30 @@ async def test_confirm__a_message_not_waiting_is_409(api: Api) -> None:
         "/v1/messages/confirm", json={"ids": [queued], "reason": "r"}, headers=api.acme
     )
     assert r.status_code == 409 and "queued" in r.json()["detail"]
+
+
+async def test_a_failed_receipt_through_ingress__needs_confirm_counted(
+    api: Api, ingress_config: IngressConfig
+) -> None:
+    (mid,) = await api.store.enqueue_many(
+        [NewMessage(tenant="acme", channel="sms", provider="twilio", recipient="+15550001111",
+                    verify_within=3600)]
+    )  # fmt: skip
+    now = datetime.now(UTC)
+    (m,) = await api.store.message_claim("w1", 1, 30, now)
+    attempt = Attempt(mid, 1, "w1", "twilio", now, now, AttemptOutcome.SENT)
+    done = Completion(mid, m.claim_seq, "w1", Status.SENT, attempt, provider_message_id="SM1")
+    await api.store.message_complete_many("w1", [done], now)
+    counter = metrics.of(metrics.NEEDS_CONFIRM, "acme", "sms", "twilio", "receipt")
+    before = counter._value.get()
+    url, body, headers = status_callback(mid, "undelivered", ErrorCode="30003")
+    assert (await api.client.post(url, content=body, headers=headers)).is_success
+    await projector(api, ingress_config).drain()
+    got = await api.store.message_get(mid)
+    assert got.status is Status.NEEDS_CONFIRM, got
+    assert counter._value.get() == before + 1
+    # A late delivered callback settles it.
+    url, body, headers = status_callback(mid, "delivered")
+    assert (await api.client.post(url, content=body, headers=headers)).is_success
+    await projector(api, ingress_config).drain()
+    assert (await api.store.message_get(mid)).status is Status.DELIVERED
