@@ -46,6 +46,7 @@ __all__ = [
     "INGRESS_EVENTS",
     "INGRESS_REJECTED",
     "INGRESS_REQUESTS",
+    "NEEDS_CONFIRM",
     "OAUTH_REFRESHES",
     "PROVIDER_LATENCY",
     "PROVIDER_THROTTLED",
@@ -202,6 +203,13 @@ PURGED = Counter(
     "purge, by status.",
     ["status"],
 )
+# -- post-send verification (issue 15) --
+NEEDS_CONFIRM = Counter(
+    "sluice_messages_needs_confirm",
+    "Sent messages moved to needs_confirm (post-send verification): why is timeout (no "
+    "delivered or read receipt within verify_within) or receipt (a failed one came).",
+    ["tenant", "channel", "provider", "why"],
+)
 
 # -- canaries (issue 15) --
 CANARY_RUNS = Counter(
@@ -235,6 +243,7 @@ EVENT_METRICS = (
     SUPPRESSIONS_ADDED,
     PURGED,
     CANARY_RUNS,  # canaries (issue 15)
+    NEEDS_CONFIRM,
 )
 
 
@@ -251,7 +260,8 @@ class StateMetric:
 STATE: tuple[StateMetric, ...] = (
     StateMetric(
         "sluice_messages",
-        "Messages by status, channel and provider, now.",
+        "Messages by status (queued, sending, held, dead, needs_confirm), channel and "
+        "provider, now.",
         ("status", "channel", "provider"),
     ),
     StateMetric(

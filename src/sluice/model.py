@@ -54,6 +54,10 @@ class Status(enum.StrEnum):
     # -- recipient hygiene (issue 14) --
     #: Final: the recipient is on the tenant's suppression list; nothing was sent.
     SUPPRESSED = "suppressed"
+    # -- post-send verification (issue 15) --
+    #: Not final: sent, but no positive receipt came within its ``verify_within`` (or a
+    #: failed one came); a person decides (``sluice messages confirm|fail``).
+    NEEDS_CONFIRM = "needs_confirm"
 
 
 class AttemptOutcome(enum.StrEnum):
@@ -126,6 +130,9 @@ class NewMessage:
     #: enqueue; neither: the ``[expiry]`` of ``sluice.toml`` decides.
     expires_at: datetime | None = None
     ttl: float | None = None
+    #: Post-send verification (issue 15): seconds after sending by which a positive
+    #: receipt must come, else the message moves to ``needs_confirm``.
+    verify_within: float | None = None
 
     def validate(self, where: str = "", addressing: Addressing | None = None) -> str:
         """Check every field; return the payload as canonical JSON.
@@ -137,6 +144,7 @@ class NewMessage:
         """
         from sluice.addressing import addressing_in_effect
         from sluice.errors import ValidationError
+        from sluice.expiry import check_ttl
 
         for name, limit in _LIMITS.items():
             value = getattr(self, name)
@@ -206,6 +214,10 @@ class NewMessage:
                 "must be a list of non-empty strings of at most 128 characters, without NUL",
             )
         _check_expiry(self, where)
+        if self.verify_within is not None:  # post-send verification (issue 15)
+            if isinstance(self.verify_within, str):  # seconds here; "10m" is for the CLI
+                raise ValidationError(where + "verify_within", "must be a number of seconds")
+            check_ttl(self.verify_within, where + "verify_within")
         (addressing or addressing_in_effect()).check(self, where)
         return payload_json
 
@@ -253,6 +265,8 @@ def content_hash(msg: NewMessage, payload_json: str) -> str:
     ]
     if msg.expires_at is not None or msg.ttl is not None:  # older hashes stay as they were
         parts.append(msg.expires_at.isoformat() if msg.expires_at else f"ttl={msg.ttl!r}")
+    if msg.verify_within is not None:  # issue 15; older hashes stay as they were
+        parts.append(f"verify_within={float(msg.verify_within)!r}")
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
@@ -293,6 +307,9 @@ class Message:
     deferred_since: datetime | None = None
     #: Not sent by then, it ends ``expired`` (``sluice.expiry``).
     expires_at: datetime | None = None
+    #: Post-send verification (issue 15): seconds asked for, and the deadline once sent.
+    verify_within: float | None = None
+    verify_by: datetime | None = None
 
 
 @dataclass(slots=True)

@@ -52,6 +52,10 @@ class ErrorCode(enum.StrEnum):
     #: Free-form WhatsApp text outside the 24-hour customer-service window (only an
     #: approved template may open a conversation).
     WINDOW_CLOSED = "WINDOW_CLOSED"
+    # -- post-send verification (issue 15) --
+    #: Sent, but no positive receipt came within its ``verify_within`` and a person said
+    #: it did not arrive (``sluice messages fail``); ``sluice dlq retry`` sends it again.
+    NOT_CONFIRMED = "NOT_CONFIRMED"
 
     @property
     def error_class(self) -> ErrorClass:
@@ -81,6 +85,7 @@ _CLASS_OF: dict[ErrorCode, ErrorClass] = {
     ErrorCode.RECIPIENT_UNSUBSCRIBED: ErrorClass.PERMANENT,
     ErrorCode.RECIPIENT_SUPPRESSED: ErrorClass.PERMANENT,
     ErrorCode.WINDOW_CLOSED: ErrorClass.PERMANENT,
+    ErrorCode.NOT_CONFIRMED: ErrorClass.PERMANENT,
 }
 
 

@@ -22,7 +22,7 @@ from sluice.errors import ConfigError, ValidationError
 __all__ = ["KEEP", "NON_FINAL", "RETENTION_DAYS", "parse_span", "retention_policy"]
 
 #: Statuses of messages still at work or waiting for a person: never removed.
-NON_FINAL = ("queued", "sending", "held")
+NON_FINAL = ("queued", "sending", "held", "needs_confirm")  # needs_confirm: issue 15
 
 #: Days a final message is kept after its last change, by status (the defaults).
 RETENTION_DAYS: Mapping[str, float] = {

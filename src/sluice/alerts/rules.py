@@ -702,6 +702,35 @@ RULES: tuple[Rule, ...] = (
         seed="003 §2.3 (run golden path canary) and its runbooks' verification steps",
         condition="a canary target's newest finished canary failed or missing",
     ),
+    # -- post-send verification (issue 15) -------------------------------------------------
+    Rule(
+        name="SluiceNeedsConfirmGrowing",
+        severity="P2",
+        tags=("PUBLISH",),
+        runbook="003#RB-03",
+        summary="{value} sent messages on {channel}/{provider} need a person to confirm them",
+        description=(
+            "More than 10 sent messages got no delivered or read receipt within their "
+            "verify_within (or got a failed one); confirm or fail them with sluice messages "
+            "confirm|fail, and check whether the provider's receipts still arrive."
+        ),
+        expr=_q(f"""
+            sum by (channel, provider) (
+              max without ({_PROC}) (sluice_messages{{status="needs_confirm"}})
+            ) > 10
+        """),
+        for_seconds=10 * _M,
+        scope=("channel", "provider"),
+        builtin=State(
+            "sluice_messages",
+            ">",
+            10,
+            where=(("status", ("needs_confirm",)),),
+            by=("channel", "provider"),
+        ),
+        seed="003 RB-03 (verification failures: mark affected jobs as needs human confirm)",
+        condition="more than 10 messages of a channel and provider in needs_confirm for 10 min",
+    ),
     Rule(
         name="SluiceStateUnreadable",
         severity="P2",

@@ -35,6 +35,7 @@ from sluice.api import (
     retention,
     runbooks,
     suppressions,
+    verify,
     waiting,
 )
 from sluice.api.auth import KeyCache
@@ -171,6 +172,7 @@ def create_app(
         _attach(app, store)
     problems.install(app)
     app.include_router(waiting.router)  # issue 14: retry-now, throttles
+    app.include_router(verify.router)  # issue 15: post-send verification (before messages)
     app.include_router(messages.router)
     app.include_router(postmortem.router)  # issue 15: before operator's /incidents/{id}
     app.include_router(operator.router)

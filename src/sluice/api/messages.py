@@ -70,6 +70,7 @@ def _new(
         run_at=m.run_at, max_attempts=m.max_attempts, idempotency_key=m.idempotency_key,
         correlation_id=m.correlation_id or request_id, scopes=m.scopes,
         expires_at=m.expires_at, ttl=m.ttl,
+        verify_within=m.verify_within,
     )  # fmt: skip
     new.validate(where, addressing)
     if is_event(new.provider):  # issue 14: only Sluice sends tenants' events

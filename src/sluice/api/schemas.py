@@ -6,9 +6,17 @@ import re
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+)
 
-from sluice.expiry import MAX_TTL
+from sluice.expiry import MAX_TTL, check_ttl
 from sluice.model import Attempt, AuditEntry, Message, Status
 from sluice.store.base import Receipt
 
@@ -126,6 +134,19 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _span(value: Any) -> float | None:
+    """Seconds, or a span like ``10m`` (post-send verification, issue 15), as seconds:
+    positive, finite, at most a year and a day."""
+    from sluice.errors import ValidationError
+
+    if value is None:
+        return None
+    try:
+        return check_ttl(value, "verify_within")
+    except ValidationError as exc:
+        raise ValueError(exc.problem) from None
+
+
 class MessageIn(BaseModel):
     """A side effect to deliver. With a tenant key, leave ``tenant`` out: the key says it."""
 
@@ -153,6 +174,11 @@ class MessageIn(BaseModel):
     #: or seconds from enqueue; neither: ``[expiry]`` of sluice.toml decides.
     expires_at: datetime | None = None
     ttl: float | None = Field(None, gt=0, le=MAX_TTL, strict=True, allow_inf_nan=False)
+    #: Post-send verification (issue 15): seconds (or a span like ``10m``) after sending
+    #: by which a delivered or read receipt must come, else the message needs a person.
+    verify_within: Annotated[float | None, BeforeValidator(_span)] = Field(
+        None, json_schema_extra={"examples": [600, "10m"]}
+    )
 
 
 class BatchIn(BaseModel):
@@ -205,6 +231,9 @@ class MessageOut(BaseModel):
     deferred_since: datetime | None = None
     #: Not sent by then, it ends ``expired``.
     expires_at: datetime | None = None
+    #: Post-send verification (issue 15): seconds asked for, and the deadline once sent.
+    verify_within: float | None = None
+    verify_by: datetime | None = None
 
     @classmethod
     def of(cls, m: Message) -> MessageOut:
@@ -216,6 +245,7 @@ class MessageOut(BaseModel):
             last_error_code=m.last_error_code, last_error=m.last_error,
             provider_message_id=m.provider_message_id, hold_reason=m.hold_reason,
             deferrals=m.deferrals, deferred_since=m.deferred_since, expires_at=m.expires_at,
+            verify_within=m.verify_within, verify_by=m.verify_by,
         )  # fmt: skip
 
 

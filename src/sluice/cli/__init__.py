@@ -26,6 +26,7 @@ Where each command lives:
   clear, list.
 - ``requests``: requests list, show, approve, deny (the two-person rule; exit 3: filed).
 - ``waiting``: messages retry-now; throttles list, clear.
+- ``verify``: messages confirm, fail (post-send verification, issue 15).
 - ``retention``: purge.
 - ``canary``: canary run, list (issue 15).
 
@@ -65,6 +66,7 @@ from sluice.cli import (
     status,
     suppressions,
     tenants,
+    verify,
     waiting,
 )
 from sluice.cli.processes import run_worker
@@ -126,6 +128,10 @@ app.add_typer(evidence.annotations_app, name="annotations")
 incidents.incidents_app.command("evidence")(evidence.incidents_evidence)
 # issue 15: runbooks as data, diagnosing live state
 app.add_typer(runbooks.runbook_app, name="runbook")
+
+# -- post-send verification (issue 15): a person decides about needs_confirm messages --
+messages.messages_app.command("confirm")(verify.confirm)
+messages.messages_app.command("fail")(verify.fail)
 
 
 # -- sluice --version (issue 14) ---------------------------------------------------------

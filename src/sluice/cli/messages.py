@@ -120,6 +120,14 @@ def send(
             "[default: the [expiry] of sluice.toml].",
         ),
     ] = None,
+    verify_within: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SLUICE_VERIFY_WITHIN",
+            help="No delivered or read receipt within this after sending (90s, 10m, 2h), "
+            "it moves to needs_confirm for a person to confirm or fail.",
+        ),
+    ] = None,
     database_url: DatabaseUrl = None,
     as_json: JsonOutput = False,
 ) -> None:
@@ -142,6 +150,9 @@ def send(
             correlation_id=correlation_id,
             scopes=scope or [],
             ttl=None if ttl is None else check_ttl(ttl, "ttl"),
+            verify_within=None
+            if verify_within is None
+            else check_ttl(verify_within, "verify_within"),
         )
         # Before touching the database: bad input changes nothing.
         msg.validate(addressing=addressing_in_effect(settings))

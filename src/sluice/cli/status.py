@@ -19,7 +19,7 @@ __all__ = ["status", "top"]
 #: The order statuses are listed in; any other status follows, sorted.
 STATUS_ORDER = [
     "queued", "sending", "held", "sent", "delivered", "dead", "cancelled", "shadowed", "expired",
-    "suppressed",
+    "suppressed", "needs_confirm",
 ]  # fmt: skip
 
 #: Bounds of ``--interval``, in seconds: faster is load for nothing, slower is not a watch.

@@ -26,14 +26,14 @@ from typing import Any
 
 import structlog
 
-from sluice import tracing
+from sluice import metrics, tracing
 from sluice.clock import Clock, SystemClock
 from sluice.config import Settings
 from sluice.errors import NotFound, SluiceError
 from sluice.ingress.binding import message_binding_problem, route_binding_problem
 from sluice.ingress.config import IngressConfig
 from sluice.ingress.hygiene import InboundHygiene
-from sluice.model import Message, NewMessage, new_message_id
+from sluice.model import Message, NewMessage, Status, new_message_id
 from sluice.store._receipts import NOT_READY
 from sluice.store.base import AuditEntry, InboxItem, Receipt, Store
 
@@ -56,6 +56,16 @@ class _Refused(Exception):
         super().__init__(reason)
         self.reason = reason
         self.message = message
+
+
+def _unconfirmed(msg: Message, receipt_status: str) -> bool:
+    """Did this failed receipt move ``msg`` to ``needs_confirm`` (post-send verification,
+    issue 15: the store's ``receipt_advance`` decides; this only counts it)?"""
+    return (
+        msg.verify_within is not None
+        and msg.status is Status.SENT
+        and receipt_status in ("failed", "undelivered")
+    )
 
 
 def inbound_message(item: InboxItem, tenant: str, url: str) -> NewMessage:
@@ -183,6 +193,9 @@ class Projector:
             ) as span:
                 result = await self.store.inbox_finish(item.id, item.attempts, "", now, receipt)
                 span.result(result)
+            if result == "applied" and _unconfirmed(msg, item.status):  # issue 15
+                labels = (metrics.tenant_label(msg.tenant), msg.channel, msg.provider, "receipt")
+                metrics.of(metrics.NEEDS_CONFIRM, *labels).inc()
             if result == "not_ready":
                 raise _NotYet(f"message {item.message_id} has no sending outcome yet")
             return result

@@ -16,6 +16,8 @@ force, release, each audited. Ops imports ground, flow and the store; never the 
 - ``watch``: the figures ``sluice status --watch`` redraws for on-call;
 - ``requests``: the two-person rule — ``perform`` is the one door of every act a rule
   may hold back (the CLI and the API call it), and a held act's approval or denial.
+- ``verify``: post-send verification — a person confirms or fails messages in
+  ``needs_confirm`` (issue 15);
 - ``listings``: what on-call reads a page at a time (messages, attempts, the inbox),
   counts per tenant, provider or action (``status --by``) and ``top``.
 - ``canary``: golden-path canaries (issue 15) — ``[canary]`` targets, a run on demand

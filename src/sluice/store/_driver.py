@@ -26,6 +26,7 @@ from sluice.store._canaries import CanaryMethods
 from sluice.store._codec import Codec
 from sluice.store._endpoints import EndpointMethods
 from sluice.store._requests import RequestStore
+from sluice.store._verify import VerifyMethods
 from sluice.store.base import (
     BREAKDOWN_BY,
     ApiKey,
@@ -56,8 +57,8 @@ _TALLY: dict[str, tuple[str, ...]] = {
 }
 
 
-# issue 14: endpoints, tenants' events, requests; issue 15: annotations, canaries
-class SqlDriver(EndpointMethods, RequestStore, AnnotationStore, CanaryMethods):
+# issue 14: endpoints, tenants' events, requests; issue 15: annotations, canaries, verify
+class SqlDriver(EndpointMethods, RequestStore, AnnotationStore, CanaryMethods, VerifyMethods):
     """The dialect-independent part of a SQL store (with endpoint health and tenants'
     events, ``_endpoints.EndpointMethods``, and the two-person rule's requests,
     ``_requests.RequestStore``)."""

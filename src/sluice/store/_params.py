@@ -348,4 +348,5 @@ def receipt_advance(
         "now": c.write_time(now),
         "error_code": error_code,
         "error": error,
+        "receipt_status": receipt.status,  # post-send verification (issue 15)
     }

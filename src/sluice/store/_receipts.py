@@ -26,7 +26,17 @@ _TARGET = {
     "failed": Status.BOUNCED,
     "bounced": Status.BOUNCED,
 }
-_RANK = {Status.SENT: 1, Status.DELIVERED: 2, Status.BOUNCED: 2, Status.READ: 3}
+#: ``needs_confirm`` (post-send verification, issue 15) sits between sent and delivered: a
+#: late positive receipt settles it, a ``sent`` one does not. A failed or undelivered
+#: receipt of a message that asked for verification lands there instead of ``bounced``
+#: (``receipt_advance`` decides that, as it knows the message's ``verify_within``).
+_RANK = {
+    Status.SENT: 1.0,
+    Status.NEEDS_CONFIRM: 1.5,
+    Status.DELIVERED: 2.0,
+    Status.BOUNCED: 2.0,
+    Status.READ: 3.0,
+}
 
 
 def advance(current: Status, receipt_status: str) -> Status | None:

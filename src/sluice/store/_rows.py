@@ -70,6 +70,8 @@ def full_message(c: Codec, r: Row) -> Message:
     msg.provider_message_id, msg.worker_id, msg.lease_until = r[20], r[21], c.time(r[22])
     msg.hold_reason, msg.approved_by, msg.approved_at = r[23], r[24], c.time(r[25])
     msg.deferrals, msg.deferred_since = r[26], c.time(r[27])
+    if len(r) > 30:  # post-send verification (issue 15)
+        msg.verify_within, msg.verify_by = r[29], c.time(r[30])
     return msg
 
 

@@ -828,6 +828,31 @@ class Store(Protocol):
         channel, provider)."""
         ...
 
+    # -- post-send verification (issue 15) -----------------------------------------
+
+    async def message_verify_due(
+        self, now: datetime, limit: int = 1000
+    ) -> list[tuple[str, str, str, str]]:
+        """Move up to ``limit`` sent messages past their ``verify_by`` (no positive receipt
+        in time) to ``needs_confirm`` (code ``NOT_CONFIRMED``); their (id, tenant,
+        channel, provider)."""
+        ...
+
+    async def message_confirm(
+        self, ids: Sequence[str], from_status: str, now: datetime, audit: AuditEntry
+    ) -> list[str]:
+        """A person says these arrived: those of ``ids`` in ``from_status`` become
+        ``delivered`` (their error cleared); ``audit`` written with them. The moved ids."""
+        ...
+
+    async def message_fail(
+        self, ids: Sequence[str], from_status: str, now: datetime, audit: AuditEntry
+    ) -> list[str]:
+        """A person says these did not arrive: those of ``ids`` in ``from_status`` become
+        ``dead`` with code ``NOT_CONFIRMED`` (``dlq retry`` sends them again); ``audit``
+        written with them. The moved ids."""
+        ...
+
     # -- limits ------------------------------------------------------------------
 
     async def flow_state_apply(self, keys: Sequence[str], fn: FlowStateFn) -> Any:

@@ -99,6 +99,7 @@ def pg_enqueue_plan(rows: Sequence[_enqueue.PreparedRow], now: datetime | None) 
         "scopes": [r.scopes_json for r in rows],
         "expires_ats": [r.message.expires_at for r in rows],
         "ttls": [r.ttl for r in rows],
+        "verify_withins": [r.message.verify_within for r in rows],  # issue 15
     }
 
 

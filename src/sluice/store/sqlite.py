@@ -160,6 +160,7 @@ def sqlite_enqueue(
                 "now": t,
                 "expires_at": _ts(r.message.expires_at) if r.message.expires_at else None,
                 "ttl": r.ttl,
+                "verify_within": r.message.verify_within,  # issue 15
             }
             for r in rows
         ],

@@ -35,7 +35,7 @@ from sluice.flow.controls import Control, ControlSnapshot, Mode
 from sluice.metrics import CONTROL_ACK
 from sluice.model import Message
 from sluice.store.base import Store
-from sluice.worker import expiry
+from sluice.worker import expiry, verify
 
 __all__ = ["ControlWatch", "ScopeKey", "scope_key"]
 
@@ -234,6 +234,7 @@ class ControlWatch:
         if parked:
             self.log.info("queued messages under a pause parked", count=parked)
         await expiry.sweep(self.store, now, self.log)  # issue 14: message expiry
+        await verify.sweep(self.store, now, self.log)  # issue 15: post-send verification
         if loop.time() - self._last_purge >= PURGE_INTERVAL:
             self._last_purge = loop.time()
             await self.store.flow_state_purge(now)

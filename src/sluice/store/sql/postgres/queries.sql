@@ -23,19 +23,20 @@ SELECT pg_advisory_xact_lock(7243312501)
 INSERT INTO sluice_messages (
     id, tenant, channel, provider, action, recipient, payload, priority, status, run_at,
     attempts, max_attempts, claim_seq, idempotency_key, content_hash, correlation_id, scopes,
-    created_at, updated_at, expires_at)
+    created_at, updated_at, expires_at, verify_within)
 SELECT i.id, i.tenant, i.channel, i.provider, i.action, i.recipient, i.payload::jsonb,
        i.priority, 'queued', coalesce(i.run_at, t.now), 0, i.max_attempts, 0,
        i.idempotency_key, i.content_hash, i.correlation_id, i.scopes::jsonb, t.now, t.now,
-       coalesce(i.expires_at, t.now + make_interval(secs => i.ttl))
+       coalesce(i.expires_at, t.now + make_interval(secs => i.ttl)), i.verify_within
 FROM (SELECT coalesce(%(now)s::timestamptz, now()) AS now) AS t, unnest(
     %(ids)s::uuid[], %(tenants)s::text[], %(channels)s::text[], %(providers)s::text[],
     %(actions)s::text[], %(recipients)s::text[], %(payloads)s::text[], %(priorities)s::int[],
     %(run_ats)s::timestamptz[], %(max_attempts)s::int[], %(idempotency_keys)s::text[],
     %(content_hashes)s::text[], %(correlation_ids)s::text[], %(scopes)s::text[],
-    %(expires_ats)s::timestamptz[], %(ttls)s::float8[]
+    %(expires_ats)s::timestamptz[], %(ttls)s::float8[], %(verify_withins)s::float8[]
 ) AS i(id, tenant, channel, provider, action, recipient, payload, priority, run_at,
-       max_attempts, idempotency_key, content_hash, correlation_id, scopes, expires_at, ttl)
+       max_attempts, idempotency_key, content_hash, correlation_id, scopes, expires_at, ttl,
+       verify_within)
 ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id::text
 
@@ -140,6 +141,10 @@ WITH input AS (
         last_error = i.detail,
         provider_message_id = coalesce(i.provider_message_id, m.provider_message_id),
         hold_reason = i.hold_reason,
+        -- post-send verification (issue 15): sent, confirmation is due within verify_within
+        verify_by = CASE WHEN i.status = 'sent'
+                         THEN %(now)s::timestamptz + make_interval(secs => m.verify_within)
+                         ELSE m.verify_by END,
         updated_at = %(now)s
     FROM input i
     -- "lease_until IS NOT NULL" means "sending" (a CHECK constraint holds them equal).
@@ -220,14 +225,16 @@ SELECT id::text, status FROM moved
 SELECT id::text, tenant, channel, provider, action, recipient, payload, priority, status,
        run_at, attempts, max_attempts, claim_seq, idempotency_key, correlation_id, scopes,
        created_at, updated_at, last_error_code, last_error, provider_message_id, worker_id,
-       lease_until, hold_reason, approved_by, approved_at, deferrals, deferred_since, expires_at
+       lease_until, hold_reason, approved_by, approved_at, deferrals, deferred_since, expires_at,
+       verify_within, verify_by
 FROM sluice_messages WHERE id = %(id)s::uuid
 
 -- name: message_get_many
 SELECT id::text, tenant, channel, provider, action, recipient, payload, priority, status,
        run_at, attempts, max_attempts, claim_seq, idempotency_key, correlation_id, scopes,
        created_at, updated_at, last_error_code, last_error, provider_message_id, worker_id,
-       lease_until, hold_reason, approved_by, approved_at, deferrals, deferred_since, expires_at
+       lease_until, hold_reason, approved_by, approved_at, deferrals, deferred_since, expires_at,
+       verify_within, verify_by
 FROM sluice_messages WHERE id = ANY(%(ids)s::uuid[])
 
 -- name: attempt_list
@@ -680,7 +687,8 @@ SELECT count(*) FROM gone
 SELECT id::text, tenant, channel, provider, action, recipient, payload, priority, status,
        run_at, attempts, max_attempts, claim_seq, idempotency_key, correlation_id, scopes,
        created_at, updated_at, last_error_code, last_error, provider_message_id, worker_id,
-       lease_until, hold_reason, approved_by, approved_at, deferrals, deferred_since, expires_at
+       lease_until, hold_reason, approved_by, approved_at, deferrals, deferred_since, expires_at,
+       verify_within, verify_by
 FROM sluice_messages
 WHERE (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
   AND (%(status)s::text IS NULL OR status = %(status)s::text)
@@ -847,8 +855,14 @@ VALUES (%(message_id)s::uuid, %(provider)s, %(status)s, %(occurred_at)s, %(recei
         %(error_code)s, %(detail)s, %(inbox_id)s)
 
 -- name: receipt_advance
+-- A failed or undelivered receipt of a message that asked for post-send verification
+-- (issue 15) makes it 'needs_confirm' (a person decides) rather than 'bounced'.
 UPDATE sluice_messages
-SET status = %(status)s, updated_at = %(now)s,
+SET status = CASE WHEN %(status)s::text = 'bounced'
+                       AND %(receipt_status)s::text IN ('failed', 'undelivered')
+                       AND verify_within IS NOT NULL THEN 'needs_confirm'
+                  ELSE %(status)s::text END,
+    updated_at = %(now)s,
     last_error_code = coalesce(%(error_code)s, last_error_code),
     last_error = coalesce(%(error)s, last_error)
 WHERE id = %(id)s::uuid
@@ -874,6 +888,8 @@ SELECT status, channel, provider, count(*) FROM (
     SELECT status, channel, provider FROM sluice_messages WHERE status = 'held'
     UNION ALL
     SELECT status, channel, provider FROM sluice_messages WHERE status = 'dead'
+    UNION ALL  -- post-send verification (issue 15)
+    SELECT status, channel, provider FROM sluice_messages WHERE status = 'needs_confirm'
 ) m
 GROUP BY status, channel, provider
 
@@ -1395,7 +1411,7 @@ DELETE FROM sluice_attempts WHERE message_id = ANY(%(ids)s::uuid[])
 
 -- name: purge_delete_messages
 DELETE FROM sluice_messages
-WHERE id = ANY(%(ids)s::uuid[]) AND status NOT IN ('queued', 'sending', 'held')
+WHERE id = ANY(%(ids)s::uuid[]) AND status NOT IN ('queued', 'sending', 'held', 'needs_confirm')
 RETURNING status
 
 -- == annotations (issue 15) ===========================================================
@@ -1442,3 +1458,38 @@ SELECT DISTINCT ON (target) id, target, provider, tenant, recipient, message_id,
 FROM sluice_canaries
 WHERE (NOT %(finished)s OR outcome <> 'pending')
 ORDER BY target, sent_at DESC, id DESC
+-- -- post-send verification (issue 15, seed 003 RB-03) ----------------------------------
+
+-- name: message_verify_due
+-- Sent messages past their confirmation deadline (no delivered or read receipt moved
+-- them on) wait for a person: 'needs_confirm', a chunk at a time, earliest first; a row
+-- another transaction holds (a receipt being applied) is left for the next sweep.
+UPDATE sluice_messages m
+SET status = 'needs_confirm', last_error_code = 'NOT_CONFIRMED',
+    last_error = 'no delivered or read receipt within ' || m.verify_within::text
+                 || ' s of sending: confirm or fail it (sluice messages confirm|fail)',
+    updated_at = %(now)s
+WHERE m.id IN (
+    SELECT id FROM sluice_messages
+    WHERE verify_by IS NOT NULL AND status = 'sent' AND verify_by <= %(now)s
+    ORDER BY verify_by
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED)
+RETURNING m.id::text, m.tenant, m.channel, m.provider
+
+-- name: message_confirm
+-- A person says it arrived.
+UPDATE sluice_messages
+SET status = 'delivered', last_error_code = NULL, last_error = NULL, verify_by = NULL,
+    updated_at = %(now)s
+WHERE id = ANY(%(ids)s::uuid[]) AND status = %(from_status)s
+RETURNING id::text
+
+-- name: message_fail
+-- A person says it did not arrive: a dead letter that dlq retry can send again.
+UPDATE sluice_messages
+SET status = 'dead', last_error_code = 'NOT_CONFIRMED',
+    last_error = 'not confirmed: marked failed by ' || %(actor)s::text, verify_by = NULL,
+    updated_at = %(now)s
+WHERE id = ANY(%(ids)s::uuid[]) AND status = %(from_status)s
+RETURNING id::text

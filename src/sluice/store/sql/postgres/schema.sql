@@ -18,7 +18,7 @@ CREATE TABLE sluice_messages (
     status              text NOT NULL DEFAULT 'queued' CHECK (status IN (
                             'queued', 'sending', 'sent', 'delivered', 'bounced', 'read',
                             'held', 'dead', 'cancelled', 'shadowed', 'expired',
-                            'suppressed')),
+                            'suppressed', 'needs_confirm')),
     run_at              timestamptz NOT NULL,
     attempts            integer NOT NULL DEFAULT 0,
     max_attempts        integer NOT NULL CHECK (max_attempts BETWEEN 1 AND 100),
@@ -49,6 +49,10 @@ CREATE TABLE sluice_messages (
     parked_by           uuid,
     -- Not sent by then, the message ends 'expired' (0011; never sent late).
     expires_at          timestamptz,
+    -- Post-send verification (0018): seconds from sending to a positive receipt,
+    -- and the deadline they give once sent; past it the message needs a person.
+    verify_within       double precision,
+    verify_by           timestamptz,
     -- A message holds a lease exactly while it is sending; write-backs rely on it.
     CONSTRAINT sluice_messages_lease_iff_sending
         CHECK ((status = 'sending') = (lease_until IS NOT NULL))
@@ -492,3 +496,9 @@ CREATE TABLE sluice_canaries (
 );
 CREATE INDEX sluice_canaries_target ON sluice_canaries (target, sent_at);
 CREATE INDEX sluice_canaries_sent ON sluice_canaries (sent_at, id);
+-- 0018: post-send verification. The workers' sweep: sent messages awaiting their
+-- confirmation, by deadline; and what waits for a person ('needs_confirm'), per tenant.
+CREATE INDEX sluice_messages_verifying ON sluice_messages (verify_by)
+    WHERE verify_by IS NOT NULL AND status = 'sent';
+CREATE INDEX sluice_messages_needs_confirm ON sluice_messages (tenant, updated_at)
+    WHERE status = 'needs_confirm';

@@ -19,10 +19,11 @@ INSERT INTO sluice_schema_migrations (version, name) VALUES (:version, :name)
 INSERT INTO sluice_messages (
     id, tenant, channel, provider, action, recipient, payload, priority, status, run_at,
     attempts, max_attempts, claim_seq, idempotency_key, content_hash, correlation_id, scopes,
-    created_at, updated_at, expires_at)
+    created_at, updated_at, expires_at, verify_within)
 VALUES (:id, :tenant, :channel, :provider, :action, :recipient, :payload, :priority, 'queued',
         coalesce(:run_at, :now), 0, :max_attempts, 0, :idempotency_key, :content_hash,
-        :correlation_id, :scopes, :now, :now, coalesce(:expires_at, :now + :ttl))
+        :correlation_id, :scopes, :now, :now, coalesce(:expires_at, :now + :ttl),
+        :verify_within)
 ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 
 -- name: message_find_by_key
@@ -89,6 +90,8 @@ SET status = :status,
     hold_reason = :hold_reason,
     deferrals = deferrals + (:deferred_at IS NOT NULL),
     deferred_since = coalesce(deferred_since, :deferred_at),
+    -- post-send verification (issue 15): sent, the confirmation is due within verify_within
+    verify_by = CASE WHEN :status = 'sent' THEN :now + verify_within ELSE verify_by END,
     updated_at = :now
 WHERE id = :id AND status = 'sending' AND claim_seq = :claim_seq AND worker_id = :worker_id
 
@@ -128,7 +131,8 @@ WHERE id = :id AND status = 'sending' AND claim_seq = :claim_seq
 SELECT id, tenant, channel, provider, action, recipient, payload, priority, status, run_at,
        attempts, max_attempts, claim_seq, idempotency_key, correlation_id, scopes, created_at,
        updated_at, last_error_code, last_error, provider_message_id, worker_id, lease_until,
-       hold_reason, approved_by, approved_at, deferrals, deferred_since, expires_at
+       hold_reason, approved_by, approved_at, deferrals, deferred_since, expires_at,
+       verify_within, verify_by
 FROM sluice_messages WHERE id = :id
 
 -- name: attempt_list
@@ -486,7 +490,8 @@ DELETE FROM sluice_breaker_window WHERE bucket < :before_bucket
 SELECT id, tenant, channel, provider, action, recipient, payload, priority, status, run_at,
        attempts, max_attempts, claim_seq, idempotency_key, correlation_id, scopes, created_at,
        updated_at, last_error_code, last_error, provider_message_id, worker_id, lease_until,
-       hold_reason, approved_by, approved_at, deferrals, deferred_since, expires_at
+       hold_reason, approved_by, approved_at, deferrals, deferred_since, expires_at,
+       verify_within, verify_by
 FROM sluice_messages
 WHERE (:tenant IS NULL OR tenant = :tenant)
   AND (:status IS NULL OR status = :status)
@@ -624,8 +629,13 @@ VALUES (:message_id, :provider, :status, :occurred_at, :received_at, :error_code
         :inbox_id)
 
 -- name: receipt_advance
+-- A failed or undelivered receipt of a message that asked for post-send verification
+-- (issue 15) makes it 'needs_confirm' (a person decides) rather than 'bounced'.
 UPDATE sluice_messages
-SET status = :status, updated_at = :now,
+SET status = CASE WHEN :status = 'bounced' AND :receipt_status IN ('failed', 'undelivered')
+                       AND verify_within IS NOT NULL THEN 'needs_confirm'
+                  ELSE :status END,
+    updated_at = :now,
     last_error_code = coalesce(:error_code, last_error_code),
     last_error = coalesce(:error, last_error)
 WHERE id = :id
@@ -651,6 +661,8 @@ SELECT status, channel, provider, count(*) FROM (
     SELECT status, channel, provider FROM sluice_messages WHERE status = 'held'
     UNION ALL
     SELECT status, channel, provider FROM sluice_messages WHERE status = 'dead'
+    UNION ALL  -- post-send verification (issue 15)
+    SELECT status, channel, provider FROM sluice_messages WHERE status = 'needs_confirm'
 ) m
 GROUP BY status, channel, provider
 
@@ -1153,7 +1165,8 @@ DELETE FROM sluice_attempts WHERE message_id IN (SELECT value FROM json_each(:id
 
 -- name: purge_delete_messages
 DELETE FROM sluice_messages
-WHERE id IN (SELECT value FROM json_each(:ids)) AND status NOT IN ('queued', 'sending', 'held')
+WHERE id IN (SELECT value FROM json_each(:ids))
+  AND status NOT IN ('queued', 'sending', 'held', 'needs_confirm')
 RETURNING status
 
 -- == annotations (issue 15) ===========================================================
@@ -1201,3 +1214,30 @@ FROM sluice_canaries c
 WHERE c.id = (SELECT d.id FROM sluice_canaries d
               WHERE d.target = c.target AND (NOT :finished OR d.outcome <> 'pending')
               ORDER BY d.sent_at DESC, d.id DESC LIMIT 1)
+-- -- post-send verification (issue 15, seed 003 RB-03) ----------------------------------
+
+-- name: message_verify_due
+UPDATE sluice_messages
+SET status = 'needs_confirm', last_error_code = 'NOT_CONFIRMED',
+    last_error = 'no delivered or read receipt within ' || verify_within
+                 || ' s of sending: confirm or fail it (sluice messages confirm|fail)',
+    updated_at = :now
+WHERE id IN (
+    SELECT id FROM sluice_messages
+    WHERE verify_by IS NOT NULL AND status = 'sent' AND verify_by <= :now
+    ORDER BY verify_by
+    LIMIT :limit)
+RETURNING id, tenant, channel, provider
+
+-- name: message_confirm
+UPDATE sluice_messages
+SET status = 'delivered', last_error_code = NULL, last_error = NULL, verify_by = NULL,
+    updated_at = :now
+WHERE id = :id AND status = :from_status
+
+-- name: message_fail
+UPDATE sluice_messages
+SET status = 'dead', last_error_code = 'NOT_CONFIRMED',
+    last_error = 'not confirmed: marked failed by ' || :actor, verify_by = NULL,
+    updated_at = :now
+WHERE id = :id AND status = :from_status

@@ -18,7 +18,7 @@ CREATE TABLE sluice_messages (
     status              TEXT NOT NULL DEFAULT 'queued' CHECK (status IN (
                             'queued', 'sending', 'sent', 'delivered', 'bounced', 'read',
                             'held', 'dead', 'cancelled', 'shadowed', 'expired',
-                            'suppressed')),
+                            'suppressed', 'needs_confirm')),
     run_at              REAL NOT NULL,
     attempts            INTEGER NOT NULL DEFAULT 0,
     max_attempts        INTEGER NOT NULL CHECK (max_attempts BETWEEN 1 AND 100),
@@ -42,6 +42,8 @@ CREATE TABLE sluice_messages (
     deferred_since      REAL,
     parked_by           TEXT,
     expires_at          REAL,
+    verify_within       REAL,
+    verify_by           REAL,
     -- A message holds a lease exactly while it is sending; write-backs rely on it.
     CONSTRAINT sluice_messages_lease_iff_sending
         CHECK ((status = 'sending') = (lease_until IS NOT NULL))
@@ -429,3 +431,9 @@ CREATE TABLE sluice_canaries (
 );
 CREATE INDEX sluice_canaries_target ON sluice_canaries (target, sent_at);
 CREATE INDEX sluice_canaries_sent ON sluice_canaries (sent_at, id);
+-- 0018: post-send verification. The workers' sweep: sent messages awaiting their
+-- confirmation, by deadline; and what waits for a person ('needs_confirm'), per tenant.
+CREATE INDEX sluice_messages_verifying ON sluice_messages (verify_by)
+    WHERE verify_by IS NOT NULL AND status = 'sent';
+CREATE INDEX sluice_messages_needs_confirm ON sluice_messages (tenant, updated_at)
+    WHERE status = 'needs_confirm';
