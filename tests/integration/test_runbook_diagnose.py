@@ -314,6 +314,22 @@ async def test_provider_outage__failover_tenants_and_commands(store: Store, stor
     assert "SluiceBreakerOpen" in d.rules
 
 
+async def test_provider_outage__scoped_to_the_provider_still_sees_the_backup_carry(
+    store: Store, store_url: str
+) -> None:
+    """An incident's diagnosis is scoped to the failing provider (its breaker key); the
+    backup's attempts lie outside that scope and must still count (found replaying seed
+    002 §3 with failover)."""
+    await provider_down(store)
+    d = await run(store, store_url, "provider-outage", provider="twilio")
+    by = {f.probe: f for f in d.findings}
+    assert by["failover"].data["carrying"] is True, by["failover"]
+    assert by["failover"].headline == "a failover route carries traffic"
+    assert by["failover"].lines == ["sms: route twilio → null; null sent 6 in the window"]
+    # The other checks stay in scope: only twilio's failures are counted.
+    assert {p["provider"] for p in by["failures"].data["providers"]} == {"twilio"}
+
+
 async def test_scope_narrows_the_diagnosis(store: Store, store_url: str) -> None:
     await provider_down(store)
     d = await run(store, store_url, "provider-outage", tenant="globex")

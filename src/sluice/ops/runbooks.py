@@ -11,6 +11,7 @@ fills stays ``<name>`` for the operator to choose. Probes only read.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -277,7 +278,12 @@ async def _breakers(ctx: _Ctx, check: Check) -> Finding:
 async def _failover(ctx: _Ctx, check: Check) -> Finding:
     sent: Counter[tuple[str, str]] = Counter()
     used: Counter[tuple[str, str]] = Counter()
-    for labels, n in await ctx.attempts():
+    rows = await ctx.attempts()
+    if ctx.scope.provider:  # the backups' attempts are outside a provider's scope: read them
+        wider = dataclasses.replace(ctx.scope, provider=None)
+        tally = await ctx.store.tally("attempts", wider.since, wider.now)
+        rows = [(labels, n) for labels, n in tally if wider.matches(labels)]
+    for labels, n in rows:
         used[(labels["channel"], labels["provider"])] += n
         if labels["outcome"] == "sent":
             sent[(labels["channel"], labels["provider"])] += n
