@@ -9,6 +9,7 @@ import json
 import re
 import sqlite3
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -233,6 +234,54 @@ async def test_stats__bad_since_is_refused_by_name(store: Store, since: str) -> 
 
 
 # -- the first signal of other kinds of rule, the hooks --------------------------------
+
+
+async def test_draft__the_rules_for_is_the_one_alerts_for_gives_it(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The evaluator waits what ``[alerts.for]`` says; the draft and the stats reckon the
+    detection time with that, not the rule's own 10 min (found replaying seed 002 §2)."""
+    config = tmp_path / "sluice.toml"
+    config.write_text("[alerts.for]\nSluiceQueueDepthHigh = 60\n")
+    monkeypatch.setenv("SLUICE_CONFIG", str(config))
+    opened = T0 + timedelta(minutes=30)
+    incident, _ = await store.incident_fire(
+        Firing("SluiceQueueDepthHigh", {}, "P2", ("QUEUE",), "002#1", "1500 messages queued",
+               1500.0),
+        opened,
+    )  # fmt: skip
+    facts = await postmortem_facts(store, incident.id, clock=CLOCK)
+    assert facts.started == opened - timedelta(seconds=60) and facts.detect_seconds == 60
+    stats = await incident_stats(store, "1d", clock=CLOCK)
+    assert stats.overall.mttd_seconds == 60
+    # A config that cannot be read as alerts config leaves the rule's own.
+    config.write_text("[alerts.for]\nSluiceQueueDepthHigh = -1\n")
+    facts = await postmortem_facts(store, incident.id, clock=CLOCK)
+    assert facts.detect_seconds == 600
+
+
+async def test_first_signal__never_after_the_first_failure_whatever_its_fraction(
+    store: Store,
+) -> None:
+    """The first signal is found to the second, but never after the first failed attempt:
+    the draft's window starts there and must hold every failure (found replaying seed 002
+    §2, where the letters that failed in the first second were left out of the counts)."""
+    opened = T0 + timedelta(hours=1)
+    for i, fraction in enumerate((0.05, 0.3, 0.5, 0.77, 0.99)):
+        at = opened - timedelta(minutes=7, seconds=fraction)
+        await store.enqueue_many([sms(f"t{i}", i)], at)  # type: ignore[call-arg]
+        [m] = await store.message_claim("w1", 1, 30, at)
+        await complete(store, m, Status.DEAD, at,
+                       attempt=attempt(m, AttemptOutcome.FAILED, at, "TIMEOUT"))  # fmt: skip
+        incident, _ = await store.incident_fire(
+            Firing("SluiceDeadLetters", {"tenant": f"t{i}"}, "P2", ("QUEUE",),
+                   "000#remediation", "1 dead letter", 1.0),
+            opened,
+        )  # fmt: skip
+        facts = await postmortem_facts(store, incident.id, clock=CLOCK)
+        assert facts.first_evidence is not None
+        assert at - timedelta(seconds=2) < facts.started <= at, (fraction, facts.started, at)
+        assert facts.by_category["dead"] == 1, fraction
 
 
 async def test_first_signal__a_window_rule_looks_back_over_its_for_and_window(

@@ -25,6 +25,7 @@ The window of the draft runs from started to resolved (or now, while it is open)
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -220,8 +221,25 @@ class Facts:
 # -- the rule's signal ---------------------------------------------------------------
 
 
-def _rule(name: str) -> Rule | None:
-    return next((r for r in RULES if r.name == name), None)
+def _rule(name: str, durations: Mapping[str, int] | None = None) -> Rule | None:
+    """The rule by name, with the ``for`` it ran with: the one ``[alerts.for]`` gives it
+    (``durations``, read by ``configured_for``), else its own."""
+    rule = next((r for r in RULES if r.name == name), None)
+    if rule is None or durations is None or name not in durations:
+        return rule
+    return dataclasses.replace(rule, for_seconds=durations[name])
+
+
+def configured_for() -> dict[str, int]:
+    """``[alerts.for]`` of the ``sluice.toml`` in effect (the evaluator waited that long
+    before opening an incident); none when that file cannot be read as alerts config."""
+    from sluice.errors import ConfigError
+    from sluice.ops.notify import alert_settings
+
+    try:
+        return alert_settings()[1]
+    except (ConfigError, OSError, ValueError):
+        return {}
 
 
 _FAILED: Where = (("outcome", ("failed",)),)
@@ -320,7 +338,12 @@ async def _first_attempt(
             lo = mid
         else:
             hi = mid
-    return hi.replace(microsecond=0) if hi.microsecond else hi
+    # To the second, never after the first row (the draft's window starts here and must
+    # hold it): the whole second of ``hi`` when every row is at or after it, else ``lo``'s.
+    second = hi.replace(microsecond=0)
+    if await _count(store, where, fields, second - timedelta(microseconds=1), until) == total:
+        return second
+    return lo.replace(microsecond=0)
 
 
 async def _first_audit(
@@ -631,7 +654,7 @@ async def postmortem_facts(
     """Everything the draft states about one incident (``NotFound`` for an unknown id)."""
     incident = await store.incident_get(incident_id)
     now = (clock or SystemClock()).now()
-    rule = _rule(incident.rule)
+    rule = _rule(incident.rule, configured_for())
     before = _previous_end(incident, await store.incident_list("", MAX_STATS))
     started, started_by, first, first_what = await _started(store, incident, rule, before)
     until = incident.resolved_at or now
@@ -975,10 +998,11 @@ async def incident_stats(
     everything = await store.incident_list("", MAX_STATS + 1)
     listed = [i for i in everything if i.opened_at >= start]
     truncated = len(listed) > MAX_STATS
+    durations = configured_for()
     rows: list[dict[str, Any]] = []
     for listed_one in listed[:MAX_STATS]:
         incident = await store.incident_get(listed_one.id)
-        rule = _rule(incident.rule)
+        rule = _rule(incident.rule, durations)
         before = _previous_end(incident, everything)
         started, _, _, _ = await _started(store, incident, rule, before)
         until = (incident.resolved_at or now) + timedelta(microseconds=1)
