@@ -25,6 +25,7 @@ The window of the draft runs from started to resolved (or now, while it is open)
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -221,7 +222,15 @@ class Facts:
 
 
 def _rule(name: str) -> Rule | None:
-    return next((r for r in RULES if r.name == name), None)
+    """The rule as the evaluator ran it: its ``for`` as ``[alerts.for]`` of the
+    ``sluice.toml`` in effect sets it (else the rule's own)."""
+    from sluice.ops.notify import alert_settings
+
+    rule = next((r for r in RULES if r.name == name), None)
+    if rule is None:
+        return None
+    _, durations = alert_settings()
+    return dataclasses.replace(rule, for_seconds=durations.get(name, rule.for_seconds))
 
 
 _FAILED: Where = (("outcome", ("failed",)),)
