@@ -143,6 +143,29 @@ async def test_tally__attempts_in_the_window_by_label(store: Store) -> None:
         await store.tally("messages", NOW, NOW)
 
 
+async def test_tally__audit_rows_by_action_target_and_tenant(store: Store) -> None:
+    # SluiceRecipientCapTripped counts limit.tripped rows whose target is a recipient cap,
+    # per tenant (issue 15, replay of seed 003 RB-10): the tally must carry both.
+    from sluice.store.base import AuditEntry
+
+    trip = {"tenant": "loopco", "recipient": "+15550001111"}
+    for at, action, target, detail in [
+        (NOW, "limit.tripped", "recipient(tenant=loopco)", trip),
+        (NOW + timedelta(seconds=1), "limit.tripped", "recipient(tenant=loopco)", trip),
+        (NOW + timedelta(seconds=2), "control.set", None, {}),
+    ]:
+        await store.audit_append(
+            AuditEntry(at=at, actor="worker:w1", action=action, target=target, reason="r",
+                       detail=detail)
+        )  # fmt: skip
+    rows = await store.tally("audit", NOW - timedelta(seconds=1), NOW + timedelta(minutes=1))
+    got = {(r["action"], r["target"], r["tenant"]): n for r, n in rows}
+    assert got == {
+        ("limit.tripped", "recipient(tenant=loopco)", "loopco"): 2,
+        ("control.set", "", ""): 1,
+    }
+
+
 async def test_try_lead__one_holder_at_a_time(store: Store, store_url: str) -> None:
     from sluice.store import create_store
 

@@ -234,3 +234,28 @@ async def test_controls_in_an_incidents_scope_go_on_its_timeline(store: Store) -
         ("ops:ana", "cleared", "tenant=acme"),
     ]
     assert events[0].detail["mode"] == "killed"
+
+
+async def test_a_recipient_cap_trip_opens_the_runaway_loop_incident(store: Store) -> None:
+    """Issue 15, replay of seed 003 RB-10: the worker's ``limit.tripped`` audit row (its
+    target the cap, its detail the tenant) opens SluiceRecipientCapTripped for that
+    tenant; a quota threshold crossed does not."""
+    clock = FrozenClock()
+    for action, target in [
+        ("limit.tripped", "recipient(tenant=loopco action=auto_reply)"),
+        ("quota.threshold", "quota(tenant=loopco)"),
+    ]:
+        await store.audit_append(
+            AuditEntry(at=clock.now(), actor="worker:w1", action=action, target=target,
+                       reason="reached", detail={"tenant": "loopco"})
+        )  # fmt: skip
+    rules = [r for r in RULES if r.name == "SluiceRecipientCapTripped"]
+    settings = Settings(database_url="sqlite:///unused.db")
+    state = StateMetrics(store, settings, clock=clock)
+    ev = Evaluator(store, settings, state, rules=rules, clock=clock)
+    judged = await ev.evaluate(clock.now())
+    assert judged.holding["SluiceRecipientCapTripped"] == {(("tenant", "loopco"),): 1.0}
+    [incident] = await store.incident_list("")
+    assert (incident.rule, incident.scope, incident.runbook) == (
+        "SluiceRecipientCapTripped", {"tenant": "loopco"}, "003#RB-10",
+    )  # fmt: skip

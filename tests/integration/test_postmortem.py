@@ -161,6 +161,26 @@ async def test_draft__an_open_incident_without_evidence_uses_the_rules_for(store
     assert "no containing act in scope was recorded" in text and "(not resolved yet)" in text
 
 
+async def test_draft__uses_the_for_that_alerts_for_configures(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 15 replay of seed 004 §1.3: with [alerts.for] shortening a rule's for, the
+    # draft had reckoned the start from the rule's own 10 min and reported that as the
+    # time to detect.
+    config = tmp_path / "sluice.toml"
+    config.write_text("[alerts.for]\nSluiceQueueDepthHigh = 30\n")
+    monkeypatch.setenv("SLUICE_CONFIG", str(config))
+    opened = T0 + timedelta(minutes=30)
+    incident, _ = await store.incident_fire(
+        Firing("SluiceQueueDepthHigh", {}, "P2", ("QUEUE",), "002#1", "1500 messages queued",
+               1500.0),
+        opened,
+    )  # fmt: skip
+    facts = await postmortem_facts(store, incident.id, clock=CLOCK)
+    assert facts.started == opened - timedelta(seconds=30) and facts.detect_seconds == 30
+    assert facts.rule is not None and facts.rule.for_seconds == 30
+
+
 async def test_draft__a_global_kill_contains_a_scoped_incident(store: Store) -> None:
     scene = await build(store)
     # A kill of everything before the sms pause is the first containment.

@@ -53,7 +53,7 @@ __all__ = ["SqlDriver"]
 _TALLY: dict[str, tuple[str, ...]] = {
     "attempts": ("tenant", "channel", "provider", "action", "outcome", "error_code"),
     "inbox": ("provider", "kind", "state"),
-    "audit": ("action",),
+    "audit": ("action", "target", "tenant"),  # tenant: the one its detail names
 }
 
 

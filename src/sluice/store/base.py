@@ -699,7 +699,8 @@ class Store(Protocol):
         """Rows of ``table`` (``attempts``, ``inbox``, ``audit``) timed in (since, until],
         counted per combination of the labels a rule may filter or group on: attempts by
         tenant, channel, provider, action, outcome, error_code; inbox events by provider,
-        kind, state; audit rows by action."""
+        kind, state; audit rows by action, target and the tenant their detail names
+        ("" when none)."""
         ...
 
     async def sent_latencies(

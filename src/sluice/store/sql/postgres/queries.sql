@@ -1058,9 +1058,11 @@ WHERE received_at > %(since)s AND received_at <= %(until)s
 GROUP BY provider, kind, state
 
 -- name: tally_audit
-SELECT action, count(*) FROM sluice_audit
+-- By action, target and the tenant its detail names (a rule may select on each).
+SELECT action, coalesce(target, ''), coalesce(detail->>'tenant', ''), count(*)
+FROM sluice_audit
 WHERE at > %(since)s AND at <= %(until)s
-GROUP BY action
+GROUP BY 1, 2, 3
 
 -- name: sent_latencies
 -- Creation to sent, in seconds, of the newest sent attempts of the window.
