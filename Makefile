@@ -19,8 +19,11 @@ run: $(STAMP)
 	$(BIN)/sluice run
 
 ## The whole test suite (PostgreSQL must be running; see README), then lint and types.
+## Two pytest processes share the files (one per core; each test makes its own databases);
+## the tests marked serial (a PostgreSQL restart) run alone afterwards.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not serial"
+	$(BIN)/python -m pytest -m serial
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy

@@ -13,9 +13,13 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from test_crash_recovery import _attempt_outcomes, _counts, _enqueue, wait_until
 
 from sluice.model import AttemptOutcome
+
+# It restarts the PostgreSQL every other test uses: `make test` runs it alone, after them.
+pytestmark = pytest.mark.serial
 
 N = 1_500
 
