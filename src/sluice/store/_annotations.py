@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from sluice.store._codec import Codec
+from sluice.store._hooks import DriverHooks
 from sluice.store.base import Annotation, AuditEntry
 
 __all__ = ["AnnotationStore"]
@@ -29,21 +30,8 @@ def _annotation(c: Codec, r: Sequence[Any]) -> Annotation:
     )
 
 
-class AnnotationStore:
+class AnnotationStore(DriverHooks):
     """Store methods of annotations, over the driver's named queries."""
-
-    codec: Codec
-
-    async def _fetch(self, name: str, params: dict[str, Any]) -> list[Any]:
-        raise NotImplementedError
-
-    async def _script(
-        self,
-        steps: Sequence[tuple[str, dict[str, Any]]],
-        audit: AuditEntry | None = None,
-        audit_if: int | None = None,
-    ) -> list[list[Any]]:
-        raise NotImplementedError
 
     async def annotation_add(self, annotation: Annotation, audit: AuditEntry) -> Annotation:
         a = annotation

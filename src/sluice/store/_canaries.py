@@ -8,6 +8,7 @@ from typing import Any
 
 from sluice.errors import ValidationError
 from sluice.store._codec import Codec
+from sluice.store._hooks import DriverHooks
 from sluice.store.canaries import CANARY_OUTCOMES, CanaryRun
 
 __all__ = ["CanaryMethods"]
@@ -21,13 +22,8 @@ def _run(c: Codec, r: Any) -> CanaryRun:
     )  # fmt: skip
 
 
-class CanaryMethods:
+class CanaryMethods(DriverHooks):
     """``canary_*`` of the ``Store`` protocol."""
-
-    codec: Codec
-
-    async def _fetch(self, name: str, params: dict[str, Any]) -> list[Any]:
-        raise NotImplementedError
 
     async def canary_record(self, run: CanaryRun) -> None:
         if run.outcome not in CANARY_OUTCOMES:

@@ -23,7 +23,6 @@ from sluice.model import Attempt, Message
 from sluice.store import _params, _retention, _rows
 from sluice.store._annotations import AnnotationStore  # issue 15
 from sluice.store._canaries import CanaryMethods
-from sluice.store._codec import Codec
 from sluice.store._endpoints import EndpointMethods
 from sluice.store._requests import RequestStore
 from sluice.store._verify import VerifyMethods
@@ -59,36 +58,9 @@ _TALLY: dict[str, tuple[str, ...]] = {
 
 # issue 14: endpoints, tenants' events, requests; issue 15: annotations, canaries, verify
 class SqlDriver(EndpointMethods, RequestStore, AnnotationStore, CanaryMethods, VerifyMethods):
-    """The dialect-independent part of a SQL store (with endpoint health and tenants'
-    events, ``_endpoints.EndpointMethods``, and the two-person rule's requests,
-    ``_requests.RequestStore``)."""
-
-    #: How the dialect keeps times and JSON.
-    codec: Codec
-
-    async def _fetch(self, name: str, params: dict[str, Any]) -> list[Any]:
-        """Run the named query; its rows (none for a statement that returns none)."""
-        raise NotImplementedError
-
-    async def _move(
-        self, query: str, ids: Sequence[str], from_status: str, now: datetime, audit: AuditEntry
-    ) -> list[str]:
-        """Move ``ids`` that are in ``from_status`` with ``query``; audit it; the moved ids."""
-        raise NotImplementedError
-
-    def wake(self) -> None:
-        """Wake a waiting worker in this process."""
-        raise NotImplementedError
-
-    async def _script(
-        self,
-        steps: Sequence[tuple[str, dict[str, Any]]],
-        audit: AuditEntry | None = None,
-        audit_if: int | None = None,
-    ) -> list[list[Any]]:
-        """Run named queries in one transaction, then append ``audit`` in it (only if step
-        ``audit_if`` returned rows, when given); the rows of each step."""
-        raise NotImplementedError
+    """The dialect-independent part of a SQL store, with its method mixins (endpoints
+    and tenants' events, two-person requests, annotations, canaries, post-send
+    verification), all written over the primitives ``_hooks.DriverHooks`` declares."""
 
     # -- audit -------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from typing import Any
 from sluice.errors import NotFound
 from sluice.model import AuditEntry
 from sluice.store._codec import Codec
+from sluice.store._hooks import DriverHooks
 from sluice.store.endpoints import EndpointInfo, EndpointReport, TenantEvents
 
 __all__ = ["EndpointMethods"]
@@ -30,18 +31,8 @@ def _tenant_events(c: Codec, r: Any) -> TenantEvents:
     return TenantEvents(r[0], r[1], c.time(r[2]), c.read_time(r[3]))
 
 
-class EndpointMethods:
+class EndpointMethods(DriverHooks):
     """``endpoint_*`` and ``tenant_events_*`` of the ``Store`` protocol."""
-
-    codec: Codec
-
-    async def _fetch(self, name: str, params: dict[str, Any]) -> list[Any]:
-        raise NotImplementedError
-
-    async def _script(
-        self, steps: Sequence[tuple[str, dict[str, Any]]], audit: AuditEntry | None = None
-    ) -> list[list[Any]]:
-        raise NotImplementedError
 
     async def audit_append(self, entry: AuditEntry) -> AuditEntry:
         raise NotImplementedError

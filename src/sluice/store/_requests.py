@@ -11,6 +11,7 @@ from typing import Any
 
 from sluice.errors import Conflict, NotFound, ValidationError
 from sluice.store._codec import Codec
+from sluice.store._hooks import DriverHooks
 from sluice.store.base import AuditEntry, OpRequest
 
 __all__ = ["RequestStore"]
@@ -38,21 +39,8 @@ def _request(c: Codec, r: Sequence[Any]) -> OpRequest:
     )
 
 
-class RequestStore:
+class RequestStore(DriverHooks):
     """Store methods of the two-person rule, over the driver's named queries."""
-
-    codec: Codec
-
-    async def _fetch(self, name: str, params: dict[str, Any]) -> list[Any]:
-        raise NotImplementedError
-
-    async def _script(
-        self,
-        steps: Sequence[tuple[str, dict[str, Any]]],
-        audit: AuditEntry | None = None,
-        audit_if: int | None = None,
-    ) -> list[list[Any]]:
-        raise NotImplementedError
 
     async def request_file(self, req: OpRequest, audit: AuditEntry) -> OpRequest:
         c = self.codec

@@ -11,26 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 from sluice.model import AuditEntry
-from sluice.store._codec import Codec
+from sluice.store._hooks import DriverHooks
 
 __all__ = ["VerifyMethods"]
 
 
-class VerifyMethods:
+class VerifyMethods(DriverHooks):
     """``message_verify_due``, ``message_confirm`` and ``message_fail`` of ``Store``."""
-
-    codec: Codec
-
-    async def _fetch(self, name: str, params: dict[str, Any]) -> list[Any]:
-        raise NotImplementedError
-
-    async def _move(
-        self, query: str, ids: Sequence[str], from_status: str, now: datetime, audit: AuditEntry
-    ) -> list[str]:
-        raise NotImplementedError
 
     async def message_verify_due(
         self, now: datetime, limit: int = 1000
