@@ -211,6 +211,7 @@ async def run_embedded(
             _say(f"simulator  {sim.url}  (effects: {sim.url}/_sim/effects)")
             api = _Api(store, settings, api_port)
             await api.start()
+            from sluice.console.sessions import TICKET_TTL, login_link
             from sluice.ops.apikeys import api_key_create, api_key_revoke
 
             run_tag = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
@@ -219,6 +220,10 @@ async def run_embedded(
             )
             _say(f"API        {api.url}  (OpenAPI: {api.url}/docs; operator key for this run:")
             _say(f"           {key.token} )")
+            ticket = await login_link(store, key.key, "console:operator", datetime.now(UTC))
+            _say(f"console    {api.url}/  (sign in once with {api.url}/login/link?t={ticket} ;")
+            _say(f"           it works once, for {TICKET_TTL.seconds // 60} minutes; "
+                 "then sign in with the key above)")  # fmt: skip
             async with httpx.AsyncClient(base_url=sim.url) as control:
                 await control.post(
                     "/_sim/faults", json={"path_prefix": "/webhook/gone", "status": 410}

@@ -19,7 +19,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sluice import __version__
+from sluice import __version__, console
 from sluice.addressing import addressing_in_effect
 from sluice.api import (
     canary,  # canaries (issue 15)
@@ -158,6 +158,8 @@ def create_app(
         version=__version__,
         summary="Deliver outbound side effects durably, under the operator's hand.",
         lifespan=lifespan,
+        docs_url=None,  # served by the console, from this process (no CDN)
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.clock = clock or SystemClock()
@@ -190,6 +192,7 @@ def create_app(
                       responses={503: {"description": "Not ready"}})  # fmt: skip
     app.add_api_route("/metrics", metrics, methods=["GET"], tags=["health"],
                       response_class=Response)  # fmt: skip
+    console.install(app)  # the web console at / (issue 16)
     app.add_middleware(BodyLimit, limit=settings.api_max_body, timeout=settings.api_body_timeout)
     # Outermost: even a refused body answers with the request id.
     app.add_middleware(RequestId)
@@ -257,6 +260,7 @@ async def _sweep(app: FastAPI) -> None:
             await state.store.inbox_purge(
                 now - timedelta(seconds=state.settings.ingress_dedupe_window)
             )
+            await state.store.console_session_purge(now)
         except SluiceError as exc:
             log.warning("purge failed; will retry", error=str(exc))
 

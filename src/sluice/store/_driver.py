@@ -23,6 +23,7 @@ from sluice.model import Attempt, Message
 from sluice.store import _params, _retention, _rows
 from sluice.store._annotations import AnnotationStore  # issue 15
 from sluice.store._canaries import CanaryMethods
+from sluice.store._console import ConsoleSessionStore  # issue 16
 from sluice.store._endpoints import EndpointMethods
 from sluice.store._requests import RequestStore
 from sluice.store._verify import VerifyMethods
@@ -56,8 +57,12 @@ _TALLY: dict[str, tuple[str, ...]] = {
 }
 
 
-# issue 14: endpoints, tenants' events, requests; issue 15: annotations, canaries, verify
-class SqlDriver(EndpointMethods, RequestStore, AnnotationStore, CanaryMethods, VerifyMethods):
+# issue 14: endpoints, tenants' events, requests; issue 15: annotations, canaries, verify;
+# issue 16: console sessions
+class SqlDriver(
+    EndpointMethods, RequestStore, AnnotationStore, CanaryMethods, VerifyMethods,
+    ConsoleSessionStore,
+):  # fmt: skip
     """The dialect-independent part of a SQL store, with its method mixins (endpoints
     and tenants' events, two-person requests, annotations, canaries, post-send
     verification), all written over the primitives ``_hooks.DriverHooks`` declares."""

@@ -34,6 +34,7 @@ __all__ = [
     "AuditFilter",
     "Breakdown",
     "BreakerInfo",
+    "ConsoleSession",
     "DlqGroup",
     "Firing",
     "FlowListener",
@@ -586,6 +587,25 @@ class Annotation:
     detail: dict[str, Any] = field(default_factory=dict)
     #: Given by the store (None before it is added).
     id: int | None = None
+
+
+# -- console sessions (issue 16) -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleSession:
+    """A browser signed in to the web console (``kind`` 'session') or a one-time login
+    link not yet opened ('ticket'). The store keeps only ``token_hash``, the SHA-256 of
+    the cookie or link token; ``csrf`` is the token its forms must carry."""
+
+    token_hash: str
+    kind: str
+    key_id: str
+    actor: str
+    csrf: str
+    created_at: datetime
+    seen_at: datetime
+    expires_at: datetime
 
 
 # -- the two-person rule (issue 14) --------------------------------------------------
@@ -1479,6 +1499,31 @@ class Store(Protocol):
         """Annotations whose ``at`` is in [since, until), newest first (then by id);
         ``tenant`` and ``kind`` exact; only those after ``before_id`` in that order (the
         cursor of the next, older page)."""
+        ...
+
+    # -- console sessions (issue 16) ------------------------------------------
+
+    async def console_session_insert(self, session: ConsoleSession) -> None:
+        """Keep ``session`` (a new token hash; a duplicate is ``Conflict``-free by
+        construction: tokens have 256 random bits)."""
+        ...
+
+    async def console_session_get(self, token_hash: str) -> ConsoleSession:
+        """The session or ticket with ``token_hash`` (expired ones too; the caller
+        checks); ``NotFound`` if there is none."""
+        ...
+
+    async def console_session_touch(self, token_hash: str, seen_at: datetime) -> None:
+        """Record that the session was used at ``seen_at`` (tickets are left alone)."""
+        ...
+
+    async def console_session_take(self, token_hash: str) -> ConsoleSession | None:
+        """Delete the session or ticket with ``token_hash`` and return it (None if there
+        was none): logging out, and using a one-time link exactly once."""
+        ...
+
+    async def console_session_purge(self, now: datetime) -> int:
+        """Delete every session and ticket expired at ``now``; how many."""
         ...
 
     # -- retention (issue 14) ----------------------------------------------------

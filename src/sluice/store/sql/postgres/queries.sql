@@ -1495,3 +1495,27 @@ SET status = 'dead', last_error_code = 'NOT_CONFIRMED',
     updated_at = %(now)s
 WHERE id = ANY(%(ids)s::uuid[]) AND status = %(from_status)s
 RETURNING id::text
+-- == Console sessions (issue 16) =======================================================
+
+-- name: console_session_insert
+INSERT INTO sluice_console_sessions (token_hash, kind, key_id, actor, csrf, created_at,
+                                     seen_at, expires_at)
+VALUES (%(token_hash)s, %(kind)s, %(key_id)s, %(actor)s, %(csrf)s, %(created_at)s,
+        %(seen_at)s, %(expires_at)s)
+
+-- name: console_session_get
+SELECT token_hash, kind, key_id, actor, csrf, created_at, seen_at, expires_at
+FROM sluice_console_sessions WHERE token_hash = %(token_hash)s
+
+-- name: console_session_touch
+UPDATE sluice_console_sessions SET seen_at = %(seen_at)s
+WHERE token_hash = %(token_hash)s AND kind = 'session'
+
+-- name: console_session_take
+-- Delete and return in one statement: a one-time link is used once even when two
+-- browsers open it together.
+DELETE FROM sluice_console_sessions WHERE token_hash = %(token_hash)s
+RETURNING token_hash, kind, key_id, actor, csrf, created_at, seen_at, expires_at
+
+-- name: console_session_purge
+DELETE FROM sluice_console_sessions WHERE expires_at <= %(now)s RETURNING token_hash

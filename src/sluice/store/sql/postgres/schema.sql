@@ -502,3 +502,18 @@ CREATE INDEX sluice_messages_verifying ON sluice_messages (verify_by)
     WHERE verify_by IS NOT NULL AND status = 'sent';
 CREATE INDEX sluice_messages_needs_confirm ON sluice_messages (tenant, updated_at)
     WHERE status = 'needs_confirm';
+-- 0020: the web console's sessions and one-time login links (issue 16).
+CREATE TABLE sluice_console_sessions (
+    token_hash text PRIMARY KEY,
+    kind       text NOT NULL CHECK (kind IN ('session', 'ticket')),
+    -- The API key it was opened with; revoking the key ends the session.
+    key_id     text NOT NULL,
+    -- How the audit log names the person (console:<name>).
+    actor      text NOT NULL,
+    -- The token every form and htmx request of this session must carry.
+    csrf       text NOT NULL,
+    created_at timestamptz NOT NULL,
+    seen_at    timestamptz NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+CREATE INDEX sluice_console_sessions_expiry ON sluice_console_sessions (expires_at);

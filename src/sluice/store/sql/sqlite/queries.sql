@@ -1243,3 +1243,26 @@ SET status = 'dead', last_error_code = 'NOT_CONFIRMED',
     last_error = 'not confirmed: marked failed by ' || :actor, verify_by = NULL,
     updated_at = :now
 WHERE id = :id AND status = :from_status
+-- == Console sessions (issue 16) =======================================================
+
+-- name: console_session_insert
+INSERT INTO sluice_console_sessions (token_hash, kind, key_id, actor, csrf, created_at,
+                                     seen_at, expires_at)
+VALUES (:token_hash, :kind, :key_id, :actor, :csrf, :created_at, :seen_at, :expires_at)
+
+-- name: console_session_get
+SELECT token_hash, kind, key_id, actor, csrf, created_at, seen_at, expires_at
+FROM sluice_console_sessions WHERE token_hash = :token_hash
+
+-- name: console_session_touch
+UPDATE sluice_console_sessions SET seen_at = :seen_at
+WHERE token_hash = :token_hash AND kind = 'session'
+
+-- name: console_session_take
+-- Delete and return in one statement: a one-time link is used once even when two
+-- browsers open it together.
+DELETE FROM sluice_console_sessions WHERE token_hash = :token_hash
+RETURNING token_hash, kind, key_id, actor, csrf, created_at, seen_at, expires_at
+
+-- name: console_session_purge
+DELETE FROM sluice_console_sessions WHERE expires_at <= :now RETURNING token_hash

@@ -437,3 +437,15 @@ CREATE INDEX sluice_messages_verifying ON sluice_messages (verify_by)
     WHERE verify_by IS NOT NULL AND status = 'sent';
 CREATE INDEX sluice_messages_needs_confirm ON sluice_messages (tenant, updated_at)
     WHERE status = 'needs_confirm';
+-- 0020: the web console's sessions and one-time login links (issue 16).
+CREATE TABLE sluice_console_sessions (
+    token_hash TEXT PRIMARY KEY,
+    kind       TEXT NOT NULL CHECK (kind IN ('session', 'ticket')),
+    key_id     TEXT NOT NULL,
+    actor      TEXT NOT NULL,
+    csrf       TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    seen_at    REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX sluice_console_sessions_expiry ON sluice_console_sessions (expires_at);
