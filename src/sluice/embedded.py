@@ -221,9 +221,9 @@ async def run_embedded(
             _say(f"API        {api.url}  (OpenAPI: {api.url}/docs; operator key for this run:")
             _say(f"           {key.token} )")
             ticket = await login_link(store, key.key, "console:operator", datetime.now(UTC))
-            _say(f"console    {api.url}/  (sign in once with {api.url}/login/link?t={ticket} ;")
-            _say(f"           it works once, for {TICKET_TTL.seconds // 60} minutes; "
-                 "then sign in with the key above)")  # fmt: skip
+            _say(f"console    {api.url}/login/link?t={ticket}")
+            _say(f"           (signs you in once, within {TICKET_TTL.seconds // 60} minutes; "
+                 f"after that sign in at {api.url}/ with the key above)")  # fmt: skip
             async with httpx.AsyncClient(base_url=sim.url) as control:
                 await control.post(
                     "/_sim/faults", json={"path_prefix": "/webhook/gone", "status": 410}
