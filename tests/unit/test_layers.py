@@ -52,7 +52,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("policy, stores, adapters", frozenset({"flow", "store", "providers"})),
     ("services", frozenset({"worker", "ingress", "ops", "outbox"})),
     ("python api", frozenset({"sluice"})),
-    ("http api", frozenset({"api"})),
+    ("http api", frozenset({"api", "console"})),
     ("entry points", frozenset({"embedded", "cli"})),
 )
 OPEN_LAYERS = frozenset({"ground"})
@@ -62,6 +62,7 @@ ALONGSIDE: Mapping[tuple[str, str], str] = {
     ("store", "flow"): "the store keeps policy state in the policy's types (Control, Cell)",
     ("worker", "ingress"): "a worker process also runs the receipt projector",
     ("cli", "embedded"): "`sluice run` starts the embedded stack",
+    ("api", "console"): "the API's app mounts the web console at /",
 }
 
 LAYER_OF = {package: (rank, name) for rank, (name, pkgs) in enumerate(LAYERS) for package in pkgs}
