@@ -39,7 +39,7 @@ def console(clean_pg_url: str) -> Iterator[ConsoleServer]:
 @pytest.fixture
 def context(browser: Browser) -> Iterator[BrowserContext]:
     ctx = browser.new_context(viewport={"width": 1280, "height": 860})
-    ctx.set_default_timeout(10_000)
+    ctx.set_default_timeout(30_000)  # generous: CI shares two cores
     yield ctx
     ctx.close()
 

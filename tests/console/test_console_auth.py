@@ -134,7 +134,7 @@ def test_docs_render_offline_from_this_server(console: ConsoleServer, page: Page
         ),
     )
     page.goto(console.url + "/docs")
-    page.wait_for_selector(".swagger-ui .info .title")
+    page.wait_for_selector(".swagger-ui .info .title", timeout=60_000)  # 1.7 MB of script
     assert "Sluice" in page.locator(".swagger-ui .info .title").inner_text()
     page.goto(console.url + "/redoc")
     page.wait_for_selector("h1")

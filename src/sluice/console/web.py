@@ -1,5 +1,5 @@
 """The console's plumbing: templates, the signed-in viewer of a request, the CSRF check
-every form goes through, and ``install``, which mounts it all on the API's app.
+every form goes through, and the locally served API docs.
 
 Pages are server-rendered Jinja2 templates; htmx (vendored under ``static/vendor``)
 swaps in the parts that refresh or act, so there is no front-end build and no script
@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
@@ -27,8 +26,10 @@ __all__ = [
     "ConsoleError",
     "OperatorViewer",
     "SignedIn",
-    "install",
+    "console_error",
+    "redoc",
     "render",
+    "swagger",
 ]
 
 HERE = Path(__file__).parent
@@ -116,7 +117,7 @@ OperatorViewer = Annotated[Viewer, Depends(operator_only)]
 Acting = Annotated[Viewer, Depends(csrf_checked)]
 
 
-async def _console_error(request: Request, exc: Exception) -> Response:
+async def console_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ConsoleError)
     htmx = request.headers.get("hx-request") == "true"
     if exc.login:
@@ -129,20 +130,7 @@ async def _console_error(request: Request, exc: Exception) -> Response:
     return render(request, "error.html", exc.status, message=exc.message)
 
 
-def install(app: FastAPI) -> None:
-    """Mount the console on ``app``: static files, the pages, and Swagger UI and ReDoc
-    served from this process (so ``/docs`` works with no internet)."""
-    from sluice.console.pages import ROUTERS
-
-    app.mount("/static", StaticFiles(directory=HERE / "static"), name="console-static")
-    app.add_exception_handler(ConsoleError, _console_error)
-    for router in ROUTERS:
-        app.include_router(router, include_in_schema=False)
-    app.add_api_route("/docs", _swagger, methods=["GET"], include_in_schema=False)
-    app.add_api_route("/redoc", _redoc, methods=["GET"], include_in_schema=False)
-
-
-async def _swagger() -> HTMLResponse:
+async def swagger() -> HTMLResponse:
     return get_swagger_ui_html(
         openapi_url="/openapi.json", title="Sluice API",
         swagger_js_url="/static/vendor/swagger-ui-bundle.js",
@@ -152,7 +140,7 @@ async def _swagger() -> HTMLResponse:
     )  # fmt: skip
 
 
-async def _redoc() -> HTMLResponse:
+async def redoc() -> HTMLResponse:
     return get_redoc_html(
         openapi_url="/openapi.json", title="Sluice API",
         redoc_js_url="/static/vendor/redoc.standalone.js",
