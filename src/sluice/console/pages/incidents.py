@@ -75,11 +75,13 @@ async def incidents(request: Request, viewer: OperatorViewer) -> Response:
 
 async def _incident_page(
     request: Request, incident: Incident, *, status: int = 200, error: str | None = None,
-    notice: str | None = None, text: str = "",
+    notice: str | None = None, failed: str = "", text: str = "",
 ) -> Response:  # fmt: skip
+    """``failed``: the act refused, whose form gets ``text`` back to correct."""
     return render(
         request, "incident.html", status, incident=incident, runbook=_runbook_of(incident),
-        error=error, notice=notice, text=text, events=sorted(incident.events, key=lambda e: e.at),
+        error=error, notice=notice, failed=failed, text=text,
+        events=sorted(incident.events, key=lambda e: e.at),
     )  # fmt: skip
 
 
@@ -129,7 +131,8 @@ async def act(
                            clock=request.app.state.clock)  # fmt: skip
     except ValidationError as exc:
         fresh = await _incident_or_404(store, found.id)
-        return await _incident_page(request, fresh, status=400, error=str(exc), text=text[:2000])
+        return await _incident_page(request, fresh, status=400, error=str(exc), failed=act,
+                                    text=text[:2000])  # fmt: skip
     return RedirectResponse(f"/incidents/{found.id}?done={act}", status_code=303)
 
 
