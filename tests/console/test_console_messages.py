@@ -12,8 +12,9 @@ import pytest
 from console_rig import ConsoleServer, shot, sign_in
 from playwright.sync_api import Page
 
+from sluice.flow.controls import Mode, Scope
 from sluice.model import Attempt, AttemptOutcome, Completion, Message, NewMessage, Status
-from sluice.ops.controls import held_release
+from sluice.ops.controls import control_set, held_release
 from sluice.store import MessageFilter, Store
 from sluice.store.base import InboxItem, Receipt
 
@@ -95,7 +96,9 @@ async def seed(store: Store) -> Seeded:
     m = await _claim(store, "w-1")
     await _done(store, m, Status.DEAD, AttemptOutcome.FAILED, code="INVALID_RECIPIENT")
     [held] = await store.enqueue_many([_sms("globex", 3)])
-    m = await _claim(store, "w-1")
+    m = await _claim(store, "w-1")  # then the kill, which the worker heeds before sending
+    await control_set(store, Scope.of(tenant="globex"), Mode.KILLED, actor="cli:cy",
+                      reason="globex loops", wait=False)  # fmt: skip
     await _done(store, m, Status.HELD, None, hold_reason="control: globex killed")
     order, invoice, globex = await store.enqueue_many([
         _sms("acme", 4, action="order.created", correlation_id="corr-A"),
@@ -175,8 +178,7 @@ def test_the_timeline_shows_each_kind_of_event_in_order(console: ConsoleServer, 
                                                         seeded: Seeded) -> None:  # fmt: skip
     page.goto(f"{console.url}/messages/{seeded.timeline}")
     items = page.locator("ol.timeline > li")
-    kinds = items.evaluate_all("els => els.map(e => e.dataset.kind)")
-    assert kinds == ["enqueued", "attempt", "audit", "attempt", "receipt"]
+    assert _kinds(page) == ["enqueued", "attempt", "audit", "attempt", "receipt"]
     times = items.locator("time").evaluate_all("els => els.map(e => e.getAttribute('datetime'))")
     assert times == sorted(times)
     text = page.locator("ol.timeline").inner_text()
@@ -190,9 +192,16 @@ def test_the_timeline_shows_each_kind_of_event_in_order(console: ConsoleServer, 
     assert page.locator("form.cancel").count() == 0  # delivered: nothing to cancel
     shot(page, "message-timeline")
     page.goto(f"{console.url}/messages/{seeded.held}")
-    assert "held: control: globex killed" in page.locator("ol.timeline").inner_text()
+    assert _kinds(page) == ["enqueued", "control", "held"]
+    held = page.locator("ol.timeline").inner_text()
+    assert "control.set (killed) on tenant=globex by cli:cy" in held and "globex loops" in held
+    assert "held: control: globex killed" in held
     page.goto(f"{console.url}/messages/{seeded.dead}")
     assert "INVALID_RECIPIENT" in page.locator("ol.timeline").inner_text()
+
+
+def _kinds(page: Page) -> list[str]:
+    return page.locator("ol.timeline > li").evaluate_all("els => els.map(e => e.dataset.kind)")
 
 
 def _csrf(page: Page) -> str:
@@ -268,6 +277,10 @@ def test_hostile_filters_get_a_clear_message_never_a_500(console: ConsoleServer,
     for name, value in bad.items():
         page.goto(f"{console.url}/messages?{name}={value}")
         assert page.locator(".error").inner_text().startswith(f"{name}: "), name
+    for extreme in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "3650d", "0d"):
+        for name in ("since", "until"):
+            r = page.request.get(f"{console.url}/messages?{name}={_q(extreme)}")
+            assert r.status in (200, 400), (name, extreme)
     page.goto(console.url + "/messages?since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z")
     assert "until: must be after since" in page.locator(".error").inner_text()
     page.goto(console.url + "/messages")

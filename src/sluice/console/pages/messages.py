@@ -42,7 +42,7 @@ MAX_FILTER = 200
 MAX_TIME = 64
 MAX_REASON = 2000
 #: Audit actions that can name one message (by target or in their ``ids``), and how many
-#: entries of each the timeline reads at most.
+#: entries of each (and of control changes) the timeline reads at most.
 AUDIT_PREFIXES = ("message.", "dlq.", "held.")
 AUDIT_READ = 2000
 
@@ -190,33 +190,59 @@ class TimelineEvent:
     """One line of a message's timeline: when, what kind, a headline, and the details."""
 
     at: datetime
-    kind: str  # enqueued, attempt, receipt, held, approved, audit, status
+    kind: str  # enqueued, attempt, receipt, approved, audit, control, held
     headline: str
     badge: str = ""
     details: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _names(entry: AuditEntry, message_id: str) -> bool:
+    """Does the entry name this message: as its target, or among a bulk act's ids?"""
     ids = entry.detail.get("ids") if isinstance(entry.detail, dict) else None
     return entry.target == f"message:{message_id}" or (isinstance(ids, list) and message_id in ids)
 
 
-async def _audit_naming(store: Store, msg: Message) -> tuple[list[AuditEntry], bool]:
-    """The audit entries since the message was made that name it (as the target, or
-    among a bulk act's ids); True when more entries were there than were read."""
-    since = (msg.created_at or datetime.min) - timedelta(seconds=1)
-    found: list[AuditEntry] = []
+def _covers(entry: AuditEntry, msg: Message) -> bool:
+    """Is the message in the scope of this control change (a kill, pause, resume…)?
+    Such a change holds or releases every message of its scope without naming them."""
+    scope = entry.detail.get("scope") if isinstance(entry.detail, dict) else None
+    if not isinstance(scope, dict):
+        return False
+    mine = {"tenant": msg.tenant, "channel": msg.channel, "provider": msg.provider,
+            "action": msg.action}  # fmt: skip
+    return all(scope.get(k) in (None, "", v) for k, v in mine.items())
+
+
+async def _audit_since(store: Store, msg: Message, prefix: str) -> tuple[list[AuditEntry], bool]:
+    """Up to ``AUDIT_READ`` entries of ``prefix`` since the message was made, newest
+    first; True when there were more."""
+    since = msg.created_at - timedelta(seconds=1) if msg.created_at else None
+    rows: list[AuditEntry] = []
+    older: int | None = None
+    while len(rows) < AUDIT_READ:
+        flt = audit_filter(since=since, action=prefix, before_id=older)
+        page, older = await audit_page(store, flt, min(1000, AUDIT_READ - len(rows)))
+        rows += page
+        if older is None:
+            return rows, False
+    return rows, True
+
+
+async def _audit_about(
+    store: Store, msg: Message
+) -> tuple[list[AuditEntry], list[AuditEntry], bool]:
+    """The audit entries that name the message, and the control changes of its scope
+    up to its last change; True when the log held more than was read."""
+    named: list[AuditEntry] = []
     more = False
     for prefix in AUDIT_PREFIXES:
-        flt = audit_filter(since=since if msg.created_at else None, action=prefix)
-        rows, older = await audit_page(store, flt, min(AUDIT_READ, 1000))
-        if older is not None:
-            flt = audit_filter(since=flt.since, action=prefix, before_id=older)
-            extra, older = await audit_page(store, flt, AUDIT_READ - len(rows))
-            rows += extra
-        more = more or older is not None
-        found += [e for e in rows if _names(e, msg.id)]
-    return found, more
+        rows, cut = await _audit_since(store, msg, prefix)
+        named += [e for e in rows if _names(e, msg.id)]
+        more = more or cut
+    rows, cut = await _audit_since(store, msg, "control.")
+    last = msg.updated_at
+    controls = [e for e in rows if _covers(e, msg) and (last is None or e.at <= last)]
+    return named, controls, more or cut
 
 
 def _details(*pairs: tuple[str, Any]) -> list[tuple[str, str]]:
@@ -224,11 +250,13 @@ def _details(*pairs: tuple[str, Any]) -> list[tuple[str, str]]:
 
 
 async def message_timeline(store: Store, msg: Message) -> tuple[list[TimelineEvent], bool]:
-    """Everything the store keeps about ``msg``, oldest first; True when the audit log
-    had more entries in the message's lifetime than were read for it."""
+    """Everything the store keeps about ``msg``, oldest first: its enqueue, attempts,
+    receipts, approval, the audit entries naming it, the control changes of its scope
+    (which hold and release it without naming it) and its hold now. True when the audit
+    log had more entries in the message's lifetime than were read for it."""
     _, attempts = await message_show(store, msg.id)
     receipts = await store.receipt_list(msg.id)
-    entries, more = await _audit_naming(store, msg)
+    entries, controls, more = await _audit_about(store, msg)
     events: list[TimelineEvent] = []
     if msg.created_at is not None:
         events.append(TimelineEvent(
@@ -262,6 +290,14 @@ async def message_timeline(store: Store, msg: Message) -> tuple[list[TimelineEve
         events.append(TimelineEvent(
             e.at, "audit", f"{e.action} by {e.actor}", "audit",
             _details(("reason", e.reason), ("audit entry", e.id)),
+        ))  # fmt: skip
+    for e in controls:
+        mode = e.detail.get("mode")
+        released = e.detail.get("released")
+        events.append(TimelineEvent(
+            e.at, "control", f"{e.action}{f' ({mode})' if mode else ''} on {e.target} by {e.actor}",
+            "held" if e.action == "control.set" else "ok",
+            _details(("reason", e.reason), ("released", released), ("audit entry", e.id)),
         ))  # fmt: skip
     if msg.status is Status.HELD and msg.updated_at is not None:
         events.append(TimelineEvent(msg.updated_at, "held", f"held: {msg.hold_reason or '?'}",
