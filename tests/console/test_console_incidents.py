@@ -85,6 +85,10 @@ def test_an_incident_is_acknowledged_noted_and_resolved_from_its_page(
     page.goto(console.url + "/incidents")
     assert page.locator("table.incidents").first.locator(f"tr[data-id='{s.open}']").count() == 1
     assert page.locator("table.incidents").nth(1).locator(f"tr[data-id='{s.resolved}']").count()
+    shot(page, "incidents")
+    page.goto(f"{console.url}/incidents/{s.open}?done=resolve")  # a link cannot fake a notice
+    assert page.locator(".notice").count() == 0
+    page.goto(console.url + "/incidents")
     page.click(f"tr[data-id='{s.open}'] a")
     page.wait_for_url(f"**/incidents/{s.open}")
     assert _kinds(page) == ["fired", "notified"]

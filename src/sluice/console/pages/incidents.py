@@ -11,11 +11,12 @@ on load): the timeline and the acts show at once.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
 from starlette.responses import RedirectResponse, Response
 
+from sluice.console.sessions import Viewer
 from sluice.console.web import Acting, ConsoleError, OperatorViewer, render
 from sluice.errors import NotFound, SluiceError, ValidationError
 from sluice.ops.evidence import build_evidence
@@ -43,7 +44,7 @@ SCOPE_FIELDS = ("tenant", "provider", "channel", "action")
 MAX_FIELD = 200
 
 
-def _operator(viewer: Any) -> None:
+def _operator(viewer: Viewer) -> None:
     if not viewer.operator:
         raise ConsoleError(403, "This page is for operators; your key is a tenant's.")
 
@@ -88,9 +89,19 @@ async def _incident_page(
 @router.get("/incidents/{incident_id}")
 async def incident(incident_id: str, request: Request, viewer: OperatorViewer) -> Response:
     found = await _incident_or_404(request.app.state.store, incident_id)
-    done = request.query_params.get("done")
-    notice = f"{ACTS[done]}; the audit log names you as {viewer.actor}." if done in ACTS else None
+    done = request.query_params.get("done", "")
+    notice = None
+    if _did(found, done, viewer.actor):
+        notice = f"{ACTS[done]}; the audit log names you as {viewer.actor}."
     return await _incident_page(request, found, notice=notice)
+
+
+def _did(incident: Incident, act: str, actor: str) -> bool:
+    """Is ``act`` on the incident's timeline as ``actor``'s latest entry of its kind?
+    (The notice after an act says so only when it is true, whatever the link says.)"""
+    kind = {"ack": "acknowledged", "note": "note", "resolve": "resolved"}.get(act)
+    mine = [e for e in incident.events if e.kind == kind]
+    return bool(mine) and mine[-1].actor == actor
 
 
 @router.post("/incidents/{incident_id}/evidence")
