@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from sluice.console.pages import auth, overview
+from sluice.console.pages import audit, auth, incidents, messages, overview
 
 __all__ = ["ROUTERS"]
 
 ROUTERS: list[APIRouter] = [
     auth.router,
     overview.router,
+    messages.router,
+    audit.router,
+    incidents.router,
 ]
