@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from sluice.console.pages import auth, controls, overview
+from sluice.console.pages import auth, controls, limits, overview
 
 __all__ = ["ROUTERS"]
 
@@ -18,4 +18,5 @@ ROUTERS: list[APIRouter] = [
     auth.router,
     overview.router,
     controls.router,
+    limits.router,
 ]
