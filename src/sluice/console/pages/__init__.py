@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from sluice.console.pages import auth, controls, limits, overview
+from sluice.console.pages import auth, connections, controls, limits, overview
 
 __all__ = ["ROUTERS"]
 
@@ -19,4 +19,5 @@ ROUTERS: list[APIRouter] = [
     overview.router,
     controls.router,
     limits.router,
+    connections.router,
 ]
