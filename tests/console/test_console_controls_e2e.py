@@ -62,8 +62,13 @@ def _process(args: list[str], env: dict[str, str], log: Path,
              health: str | None = None) -> Iterator[subprocess.Popen[bytes]]:  # fmt: skip
     """A ``sluice`` subprocess in its own process group, killed with it afterwards."""
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "sluice.cli", *args], env=env,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sluice.cli", *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             if health:
                 _wait_up(health, proc, log)
@@ -102,7 +107,9 @@ def _until(check: Callable[[], bool], seconds: float, what: str) -> None:
 
 
 @pytest.fixture
-def rig(clean_pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:  # fmt: skip
+def rig(
+    clean_pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, Any]]:
     monkeypatch.setenv("SLUICE_ALLOW_LOOPBACK_TARGETS", "true")  # our enqueue checks targets too
     secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
     url = clean_pg_url

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 from fastapi import Depends
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 
 from sluice.console.sessions import Viewer
@@ -65,7 +65,8 @@ class Fields:
             return cls(await request.form())
         body = (await request.body()).decode("latin-1")
         pairs = parse_qsl(body, keep_blank_values=True, encoding="utf-8", errors="surrogateescape")
-        return cls(FormData(pairs))
+        items: list[tuple[str, str | UploadFile]] = list(pairs)
+        return cls(FormData(items))
 
     def text(self, name: str, *, max_len: int, required: bool = False) -> str:
         """The field as text ('' when left empty); ``ValidationError`` naming it when it
@@ -140,7 +141,7 @@ class Outcome:
 
 def refused(exc: Exception) -> Outcome:
     """The page's words for an error ``sluice.ops`` raised; nothing was changed."""
-    status = {NotFound: 404, Conflict: 409}.get(type(exc), 400)
+    status = 404 if isinstance(exc, NotFound) else 409 if isinstance(exc, Conflict) else 400
     said = str(exc).encode("utf-8", "replace").decode("utf-8")[:MAX_ECHO]
     return Outcome(error=f"Nothing was changed. {said}", status=status)
 

@@ -127,7 +127,8 @@ async def _check(request: Request, chosen: list[Connection]) -> list[CheckReport
             impl = impls.get(conn.provider)
             if impl is not None and hasattr(impl, "check"):
                 reports.append(
-                    await connection_check(request.app.state.store, box, impl, conn,
-                                           request.app.state.clock)  # fmt: skip
+                    await connection_check(
+                        request.app.state.store, box, impl, conn, request.app.state.clock
+                    )
                 )
     return reports

@@ -144,8 +144,12 @@ async def _acks(store: Store, clock: Clock, version: int) -> AckView:
     return AckView(version, what, workers, report.complete)
 
 
-async def _page(request: Request, outcome: Outcome | None = None,
-                acks: AckView | None = None, form: dict[str, str] | None = None) -> Response:  # fmt: skip
+async def _page(
+    request: Request,
+    outcome: Outcome | None = None,
+    acks: AckView | None = None,
+    form: dict[str, str] | None = None,
+) -> Response:
     state = request.app.state
     outcome = outcome or Outcome()
     return render(

@@ -122,9 +122,9 @@ def _limit_fields(fields: Fields) -> dict[str, Any]:
         if value is not None:
             raw[name] = value
     for name in _DURATIONS:
-        value = fields.text(name, max_len=40).strip()
-        if value:
-            raw[name] = value
+        span = fields.text(name, max_len=40).strip()
+        if span:
+            raw[name] = span
     reset = fields.text("reset", max_len=20).strip()
     if reset:
         raw["reset"] = reset
