@@ -26,6 +26,7 @@ from sluice.store import Store
 SID = "AC" + "5" * 32
 TOKEN = "tok-twilio-Q7x9-never-shown"
 SENDGRID_KEY = "SG.sendgrid-secret-Zz81-never-shown"
+WHATSAPP_TOKEN = "EAAG-whatsapp-token-Kp3-never-shown"
 WEBHOOK_SECRET = "whsec_" + "c2VjcmV0LXdlYmhvb2stbmV2ZXItc2hvd24="
 SECRET_KEY = generate_key()
 
@@ -68,6 +69,13 @@ def _connect(console: ConsoleServer) -> None:
             "globex", "sendgrid", ConnectionState.NEEDS_RECONSENT,
             "403: scope templates.read missing", ["templates.read"], datetime.now(UTC), "test",
         )  # fmt: skip
+        await connection_add(store, box, tenant="initech", provider="whatsapp",
+                             secrets={"access_token": WHATSAPP_TOKEN, "phone_number_id": "1555"},
+                             scopes=["whatsapp_business_messaging"], actor="test")  # fmt: skip
+        await store.connection_set_state(
+            "initech", "whatsapp", ConnectionState.PENDING_REAUTH, "401 from the provider",
+            [], datetime.now(UTC), "test",
+        )  # fmt: skip
 
     console.run(go)
 
@@ -86,6 +94,9 @@ def test_connections_show_state_and_advice_and_a_check_runs_from_the_page(
     assert globex.get_attribute("data-state") == "needs_reconsent"
     assert "no longer grants templates.read" in globex.inner_text()
     assert "missing: templates.read" in globex.inner_text()
+    initech = page.locator("tr[data-connection='initech/whatsapp']")
+    assert initech.get_attribute("data-state") == "pending_reauth"
+    assert "Ask initech to sign in to whatsapp again" in initech.inner_text()
     acme.locator("button").click()
     page.wait_for_load_state()
     assert page.locator("tr[data-check='acme/twilio']").get_attribute("data-ok") == "yes"
@@ -94,7 +105,7 @@ def test_connections_show_state_and_advice_and_a_check_runs_from_the_page(
     row = page.locator("tr[data-connection='acme/twilio']")
     assert "ok" in row.locator("td").nth(5).inner_text()
     shot(page, "connections")
-    for secret in (TOKEN, SENDGRID_KEY, SECRET_KEY, WEBHOOK_SECRET):
+    for secret in (TOKEN, SENDGRID_KEY, WHATSAPP_TOKEN, SECRET_KEY, WEBHOOK_SECRET):
         assert secret not in page.content()
 
 
@@ -153,7 +164,7 @@ def test_no_console_page_shows_a_secret(console: ConsoleServer, page: Page,
     pages = _crawl(console.url, cookies, nav)
     assert {"/connections", "/controls", "/limits"} <= set(pages)
     secrets = {
-        "twilio auth token": TOKEN, "sendgrid key": SENDGRID_KEY,
+        "twilio auth token": TOKEN, "sendgrid key": SENDGRID_KEY, "whatsapp": WHATSAPP_TOKEN,
         "SLUICE_SECRET_KEY": SECRET_KEY, "webhook secret": WEBHOOK_SECRET,
         "operator key": operator_token.split(".", 1)[1],
         "tenant key": tenant_token.split(".", 1)[1],

@@ -181,3 +181,18 @@ def test_throttles_active_now_are_listed_and_cleared(
     page.wait_for_load_state()
     assert "1 throttles cleared, audited as console:bo" in page.locator(".notice").inner_text()
     assert page.locator("#no-throttles").is_visible()
+
+
+def test_an_act_a_two_person_rule_holds_is_filed_not_done(clean_pg_url: str, page: Page) -> None:
+    console = ConsoleServer(clean_pg_url, two_person=("limit.set",))
+    console.start()
+    try:
+        sign_in(page, console.url, console.key("ops"), name="fay")
+        page.goto(console.url + "/limits")
+        _submit(page, "#set-limit", kind="rate", provider="null", rate="5", reason="slow down")
+        notice = page.locator(".notice").inner_text()
+        assert "Filed as request" in notice and "waits for a second operator" in notice
+        assert console.run(lambda s: s.limit_list()) == []
+        assert page.locator("#no-limits").is_visible()
+    finally:
+        console.stop()

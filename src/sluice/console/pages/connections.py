@@ -48,19 +48,19 @@ def _advice(c: Connection, days_left: float | None) -> str:
         missing = ", ".join(c.missing_scopes) or "a scope it needs"
         return (
             f"The provider no longer grants {missing}. Ask {c.tenant} to connect {c.provider} "
-            "again and grant it; then `sluice connections rotate` with the new scopes releases "
-            "the held messages, oldest first."
+            "again and grant it; recording the new scopes (sluice connections rotate) then "
+            "releases its held messages, oldest first."
         )
     if c.state is ConnectionState.PENDING_REAUTH:
         return (
             f"The provider refused {who}'s credentials (revoked, or a refresh failed). Ask "
-            f"{c.tenant} to sign in to {c.provider} again; `sluice connections rotate` with "
-            "the new credentials releases the held messages."
+            f"{c.tenant} to sign in to {c.provider} again; storing the new credentials "
+            "(sluice connections rotate) then releases its held messages."
         )
     if c.state is ConnectionState.REVOKED:
         return (
             f"An operator revoked {who}; its messages are held until it is given new "
-            "credentials (`sluice connections rotate`)."
+            "credentials (sluice connections rotate)."
         )
     if days_left is not None and days_left < EXPIRY_WARNING_DAYS:
         return f"The token expires in {days_left:.1f} days: have {c.tenant} renew it before then."
