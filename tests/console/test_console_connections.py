@@ -174,3 +174,19 @@ def test_no_console_page_shows_a_secret(console: ConsoleServer, page: Page,
              if s in html]  # fmt: skip
     assert leaks == [], leaks
     assert len(pages) >= 3
+
+
+def test_a_tenant_key_opens_none_of_the_operator_pages(
+    console: ConsoleServer, page: Page, context: BrowserContext
+) -> None:
+    _connect(console)
+    sign_in(page, console.url, console.key("acme-key", "tenant", "acme"))
+    for path in ("/controls", "/limits", "/connections"):
+        response = page.goto(console.url + path)
+        assert response is not None and response.status == 403, path
+        assert TOKEN not in page.content()
+    cookies = {c["name"]: c["value"] for c in context.cookies()}
+    csrf = page.locator("form.who input[name=csrf]").get_attribute("value")
+    for path in ("/connections/check", "/limits", "/breakers", "/throttles/clear"):
+        r = httpx.post(console.url + path, cookies=cookies, data={"csrf": csrf, "reason": "x"})
+        assert r.status_code == 403, path

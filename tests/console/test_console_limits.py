@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 import structlog
 from console_rig import ConsoleServer, shot, sign_in
-from playwright.sync_api import Page
+from playwright.sync_api import BrowserContext, Page
 
 from sluice.clock import SystemClock
 from sluice.config import Settings
@@ -51,6 +52,18 @@ def _audit(console: ConsoleServer, prefix: str) -> list[tuple[str, str, str | No
         return [(r.action, r.actor, r.reason) for r in rows]
 
     return console.run(go)
+
+
+def _breaker_and_throttle(console: ConsoleServer) -> None:
+    """A provider breaker with 10 outcomes (4 failed) in its window, and a throttle."""
+    now = datetime.now(UTC)
+
+    async def go(store: Store) -> None:
+        await store.breaker_report({("p:null", int(now.timestamp())): (6, 4)}, {}, now)
+        until = now + timedelta(minutes=10)
+        await store.throttle_set("acme", "null", until, "429 from provider", now)
+
+    console.run(go)
 
 
 @pytest.fixture
@@ -94,6 +107,8 @@ def test_set_a_quota_see_its_use_as_a_coloured_bar_and_clear_it(
     row = page.locator("tr[data-limit='quota(provider=null)']")
     assert "96 / 100 (96 %)" in row.inner_text()
     assert "5/s, burst 5" in page.locator("tr[data-limit='rate(tenant=acme)']").inner_text()
+    _breaker_and_throttle(console)
+    page.goto(console.url + "/limits")
     shot(page, "limits")
     row.locator("input[name=reason]").fill("quota raised by the provider")
     row.locator("button").click()
@@ -133,13 +148,7 @@ def test_breakers_force_open_close_and_reset_with_their_window_figures(
     console: ConsoleServer, limits_page: Page
 ) -> None:
     page = limits_page
-    now = datetime.now(UTC)
-
-    async def outcomes(store: Store) -> None:
-        bucket = int(now.timestamp())
-        await store.breaker_report({("p:null", bucket): (6, 4)}, {}, now)
-
-    console.run(outcomes)
+    _breaker_and_throttle(console)
     page.goto(console.url + "/limits")
     row = page.locator("tr[data-breaker='p:null']")
     cells = row.locator("td")
@@ -166,13 +175,7 @@ def test_throttles_active_now_are_listed_and_cleared(
     console: ConsoleServer, limits_page: Page
 ) -> None:
     page = limits_page
-    now = datetime.now(UTC)
-
-    async def throttle(store: Store) -> None:
-        until = now + timedelta(minutes=10)
-        await store.throttle_set("acme", "null", until, "429 from provider", now)
-
-    console.run(throttle)
+    _breaker_and_throttle(console)
     page.goto(console.url + "/limits")
     row = page.locator("tr[data-throttle='acme/null']")
     assert "429 from provider" in row.inner_text()
@@ -196,3 +199,25 @@ def test_an_act_a_two_person_rule_holds_is_filed_not_done(clean_pg_url: str, pag
         assert page.locator("#no-limits").is_visible()
     finally:
         console.stop()
+
+
+def test_raw_posts_with_broken_text_change_nothing(
+    console: ConsoleServer, limits_page: Page, context: BrowserContext
+) -> None:
+    cookies = {c["name"]: c["value"] for c in context.cookies()}
+    csrf = limits_page.locator("#set-limit input[name=csrf]").get_attribute("value")
+    cases = [
+        ("/limits", "kind=rate&rate=5&tenant=%ED%A0%80&reason=x", "tenant: must be valid Unicode"),
+        ("/limits", "kind=rate&rate=5&reason=a%00b", "reason: must not contain NUL"),
+        ("/limits", "kind=nonsense&reason=x", "kind: must be one of"),
+        ("/limits/clear", "kind=rate&reason=x", "no run-time rate limit"),
+        ("/breakers", "key=p:null&verb=explode&reason=x", "verb: must be open, close or reset"),
+        ("/breakers", "key=&verb=open&reason=x", "key: is required"),
+        ("/throttles/clear", "reason=x", "name a tenant and/or a provider"),
+    ]
+    for path, body, says in cases:
+        r = httpx.post(console.url + path, cookies=cookies, content=f"csrf={csrf}&{body}",
+                       headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+        assert r.status_code in (400, 404) and says in r.text, (path, body, r.text[:300])
+    assert console.run(lambda s: s.limit_list()) == []
+    assert _audit(console, "breaker.") == [] and _audit(console, "limit.") == []
