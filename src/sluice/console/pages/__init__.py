@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from sluice.console.pages import audit, auth, incidents, messages, overview
+from sluice.console.pages import audit, auth, connections, controls, incidents, limits, messages, overview
 
 __all__ = ["ROUTERS"]
 
@@ -20,4 +20,7 @@ ROUTERS: list[APIRouter] = [
     messages.router,
     audit.router,
     incidents.router,
+    controls.router,
+    limits.router,
+    connections.router,
 ]
