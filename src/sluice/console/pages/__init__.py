@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from sluice.console.pages import auth, overview
+from sluice.console.pages import auth, dlq, held, overview
 
 __all__ = ["ROUTERS"]
 
 ROUTERS: list[APIRouter] = [
     auth.router,
     overview.router,
+    dlq.router,
+    held.router,
 ]
