@@ -245,3 +245,30 @@ def test_a_tenant_key_cannot_open_or_act(console: ConsoleServer, page: Page,
              {"verb": "retry", "ids": ids[0], "reason": "mine"})  # fmt: skip
     assert r.status_code == 403
     assert statuses(console, ids) == {ids[0]: "dead"}
+
+
+def test_a_stale_preview_is_refused_whole_and_shown_again(console: ConsoleServer,
+                                                          page: Page) -> None:  # fmt: skip
+    ids = sorted(console.run(dead(3, "PROVIDER_ERROR")))
+    sign_in(page, console.url, console.key("ops"), name="ann")
+    _open_group(page, console.url, "sms", "PROVIDER_ERROR")
+    assert _preview(page, "retry", 10) == ids
+
+    async def cancel_one(store: Store) -> None:  # another operator, meanwhile
+        from sluice.ops.actions import message_cancel
+
+        await message_cancel(store, ids[1], actor="cli:bob", reason="not this one")
+
+    console.run(cancel_one)
+    page.fill("section.preview textarea[name=reason]", "retry them")
+    page.click("section.preview button[type=submit]")
+    error = page.locator("p.error[role=alert]").inner_text()
+    assert f"1 of the 3 messages are not dead (any more): {ids[1]}" in error
+    assert "Nothing was changed; preview again" in error
+    assert page.locator(f"table.preview-ids tr[data-id='{ids[1]}'] .badge").inner_text() == (
+        "cancelled"
+    )
+    assert page.locator("section.preview form").count() == 0  # no acting on a stale preview
+    shot(page, "dead-letter-stale-preview")
+    assert statuses(console, [ids[0], ids[2]]) == {ids[0]: "dead", ids[2]: "dead"}
+    assert audit(console, "dlq.retry") == []

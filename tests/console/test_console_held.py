@@ -6,7 +6,9 @@ the person; hostile input changes nothing."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
+import pytest
 from bulk_seed import audit, dead, held, post, statuses
 from console_rig import ConsoleServer, shot, sign_in
 from playwright.sync_api import BrowserContext, Page
@@ -184,3 +186,25 @@ def test_a_tenant_key_cannot_open_or_act(console: ConsoleServer, page: Page,
              {"verb": "approve", "ids": ids[0], "reason": "mine"})  # fmt: skip
     assert r.status_code == 403
     assert statuses(console, ids) == {ids[0]: "held"}
+
+
+@pytest.fixture
+def two_person(clean_pg_url: str) -> Iterator[ConsoleServer]:
+    server = ConsoleServer(clean_pg_url, two_person=("held.approve>1",))
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_an_approval_the_two_person_rule_holds_is_filed_not_done(two_person: ConsoleServer,
+                                                                 page: Page) -> None:  # fmt: skip
+    ids = two_person.run(held(2, APPROVAL))
+    sign_in(page, two_person.url, two_person.key("ops"), name="ann")
+    page.goto(two_person.url + "/held?contains=control%3Aapproval")
+    assert sorted(_preview(page, "approve", 10)) == sorted(ids)
+    page.fill("section.preview textarea[name=reason]", "campaign signed off")
+    page.click("section.preview button[type=submit]")
+    text = page.locator("p.notice.filed").inner_text()
+    assert re.search(r"Request \w+ waits for a second operator", text), text
+    assert "nothing has changed yet" in text
+    assert statuses(two_person, ids) == dict.fromkeys(ids, "held")

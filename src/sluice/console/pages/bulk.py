@@ -160,16 +160,19 @@ async def messages_of(request: Request, ids: list[str]) -> list[Message]:
 
 
 async def previewed_again(
-    request: Request, form: Mapping[str, Any], verbs: Mapping[str, str]
+    request: Request, form: Mapping[str, Any], verbs: Mapping[str, str], status: Status
 ) -> dict[str, Any]:
-    """After a refused act (no reason, say), the preview it came from, as those messages
-    are now, so the operator can fix the form and act; nothing when its ids are bad."""
+    """After a refused act, the preview it came from, as those messages are now: with
+    the act's form again when all are still ``status`` (only the reason was wrong, say),
+    without it (``stale``) when some moved; nothing when its ids are bad."""
     try:
         ids = read_ids(form.get("ids"))
     except ValidationError:
         return {}
+    found = await messages_of(request, ids)
+    stale = len(found) < len(ids) or any(m.status is not status for m in found)
     verb = form.get("verb")
-    return {"preview": await messages_of(request, ids), "verb": verb if verb in verbs else ""}
+    return {"preview": found, "verb": verb if verb in verbs else "", "stale": stale}
 
 
 async def act(

@@ -130,5 +130,5 @@ async def dead_letter_act(request: Request, viewer: Acting, operator: OperatorVi
         outcome = await act(request, viewer, f"dlq.{verb}", ids, Status.DEAD, reason)
     except SluiceError as exc:
         return await _group(request, form, _status(exc), error=str(exc),
-                            **await previewed_again(request, form, VERBS))  # fmt: skip
+                            **await previewed_again(request, form, VERBS, Status.DEAD))  # fmt: skip
     return await _group(request, form, outcome=outcome, done=VERBS[outcome.verb])

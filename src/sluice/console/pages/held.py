@@ -158,5 +158,5 @@ async def held_act(request: Request, viewer: Acting, operator: OperatorViewer) -
         outcome = await act(request, viewer, f"held.{verb}", ids, Status.HELD, reason)
     except SluiceError as exc:
         return await _page(request, form, _status(exc), error=str(exc),
-                           **await previewed_again(request, form, VERBS))  # fmt: skip
+                           **await previewed_again(request, form, VERBS, Status.HELD))  # fmt: skip
     return await _page(request, form, outcome=outcome, done=VERBS[outcome.verb])
