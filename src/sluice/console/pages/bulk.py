@@ -22,7 +22,7 @@ from typing import Any
 from fastapi import Request
 
 from sluice.console.sessions import Viewer
-from sluice.errors import Conflict, NotFound, ValidationError
+from sluice.errors import Conflict, NotFound, SluiceError, ValidationError
 from sluice.model import Message, Status
 from sluice.ops.actions import DlqAction, parse_since
 from sluice.ops.requests import Filed, message_args, perform
@@ -39,11 +39,13 @@ __all__ = [
     "messages_of",
     "preview",
     "previewed_again",
+    "raw_fields",
     "read_ids",
     "read_limit",
     "read_reason",
     "read_since",
     "read_text",
+    "status_of",
     "time_text",
 ]
 
@@ -229,6 +231,16 @@ def age_text(seconds: float | None) -> str:
     if s < 86400:
         return f"{s // 3600} h {s % 3600 // 60} min"
     return f"{s // 86400} d {s % 86400 // 3600} h"
+
+
+def raw_fields(params: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, str]:
+    """The fields as typed, to fill the forms again (never trusted: see ``form_filter``)."""
+    return {n: v for n in names if isinstance(v := params.get(n), str) and v}
+
+
+def status_of(exc: SluiceError) -> int:
+    """The HTTP status of a refused preview or act."""
+    return 404 if isinstance(exc, NotFound) else 409 if isinstance(exc, Conflict) else 400
 
 
 def form_filter(params: Mapping[str, Any], now: datetime, names: tuple[str, ...]) -> dict[str, Any]:

@@ -16,14 +16,16 @@ from sluice.console.pages.bulk import (
     messages_of,
     preview,
     previewed_again,
+    raw_fields,
     read_ids,
     read_limit,
     read_reason,
     read_text,
+    status_of,
     time_text,
 )
 from sluice.console.web import Acting, OperatorViewer, render
-from sluice.errors import Conflict, NotFound, SluiceError, ValidationError
+from sluice.errors import SluiceError, ValidationError
 from sluice.model import Status
 from sluice.ops.actions import dlq_list
 from sluice.store.base import MessageFilter
@@ -40,19 +42,10 @@ VERBS = {"retry": "requeued", "cancel": "cancelled"}
 SHOWN = 100
 
 
-def _raw(params: Any, names: tuple[str, ...]) -> dict[str, str]:
-    """The fields as typed, to fill the forms again (never trusted: see ``form_filter``)."""
-    return {n: v for n in names if isinstance(v := params.get(n), str) and v}
-
-
-def _status(exc: SluiceError) -> int:
-    return 404 if isinstance(exc, NotFound) else 409 if isinstance(exc, Conflict) else 400
-
-
 @router.get("/dlq")
 async def dead_letters(request: Request, viewer: OperatorViewer) -> Response:
     state = request.app.state
-    raw = _raw(request.query_params, FILTERS)
+    raw = raw_fields(request.query_params, FILTERS)
     try:
         flt = MessageFilter(**form_filter(request.query_params, state.clock.now(), FILTERS))
     except ValidationError as exc:
@@ -71,8 +64,8 @@ async def _group(request: Request, params: Any, status: int = 200, **extra: Any)
     """A group's page: its figures and oldest messages, plus what ``extra`` adds (a
     preview, an act's outcome, an error)."""
     state = request.app.state
-    raw = _raw(params, FILTERS + GROUP)
-    extra["back"] = _raw(params, FILTERS)
+    raw = raw_fields(params, FILTERS + GROUP)
+    extra["back"] = raw_fields(params, FILTERS)
     try:
         fields = form_filter(params, state.clock.now(), FILTERS + GROUP)
         if not fields["channel"] or not fields["error_code"]:
@@ -116,7 +109,7 @@ async def dead_letter_preview(
         shown = await preview(request, viewer, f"dlq.{verb}",
                               MessageFilter(**fields, limit=limit))  # fmt: skip
     except SluiceError as exc:
-        return await _group(request, form, _status(exc), error=str(exc))
+        return await _group(request, form, status_of(exc), error=str(exc))
     return await _group(request, form, verb=verb, limit=limit, preview=shown)
 
 
@@ -129,6 +122,6 @@ async def dead_letter_act(request: Request, viewer: Acting, operator: OperatorVi
         reason = read_reason(form.get("reason"))
         outcome = await act(request, viewer, f"dlq.{verb}", ids, Status.DEAD, reason)
     except SluiceError as exc:
-        return await _group(request, form, _status(exc), error=str(exc),
+        return await _group(request, form, status_of(exc), error=str(exc),
                             **await previewed_again(request, form, VERBS, Status.DEAD))  # fmt: skip
     return await _group(request, form, outcome=outcome, done=VERBS[outcome.verb])

@@ -20,14 +20,16 @@ from sluice.console.pages.bulk import (
     form_filter,
     preview,
     previewed_again,
+    raw_fields,
     read_ids,
     read_limit,
     read_reason,
     read_text,
+    status_of,
     time_text,
 )
 from sluice.console.web import Acting, OperatorViewer, render
-from sluice.errors import Conflict, NotFound, SluiceError, ValidationError
+from sluice.errors import SluiceError, ValidationError
 from sluice.model import Status
 from sluice.ops.controls import held_list
 from sluice.store.base import MessageFilter
@@ -88,20 +90,12 @@ async def _waiting(request: Request, flt: MessageFilter) -> list[Waiting]:
     return list(kinds.values())
 
 
-def _raw(params: Any) -> dict[str, str]:
-    return {n: v for n in FILTERS if isinstance(v := params.get(n), str) and v}
-
-
-def _status(exc: SluiceError) -> int:
-    return 404 if isinstance(exc, NotFound) else 409 if isinstance(exc, Conflict) else 400
-
-
 async def _page(
     request: Request, params: Mapping[str, Any], status: int = 200, **extra: Any
 ) -> Response:
     state = request.app.state
     now = state.clock.now()
-    raw = _raw(params)
+    raw = raw_fields(params, FILTERS)
     try:
         flt = MessageFilter(**form_filter(params, now, FILTERS), limit=SHOWN)
     except ValidationError as exc:
@@ -143,7 +137,7 @@ async def held_preview(request: Request, viewer: Acting, operator: OperatorViewe
         shown = await preview(request, viewer, f"held.{verb}",
                               MessageFilter(**fields, limit=limit))  # fmt: skip
     except SluiceError as exc:
-        return await _page(request, form, _status(exc), error=str(exc))
+        return await _page(request, form, status_of(exc), error=str(exc))
     return await _page(request, form, verb=verb, limit=limit, preview=shown)
 
 
@@ -157,6 +151,6 @@ async def held_act(request: Request, viewer: Acting, operator: OperatorViewer) -
         reason = read_reason(form.get("reason"))
         outcome = await act(request, viewer, f"held.{verb}", ids, Status.HELD, reason)
     except SluiceError as exc:
-        return await _page(request, form, _status(exc), error=str(exc),
+        return await _page(request, form, status_of(exc), error=str(exc),
                            **await previewed_again(request, form, VERBS, Status.HELD))  # fmt: skip
     return await _page(request, form, outcome=outcome, done=VERBS[outcome.verb])
