@@ -10,6 +10,7 @@ counted at the simulator.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import os
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +30,9 @@ import psycopg
 import pytest
 from console_rig import shot, sign_in
 from playwright.sync_api import Page
+
+from sluice.ops.apikeys import api_key_create
+from sluice.store import create_store
 
 WAIT = 60.0
 
@@ -50,6 +55,22 @@ def _cli(url: str, *args: str) -> str:
                           text=True, env=_env(url), timeout=60, check=False)  # fmt: skip
     assert done.returncode == 0, (args, done.stdout, done.stderr)
     return done.stdout.strip()
+
+
+def _key(url: str, name: str, role: str, tenant: str | None) -> str:
+    """A new API key's token (made here: a CLI process costs seconds to start)."""
+
+    async def make() -> str:
+        store = create_store(url)
+        await store.open()  # type: ignore[attr-defined]
+        try:
+            return (await api_key_create(store, name, role, tenant, actor="test")).token
+        finally:
+            await store.close()
+
+    # In a thread of its own: the sync Playwright API keeps an event loop in this one.
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, make()).result()
 
 
 def _wait_up(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -121,17 +142,21 @@ def _start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
 def rig(clean_pg_url: str, tmp_path: Path) -> Iterator[Rig]:
     secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
     sim_port, api_port = _free_port(), _free_port()
-    procs = []
+    procs: list[subprocess.Popen[bytes]] = []
     try:
-        procs.append(_start(["simulator", "--port", str(sim_port)],
-                            _env(clean_pg_url, SLUICE_WEBHOOK_SECRET=secret),
-                            tmp_path / "simulator.log"))  # fmt: skip
-        _wait_up(f"http://127.0.0.1:{sim_port}/_sim/health", procs[-1], tmp_path / "simulator.log")
-        procs.append(_start(["serve", "--port", str(api_port)], _env(clean_pg_url),
-                            tmp_path / "serve.log"))  # fmt: skip
-        _wait_up(f"http://127.0.0.1:{api_port}/healthz", procs[-1], tmp_path / "serve.log")
-        procs.append(_start(["worker"], _env(clean_pg_url, SLUICE_WEBHOOK_SECRET=secret),
-                            tmp_path / "worker.log"))  # fmt: skip
+        # All three start at once (each takes seconds to import); then the two servers
+        # are waited for.
+        sim = _start(
+            ["simulator", "--port", str(sim_port)],
+            _env(clean_pg_url, SLUICE_WEBHOOK_SECRET=secret),
+            tmp_path / "simulator.log",
+        )
+        api = _start(["serve", "--port", str(api_port)], _env(clean_pg_url), tmp_path / "serve.log")
+        worker = _start(["worker"], _env(clean_pg_url, SLUICE_WEBHOOK_SECRET=secret),
+                        tmp_path / "worker.log")  # fmt: skip
+        procs += [sim, api, worker]
+        _wait_up(f"http://127.0.0.1:{sim_port}/_sim/health", sim, tmp_path / "simulator.log")
+        _wait_up(f"http://127.0.0.1:{api_port}/healthz", api, tmp_path / "serve.log")
         yield Rig(clean_pg_url, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{sim_port}")
     finally:
         for p in procs:
@@ -148,9 +173,11 @@ def rig(clean_pg_url: str, tmp_path: Path) -> Iterator[Rig]:
 def test_retry_a_dead_letter_group_and_approve_a_held_message_from_the_pages(
     rig: Rig, page: Page
 ) -> None:
-    operator = _cli(rig.db, "apikeys", "create", "oncall", "--role", "operator")
-    acme = _cli(rig.db, "apikeys", "create", "acme-app", "--tenant", "acme")
-    gamma = _cli(rig.db, "apikeys", "create", "gamma-app", "--tenant", "gamma")
+    operator = _key(rig.db, "oncall", "operator", None)
+    acme, gamma = (
+        _key(rig.db, "acme-app", "tenant", "acme"),
+        _key(rig.db, "gamma-app", "tenant", "gamma"),
+    )
     # gamma's sends wait for a person's approval (the worker acknowledges it first)
     _cli(rig.db, "controls", "set", "approval", "--tenant", "gamma",
          "--reason", "first campaign: marketing signs off", "--actor", "cli:lead")  # fmt: skip
