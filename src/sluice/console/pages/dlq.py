@@ -64,19 +64,18 @@ async def _group(request: Request, params: Any, status: int = 200, **extra: Any)
     """A group's page: its figures and oldest messages, plus what ``extra`` adds (a
     preview, an act's outcome, an error)."""
     state = request.app.state
-    raw = raw_fields(params, FILTERS + GROUP)
-    extra["back"] = raw_fields(params, FILTERS)
+    raw, back = raw_fields(params, FILTERS + GROUP), raw_fields(params, FILTERS)
     try:
         fields = form_filter(params, state.clock.now(), FILTERS + GROUP)
         if not fields["channel"] or not fields["error_code"]:
             raise ValidationError("group", "name a channel and an error code (open one from /dlq)")
     except ValidationError as exc:
         return render(request, "dlq_group.html", 400, raw=raw, group=None, messages=[],
-                      back=extra["back"], error=extra.get("error") or str(exc))  # fmt: skip
+                      back=back, error=extra.get("error") or str(exc))  # fmt: skip
     groups = await dlq_list(state.store, MessageFilter(**fields))
     ids = await state.store.message_select(Status.DEAD, MessageFilter(**fields, limit=SHOWN))
     return render(
-        request, "dlq_group.html", status, raw=raw, fields=fields,
+        request, "dlq_group.html", status, raw=raw, back=back, fields=fields,
         group=groups[0] if groups else None, messages=await messages_of(request, ids),
         shown=SHOWN, max_limit=MAX_LIMIT,
         limit=extra.pop("limit", DEFAULT_LIMIT), time_text=time_text, **extra,

@@ -101,7 +101,10 @@ async def _page(
     except ValidationError as exc:
         return render(request, "held.html", 400, raw=raw, kinds=[], messages=[],
                       error=extra.get("error") or str(exc))  # fmt: skip
-    age = lambda when: age_text((now - when).total_seconds() if when else None)  # noqa: E731  # a template's helper
+
+    def age(when: datetime | None) -> str:
+        return age_text((now - when).total_seconds() if when else None)
+
     return render(
         request, "held.html", status, raw=raw, kinds=await _waiting(request, flt),
         prefixes=dict(KINDS), messages=await held_list(state.store, flt), shown=SHOWN,
