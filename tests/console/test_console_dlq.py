@@ -81,6 +81,7 @@ def test_a_group_lists_its_messages_linking_to_each(console: ConsoleServer, page
     assert page.locator(".cards .figure").first.inner_text() == "3"
     link = page.locator(f"table.dlq-messages a[href='/messages/{ids[0]}']")
     assert link.count() == 1
+    assert sorted(_preview(page, "retry", 100)) == sorted(ids)  # the tenant filter holds
 
 
 def test_preview_then_retry_exactly_the_previewed_ids(console: ConsoleServer, page: Page) -> None:
