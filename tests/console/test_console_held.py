@@ -93,6 +93,7 @@ def test_approve_exactly_the_previewed_then_later_holds_stay(
     previewed = _preview(page, "approve", 3)
     assert previewed == first[:3]
     assert "Preview: approve 3 held messages" in page.locator("section.preview h2").inner_text()
+    shot(page, "held-preview")
     later = console.run(held(2, APPROVAL))  # held after the preview: never touched
     page.fill("section.preview textarea[name=reason]", "campaign signed off by marketing")
     page.click("section.preview button[type=submit]")
