@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from sluice.console.pages import audit, auth, connections, controls, incidents, limits, messages, overview
+from sluice.console.pages import audit, auth, connections, controls, dlq, held, incidents, limits, messages, overview
 
 __all__ = ["ROUTERS"]
 
@@ -23,4 +23,6 @@ ROUTERS: list[APIRouter] = [
     controls.router,
     limits.router,
     connections.router,
+    dlq.router,
+    held.router,
 ]
