@@ -100,7 +100,7 @@ def test_explain__a_pause_elsewhere_does_not_count() -> None:
     ("scope", "words"),
     [
         (Scope.of(tenant="acme"), "your tenant"),
-        (Scope.of(tenant="acme", channel="sms"), "your tenant, channel sms"),
+        (Scope.of(tenant="acme", channel="sms"), "your tenant's channel sms"),
         (Scope(), "all sending (every tenant)"),
         (Scope.of(provider="twilio"), "provider twilio (every tenant)"),
     ],
@@ -186,11 +186,11 @@ def test_explain__a_disabled_endpoint_is_re_enabled_once_it_answers() -> None:
     assert e.kind == "endpoint"
     assert (
         e.reason
-        == "your endpoint hooks.acme.example is disabled (it kept failing without one success)"
+        == "your endpoint hooks.acme.example was disabled (it kept failing without one success)"
     )
     assert "re-enabled once it answers again" in (e.remedy or "")
     bare = explain(_msg(Status.HELD, hold_reason=hold_text("hooks.acme.example", None)), NOW)
-    assert bare.reason == "your endpoint hooks.acme.example is disabled (it was disabled)"
+    assert bare.reason == "your endpoint hooks.acme.example was disabled (by an operator)"
 
 
 def test_explain__an_unknown_hold_waits_for_an_operator() -> None:

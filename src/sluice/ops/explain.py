@@ -284,19 +284,14 @@ def _held_by_control(msg: Message, rest: str) -> Explanation:
 
 
 def _scope_words(scope: str, msg: Message) -> str:
-    """``tenant=acme channel=sms`` as the tenant reads it: "your tenant's sms channel"."""
+    """``tenant=acme channel=sms`` as the tenant reads it: "your tenant's channel sms"."""
     if not scope or scope == "global":
         return "all sending (every tenant)"
     parts = dict(p.split("=", 1) for p in scope.split() if "=" in p)
-    words = []
+    rest = ", ".join(f"{n} {parts[n]}" for n in ("channel", "provider", "action") if n in parts)
     if parts.get("tenant") == msg.tenant:
-        words.append("your tenant")
-    for name in ("channel", "provider", "action"):
-        if name in parts:
-            words.append(f"{name} {parts[name]}")
-    if not words:
-        return "all sending"
-    return ", ".join(words) if "tenant" in parts else ", ".join(words) + " (every tenant)"
+        return f"your tenant's {rest}" if rest else "your tenant"
+    return f"{rest} (every tenant)" if rest else "all sending"
 
 
 def _held_by_connection(msg: Message, detail: str, conn: Connection | None) -> Explanation:
@@ -339,9 +334,9 @@ def _held_by_connection(msg: Message, detail: str, conn: Connection | None) -> E
 def _held_by_endpoint(rest: str, endpoint: EndpointInfo | None) -> Explanation:
     name = endpoint.endpoint if endpoint is not None else rest.split(" (", 1)[0]
     failing = endpoint is not None and (endpoint.disabled_reason or "").startswith("failing")
-    why = "it kept failing without one success" if failing else "it was disabled"
+    why = "it kept failing without one success" if failing else "by an operator"
     return Explanation(
-        "endpoint", f"your endpoint {name} is disabled ({why})",
+        "endpoint", f"your endpoint {name} was disabled ({why})",
         "the endpoint is re-enabled once it answers again (fix your receiver; an operator "
         "enables it) and then held messages go back to the queue",
     )  # fmt: skip

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from sluice.console.pages import auth, overview
+from sluice.console.pages import auth, overview, tenant
 
 __all__ = ["ROUTERS"]
 
 ROUTERS: list[APIRouter] = [
     auth.router,
     overview.router,
+    tenant.router,
 ]
