@@ -286,6 +286,8 @@ def test_a_tenant_retries_dead_letters_within_the_limit(tight: ConsoleServer, pa
         ("console:amy", "our receiver is back", 2)
     ]
     assert audit[0].detail["filter"]["tenant"] == "acme"
+    page.goto(f"{tight.url}/tenant/acme/messages/{s.dead[0]}")
+    assert "Retried by you" in page.locator("ol.timeline").inner_text()
 
 
 def test_a_retry_above_the_limits_is_refused_and_changes_nothing(

@@ -29,7 +29,7 @@ from sluice.ops.endpoints import endpoints_list
 from sluice.ops.explain import Explanation, explain, explain_error
 from sluice.ops.listings import message_page, parse_time
 from sluice.ops.requests import Filed, message_args, perform
-from sluice.store.base import AuditFilter, MessageFilter, Store
+from sluice.store.base import AuditEntry, AuditFilter, MessageFilter, Store
 from sluice.store.endpoints import HOLD_PREFIX as ENDPOINT_HOLD
 
 __all__ = ["router"]
@@ -201,10 +201,43 @@ async def tenant_message(
     attempts = await store.attempt_list(msg.id)
     receipts = await store.receipt_list(msg.id)
     why = (await _explainer(request, tenant))(msg)
+    acts = [_acted(e, viewer) for e in await _acts_on(store, msg)]
     return render(
         request, "tenant_message.html", tenant=tenant, tab="messages", msg=msg,
-        why=why, timeline=_timeline(msg, attempts, receipts, why, viewer.operator),
+        why=why, timeline=_timeline(msg, attempts, receipts, acts, why),
     )  # fmt: skip
+
+
+#: The audited acts that move one message, and how its timeline names them.
+_ACTS = {"held.approve": "Approved", "held.release": "Released", "held.cancel": "Cancelled",
+         "dlq.retry": "Retried", "dlq.cancel": "Cancelled", "message.cancel": "Cancelled",
+         "message.retry_now": "Retried now"}  # fmt: skip
+#: How many audit entries of each family a message page reads back (newest first).
+_AUDIT_READ = 200
+
+
+async def _acts_on(store: Store, msg: Message) -> list[AuditEntry]:
+    """The audited acts since ``msg`` was created that moved it (releases, approvals,
+    retries, cancels): those naming it as their target or among their ids."""
+    found = []
+    for family in ("held.", "dlq.", "message"):
+        flt = AuditFilter(action=family, since=msg.created_at)
+        for e in await store.audit_list(_AUDIT_READ, flt):
+            if e.action in _ACTS and (
+                e.target == f"message:{msg.id}" or msg.id in (e.detail.get("ids") or ())
+            ):
+                found.append(e)
+    return found
+
+
+def _acted(e: AuditEntry, viewer: Viewer) -> _Event:
+    """An act on the timeline: a tenant sees who only when it was itself, and never an
+    operator's reason (it may speak of other tenants)."""
+    if viewer.operator:
+        who, why = e.actor, f": {e.reason}" if e.reason else ""
+    else:
+        who, why = ("you" if e.actor == viewer.actor else "an operator"), ""
+    return _Event(e.at, _ACTS[e.action], f"by {who}{why}", "sent")
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,9 +249,9 @@ class _Event:
 
 
 def _timeline(
-    msg: Message, attempts: list[Any], receipts: list[Any], why: Explanation, operator: bool
+    msg: Message, attempts: list[Any], receipts: list[Any], acts: list[_Event], why: Explanation
 ) -> list[_Event]:
-    """Enqueue, every attempt, every receipt, the approval, and where it stands now."""
+    """Enqueue, every attempt, every receipt, every act on it, and where it stands now."""
     what = f"{msg.action} by {msg.channel} via {msg.provider} to {msg.recipient}"
     events = [_Event(msg.created_at, "Enqueued", what)]
     for a in attempts:
@@ -234,9 +267,7 @@ def _timeline(
     for r in receipts:
         code = f" ({r.error_code})" if r.error_code else ""
         events.append(_Event(r.occurred_at or r.received_at, "Receipt", f"{r.status}{code}"))
-    if msg.approved_at is not None:
-        who = f" by {msg.approved_by}" if operator and msg.approved_by else " by an operator"
-        events.append(_Event(msg.approved_at, "Approved", f"approved{who}", "sent"))
+    events.extend(acts)
     events.sort(key=lambda e: (e.at is None, e.at or datetime.min))
     if not why.sent:
         title = {"held": "Held", "dead": "Dead letter"}.get(msg.status.value, msg.status.value)
