@@ -303,12 +303,15 @@ def test_a_retry_above_the_limits_is_refused_and_changes_nothing(
     page.click("section.retry form.stack button")
     page.wait_for_load_state()
     assert "Retried 3" in page.locator(".notice").inner_text()
-    _preview(page, "2", "sms|TIMEOUT")  # 3 + 2 > 4 an hour
-    page.fill("input[name=reason]", "second go")
-    page.click("section.retry form.stack button")
-    page.wait_for_load_state()
+    _preview(page, "2", "sms|TIMEOUT")  # 3 + 2 > 4 an hour: the preview says so
     error = page.locator(".error").inner_text()
     assert "at most 4 dead letters may be retried an hour" in error and "1 more" in error
+    assert page.locator("ul.ids").count() == 0
+    csrf = page.locator("section.retry input[name=csrf]").first.get_attribute("value") or ""
+    ids = ",".join(s.dead[3:])
+    form = {"csrf": csrf, "group": "sms|TIMEOUT", "limit": "2", "ids": ids, "reason": "x"}
+    r = httpx.post(f"{tight.url}/tenant/acme/dlq/retry", data=form, cookies=_cookies(context))
+    assert r.status_code == 422 and "at most 4 dead letters may be retried an hour" in r.text
     dead = tight.run(lambda store: _statuses(store, s.dead))
     assert dead == [Status.QUEUED] * 3 + [Status.DEAD] * 2
 

@@ -91,6 +91,30 @@ def test_explain__a_pause_on_the_tenant_keeps_it_queued_until_lifted() -> None:
     assert "06:30:00" in (e.remedy or "")
 
 
+@pytest.mark.parametrize(
+    ("mode", "kind", "words"),
+    [
+        (Mode.KILLED, "control", "sending was stopped by a kill on your tenant"),
+        (Mode.APPROVAL, "approval", "messages on your tenant wait for an operator's approval"),
+        (Mode.SHADOW, "shadowed", "shadow mode on your tenant: it will be recorded, not sent"),
+    ],
+)
+def test_explain__a_queued_message_under_a_control_says_so(
+    mode: Mode, kind: str, words: str
+) -> None:
+    control = _control(mode, Scope.of(tenant="acme"))
+    e = explain(_msg(), NOW, controls=[control])
+    assert (e.kind, e.reason) == (kind, words) and e.remedy
+
+
+def test_explain__the_strictest_control_decides_and_an_approval_given_counts() -> None:
+    controls = [_control(Mode.PAUSED, Scope()), _control(Mode.KILLED, Scope.of(tenant="acme"))]
+    assert explain(_msg(), NOW, controls=controls).kind == "control"
+    approval = [_control(Mode.APPROVAL, Scope.of(tenant="acme"))]
+    assert explain(_msg(approved_by="cli:ann"), NOW, controls=approval).kind == "waiting"
+    assert explain(_msg(), NOW, controls=[_control(Mode.LIVE, Scope())]).kind == "waiting"
+
+
 def test_explain__a_pause_elsewhere_does_not_count() -> None:
     pause = _control(Mode.PAUSED, Scope.of(tenant="globex"))
     assert explain(_msg(), NOW, controls=[pause]).kind == "waiting"

@@ -207,14 +207,9 @@ _BY_STATUS = {
 
 
 def _queued(msg: Message, now: datetime, controls: Iterable[Control]) -> Explanation:
-    pause = _covering(msg, controls, now, Mode.PAUSED)
-    if pause is not None:
-        ends = f" (it ends by itself at {_when(pause.expires_at)})" if pause.expires_at else ""
-        return Explanation(
-            "paused", f"sending is paused on {_scope_words(str(pause.scope), msg)}",
-            f"the pause on {_scope_words(str(pause.scope), msg)} is lifted{ends}; "
-            "then it goes out in order",
-        )  # fmt: skip
+    control = _strictest(msg, controls, now)
+    if control is not None:
+        return _queued_under(msg, control)
     if msg.run_at > now and msg.attempts > 0:
         words, _ = explain_error(msg.last_error_code)
         return Explanation(
@@ -349,17 +344,37 @@ def _dead(msg: Message) -> Explanation:
                        remedy)  # fmt: skip
 
 
-def _covering(
-    msg: Message, controls: Iterable[Control], now: datetime, mode: Mode
-) -> Control | None:
+def _strictest(msg: Message, controls: Iterable[Control], now: datetime) -> Control | None:
+    """The control that decides ``msg`` (the most restrictive covering it, as workers
+    decide), when it keeps the message from going: an approval it already has does not."""
+    best: Control | None = None
     for c in controls:
-        if (
-            c.mode is mode
-            and c.active(now)
-            and c.scope.covers(msg.tenant, msg.channel, msg.provider, msg.action)
-        ):
-            return c
-    return None
+        covers = c.active(now) and c.scope.covers(msg.tenant, msg.channel, msg.provider, msg.action)
+        if covers and (best is None or c.mode.rank > best.mode.rank):
+            best = c
+    if best is None or best.mode is Mode.LIVE or (best.mode is Mode.APPROVAL and msg.approved_by):
+        return None
+    return best
+
+
+def _queued_under(msg: Message, control: Control) -> Explanation:
+    """A queued message a control keeps from going (a pause parks it; a kill or an
+    approval holds it when a worker reaches it; a shadow records it unsent)."""
+    where = _scope_words(str(control.scope), msg)
+    ends = f" (it ends by itself at {_when(control.expires_at)})" if control.expires_at else ""
+    if control.mode is Mode.PAUSED:
+        lifted = f"the pause on {where} is lifted{ends}; then it goes out in order"
+        return Explanation("paused", f"sending is paused on {where}", lifted)
+    if control.mode is Mode.KILLED:
+        lifted = f"the kill on {where} is lifted{ends}; then it is sent, once"
+        return Explanation("control", f"sending was stopped by a kill on {where}", lifted)
+    if control.mode is Mode.APPROVAL:
+        return Explanation("approval", f"messages on {where} wait for an operator's approval",
+                           "an operator approves it; then it is sent")  # fmt: skip
+    return Explanation(
+        "shadowed", f"shadow mode on {where}: it will be recorded, not sent",
+        f"shadow mode on {where} ends{ends} before its turn; otherwise send it again later",
+    )  # fmt: skip
 
 
 def _when(at: datetime | None) -> str:

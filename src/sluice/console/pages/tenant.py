@@ -389,6 +389,7 @@ async def tenant_dlq_preview(request: Request, tenant: str, viewer: Acting) -> R
     try:
         ask = _retry_form(await request.form(), state.settings.tenant_retry_max)
         run = await _dry_run(request, tenant, viewer, ask)
+        await _within_the_hour(request, tenant, run.matched)
     except ValidationError as exc:
         return await _dlq_page(request, tenant, viewer, 422, error=str(exc))
     return await _dlq_page(request, tenant, viewer, preview=run, ask=ask)
