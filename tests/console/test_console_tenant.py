@@ -392,3 +392,23 @@ def test_the_operator_lists_tenants_and_opens_one_read_only(
     assert page.locator("section.retry").count() == 0
     r = page.goto(f"{tight.url}/tenant/globex/messages/{s.other_tenant}")
     assert r is not None and r.status == 200
+    assert _status(page, f"{tight.url}/tenant/%ED%A0%80") == 404  # not a tenant's name
+    assert _status(page, f"{tight.url}/tenant/{'x' * 10_000}") == 404
+
+
+def test_a_retry_a_two_person_rule_holds_waits_for_an_operator(
+    clean_pg_url: str, page: Page
+) -> None:
+    server = ConsoleServer(clean_pg_url, two_person=("dlq.retry>1",))
+    server.start()
+    try:
+        s = _acme(page, server)
+        page.goto(f"{server.url}/tenant/acme/dlq")
+        _preview(page, "2", "sms|TIMEOUT")
+        page.fill("input[name=reason]", "receiver fixed")
+        page.click("section.retry form.stack button")
+        page.wait_for_load_state()
+        assert "waits for an operator's approval (request " in page.locator(".notice").inner_text()
+        assert server.run(lambda store: _statuses(store, s.dead[:2])) == [Status.DEAD] * 2
+    finally:
+        server.stop()

@@ -42,8 +42,9 @@ DEAD_SHOWN = 100
 #: The statuses a tenant's messages are in that count as sent.
 SENT = frozenset({Status.SENT, Status.DELIVERED, Status.READ})
 #: Longest text a form or search field takes (a name, an error code, a reason).
-_LONGEST = {"status": 32, "channel": 64, "since": 64, "until": 64, "cursor": 200, "group": 200,
-            "reason": 500, "error_code": 64, "limit": 8, "ids": 40 * 1000}  # fmt: skip
+_LONGEST = {"tenant": 128, "status": 32, "channel": 64, "since": 64, "until": 64,
+            "cursor": 200, "group": 200, "reason": 500, "error_code": 64, "limit": 8,
+            "ids": 40 * 1000}  # fmt: skip
 
 
 # -- who sees what -------------------------------------------------------------------
@@ -52,7 +53,11 @@ _LONGEST = {"status": 32, "channel": 64, "since": 64, "until": 64, "cursor": 200
 def _tenant_seen(viewer: Viewer, tenant: str) -> str:
     """``tenant`` if the viewer may see it; otherwise 404, worded as for a tenant with
     nothing (a tenant key cannot tell another tenant from none)."""
-    if not viewer.sees(tenant) or not tenant.strip() or len(tenant) > 128:
+    try:
+        named = _text("tenant", tenant)
+    except ValidationError:
+        named = None
+    if named is None or named != tenant or not viewer.sees(tenant):
         raise ConsoleError(404, "There is no such tenant here.")
     return tenant
 
