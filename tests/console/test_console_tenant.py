@@ -6,7 +6,7 @@ operator page; an operator opens any tenant's view."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -40,26 +40,45 @@ def _sms(tenant: str, n: int, provider: str = "null", **more: object) -> NewMess
                       recipient=f"+1555000{n:04d}", **more)  # type: ignore[arg-type]  # fmt: skip
 
 
-async def _settle(store: Store, msg: NewMessage, status: Status, **how: object) -> str:
-    """Enqueue ``msg`` and bring it to ``status`` as a worker would (claim, complete)."""
+async def _settle(
+    store: Store, msg: NewMessage, status: Status, failed_before: int = 0, **how: object
+) -> str:
+    """Enqueue ``msg`` and bring it to ``status`` as a worker would (claim, complete),
+    after ``failed_before`` failed attempts that put it back in the queue."""
     [mid] = await store.enqueue_many([msg])
+    for n in range(failed_before):
+        await _complete(store, mid, Status.QUEUED, _failure(n + 1), run_at=datetime.now(UTC))
+    code = how.pop("code", None)
+    attempt = None
+    if code is not None:
+        attempt = _failure(failed_before + 1, str(code))
+    elif status is Status.SENT:
+        attempt = replace(
+            _failure(failed_before + 1), outcome=AttemptOutcome.SENT, error_code=None,
+            error_class=None, provider_status="accepted",
+        )  # fmt: skip
+    await _complete(store, mid, status, attempt, **how)
+    return mid
+
+
+def _failure(n: int, code: str = "TIMEOUT") -> Attempt:
+    now = datetime.now(UTC)
+    return Attempt("", n, "w-test", "", now, now, AttemptOutcome.FAILED, error_code=code,
+                   error_class="permanent", provider_status="500", latency_ms=41.0 + n)  # fmt: skip
+
+
+async def _complete(
+    store: Store, mid: str, status: Status, attempt: Attempt | None, **how: object
+) -> None:
     now = datetime.now(UTC)
     [claimed] = await store.message_claim("w-test", 1, 30, now)
     assert claimed.id == mid
-    code = how.pop("code", None)
-    attempt = None
-    if code is not None or status is Status.SENT:
-        attempt = Attempt(
-            mid, 1, "w-test", msg.provider, now, now,
-            AttemptOutcome.SENT if status is Status.SENT else AttemptOutcome.FAILED,
-            error_code=code, error_class="permanent" if code else None,
-            provider_status="500" if code else "accepted", latency_ms=41.0,
-        )  # fmt: skip
+    if attempt is not None:
+        attempt = replace(attempt, message_id=mid, provider=claimed.provider)
     refund = attempt is None  # held, suppressed, expired: no provider call, no attempt spent
     done = Completion(mid, claimed.claim_seq, "w-test", status, attempt, refund_attempt=refund,
                       **how)  # type: ignore[arg-type]  # fmt: skip
     await store.message_complete_many("w-test", [done], now)
-    return mid
 
 
 def _kill(scope: Scope) -> str:
@@ -89,7 +108,7 @@ async def _seed(store: Store) -> Seeded:
     s.ids["sent"] = await _settle(store, _sms("acme", 1), Status.SENT)
     s.ids["approval"] = await _settle(store, _sms("acme", 2), Status.HELD,
         hold_reason="control:approval (tenant=acme) by cli:ann: new tenant")  # fmt: skip
-    s.ids["kill"] = await _settle(store, _sms("acme", 3), Status.HELD,
+    s.ids["kill"] = await _settle(store, _sms("acme", 3), Status.HELD, failed_before=2,
                                   hold_reason=_kill(Scope.of(tenant="acme")))  # fmt: skip
     s.ids["limit"] = await _settle(store, _sms("acme", 4), Status.HELD,
         hold_reason="limit: recipient acme 3/1h reached; release or cancel to decide")  # fmt: skip
@@ -202,6 +221,10 @@ def test_a_message_timeline_what_releases_it_and_the_endpoints_and_connections(
     assert "What would release it: re-consent at twilio" in box
     assert "Enqueued" in page.locator("ol.timeline").inner_text()
     assert "hold (operator)" not in page.content()  # the raw hold text is the operator's
+    page.goto(f"{tight.url}/tenant/acme/messages/{s.ids['kill']}")
+    timeline = page.locator("ol.timeline").inner_text()
+    assert "Attempt 1" in timeline and "Attempt 2" in timeline and "Held" in timeline
+    assert "the kill on your tenant is lifted" in page.locator(".why-box").inner_text()
     shot(page, "tenant-message")
     page.goto(f"{tight.url}/tenant/acme/messages/{s.ids['dead']}")
     timeline = page.locator("ol.timeline").inner_text()
