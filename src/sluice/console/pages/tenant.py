@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -41,10 +42,11 @@ PAGE = 50
 DEAD_SHOWN = 100
 #: The statuses a tenant's messages are in that count as sent.
 SENT = frozenset({Status.SENT, Status.DELIVERED, Status.READ})
-#: Longest text a form or search field takes (a name, an error code, a reason).
+#: Longest text a form or search field takes (a name, an error code, a reason; ids: as
+#: many as the API takes, 10,000).
 _LONGEST = {"tenant": 128, "status": 32, "channel": 64, "since": 64, "until": 64,
             "cursor": 200, "group": 200, "reason": 500, "error_code": 64, "limit": 8,
-            "ids": 40 * 1000}  # fmt: skip
+            "ids": 37 * 10_000}  # fmt: skip
 
 
 # -- who sees what -------------------------------------------------------------------
@@ -127,6 +129,10 @@ class _TenantRow:
     other: int = 0
 
 
+#: The column of ``/tenants`` each status counts in (sent ones: ``sent``; the rest: other).
+_COLUMN = {"queued": "waiting", "sending": "waiting", "held": "held", "dead": "dead"}
+
+
 @router.get("/tenants")
 async def tenants(request: Request, viewer: OperatorViewer) -> Response:
     state = request.app.state
@@ -135,8 +141,7 @@ async def tenants(request: Request, viewer: OperatorViewer) -> Response:
     for b in await state.store.message_breakdown("tenant", MessageFilter(), None, now):
         row = rows.setdefault(b.group, _TenantRow(b.group))
         row.total += b.count
-        column = {"queued": "waiting", "sending": "waiting", "held": "held", "dead": "dead"}
-        name = "sent" if b.status in SENT else column.get(b.status, "other")
+        name = "sent" if b.status in SENT else _COLUMN.get(b.status, "other")
         setattr(row, name, getattr(row, name) + b.count)
     for conn in await state.store.connection_list():
         rows.setdefault(conn.tenant, _TenantRow(conn.tenant))
@@ -190,8 +195,6 @@ async def _search(request: Request, tenant: str, q: Any) -> Any:
 
 
 def _query(params: dict[str, str]) -> str:
-    from urllib.parse import urlencode
-
     return "?" + urlencode({k: v for k, v in params.items() if v})
 
 
@@ -211,6 +214,16 @@ async def tenant_message(
         request, "tenant_message.html", tenant=tenant, tab="messages", msg=msg,
         why=why, timeline=_timeline(msg, attempts, receipts, acts, why),
     )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class _Event:
+    """One line of a message's timeline (``tone``: its dot's colour)."""
+
+    at: datetime | None
+    title: str
+    text: str = ""
+    tone: str = ""
 
 
 #: The audited acts that move one message, and how its timeline names them.
@@ -245,14 +258,6 @@ def _acted(e: AuditEntry, viewer: Viewer) -> _Event:
     return _Event(e.at, _ACTS[e.action], f"by {who}{why}", "sent")
 
 
-@dataclass(frozen=True, slots=True)
-class _Event:
-    at: datetime | None
-    title: str
-    text: str = ""
-    tone: str = ""
-
-
 def _timeline(
     msg: Message, attempts: list[Any], receipts: list[Any], acts: list[_Event], why: Explanation
 ) -> list[_Event]:
@@ -275,8 +280,9 @@ def _timeline(
     events.extend(acts)
     events.sort(key=lambda e: (e.at is None, e.at or datetime.min))
     if not why.sent:
-        title = {"held": "Held", "dead": "Dead letter"}.get(msg.status.value, msg.status.value)
-        events.append(_Event(msg.updated_at, title.capitalize(), why.reason, "held"))
+        status = msg.status.value
+        title = "Dead letter" if status == "dead" else status.replace("_", " ").capitalize()
+        events.append(_Event(msg.updated_at, title, why.reason, "held"))
     return events
 
 
