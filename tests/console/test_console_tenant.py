@@ -5,9 +5,12 @@ operator page; an operator opens any tenant's view."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -19,7 +22,7 @@ from sluice.flow.controls import Control, Mode, Scope, control_hold_reason
 from sluice.model import Attempt, AttemptOutcome, AuditEntry, Completion, NewMessage, Status
 from sluice.ops.controls import control_set
 from sluice.ops.endpoints import endpoint_disable
-from sluice.store import Store
+from sluice.store import Store, create_store
 from sluice.store.endpoints import EndpointReport, hold_text
 
 OPERATOR_PAGES = ["/messages", "/dlq", "/held", "/controls", "/limits", "/connections",
@@ -393,6 +396,62 @@ def test_hostile_retry_forms_are_refused_with_nothing_changed(
     replay = post(**base)
     assert replay.status_code == 422 and "changed since your preview" in replay.text
     assert tight.run(lambda store: _statuses(store, s.dead)) == [Status.QUEUED] + [Status.DEAD] * 4
+
+
+def test_the_listing_pages_50_at_a_time(tight: ConsoleServer, page: Page) -> None:
+    s = _acme(page, tight)
+
+    async def more(store: Store) -> None:
+        await store.enqueue_many([_sms("acme", 100 + n) for n in range(40)])
+
+    tight.run(more)
+    page.goto(f"{tight.url}/tenant/acme")
+    first = page.locator("table.tenant-messages tbody tr").evaluate_all(
+        "rows => rows.map(r => r.dataset.id)"
+    )
+    page.click("text=Next page")
+    page.wait_for_load_state()
+    second = page.locator("table.tenant-messages tbody tr").evaluate_all(
+        "rows => rows.map(r => r.dataset.id)"
+    )
+    assert len(first) == 50 and len(second) == 40 + len(s.ids) + len(s.dead) - 1 - 50
+    assert not set(first) & set(second) and page.locator("text=Next page").count() == 0
+
+
+@pytest.fixture
+def sqlite_file(tmp_path: Path) -> str:
+    """A migrated SQLite store (migrated in a thread: Chromium's loop runs in this one)."""
+    url = f"sqlite:///{tmp_path / 'sluice.db'}"
+
+    async def migrate() -> None:
+        store = create_store(url)
+        await store.open()  # type: ignore[attr-defined]
+        try:
+            await store.migrate()
+        finally:
+            await store.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, migrate()).result()
+    return url
+
+
+def test_the_view_works_on_sqlite_too(sqlite_file: str, page: Page) -> None:
+    server = ConsoleServer(sqlite_file, tenant_retry_max=3)
+    server.start()
+    try:
+        s = _acme(page, server)
+        why = page.locator(f"tr[data-id='{s.ids['scope']}'] td.why").inner_text()
+        assert "re-consent at twilio" in why
+        page.goto(f"{server.url}/tenant/acme/dlq")
+        _preview(page, "2", "sms|TIMEOUT")
+        page.fill("input[name=reason]", "on sqlite")
+        page.click("section.retry form.stack button")
+        page.wait_for_load_state()
+        assert "Retried 2 dead letter(s)" in page.locator(".notice").inner_text()
+        assert _status(page, f"{server.url}/tenant/globex") == 404
+    finally:
+        server.stop()
 
 
 # -- the operator -------------------------------------------------------------------------
