@@ -195,6 +195,12 @@ class Settings:
     retention_pause: float = 0.2
     #: Directory where each pass first writes what it removes (JSON lines); none: no export.
     retention_export_dir: str | None = None
+    # -- the console (issue 16; ``[console]`` in sluice.toml) -------------------------
+    #: A tenant's own retries of its dead letters (the console's tenant view): the most
+    #: one act may retry, and the most of its dead letters retried in any hour (by anyone:
+    #: an operator's retries of them count, and are never refused); 0 turns them off.
+    tenant_retry_max: int = 100
+    tenant_retry_per_hour: int = 1000
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -242,6 +248,7 @@ class Settings:
         for name in (
             "notify_interval", "flush_interval", "alerts_interval", "alerts_clear_for",
             "alerts_escalate_after", "retention_interval", "retention_pause",
+            "tenant_retry_max", "tenant_retry_per_hour",
         ):  # fmt: skip
             if getattr(self, name) < 0:
                 raise ConfigError(f"{_env_name(name)} must not be negative")
@@ -467,6 +474,10 @@ def load_settings(
             if key not in ("two_person", "two_person_expiry"):
                 raise ConfigError(f"{path}: unknown setting [ops].{key}")
             values[key] = _coerce(f"[ops].{key}", types[key], raw, str(path))
+        for key, raw in document.get("console", {}).items():  # [console]: the tenant view
+            if key not in ("tenant_retry_max", "tenant_retry_per_hour"):
+                raise ConfigError(f"{path}: unknown setting [console].{key}")
+            values[key] = _coerce(f"[console].{key}", types[key], raw, str(path))
     for name in known:
         raw = env.get(_env_name(name))
         if raw is not None and raw != "":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from sluice.console.pages import audit, auth, connections, controls, dlq, held, incidents, limits, messages, overview
+from sluice.console.pages import audit, auth, connections, controls, dlq, held, incidents, limits, messages, overview, tenant
 
 __all__ = ["ROUTERS"]
 
@@ -25,4 +25,5 @@ ROUTERS: list[APIRouter] = [
     connections.router,
     dlq.router,
     held.router,
+    tenant.router,
 ]
