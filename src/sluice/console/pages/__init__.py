@@ -10,7 +10,19 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from sluice.console.pages import audit, auth, connections, controls, dlq, held, incidents, limits, messages, overview, tenant
+from sluice.console.pages import (
+    audit,
+    auth,
+    connections,
+    controls,
+    dlq,
+    held,
+    incidents,
+    limits,
+    messages,
+    overview,
+    tenant,
+)
 
 __all__ = ["ROUTERS"]
 
