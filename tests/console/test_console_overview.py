@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -235,3 +236,57 @@ def test_a_load_counted_to_sent_by_serve_a_worker_and_the_simulator(
 
         effects = httpx.get(f"{sim}/_sim/effects", timeout=10).json()
         assert effects["unique"] == LOAD and effects.get("duplicates", 0) == 0
+
+
+# -- make run: the printed one-time link opens the overview of its demo load -------------
+
+DEMO = 60
+GONE = DEMO // 25  # every 25th demo webhook goes to an endpoint answering 410 Gone
+FLAKY = 5  # every 10th fails once first (49 is also a 25th: gone)
+
+
+@pytest.mark.timeout(120)
+def test_the_link_sluice_run_prints_signs_in_to_an_overview_of_the_demo_load(
+    tmp_path: Path, page: Page
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+    # It runs in its own directory: a relative PYTHONPATH would lose this tree there.
+    paths = env.get("PYTHONPATH", "").split(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) for p in paths if p)
+    argv = [sys.executable, "-m", "sluice.cli", "run", "--duration", "90", "--port", "0",
+            "--api-port", "0", "--demo", str(DEMO), "--demo-rate", "0"]  # fmt: skip
+    proc = subprocess.Popen(
+        argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        link, printed = None, []
+        for line in proc.stdout:
+            printed.append(line)
+            found = re.search(
+                r"sign in once with (http://127\.0\.0\.1:\d+/login/link\?t=\S+)", line
+            )
+            if found:
+                link = found.group(1)
+                break
+        assert link, "sluice run printed no login link:\n" + "".join(printed)
+        page.goto(link)
+        page.click("button[type=submit]")
+        page.wait_for_url(re.compile(r"http://127\.0\.0\.1:\d+/$"))
+        expect(page.locator("[data-figure=sent-hour]")).to_have_text(
+            str(DEMO - GONE), timeout=60_000
+        )
+        assert figure(page, "enqueued-hour") == str(DEMO)
+        assert figure(page, "failed-hour") == str(GONE + FLAKY)
+        assert figure(page, "depth-dead") == str(GONE)
+        assert figure(page, "depth-queued") == "0"
+        rows = page.locator("#panel-dead tbody tr").all_inner_texts()
+        assert rows == [f"webhook\tENDPOINT_GONE\t{GONE}"]
+        assert figure(page, "live-workers") == "1"
+        shot(page, "overview-sluice-run")
+        page.goto(link)  # the link works once
+        page.click("button[type=submit]")
+        assert "/login" in page.url
+    finally:
+        proc.terminate()
+        proc.wait(30)
