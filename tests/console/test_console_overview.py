@@ -137,6 +137,19 @@ def test_the_overview_updates_by_itself(console: ConsoleServer, page: Page) -> N
     assert page.evaluate("window.notReloaded") is True
 
 
+def test_a_session_ended_elsewhere_sends_the_polling_page_to_sign_in(
+    console: ConsoleServer, page: Page
+) -> None:
+    sign_in(page, console.url, console.key("ops"))
+
+    async def end_every_session(store: Store) -> None:
+        await store.console_session_purge(datetime.now(UTC) + timedelta(days=365))
+
+    console.run(end_every_session)
+
+    page.wait_for_url(re.compile(r".*/login\?next=.*"), timeout=REFRESH_MS)
+
+
 def test_a_tenant_key_cannot_open_the_overview(console: ConsoleServer, page: Page) -> None:
     sign_in(page, console.url, console.key("shop", "tenant", "shop"))
     for path in ("/", "/overview/live"):
