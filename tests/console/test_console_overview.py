@@ -117,6 +117,29 @@ def test_the_overview_shows_every_panel_with_seeded_data(
     shot(page, "overview")
 
 
+def test_a_long_table_shows_its_first_rows_and_how_many_more(
+    console: ConsoleServer, page: Page
+) -> None:
+    codes = [f"CODE_{i:02d}" for i in range(11)]
+
+    async def dead_letters(store: Store) -> None:
+        now = datetime.now(UTC)
+        await store.enqueue_many([sms("shop", i) for i in range(len(codes) + 1)], now)
+        claimed = await store.message_claim("w-seed", len(codes) + 1, 30, now)
+        done = [outcome(m, Status.DEAD, now, code) for m, code in zip(claimed, [*codes, "CODE_00"])]
+        await store.message_complete_many("w-seed", done, now)
+
+    console.run(dead_letters)
+    sign_in(page, console.url, console.key("ops"))
+
+    rows = page.locator("#panel-dead tbody tr[data-dead]")
+    assert rows.count() == 8
+    assert rows.first.get_attribute("data-dead") == "sms:CODE_00"  # the largest group first
+    more = page.locator("#panel-dead tr.more a")
+    assert more.inner_text() == "3 more, 3 messages →"
+    assert more.get_attribute("href") == "/dlq"
+
+
 def test_the_overview_updates_by_itself(console: ConsoleServer, page: Page) -> None:
     console.run(seed)
     sign_in(page, console.url, console.key("ops"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,6 +33,8 @@ router = APIRouter()
 #: to look at; sent history is what the charts show).
 WINDOW_MINUTES = 60
 DEPTH = ("queued", "sending", "held", "dead")
+#: Rows a table shows before it says how many more there are (its page has them all).
+TOP = 8
 #: Chart size in SVG units: one unit per minute across, and this high.
 CHART_HEIGHT = 40
 
@@ -105,10 +107,13 @@ async def _figures(request: Request) -> dict[str, Any]:
         "chart_height": CHART_HEIGHT,
         "minutes": activity.minutes,
         "depth": depth,
-        "by_place": sorted(by_place.items()),
+        "by_place": _top(
+            sorted(by_place.items(), key=lambda p: (-sum(p[1].values()), p[0])),
+            lambda p: sum(p[1].values()),
+        ),
         "oldest_ready": _seconds(now, seen.oldest_ready_created),
         "oldest_wait": _seconds(now, seen.oldest_ready_due),
-        "dead": sorted(seen.dead, key=lambda d: (-d[2], d[0], d[1])),
+        "dead": _top(sorted(seen.dead, key=lambda d: (-d[2], d[0], d[1])), lambda d: d[2]),
         "held": sorted(
             ((kind, n, _seconds(now, since)) for kind, (n, since) in seen.held.items()),
             key=lambda h: -h[1],
@@ -135,6 +140,20 @@ async def _the_rest(store: Store, now: datetime) -> _Rest:
         await store.control_list(),
         await store.incident_list("active", limit=20),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Top:
+    """The first rows of a table, and how many rows and messages are left out."""
+
+    rows: list[Any]
+    more_rows: int
+    more_messages: int
+
+
+def _top(rows: Sequence[Any], count: Callable[[Any], int]) -> Top:
+    rest = rows[TOP:]
+    return Top(list(rows[:TOP]), len(rest), sum(count(r) for r in rest))
 
 
 def _seconds(now: datetime, since: datetime | None) -> float | None:
