@@ -23,7 +23,7 @@ from sluice.console.web import OperatorViewer, render, templates
 from sluice.flow.breakers import BreakerInfo
 from sluice.flow.controls import LIVE_WINDOW_SECONDS, Control
 from sluice.store import Activity, Store, WorkerInfo
-from sluice.store.base import Incident, Throttle
+from sluice.store.base import Incident, Observation, Throttle
 
 __all__ = ["Chart", "age", "chart", "router"]
 
@@ -81,23 +81,29 @@ def age(seconds: float | None) -> str:
 
 
 async def _figures(request: Request) -> dict[str, Any]:
+    """Everything the overview shows, read now."""
     state = request.app.state
     store: Store = state.store
     now: datetime = state.clock.now()
     seen, (activity, workers, breakers, throttles, controls, incidents) = await asyncio.gather(
         store.observe(now), _the_rest(store, now)
     )
-    by_place: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
-    depth = dict.fromkeys(DEPTH, 0)
-    for status, channel, provider, n in seen.messages:
-        depth[status] = depth.get(status, 0) + n
-        place = by_place[(channel, provider)]
-        place[status] = place.get(status, 0) + n
-    running = [w for w in workers if w.stopped_at is None]
-    live = [w for w in running if (now - w.last_seen_at).total_seconds() <= LIVE_WINDOW_SECONDS]
     return {
         "now": now,
         "age": age,
+        **_rates(activity),
+        **_work(seen, now),
+        **_workers(workers, now),
+        "breakers": [b for b in breakers if b.state != "closed"],
+        "throttles": throttles,
+        "controls": [c for c in controls if c.active(now)],
+        "incidents": incidents,
+    }
+
+
+def _rates(activity: Activity) -> dict[str, Any]:
+    """Each series' chart, with the page that lists what it counts."""
+    return {
         "rates": [
             ("enqueued", "Enqueued", chart(activity.enqueued), "/messages"),
             ("sent", "Sent", chart(activity.sent), "/messages?status=sent"),
@@ -106,25 +112,38 @@ async def _figures(request: Request) -> dict[str, Any]:
         ],
         "chart_height": CHART_HEIGHT,
         "minutes": activity.minutes,
+    }
+
+
+def _work(seen: Observation, now: datetime) -> dict[str, Any]:
+    """The work waiting: depth by status and by channel and provider, the oldest ready,
+    dead letters by code and held messages by reason (largest first)."""
+    by_place: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
+    depth = dict.fromkeys(DEPTH, 0)
+    for status, channel, provider, n in seen.messages:
+        depth[status] = depth.get(status, 0) + n
+        place = by_place[(channel, provider)]
+        place[status] = place.get(status, 0) + n
+    places = sorted(by_place.items(), key=lambda p: (-sum(p[1].values()), p[0]))
+    held = [(kind, n, _seconds(now, since)) for kind, (n, since) in seen.held.items()]
+    return {
         "depth": depth,
-        "by_place": _top(
-            sorted(by_place.items(), key=lambda p: (-sum(p[1].values()), p[0])),
-            lambda p: sum(p[1].values()),
-        ),
+        "by_place": _top(places, lambda p: sum(p[1].values())),
         "oldest_ready": _seconds(now, seen.oldest_ready_created),
         "oldest_wait": _seconds(now, seen.oldest_ready_due),
         "dead": _top(sorted(seen.dead, key=lambda d: (-d[2], d[0], d[1])), lambda d: d[2]),
-        "held": sorted(
-            ((kind, n, _seconds(now, since)) for kind, (n, since) in seen.held.items()),
-            key=lambda h: -h[1],
-        ),
-        "breakers": [b for b in breakers if b.state != "closed"],
-        "throttles": throttles,
-        "controls": [c for c in controls if c.active(now)],
+        "held": sorted(held, key=lambda h: -h[1]),
+    }
+
+
+def _workers(workers: Sequence[WorkerInfo], now: datetime) -> dict[str, Any]:
+    """Workers heard from within the live window, and how many running ones were not."""
+    running = [w for w in workers if w.stopped_at is None]
+    live = [w for w in running if (now - w.last_seen_at).total_seconds() <= LIVE_WINDOW_SECONDS]
+    return {
         "live_workers": live,
         "silent_workers": len(running) - len(live),
         "live_window": int(LIVE_WINDOW_SECONDS),
-        "incidents": incidents,
     }
 
 
