@@ -5,6 +5,7 @@ from __future__ import annotations
 from sluice.config import Settings
 from sluice.errors import ConfigError
 from sluice.store.base import (
+    Activity,
     AuditEntry,
     AuditFilter,
     DlqGroup,
@@ -16,6 +17,7 @@ from sluice.store.base import (
 )
 
 __all__ = [
+    "Activity",
     "AuditEntry",
     "AuditFilter",
     "DlqGroup",

@@ -29,6 +29,7 @@ from sluice.store._requests import RequestStore
 from sluice.store._verify import VerifyMethods
 from sluice.store.base import (
     BREAKDOWN_BY,
+    Activity,
     ApiKey,
     AttemptFilter,
     AuditEntry,
@@ -55,6 +56,13 @@ _TALLY: dict[str, tuple[str, ...]] = {
     "inbox": ("provider", "kind", "state"),
     "audit": ("action", "target", "tenant"),  # tenant: the one its detail names
 }
+
+
+#: The series of ``activity`` each attempt outcome counts in (shadowed: in none).
+_ACTIVITY_OUTCOMES = {
+    "sent": "sent", "failed": "failed", "lease_expired": "failed",
+    "throttled": "deferred", "deferred": "deferred",
+}  # fmt: skip
 
 
 # issue 14: endpoints, tenants' events, requests; issue 15: annotations, canaries, verify;
@@ -104,6 +112,21 @@ class SqlDriver(
         params = {"since": c.write_time(since), "until": c.write_time(until), "limit": limit}
         rows = await self._fetch("sent_latencies", params)
         return [({"tenant": t, "channel": ch, "provider": p}, float(s)) for t, ch, p, s in rows]
+
+    async def activity(self, now: datetime, minutes: int = 60) -> Activity:
+        if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= 1440:
+            raise ValidationError(
+                "minutes", f"must be a whole number from 1 to 1440, not {minutes!r}"
+            )
+        params = _params.activity(self.codec, now, minutes)
+        series = {name: [0] * minutes for name in ("enqueued", *_ACTIVITY_OUTCOMES.values())}
+        for ago, n in await self._fetch("activity_enqueued", params):
+            series["enqueued"][minutes - 1 - int(ago)] += int(n)
+        for ago, outcome, n in await self._fetch("activity_attempts", params):
+            name = _ACTIVITY_OUTCOMES.get(outcome)
+            if name is not None:
+                series[name][minutes - 1 - int(ago)] += int(n)
+        return Activity(minutes=minutes, **series)
 
     # -- incidents ---------------------------------------------------------------
 

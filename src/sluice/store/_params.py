@@ -350,3 +350,27 @@ def receipt_advance(
         "error": error,
         "receipt_status": receipt.status,  # post-send verification (issue 15)
     }
+
+
+#: How much older than its creation a message's id may be and still be counted by
+#: ``Store.activity`` (an id is minted when the message is built, a moment before the
+#: store writes it; the slack also covers clocks of different hosts a little apart).
+ID_SLACK = timedelta(minutes=5)
+
+
+def first_id_at(at: datetime) -> str:
+    """The smallest time-ordered message id (``sluice.model.new_message_id``) minted at
+    ``at`` or later: a lower bound on the primary key for a window of creation times."""
+    ms = max(0, int(at.timestamp() * 1000))
+    h = f"{(ms & ((1 << 48) - 1)) << 80:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def activity(c: Codec, now: datetime, minutes: int) -> Params:
+    """``activity_enqueued`` and ``activity_attempts``: the window (now - minutes, now]."""
+    since = now - timedelta(minutes=minutes)
+    return {
+        "now": c.write_time(now),
+        "since": c.write_time(since),
+        "first_id": first_id_at(since - ID_SLACK),
+    }

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BREAKDOWN_BY",
+    "Activity",  # issue 16
     "Annotation",  # issue 15
     "ApiKey",
     "AttemptFilter",
@@ -311,6 +312,22 @@ class StatusReport:
     oldest_ready_age_seconds: float | None
     dead: list[DlqGroup]
     workers: list[WorkerInfo]
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """What happened minute by minute over the last ``minutes`` minutes
+    (``Store.activity``): each list holds one count per minute, oldest first; the last
+    is the minute that ends now (the console's rates and charts)."""
+
+    minutes: int
+    #: Messages created (``created_at``) in each minute.
+    enqueued: list[int]
+    #: Attempts finished in each minute, by how they ended: ``sent``; ``failed`` (failed
+    #: or lease expired); ``deferred`` (throttled or put back unstarted).
+    sent: list[int]
+    failed: list[int]
+    deferred: list[int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -728,6 +745,14 @@ class Store(Protocol):
     ) -> list[tuple[dict[str, str], float]]:
         """Creation-to-sent seconds of the newest ``limit`` sent attempts in the window,
         with their tenant, channel and provider."""
+        ...
+
+    async def activity(self, now: datetime, minutes: int = 60) -> Activity:
+        """Messages created and attempts finished per minute over the ``minutes`` (1 to
+        1440) before ``now``, each read through an index: the attempts' ``finished_at``,
+        and the messages' primary key (ids are time-ordered, so the window is a key
+        range; a message whose id is more than ``_params.ID_SLACK`` older than its creation is
+        not counted). ``ValidationError`` for another ``minutes``."""
         ...
 
     async def try_lead(self, name: str) -> Lead | None:

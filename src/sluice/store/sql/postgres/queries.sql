@@ -1519,3 +1519,22 @@ RETURNING token_hash, kind, key_id, actor, csrf, created_at, seen_at, expires_at
 
 -- name: console_session_purge
 DELETE FROM sluice_console_sessions WHERE expires_at <= %(now)s RETURNING token_hash
+
+-- == Console overview (issue 16) =======================================================
+
+-- name: activity_enqueued
+-- Messages created per minute of the window, counted back from now (0: the last
+-- minute). The id bound makes it a range of the primary key (ids are time-ordered):
+-- the window's rows, not the table's history.
+SELECT floor(date_part('epoch', %(now)s::timestamptz - created_at) / 60)::int, count(*)
+FROM sluice_messages
+WHERE id >= %(first_id)s::uuid AND created_at > %(since)s AND created_at <= %(now)s
+GROUP BY 1
+
+-- name: activity_attempts
+-- Attempts finished per minute of the window and outcome (sluice_attempts_finished).
+SELECT floor(date_part('epoch', %(now)s::timestamptz - finished_at) / 60)::int, outcome,
+       count(*)
+FROM sluice_attempts
+WHERE finished_at > %(since)s AND finished_at <= %(now)s
+GROUP BY 1, 2

@@ -1266,3 +1266,20 @@ RETURNING token_hash, kind, key_id, actor, csrf, created_at, seen_at, expires_at
 
 -- name: console_session_purge
 DELETE FROM sluice_console_sessions WHERE expires_at <= :now RETURNING token_hash
+
+-- == Console overview (issue 16) =======================================================
+
+-- name: activity_enqueued
+-- Messages created per minute of the window, counted back from now (0: the last
+-- minute). The id bound makes it a range of the primary key (ids are time-ordered).
+SELECT CAST((:now - created_at) / 60 AS INTEGER), count(*)
+FROM sluice_messages
+WHERE id >= :first_id AND created_at > :since AND created_at <= :now
+GROUP BY 1
+
+-- name: activity_attempts
+-- Attempts finished per minute of the window and outcome (sluice_attempts_finished).
+SELECT CAST((:now - finished_at) / 60 AS INTEGER), outcome, count(*)
+FROM sluice_attempts
+WHERE finished_at > :since AND finished_at <= :now
+GROUP BY 1, 2
