@@ -577,6 +577,21 @@ async def test_missing_schema_says_run_migrate(tmp_path) -> None:  # type: ignor
         await s.close()
 
 
+async def test_dlq__dead_letters_without_a_code_are_the_unknown_group_everywhere(
+    store: Store,
+) -> None:
+    """The group listed as UNKNOWN is the one its filter selects, lists and retries."""
+    ids = await store.enqueue_many([msg(payload={"i": i}) for i in range(2)], NOW)
+    claimed = await store.message_claim("w1", 2, 30, NOW)
+    rows = [done(claimed[0], Status.DEAD), done(claimed[1], Status.DEAD, error_code="TIMEOUT")]
+    await store.message_complete_many("w1", rows, NOW)
+    groups = await store.dlq_groups(MessageFilter(error_code="UNKNOWN"))
+    assert [(g.error_code, g.count) for g in groups] == [("UNKNOWN", 1)]
+    uncoded = [m.id for m in claimed[:1]]
+    assert await store.message_select("dead", MessageFilter(error_code="UNKNOWN")) == uncoded
+    assert set(ids) >= set(uncoded)
+
+
 async def test_dlq_groups__every_filter_applies(store: Store) -> None:
     """Each filter of a DLQ listing narrows it (they were accepted and ignored before)."""
     rows = [

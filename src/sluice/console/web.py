@@ -121,13 +121,23 @@ async def console_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ConsoleError)
     htmx = request.headers.get("hx-request") == "true"
     if exc.login:
-        target = "/login?next=" + quote(request.url.path)
+        target = "/login?next=" + quote(_page_path(request, htmx))
         if htmx:
             return Response(status_code=401, headers={"HX-Redirect": target})
         return RedirectResponse(target, status_code=303)
     if htmx:
         return render(request, "_error.html", exc.status, message=exc.message)
     return render(request, "error.html", exc.status, message=exc.message)
+
+
+def _page_path(request: Request, htmx: bool) -> str:
+    """The page to come back to after signing in: for an htmx request, the page that
+    made it (``HX-Current-URL``, when it is on this site), not the fragment it asked for."""
+    current = request.headers.get("hx-current-url", "") if htmx else ""
+    here = _origin_of(request)
+    if current.startswith(here + "/"):
+        return current[len(here) :]
+    return request.url.path
 
 
 async def swagger() -> HTMLResponse:

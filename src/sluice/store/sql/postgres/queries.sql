@@ -269,7 +269,8 @@ WHERE status = %(status)s
   AND (%(channel)s::text IS NULL OR channel = %(channel)s)
   AND (%(provider)s::text IS NULL OR provider = %(provider)s)
   AND (%(action)s::text IS NULL OR action = %(action)s)
-  AND (%(error_code)s::text IS NULL OR last_error_code = %(error_code)s)
+  AND (%(error_code)s::text IS NULL OR last_error_code = %(error_code)s
+       OR (%(error_code)s::text = 'UNKNOWN' AND last_error_code IS NULL))
   AND (%(reason)s::text IS NULL OR strpos(hold_reason, %(reason)s) > 0)
   AND (%(since)s::timestamptz IS NULL OR updated_at >= %(since)s)
 ORDER BY updated_at, id
@@ -695,7 +696,8 @@ WHERE (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
   AND (%(channel)s::text IS NULL OR channel = %(channel)s::text)
   AND (%(provider)s::text IS NULL OR provider = %(provider)s::text)
   AND (%(action)s::text IS NULL OR action = %(action)s::text)
-  AND (%(error_code)s::text IS NULL OR last_error_code = %(error_code)s::text)
+  AND (%(error_code)s::text IS NULL OR last_error_code = %(error_code)s::text
+       OR (%(error_code)s::text = 'UNKNOWN' AND last_error_code IS NULL))
   AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s::timestamptz)
   AND (%(correlation_id)s::text IS NULL OR correlation_id = %(correlation_id)s::text)
   AND (%(until)s::timestamptz IS NULL OR created_at < %(until)s::timestamptz)
@@ -1283,7 +1285,8 @@ WHERE status = 'queued' AND parked_by IS NULL AND run_at > %(now)s
   AND (%(channel)s::text IS NULL OR channel = %(channel)s)
   AND (%(provider)s::text IS NULL OR provider = %(provider)s)
   AND (%(action)s::text IS NULL OR action = %(action)s)
-  AND (%(error_code)s::text IS NULL OR last_error_code = %(error_code)s)
+  AND (%(error_code)s::text IS NULL OR last_error_code = %(error_code)s
+       OR (%(error_code)s::text = 'UNKNOWN' AND last_error_code IS NULL))
 ORDER BY run_at, id
 LIMIT %(limit)s
 

@@ -167,7 +167,8 @@ WHERE status = :status
   AND (:channel IS NULL OR channel = :channel)
   AND (:provider IS NULL OR provider = :provider)
   AND (:action IS NULL OR action = :action)
-  AND (:error_code IS NULL OR last_error_code = :error_code)
+  AND (:error_code IS NULL OR last_error_code = :error_code
+       OR (:error_code = 'UNKNOWN' AND last_error_code IS NULL))
   AND (:reason IS NULL OR instr(hold_reason, :reason) > 0)
   AND (:since IS NULL OR updated_at >= :since)
 ORDER BY updated_at, id
@@ -498,7 +499,8 @@ WHERE (:tenant IS NULL OR tenant = :tenant)
   AND (:channel IS NULL OR channel = :channel)
   AND (:provider IS NULL OR provider = :provider)
   AND (:action IS NULL OR action = :action)
-  AND (:error_code IS NULL OR last_error_code = :error_code)
+  AND (:error_code IS NULL OR last_error_code = :error_code
+       OR (:error_code = 'UNKNOWN' AND last_error_code IS NULL))
   AND (:since IS NULL OR created_at >= :since)
   AND (:correlation_id IS NULL OR correlation_id = :correlation_id)
   AND (:until IS NULL OR created_at < :until)
@@ -1053,7 +1055,8 @@ WHERE status = 'queued' AND parked_by IS NULL AND run_at > :now
   AND (:channel IS NULL OR channel = :channel)
   AND (:provider IS NULL OR provider = :provider)
   AND (:action IS NULL OR action = :action)
-  AND (:error_code IS NULL OR last_error_code = :error_code)
+  AND (:error_code IS NULL OR last_error_code = :error_code
+       OR (:error_code = 'UNKNOWN' AND last_error_code IS NULL))
 ORDER BY run_at, id
 LIMIT :limit
 
