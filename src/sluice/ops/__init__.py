@@ -1,4 +1,5 @@
-"""Operator actions, one implementation shared by the CLI, the Python API and the HTTP API.
+"""Operator actions, one implementation shared by the CLI, the Python API, the HTTP API
+and the console.
 
 Of the three packages that share controls, limits and breakers (ARCHITECTURE.md, "One
 concern, three packages"), ``sluice.flow`` decides, ``sluice.worker`` applies the
@@ -22,6 +23,8 @@ force, release, each audited. Ops imports ground, flow and the store; never the 
   counts per tenant, provider or action (``status --by``) and ``top``.
 - ``canary``: golden-path canaries (issue 15) — ``[canary]`` targets, a run on demand
   (``sluice canary run``), the leading worker's schedule, their incidents.
+- ``explain``: why a message has not gone out, in plain words, and what would release
+  it (the console's tenant view; issue 16).
 """
 
 from __future__ import annotations
