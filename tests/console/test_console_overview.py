@@ -299,9 +299,7 @@ def test_the_link_sluice_run_prints_signs_in_to_an_overview_of_the_demo_load(
         link, printed = None, []
         for line in proc.stdout:
             printed.append(line)
-            found = re.search(
-                r"sign in once with (http://127\.0\.0\.1:\d+/login/link\?t=\S+)", line
-            )
+            found = re.search(r"^console\s+(http://127\.0\.0\.1:\d+/login/link\?t=\S+)", line)
             if found:
                 link = found.group(1)
                 break
