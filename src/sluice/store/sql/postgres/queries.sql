@@ -93,19 +93,26 @@ offers AS (
 offered AS (
     SELECT * FROM offers ORDER BY turn, priority DESC, run_at LIMIT 3 * %(limit)s
 ),
+-- Each offer is looked up and locked by its id, in the offers' order, until %(limit)s
+-- are taken: as a join, a table that grew since its statistics (a backlog enqueued
+-- faster than autovacuum analyses) made the planner scan the whole ready index once
+-- per offer (minutes per claim at a backlog of a million).
 ready AS (
-    SELECT m.id FROM sluice_messages m
-    JOIN offered o ON o.id = m.id
-    WHERE m.status = 'queued' AND m.parked_by IS NULL AND m.run_at <= %(now)s
-      AND NOT EXISTS (
-          SELECT 1 FROM sluice_controls c
-          WHERE c.mode IN ('paused', 'killed')
-            AND (c.expires_at IS NULL OR c.expires_at > %(now)s)
-            AND (c.tenant = m.tenant OR (c.tenant = '' AND m.tenant <> '_sluice')) AND c.channel IN ('', m.channel)
-            AND c.provider IN ('', m.provider) AND c.action IN ('', m.action))
+    SELECT l.id FROM offered o
+    CROSS JOIN LATERAL (
+        SELECT m.id FROM sluice_messages m
+        WHERE m.id = o.id
+          AND m.status = 'queued' AND m.parked_by IS NULL AND m.run_at <= %(now)s
+          AND NOT EXISTS (
+              SELECT 1 FROM sluice_controls c
+              WHERE c.mode IN ('paused', 'killed')
+                AND (c.expires_at IS NULL OR c.expires_at > %(now)s)
+                AND (c.tenant = m.tenant OR (c.tenant = '' AND m.tenant <> '_sluice')) AND c.channel IN ('', m.channel)
+                AND c.provider IN ('', m.provider) AND c.action IN ('', m.action))
+        FOR UPDATE OF m SKIP LOCKED
+    ) l
     ORDER BY o.turn, o.priority DESC, o.run_at
     LIMIT %(limit)s
-    FOR UPDATE OF m SKIP LOCKED
 )
 UPDATE sluice_messages m
 SET status = 'sending', attempts = m.attempts + 1, claim_seq = m.claim_seq + 1,
