@@ -42,7 +42,8 @@ MESSAGES = 1_000_000
 SAMPLE_EVERY = 5.0
 #: The producer enqueues what is due every this many seconds.
 TICK = 0.2
-#: After the producer stops, the longest wait for the worker to send what is left.
+#: After the producer stops, the longest wait for the worker to send what is left (at
+#: least; a run as long again on a machine so busy that the worker fell behind).
 SETTLE_SECONDS = 120.0
 TRACE_TOP = 15
 
@@ -124,19 +125,19 @@ async def _produce_and_sample(
                 samples.append((elapsed, rss_mb(pid)))
                 next_sample += sample_every
             await asyncio.sleep(TICK)
-        await _settled(url)
+        await _settled(url, max(SETTLE_SECONDS, seconds))
         samples.append((time.monotonic() - start, rss_mb(pid)))
         return samples
     finally:
         await store.close()
 
 
-async def _settled(url: str) -> None:
-    """Return once nothing is queued or sending (at most ``SETTLE_SECONDS``): polled, the
+async def _settled(url: str, limit: float) -> None:
+    """Return once nothing is queued or sending (at most ``limit`` seconds): polled, the
     worker being another process."""
-    settle = time.monotonic() + SETTLE_SECONDS
+    settle = time.monotonic() + limit
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        for _ in range(int(SETTLE_SECONDS / 0.5)):
+        for _ in range(int(limit / 0.5)):
             cur = await conn.execute(
                 "SELECT count(*) FROM sluice_messages WHERE status IN ('queued', 'sending')"
             )
@@ -170,10 +171,13 @@ def measure(
     proc.join(30)
     if proc.is_alive():
         proc.kill()
-    if sent != messages:
-        raise RuntimeError(f"memory run incomplete: worker sent {sent} of {messages}")
     first = next(mb for t, mb in samples if t >= at)
     end = samples[-1][1]
+    if sent != messages:
+        raise RuntimeError(
+            f"memory run incomplete: worker sent {sent} of {messages} "
+            f"(RSS {first:.1f} MiB at {at:.0f} s, {end:.1f} MiB at the end)"
+        )
     return {
         "memory_seconds": seconds,
         "memory_messages": messages,
