@@ -93,7 +93,9 @@ def _worker(url: str, stop: Any, result: Any, trace_at: float | None) -> None:
 
 
 def _describe(stat: tracemalloc.StatisticDiff) -> str:
-    frames = " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in stat.traceback[:4])
+    """Size and count change, and where: the innermost four frames, innermost first."""
+    inner = list(stat.traceback)[::-1][:4]  # a Traceback runs from the oldest frame
+    frames = " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in inner)
     return f"{stat.size_diff / 1024:+,.0f} KiB in {stat.count_diff:+,} blocks: {frames}"
 
 
