@@ -61,6 +61,8 @@ class Options:
     ingress_rates: tuple[int, ...] = (500, 1_000, 1_500)
     ingress_seconds: float = 5.0
     ingress_processes: tuple[int, ...] = (1, 2)
+    growth_rows: int = 1_000_000
+    memory_seconds: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,26 @@ def _ingress(o: Options) -> dict[str, Any]:
     return ingress.run(o.ingress_rates, o.ingress_seconds, o.ingress_processes)
 
 
+def _growth(o: Options) -> dict[str, Any]:
+    from bench import growth
+
+    return growth.run(o.n, o.growth_rows)
+
+
+def _memory(o: Options) -> dict[str, Any]:
+    from bench import memory
+
+    return memory.run(o.memory_seconds)
+
+
 DRAIN_KEYS = ("enqueue_batch_per_s", "enqueue_single_per_s", "drain_per_s")
+GROWTH_KEYS = (
+    "growth_history_drain_ratio",
+    "growth_backlog_drain_ratio",
+    "growth_history_claim_p99_ratio",
+    "growth_backlog_claim_p99_ratio",
+)
+MEMORY_KEYS = ("memory_rss_1min_mb", "memory_rss_end_mb", "memory_rss_ratio")
 
 PARTS: tuple[Part, ...] = (
     Part("sluice-pg", "Sluice", "PostgreSQL", _sluice_pg, DRAIN_KEYS),
@@ -161,8 +182,12 @@ PARTS: tuple[Part, ...] = (
     Part("latency", "Sluice idle latency", "PostgreSQL", _latency, ("p50_ms", "p99_ms")),
     Part("http", "Sluice HTTP webhooks", "—", _http, ("per_s",)),
     Part("ingress", "Sluice ingress", "PostgreSQL", _ingress, ("p99_ms", "per_s")),
+    Part("growth", "Sluice growth", "PostgreSQL", _growth, GROWTH_KEYS),
+    Part("memory", "Sluice worker memory", "PostgreSQL", _memory, MEMORY_KEYS),
 )
 PART_KEYS = tuple(p.key for p in PARTS)
+#: Parts that run only when asked for (--memory, or by name in --only): they take long.
+OPT_IN = ("memory",)
 
 
 # --- running -------------------------------------------------------------------------
@@ -186,6 +211,11 @@ def _deadline(seconds: float) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def _extra_time(part: Part, o: Options) -> float:
+    """The memory part runs for --memory-seconds on top of what --timeout allows."""
+    return o.memory_seconds if part.key == "memory" else 0.0
 
 
 def _log(msg: str) -> None:
@@ -240,7 +270,7 @@ def run_parts(parts: list[Part], o: Options) -> dict[str, Outcome]:
             t0 = time.perf_counter()
             foreign = ForeignCpu()
             try:
-                with foreign, _deadline(o.timeout):
+                with foreign, _deadline(o.timeout + _extra_time(part, o)):
                     figures = _check_figures(part, part.run(o))
             except NotImplementedError as exc:
                 out.status, out.error = "n/a", str(exc) or "not implemented"
@@ -462,6 +492,14 @@ def build_report(
         tables.append(_table(["metric", "measured", "target", "result"], rows2))
     if "ingress" in by_key and outcomes["ingress"].runs:
         tables.append(_ingress_table(med.get("ingress", {}), o))
+    if "growth" in by_key and outcomes["growth"].runs:
+        from bench import growth
+
+        tables.append(growth.table(med["growth"]))
+    if "memory" in by_key and outcomes["memory"].runs:
+        from bench import memory
+
+        tables.append(memory.table(med["memory"]))
     return "\n\n".join(tables), checks
 
 
@@ -586,8 +624,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--only",
         type=_parse_only,
-        default=list(PART_KEYS),
-        help="comma-separated parts: " + ",".join(PART_KEYS) + " (default: all)",
+        default=[k for k in PART_KEYS if k not in OPT_IN],
+        help="comma-separated parts: "
+        + ",".join(PART_KEYS)
+        + " (default: all but "
+        + ",".join(OPT_IN)
+        + ")",
     )
     p.add_argument("--latency-samples", type=int, default=200, help="idle-latency samples")
     p.add_argument("--http-n", type=int, default=5000, help="webhooks for the HTTP part")
@@ -622,8 +664,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="before each repetition, wait up to this many seconds until unrelated processes "
         f"use < {BUSY_SHARE * 100:.0f}%% of the CPU (0 = don't wait; default 30)",
     )
+    p.add_argument(
+        "--growth-rows",
+        type=int,
+        default=1_000_000,
+        help="sent history / ready backlog rows of the growth part (default 1000000)",
+    )
+    p.add_argument(
+        "--memory", action="store_true", help="also run the memory part (--memory-seconds long)"
+    )
+    p.add_argument(
+        "--memory-seconds",
+        type=float,
+        default=600.0,
+        help="how long the memory part's worker drains (default 600; shorter to develop)",
+    )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
     args = p.parse_args(argv)
+    if args.memory and "memory" not in args.only:
+        args.only.append("memory")
     if args.n < 1 or args.repeat < 1:
         p.error("--n and --repeat must be at least 1")
     return args
@@ -644,6 +703,8 @@ def main(argv: list[str] | None = None) -> int:
         ingress_rates=args.ingress_rates,
         ingress_seconds=args.ingress_seconds,
         ingress_processes=args.ingress_processes,
+        growth_rows=args.growth_rows,
+        memory_seconds=args.memory_seconds,
     )
     parts = [p for p in PARTS if p.key in args.only]
     started = dt.datetime.now(dt.UTC)

@@ -32,6 +32,7 @@ __all__ = [
     "Outcome",
     "Status",
     "content_hash",
+    "first_message_id",
     "new_message_id",
 ]
 
@@ -86,6 +87,15 @@ def new_message_id() -> str:
     value |= 0b10 << 62 | (rand & ((1 << 62) - 1))
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def first_message_id(at: datetime) -> str:
+    """The smallest id ``new_message_id`` makes at or after ``at``: a lower bound on the
+    ids of messages created since, which the primary key's index can seek to (as text
+    too: the hex digits are fixed-width and lowercase, so text order is time order)."""
+    ms = max(0, int(at.timestamp() * 1000)) & ((1 << 48) - 1)
+    h = f"{ms:012x}"
+    return f"{h[:8]}-{h[8:12]}-0000-0000-000000000000"
 
 
 # An escaped NUL in JSON text: "\u0000" preceded by an even number of backslashes

@@ -19,7 +19,7 @@ from typing import Any
 from sluice.connections import Connection
 from sluice.errors import NotFound, ValidationError
 from sluice.flow.controls import Control
-from sluice.model import Attempt, Message
+from sluice.model import Attempt, Message, first_message_id
 from sluice.store import _params, _retention, _rows
 from sluice.store._annotations import AnnotationStore  # issue 15
 from sluice.store._canaries import CanaryMethods
@@ -56,6 +56,11 @@ _TALLY: dict[str, tuple[str, ...]] = {
     "inbox": ("provider", "kind", "state"),
     "audit": ("action", "target", "tenant"),  # tenant: the one its detail names
 }
+
+#: How far a producer's clock may run behind the database's: a message's id is made by
+#: the producer, its created_at by the server. A filter on created_at seeks the primary
+#: key to the first id this much before its start (then checks created_at exactly).
+ID_SKEW = timedelta(minutes=5)
 
 
 #: The series of ``activity`` each attempt outcome counts in (shadowed: in none).
@@ -431,6 +436,7 @@ class SqlDriver(
             "by": by, "status": status, "tenant": flt.tenant, "channel": flt.channel,
             "provider": flt.provider, "action": flt.action, "since": c.param(flt.since),
             "until": c.param(flt.until), "now": c.write_time(now),
+            "since_id": None if flt.since is None else first_message_id(flt.since - ID_SKEW),
         }  # fmt: skip
         return [
             Breakdown(

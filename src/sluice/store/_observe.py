@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -33,7 +33,13 @@ def build(
     def when(value: Any) -> datetime | None:
         return None if value is None else at(value)
 
-    oldest_created, oldest_due, retried, retried3 = rows["observe_ready"][0]
+    ready = rows["observe_ready"]
+    messages: dict[tuple[str, str, str], int] = {}
+    for status, channel, provider, n in rows["observe_messages"]:
+        messages[(status, channel, provider)] = int(n)
+    for channel, provider, n, *_ in ready:
+        key = ("queued", channel, provider)  # parked ones are in observe_messages
+        messages[key] = messages.get(key, 0) + int(n)
     held: dict[str, tuple[int, datetime]] = {}
     for prefix, count, since in rows["observe_held"]:
         kind = hold_kind(prefix or "")
@@ -42,11 +48,11 @@ def build(
     inbox = {state: int(n) for state, n, _ in rows["observe_inbox"]}
     pending = [oldest for state, _, oldest in rows["observe_inbox"] if state == "pending"]
     return Observation(
-        messages=[(s, c, p, int(n)) for s, c, p, n in rows["observe_messages"]],
+        messages=[(s, c, p, n) for (s, c, p), n in messages.items()],
         dead=[(c, code, int(n)) for c, code, n in rows["observe_dead"]],
-        oldest_ready_created=when(oldest_created),
-        oldest_ready_due=when(oldest_due),
-        retrying={1: int(retried), 3: int(retried3)},
+        oldest_ready_created=when(_least(r[3] for r in ready)),
+        oldest_ready_due=when(_least(r[4] for r in ready)),
+        retrying={1: sum(int(r[5]) for r in ready), 3: sum(int(r[6]) for r in ready)},
         held=held,
         connections=[(p, s, int(n)) for p, s, n in rows["observe_connections"]],
         expiring=[(t, p, at(e)) for t, p, e in rows["observe_expiring"]],
@@ -54,3 +60,8 @@ def build(
         inbox_oldest_pending=when(pending[0]) if pending else None,
         tenancy_violations=int(rows["observe_tenancy"][0][0]),
     )
+
+
+def _least(values: Iterable[Any]) -> Any:
+    """The smallest of the stored times that are there (None when none is)."""
+    return min((v for v in values if v is not None), default=None)

@@ -650,11 +650,9 @@ FROM sluice_receipts WHERE message_id = :id ORDER BY id
 -- The state metrics (sluice.ops.state_metrics): the statuses that describe work still
 -- to do or to look at, each from its partial index; sent and delivered history is
 -- counted by the event metrics instead (a count over the whole table would grow with it).
--- One branch per partial index (a single IN (...) would scan the whole table).
+-- One branch per partial index (a single IN (...) would scan the whole table). The
+-- ready rows (queued, unparked) are counted by observe_ready, in its single scan.
 SELECT status, channel, provider, count(*) FROM (
-    SELECT status, channel, provider FROM sluice_messages
-    WHERE status = 'queued' AND parked_by IS NULL
-    UNION ALL
     SELECT status, channel, provider FROM sluice_messages
     WHERE status = 'queued' AND parked_by IS NOT NULL
     UNION ALL
@@ -693,12 +691,15 @@ LIMIT 1000
 SELECT count(*) FROM sluice_audit WHERE action = 'tenancy.violation'
 
 -- name: observe_ready
-SELECT min(CASE WHEN run_at <= :now THEN created_at END),
+-- The ready rows per channel and provider (see the PostgreSQL query).
+SELECT channel, provider, count(*),
+       min(CASE WHEN run_at <= :now THEN created_at END),
        min(CASE WHEN run_at <= :now THEN run_at END),
        count(CASE WHEN attempts >= 1 THEN 1 END),
        count(CASE WHEN attempts >= 3 THEN 1 END)
 FROM sluice_messages
 WHERE status = 'queued' AND parked_by IS NULL
+GROUP BY channel, provider
 
 -- name: observe_inbox
 SELECT state, count(*), min(received_at) FROM sluice_inbox
@@ -1038,6 +1039,7 @@ WHERE (:status IS NULL OR status = :status)
   AND (:action IS NULL OR action = :action)
   AND (:since IS NULL OR created_at >= :since)
   AND (:until IS NULL OR created_at < :until)
+  AND (:since_id IS NULL OR id >= :since_id)  -- see the PostgreSQL query
   -- Canaries (issue 15) are not in tenants' figures: grouped or filtered by tenant.
   AND (action <> 'sluice.canary' OR (:by <> 'tenant' AND :tenant IS NULL))
 GROUP BY 1, 2

@@ -278,11 +278,7 @@ CREATE TABLE sluice_receipts (
 );
 CREATE INDEX sluice_receipts_message ON sluice_receipts (message_id, id);
 
--- The ready set: queued, unparked rows by tenant, first attempts apart from retries,
--- in claim order within each (see the PostgreSQL file).
-CREATE INDEX sluice_messages_ready
-    ON sluice_messages (tenant, (attempts > 0), priority DESC, run_at)
-    WHERE status = 'queued' AND parked_by IS NULL;
+-- The ready set (sluice_messages_ready) is indexed at the end of this file (0019).
 CREATE INDEX sluice_messages_parked
     ON sluice_messages (parked_by) WHERE parked_by IS NOT NULL;
 
@@ -437,6 +433,14 @@ CREATE INDEX sluice_messages_verifying ON sluice_messages (verify_by)
     WHERE verify_by IS NOT NULL AND status = 'sent';
 CREATE INDEX sluice_messages_needs_confirm ON sluice_messages (tenant, updated_at)
     WHERE status = 'needs_confirm';
+-- The ready set: queued, unparked rows by tenant, first attempts apart from retries,
+-- in claim order within each (see the PostgreSQL file); then the columns the state
+-- metrics read of the ready rows, so that their read is covered by the index (0019,
+-- which created it anew: last, as the migration chain does).
+CREATE INDEX sluice_messages_ready
+    ON sluice_messages (tenant, (attempts > 0), priority DESC, run_at,
+                        channel, provider, attempts, created_at)
+    WHERE status = 'queued' AND parked_by IS NULL;
 -- 0020: the web console's sessions and one-time login links (issue 16).
 CREATE TABLE sluice_console_sessions (
     token_hash TEXT PRIMARY KEY,
