@@ -38,7 +38,7 @@ from sluice.config import Settings
 from sluice.model import NewMessage, Outcome
 from sluice.providers.null import NullProvider
 from sluice.store import create_store
-from sluice.worker.assemble import assemble_dispatcher
+from sluice.worker.assemble import assemble_dispatcher, run_worker_loop
 
 #: Worker settings for the no-op drain: many sends in flight, large claims. These are
 #: what an operator would set for a provider that answers in microseconds.
@@ -104,8 +104,9 @@ async def _enqueue_batches(url: str, start_at: int, count: int) -> float:
         await store.close()
 
 
-def _drain_worker(url: str, n: int, result: Any, metrics: bool = True) -> None:
-    """One worker process: drain until nothing is ready, report seconds and stats."""
+def _drain_worker(url: str, result: Any, ready: Any, start: Any, metrics: bool = True) -> None:
+    """One worker process: once told to start, drain until nothing is ready; report
+    when it finished and what it sent. Its event loop is the one `sluice worker` runs."""
 
     async def run() -> None:
         store = create_store(url)
@@ -123,13 +124,14 @@ def _drain_worker(url: str, n: int, result: Any, metrics: bool = True) -> None:
                 d = await assemble_dispatcher(
                     store, settings, client, providers={"null": NullProvider()}, logger=_Quiet()
                 )
-            t = time.perf_counter()
+            ready.put(None)
+            await asyncio.to_thread(start.wait)
             stats = await d.run(until_idle=True)
-            result.put((time.perf_counter() - t, stats.sent))
+            result.put((time.perf_counter(), stats.sent))
         finally:
             await store.close()
 
-    asyncio.run(run())
+    run_worker_loop(run())
 
 
 class _Quiet:
@@ -162,9 +164,13 @@ def _attempt_count(url: str) -> int:
     return int(row[0])
 
 
-def sluice_drain(store_url: str, n: int, *, metrics: bool = True) -> dict[str, Any]:
-    """Enqueue ``n`` (5 % singly, the rest in batches), then drain with one worker process
-    (``metrics`` False: the worker counts no event metrics, to measure what they cost)."""
+def sluice_drain(
+    store_url: str, n: int, *, metrics: bool = True, processes: int = 1
+) -> dict[str, Any]:
+    """Enqueue ``n`` (5 % singly, the rest in batches), then drain with ``processes``
+    worker processes (``metrics`` False: the workers count no event metrics, to measure
+    what they cost). The drain is timed from the moment every worker, assembled and
+    connected, is told to start until the last one has found nothing left."""
     asyncio.run(_migrate(store_url))
     single = max(1, int(n * SINGLE_SHARE))
     single_rate = _enqueue_single(store_url, single)
@@ -173,20 +179,31 @@ def sluice_drain(store_url: str, n: int, *, metrics: bool = True) -> dict[str, A
         with psycopg.connect(store_url, autocommit=True) as conn:
             conn.execute("ANALYZE sluice_messages")  # as autovacuum would; see README
     ctx = mp.get_context("spawn")
-    result = ctx.Queue()
-    proc = ctx.Process(target=_drain_worker, args=(store_url, n, result, metrics))
-    proc.start()
-    seconds, sent = result.get(timeout=600)
-    proc.join(30)
+    result, ready, start = ctx.Queue(), ctx.Queue(), ctx.Event()
+    procs = [
+        ctx.Process(target=_drain_worker, args=(store_url, result, ready, start, metrics))
+        for _ in range(processes)
+    ]
+    for proc in procs:
+        proc.start()
+    for _ in procs:
+        ready.get(timeout=120)
+    began = time.perf_counter()
+    start.set()
+    ends = [result.get(timeout=600) for _ in procs]
+    for proc in procs:
+        proc.join(30)
+    sent = sum(s for _, s in ends)
     counts = asyncio.run(_counts(store_url))
     if counts != {"sent": n} or sent != n or _attempt_count(store_url) != n:
-        raise RuntimeError(f"drain incomplete: counts {counts}, worker sent {sent} of {n}")
+        raise RuntimeError(f"drain incomplete: counts {counts}, workers sent {sent} of {n}")
     return {
         "enqueue_batch_per_s": batch_rate,
         "enqueue_single_per_s": single_rate,
-        "drain_per_s": n / seconds,
+        "drain_per_s": n / (max(t for t, _ in ends) - began),
         "worker_concurrency": DRAIN_CONCURRENCY,
         "worker_batch_size": DRAIN_BATCH,
+        "worker_processes": processes,
     }
 
 
@@ -223,7 +240,7 @@ def _latency_worker(url: str, out: Any, ready: Any, stop: Any) -> None:
         finally:
             await store.close()
 
-    asyncio.run(run())
+    run_worker_loop(run())
 
 
 def _percentile(values: list[float], q: float) -> float:

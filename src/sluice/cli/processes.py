@@ -98,6 +98,7 @@ def worker(
     """Claim and deliver messages until SIGTERM/SIGINT (in-flight sends finish first)."""
     from sluice.logs import configure_logging
     from sluice.tracing import configure as configure_tracing
+    from sluice.worker.assemble import run_worker_loop
 
     settings = settings_for(
         database_url,
@@ -116,7 +117,10 @@ def worker(
         configure_tracing(settings)
     except SluiceError as exc:
         raise fail(exc) from None
-    stats = run_async(lambda: run_worker(settings, until_idle=until_idle))
+    try:
+        stats = run_worker_loop(run_worker(settings, until_idle=until_idle))
+    except SluiceError as exc:
+        raise fail(exc) from None
     typer.echo(
         f"worker done: sent {stats.sent}, retried {stats.retried}, deferred {stats.deferred}, "
         f"dead-lettered {stats.dead}, released {stats.released}",
