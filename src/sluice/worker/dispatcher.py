@@ -73,8 +73,10 @@ if TYPE_CHECKING:
 __all__ = ["Dispatcher", "WorkerStats", "new_worker_id"]
 
 
-#: Poll interval while traffic is flowing (see ``_claim_loop``).
-HOT_POLL = 0.01
+#: Poll interval while traffic is flowing (see ``_claim_loop``): what a message whose
+#: NOTIFY was coalesced away waits at most. Only while hot (one notify interval after the
+#: last work): an idle worker sleeps on LISTEN and costs no more for it.
+HOT_POLL = 0.002
 #: A send starts only if its lease outlasts the HTTP timeout by this much (at most; a
 #: tenth of what the lease leaves beyond the timeout when that is less).
 LEASE_MARGIN = 1.0
