@@ -71,7 +71,7 @@ LISTEN_CHANNEL = "sluice_ready"
 #: Throttles and breaker moves, for every worker to apply at once (``flow_listen``).
 FLOW_CHANNEL = "sluice_flow"
 #: Seconds a pooled connection may have been idle and still be handed out unchecked.
-CHECK_IDLE_AFTER = 1.0
+CHECK_IDLE_AFTER = 5.0
 
 
 def _as_is(value: Any) -> Any:
