@@ -28,12 +28,14 @@ import sys
 import tempfile
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 
 import sluice
+from bench.sysload import _pg_backend_db
 from sluice.config import Settings
 from sluice.model import NewMessage, Outcome
 from sluice.providers.null import NullProvider
@@ -267,6 +269,8 @@ def sluice_idle_latency(store_url: str, samples: int) -> dict[str, Any]:
         gap = Settings().notify_interval + 0.01
         idle = _measure(store_url, samples, out, gap)
         back_to_back = _measure(store_url, samples, out, 0.0)
+        time.sleep(gap)  # the worker goes back to sleep on LISTEN
+        load = _idle_load(store_url, proc.pid, IDLE_LOAD_SECONDS)
     finally:
         stop.set()
         proc.join(30)
@@ -278,6 +282,52 @@ def sluice_idle_latency(store_url: str, samples: int) -> dict[str, Any]:
         "back_to_back_p50_ms": statistics.median(back_to_back),
         "back_to_back_p99_ms": _percentile(back_to_back, 0.99),
         "idle_gap_s": gap,
+        **load,
+    }
+
+
+#: Seconds the idle worker's load is measured over (after the latency samples).
+IDLE_LOAD_SECONDS = 15.0
+
+
+def _idle_load(url: str, worker_pid: int, seconds: float) -> dict[str, float]:
+    """What an idle worker costs, per minute: its own CPU seconds, the CPU seconds of
+    the database's backends serving the bench database (the worker's pool and LISTEN
+    connections: nothing else uses it meanwhile), and the transactions the database
+    counted for it (every autocommit statement is one; the server's statistics are
+    flushed about once a second, so this is ±1 s worth)."""
+    dbname = url.rsplit("/", 1)[1]
+
+    def cpu(pids: list[int]) -> float:
+        total = 0.0
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
+
+    def backends() -> list[int]:
+        return [int(p) for p in os.listdir("/proc") if p.isdigit() and _pg_backend_db(p) == dbname]
+
+    def transactions(conn: psycopg.Connection[Any]) -> int:
+        row = conn.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s",
+            (dbname,),
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+        pids = backends()
+        worker0, db0, xacts0 = cpu([worker_pid]), cpu(pids), transactions(conn)
+        time.sleep(seconds)
+        worker1, db1, xacts1 = cpu([worker_pid]), cpu(pids), transactions(conn)
+    per_minute = 60.0 / seconds
+    return {
+        "idle_worker_cpu_s_per_min": (worker1 - worker0) * per_minute,
+        "idle_db_cpu_s_per_min": (db1 - db0) * per_minute,
+        "idle_db_xacts_per_min": (xacts1 - xacts0) * per_minute,
     }
 
 
