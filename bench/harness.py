@@ -158,6 +158,22 @@ def _memory(o: Options) -> dict[str, Any]:
     return memory.run(o.memory_seconds)
 
 
+def _sluice_pg_2(o: Options) -> dict[str, Any]:
+    with fresh_db(SLUICE_DB) as url:
+        return sluice_bench.sluice_drain(url, o.n, processes=2)
+
+
+def _loop_pg(o: Options, processes: int = 1) -> dict[str, Any]:
+    from bench import loop
+
+    with fresh_db(f"{SLUICE_DB}_loop") as url:
+        return loop.loop_drain(url, o.n, batch=sluice_bench.DRAIN_BATCH, processes=processes)
+
+
+def _loop_pg_2(o: Options) -> dict[str, Any]:
+    return _loop_pg(o, processes=2)
+
+
 DRAIN_KEYS = ("enqueue_batch_per_s", "enqueue_single_per_s", "drain_per_s")
 GROWTH_KEYS = (
     "growth_history_drain_ratio",
@@ -184,6 +200,15 @@ PARTS: tuple[Part, ...] = (
     Part("ingress", "Sluice ingress", "PostgreSQL", _ingress, ("p99_ms", "per_s")),
     Part("growth", "Sluice growth", "PostgreSQL", _growth, GROWTH_KEYS),
     Part("memory", "Sluice worker memory", "PostgreSQL", _memory, MEMORY_KEYS),
+    Part("loop-pg", "bare SKIP LOCKED loop", "PostgreSQL", _loop_pg, ("drain_per_s",)),
+    Part("sluice-pg-2", "Sluice, 2 worker processes", "PostgreSQL", _sluice_pg_2, DRAIN_KEYS),
+    Part(
+        "loop-pg-2",
+        "bare SKIP LOCKED loop, 2 processes",
+        "PostgreSQL",
+        _loop_pg_2,
+        ("drain_per_s",),
+    ),
 )
 PART_KEYS = tuple(p.key for p in PARTS)
 #: Parts that run only when asked for (--memory, or by name in --only): they take long.
@@ -300,6 +325,28 @@ def run_parts(parts: list[Part], o: Options) -> dict[str, Outcome]:
 
 
 # --- reporting -----------------------------------------------------------------------
+
+#: Sluice's drain against the bare loop's (issue 17): (name, numerator part, denominator
+#: part, the ratio it should reach). Each is taken per repetition, so both sides of a
+#: ratio ran minutes apart at most, and the median of those is reported.
+DRAIN_RATIOS = (
+    ("Sluice drain / loop drain, 1 process", "sluice-pg", "loop-pg", 0.5),
+    ("Sluice drain / loop drain, 2 processes", "sluice-pg-2", "loop-pg-2", 0.5),
+    ("Sluice drain, 2 processes / 1 process", "sluice-pg-2", "sluice-pg", 1.6),
+    ("loop drain, 2 processes / 1 process", "loop-pg-2", "loop-pg", None),
+)
+
+
+def drain_ratios(outcomes: dict[str, Outcome]) -> list[dict[str, Any]]:
+    """The ratios of ``DRAIN_RATIOS`` whose two parts both ran."""
+    out = []
+    for name, top, bottom, goal in DRAIN_RATIOS:
+        a, b = outcomes.get(top), outcomes.get(bottom)
+        if a is None or b is None or not a.runs or not b.runs:
+            continue
+        each = [x["drain_per_s"] / y["drain_per_s"] for x, y in zip(a.runs, b.runs, strict=False)]
+        out.append({"ratio": name, "median": statistics.median(each), "runs": each, "goal": goal})
+    return out
 
 
 def _num(v: Any, fmt: str = ",.0f") -> str:
@@ -731,6 +778,13 @@ def main(argv: list[str] | None = None) -> int:
             "figures are pessimistic and noisy."
         )
         print()
+    ratios = drain_ratios(outcomes)
+    for r in ratios:
+        goal = "" if r["goal"] is None else f" (goal ≥ {r['goal']:g})"
+        each = ", ".join(f"{x:.2f}" for x in r["runs"])
+        print(f"{r['ratio']}: {r['median']:.2f}{goal}; per repetition {each}")
+    if ratios:
+        print()
     problems = {k: v.error for k, v in outcomes.items() if v.status in ("error", "partial")}
     if problems:
         print("Failed parts:")
@@ -758,6 +812,7 @@ def main(argv: list[str] | None = None) -> int:
             for p in parts
         },
         "targets": checks,
+        "drain_ratios": ratios,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")

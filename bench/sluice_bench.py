@@ -28,17 +28,19 @@ import sys
 import tempfile
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 
 import sluice
+from bench.sysload import _pg_backend_db
 from sluice.config import Settings
 from sluice.model import NewMessage, Outcome
 from sluice.providers.null import NullProvider
 from sluice.store import create_store
-from sluice.worker.assemble import assemble_dispatcher
+from sluice.worker.assemble import assemble_dispatcher, run_worker_loop
 
 #: Worker settings for the no-op drain: many sends in flight, large claims. These are
 #: what an operator would set for a provider that answers in microseconds.
@@ -104,8 +106,9 @@ async def _enqueue_batches(url: str, start_at: int, count: int) -> float:
         await store.close()
 
 
-def _drain_worker(url: str, n: int, result: Any, metrics: bool = True) -> None:
-    """One worker process: drain until nothing is ready, report seconds and stats."""
+def _drain_worker(url: str, result: Any, ready: Any, start: Any, metrics: bool = True) -> None:
+    """One worker process: once told to start, drain until nothing is ready; report
+    when it finished and what it sent. Its event loop is the one `sluice worker` runs."""
 
     async def run() -> None:
         store = create_store(url)
@@ -123,13 +126,14 @@ def _drain_worker(url: str, n: int, result: Any, metrics: bool = True) -> None:
                 d = await assemble_dispatcher(
                     store, settings, client, providers={"null": NullProvider()}, logger=_Quiet()
                 )
-            t = time.perf_counter()
+            ready.put(None)
+            await asyncio.to_thread(start.wait)
             stats = await d.run(until_idle=True)
-            result.put((time.perf_counter() - t, stats.sent))
+            result.put((time.perf_counter(), stats.sent))
         finally:
             await store.close()
 
-    asyncio.run(run())
+    run_worker_loop(run())
 
 
 class _Quiet:
@@ -162,9 +166,13 @@ def _attempt_count(url: str) -> int:
     return int(row[0])
 
 
-def sluice_drain(store_url: str, n: int, *, metrics: bool = True) -> dict[str, Any]:
-    """Enqueue ``n`` (5 % singly, the rest in batches), then drain with one worker process
-    (``metrics`` False: the worker counts no event metrics, to measure what they cost)."""
+def sluice_drain(
+    store_url: str, n: int, *, metrics: bool = True, processes: int = 1
+) -> dict[str, Any]:
+    """Enqueue ``n`` (5 % singly, the rest in batches), then drain with ``processes``
+    worker processes (``metrics`` False: the workers count no event metrics, to measure
+    what they cost). The drain is timed from the moment every worker, assembled and
+    connected, is told to start until the last one has found nothing left."""
     asyncio.run(_migrate(store_url))
     single = max(1, int(n * SINGLE_SHARE))
     single_rate = _enqueue_single(store_url, single)
@@ -173,20 +181,31 @@ def sluice_drain(store_url: str, n: int, *, metrics: bool = True) -> dict[str, A
         with psycopg.connect(store_url, autocommit=True) as conn:
             conn.execute("ANALYZE sluice_messages")  # as autovacuum would; see README
     ctx = mp.get_context("spawn")
-    result = ctx.Queue()
-    proc = ctx.Process(target=_drain_worker, args=(store_url, n, result, metrics))
-    proc.start()
-    seconds, sent = result.get(timeout=600)
-    proc.join(30)
+    result, ready, start = ctx.Queue(), ctx.Queue(), ctx.Event()
+    procs = [
+        ctx.Process(target=_drain_worker, args=(store_url, result, ready, start, metrics))
+        for _ in range(processes)
+    ]
+    for proc in procs:
+        proc.start()
+    for _ in procs:
+        ready.get(timeout=120)
+    began = time.perf_counter()
+    start.set()
+    ends = [result.get(timeout=600) for _ in procs]
+    for proc in procs:
+        proc.join(30)
+    sent = sum(s for _, s in ends)
     counts = asyncio.run(_counts(store_url))
     if counts != {"sent": n} or sent != n or _attempt_count(store_url) != n:
-        raise RuntimeError(f"drain incomplete: counts {counts}, worker sent {sent} of {n}")
+        raise RuntimeError(f"drain incomplete: counts {counts}, workers sent {sent} of {n}")
     return {
         "enqueue_batch_per_s": batch_rate,
         "enqueue_single_per_s": single_rate,
-        "drain_per_s": n / seconds,
+        "drain_per_s": n / (max(t for t, _ in ends) - began),
         "worker_concurrency": DRAIN_CONCURRENCY,
         "worker_batch_size": DRAIN_BATCH,
+        "worker_processes": processes,
     }
 
 
@@ -223,7 +242,7 @@ def _latency_worker(url: str, out: Any, ready: Any, stop: Any) -> None:
         finally:
             await store.close()
 
-    asyncio.run(run())
+    run_worker_loop(run())
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -250,6 +269,8 @@ def sluice_idle_latency(store_url: str, samples: int) -> dict[str, Any]:
         gap = Settings().notify_interval + 0.01
         idle = _measure(store_url, samples, out, gap)
         back_to_back = _measure(store_url, samples, out, 0.0)
+        time.sleep(gap)  # the worker goes back to sleep on LISTEN
+        load = _idle_load(store_url, proc.pid, IDLE_LOAD_SECONDS)
     finally:
         stop.set()
         proc.join(30)
@@ -261,6 +282,52 @@ def sluice_idle_latency(store_url: str, samples: int) -> dict[str, Any]:
         "back_to_back_p50_ms": statistics.median(back_to_back),
         "back_to_back_p99_ms": _percentile(back_to_back, 0.99),
         "idle_gap_s": gap,
+        **load,
+    }
+
+
+#: Seconds the idle worker's load is measured over (after the latency samples).
+IDLE_LOAD_SECONDS = 15.0
+
+
+def _idle_load(url: str, worker_pid: int, seconds: float) -> dict[str, float]:
+    """What an idle worker costs, per minute: its own CPU seconds, the CPU seconds of
+    the database's backends serving the bench database (the worker's pool and LISTEN
+    connections: nothing else uses it meanwhile), and the transactions the database
+    counted for it (every autocommit statement is one; the server's statistics are
+    flushed about once a second, so this is ±1 s worth)."""
+    dbname = url.rsplit("/", 1)[1]
+
+    def cpu(pids: list[int]) -> float:
+        total = 0.0
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
+
+    def backends() -> list[int]:
+        return [int(p) for p in os.listdir("/proc") if p.isdigit() and _pg_backend_db(p) == dbname]
+
+    def transactions(conn: psycopg.Connection[Any]) -> int:
+        row = conn.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s",
+            (dbname,),
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+        pids = backends()
+        worker0, db0, xacts0 = cpu([worker_pid]), cpu(pids), transactions(conn)
+        time.sleep(seconds)
+        worker1, db1, xacts1 = cpu([worker_pid]), cpu(pids), transactions(conn)
+    per_minute = 60.0 / seconds
+    return {
+        "idle_worker_cpu_s_per_min": (worker1 - worker0) * per_minute,
+        "idle_db_cpu_s_per_min": (db1 - db0) * per_minute,
+        "idle_db_xacts_per_min": (xacts1 - xacts0) * per_minute,
     }
 
 

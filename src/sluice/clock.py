@@ -65,6 +65,7 @@ class StoreClock:
         self._read = read
         self._monotonic = monotonic
         self._anchor: tuple[datetime, float] | None = None
+        self._epoch = 0.0
 
     async def sync(self) -> float:
         """Read the store's time now; return the round trip in seconds."""
@@ -72,6 +73,9 @@ class StoreClock:
         at = await self._read()
         after = self._monotonic()
         self._anchor = (at, (before + after) / 2)
+        # The store's time as Unix seconds at monotonic zero: ``now`` is one addition
+        # and one conversion (it is read several times per message sent).
+        self._epoch = at.timestamp() - self._anchor[1]
         return after - before
 
     @property
@@ -81,5 +85,4 @@ class StoreClock:
     def now(self) -> datetime:
         if self._anchor is None:
             raise RuntimeError("StoreClock.now() before its first sync()")
-        at, mono = self._anchor
-        return at + timedelta(seconds=self._monotonic() - mono)
+        return datetime.fromtimestamp(self._epoch + self._monotonic(), UTC)

@@ -16,7 +16,7 @@ from sluice.config import Settings
 from sluice.errors import MigrationError, SluiceError
 from sluice.store import open_store
 
-__all__ = ["migrate", "run", "run_worker", "serve", "simulator", "worker"]
+__all__ = ["migrate", "run", "run_worker", "serve", "simulator", "worker", "worker_main"]
 
 LogLevel = Annotated[
     str | None, typer.Option(envvar="SLUICE_LOG_LEVEL", help="debug, info, warning, error.")
@@ -94,11 +94,17 @@ def worker(
     ] = False,
     metrics_port: MetricsPort = None,
     log_level: LogLevel = None,
+    processes: Annotated[
+        int,
+        typer.Option(
+            envvar="SLUICE_WORKER_PROCESSES",
+            min=1,
+            help="Worker processes to run on this host, each a whole worker (with "
+            "--metrics-port P, process i serves P + i - 1). [default: 1]",
+        ),
+    ] = 1,
 ) -> None:
     """Claim and deliver messages until SIGTERM/SIGINT (in-flight sends finish first)."""
-    from sluice.logs import configure_logging
-    from sluice.tracing import configure as configure_tracing
-
     settings = settings_for(
         database_url,
         worker_concurrency=concurrency,
@@ -111,12 +117,27 @@ def worker(
         metrics_port=metrics_port,
         log_level=log_level,
     )
+    if processes > 1:
+        from sluice.cli.workers import run_worker_processes
+
+        raise typer.Exit(
+            run_worker_processes(worker_main, settings, processes, until_idle=until_idle)
+        )
+    worker_main(settings, until_idle=until_idle)
+
+
+def worker_main(settings: Settings, *, until_idle: bool = False) -> None:
+    """One worker process, start to end: logging, tracing, the dispatcher on its loop."""
+    from sluice.logs import configure_logging
+    from sluice.tracing import configure as configure_tracing
+    from sluice.worker.assemble import run_worker_loop
+
     try:
         configure_logging(settings.log_level)
         configure_tracing(settings)
+        stats = run_worker_loop(run_worker(settings, until_idle=until_idle))
     except SluiceError as exc:
         raise fail(exc) from None
-    stats = run_async(lambda: run_worker(settings, until_idle=until_idle))
     typer.echo(
         f"worker done: sent {stats.sent}, retried {stats.retried}, deferred {stats.deferred}, "
         f"dead-lettered {stats.dead}, released {stats.released}",

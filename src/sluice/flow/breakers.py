@@ -266,6 +266,10 @@ class Verdict:
     reason: str = ""
 
 
+#: The verdict of every send while no breaker is open or half-open (immutable, shared).
+PASS = Verdict(True)
+
+
 @dataclass(frozen=True, slots=True)
 class Transition:
     """A state change ``next_state`` decided on."""
@@ -383,6 +387,9 @@ class Breakers:
         self.log = logger or structlog.get_logger("sluice.breakers").bind(worker=worker_id)
         #: The store's rows and window sums as of the last sync.
         self._rows: dict[str, BreakerInfo] = {}
+        #: Whether every breaker in ``_rows`` is closed; None: not worked out since
+        #: they last changed.
+        self._closed: bool | None = True
         self._window: dict[str, tuple[int, int]] = {}
         #: Outcomes not yet in the store: (key, bucket) -> [ok, failed].
         self._pending: dict[tuple[str, int], list[int]] = {}
@@ -416,6 +423,13 @@ class Breakers:
 
     # -- the send path (no I/O) ------------------------------------------------------
 
+    def _all_closed(self) -> bool:
+        """No breaker of the snapshot is open or half-open: every send passes (the
+        common case, answered once per change instead of per send and breaker)."""
+        if self._closed is None:
+            self._closed = all(r.state == BreakerState.CLOSED for r in self._rows.values())
+        return self._closed
+
     def _open_verdict(self, key: str, row: BreakerInfo, now: datetime) -> Verdict:
         # Forced open has no retry_at; one whose cooldown is over waits for a sync to
         # make it half-open: defer either a little, never into the past.
@@ -445,6 +459,8 @@ class Breakers:
         """The last look before the provider is called, without taking a probe slot: a
         send admitted earlier may not start once one of its breakers has opened (or
         turned half-open, unless this send is the probe ``allow`` let through)."""
+        if self._all_closed():
+            return PASS
         now = now or self.clock.now()
         for key in self.gates(provider, tenant, endpoint):
             row = self._rows.get(key)
@@ -463,6 +479,8 @@ class Breakers:
 
     def allow(self, provider: str, tenant: str, endpoint: str | None = None) -> Verdict:
         """May a send to ``provider`` for ``tenant`` go now? From the last snapshot."""
+        if self._all_closed():
+            return PASS
         now = self.clock.now()
         probing: list[str] = []
         for key in self.gates(provider, tenant, endpoint):
@@ -550,6 +568,7 @@ class Breakers:
         if held is not None and held.updated_at > row.updated_at:
             return
         self._rows[row.key] = row
+        self._closed = None
         if row.state != BreakerState.HALF_OPEN:
             self._probing.pop(row.key, None)
 
@@ -596,7 +615,7 @@ class Breakers:
         self._probe_failed.clear()
         if moved:
             rows, window = await self._read(since_bucket)
-        self._rows, self._window = rows, window
+        self._rows, self._window, self._closed = rows, window, None
         for key in list(self._probing):
             row = rows.get(key)
             if row is None or row.state != BreakerState.HALF_OPEN:

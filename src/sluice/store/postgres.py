@@ -8,6 +8,8 @@ import dataclasses
 import json
 import math
 import re
+import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -68,6 +70,8 @@ Q = load_queries("postgres")
 LISTEN_CHANNEL = "sluice_ready"
 #: Throttles and breaker moves, for every worker to apply at once (``flow_listen``).
 FLOW_CHANNEL = "sluice_flow"
+#: Seconds a pooled connection may have been idle and still be handed out unchecked.
+CHECK_IDLE_AFTER = 5.0
 
 
 def _as_is(value: Any) -> Any:
@@ -147,9 +151,14 @@ class PostgresStore(SqlDriver):
             },
             open=False,
             timeout=timeout,
-            # A round trip per checkout (tens a second at full speed) so that after a
-            # database restart a dead connection is replaced, not handed to a claim.
-            check=AsyncConnectionPool.check_connection,
+            # A connection idle for a while is checked before it is handed out, so that
+            # after a database restart a dead one is replaced, not given to a claim.
+            check=self._check_idle,
+            reset=self._returned,
+        )
+        #: When each pooled connection was last given back (see ``_check_idle``).
+        self._last_used: weakref.WeakKeyDictionary[psycopg.AsyncConnection[TupleRow], float] = (
+            weakref.WeakKeyDictionary()
         )
         self._listen = listen
         self._flow_listeners: list[FlowListener] = []
@@ -211,6 +220,10 @@ class PostgresStore(SqlDriver):
                 yield conn
         except psycopg.OperationalError as exc:
             if isinstance(exc, PoolTimeout) or _connection_lost(exc):
+                if not isinstance(exc, PoolTimeout):
+                    # The server went away: the pool's other connections went with it.
+                    with contextlib.suppress(Exception):
+                        await self._pool.check()
                 raise await self._unavailable(exc) from exc
             raise StoreUnavailable(f"PostgreSQL connection failed: {exc}") from exc
         except psycopg.errors.UndefinedTable as exc:
@@ -219,6 +232,17 @@ class PostgresStore(SqlDriver):
             ) from exc
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL error: {exc}") from exc
+
+    async def _check_idle(self, conn: psycopg.AsyncConnection[TupleRow]) -> None:
+        """The pool's check on checkout: a round trip, unless the connection was given
+        back within ``CHECK_IDLE_AFTER`` (a round trip per statement was a tenth of a
+        busy worker's time). One that died meanwhile fails its statement, the caller
+        retries, and ``_conn`` then has the pool check all the others at once."""
+        if time.monotonic() - self._last_used.get(conn, -CHECK_IDLE_AFTER) >= CHECK_IDLE_AFTER:
+            await AsyncConnectionPool.check_connection(conn)
+
+    async def _returned(self, conn: psycopg.AsyncConnection[TupleRow]) -> None:
+        self._last_used[conn] = time.monotonic()
 
     async def _unreachable(self) -> str | None:
         """Why a new connection to the server fails, or None when it succeeds.

@@ -73,7 +73,12 @@ if TYPE_CHECKING:
 __all__ = ["Dispatcher", "WorkerStats", "new_worker_id"]
 
 
-#: Poll interval while traffic is flowing (see ``_claim_loop``).
+#: Poll intervals while traffic is flowing (see ``_claim_loop``): the first look comes
+#: HOT_POLL_FIRST after the last work, and each look that finds nothing doubles the wait
+#: up to HOT_POLL. Messages committed one after another (each NOTIFY but the first
+#: coalesced away) wait 2 ms; a worker whose traffic thins out looks no more often than
+#: before; an idle one sleeps on LISTEN.
+HOT_POLL_FIRST = 0.002
 HOT_POLL = 0.01
 #: A send starts only if its lease outlasts the HTTP timeout by this much (at most; a
 #: tenth of what the lease leaves beyond the timeout when that is less).
@@ -243,6 +248,8 @@ class Dispatcher:
         self._unstarted: list[tuple[str, int]] = []
         self._flush_lock = asyncio.Lock()
         self._last_work = 0.0
+        #: The claim loop's next wait while hot (see ``HOT_POLL_FIRST``).
+        self._hot_poll = HOT_POLL_FIRST
         #: reason -> (when ``_defer`` last logged it, messages deferred for it since).
         self._problems_said: dict[str, tuple[float, int]] = {}
         # -- recipient hygiene (issue 14): suppression lists, the WhatsApp window --
@@ -354,6 +361,7 @@ class Dispatcher:
                 self._claims[msg.id] = (msg.claim_seq, claimed_at)
             if batch:
                 self._last_work = time.monotonic()
+                self._hot_poll = HOT_POLL_FIRST
                 self.stats.claimed += len(batch)
                 try:
                     batch = await self._limit(batch)
@@ -387,12 +395,16 @@ class Dispatcher:
                 continue
             # Producers send at most one NOTIFY per channel per notify_interval, so while
             # traffic flows most messages arrive without one. For one interval after any
-            # wake-up or claim, look every HOT_POLL seconds: a message whose notification
-            # was coalesced away then waits at most HOT_POLL, and an idle worker still
-            # sleeps on LISTEN (or the fallback poll) without querying.
+            # wake-up or claim, look again after HOT_POLL_FIRST, then ever less often up
+            # to HOT_POLL: a message whose notification was coalesced away waits 2 ms
+            # while messages follow each other, at most HOT_POLL when they thin out, and
+            # an idle worker still sleeps on LISTEN (or the fallback poll) without querying.
             hot = time.monotonic() - self._last_work < s.notify_interval
-            if await self.store.wait_for_work(HOT_POLL if hot else s.poll_interval):
+            if await self.store.wait_for_work(self._hot_poll if hot else s.poll_interval):
                 self._last_work = time.monotonic()
+                self._hot_poll = HOT_POLL_FIRST
+            elif hot:
+                self._hot_poll = min(HOT_POLL, self._hot_poll * 2)
 
     async def _screen(self, batch: list[Message]) -> bool:
         """Recipient hygiene (issue 14), before any call: messages to suppressed

@@ -118,8 +118,9 @@ UPDATE sluice_messages m
 SET status = 'sending', attempts = m.attempts + 1, claim_seq = m.claim_seq + 1,
     worker_id = %(worker_id)s, claimed_at = %(now)s, lease_until = %(lease_until)s,
     updated_at = %(now)s
-FROM ready
-WHERE m.id = ready.id
+-- By primary key, one probe per locked row: joined with the CTE instead, the planner
+-- hashes it and scans the whole table (6 ms of 13 at 20,000 rows, growing with them).
+WHERE m.id = ANY (ARRAY(SELECT id FROM ready))
 RETURNING m.id::text, m.tenant, m.channel, m.provider, m.action, m.recipient, m.payload,
           m.priority, m.run_at, m.attempts, m.max_attempts, m.claim_seq, m.idempotency_key,
           m.correlation_id, m.scopes, m.created_at, m.approved_by, m.deferrals,
