@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -356,8 +357,22 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: Webhooks in flight, for Sluice's worker and for the bare client loop alike.
+HTTP_CONCURRENCY = 200
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
 def sluice_http(n: int) -> dict[str, Any]:
-    """``n`` signed webhooks to the simulator (its own process), worker in this process."""
+    """``n`` signed webhooks to the simulator (its own process), worker in this process;
+    then the reference: a bare client loop posting ``n`` more to the same simulator with
+    the same HTTP client, concurrency and signing. The simulator's CPU share (1.0 = one
+    core busy) is measured during each, to show whether it was the limit."""
     secret = "whsec_" + __import__("base64").b64encode(os.urandom(24)).decode()
     port = _free_port()
     sim = subprocess.Popen(
@@ -379,15 +394,70 @@ def sluice_http(n: int) -> dict[str, Any]:
                 time.sleep(0.05)
         with tempfile.TemporaryDirectory() as tmp:
             url = f"sqlite:///{tmp}/http.db"
+            sim_cpu = _cpu_seconds(sim.pid)
             seconds = asyncio.run(_http_drain(url, secret, base, n))
+            sim_share = (_cpu_seconds(sim.pid) - sim_cpu) / seconds
             counts = asyncio.run(_counts(url))
         got = httpx.get(f"{base}/_sim/effects", timeout=30).json()
         if counts != {"sent": n} or got["unique"] != n:
             raise RuntimeError(f"http incomplete: store {counts}, simulator {got}")
-        return {"per_s": n / seconds, "store": "sqlite", "duplicates": got["duplicates"]}
+        sim_cpu = _cpu_seconds(sim.pid)
+        bare_seconds = asyncio.run(_bare_http(secret, base, n))
+        bare_share = (_cpu_seconds(sim.pid) - sim_cpu) / bare_seconds
+        got = httpx.get(f"{base}/_sim/effects", timeout=30).json()
+        if got["unique"] != 2 * n:
+            raise RuntimeError(f"bare http loop incomplete: simulator {got}")
+        return {
+            "per_s": n / seconds,
+            "bare_per_s": n / bare_seconds,
+            "sim_cpu_share": sim_share,
+            "bare_sim_cpu_share": bare_share,
+            "store": "sqlite",
+            "duplicates": got["duplicates"],
+        }
     finally:
         sim.terminate()
         sim.wait(10)
+
+
+async def _bare_http(secret: str, base: str, n: int) -> float:
+    """The reference: ``HTTP_CONCURRENCY`` tasks posting ``n`` Standard Webhooks, each
+    signed when it is sent (as the adapter signs), through the client Sluice's worker
+    uses (httpx over the aiohttp transport); every answer must be 2xx."""
+    from standardwebhooks.webhooks import Webhook
+
+    from sluice.model import new_message_id
+    from sluice.providers import http_client
+    from sluice.providers.webhook import decode_secret
+
+    signer = Webhook(decode_secret(secret))
+    settings = Settings(worker_concurrency=HTTP_CONCURRENCY, log_level="warning")
+    left = iter(range(n))
+
+    async def poster(client: httpx.AsyncClient) -> None:
+        for i in left:
+            mid, now = new_message_id(), datetime.now(UTC)
+            body = json.dumps(
+                {"type": "bench.noop", "id": mid, "tenant": f"tenant-{i % 10}",
+                 "channel": "webhook", "timestamp": now.isoformat(), "data": {"i": i}},
+                separators=(",", ":"),
+            )  # fmt: skip
+            headers = {
+                "content-type": "application/json",
+                "webhook-id": mid,
+                "webhook-timestamp": str(int(now.timestamp())),
+                "webhook-signature": signer.sign(mid, now, body),
+            }
+            response = await client.post(
+                f"{base}/webhook/bench/{i % 10}", content=body.encode(), headers=headers
+            )
+            if not 200 <= response.status_code < 300:
+                raise RuntimeError(f"simulator answered {response.status_code}: {response.text}")
+
+    async with http_client(settings) as client:
+        t = time.perf_counter()
+        await asyncio.gather(*(poster(client) for _ in range(HTTP_CONCURRENCY)))
+        return time.perf_counter() - t
 
 
 async def _http_drain(url: str, secret: str, base: str, n: int) -> float:
@@ -396,7 +466,7 @@ async def _http_drain(url: str, secret: str, base: str, n: int) -> float:
     settings = Settings(
         database_url=url,
         webhook_secret=secret,
-        worker_concurrency=200,
+        worker_concurrency=HTTP_CONCURRENCY,
         log_level="warning",
         allow_loopback_targets=True,  # the simulator is on 127.0.0.1
     )
