@@ -303,8 +303,8 @@ async def _receive(provider: str, request: Request) -> Response:
         return Response(_TWIML, media_type="text/xml")
     # Written out: JSONResponse's encoder costs more, for two integers, than the rest
     # of the answer.
-    body = f'{{"received":{len(fresh)},"duplicates":{len(fresh) - accepted}}}'
-    return Response(body, media_type="application/json")
+    answer = f'{{"received":{len(fresh)},"duplicates":{len(fresh) - accepted}}}'
+    return Response(answer, media_type="application/json")
 
 
 def first_route() -> Route:
