@@ -18,6 +18,7 @@ it needs, verifies its own counts, and returns plain numbers.
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing as mp
 import os
 import socket
@@ -72,38 +73,106 @@ async def _migrate(url: str) -> None:
         await store.close()
 
 
-def _enqueue_single(url: str, count: int) -> float:
-    """``count`` messages, each in its own transaction on the application's connection."""
-    start = time.perf_counter()
-    if url.startswith("postgresql"):
-        with psycopg.connect(url) as conn:
-            for i in range(count):
-                sluice.enqueue(conn, _message(i))
-                conn.commit()
-    else:
+#: Messages per ``Store.enqueue_many`` call (and per COPY of the reference).
+BATCH = 5_000
+#: Single enqueues and bare INSERTs alternate in blocks of this many, so drift in a
+#: shared machine hits both alike.
+SINGLE_BLOCK = 50
+#: The references write to a table of the same shape as Sluice's (columns, defaults,
+#: constraints, indexes), in the same database.
+BARE_TABLE = "bench_bare_messages"
+BARE_COLUMNS = (
+    "id, tenant, channel, provider, action, recipient, payload, priority, status, run_at, "
+    "max_attempts, content_hash, created_at, updated_at"
+)
+BARE_INSERT = (
+    f"INSERT INTO {BARE_TABLE} ({BARE_COLUMNS}) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'queued', now(), %s, '', now(), now())"
+)
+
+
+def _bare_row(m: NewMessage) -> tuple[Any, ...]:
+    """What a hand-written outbox would store for ``m``: its fields, the payload as JSON."""
+    return (m.id, m.tenant, m.channel, m.provider, m.action, m.recipient,
+            json.dumps(m.payload), m.priority, m.max_attempts)  # fmt: skip
+
+
+def _make_bare_table(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {BARE_TABLE} (LIKE sluice_messages INCLUDING ALL)")
+
+
+def _enqueue_single(url: str, count: int) -> dict[str, float]:
+    """``count`` messages, each in its own transaction on the application's connection;
+    on PostgreSQL, alternating in blocks with the reference: a bare one-row INSERT +
+    commit on the same kind of connection (psycopg), ``count`` of them too."""
+    if not url.startswith("postgresql"):
         conn = sqlite3.connect(url[len("sqlite:///") :])
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         try:
+            start = time.perf_counter()
             for i in range(count):
                 sluice.enqueue(conn, _message(i))
                 conn.commit()
+            return {"enqueue_single_per_s": count / (time.perf_counter() - start)}
         finally:
             conn.close()
-    return count / (time.perf_counter() - start)
+    _make_bare_table(url)
+    sluice_s = bare_s = 0.0
+    with psycopg.connect(url) as conn, psycopg.connect(url) as bare:
+        for lo in range(0, count, SINGLE_BLOCK):
+            block = range(lo, min(count, lo + SINGLE_BLOCK))
+            t = time.perf_counter()
+            for i in block:
+                sluice.enqueue(conn, _message(i))
+                conn.commit()
+            t2 = time.perf_counter()
+            for i in block:
+                bare.execute(BARE_INSERT, _bare_row(_message(i)))
+                bare.commit()
+            sluice_s += t2 - t
+            bare_s += time.perf_counter() - t2
+    return {"enqueue_single_per_s": count / sluice_s, "bare_insert_per_s": count / bare_s}
 
 
-async def _enqueue_batches(url: str, start_at: int, count: int) -> float:
+async def _enqueue_batches(url: str, start_at: int, count: int) -> dict[str, float]:
+    """``count`` messages with ``Store.enqueue_many`` in batches of ``BATCH``; on
+    PostgreSQL each batch is followed by the reference: the same messages' rows in one
+    COPY + commit on an async psycopg connection (as the store's)."""
     store = create_store(url)
     await store.open()  # type: ignore[attr-defined]
+    pg = url.startswith("postgresql")
+    bare = await psycopg.AsyncConnection.connect(url) if pg else None
     try:
-        t = time.perf_counter()
-        for lo in range(start_at, start_at + count, 5_000):
-            hi = min(start_at + count, lo + 5_000)
+        sluice_s = bare_s = 0.0
+        for lo in range(start_at, start_at + count, BATCH):
+            hi = min(start_at + count, lo + BATCH)
+            t = time.perf_counter()
             await store.enqueue_many([_message(i) for i in range(lo, hi)])
-        return count / (time.perf_counter() - t)
+            sluice_s += time.perf_counter() - t
+            if bare is not None:
+                t = time.perf_counter()
+                await _copy_batch(bare, [_message(i) for i in range(lo, hi)])
+                bare_s += time.perf_counter() - t
+        rates = {"enqueue_batch_per_s": count / sluice_s}
+        if bare is not None:
+            rates["bare_copy_per_s"] = count / bare_s
+        return rates
     finally:
+        if bare is not None:
+            await bare.close()
         await store.close()
+
+
+async def _copy_batch(conn: psycopg.AsyncConnection[Any], messages: list[NewMessage]) -> None:
+    now = datetime.now(UTC)
+    sql = f"COPY {BARE_TABLE} ({BARE_COLUMNS}) FROM STDIN"
+    async with conn.cursor() as cur, cur.copy(sql) as copy:
+        for m in messages:
+            row = _bare_row(m)
+            await copy.write_row((*row[:8], "queued", now, row[8], "", now, now))
+    await conn.commit()
 
 
 def _drain_worker(url: str, result: Any, ready: Any, start: Any, metrics: bool = True) -> None:
@@ -175,10 +244,11 @@ def sluice_drain(
     connected, is told to start until the last one has found nothing left."""
     asyncio.run(_migrate(store_url))
     single = max(1, int(n * SINGLE_SHARE))
-    single_rate = _enqueue_single(store_url, single)
-    batch_rate = asyncio.run(_enqueue_batches(store_url, single, n - single))
+    single_rates = _enqueue_single(store_url, single)
+    batch_rates = asyncio.run(_enqueue_batches(store_url, single, n - single))
     if store_url.startswith("postgresql"):
         with psycopg.connect(store_url, autocommit=True) as conn:
+            conn.execute(f"DROP TABLE {BARE_TABLE}")  # the drain sees Sluice's tables only
             conn.execute("ANALYZE sluice_messages")  # as autovacuum would; see README
     ctx = mp.get_context("spawn")
     result, ready, start = ctx.Queue(), ctx.Queue(), ctx.Event()
@@ -200,8 +270,8 @@ def sluice_drain(
     if counts != {"sent": n} or sent != n or _attempt_count(store_url) != n:
         raise RuntimeError(f"drain incomplete: counts {counts}, workers sent {sent} of {n}")
     return {
-        "enqueue_batch_per_s": batch_rate,
-        "enqueue_single_per_s": single_rate,
+        **batch_rates,
+        **single_rates,
         "drain_per_s": n / (max(t for t, _ in ends) - began),
         "worker_concurrency": DRAIN_CONCURRENCY,
         "worker_batch_size": DRAIN_BATCH,
@@ -353,8 +423,22 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: Webhooks in flight, for Sluice's worker and for the bare client loop alike.
+HTTP_CONCURRENCY = 200
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
 def sluice_http(n: int) -> dict[str, Any]:
-    """``n`` signed webhooks to the simulator (its own process), worker in this process."""
+    """``n`` signed webhooks to the simulator (its own process), worker in this process;
+    then the reference: a bare client loop posting ``n`` more to the same simulator with
+    the same HTTP client, concurrency and signing. The simulator's CPU share (1.0 = one
+    core busy) is measured during each, to show whether it was the limit."""
     secret = "whsec_" + __import__("base64").b64encode(os.urandom(24)).decode()
     port = _free_port()
     sim = subprocess.Popen(
@@ -376,15 +460,70 @@ def sluice_http(n: int) -> dict[str, Any]:
                 time.sleep(0.05)
         with tempfile.TemporaryDirectory() as tmp:
             url = f"sqlite:///{tmp}/http.db"
+            sim_cpu = _cpu_seconds(sim.pid)
             seconds = asyncio.run(_http_drain(url, secret, base, n))
+            sim_share = (_cpu_seconds(sim.pid) - sim_cpu) / seconds
             counts = asyncio.run(_counts(url))
         got = httpx.get(f"{base}/_sim/effects", timeout=30).json()
         if counts != {"sent": n} or got["unique"] != n:
             raise RuntimeError(f"http incomplete: store {counts}, simulator {got}")
-        return {"per_s": n / seconds, "store": "sqlite", "duplicates": got["duplicates"]}
+        sim_cpu = _cpu_seconds(sim.pid)
+        bare_seconds = asyncio.run(_bare_http(secret, base, n))
+        bare_share = (_cpu_seconds(sim.pid) - sim_cpu) / bare_seconds
+        got = httpx.get(f"{base}/_sim/effects", timeout=30).json()
+        if got["unique"] != 2 * n:
+            raise RuntimeError(f"bare http loop incomplete: simulator {got}")
+        return {
+            "per_s": n / seconds,
+            "bare_per_s": n / bare_seconds,
+            "sim_cpu_share": sim_share,
+            "bare_sim_cpu_share": bare_share,
+            "store": "sqlite",
+            "duplicates": got["duplicates"],
+        }
     finally:
         sim.terminate()
         sim.wait(10)
+
+
+async def _bare_http(secret: str, base: str, n: int) -> float:
+    """The reference: ``HTTP_CONCURRENCY`` tasks posting ``n`` Standard Webhooks, each
+    signed when it is sent (as the adapter signs), through the client Sluice's worker
+    uses (httpx over the aiohttp transport); every answer must be 2xx."""
+    from standardwebhooks.webhooks import Webhook
+
+    from sluice.model import new_message_id
+    from sluice.providers import http_client
+    from sluice.providers.webhook import decode_secret
+
+    signer = Webhook(decode_secret(secret))
+    settings = Settings(worker_concurrency=HTTP_CONCURRENCY, log_level="warning")
+    left = iter(range(n))
+
+    async def poster(client: httpx.AsyncClient) -> None:
+        for i in left:
+            mid, now = new_message_id(), datetime.now(UTC)
+            body = json.dumps(
+                {"type": "bench.noop", "id": mid, "tenant": f"tenant-{i % 10}",
+                 "channel": "webhook", "timestamp": now.isoformat(), "data": {"i": i}},
+                separators=(",", ":"),
+            )  # fmt: skip
+            headers = {
+                "content-type": "application/json",
+                "webhook-id": mid,
+                "webhook-timestamp": str(int(now.timestamp())),
+                "webhook-signature": signer.sign(mid, now, body),
+            }
+            response = await client.post(
+                f"{base}/webhook/bench/{i % 10}", content=body.encode(), headers=headers
+            )
+            if not 200 <= response.status_code < 300:
+                raise RuntimeError(f"simulator answered {response.status_code}: {response.text}")
+
+    async with http_client(settings) as client:
+        t = time.perf_counter()
+        await asyncio.gather(*(poster(client) for _ in range(HTTP_CONCURRENCY)))
+        return time.perf_counter() - t
 
 
 async def _http_drain(url: str, secret: str, base: str, n: int) -> float:
@@ -393,7 +532,7 @@ async def _http_drain(url: str, secret: str, base: str, n: int) -> float:
     settings = Settings(
         database_url=url,
         webhook_secret=secret,
-        worker_concurrency=200,
+        worker_concurrency=HTTP_CONCURRENCY,
         log_level="warning",
         allow_loopback_targets=True,  # the simulator is on 127.0.0.1
     )

@@ -415,13 +415,15 @@ def addressing_in_effect(settings: Settings | None = None) -> Addressing:
     say whether loopback targets are allowed. Without them the environment and
     ``sluice.toml`` say it, as ``load_settings`` would read it.
     """
-    from sluice.config import config_document, config_file, load_setting
+    from sluice.config import config_document, config_file, load_setting, setting_in
 
+    found = True
     try:
         path = config_file()
         document = config_document(path) if path is not None else None
     except ConfigError as exc:  # named but missing, or not TOML: see the module docstring
         rules = Addressing.from_document(None, problem=str(exc))
+        found = False
     else:
         made = _MADE.get(path)
         # config_document hands out the same object until the file changes.
@@ -433,12 +435,18 @@ def addressing_in_effect(settings: Settings | None = None) -> Addressing:
         allow = settings.allow_loopback_targets
         private = settings.private_targets
     else:
+
+        def setting(name: str) -> Any:
+            # The file found above, unless looking for it failed (then as load_setting
+            # reads it: the environment still wins over a file that cannot be read).
+            return setting_in(name, path) if found else load_setting(name)
+
         try:
-            allow = bool(load_setting("allow_loopback_targets"))
+            allow = bool(setting("allow_loopback_targets"))
         except ConfigError:
             allow = False  # unreadable: refuse loopback, as a worker that started would
         try:
-            private = private_targets(tuple(load_setting("allow_private_targets")))
+            private = private_targets(tuple(setting("allow_private_targets")))
         except ConfigError:
             private = NO_PRIVATE_TARGETS  # likewise
     if rules.allow_loopback != allow or rules.private != private:

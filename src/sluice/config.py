@@ -8,11 +8,12 @@ the ``[sluice]`` table of ``sluice.toml`` (path in ``SLUICE_CONFIG``, default
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Mapping
+from dataclasses import Field, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -369,9 +370,9 @@ def config_file(
     are read from the same file.
     """
     env = os.environ if env is None else env
-    path = Path(config_path or env.get("SLUICE_CONFIG") or "sluice.toml")
-    if path.is_file():
-        return path
+    path = config_path or env.get("SLUICE_CONFIG") or "sluice.toml"
+    if os.path.isfile(path):  # every enqueue asks: no Path object unless there is a file
+        return Path(path)
     if config_path is not None or "SLUICE_CONFIG" in env:
         raise ConfigError(f"config file {path} does not exist")
     return None
@@ -415,20 +416,36 @@ def load_setting(
     where a whole ``Settings`` is neither at hand nor wanted: one unrelated bad value
     must not stop an application from enqueuing.
     """
-    field = next((f for f in fields(Settings) if f.name == name), None)
+    env = os.environ if env is None else env
+    return _setting(name, env, lambda: config_file(env, config_path))
+
+
+def setting_in(name: str, path: Path | None, env: Mapping[str, str] | None = None) -> Any:
+    """``load_setting`` for a caller that has already found the file in effect with
+    ``config_file`` (None: there is none): enqueue reads several settings per call, and
+    looking the file up once for all of them is a good part of a single enqueue's cost."""
+    return _setting(name, os.environ if env is None else env, lambda: path)
+
+
+def _setting(name: str, env: Mapping[str, str], find_file: Callable[[], Path | None]) -> Any:
+    field = _setting_fields().get(name)
     if field is None:
         raise ConfigError(f"there is no setting named {name!r}")
     kind = type(field.default) if field.default is not None else None
-    env = os.environ if env is None else env
     raw = env.get(_env_name(name))
     if raw is not None and raw != "":
         return _coerce(_env_name(name), kind, raw, "environment")
-    path = config_file(env, config_path)
+    path = find_file()
     if path is not None:
         table = config_document(path).get("sluice", {})
         if isinstance(table, Mapping) and name in table:
             return _coerce(name, kind, table[name], str(path))
     return field.default
+
+
+@functools.cache
+def _setting_fields() -> dict[str, Field[Any]]:
+    return {f.name: f for f in fields(Settings)}
 
 
 def notify_interval(env: Mapping[str, str] | None = None) -> float:

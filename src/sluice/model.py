@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 # What a send can come to lives one level down (sluice.netguard needs it, and enqueue's
 # checks need sluice.netguard); re-exported here, where callers have always found it.
+from sluice.errors import ValidationError
+from sluice.expiry import check_ttl
 from sluice.outcome import ErrorClass, ErrorCode, Outcome
 
 if TYPE_CHECKING:
@@ -109,6 +111,12 @@ def _mapping_as_dict(value: object) -> dict[str, Any]:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
+#: The payload's canonical JSON (sorted keys, no spaces, no NaN). One encoder for every
+#: message: ``json.dumps`` with options builds a new one per call.
+_PAYLOAD_JSON = json.JSONEncoder(
+    separators=(",", ":"), sort_keys=True, allow_nan=False, default=_mapping_as_dict
+)
+
 _LIMITS = {"tenant": 128, "channel": 64, "provider": 64, "action": 128, "recipient": 2048}
 #: Fields that name something (a scope of controls and limits): compared exactly.
 _NAMES = frozenset({"tenant", "channel", "provider", "action"})
@@ -152,10 +160,6 @@ class NewMessage:
         provider, channel and recipient) is checked against ``addressing``, by default
         the configuration in effect (``sluice.addressing.addressing_in_effect``).
         """
-        from sluice.addressing import addressing_in_effect
-        from sluice.errors import ValidationError
-        from sluice.expiry import check_ttl
-
         for name, limit in _LIMITS.items():
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
@@ -172,16 +176,10 @@ class NewMessage:
         if not isinstance(self.payload, Mapping):
             raise ValidationError(where + "payload", "must be a JSON object")
         try:
-            payload_json = json.dumps(
-                self.payload,
-                separators=(",", ":"),
-                sort_keys=True,
-                allow_nan=False,
-                default=_mapping_as_dict,
-            )
+            payload_json = _PAYLOAD_JSON.encode(self.payload)
         except (TypeError, ValueError) as exc:
             raise ValidationError(where + "payload", f"is not JSON-serialisable: {exc}") from None
-        if _JSON_NUL.search(payload_json):
+        if "\\u0000" in payload_json and _JSON_NUL.search(payload_json):
             # PostgreSQL's jsonb cannot hold U+0000; refuse it on every store alike.
             raise ValidationError(where + "payload", "must not contain NUL characters")
         if len(payload_json) > _MAX_PAYLOAD_BYTES:
@@ -228,15 +226,16 @@ class NewMessage:
             if isinstance(self.verify_within, str):  # seconds here; "10m" is for the CLI
                 raise ValidationError(where + "verify_within", "must be a number of seconds")
             check_ttl(self.verify_within, where + "verify_within")
-        (addressing or addressing_in_effect()).check(self, where)
+        if addressing is None:
+            from sluice.addressing import addressing_in_effect
+
+            addressing = addressing_in_effect()
+        addressing.check(self, where)
         return payload_json
 
 
 def _check_expiry(msg: NewMessage, where: str) -> None:
     """``ttl``: positive, finite, bounded; ``expires_at``: aware and still ahead."""
-    from sluice.errors import ValidationError
-    from sluice.expiry import check_ttl
-
     if msg.ttl is not None:
         if isinstance(msg.ttl, str):  # seconds here; "15m" is for the CLI and sluice.toml
             raise ValidationError(where + "ttl", "must be a number of seconds")

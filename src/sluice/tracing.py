@@ -148,7 +148,11 @@ def origin(
     via: str, *, request_id: str | None = None, traceparent: str | None = None
 ) -> Iterator[None]:
     """Messages enqueued inside this block came ``via`` the API or Python; their
-    ``sluice.enqueue`` span starts here, and links to the caller's ``traceparent``."""
+    ``sluice.enqueue`` span starts here, and links to the caller's ``traceparent``.
+    Nothing to record while tracing is off (a single enqueue pays for every step)."""
+    if not enabled():
+        yield
+        return
     token = _origin.set(_Origin(via, time.time_ns(), request_id, traceparent))
     try:
         yield

@@ -9,7 +9,15 @@ import pytest
 
 from sluice.config import Settings
 from sluice.errors import IdempotencyConflict, MigrationError, NotFound, ValidationError
-from sluice.model import Attempt, AttemptOutcome, Completion, NewMessage, Status
+from sluice.model import (
+    Attempt,
+    AttemptOutcome,
+    Completion,
+    Message,
+    NewMessage,
+    Status,
+    new_message_id,
+)
 from sluice.store import AuditEntry, MessageFilter, Store, create_store
 from sluice.store._audit import verify_chain
 
@@ -201,6 +209,60 @@ async def test_enqueue__private_targets_follow_the_stores_settings(
 async def test_enqueue__empty_batch_is_refused(store: Store) -> None:
     with pytest.raises(ValidationError, match="messages"):
         await store.enqueue_many([], NOW)
+
+
+def _varied(i: int, **kw: object) -> NewMessage:
+    """Messages that exercise every column a batch writes, odd characters included."""
+    return msg(
+        tenant=f"t{i % 3}",
+        action="order.created" if i % 2 else "send",
+        payload={"i": i, "text": "tab\there, new\nline, back\\slash, \u00e9\u00e8 \u2603"},
+        priority=i % 7 - 3,
+        run_at=NOW + timedelta(seconds=i) if i % 4 == 0 else None,
+        correlation_id=f"c\t{i}" if i % 5 == 0 else None,
+        scopes=["a.write", "b\\c"] if i % 3 == 0 else [],
+        ttl=60.5 + i if i % 6 == 3 else None,
+        expires_at=datetime.now(UTC) + timedelta(hours=1, seconds=i) if i % 6 == 1 else None,
+        verify_within=30.0 if i % 4 == 1 else None,
+        **kw,
+    )
+
+
+def _stored_fields(m: Message) -> dict[str, object]:
+    fields = dataclasses.asdict(m)
+    for name in ("id", "idempotency_key"):
+        del fields[name]
+    return fields
+
+
+@pytest.mark.parametrize("size", [1, 64, 300])
+async def test_enqueue__every_way_in_stores_the_same_rows(store: Store, size: int) -> None:
+    # On PostgreSQL a batch without idempotency keys goes in by COPY, one message by a
+    # single-row INSERT, a keyed batch through unnest: each must store the same columns.
+    with_keys = [_varied(i, idempotency_key=f"k-{i}") for i in range(size)]
+    without = [dataclasses.replace(m, id=new_message_id(), idempotency_key=None) for m in with_keys]
+    keyed_ids = await store.enqueue_many(with_keys, NOW)
+    plain_ids = await store.enqueue_many(without, NOW)
+    assert plain_ids == [m.id for m in without]
+    for keyed_id, plain_id in zip(keyed_ids, plain_ids, strict=True):
+        keyed, plain = await store.message_get(keyed_id), await store.message_get(plain_id)
+        assert _stored_fields(plain) == _stored_fields(keyed)
+        assert plain.created_at == NOW
+
+
+async def test_enqueue__a_batch_on_server_time_is_stamped_once(store: Store) -> None:
+    batch = [_varied(i) for i in range(100)]
+    ids = await store.enqueue_many(batch)
+    stored = [await store.message_get(mid) for mid in ids]
+    created = {m.created_at for m in stored}
+    assert len(created) == 1
+    [at] = created
+    assert at is not None and abs(at - datetime.now(UTC)) < timedelta(minutes=1)
+    for m, sent in zip(stored, batch, strict=True):
+        assert m.run_at == (sent.run_at or at)
+        assert m.expires_at == (
+            sent.expires_at or (at + timedelta(seconds=sent.ttl) if sent.ttl else None)
+        )
 
 
 # -- claim --------------------------------------------------------------------------

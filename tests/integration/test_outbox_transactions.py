@@ -211,10 +211,15 @@ def test_enqueue__psycopg_transaction_block_on_autocommit_connection(
 
 
 @pytest.mark.parametrize("fails", [False, True], ids=["commit", "rollback"])
+@pytest.mark.parametrize("keyed", [True, False], ids=["keyed", "copied"])
 def test_enqueue_many__psycopg_thousand_messages_in_one_transaction(
-    pg_app: str, fails: bool
+    pg_app: str, fails: bool, keyed: bool
 ) -> None:
-    batch = [new(payload={"order": f"o-{i}"}, idempotency_key=f"order-{i}") for i in range(1000)]
+    # Without idempotency keys the batch goes in by COPY, inside the caller's transaction.
+    batch = [
+        new(payload={"order": f"o-{i}"}, idempotency_key=f"order-{i}" if keyed else None)
+        for i in range(1000)
+    ]
     with psycopg.connect(pg_app) as conn:
         place_order(conn, "o-bulk")
         ids = sluice.enqueue_many(conn, batch)

@@ -196,6 +196,7 @@ def create_app(
     app.add_middleware(BodyLimit, limit=settings.api_max_body, timeout=settings.api_body_timeout)
     # Outermost: even a refused body answers with the request id.
     app.add_middleware(RequestId)
+    app.router.routes.insert(0, ingress.first_route())  # issue 17: webhooks skip the walk
     return app
 
 

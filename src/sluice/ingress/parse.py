@@ -454,7 +454,9 @@ def _load_json(body: bytes) -> Any:
     except UnicodeDecodeError:
         _fail("body", "is not UTF-8")
     try:
-        document = json.loads(text, parse_constant=_refuse_constant)
+        if text.startswith("\ufeff"):  # as json.loads refuses it
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        document = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         _fail("body", f"is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})")
     except ValueError as exc:  # a number too long for int(), or NaN / Infinity
@@ -468,6 +470,10 @@ def _load_json(body: bytes) -> Any:
 def _refuse_constant(name: str) -> NoReturn:
     # NaN and Infinity are Python's extension to JSON; nothing downstream could store them.
     raise ValueError(f"{name} is not a JSON number")
+
+
+#: One decoder for every body (``json.loads`` with an option builds one per call).
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
 def _check_tree(document: Any) -> None:

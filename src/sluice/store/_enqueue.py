@@ -7,6 +7,7 @@ psycopg or sqlite3 connection, SQLAlchemy, or Sluice's own store.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -14,7 +15,7 @@ from sluice import tracing
 from sluice.addressing import Addressing, addressing_in_effect
 from sluice.errors import IdempotencyConflict, ValidationError
 from sluice.expiry import rules_in_effect
-from sluice.metrics import DUPLICATES, ENQUEUED, message_tenant_label, tenant_label
+from sluice.metrics import DUPLICATES, ENQUEUED, message_tenant_label, of, tenant_label
 from sluice.model import NewMessage, content_hash
 
 __all__ = ["MAX_BATCH", "PreparedRow", "prepare", "resolve"]
@@ -67,8 +68,8 @@ def prepare(
             ttl = rules.ttl_for(msg.channel, msg.action)
         rows.append(
             PreparedRow(
-                msg, payload_json, json.dumps(list(msg.scopes)), content_hash(msg, payload_json),
-                None if msg.expires_at is not None else ttl,
+                msg, payload_json, json.dumps(list(msg.scopes)) if msg.scopes else "[]",
+                content_hash(msg, payload_json), None if msg.expires_at is not None else ttl,
             )
         )  # fmt: skip
     return rows
@@ -114,13 +115,32 @@ def _count(rows: Sequence[PreparedRow], ids: Sequence[str]) -> None:
     """Count what this write added and what it recognised as already there. Inside the
     caller's transaction: a transaction rolled back afterwards has still been counted,
     and traced (``sluice.tracing``)."""
+    if len(rows) == 1:  # a single enqueue: no tally to build
+        _count_one(rows[0].message, ids[0])
+        return
+    # One increment per label set, not per message: a batch is mostly a few tenants.
+    added: Counter[tuple[str, str, str, str]] = Counter()
+    known: Counter[str] = Counter()
     traced = tracing.enabled()
     for r, mid in zip(rows, ids, strict=True):
         m = r.message
         if mid == m.id:
-            # canaries (issue 15) count under _canary, not their tenant
-            ENQUEUED.labels(message_tenant_label(m.tenant, m.action), m.channel, m.provider).inc()
+            added[m.tenant, m.action, m.channel, m.provider] += 1
         else:
-            DUPLICATES.labels("enqueue", tenant_label(m.tenant)).inc()
+            known[m.tenant] += 1
         if traced:
             tracing.enqueued(m, mid, duplicate=mid != m.id)
+    for (tenant, action, channel, provider), n in added.items():
+        # canaries (issue 15) count under _canary, not their tenant
+        of(ENQUEUED, message_tenant_label(tenant, action), channel, provider).inc(n)
+    for tenant, n in known.items():
+        of(DUPLICATES, "enqueue", tenant_label(tenant)).inc(n)
+
+
+def _count_one(m: NewMessage, mid: str) -> None:
+    if mid == m.id:
+        of(ENQUEUED, message_tenant_label(m.tenant, m.action), m.channel, m.provider).inc()
+    else:
+        of(DUPLICATES, "enqueue", tenant_label(m.tenant)).inc()
+    if tracing.enabled():
+        tracing.enqueued(m, mid, duplicate=mid != m.id)

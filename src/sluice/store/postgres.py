@@ -10,7 +10,7 @@ import math
 import re
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -1356,19 +1356,87 @@ async def _audit_insert(
     return dataclasses.replace(sealed, id=new_id)
 
 
+#: Batches at least this large without idempotency keys go in by COPY (``message_copy``):
+#: below it the extra round trips (transaction time, COPY start and end) cost more than
+#: the unnest saves.
+COPY_FROM = 64
+
+
+def _copies(rows: Sequence[_enqueue.PreparedRow]) -> bool:
+    """Do ``rows`` go in by COPY? Only when none carries an idempotency key: COPY has no
+    ON CONFLICT, and without keys nothing can conflict (a repeated id fails either way)."""
+    return len(rows) >= COPY_FROM and all(r.message.idempotency_key is None for r in rows)
+
+
+def pg_copy_rows(rows: Sequence[_enqueue.PreparedRow], now: datetime) -> Iterator[tuple[Any, ...]]:
+    """The columns of ``message_copy``, as ``message_insert_many`` computes them with
+    ``now`` (the transaction's time, or the caller's clock)."""
+    for r in rows:
+        m = r.message
+        expires_at = m.expires_at
+        if expires_at is None and r.ttl is not None:
+            expires_at = now + timedelta(seconds=r.ttl)
+        yield (
+            m.id, m.tenant, m.channel, m.provider, m.action, m.recipient, r.payload_json,
+            m.priority, "queued", m.run_at or now, 0, m.max_attempts, 0, r.content_hash,
+            m.correlation_id, r.scopes_json, now, now, expires_at, m.verify_within,
+        )  # fmt: skip
+
+
+def pg_insert_one_params(row: _enqueue.PreparedRow, now: datetime | None) -> dict[str, Any]:
+    """Parameters of ``message_insert_one``."""
+    m = row.message
+    return {
+        "now": now, "id": m.id, "tenant": m.tenant, "channel": m.channel,
+        "provider": m.provider, "action": m.action, "recipient": m.recipient,
+        "payload": row.payload_json, "priority": m.priority, "run_at": m.run_at,
+        "max_attempts": m.max_attempts, "idempotency_key": m.idempotency_key,
+        "content_hash": row.content_hash, "correlation_id": m.correlation_id,
+        "scopes": row.scopes_json, "expires_at": m.expires_at, "ttl": row.ttl,
+        "verify_within": m.verify_within,
+    }  # fmt: skip
+
+
+async def _insert_async(
+    conn: psycopg.AsyncConnection[Any], rows: Sequence[_enqueue.PreparedRow], now: datetime | None
+) -> set[str]:
+    """Insert ``rows`` with ``message_insert_one`` or ``_many``; the ids that went in."""
+    if len(rows) == 1:
+        cur = await conn.execute(Q["message_insert_one"], pg_insert_one_params(rows[0], now))
+        return {rows[0].message.id} if cur.rowcount == 1 else set()
+    cur = await conn.execute(Q["message_insert_many"], pg_enqueue_plan(rows, now))
+    return {r[0] for r in await cur.fetchall()}
+
+
+def _insert_sync(
+    conn: psycopg.Connection[Any], rows: Sequence[_enqueue.PreparedRow], now: datetime | None
+) -> set[str]:
+    """``_insert_async`` on a sync connection."""
+    if len(rows) == 1:
+        cur = conn.execute(Q["message_insert_one"], pg_insert_one_params(rows[0], now))
+        return {rows[0].message.id} if cur.rowcount == 1 else set()
+    cur = conn.execute(Q["message_insert_many"], pg_enqueue_plan(rows, now))
+    return {r[0] for r in cur.fetchall()}
+
+
 async def pg_enqueue_async(
     conn: psycopg.AsyncConnection[Any],
     rows: Sequence[_enqueue.PreparedRow],
     now: datetime | None = None,
 ) -> list[str]:
     """Insert prepared rows on an async connection inside the caller's transaction."""
-    cur = await conn.execute(Q["message_insert_many"], pg_enqueue_plan(rows, now))
-    inserted = {r[0] for r in await cur.fetchall()}
     existing: dict[tuple[str, str], tuple[str, str]] = {}
-    pairs = _enqueue.keyed(rows, inserted)
-    if pairs:
-        cur = await conn.execute(Q["message_find_by_keys"], pg_find_params(pairs))
-        existing = {(t, k): (i, h) for i, t, k, h in await cur.fetchall()}
+    if _copies(rows):
+        if now is None:
+            now = (await (await conn.execute(Q["transaction_now"])).fetchone())[0]  # type: ignore[index]
+        async with conn.cursor() as cur, cur.copy(Q["message_copy"]) as copy:
+            for values in pg_copy_rows(rows, now):
+                await copy.write_row(values)
+    else:
+        pairs = _enqueue.keyed(rows, await _insert_async(conn, rows, now))
+        if pairs:
+            cur = await conn.execute(Q["message_find_by_keys"], pg_find_params(pairs))
+            existing = {(t, k): (i, h) for i, t, k, h in await cur.fetchall()}
     ids = _enqueue.resolve(rows, existing)
     channels = _notifier.due({r.message.channel for r in rows})
     if channels:
@@ -1380,13 +1448,18 @@ def pg_enqueue_sync(
     conn: psycopg.Connection[Any], rows: Sequence[_enqueue.PreparedRow], now: datetime | None = None
 ) -> list[str]:
     """Insert prepared rows on a sync connection inside the caller's transaction."""
-    cur = conn.execute(Q["message_insert_many"], pg_enqueue_plan(rows, now))
-    inserted = {r[0] for r in cur.fetchall()}
     existing: dict[tuple[str, str], tuple[str, str]] = {}
-    pairs = _enqueue.keyed(rows, inserted)
-    if pairs:
-        cur = conn.execute(Q["message_find_by_keys"], pg_find_params(pairs))
-        existing = {(t, k): (i, h) for i, t, k, h in cur.fetchall()}
+    if _copies(rows):
+        if now is None:
+            now = conn.execute(Q["transaction_now"]).fetchone()[0]  # type: ignore[index]
+        with conn.cursor() as cur, cur.copy(Q["message_copy"]) as copy:
+            for values in pg_copy_rows(rows, now):
+                copy.write_row(values)
+    else:
+        pairs = _enqueue.keyed(rows, _insert_sync(conn, rows, now))
+        if pairs:
+            cur = conn.execute(Q["message_find_by_keys"], pg_find_params(pairs))
+            existing = {(t, k): (i, h) for i, t, k, h in cur.fetchall()}
     ids = _enqueue.resolve(rows, existing)
     channels = _notifier.due({r.message.channel for r in rows})
     if channels:

@@ -49,6 +49,38 @@ JOIN unnest(%(tenants)s::text[], %(keys)s::text[]) AS k(tenant, key)
 -- name: notify_ready
 SELECT pg_notify('sluice_ready', c) FROM unnest(%(channels)s::text[]) AS c
 
+-- name: message_insert_one
+-- message_insert_many for one message (a single enqueue in the application's
+-- transaction, the common case): plain parameters instead of seventeen one-element arrays
+-- to dump, parse and unnest, which took about a third of a single enqueue's time. No
+-- RETURNING (a row to send and fetch): the row count says whether the message went in.
+INSERT INTO sluice_messages (
+    id, tenant, channel, provider, action, recipient, payload, priority, status, run_at,
+    attempts, max_attempts, claim_seq, idempotency_key, content_hash, correlation_id, scopes,
+    created_at, updated_at, expires_at, verify_within)
+SELECT %(id)s::uuid, %(tenant)s::text, %(channel)s::text, %(provider)s::text,
+       %(action)s::text, %(recipient)s::text, %(payload)s::jsonb, %(priority)s::int,
+       'queued', coalesce(%(run_at)s::timestamptz, t.now), 0, %(max_attempts)s::int, 0,
+       %(idempotency_key)s::text, %(content_hash)s::text, %(correlation_id)s::text,
+       %(scopes)s::jsonb, t.now, t.now,
+       coalesce(%(expires_at)s::timestamptz, t.now + make_interval(secs => %(ttl)s::float8)),
+       %(verify_within)s::float8
+FROM (SELECT coalesce(%(now)s::timestamptz, now()) AS now) AS t
+ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+
+-- name: transaction_now
+-- The transaction's time, as now() gives it to every statement of the transaction.
+SELECT now()
+
+-- name: message_copy
+-- A batch without idempotency keys (nothing can conflict): the rows as message_insert_many
+-- would write them, computed by the client from transaction_now, in one COPY, which the
+-- server takes several times faster than the same rows through unnest.
+COPY sluice_messages (
+    id, tenant, channel, provider, action, recipient, payload, priority, status, run_at,
+    attempts, max_attempts, claim_seq, content_hash, correlation_id, scopes, created_at,
+    updated_at, expires_at, verify_within) FROM STDIN
+
 -- name: message_claim
 -- Shared between tenants: the tenants with something ready are found by a loose index
 -- scan of the ready index (one probe per tenant, starting after %(after)s, at most
