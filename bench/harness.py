@@ -192,7 +192,7 @@ PARTS: tuple[Part, ...] = (
     Part("latency", "Sluice idle latency", "PostgreSQL", _latency, ("p50_ms", "p99_ms")),
     Part("http", "Sluice HTTP webhooks", "—", _http, ("per_s",)),
     Part("ingress", "Sluice ingress", "PostgreSQL", _ingress, ("p99_ms", "per_s")),
-    Part("growth", "Sluice growth", "PostgreSQL", _growth, GROWTH_KEYS),
+    Part("growth", "Sluice growth", "PostgreSQL", _growth, GROWTH_KEYS, slow=True),
     Part("memory", "Sluice worker memory", "PostgreSQL", _memory, MEMORY_KEYS),
     Part("loop-pg", "bare SKIP LOCKED loop", "PostgreSQL", _loop_pg, ("drain_per_s",)),
     Part("sluice-pg-2", "Sluice, 2 worker processes", "PostgreSQL", _sluice_pg_2, DRAIN_KEYS),
