@@ -170,6 +170,14 @@ WITH input AS (
         finished_at double precision, outcome text, error_code text, error_class text,
         provider_status text, provider_code text, detail text, latency_ms real,
         hold_reason text, deferred_at double precision)
+), locked AS (
+    -- Locked first, in id order, as the heartbeat's renewal locks them (see
+    -- message_renew): two statements locking one set of rows in one order never
+    -- deadlock, whatever plans they get.
+    SELECT m.id FROM sluice_messages m
+    WHERE m.id IN (SELECT id FROM input)
+    ORDER BY m.id
+    FOR UPDATE OF m
 ), done AS (
     UPDATE sluice_messages m
     SET status = i.status,
@@ -196,6 +204,7 @@ WITH input AS (
     -- row once per input row (quadratic: 1.8 s for a flush of 2,500 at 4,000 rows).
     WHERE m.id = i.id AND m.claim_seq = i.claim_seq AND m.worker_id = i.worker
       AND (m.lease_until IS NOT NULL) = i.leased
+      AND (SELECT count(*) FROM locked) >= 0  -- evaluated once, first: every lock taken
     -- Carry "no attempt" out of the UPDATE: re-joining done with input would be a join
     -- of two CTEs, which have no statistics, and the planner picks a nested loop
     -- (quadratic in the batch: 2.5 s for 4,000 rows).
@@ -230,11 +239,22 @@ RETURNING m.id::text
 
 -- name: message_renew
 -- A live worker's claims keep their leases: only a dead or cut-off worker's run out.
+-- The rows are locked first, in id order, as the write-back locks them: the heartbeat
+-- and a write-back of the same worker touch the same rows at once, and locked in the
+-- orders their plans happened to give they deadlocked (a failed heartbeat; three in a
+-- row fence the worker).
+WITH locked AS (
+    SELECT m.id FROM sluice_messages m
+    WHERE m.id = ANY (%(ids)s::uuid[])
+    ORDER BY m.id
+    FOR UPDATE OF m
+)
 UPDATE sluice_messages m
 SET lease_until = greatest(m.lease_until, %(lease_until)s)
 FROM unnest(%(ids)s::uuid[], %(claim_seqs)s::int[]) AS r(id, claim_seq)
 WHERE m.id = r.id AND m.claim_seq = r.claim_seq AND m.lease_until IS NOT NULL
   AND m.worker_id = %(worker_id)s
+  AND (SELECT count(*) FROM locked) >= 0  -- evaluated once, first: every lock taken
 RETURNING m.id::text
 
 -- name: message_rescue_expired
