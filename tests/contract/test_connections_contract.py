@@ -529,3 +529,34 @@ async def test_connection_find__returns_the_pairs_that_exist_in_one_call(store: 
     found = await store.connection_find([("acme", "http"), ("globex", "mail"), ("nobody", "http")])
     assert sorted(c.id for c in found) == sorted([a.id, b.id])
     assert await store.connection_find([]) == []
+
+
+async def test_message_claim_with_connections__returns_the_claims_connections_and_no_others(
+    store: Store,
+) -> None:
+    a = await insert(store, connection("acme", "http"))
+    await insert(store, connection("acme", "mail"))  # a pair no claimed message has
+    await insert(store, connection("globex", "http"))  # likewise
+    ids = await store.enqueue_many([msg("acme", "http"), msg("initech", "http")], NOW)
+    claimed, found = await store.message_claim_with_connections("w1", 10, 30, NOW)
+    assert sorted(m.id for m in claimed) == sorted(ids)
+    assert [c.id for c in found] == [a.id]
+    assert found[0].ciphertext == a.ciphertext  # the whole row, as connection_find gives it
+    assert await status_of(store, *ids) == [Status.SENDING, Status.SENDING]
+
+
+async def test_message_claim_with_connections__ignores_other_workers_and_older_claims(
+    store: Store,
+) -> None:
+    await insert(store, connection("acme", "http"))
+    g = await insert(store, connection("globex", "http"))
+    await store.enqueue_many([msg("acme", "http")], NOW)
+    claimed, _ = await store.message_claim_with_connections("w1", 10, 30, NOW)
+    assert len(claimed) == 1  # acme's message is leased by w1, still sending
+    await store.enqueue_many([msg("globex", "http")], NOW)
+    # w2 claims at the same instant: w1's lease of the same length must not leak in,
+    # nor w2's own earlier claims.
+    claimed, found = await store.message_claim_with_connections("w2", 10, 30, NOW)
+    assert [m.tenant for m in claimed] == ["globex"]
+    assert [c.id for c in found] == [g.id]
+    assert await store.message_claim_with_connections("w2", 10, 30, LATER) == ([], [])

@@ -690,6 +690,14 @@ class Store(Protocol):
         """Lease up to ``limit`` ready messages, highest priority then oldest first."""
         ...
 
+    async def message_claim_with_connections(
+        self, worker_id: str, limit: int, lease_seconds: float, now: datetime
+    ) -> tuple[list[Message], list[Connection]]:
+        """``message_claim``, and ``connection_find`` of the claimed messages' (tenant,
+        provider) pairs: what a worker needs before its first send, in one round trip
+        where the database allows (PostgreSQL pipelines the two)."""
+        ...
+
     async def message_complete_many(
         self, worker_id: str, completions: Sequence[Completion], now: datetime
     ) -> set[str]:

@@ -277,7 +277,9 @@ class PostgresStore(SqlDriver):
     async def _fetch(self, name: str, params: dict[str, Any]) -> list[TupleRow]:
         async with self._conn() as conn:
             cur = await conn.execute(Q[name], params)
-            return await cur.fetchall() if cur.description else []
+            # nfields, not description: that builds a Column per column on every call.
+            result = cur.pgresult
+            return await cur.fetchall() if result is not None and result.nfields else []
 
     # -- schema ------------------------------------------------------------------
 
@@ -326,6 +328,25 @@ class PostgresStore(SqlDriver):
             claimed += [_rows.message(C, r) for r in await self._fetch("message_claim", params)]
         self._claim_after = next_claim_start(claimed, limit)
         return claimed
+
+    async def message_claim_with_connections(
+        self, worker_id: str, limit: int, lease_seconds: float, now: datetime
+    ) -> tuple[list[Message], list[Connection]]:
+        params = _params.message_claim(C, worker_id, limit, lease_seconds, now, self._claim_after)
+        async with self._conn() as conn:
+            # One round trip: the lookup reads the rows the claim has just leased.
+            async with conn.pipeline():
+                claim = await conn.execute(Q["message_claim"], params)
+                found = await conn.execute(Q["connection_select_claimed"], params)
+            claimed = [_rows.message(C, r) for r in await claim.fetchall()]
+            connections = [_rows.connection(C, r) for r in await found.fetchall()]
+        if self._claim_after and len(claimed) < limit:  # wrap round to the first tenants
+            params.update(after="", limit=limit - len(claimed))
+            claimed += [_rows.message(C, r) for r in await self._fetch("message_claim", params)]
+            pairs = sorted({(m.tenant, m.provider) for m in claimed})
+            connections = await self.connection_find(pairs)
+        self._claim_after = next_claim_start(claimed, limit)
+        return claimed, connections
 
     async def message_complete_many(
         self, worker_id: str, completions: Sequence[Completion], now: datetime

@@ -347,6 +347,13 @@ class SqliteStore(SqlDriver):
         self._claim_after = next_claim_start(claimed, limit)
         return claimed
 
+    async def message_claim_with_connections(
+        self, worker_id: str, limit: int, lease_seconds: float, now: datetime
+    ) -> tuple[list[Message], list[Connection]]:
+        claimed = await self.message_claim(worker_id, limit, lease_seconds, now)
+        found = await self.connection_find(sorted({(m.tenant, m.provider) for m in claimed}))
+        return claimed, found
+
     async def message_complete_many(
         self, worker_id: str, completions: Sequence[Completion], now: datetime
     ) -> set[str]:

@@ -73,12 +73,15 @@ if TYPE_CHECKING:
 __all__ = ["Dispatcher", "WorkerStats", "new_worker_id"]
 
 
-#: Poll intervals while traffic is flowing (see ``_claim_loop``): the first look comes
-#: HOT_POLL_FIRST after the last work, and each look that finds nothing doubles the wait
-#: up to HOT_POLL. Messages committed one after another (each NOTIFY but the first
-#: coalesced away) wait 2 ms; a worker whose traffic thins out looks no more often than
-#: before; an idle one sleeps on LISTEN.
+#: Poll intervals while traffic is flowing (see ``_claim_loop``): looks come every
+#: HOT_POLL_FIRST for HOT_POLL_STEADY after the last work, then each look that finds
+#: nothing doubles the wait up to HOT_POLL. Messages committed one after another (each
+#: NOTIFY but the first coalesced away) wait at most 2 ms, even when one commit comes a
+#: little late (doubling at once put such a message 4, then 8 ms behind); a worker whose
+#: traffic thins out makes at most two more looks per pause than that; an idle one
+#: sleeps on LISTEN.
 HOT_POLL_FIRST = 0.002
+HOT_POLL_STEADY = 0.008
 HOT_POLL = 0.01
 #: A send starts only if its lease outlasts the HTTP timeout by this much (at most; a
 #: tenth of what the lease leaves beyond the timeout when that is less).
@@ -344,13 +347,22 @@ class Dispatcher:
                 await self._sleep(0.1)
                 continue
             claimed_at = time.monotonic()
+            found: list[Connection] | None = None
             try:
-                batch = await self.store.message_claim(
-                    self.worker_id,
-                    min(free, s.worker_batch_size),
-                    s.lease_seconds,
-                    self.clock.now(),
-                )
+                if self.gate is not None:  # the batch's connections come with it
+                    batch, found = await self.store.message_claim_with_connections(
+                        self.worker_id,
+                        min(free, s.worker_batch_size),
+                        s.lease_seconds,
+                        self.clock.now(),
+                    )
+                else:
+                    batch = await self.store.message_claim(
+                        self.worker_id,
+                        min(free, s.worker_batch_size),
+                        s.lease_seconds,
+                        self.clock.now(),
+                    )
             except SluiceError as exc:
                 self.log.warning("claim failed; retrying", error=str(exc), delay=error_delay)
                 await self._sleep(error_delay)
@@ -374,7 +386,7 @@ class Dispatcher:
                 connections: Connections = {}
                 if self.gate is not None:
                     try:
-                        connections = await self.gate.load(batch)
+                        connections = await self.gate.load(batch, found)
                     except SluiceError as exc:
                         self.log.warning("could not load connections", error=str(exc))
                         await self._give_back(batch)
@@ -395,15 +407,17 @@ class Dispatcher:
                 continue
             # Producers send at most one NOTIFY per channel per notify_interval, so while
             # traffic flows most messages arrive without one. For one interval after any
-            # wake-up or claim, look again after HOT_POLL_FIRST, then ever less often up
-            # to HOT_POLL: a message whose notification was coalesced away waits 2 ms
-            # while messages follow each other, at most HOT_POLL when they thin out, and
-            # an idle worker still sleeps on LISTEN (or the fallback poll) without querying.
-            hot = time.monotonic() - self._last_work < s.notify_interval
+            # wake-up or claim, look again every HOT_POLL_FIRST until HOT_POLL_STEADY has
+            # passed, then ever less often up to HOT_POLL: a message whose notification
+            # was coalesced away waits 2 ms while messages follow each other, at most
+            # HOT_POLL when they thin out, and an idle worker still sleeps on LISTEN (or
+            # the fallback poll) without querying.
+            since_work = time.monotonic() - self._last_work
+            hot = since_work < s.notify_interval
             if await self.store.wait_for_work(self._hot_poll if hot else s.poll_interval):
                 self._last_work = time.monotonic()
                 self._hot_poll = HOT_POLL_FIRST
-            elif hot:
+            elif hot and since_work >= HOT_POLL_STEADY:
                 self._hot_poll = min(HOT_POLL, self._hot_poll * 2)
 
     async def _screen(self, batch: list[Message]) -> bool:

@@ -82,12 +82,17 @@ class ConnectionGate:
             if callable(scopes_for):
                 self._implied[name] = scopes_for
 
-    async def load(self, batch: Iterable[Message]) -> Connections:
-        """The connections of this batch's (tenant, provider) pairs, in one query."""
+    async def load(
+        self, batch: Iterable[Message], found: Iterable[Connection] | None = None
+    ) -> Connections:
+        """The connections of this batch's (tenant, provider) pairs, in one query;
+        ``found``: those already read with the claim (``message_claim_with_connections``),
+        then no query."""
         pairs = sorted({(m.tenant, m.provider) for m in batch})
         loaded: dict[tuple[str, str], Connection | None] = dict.fromkeys(pairs)
-        for conn in await self.store.connection_find(pairs):
-            loaded[(conn.tenant, conn.provider)] = conn
+        for conn in await self.store.connection_find(pairs) if found is None else found:
+            if (conn.tenant, conn.provider) in loaded:
+                loaded[(conn.tenant, conn.provider)] = conn
         return loaded
 
     async def admit(self, msg: Message, connections: Connections, now: datetime) -> Ticket:

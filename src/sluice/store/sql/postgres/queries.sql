@@ -708,6 +708,21 @@ FROM sluice_connections
 WHERE (tenant, provider) IN (
     SELECT * FROM unnest(%(tenants)s::text[], %(providers)s::text[]))
 
+-- name: connection_select_claimed
+-- connection_select_pairs for the batch message_claim just leased with the same
+-- parameters, sent with it in one pipeline (one round trip from claim to send): the
+-- pairs come from the rows under this worker's lease of exactly that claim (an equality
+-- probe of sluice_messages_leased).
+SELECT c.id::text, c.tenant, c.provider, c.state, c.state_reason, c.state_changed_at,
+       c.scopes, c.missing_scopes, c.ciphertext, c.key_id, c.credential_version,
+       c.expires_at, c.last_check_at, c.last_check_ok_at, c.last_check_error,
+       c.created_at, c.updated_at
+FROM sluice_connections c
+WHERE (c.tenant, c.provider) IN (
+    SELECT m.tenant, m.provider FROM sluice_messages m
+    WHERE m.status = 'sending' AND m.lease_until = %(lease_until)s
+      AND m.worker_id = %(worker_id)s)
+
 -- name: breaker_report
 -- One worker's outcomes since its last sync, added to their buckets, and its successful
 -- probes, added to breakers that are still half-open; one statement. The batch comes
