@@ -1067,6 +1067,9 @@ class Dispatcher:
             if self.settings.flush_interval and len(self._buffer) < self.settings.worker_batch_size:
                 # Let a few more outcomes join this write; one round trip per batch.
                 await asyncio.sleep(self.settings.flush_interval)
+                # Sends started while this slept go first: the write can wait a moment,
+                # a provider call held behind its CPU is latency the sender sees.
+                await asyncio.sleep(0)
             await self._flush()
 
     async def _flush(self, *, final: bool = False) -> None:
