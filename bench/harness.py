@@ -441,6 +441,25 @@ def build_report(
                     cell("latency", name, ",.2f") + " ms",
                 ]
             )
+        rows2.append(
+            [
+                "back to back: single enqueues a second (one producer, each committed "
+                "once the last was delivered)",
+                cell("latency", "back_to_back_per_s", ",.0f") + "/s",
+            ]
+        )
+        rate = f"{sluice_bench.PACED_RATE:,.0f}/s"
+        for name, label in (("paced_p50_ms", "p50"), ("paced_p99_ms", "p99")):
+            rows2.append(
+                [
+                    f"Sluice latency {label}, single enqueues paced at {rate} "
+                    f"({sluice_bench.PACED_PRODUCERS} producers, "
+                    f"{sluice_bench.PACED_SECONDS:g} s; achieved "
+                    + cell("latency", "paced_per_s", ",.0f")
+                    + "/s)",
+                    cell("latency", name, ",.2f") + " ms",
+                ]
+            )
     if "http" in by_key:
         rows2.append([f"Sluice HTTP webhooks/s (N = {o.http_n:,})", cell("http", "per_s") + "/s"])
         rows2.append(

@@ -346,7 +346,10 @@ def sluice_idle_latency(store_url: str, samples: int) -> dict[str, Any]:
             raise RuntimeError("latency worker did not start")
         gap = Settings().notify_interval + 0.01
         idle = _measure(store_url, samples, out, gap)
+        t = time.perf_counter()
         back_to_back = _measure(store_url, samples, out, 0.0)
+        b2b_rate = samples / (time.perf_counter() - t)
+        paced, paced_rate = _measure_paced(store_url, out, ctx, PACED_RATE, PACED_SECONDS)
         time.sleep(gap)  # the worker goes back to sleep on LISTEN
         load = _idle_load(store_url, proc.pid, IDLE_LOAD_SECONDS)
     finally:
@@ -359,6 +362,11 @@ def sluice_idle_latency(store_url: str, samples: int) -> dict[str, Any]:
         "p99_ms": _percentile(idle, 0.99),
         "back_to_back_p50_ms": statistics.median(back_to_back),
         "back_to_back_p99_ms": _percentile(back_to_back, 0.99),
+        "paced_p50_ms": statistics.median(paced),
+        "paced_p99_ms": _percentile(paced, 0.99),
+        "paced_per_s": paced_rate,
+        "paced_samples": len(paced),
+        "back_to_back_per_s": b2b_rate,
         "idle_gap_s": gap,
         **load,
     }
@@ -407,6 +415,66 @@ def _idle_load(url: str, worker_pid: int, seconds: float) -> dict[str, float]:
         "idle_db_cpu_s_per_min": (db1 - db0) * per_minute,
         "idle_db_xacts_per_min": (xacts1 - xacts0) * per_minute,
     }
+
+
+#: The paced case: single enqueues committed on a fixed schedule (open loop) at this
+#: many a second in all, for this many seconds, from PACED_PRODUCERS processes.
+PACED_RATE = 1000.0
+PACED_SECONDS = 5.0
+PACED_PRODUCERS = 2
+
+
+def _paced_producer(
+    url: str, rate: float, seconds: float, offset: float, start: float, commits: Any
+) -> None:
+    """Commit one single enqueue every 1/``rate`` s from ``start`` + ``offset`` (the
+    perf_counter instant, shared by every producer: Linux's monotonic clock is one for
+    all processes), whatever the earlier commits took; report (id, committed) pairs."""
+    done: list[tuple[str, float]] = []
+    with psycopg.connect(url) as conn:
+        sluice.enqueue(conn, _message(0))  # imports and first statements, before the clock
+        conn.rollback()
+        count = int(rate * seconds)
+        for k in range(count):
+            due = start + offset + k / rate
+            wait = due - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            mid = sluice.enqueue(conn, _message(k))
+            conn.commit()
+            done.append((mid, time.perf_counter()))
+    commits.put(done)
+
+
+def _measure_paced(
+    url: str, out: Any, ctx: Any, rate: float, seconds: float
+) -> tuple[list[float], float]:
+    """Commit → provider call while single enqueues arrive at ``rate`` a second (open
+    loop, ``PACED_PRODUCERS`` producers interleaved): each message's latency, and the
+    rate the producers achieved (below ``rate`` when committing cannot keep up)."""
+    commits = ctx.Queue()
+    per = rate / PACED_PRODUCERS
+    start = time.perf_counter() + 1.5  # every producer connected and warmed by then
+    procs = [
+        ctx.Process(target=_paced_producer, args=(url, per, seconds, i / rate, start, commits))
+        for i in range(PACED_PRODUCERS)
+    ]
+    for p in procs:
+        p.start()
+    committed: dict[str, float] = {}
+    for _ in procs:
+        committed.update(commits.get(timeout=seconds + 60))
+    for p in procs:
+        p.join(30)
+    called: dict[str, float] = {}
+    while len(called) < len(committed):
+        mid, at = out.get(timeout=30)
+        called[mid] = at
+    if set(called) != set(committed):
+        raise RuntimeError("paced latency: the calls do not match the commits")
+    span = max(committed.values()) - start
+    latencies = [(called[m] - committed[m]) * 1000.0 for m in committed]
+    return latencies, len(committed) / span
 
 
 def _measure(url: str, samples: int, out: Any, gap: float) -> list[float]:
