@@ -128,13 +128,18 @@ offered AS (
 -- Each offer is looked up and locked by its id, in the offers' order, until %(limit)s
 -- are taken: as a join, a table that grew since its statistics (a backlog enqueued
 -- faster than autovacuum analyses) made the planner scan the whole ready index once
--- per offer (minutes per claim at a backlog of a million).
+-- per offer (minutes per claim at a backlog of a million). The conditions rechecked on
+-- the locked row are wrapped in IS TRUE (the same test: none of them can be null) so
+-- that they cannot stand for the ready index's predicate: on a table never analysed
+-- (the first minute of a new database) the planner otherwise took that index for the
+-- lookup, with run_at as its condition, and read the whole backlog once per offer
+-- (147 ms for a claim of 100 at 5,000 ready; 3 ms by primary key).
 ready AS (
     SELECT l.id FROM offered o
     CROSS JOIN LATERAL (
         SELECT m.id FROM sluice_messages m
         WHERE m.id = o.id
-          AND m.status = 'queued' AND m.parked_by IS NULL AND m.run_at <= %(now)s
+          AND (m.status = 'queued' AND m.parked_by IS NULL AND m.run_at <= %(now)s) IS TRUE
           AND NOT EXISTS (
               SELECT 1 FROM sluice_controls c
               WHERE c.mode IN ('paused', 'killed')
