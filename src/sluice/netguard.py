@@ -369,6 +369,9 @@ class TargetGuard:
         self.allow_loopback = allow_loopback
         self.private = private
         self._resolve = resolve or system_resolve
+        #: (scheme, host) -> ``_host_problem``'s answer, which depends on nothing else:
+        #: the spelling is judged once per host, the name still resolved on every send.
+        self._judged: dict[tuple[str, bytes], tuple[str | None, bool]] = {}
 
     async def check(self, url: httpx.URL) -> str | None:
         """Why ``url`` must not be called, or ``None`` when it may be.
@@ -377,7 +380,14 @@ class TargetGuard:
         its addresses is refused: the client may connect to any of them. Raises
         ``UnresolvedHost`` when the name does not resolve.
         """
-        problem, literal = _host_problem(url, self.allow_loopback, self.private)
+        key = (url.scheme, url.raw_host)
+        judged = self._judged.get(key)
+        if judged is None:
+            judged = _host_problem(url, self.allow_loopback, self.private)
+            if len(self._judged) >= 4096:
+                self._judged.clear()
+            self._judged[key] = judged
+        problem, literal = judged
         if problem is not None or literal:
             return problem
         host = _host_of(url)

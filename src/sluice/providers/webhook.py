@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import json
 import math
 import os
@@ -230,6 +231,7 @@ class TenantEventsProvider(WebhookProvider):
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
+@functools.lru_cache(maxsize=4096)  # per send, for breakers and throttles; recipients repeat
 def endpoint_of(url: str) -> str:
     """``url`` as the identity of a receiver: scheme and host in lower case, the port
     only when it is not the scheme's default, the path (``/`` when empty); no user
@@ -250,15 +252,22 @@ def endpoint_of(url: str) -> str:
 
 
 def _check_url(recipient: str) -> httpx.URL | Outcome:
+    url = _parsed(recipient)
+    if isinstance(url, str):
+        return Outcome.failure(ErrorCode.BAD_REQUEST, url)
+    return url
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(recipient: str) -> httpx.URL | str:
+    """``recipient`` as an http(s) URL (parsed once per distinct recipient: an
+    ``httpx.URL`` is immutable), or why it is not one."""
     try:
         url = httpx.URL(recipient)
     except (httpx.InvalidURL, TypeError, ValueError) as exc:
-        return Outcome.failure(ErrorCode.BAD_REQUEST, f"recipient is not a valid URL: {exc}")
+        return f"recipient is not a valid URL: {exc}"
     if url.scheme not in ("http", "https") or not url.host:
-        return Outcome.failure(
-            ErrorCode.BAD_REQUEST,
-            f"recipient {recipient[:200]!r} is not an http:// or https:// URL",
-        )
+        return f"recipient {recipient[:200]!r} is not an http:// or https:// URL"
     return url
 
 
