@@ -188,20 +188,21 @@ def _drain_worker(url: str, n: int, result: Any) -> None:
                 d = await assemble_dispatcher(
                     store, settings, client, providers={"null": NullProvider()}, logger=_Quiet()
                 )
-            claim = _timed(store.message_claim, claims)
+            # The worker claims with its batch's connections in the same round trip.
+            claim = _timed(store.message_claim_with_connections, claims)
             left = [n]
 
             async def claim_at_most_n(worker_id: str, limit: int, *rest: Any) -> Any:
                 """The claim, asked for no more than what is left of ``n``; nothing after
                 (so ``until_idle`` ends the run once those are written back)."""
                 if left[0] <= 0:
-                    return []
-                batch = await claim(worker_id, min(limit, left[0]), *rest)
+                    return [], []
+                batch, found = await claim(worker_id, min(limit, left[0]), *rest)
                 left[0] -= len(batch)
-                return batch
+                return batch, found
 
             # Instance attributes: the dispatcher calls these; nothing else changes.
-            setattr(store, "message_claim", claim_at_most_n)  # noqa: B010
+            setattr(store, "message_claim_with_connections", claim_at_most_n)  # noqa: B010
             write = _timed(store.message_complete_many, writes)
             setattr(store, "message_complete_many", write)  # noqa: B010
             t = time.perf_counter()
@@ -319,7 +320,7 @@ def run_case(case: str, n: int, rows: int) -> dict[str, float]:
         loaded = load(url, case if case != "small" else "none", rows)
         extra = 0 if case == "small" else rows
         if case != "backlog":
-            asyncio.run(_enqueue_batches(url, 0, n))
+            asyncio.run(_enqueue_batches(url, 0, n, reference=False))
             with psycopg.connect(url, autocommit=True) as conn:
                 conn.execute("ANALYZE sluice_messages")
         figures = asyncio.run(_reads(url))

@@ -144,13 +144,17 @@ def _enqueue_single(url: str, count: int) -> dict[str, float]:
     return {"enqueue_single_per_s": timed / sluice_s, "bare_insert_per_s": timed / bare_s}
 
 
-async def _enqueue_batches(url: str, start_at: int, count: int) -> dict[str, float]:
+async def _enqueue_batches(
+    url: str, start_at: int, count: int, *, reference: bool = True
+) -> dict[str, float]:
     """``count`` messages with ``Store.enqueue_many`` in batches of ``BATCH``; on
     PostgreSQL each batch is followed by the reference: the same messages' rows in one
-    COPY + commit on an async psycopg connection (as the store's)."""
+    COPY + commit on an async psycopg connection (as the store's), into the table
+    ``_enqueue_single`` made (``reference=False``: only Sluice's, as the growth part
+    fills its tables)."""
     store = create_store(url)
     await store.open()  # type: ignore[attr-defined]
-    pg = url.startswith("postgresql")
+    pg = reference and url.startswith("postgresql")
     bare = await psycopg.AsyncConnection.connect(url) if pg else None
     try:
         sluice_s = bare_s = 0.0
