@@ -354,7 +354,10 @@ def sluice_idle_latency(store_url: str, samples: int) -> dict[str, Any]:
         back_to_back = _measure(store_url, samples, out, 0.0)
         b2b_rate = samples / (time.perf_counter() - t)
         paced, paced_rate = _measure_paced(store_url, out, ctx, PACED_RATE, PACED_SECONDS)
-        time.sleep(gap)  # the worker goes back to sleep on LISTEN
+        # The worker goes back to sleep on LISTEN, and every backend flushes the
+        # statistics of what came before: an idle backend reports them only up to 10 s
+        # later, which would count the paced case's transactions as the idle worker's.
+        time.sleep(STATS_SETTLE_SECONDS)
         load = _idle_load(store_url, proc.pid, IDLE_LOAD_SECONDS)
     finally:
         stop.set()
@@ -378,6 +381,9 @@ def sluice_idle_latency(store_url: str, samples: int) -> dict[str, Any]:
 
 #: Seconds the idle worker's load is measured over (after the latency samples).
 IDLE_LOAD_SECONDS = 15.0
+#: Seconds waited before that: PostgreSQL's idle backends report their transactions
+#: at most 10 s late (PGSTAT_IDLE_INTERVAL).
+STATS_SETTLE_SECONDS = 11.0
 
 
 def _idle_load(url: str, worker_pid: int, seconds: float) -> dict[str, float]:
