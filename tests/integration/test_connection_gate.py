@@ -724,3 +724,21 @@ async def test_gate__message_deferred_for_a_missing_key_goes_out_once_the_key_is
     await drain(store, provider, clock)  # the operator restarted the worker with the key
 
     assert (await get(store, mid)).status is Status.SENT
+
+
+async def test_gate_load__reads_the_pairs_the_claim_did_not_cover(
+    store: Store, clock: FrozenClock
+) -> None:
+    """The claim brings the connections of the pairs it leased; a failover may then
+    move a message to another provider. That pair's connection must still be found
+    (read then), and a pair the claim covered is not read again."""
+    conn = await add(store, "acme", "tok-acme")
+    [mid] = await store.enqueue_many([crm("acme", provider="null")], NOW)
+    rerouted = await get(store, mid)
+    rerouted.provider = "http"  # as the dispatcher's failover moves it
+    g = gate(store, SecretBox(KEY))
+    loaded = await g.load([rerouted], {("acme", "null"): None})
+    assert loaded[("acme", "http")] is not None
+    assert loaded[("acme", "http")].id == conn.id  # type: ignore[union-attr]
+    # Covered by the claim: taken as given (here: known to have none), no query.
+    assert await g.load([rerouted], {("acme", "http"): None}) == {("acme", "http"): None}

@@ -347,7 +347,7 @@ class Dispatcher:
                 await self._sleep(0.1)
                 continue
             claimed_at = time.monotonic()
-            found: list[Connection] | None = None
+            known: Connections | None = None
             try:
                 if self.gate is not None:  # the batch's connections come with it
                     batch, found = await self.store.message_claim_with_connections(
@@ -356,6 +356,10 @@ class Dispatcher:
                         s.lease_seconds,
                         self.clock.now(),
                     )
+                    # Keyed by the pairs as claimed: a failover below may move a
+                    # message to a provider whose connection was not read with it.
+                    known = dict.fromkeys((m.tenant, m.provider) for m in batch)
+                    known.update(((c.tenant, c.provider), c) for c in found)
                 else:
                     batch = await self.store.message_claim(
                         self.worker_id,
@@ -386,7 +390,7 @@ class Dispatcher:
                 connections: Connections = {}
                 if self.gate is not None:
                     try:
-                        connections = await self.gate.load(batch, found)
+                        connections = await self.gate.load(batch, known)
                     except SluiceError as exc:
                         self.log.warning("could not load connections", error=str(exc))
                         await self._give_back(batch)

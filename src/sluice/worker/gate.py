@@ -82,16 +82,17 @@ class ConnectionGate:
             if callable(scopes_for):
                 self._implied[name] = scopes_for
 
-    async def load(
-        self, batch: Iterable[Message], found: Iterable[Connection] | None = None
-    ) -> Connections:
-        """The connections of this batch's (tenant, provider) pairs, in one query;
-        ``found``: those already read with the claim (``message_claim_with_connections``),
-        then no query."""
+    async def load(self, batch: Iterable[Message], known: Connections | None = None) -> Connections:
+        """The connections of this batch's (tenant, provider) pairs. ``known``: pairs
+        already looked up (read with the claim, ``message_claim_with_connections``;
+        ``None`` where there is no connection); the others, as when a failover sent a
+        message to another provider after the claim, are read in one query."""
         pairs = sorted({(m.tenant, m.provider) for m in batch})
-        loaded: dict[tuple[str, str], Connection | None] = dict.fromkeys(pairs)
-        for conn in await self.store.connection_find(pairs) if found is None else found:
-            if (conn.tenant, conn.provider) in loaded:
+        known = known or {}
+        loaded: dict[tuple[str, str], Connection | None] = {p: known.get(p) for p in pairs}
+        missing = [p for p in pairs if p not in known]
+        if missing:
+            for conn in await self.store.connection_find(missing):
                 loaded[(conn.tenant, conn.provider)] = conn
         return loaded
 
