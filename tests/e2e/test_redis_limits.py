@@ -143,6 +143,9 @@ def test_two_workers_share_one_redis_bucket__rate_holds_across_both(
             SLUICE_CONFIG=str(config),
             SLUICE_REDIS_URL=redis_url,
             SLUICE_REDIS_PREFIX=redis_prefix,
+            # A worker whose first claims came up empty (the other took the batch)
+            # finds the deferred messages by its poll: often enough to take part.
+            SLUICE_POLL_INTERVAL="0.2",
         )
     time.sleep(1.5)  # both workers polling, so both claim from the first batch on
     ids = enqueue(clean_pg_url, [hook(simulator.url, "t", i) for i in range(n)])

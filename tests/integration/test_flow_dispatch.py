@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import os
 from collections import Counter
 from datetime import UTC, datetime
@@ -318,3 +319,52 @@ async def test_retry_after_zero_or_past__no_hot_loop(store: Store) -> None:
     # Each was called once, then paused at least a second: at most two calls in 2 s.
     assert set(calls) == {"zero", "minus", "past"}
     assert max(calls.values()) <= 2, calls
+
+
+async def test_rate_limited__a_lone_worker_sends_each_deferral_when_it_comes_due(
+    store: Store,
+) -> None:
+    """Messages deferred by a rate limit go out when they come due, not at the next poll:
+    nothing notifies a worker then, and one gone cold (here its poll is 30 s) used to
+    leave them waiting, a limited tenant held far below its rate. Real clocks."""
+    from sluice.clock import SystemClock
+
+    rate, n = 2.0, 5  # burst 1: one now, then one every half second
+    ids = await store.enqueue_many([hook(f"m{i}") for i in range(n)])
+    sent_at: list[float] = []
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        sent_at.append(asyncio.get_running_loop().time())
+        return httpx.Response(200)
+
+    settings = Settings(database_url="sqlite:///unused.db", poll_interval=30.0,
+                        flush_interval=0, reaper_interval=3600)  # fmt: skip
+    limits = parse_limits([{"kind": "rate", "tenant": "acme", "rate": rate, "burst": 1}])
+    clock = SystemClock()
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+        limiter = Limiter(store, settings, limits, clock=clock,
+                          logger=structlog.get_logger("test"), worker_id="w")  # fmt: skip
+        d = Dispatcher(
+            store,
+            {"webhook": WebhookProvider(client, SECRET, resolve=PUBLIC)},
+            settings,
+            clock=clock,
+            worker_id="w",
+            limiter=limiter,
+        )
+        running = asyncio.create_task(d.run())
+        try:
+            for _ in range(200):  # 10 s at most; the poll alone would take 30
+                done = [(await store.message_get(i)).status for i in ids]
+                if done == [Status.SENT] * n:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            d.stop()
+            await running
+    assert done == [Status.SENT] * n, done
+    assert len(sent_at) == n  # each once
+    gaps = [b - a for a, b in itertools.pairwise(sent_at)]
+    # The rate holds (a little slack for the store's and the loop's clocks).
+    assert min(gaps) >= 1 / rate - 0.05, gaps
+    assert d.stats.deferred >= n - 1

@@ -19,6 +19,7 @@ messages that never started.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import os
 import socket
@@ -83,6 +84,12 @@ __all__ = ["Dispatcher", "WorkerStats", "new_worker_id"]
 HOT_POLL_FIRST = 0.002
 HOT_POLL_STEADY = 0.008
 HOT_POLL = 0.01
+#: Due times of messages this worker put back for later (retries, deferrals by limits,
+#: throttles and breakers) that it keeps, earliest first, so that it looks again when
+#: they come due rather than at the next poll; and how late after one it looks (the
+#: stored time is rounded to the microsecond, the limiter's clock may be another's).
+DUE_TIMES = 256
+DUE_SLACK = 0.002
 #: A send starts only if its lease outlasts the HTTP timeout by this much (at most; a
 #: tenth of what the lease leaves beyond the timeout when that is less).
 LEASE_MARGIN = 1.0
@@ -253,6 +260,8 @@ class Dispatcher:
         self._last_work = 0.0
         #: The claim loop's next wait while hot (see ``HOT_POLL_FIRST``).
         self._hot_poll = HOT_POLL_FIRST
+        #: Monotonic times at which messages this worker put back come due (``DUE_TIMES``).
+        self._due: list[float] = []
         #: reason -> (when ``_defer`` last logged it, messages deferred for it since).
         self._problems_said: dict[str, tuple[float, int]] = {}
         # -- recipient hygiene (issue 14): suppression lists, the WhatsApp window --
@@ -422,13 +431,38 @@ class Dispatcher:
             # was coalesced away waits 2 ms while messages follow each other, at most
             # HOT_POLL when they thin out, and an idle worker still sleeps on LISTEN (or
             # the fallback poll) without querying.
+            # A message this worker put back for later is looked for when it comes due:
+            # nothing notifies then, and a worker gone cold would find it only at its
+            # next poll (a limited tenant held below its rate, a retry a second late).
             since_work = time.monotonic() - self._last_work
             hot = since_work < s.notify_interval
-            if await self.store.wait_for_work(self._hot_poll if hot else s.poll_interval):
+            wait = self._hot_poll if hot else s.poll_interval
+            if self._due:
+                wait = min(wait, self._until_due(claimed_at))
+            if await self.store.wait_for_work(wait):
                 self._last_work = time.monotonic()
                 self._hot_poll = HOT_POLL_FIRST
             elif hot and since_work >= HOT_POLL_STEADY:
                 self._hot_poll = min(HOT_POLL, self._hot_poll * 2)
+
+    def _until_due(self, looked: float) -> float:
+        """Seconds until the next put-back message comes due that the claim begun at
+        ``looked`` (monotonic) could not have seen."""
+        due = self._due
+        del due[: bisect.bisect_right(due, looked)]
+        if not due:
+            return float("inf")
+        return max(0.0, due[0] - time.monotonic()) + DUE_SLACK
+
+    def _note_due(self, written: list[Completion]) -> None:
+        """Remember when the messages just written back as queued for later come due."""
+        later = [c.run_at for c in written if c.run_at is not None and c.status is Status.QUEUED]
+        if not later:
+            return
+        now, mono = self.clock.now(), time.monotonic()
+        due = [t for t in (mono + (r - now).total_seconds() for r in later) if t > mono]
+        if due:
+            self._due = sorted(self._due + due)[:DUE_TIMES]
 
     async def _screen(self, batch: list[Message]) -> bool:
         """Recipient hygiene (issue 14), before any call: messages to suppressed
@@ -1111,6 +1145,7 @@ class Dispatcher:
                     delay = min(delay * 2, 2.0)
             for c in batch:
                 self._claims.pop(c.message_id, None)
+            self._note_due(batch)
             stale = len(batch) - len(applied)
             if stale:
                 self.stats.stale += stale
