@@ -153,6 +153,10 @@ def test_outage__breaker_opens_fails_over_spends_nothing_closes_delivers_all(
     # While open (after a grace for the workers' one-second sync) nothing goes to the
     # primary: no attempt is spent on the otp messages that have nowhere else to go.
     quiet_from, quiet_to = since + timedelta(seconds=1.5), since + timedelta(seconds=COOLDOWN)
+    # The otp messages are looked at half a second before the cooldown ends: from its
+    # end on, the workers take them again (each comes due then) and the probes go out.
+    time.sleep(max(0.0, (quiet_to - timedelta(seconds=0.5) - datetime.now(UTC)).total_seconds()))
+    otp_states = [s for i, s in statuses(clean_pg_url).items() if i in otp]
     time.sleep(max(0.0, (quiet_to - datetime.now(UTC)).total_seconds()))
     with psycopg.connect(clean_pg_url) as conn:
         (during,) = conn.execute(
@@ -160,12 +164,9 @@ def test_outage__breaker_opens_fails_over_spends_nothing_closes_delivers_all(
             "AND started_at >= %s AND started_at < %s",
             (quiet_from, quiet_to),
         ).fetchone()  # type: ignore[misc]
-        otp_waiting = conn.execute(
-            "SELECT count(*) FROM sluice_messages WHERE channel = 'otp' AND status = 'queued'"
-        ).fetchone()[0]  # type: ignore[index]
     assert during == 0, "attempts were spent on an open breaker"
-    assert otp_waiting > 0
-    assert all(s in ("queued", "sent") for i, s in statuses(clean_pg_url).items() if i in otp)
+    assert "queued" in otp_states, otp_states
+    assert set(otp_states) <= {"queued", "sent"}, otp_states
 
     # Recovery: the breaker half-opens after its cooldown, probes succeed, it closes.
     simulator.clear_faults()
