@@ -43,6 +43,7 @@ import psycopg
 
 from bench.pg import fresh_db
 from bench.sluice_bench import DRAIN_BATCH, DRAIN_CONCURRENCY, _enqueue_batches, _message, _Quiet
+from sluice import heap
 from sluice.config import Settings
 from sluice.model import first_message_id
 from sluice.ops.listings import top
@@ -188,6 +189,7 @@ def _drain_worker(url: str, n: int, result: Any) -> None:
                 d = await assemble_dispatcher(
                     store, settings, client, providers={"null": NullProvider()}, logger=_Quiet()
                 )
+                heap.settle()  # as `sluice worker` does once started
             # The worker claims with its batch's connections in the same round trip.
             claim = _timed(store.message_claim_with_connections, claims)
             left = [n]

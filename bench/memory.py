@@ -31,6 +31,7 @@ import psycopg
 
 from bench.pg import fresh_db
 from bench.sluice_bench import DRAIN_BATCH, DRAIN_CONCURRENCY, _message, _migrate, _Quiet
+from sluice import heap
 from sluice.config import Settings
 from sluice.providers.null import NullProvider
 from sluice.store import create_store
@@ -71,6 +72,7 @@ def _worker(url: str, stop: Any, result: Any, trace_at: float | None) -> None:
                 d = await assemble_dispatcher(
                     store, settings, client, providers={"null": NullProvider()}, logger=_Quiet()
                 )
+                heap.settle()  # as `sluice worker` does once started
             first: list[tracemalloc.Snapshot] = []
             if trace_at is not None:
                 tracemalloc.start(8)

@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 
 from bench.sluice_bench import _Quiet
+from sluice import heap
 from sluice.config import Settings
 from sluice.model import NewMessage
 from sluice.ops.connections import connection_add
@@ -131,6 +132,7 @@ async def _drain(sim: str, callback: str | None, n: int) -> float:
             )
             async with http_client(settings) as client:
                 d = await assemble_dispatcher(store, settings, client, logger=_Quiet())
+                heap.settle()  # as `sluice worker` does once started
                 t = time.perf_counter()
                 stats = await d.run(until_idle=True)
                 seconds = time.perf_counter() - t

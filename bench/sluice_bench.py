@@ -37,6 +37,7 @@ import psycopg
 
 import sluice
 from bench.sysload import _pg_backend_db
+from sluice import heap
 from sluice.config import Settings
 from sluice.model import NewMessage, Outcome
 from sluice.providers.null import NullProvider
@@ -207,6 +208,7 @@ def _drain_worker(url: str, result: Any, ready: Any, start: Any, metrics: bool =
                 d = await assemble_dispatcher(
                     store, settings, client, providers={"null": NullProvider()}, logger=_Quiet()
                 )
+                heap.settle()  # as `sluice worker` does once started
             ready.put(None)
             await asyncio.to_thread(start.wait)
             stats = await d.run(until_idle=True)
@@ -315,6 +317,7 @@ def _latency_worker(url: str, out: Any, ready: Any, stop: Any) -> None:
                 d = await assemble_dispatcher(
                     store, settings, client, providers={"null": _Clocked(out)}, logger=_Quiet()
                 )
+                heap.settle()  # as `sluice worker` does once started
             task = asyncio.create_task(d.run())
             await asyncio.sleep(0.5)  # LISTEN is established
             ready.set()
@@ -631,6 +634,7 @@ async def _http_drain(url: str, secret: str, base: str, n: int) -> float:
         )
         async with http_client(settings) as client:
             d = await assemble_dispatcher(store, settings, client, logger=_Quiet())
+            heap.settle()  # as `sluice worker` does once started
             t = time.perf_counter()
             await d.run(until_idle=True)
             return time.perf_counter() - t

@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from sluice import heap
 from sluice.clock import SystemClock
 from sluice.config import Settings
 from sluice.errors import ConfigError
@@ -284,6 +285,7 @@ async def _work(store: Any, settings: Settings, sim: Any, duration: float) -> No
     clock = SystemClock()
     async with http_client(settings) as client:
         dispatcher = await assemble_dispatcher(store, settings, client)
+        heap.settle()  # everything has started (sluice.heap)
         state = state_metrics(store, settings)
         async with (
             metrics_server(settings, state),

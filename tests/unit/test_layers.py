@@ -36,6 +36,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
                 "connections",
                 "errors",
                 "expiry",
+                "heap",
                 "logs",
                 "metrics",
                 "model",

@@ -19,7 +19,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sluice import __version__, console
+from sluice import __version__, console, heap
 from sluice.addressing import addressing_in_effect
 from sluice.api import (
     canary,  # canaries (issue 15)
@@ -271,4 +271,6 @@ def app_from_env() -> FastAPI:
     by ``sluice serve --workers N`` so that every process builds its own app)."""
     from sluice.config import load_settings
 
-    return create_app(load_settings())
+    app = create_app(load_settings())
+    heap.settle()  # a server process: what start-up built stays (sluice.heap)
+    return app

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from sluice import heap
 from sluice.cli.options import DatabaseUrl
 from sluice.cli.runtime import fail, run_async, settings_for, with_store
 from sluice.config import Settings
@@ -158,6 +159,7 @@ async def run_worker(settings: Settings, *, until_idle: bool = False) -> Any:
     try:
         async with http_client(settings) as client:
             dispatcher = await assemble_dispatcher(store, settings, client)
+            heap.settle()  # a worker process: what start-up built stays (sluice.heap)
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, dispatcher.stop)

@@ -12,6 +12,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.types import Scope
 
+from sluice import heap
 from sluice.clock import Clock
 from sluice.providers.simulator._app import create_app
 from sluice.providers.simulator._base import ConnectionAborter
@@ -85,7 +86,9 @@ def serve(
     """Run the simulator in the foreground until interrupted (``sluice simulator``);
     ``secret`` and ``callbacks`` as for ``create_app``."""
     app = create_app(secret, callbacks=callbacks)
-    _server(app, host, port, log_level, embedded=False).run()
+    server = _server(app, host, port, log_level, embedded=False)
+    heap.settle()  # its own process (sluice.heap)
+    server.run()
 
 
 class SimulatorThread:
