@@ -447,7 +447,8 @@ class Dispatcher:
 
     def _until_due(self, looked: float) -> float:
         """Seconds until the next put-back message comes due that the claim begun at
-        ``looked`` (monotonic) could not have seen."""
+        ``looked`` (monotonic) could not have seen; due times that claim covered are
+        forgotten."""
         due = self._due
         del due[: bisect.bisect_right(due, looked)]
         if not due:
