@@ -154,7 +154,6 @@ class PostgresStore(SqlDriver):
             # A connection idle for a while is checked before it is handed out, so that
             # after a database restart a dead one is replaced, not given to a claim.
             check=self._check_idle,
-            reset=self._returned,
         )
         #: When each pooled connection was last given back (see ``_check_idle``).
         self._last_used: weakref.WeakKeyDictionary[psycopg.AsyncConnection[TupleRow], float] = (
@@ -216,8 +215,16 @@ class PostgresStore(SqlDriver):
             if reason is not None:
                 raise StoreUnavailable(reason)
         try:
-            async with self._pool.connection() as conn:
+            # getconn/putconn rather than the pool's context manager: that one enters
+            # the connection's own (a commit check under its lock), and the time given
+            # back is noted here rather than by a reset callback, which the pool runs
+            # as a task of its own for every return.
+            conn = await self._pool.getconn()
+            try:
                 yield conn
+            finally:
+                self._last_used[conn] = time.monotonic()
+                await self._pool.putconn(conn)
         except psycopg.OperationalError as exc:
             if isinstance(exc, PoolTimeout) or _connection_lost(exc):
                 if not isinstance(exc, PoolTimeout):
@@ -240,9 +247,6 @@ class PostgresStore(SqlDriver):
         retries, and ``_conn`` then has the pool check all the others at once."""
         if time.monotonic() - self._last_used.get(conn, -CHECK_IDLE_AFTER) >= CHECK_IDLE_AFTER:
             await AsyncConnectionPool.check_connection(conn)
-
-    async def _returned(self, conn: psycopg.AsyncConnection[TupleRow]) -> None:
-        self._last_used[conn] = time.monotonic()
 
     async def _unreachable(self) -> str | None:
         """Why a new connection to the server fails, or None when it succeeds.
