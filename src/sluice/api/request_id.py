@@ -8,8 +8,9 @@ the request, its messages and their attempts are found under one id
 
 from __future__ import annotations
 
+import os
+import random
 import re
-import uuid
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -21,6 +22,13 @@ __all__ = ["HEADER", "MAX_LENGTH", "RequestId", "request_id"]
 HEADER = "X-Request-Id"
 #: As long as a correlation id may be.
 MAX_LENGTH = 255
+
+#: Where made-up ids come from: an id to find a request by, not a secret, so a generator
+#: of this process's own (seeded by the system, again in every forked child) rather
+#: than ``uuid4``, whose system call per request cost more than the rest of the id. Not
+#: the ``random`` module's: a test or an application seeding that would repeat ids.
+_ids = random.Random()
+os.register_at_fork(after_in_child=_ids.seed)
 
 #: Visible ASCII: what a log line, a header and every store keep as they are.
 _VALID = re.compile(r"[\x21-\x7e]+")
@@ -63,7 +71,7 @@ class RequestId:
                 return
             rid = text
         else:
-            rid = uuid.uuid4().hex
+            rid = f"{_ids.getrandbits(128):032x}"  # uuid4().hex's shape
         scope.setdefault("state", {})["request_id"] = rid
         echoed = (HEADER.lower().encode(), rid.encode())
 
@@ -73,5 +81,9 @@ class RequestId:
                 message = {**message, "headers": [*headers, echoed]}
             await send(message)
 
-        with structlog.contextvars.bound_contextvars(request_id=rid):
+        # Bound and reset by token (bound_contextvars copies the whole context to restore it).
+        tokens = structlog.contextvars.bind_contextvars(request_id=rid)
+        try:
             await self.app(scope, receive, send_with_id)
+        finally:
+            structlog.contextvars.reset_contextvars(**tokens)
