@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import sluice.ingress.parse as parse_module
 from sluice.errors import SluiceError, ValidationError
 from sluice.ingress import (
     Event,
@@ -989,3 +990,50 @@ def test_sendgrid_and_whatsapp__non_finite_numbers_are_refused_with_their_path()
     assert _payload_error(parse_sendgrid, sendgrid).field == "[0].x[1]"
     whatsapp = b'{"object":"whatsapp_business_account","entry":[{"id":1e309}]}'
     assert _payload_error(parse_whatsapp, whatsapp).field == "entry[0].id"
+
+
+# -- the text-level screen in front of the tree check -----------------------------------------
+
+_NUMBERS = st.one_of(
+    st.integers().map(str),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.from_regex(r"-?[1-9][0-9]{0,3}(\.[0-9]{1,4})?[eE][+-]?[0-9]{1,4}", fullmatch=True),
+    st.integers(300, 330).map(lambda digits: "9" * digits),
+    st.integers(300, 330).map(lambda digits: "0." + "0" * digits + "1e" + str(digits)),
+)
+_STRINGS = st.one_of(
+    st.text(max_size=8).map(json.dumps),  # ASCII escapes, lone surrogates included
+    st.text(st.characters(blacklist_categories=["Cs"]), max_size=8).map(
+        lambda s: json.dumps(s, ensure_ascii=False)
+    ),
+)
+_DOCUMENTS = st.recursive(
+    _NUMBERS | _STRINGS | st.sampled_from(["true", "false", "null"]),
+    lambda inner: st.lists(inner, max_size=4).map(lambda xs: "[" + ",".join(xs) + "]")
+    | st.lists(st.tuples(_STRINGS, inner), max_size=4).map(
+        lambda kvs: "{" + ",".join(f"{k}:{v}" for k, v in kvs) + "}"
+    ),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    text=st.one_of(
+        _DOCUMENTS,
+        st.integers(1, 80).map(lambda depth: "[" * depth + "]" * depth),
+        st.integers(1, 80).map(lambda depth: '{"a":' * depth + "1" + "}" * depth),
+    )
+)
+def test_screen__every_body_the_tree_check_refuses_is_screened_in(text: str) -> None:
+    """``_may_be_hostile`` lets a body skip the tree walk only when the walk would find
+    nothing: non-finite numbers, lone surrogates (keys too) and deep nesting all reach
+    it."""
+    try:
+        document = parse_module._DECODER.decode(text)
+    except (ValueError, RecursionError):
+        return  # refused before the walk, as _load_json does
+    try:
+        parse_module._check_tree(document)
+    except PayloadError:
+        assert parse_module._may_be_hostile(text), text
