@@ -143,6 +143,11 @@ class Settings:
     idempotency_lock: float = 60.0
     #: Seconds the ingress dedupe ledger remembers a provider event id.
     ingress_dedupe_window: float = 7 * 86_400.0
+    #: Seconds a webhook waits, at most, to share its inbox write with the requests that
+    #: follow it, once they come in a stream (an idle server writes each at once). Fewer,
+    #: larger commits: less CPU per webhook and a flatter p99 under load, for up to this
+    #: much more time to 2xx. 0 writes every request as soon as the last write is done.
+    ingress_gather: float = 0.003
     #: Tries the projector makes at an event before it goes to the inbox's dead state.
     projector_max_attempts: int = 12
     # -- recipient hygiene (issue 14) ----------------------------------------------
@@ -249,10 +254,15 @@ class Settings:
         for name in (
             "notify_interval", "flush_interval", "alerts_interval", "alerts_clear_for",
             "alerts_escalate_after", "retention_interval", "retention_pause",
-            "tenant_retry_max", "tenant_retry_per_hour",
+            "tenant_retry_max", "tenant_retry_per_hour", "ingress_gather",
         ):  # fmt: skip
             if getattr(self, name) < 0:
                 raise ConfigError(f"{_env_name(name)} must not be negative")
+        if self.ingress_gather > 1:
+            raise ConfigError(
+                f"SLUICE_INGRESS_GATHER is in seconds and at most 1 (a webhook would wait "
+                f"that long for its 2xx), not {self.ingress_gather:g}"
+            )
         if not 1 <= self.retention_batch <= 10_000:
             raise ConfigError("SLUICE_RETENTION_BATCH must be 1 to 10000")
         from sluice.retention import retention_policy

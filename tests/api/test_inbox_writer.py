@@ -14,7 +14,9 @@ from typing import Any, cast
 
 import pytest
 
+from sluice.api.app import create_app
 from sluice.api.ingress import InboxWriter
+from sluice.config import Settings
 from sluice.store import Store
 from sluice.store.base import InboxItem
 
@@ -134,3 +136,10 @@ async def test_every_request_learns_which_of_its_events_were_new(
     got = await asyncio.gather(*puts)
     assert got == [[True, False]] * requests
     assert len(await _stored(store)) == requests + 1
+
+
+async def test_the_server_writes_with_the_configured_gather(store: Store) -> None:
+    """``SLUICE_INGRESS_GATHER`` reaches the API's writer; 0 turns the wait off."""
+    for gather in (0.0, 0.25):
+        app = create_app(Settings(ingress_gather=gather), store=store)
+        assert app.state.inbox.gather == gather

@@ -181,7 +181,7 @@ async def test_inbox_writer__a_refused_group_write_is_retried_request_by_request
 ) -> None:
     """Defence in depth: even an event the parser let through that the database then
     refuses fails only its own request, never the others sharing the group write."""
-    writer = InboxWriter(store)
+    writer = InboxWriter(store, gather=Settings().ingress_gather)
     now = datetime.now(UTC)
     requests = [[_item(f"ok-{i}", {"i": i})] for i in range(10)]
     requests.insert(4, [_item("bad", {"n": float("inf")})])

@@ -137,6 +137,10 @@ def test_load_settings__ignores_other_tables_of_the_file(tmp_path: Path) -> None
         ({"SLUICE_API_BODY_TIMEOUT": "-1"}, ["SLUICE_API_BODY_TIMEOUT"]),
         ({"SLUICE_API_MAX_CONNECTIONS": "0"}, ["SLUICE_API_MAX_CONNECTIONS"]),
         ({"SLUICE_API_MAX_CONNECTIONS": "many"}, ["SLUICE_API_MAX_CONNECTIONS"]),
+        ({"SLUICE_INGRESS_GATHER": "-0.001"}, ["SLUICE_INGRESS_GATHER"]),
+        ({"SLUICE_INGRESS_GATHER": "3"}, ["SLUICE_INGRESS_GATHER", "at most 1"]),
+        ({"SLUICE_INGRESS_GATHER": "3ms"}, ["SLUICE_INGRESS_GATHER"]),
+        ({"SLUICE_INGRESS_GATHER": "inf"}, ["SLUICE_INGRESS_GATHER"]),
     ],
 )
 def test_load_settings__bad_environment_value_names_the_variable(
@@ -157,7 +161,13 @@ def test_load_settings__unsupported_database_url_says_what_is_supported() -> Non
 
 @pytest.mark.parametrize(
     "variable",
-    ["SLUICE_LEASE_SECONDS", "SLUICE_HTTP_TIMEOUT", "SLUICE_RETRY_CAP", "SLUICE_POLL_INTERVAL"],
+    [
+        "SLUICE_LEASE_SECONDS",
+        "SLUICE_HTTP_TIMEOUT",
+        "SLUICE_RETRY_CAP",
+        "SLUICE_POLL_INTERVAL",
+        "SLUICE_INGRESS_GATHER",
+    ],
 )
 def test_load_settings__nan_is_rejected_naming_the_variable(variable: str) -> None:
     with pytest.raises(ConfigError, match=variable):

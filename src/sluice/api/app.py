@@ -204,7 +204,7 @@ def _attach(app: FastAPI, store: Store) -> None:
     """What the routes need of an open store."""
     app.state.store = store
     app.state.keys = KeyCache(store)
-    app.state.inbox = ingress.InboxWriter(store)
+    app.state.inbox = ingress.InboxWriter(store, gather=app.state.settings.ingress_gather)
     app.state.state_metrics = state_metrics(store, app.state.settings, app.state.clock)
 
 

@@ -88,10 +88,10 @@ class InboxWriter:
 
     #: Most events in one write.
     MAX_EVENTS = 500
-    #: Seconds, see above: at most this much is added to a request's time to 2xx.
-    GATHER = 0.003
 
-    def __init__(self, store: Store, *, gather: float = GATHER) -> None:
+    def __init__(self, store: Store, *, gather: float) -> None:
+        """``gather``: seconds, see above (``SLUICE_INGRESS_GATHER``); at most this much
+        is added to a request's time to 2xx."""
         self.store = store
         self.gather = gather
         self._queue: list[_Entry] = []
