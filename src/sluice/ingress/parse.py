@@ -470,8 +470,10 @@ def _load_json(body: bytes) -> Any:
 
 
 #: A JSON number that may read as infinity: an exponent of three digits or more, or a run
-#: of over 308 digits (a finite double has at most 309 before its point).
-_HUGE_NUMBER = re.compile(r"[eE][+-]?[0-9]{3}|[0-9]{309}")
+#: of 210 digits or more. Anything else is under 10**308 (JSON has no leading zeros, so an
+#: integer part of at most 209 digits is under 10**209, and an exponent of two digits
+#: multiplies it by at most 10**99), and the largest double is 1.8 * 10**308.
+_HUGE_NUMBER = re.compile(r"[eE][+-]?[0-9]{3}|[0-9]{210}")
 
 
 def _may_be_hostile(text: str) -> bool:
@@ -482,8 +484,8 @@ def _may_be_hostile(text: str) -> bool:
     A lone surrogate can only come from a ``\\u`` escape (the text itself was decoded
     from UTF-8, which cannot hold one); nesting deeper than ``_MAX_DEPTH`` takes more
     opening brackets than that; a number that is not finite takes an exponent of three
-    digits or a run of over 308 digits (``_HUGE_NUMBER``). Each test errs towards the
-    walk: brackets, escapes and digits inside strings count as well.
+    digits or a long run of digits (``_HUGE_NUMBER``). Each test errs towards the walk:
+    brackets, escapes and digits inside strings count as well.
     """
     return (
         "\\u" in text
