@@ -224,6 +224,9 @@ class PostgresStore(SqlDriver):
                 yield conn
             finally:
                 self._last_used[conn] = time.monotonic()
+                # Left in a transaction, the pool rolls it back here, in this task; if
+                # that is cancelled too, the pool closes and replaces the connection
+                # (tests/integration/test_pg_pool_reuse.py): no slot is lost either way.
                 await self._pool.putconn(conn)
         except psycopg.OperationalError as exc:
             if isinstance(exc, PoolTimeout) or _connection_lost(exc):
