@@ -22,6 +22,7 @@ from sluice.store.base import InboxItem
 
 #: Longer than any test runs: a writer that waited this long would hang its test.
 FOREVER = 3600.0
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 class Counting:
@@ -136,6 +137,36 @@ async def test_every_request_learns_which_of_its_events_were_new(
     got = await asyncio.gather(*puts)
     assert got == [[True, False]] * requests
     assert len(await _stored(store)) == requests + 1
+
+
+def test_no_request_waits_longer_than_gather() -> None:
+    """The wait is measured from the last write or from the oldest waiting request's
+    arrival, whichever is sooner: requests left over from a full write (they arrived
+    during the last wait) do not wait a second ``gather``. Times are the event loop's,
+    given here, not read from a clock."""
+    writer = InboxWriter(cast(Store, None), gather=2.0)
+    loop = asyncio.new_event_loop()
+    try:
+
+        def queued(events: int, at: float) -> None:
+            future: asyncio.Future[list[bool]] = loop.create_future()
+            writer._queue.append(([_item(f"e{k}") for k in range(events)], future, NOW, at))
+
+        writer._written_at = 100.0
+        queued(1, 100.5)
+        assert writer._wait(100.5) == pytest.approx(1.5)  # 2 s after the last write
+        writer._queue.clear()
+        queued(1, 99.0)  # left over: it arrived during the wait before the last write
+        assert writer._wait(100.2) == pytest.approx(0.8)  # 2 s after it arrived
+        writer._queue.clear()
+        queued(InboxWriter.MAX_EVENTS, 100.5)  # a full write goes at once
+        assert writer._wait(100.5) == 0.0
+        writer._queue.clear()
+        writer._written_at = float("-inf")  # idle: nothing written yet
+        queued(1, 100.5)
+        assert writer._wait(100.5) < 0
+    finally:
+        loop.close()
 
 
 async def test_the_server_writes_with_the_configured_gather(store: Store) -> None:

@@ -66,9 +66,10 @@ router = APIRouter(prefix="/v1/ingress", tags=["ingress"])
 _TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 
 
-#: One request's part of a group write: its events, the future that answers it, and
-#: when it arrived (the clock's reading, kept as the events' ``received_at``).
-_Entry = tuple[list[InboxItem], asyncio.Future[list[bool]], datetime]
+#: One request's part of a group write: its events, the future that answers it, when it
+#: arrived (the clock's reading, kept as the events' ``received_at``) and the event
+#: loop's time then.
+_Entry = tuple[list[InboxItem], asyncio.Future[list[bool]], datetime, float]
 
 
 class InboxWriter:
@@ -77,8 +78,9 @@ class InboxWriter:
 
     An idle server writes each request at once (no added wait). Once requests come in a
     stream (one arrives within ``gather`` seconds of the last write), the next write
-    waits until ``gather`` has passed since the last one ended, and takes everything
-    that came meanwhile, so a busy server makes one round trip and one commit for many
+    waits until ``gather`` has passed since the last one ended (or since the oldest
+    request waiting arrived, if that is sooner), and takes everything that came
+    meanwhile, so a busy server makes one round trip and one commit for many
     requests instead of one each. A commit costs the database and this process more
     than the rows in it; at 2,000 requests a second that wait of a few milliseconds
     takes more off the time to 2xx (less work queued in front of every request) than it
@@ -101,8 +103,9 @@ class InboxWriter:
     async def put(self, items: list[InboxItem], now: datetime) -> list[bool]:
         if not items:
             return []
-        future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
-        self._queue.append((items, future, now))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[bool]] = loop.create_future()
+        self._queue.append((items, future, now, loop.time()))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="sluice-inbox-writer")
             self._flusher.add_done_callback(self._ended)
@@ -115,8 +118,8 @@ class InboxWriter:
         batch: list[_Entry] = []
         try:
             while self._queue:
-                wait = self._written_at + self.gather - loop.time()
-                if wait > 0 and sum(len(e[0]) for e in self._queue) < self.MAX_EVENTS:
+                wait = self._wait(loop.time())
+                if wait > 0:
                     await asyncio.sleep(wait)  # a stream: let the next requests join
                 batch, size = [], 0
                 while self._queue and (
@@ -128,17 +131,25 @@ class InboxWriter:
                 await self._write(batch)
                 self._written_at = loop.time()
         except BaseException:  # cancelled (shutdown): nothing is known to be stored
-            for _, future, _ in self._queue + batch:
+            for _, future, _, _ in self._queue + batch:
                 if not future.done():
                     future.cancel()
             self._queue.clear()
             raise
 
+    def _wait(self, now: float) -> float:
+        """Seconds the next write should wait at ``now`` (the event loop's time): until
+        ``gather`` after the last write or after the oldest waiting request arrived,
+        whichever comes first; none once the waiting events fill a write."""
+        if sum(len(e[0]) for e in self._queue) >= self.MAX_EVENTS:
+            return 0.0
+        return min(self._written_at, self._queue[0][3]) + self.gather - now
+
     def _ended(self, flusher: asyncio.Task[None]) -> None:
         """A flusher cancelled before it ever ran (the server stopping) leaves its
         queue to nobody: those requests are cancelled too, rather than left waiting."""
         if flusher.cancelled() and self._flusher is flusher:
-            for _, future, _ in self._queue:
+            for _, future, _, _ in self._queue:
                 if not future.done():
                     future.cancel()
             self._queue.clear()
@@ -150,7 +161,7 @@ class InboxWriter:
             # Received when the first of them was: the wait adds at most ``gather``.
             fresh = await self.store.inbox_put([i for e in batch for i in e[0]], batch[0][2])
         except StoreUnavailable as exc:  # the database is away: every request gets 503
-            for _, future, _ in batch:
+            for _, future, _, _ in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
@@ -165,7 +176,7 @@ class InboxWriter:
                 await self._write([entry])
             return
         at = 0
-        for items, future, _ in batch:
+        for items, future, _, _ in batch:
             if not future.done():
                 future.set_result(fresh[at : at + len(items)])
             at += len(items)
