@@ -25,11 +25,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_NOTIFY_INTERVAL",
+    "ConfigLookup",
     "Settings",
     "config_document",
     "config_file",
     "load_setting",
     "load_settings",
+    "look_up_config",
     "notify_interval",
 ]
 
