@@ -73,6 +73,21 @@ FLOW_CHANNEL = "sluice_flow"
 #: Seconds a pooled connection may have been idle and still be handed out unchecked.
 CHECK_IDLE_AFTER = 5.0
 
+#: The statements whose plan depends on how big ``sluice_messages`` is. A prepared
+#: statement keeps the generic plan PostgreSQL made for it until something invalidates
+#: it (an ANALYZE, a VACUUM): made while the table was nearly empty, the claim's plan
+#: found its rows by reading the whole table (cheaper than the primary key at a few
+#: pages), and kept doing so as the table grew, until autovacuum came round. A worker
+#: started on a new database then slowed by about 1 ms a claim per 5,000 messages it
+#: sent (the latency part of the bench: p50 2 -> 6 ms in 40 s; force_custom_plan, or
+#: a worker restarted, removed it). So these are planned again, under a new text,
+#: whenever the table has doubled since they were last planned (see ``_note_pages``).
+SIZED = ("message_claim", "message_complete_many", "message_renew")
+#: Below this many pages (8 kB each) growth does not count.
+SIZED_FLOOR_PAGES = 8
+#: How often (seconds) a claim also asks how big the table is.
+SIZE_EVERY = 1.0
+
 
 def _as_is(value: Any) -> Any:
     return value
@@ -137,6 +152,11 @@ class PostgresStore(SqlDriver):
         self._settings = settings
         #: Where the next claim's scan of tenants starts (see ``store/_claims.py``).
         self._claim_after = ""
+        #: The texts of the ``SIZED`` statements, the size (pages) they were planned for,
+        #: and when a claim last asked for the size (monotonic).
+        self._sized = {name: Q[name] for name in SIZED}
+        self._planned_pages = 0
+        self._sized_at = -SIZE_EVERY
         self._pool = AsyncConnectionPool(
             self.url,
             min_size=1,
@@ -283,7 +303,7 @@ class PostgresStore(SqlDriver):
 
     async def _fetch(self, name: str, params: dict[str, Any]) -> list[TupleRow]:
         async with self._conn() as conn:
-            cur = await conn.execute(Q[name], params)
+            cur = await conn.execute(self._sized.get(name) or Q[name], params)
             # nfields, not description: that builds a Column per column on every call.
             result = cur.pgresult
             return await cur.fetchall() if result is not None and result.nfields else []
@@ -329,12 +349,37 @@ class PostgresStore(SqlDriver):
         self, worker_id: str, limit: int, lease_seconds: float, now: datetime
     ) -> list[Message]:
         params = _params.message_claim(C, worker_id, limit, lease_seconds, now, self._claim_after)
-        claimed = [_rows.message(C, r) for r in await self._fetch("message_claim", params)]
+        async with self._conn() as conn:
+            sizing = self._size_due()
+            async with conn.pipeline():
+                claim = await conn.execute(self._sized["message_claim"], params)
+                size = await conn.execute(Q["message_pages"]) if sizing else None
+            claimed = [_rows.message(C, r) for r in await claim.fetchall()]
+            if size is not None:
+                self._note_pages(await size.fetchone())
         if self._claim_after and len(claimed) < limit:  # wrap round to the first tenants
             params.update(after="", limit=limit - len(claimed))
             claimed += [_rows.message(C, r) for r in await self._fetch("message_claim", params)]
         self._claim_after = next_claim_start(claimed, limit)
         return claimed
+
+    def _size_due(self) -> bool:
+        """Should this claim also ask for the table's size (at most every SIZE_EVERY)?"""
+        now = time.monotonic()
+        if now - self._sized_at < SIZE_EVERY:
+            return False
+        self._sized_at = now
+        return True
+
+    def _note_pages(self, row: TupleRow | None) -> None:
+        """The table has ``row[0]`` pages: plan the ``SIZED`` statements again (under a
+        new text, which psycopg prepares anew) once it has doubled since they were."""
+        pages = int(row[0]) if row is not None else 0
+        if pages <= 2 * max(self._planned_pages, SIZED_FLOOR_PAGES // 2):
+            return
+        self._planned_pages = pages
+        for name in SIZED:
+            self._sized[name] = f"{Q[name]}\n-- planned for {pages} pages"
 
     async def message_claim_with_connections(
         self, worker_id: str, limit: int, lease_seconds: float, now: datetime
@@ -342,11 +387,15 @@ class PostgresStore(SqlDriver):
         params = _params.message_claim(C, worker_id, limit, lease_seconds, now, self._claim_after)
         async with self._conn() as conn:
             # One round trip: the lookup reads the rows the claim has just leased.
+            sizing = self._size_due()
             async with conn.pipeline():
-                claim = await conn.execute(Q["message_claim"], params)
+                claim = await conn.execute(self._sized["message_claim"], params)
                 found = await conn.execute(Q["connection_select_claimed"], params)
+                size = await conn.execute(Q["message_pages"]) if sizing else None
             claimed = [_rows.message(C, r) for r in await claim.fetchall()]
             connections = [_rows.connection(C, r) for r in await found.fetchall()]
+            if size is not None:
+                self._note_pages(await size.fetchone())
         if self._claim_after and len(claimed) < limit:  # wrap round to the first tenants
             params.update(after="", limit=limit - len(claimed))
             claimed += [_rows.message(C, r) for r in await self._fetch("message_claim", params)]

@@ -163,6 +163,11 @@ RETURNING m.id::text, m.tenant, m.channel, m.provider, m.action, m.recipient, m.
           m.correlation_id, m.scopes, m.created_at, m.approved_by, m.deferrals,
           m.deferred_since, m.expires_at
 
+-- name: message_pages
+-- How big sluice_messages is, in pages: asked beside a claim now and then, to plan the
+-- statements whose plan depends on it again once it has grown (PostgresStore.SIZED).
+SELECT pg_relation_size('sluice_messages') / current_setting('block_size')::bigint
+
 -- name: message_complete_many
 -- The batch arrives as one JSON array (one C-level json.dumps in Python instead of
 -- sixteen typed arrays dumped element by element); times are Unix epoch seconds.
