@@ -350,18 +350,40 @@ class PostgresStore(SqlDriver):
     ) -> list[Message]:
         params = _params.message_claim(C, worker_id, limit, lease_seconds, now, self._claim_after)
         async with self._conn() as conn:
-            sizing = self._size_due()
-            async with conn.pipeline():
-                claim = await conn.execute(self._sized["message_claim"], params)
-                size = await conn.execute(Q["message_pages"]) if sizing else None
-            claimed = [_rows.message(C, r) for r in await claim.fetchall()]
-            if size is not None:
-                self._note_pages(await size.fetchone())
+            rows, _ = await self._claim(conn, params, with_connections=False)
+        claimed = [_rows.message(C, r) for r in rows]
         if self._claim_after and len(claimed) < limit:  # wrap round to the first tenants
             params.update(after="", limit=limit - len(claimed))
             claimed += [_rows.message(C, r) for r in await self._fetch("message_claim", params)]
         self._claim_after = next_claim_start(claimed, limit)
         return claimed
+
+    async def _claim(
+        self,
+        conn: psycopg.AsyncConnection[TupleRow],
+        params: dict[str, Any],
+        *,
+        with_connections: bool,
+    ) -> tuple[list[TupleRow], list[TupleRow]]:
+        """The claim's rows, and with ``with_connections`` the connections of the pairs
+        it leased, in one round trip; now and then the table's size with them."""
+        sizing = self._size_due()
+        if not (sizing or with_connections):
+            cur = await conn.execute(self._sized["message_claim"], params)
+            return await cur.fetchall(), []
+        async with conn.pipeline():
+            claim = await conn.execute(self._sized["message_claim"], params)
+            found = (
+                await conn.execute(Q["connection_select_claimed"], params)
+                if with_connections
+                else None
+            )
+            size = await conn.execute(Q["message_pages"]) if sizing else None
+        rows = await claim.fetchall()
+        connections = await found.fetchall() if found is not None else []
+        if size is not None:
+            self._note_pages(await size.fetchone())
+        return rows, connections
 
     def _size_due(self) -> bool:
         """Should this claim also ask for the table's size (at most every SIZE_EVERY)?"""
@@ -387,15 +409,9 @@ class PostgresStore(SqlDriver):
         params = _params.message_claim(C, worker_id, limit, lease_seconds, now, self._claim_after)
         async with self._conn() as conn:
             # One round trip: the lookup reads the rows the claim has just leased.
-            sizing = self._size_due()
-            async with conn.pipeline():
-                claim = await conn.execute(self._sized["message_claim"], params)
-                found = await conn.execute(Q["connection_select_claimed"], params)
-                size = await conn.execute(Q["message_pages"]) if sizing else None
-            claimed = [_rows.message(C, r) for r in await claim.fetchall()]
-            connections = [_rows.connection(C, r) for r in await found.fetchall()]
-            if size is not None:
-                self._note_pages(await size.fetchone())
+            rows, found = await self._claim(conn, params, with_connections=True)
+        claimed = [_rows.message(C, r) for r in rows]
+        connections = [_rows.connection(C, r) for r in found]
         if self._claim_after and len(claimed) < limit:  # wrap round to the first tenants
             params.update(after="", limit=limit - len(claimed))
             claimed += [_rows.message(C, r) for r in await self._fetch("message_claim", params)]
