@@ -3,11 +3,12 @@ against PostgreSQL and SQLite alike."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 from sluice.flow.controls import Mode, Scope
 from sluice.model import Attempt, AttemptOutcome, Completion, NewMessage, Status
-from sluice.store import AuditEntry, Store
+from sluice.store import AuditEntry, Store, create_store
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -98,3 +99,35 @@ async def test_observe__tenancy_violations_from_the_audit_log(store: Store) -> N
         )
     await store.audit_append(AuditEntry(at=NOW, actor="ops", action="control.set"))
     assert (await store.observe(NOW)).tenancy_violations == 2
+
+
+async def test_observe__one_moment_while_messages_move(store: Store, store_url: str) -> None:
+    """Every figure of one observation is read at one moment: while another process
+    claims messages and writes them back dead, each message is counted once (never in
+    two states, never in none), and the dead letters agree with the dead count."""
+    total = 120
+    await store.enqueue_many([msg(payload={"i": i}) for i in range(total)], NOW)
+    mover = create_store(store_url)
+    await mover.open()  # type: ignore[attr-defined]
+
+    async def move() -> None:
+        while batch := await mover.message_claim("w1", 2, 30, NOW):
+            await mover.message_complete_many("w1", [failed(m, Status.DEAD) for m in batch], NOW)
+
+    moving = asyncio.create_task(move())
+    seen_while_moving = 0
+    try:
+        while not moving.done():
+            seen = await store.observe(NOW)
+            by_status: dict[str, int] = {}
+            for status, _channel, _provider, n in seen.messages:
+                by_status[status] = by_status.get(status, 0) + n
+            assert sum(by_status.values()) == total, by_status
+            assert by_status.get("dead", 0) == sum(n for *_, n in seen.dead), (by_status, seen.dead)
+            seen_while_moving += 0 < by_status.get("dead", 0) < total
+        await moving
+    finally:
+        moving.cancel()
+        await asyncio.gather(moving, return_exceptions=True)
+        await mover.close()  # type: ignore[attr-defined]
+    assert seen_while_moving >= 3  # the observations did overlap the moves

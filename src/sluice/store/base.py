@@ -735,7 +735,8 @@ class Store(Protocol):
         ...
 
     async def observe(self, now: datetime) -> Observation:
-        """The state the metrics export, read in a few indexed queries."""
+        """The state the metrics export, read in a few indexed queries that see one
+        snapshot: figures of one observation always agree with each other."""
         ...
 
     async def tally(

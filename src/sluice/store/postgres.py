@@ -497,7 +497,11 @@ class PostgresStore(SqlDriver):
 
     async def observe(self, now: datetime) -> Observation:
         rows: dict[str, list[Any]] = {}
-        async with self._conn() as conn:
+        async with self._conn() as conn, conn.transaction():
+            # Every figure as of one moment: read one by one, a message claimed between
+            # two reads would count as ready and as sending, a dead letter written back
+            # between them in the dead count and not in the dead letters.
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             for name in _observe.QUERIES:
                 cur = await conn.execute(Q[name], {"now": now})
                 rows[name] = await cur.fetchall()

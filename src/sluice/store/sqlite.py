@@ -520,10 +520,16 @@ class SqliteStore(SqlDriver):
 
     async def observe(self, now: datetime) -> Observation:
         def read(conn: sqlite3.Connection) -> dict[str, list[Any]]:
-            return {
-                name: conn.execute(Q[name], {"now": now.timestamp()}).fetchall()
-                for name in _observe.QUERIES
-            }
+            # One read transaction: every query sees the same snapshot of the file (WAL),
+            # as PostgreSQL's observe does.
+            conn.execute("BEGIN")
+            try:
+                return {
+                    name: conn.execute(Q[name], {"now": now.timestamp()}).fetchall()
+                    for name in _observe.QUERIES
+                }
+            finally:
+                conn.execute("COMMIT")
 
         return _observe.build(await self._run(read), lambda v: datetime.fromtimestamp(v, UTC))
 
