@@ -49,34 +49,39 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         )
 
 
-#: The files that take longest, longest first (seconds on one xdist worker, 2026-12-05;
-#: re-measure with ``pytest --durations=0``). They are collected first, and ``make test``
-#: keeps that order (``--no-loadscope-reorder``): xdist would otherwise hand out the
-#: files with the most tests first, which left the one-test files of a minute or so
-#: for the end, with the other worker idle.
+#: The files that take longest, longest first (seconds of test time, summed per file, in
+#: one run of ``make test``'s three xdist workers, 2026-12-05; re-measure with
+#: ``pytest --junitxml``). They are collected first, and ``make test`` keeps that order
+#: (``--no-loadscope-reorder``): xdist would otherwise hand out the files with the most
+#: tests first, which left the one-test files of a minute or so for the end, with the
+#: other workers idle.
 LONG_FIRST = (
-    "api/test_openapi_fuzz.py",  # 55
-    "e2e/test_cli.py",  # 64 in many short tests
-    "e2e/test_run_embedded.py",  # 54
-    "e2e/test_connections_cli.py",  # 45
-    "e2e/test_controls_cli.py",  # 41
-    "e2e/test_flow_reaction.py",  # 41
+    "api/test_openapi_fuzz.py",  # 104
+    "e2e/test_cli.py",  # 93 in many short tests
+    "e2e/test_connections_cli.py",  # 80
+    "e2e/test_requests_cli.py",  # 65
+    "e2e/test_listings_cli.py",  # 63
+    "e2e/test_run_embedded.py",  # 60
+    "e2e/test_controls_cli.py",  # 53
+    "e2e/test_flow_reaction.py",  # 48
+    "e2e/test_waiting_cli.py",  # 42
+    "e2e/test_endpoints_cli.py",  # 40
+    "e2e/test_replay_seeds.py",  # 39
     "e2e/test_noisy_tenant.py",  # 38
-    "e2e/test_cut_off_worker.py",  # 30
-    "console/test_console_overview.py",  # 30
-    "e2e/test_listings_cli.py",  # 26
-    "e2e/test_replay_seeds.py",  # 26
-    "e2e/test_redis_limits.py",  # 25
-    "console/test_console_tenant.py",  # 25
-    "console/test_console_controls.py",  # 25
-    "e2e/test_requests_cli.py",  # 25
-    "console/test_console_limits.py",  # 24
-    "console/test_console_messages.py",  # 22
-    "e2e/test_waiting_cli.py",  # 21
-    "console/test_console_incidents.py",  # 21
-    "e2e/test_replay_loop_429.py",  # 20
-    "e2e/test_verify_cli.py",  # 19
-    "e2e/test_serve.py",  # 19
+    "console/test_console_tenant.py",  # 37
+    "console/test_console_limits.py",  # 36
+    "console/test_console_overview.py",  # 34
+    "console/test_console_controls.py",  # 33
+    "console/test_console_auth.py",  # 32
+    "e2e/test_evidence_cli.py",  # 31
+    "e2e/test_cut_off_worker.py",  # 31
+    "e2e/test_retention_cli.py",  # 31
+    "e2e/test_breakers_cli.py",  # 31
+    "e2e/test_replay_loop_429.py",  # 30
+    "console/test_console_messages.py",  # 28
+    "e2e/test_verify_cli.py",  # 28
+    "e2e/test_redis_limits.py",  # 27
+    "e2e/test_serve.py",  # 24
 )
 TESTS = Path(__file__).resolve().parent
 
