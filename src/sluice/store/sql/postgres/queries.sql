@@ -183,9 +183,12 @@ WITH input AS (
 ), locked AS (
     -- Locked first, in id order, as the heartbeat's renewal locks them (see
     -- message_renew): two statements locking one set of rows in one order never
-    -- deadlock, whatever plans they get.
+    -- deadlock, whatever plans they get. By primary key, one probe per outcome: the
+    -- planner takes the JSON batch for 100 rows, and joined with it (IN, or FROM
+    -- below) a table of a few thousand rows was read whole, twice per write-back
+    -- (2-3 ms for 10 outcomes; tests/integration/test_pg_replan.py).
     SELECT m.id FROM sluice_messages m
-    WHERE m.id IN (SELECT id FROM input)
+    WHERE m.id = ANY (ARRAY(SELECT id FROM input))
     ORDER BY m.id
     FOR UPDATE OF m
 ), done AS (
@@ -212,9 +215,9 @@ WITH input AS (
     -- the scan of sluice_messages: statistics taken while no row was leased make such
     -- a filter look like it leaves one row, and the planner then scans every leased
     -- row once per input row (quadratic: 1.8 s for a flush of 2,500 at 4,000 rows).
-    WHERE m.id = i.id AND m.claim_seq = i.claim_seq AND m.worker_id = i.worker
+    WHERE m.id = ANY (ARRAY(SELECT id FROM locked))  -- evaluated once, first: every lock taken
+      AND m.id = i.id AND m.claim_seq = i.claim_seq AND m.worker_id = i.worker
       AND (m.lease_until IS NOT NULL) = i.leased
-      AND (SELECT count(*) FROM locked) >= 0  -- evaluated once, first: every lock taken
     -- Carry "no attempt" out of the UPDATE: re-joining done with input would be a join
     -- of two CTEs, which have no statistics, and the planner picks a nested loop
     -- (quadratic in the batch: 2.5 s for 4,000 rows).
