@@ -7,7 +7,9 @@ kind). ``provider_kinds`` lists both, as enqueue checks them.
 
 from __future__ import annotations
 
+from http.cookiejar import Cookie, CookieJar
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -34,13 +36,30 @@ def http_client(settings: Settings) -> httpx.AsyncClient:
 
     Redirects are not followed: a provider answering 3xx is a misconfiguration to
     surface, and following it could send a tenant's data somewhere it never named.
+    Cookies are not kept: the client is shared by every tenant, and a cookie one
+    tenant's endpoint set would go out with the next tenant's request to that host.
     """
     from sluice.providers._transport import AiohttpTransport
 
     transport = AiohttpTransport(max_connections=max(10, settings.worker_concurrency))
     return httpx.AsyncClient(
-        transport=transport, timeout=settings.http_timeout, follow_redirects=False, trust_env=False
+        transport=transport,
+        timeout=settings.http_timeout,
+        follow_redirects=False,
+        trust_env=False,
+        cookies=_NoCookies(),
     )
+
+
+class _NoCookies(CookieJar):
+    """A cookie jar that keeps nothing: httpx's client stores every ``Set-Cookie`` it
+    sees and sends it back to the same host, whoever the next request is for."""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        return None
+
+    def set_cookie(self, cookie: Cookie) -> None:
+        return None
 
 
 def build_providers(
