@@ -1,4 +1,5 @@
-"""Test doubles shared by the provider tests: a recording MockTransport handler, messages.
+"""Test doubles shared by the provider tests: a recording MockTransport handler, messages,
+and a bare HTTP server on loopback for the tests that need the real client and transport.
 
 Not a test module (no ``test_`` prefix); the test files import it by name, which works
 because pytest puts this directory on ``sys.path`` (rootdir-relative, no packages).
@@ -6,8 +7,10 @@ because pytest puts this directory on ``sys.path`` (rootdir-relative, no package
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
@@ -101,3 +104,33 @@ def form_of(request: httpx.Request) -> dict[str, list[str]]:
 def json_of(request: httpx.Request) -> Any:
     """A JSON request body."""
     return json.loads(request.content)
+
+
+@contextlib.asynccontextmanager
+async def loopback_server(
+    extra: Callable[[bytes], bytes] = lambda head: b"",
+) -> AsyncIterator[tuple[int, list[bytes]]]:
+    """An HTTP/1.1 server on 127.0.0.1 that answers every request 200 "ok" and closes
+    the connection, with the header lines ``extra(head)`` gives; yields its port and the
+    head of each request it read (the body is read and dropped)."""
+    heads: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            (int(line.split(b":")[1]) for line in head.split(b"\r\n")
+             if line.lower().startswith(b"content-length:")), 0,
+        )  # fmt: skip
+        await reader.readexactly(length)
+        heads.append(head)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n"
+            + extra(head)
+            + b"\r\nok"
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    async with server:
+        yield server.sockets[0].getsockname()[1], heads

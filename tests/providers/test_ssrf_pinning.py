@@ -8,11 +8,11 @@ all: the send still reaches the local server, so no second lookup happened.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections.abc import AsyncIterator
 
 import pytest
+from _wire import loopback_server
 
 from sluice.config import Settings
 from sluice.model import Message, Status
@@ -25,24 +25,8 @@ SECRET = "whsec_" + base64.b64encode(b"s" * 24).decode()
 
 @pytest.fixture
 async def local_server() -> AsyncIterator[tuple[int, list[bytes]]]:
-    seen: list[bytes] = []
-
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = next(
-            (int(line.split(b":")[1]) for line in head.split(b"\r\n")
-             if line.lower().startswith(b"content-length:")), 0,
-        )  # fmt: skip
-        await reader.readexactly(length)
-        seen.append(head)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    async with server:
-        yield port, seen
+    async with loopback_server() as server:
+        yield server
 
 
 def message(url: str) -> Message:
