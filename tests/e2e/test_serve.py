@@ -223,6 +223,18 @@ def test_serve__slow_clients_are_cut_off_while_others_are_served(
             else:
                 s.sendall(head + b"Content-Length: 1000\r\n\r\n" + b'{"channel": "sms"')
                 partial_body.append(s)
+        # Kept alive: one whole request answered, then half of the next one's headers
+        # (the deadline holds for every request on a connection, not only its first).
+        kept_alive = []
+        for _ in range(20):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while not answer.endswith(b'{"status":"ok"}'):
+                answer += s.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+            s.sendall(head)
+            kept_alive.append(s)
         stop = threading.Event()
         trickling = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(2)]
         trickling[1].sendall(head + b"Content-Length: 1000\r\n\r\n")
@@ -238,18 +250,18 @@ def test_serve__slow_clients_are_cut_off_while_others_are_served(
             assert ok.status_code == 200
             refused = httpx.post(f"{base}/v1/messages", json={}, timeout=5)
             assert refused.status_code == 401
-            everyone = silent + partial_headers + partial_body + trickling
+            everyone = silent + partial_headers + partial_body + kept_alive + trickling
             # Without the limits the server kept such connections for minutes and more.
             closed = _read_until_closed(everyone, within=15)
         finally:
             stop.set()
             for t in threads:
                 t.join()
-            for s in [*silent, *partial_headers, *partial_body, *trickling]:
+            for s in [*silent, *partial_headers, *partial_body, *kept_alive, *trickling]:
                 s.close()
         still_open = [s for s in everyone if s not in closed]
         assert not still_open, f"{len(still_open)} of {len(everyone)} slow connections kept"
-        for s in [*partial_headers, trickling[0]]:
+        for s in [*partial_headers, *kept_alive, trickling[0]]:
             assert closed[s].startswith(b"HTTP/1.1 408 "), closed[s][:200]
         for s in [*partial_body, trickling[1]]:
             assert closed[s].startswith(b"HTTP/1.1 408 "), closed[s][:200]
