@@ -119,13 +119,11 @@ async def status(
     workers (with host and pid), held messages by reason, controls, inbox; with ``by``
     the counts per status of each tenant, provider, action or channel."""
     state = request.app.state
-    report = await ops.status(state.store, state.clock)
-    view = await status_view(state.store, by, state.clock)
-    return {
-        **jsonable(report),
-        **jsonable(view),
-        "controls": [c.as_dict() for c in await ops.control_list(state.store, state.clock)],
-    }
+    async with state.store.snapshot():  # every figure as of one moment
+        report = await ops.status(state.store, state.clock)
+        view = await status_view(state.store, by, state.clock)
+        controls = await ops.control_list(state.store, state.clock)
+    return {**jsonable(report), **jsonable(view), "controls": [c.as_dict() for c in controls]}
 
 
 @router.get("/dlq")

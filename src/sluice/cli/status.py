@@ -97,10 +97,13 @@ def status(
         return
 
     async def gather(store: Store) -> tuple[Any, Any, Any, StatusView]:
-        report = await ops.status(store)
-        controls = await ops.control_list(store)
-        breakers = [b for b in await ops.breakers_list(store, settings) if b.state != "closed"]
-        return report, controls, breakers, await status_view(store, by)
+        # One moment for every figure: read one by one, a message dying between two
+        # reads would be in the dead count and not the dead letters, or the reverse.
+        async with store.snapshot():
+            report = await ops.status(store)
+            controls = await ops.control_list(store)
+            breakers = [b for b in await ops.breakers_list(store, settings) if b.state != "closed"]
+            return report, controls, breakers, await status_view(store, by)
 
     report, controls, breakers, view = on_store(settings, gather)
     if as_json:

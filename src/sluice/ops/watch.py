@@ -126,7 +126,13 @@ class Snapshot:
 
 
 async def snapshot(store: Store, settings: Settings, now: datetime) -> Snapshot:
-    """Read everything the watch screen shows from ``store`` as of ``now``."""
+    """Read everything the watch screen shows from ``store`` as of ``now``, in one
+    snapshot of the store (the screen's figures agree with each other)."""
+    async with store.snapshot():
+        return await _read(store, settings, now)
+
+
+async def _read(store: Store, settings: Settings, now: datetime) -> Snapshot:
     seen = await store.observe(now)
     rates = [await _rates(store, now, seconds) for seconds in RATE_WINDOWS]
     depth = dict.fromkeys(DEPTH_STATUSES, 0)

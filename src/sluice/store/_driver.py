@@ -9,10 +9,13 @@ depends on how it holds a connection or a transaction stays in the driver.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextvars import ContextVar
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -70,6 +73,12 @@ _ACTIVITY_OUTCOMES = {
 }  # fmt: skip
 
 
+#: The snapshot a task holds (``SqlDriver.snapshot``): the store, the task, the connection.
+_SNAPSHOT: ContextVar[tuple[object, object, Any] | None] = ContextVar(
+    "sluice_store_snapshot", default=None
+)
+
+
 # issue 14: endpoints, tenants' events, requests; issue 15: annotations, canaries, verify;
 # issue 16: console sessions
 class SqlDriver(
@@ -79,6 +88,31 @@ class SqlDriver(
     """The dialect-independent part of a SQL store, with its method mixins (endpoints
     and tenants' events, two-person requests, annotations, canaries, post-send
     verification), all written over the primitives ``_hooks.DriverHooks`` declares."""
+
+    # -- one moment ----------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[None]:
+        # Every read of this task on this store, until the block ends, goes to one
+        # connection in one read-only transaction (``_read_transaction``). Tasks the block
+        # starts read on their own connections: one connection must not interleave two
+        # tasks' statements and transactions. A snapshot inside a snapshot is the same one.
+        if self._pinned() is not None:
+            yield
+            return
+        async with self._read_transaction() as conn:
+            token = _SNAPSHOT.set((self, asyncio.current_task(), conn))
+            try:
+                yield
+            finally:
+                _SNAPSHOT.reset(token)
+
+    def _pinned(self) -> Any | None:
+        """The connection of the snapshot the current task holds on this store, if any."""
+        held = _SNAPSHOT.get()
+        if held is None or held[0] is not self or held[1] is not asyncio.current_task():
+            return None
+        return held[2]
 
     # -- audit -------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ once here, implemented by ``PostgresStore`` and ``SqliteStore``."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -42,4 +43,10 @@ class DriverHooks:
     ) -> list[list[Any]]:
         """Run named queries in one transaction, then append ``audit`` in it (only if step
         ``audit_if`` returned rows, when given); the rows of each step."""
+        raise NotImplementedError
+
+    def _read_transaction(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        """A connection of its own in a read-only transaction whose reads all see one
+        moment of the database, ended (and the connection given back) on exit: what
+        ``SqlDriver.snapshot`` pins a task's reads to."""
         raise NotImplementedError

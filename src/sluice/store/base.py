@@ -7,6 +7,7 @@ covered by the contract suite in ``tests/contract``, run against each implementa
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -732,6 +733,15 @@ class Store(Protocol):
 
     async def status_report(self, now: datetime) -> StatusReport:
         """Counts by status, oldest ready age, dead letters by channel and code, workers."""
+        ...
+
+    def snapshot(self) -> AbstractAsyncContextManager[None]:
+        """``async with store.snapshot():`` every read the current task makes on this
+        store inside the block sees the database as of one moment (one read-only
+        transaction), so figures read one after another agree with each other: what an
+        operator's screen shows at once. A write inside the block is refused
+        (``StoreError``); tasks started inside it read as usual; nested, it is the same
+        snapshot."""
         ...
 
     async def observe(self, now: datetime) -> Observation:

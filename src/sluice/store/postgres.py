@@ -225,6 +225,10 @@ class PostgresStore(SqlDriver):
 
     @contextlib.asynccontextmanager
     async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection[TupleRow]]:
+        pinned = self._pinned()
+        if pinned is not None:  # inside this task's snapshot: its connection, as it is
+            yield pinned
+            return
         if not self._opened:
             await self.open()
         if self._down is not None:
@@ -496,16 +500,21 @@ class PostgresStore(SqlDriver):
         )
 
     async def observe(self, now: datetime) -> Observation:
-        rows: dict[str, list[Any]] = {}
-        async with self._conn() as conn, conn.transaction():
-            # Every figure as of one moment: read one by one, a message claimed between
-            # two reads would count as ready and as sending, a dead letter written back
-            # between them in the dead count and not in the dead letters.
-            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            for name in _observe.QUERIES:
-                cur = await conn.execute(Q[name], {"now": now})
-                rows[name] = await cur.fetchall()
+        # Every figure as of one moment: read one by one, a message claimed between two
+        # reads would count as ready and as sending, a dead letter written back between
+        # them in the dead count and not in the dead letters.
+        async with self.snapshot():
+            rows = {name: await self._fetch(name, {"now": now}) for name in _observe.QUERIES}
         return _observe.build(rows, lambda v: v)
+
+    @contextlib.asynccontextmanager
+    async def _read_transaction(self) -> AsyncIterator[psycopg.AsyncConnection[TupleRow]]:
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            try:
+                yield conn
+            except psycopg.errors.ReadOnlySqlTransaction as exc:
+                raise StoreError(f"a store snapshot only reads: {exc}") from None
 
     async def try_lead(self, name: str) -> _PgLead | None:
         # A session lock on a connection of its own: it lasts while the connection does,

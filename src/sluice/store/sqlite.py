@@ -14,7 +14,7 @@ import dataclasses
 import fcntl
 import json
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -255,16 +255,24 @@ class SqliteStore(SqlDriver):
         return await loop.run_in_executor(self._executor, context.run, fn, *args)
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn(conn)`` on the store's thread, translating sqlite errors."""
-        if self._conn is None:
-            await self.open()
-        conn = self._conn
+        """Run ``fn(conn)`` on the store's thread, translating sqlite errors; inside this
+        task's snapshot, on the snapshot's connection."""
+        conn = self._pinned()
+        if conn is None:
+            if self._conn is None:
+                await self.open()
+            conn = self._conn
         assert conn is not None
 
         def call() -> T:
             try:
                 return fn(conn)
             except sqlite3.OperationalError as exc:
+                if (
+                    exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_READONLY
+                    and conn is not self._conn
+                ):
+                    raise StoreError(f"a store snapshot only reads: {exc}") from exc
                 if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
                     # Another connection (another process on the file) held the write
                     # lock for the whole busy timeout: the database is there but cannot
@@ -521,17 +529,53 @@ class SqliteStore(SqlDriver):
     async def observe(self, now: datetime) -> Observation:
         def read(conn: sqlite3.Connection) -> dict[str, list[Any]]:
             # One read transaction: every query sees the same snapshot of the file (WAL),
-            # as PostgreSQL's observe does.
-            conn.execute("BEGIN")
+            # as PostgreSQL's observe does (inside a snapshot: the snapshot's).
+            own = not conn.in_transaction
+            if own:
+                conn.execute("BEGIN")
             try:
                 return {
                     name: conn.execute(Q[name], {"now": now.timestamp()}).fetchall()
                     for name in _observe.QUERIES
                 }
             finally:
-                conn.execute("COMMIT")
+                if own:
+                    conn.execute("COMMIT")
 
         return _observe.build(await self._run(read), lambda v: datetime.fromtimestamp(v, UTC))
+
+    @contextlib.asynccontextmanager
+    async def _read_transaction(self) -> AsyncIterator[sqlite3.Connection]:
+        # A connection of its own (WAL: a reader sees the file as of its first read while
+        # writers go on), never the store's: other tasks keep writing on that one.
+        if self._conn is None:
+            await self.open()
+
+        def begin() -> sqlite3.Connection:
+            conn = sqlite3.connect(
+                self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+            )
+            try:
+                conn.execute("PRAGMA query_only = ON")
+                conn.execute("BEGIN")
+                # The moment is taken by the first read, here rather than at the caller's.
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
+            except sqlite3.Error as exc:
+                conn.close()
+                raise StoreError(f"SQLite error: {exc}") from exc
+            return conn
+
+        def end(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute("ROLLBACK")  # nothing was written: query_only
+            finally:
+                conn.close()
+
+        conn = await self._call(begin)
+        try:
+            yield conn
+        finally:
+            await self._call(end, conn)
 
     async def try_lead(self, name: str) -> _FileLead | None:
         # A lock file beside the database: flock is released by the kernel when the
