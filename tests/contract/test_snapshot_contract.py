@@ -74,33 +74,65 @@ async def test_snapshot__figures_read_one_by_one_agree_while_messages_move(
 async def test_snapshot__sees_its_moment_while_others_see_the_present(
     store: Store, store_url: str
 ) -> None:
-    """A write made elsewhere after the snapshot began is not in it; a task started
-    inside the block, and every read after the block, see it; a snapshot inside a
-    snapshot is the same one."""
+    """A write made elsewhere once the snapshot has begun, even before its first read, is
+    not in it; a task started inside the block, and every read after the block, see it;
+    a snapshot inside a snapshot is the same one; two stores' snapshots held by one task
+    keep each its own."""
     await store.enqueue_many([msg(0)], NOW)
-    other = create_store(store_url)
+    other, writer = create_store(store_url), create_store(store_url)
     await other.open()  # type: ignore[attr-defined]
+    await writer.open()  # type: ignore[attr-defined]
     try:
         async with store.snapshot():
-            before = (await store.status_report(NOW)).counts
-            await other.enqueue_many([msg(1), msg(2)], NOW)
-            inside = (await store.status_report(NOW)).counts
+            await writer.enqueue_many([msg(1)], NOW)
+            first = (await store.status_report(NOW)).counts
+            async with other.snapshot():
+                await writer.enqueue_many([msg(2)], NOW)
+                in_both = (await store.status_report(NOW)).counts
+                others = (await other.status_report(NOW)).counts
             async with store.snapshot():
                 nested = (await store.status_report(NOW)).counts
             alongside = (await asyncio.create_task(store.status_report(NOW))).counts
         after = (await store.status_report(NOW)).counts
     finally:
         await other.close()  # type: ignore[attr-defined]
-    assert before == inside == nested == {"queued": 1}
+        await writer.close()  # type: ignore[attr-defined]
+    assert first == in_both == nested == {"queued": 1}
+    assert others == {"queued": 2}
     assert alongside == after == {"queued": 3}
 
 
 async def test_snapshot__a_write_inside_is_refused_and_changes_nothing(store: Store) -> None:
     await store.enqueue_many([msg(0)], NOW)
-    with pytest.raises(StoreError):
-        async with store.snapshot():
+    async with store.snapshot():
+        with pytest.raises(StoreError, match="a store snapshot only reads"):
             await store.enqueue_many([msg(1)], NOW)
     # The store goes on as before: reads and writes outside the block work.
     assert (await store.status_report(NOW)).counts == {"queued": 1}
     await store.enqueue_many([msg(2)], NOW)
     assert (await store.status_report(NOW)).counts == {"queued": 2}
+
+
+async def test_snapshot__cancelled_inside_gives_its_connection_back(store: Store) -> None:
+    """A task cancelled while it reads in a snapshot leaves nothing held: the store then
+    reads, writes and takes new snapshots as before (PostgreSQL: the pooled connection
+    came back; SQLite: the reader's connection was closed)."""
+    await store.enqueue_many([msg(0)], NOW)
+    entered = asyncio.Event()
+
+    async def reader() -> None:
+        async with store.snapshot():
+            await store.status_report(NOW)
+            entered.set()
+            await asyncio.sleep(60)
+
+    for _ in range(12):  # more than a pool's connections
+        task = asyncio.create_task(reader())
+        await entered.wait()
+        entered.clear()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    await store.enqueue_many([msg(1)], NOW)
+    async with store.snapshot():
+        assert (await store.status_report(NOW)).counts == {"queued": 2}

@@ -73,9 +73,9 @@ _ACTIVITY_OUTCOMES = {
 }  # fmt: skip
 
 
-#: The snapshot a task holds (``SqlDriver.snapshot``): the store, the task, the connection.
-_SNAPSHOT: ContextVar[tuple[object, object, Any] | None] = ContextVar(
-    "sluice_store_snapshot", default=None
+#: The snapshots held (``SqlDriver.snapshot``), each as the store, the task, the connection.
+_SNAPSHOTS: ContextVar[tuple[tuple[object, object, Any], ...]] = ContextVar(
+    "sluice_store_snapshots", default=()
 )
 
 
@@ -101,18 +101,19 @@ class SqlDriver(
             yield
             return
         async with self._read_transaction() as conn:
-            token = _SNAPSHOT.set((self, asyncio.current_task(), conn))
+            token = _SNAPSHOTS.set((*_SNAPSHOTS.get(), (self, asyncio.current_task(), conn)))
             try:
                 yield
             finally:
-                _SNAPSHOT.reset(token)
+                _SNAPSHOTS.reset(token)
 
     def _pinned(self) -> Any | None:
         """The connection of the snapshot the current task holds on this store, if any."""
-        held = _SNAPSHOT.get()
-        if held is None or held[0] is not self or held[1] is not asyncio.current_task():
-            return None
-        return held[2]
+        task = asyncio.current_task()
+        for store, holder, conn in _SNAPSHOTS.get():
+            if store is self and holder is task:
+                return conn
+        return None
 
     # -- audit -------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from sluice.connections import Connection, ConnectionState
 from sluice.errors import (
     MigrationError,
     NotFound,
+    SluiceError,
     StoreError,
     StoreUnavailable,
     ValidationError,
@@ -225,20 +226,21 @@ class PostgresStore(SqlDriver):
 
     @contextlib.asynccontextmanager
     async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection[TupleRow]]:
-        pinned = self._pinned()
-        if pinned is not None:  # inside this task's snapshot: its connection, as it is
-            yield pinned
-            return
-        if not self._opened:
-            await self.open()
-        if self._down is not None:
-            # The server was gone a moment ago. Asking it directly fails at once while it
-            # still is (a refused connect takes no time), where queueing for the pool
-            # would cost every caller the whole timeout.
-            reason = await self._unreachable()
-            if reason is not None:
-                raise StoreUnavailable(reason)
+        pinned = self._pinned()  # inside this task's snapshot: its connection, as it is
+        if pinned is None:
+            if not self._opened:
+                await self.open()
+            if self._down is not None:
+                # The server was gone a moment ago. Asking it directly fails at once while
+                # it still is (a refused connect takes no time), where queueing for the
+                # pool would cost every caller the whole timeout.
+                reason = await self._unreachable()
+                if reason is not None:
+                    raise StoreUnavailable(reason)
         try:
+            if pinned is not None:
+                yield pinned
+                return
             # getconn/putconn rather than the pool's context manager: that one enters
             # the connection's own (a commit check under its lock), and the time given
             # back is noted here rather than by a reset callback, which the pool runs
@@ -252,20 +254,26 @@ class PostgresStore(SqlDriver):
                 # that is cancelled too, the pool closes and replaces the connection
                 # (tests/integration/test_pg_pool_reuse.py): no slot is lost either way.
                 await self._pool.putconn(conn)
-        except psycopg.OperationalError as exc:
+        except psycopg.Error as exc:
+            raise await self._store_error(exc) from exc
+
+    async def _store_error(self, exc: psycopg.Error) -> SluiceError:
+        """What a caller is told of a psycopg error."""
+        if isinstance(exc, psycopg.OperationalError):
             if isinstance(exc, PoolTimeout) or _connection_lost(exc):
                 if not isinstance(exc, PoolTimeout):
                     # The server went away: the pool's other connections went with it.
                     with contextlib.suppress(Exception):
                         await self._pool.check()
-                raise await self._unavailable(exc) from exc
-            raise StoreUnavailable(f"PostgreSQL connection failed: {exc}") from exc
-        except psycopg.errors.UndefinedTable as exc:
-            raise MigrationError(
+                return await self._unavailable(exc)
+            return StoreUnavailable(f"PostgreSQL connection failed: {exc}")
+        if isinstance(exc, psycopg.errors.UndefinedTable):
+            return MigrationError(
                 f"the Sluice schema is missing ({exc.diag.message_primary}); run: sluice migrate"
-            ) from exc
-        except psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL error: {exc}") from exc
+            )
+        if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
+            return StoreError(f"a store snapshot only reads: {exc.diag.message_primary}")
+        return StoreError(f"PostgreSQL error: {exc}")
 
     async def _check_idle(self, conn: psycopg.AsyncConnection[TupleRow]) -> None:
         """The pool's check on checkout: a round trip, unless the connection was given
@@ -509,12 +517,14 @@ class PostgresStore(SqlDriver):
 
     @contextlib.asynccontextmanager
     async def _read_transaction(self) -> AsyncIterator[psycopg.AsyncConnection[TupleRow]]:
-        async with self._conn() as conn, conn.transaction():
-            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            try:
-                yield conn
-            except psycopg.errors.ReadOnlySqlTransaction as exc:
-                raise StoreError(f"a store snapshot only reads: {exc}") from None
+        # Rolled back, not committed, at the end: a server gone after the last read does
+        # not fail reads that all succeeded. The SELECT takes the moment now (a
+        # transaction's snapshot is taken by its first query), as SQLite's does.
+        async with self._conn() as conn, conn.transaction(force_rollback=True):
+            await conn.execute(
+                "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY; SELECT 1"
+            )
+            yield conn
 
     async def try_lead(self, name: str) -> _PgLead | None:
         # A session lock on a connection of its own: it lasts while the connection does,

@@ -109,6 +109,12 @@ C = Codec(
 )
 
 
+def _close_opened(opening: asyncio.Future[sqlite3.Connection]) -> None:
+    """Close the connection a snapshot opened for a task that was cancelled meanwhile."""
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().close()
+
+
 def connect(path: str, *, timeout: float = 30.0) -> sqlite3.Connection:
     """A connection set up the way Sluice needs: WAL, durable commits, explicit transactions."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -267,30 +273,30 @@ class SqliteStore(SqlDriver):
         def call() -> T:
             try:
                 return fn(conn)
-            except sqlite3.OperationalError as exc:
-                if (
-                    exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_READONLY
-                    and conn is not self._conn
-                ):
-                    raise StoreError(f"a store snapshot only reads: {exc}") from exc
-                if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
-                    # Another connection (another process on the file) held the write
-                    # lock for the whole busy timeout: the database is there but cannot
-                    # take this write now, which a caller treats like an outage (the
-                    # API answers 503 with Retry-After), not as a bug.
-                    raise StoreUnavailable(
-                        f"SQLite database {self.path} is locked: another connection held "
-                        f"its write lock for more than {self.timeout:g} s"
-                    ) from exc
-                if "no such table" in str(exc):
-                    raise MigrationError(
-                        f"the Sluice schema is missing ({exc}); run: sluice migrate"
-                    ) from exc
-                raise StoreError(f"SQLite error: {exc}") from exc
             except sqlite3.Error as exc:
-                raise StoreError(f"SQLite error: {exc}") from exc
+                raise self._store_error(exc, snapshot=conn is not self._conn) from exc
 
         return await self._call(call)
+
+    def _store_error(self, exc: sqlite3.Error, *, snapshot: bool = False) -> SluiceError:
+        """What a caller is told of a sqlite3 error (``snapshot``: on a snapshot's
+        connection)."""
+        if isinstance(exc, sqlite3.OperationalError):
+            code = exc.sqlite_errorcode & 0xFF
+            if code == sqlite3.SQLITE_READONLY and snapshot:
+                return StoreError(f"a store snapshot only reads: {exc}")
+            if code == sqlite3.SQLITE_BUSY:
+                # Another connection (another process on the file) held the write lock
+                # for the whole busy timeout: the database is there but cannot take this
+                # write now, which a caller treats like an outage (the API answers 503
+                # with Retry-After), not as a bug.
+                return StoreUnavailable(
+                    f"SQLite database {self.path} is locked: another connection held "
+                    f"its write lock for more than {self.timeout:g} s"
+                )
+            if "no such table" in str(exc):
+                return MigrationError(f"the Sluice schema is missing ({exc}); run: sluice migrate")
+        return StoreError(f"SQLite error: {exc}")
 
     # -- schema ------------------------------------------------------------------
 
@@ -558,11 +564,11 @@ class SqliteStore(SqlDriver):
             try:
                 conn.execute("PRAGMA query_only = ON")
                 conn.execute("BEGIN")
-                # The moment is taken by the first read, here rather than at the caller's.
+                # The moment is taken by the first read: here, on entering the block.
                 conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
             except sqlite3.Error as exc:
                 conn.close()
-                raise StoreError(f"SQLite error: {exc}") from exc
+                raise self._store_error(exc) from exc
             return conn
 
         def end(conn: sqlite3.Connection) -> None:
@@ -571,11 +577,22 @@ class SqliteStore(SqlDriver):
             finally:
                 conn.close()
 
-        conn = await self._call(begin)
+        # Shielded both ways: the connection is closed, and its read transaction (which
+        # holds back the WAL's checkpoints) ended, even when the task is cancelled while
+        # the store's thread opens or closes it.
+        opening = asyncio.ensure_future(self._call(begin))
+        try:
+            conn = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            opening.add_done_callback(_close_opened)
+            raise
         try:
             yield conn
         finally:
-            await self._call(end, conn)
+            try:
+                await asyncio.shield(self._call(end, conn))
+            except RuntimeError:  # the store was closed meanwhile, its thread with it
+                conn.close()
 
     async def try_lead(self, name: str) -> _FileLead | None:
         # A lock file beside the database: flock is released by the kernel when the
