@@ -3,12 +3,13 @@ against PostgreSQL and SQLite alike."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
+
+from _dying import dying
 
 from sluice.flow.controls import Mode, Scope
 from sluice.model import Attempt, AttemptOutcome, Completion, NewMessage, Status
-from sluice.store import AuditEntry, Store, create_store
+from sluice.store import AuditEntry, Store
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -106,17 +107,8 @@ async def test_observe__one_moment_while_messages_move(store: Store, store_url: 
     claims messages and writes them back dead, each message is counted once (never in
     two states, never in none), and the dead letters agree with the dead count."""
     total = 120
-    await store.enqueue_many([msg(payload={"i": i}) for i in range(total)], NOW)
-    mover = create_store(store_url)
-    await mover.open()  # type: ignore[attr-defined]
-
-    async def move() -> None:
-        while batch := await mover.message_claim("w1", 2, 30, NOW):
-            await mover.message_complete_many("w1", [failed(m, Status.DEAD) for m in batch], NOW)
-
-    moving = asyncio.create_task(move())
     seen_while_moving = 0
-    try:
+    async with dying(store, store_url, total, NOW) as moving:
         while not moving.done():
             seen = await store.observe(NOW)
             by_status: dict[str, int] = {}
@@ -125,9 +117,4 @@ async def test_observe__one_moment_while_messages_move(store: Store, store_url: 
             assert sum(by_status.values()) == total, by_status
             assert by_status.get("dead", 0) == sum(n for *_, n in seen.dead), (by_status, seen.dead)
             seen_while_moving += 0 < by_status.get("dead", 0) < total
-        await moving
-    finally:
-        moving.cancel()
-        await asyncio.gather(moving, return_exceptions=True)
-        await mover.close()  # type: ignore[attr-defined]
     assert seen_while_moving >= 3  # the observations did overlap the moves

@@ -8,9 +8,10 @@ import asyncio
 from datetime import UTC, datetime
 
 import pytest
+from _dying import dying
 
 from sluice.errors import StoreError
-from sluice.model import Attempt, AttemptOutcome, Completion, Message, NewMessage, Status
+from sluice.model import NewMessage
 from sluice.store import MessageFilter, Store, create_store
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -19,12 +20,6 @@ NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 def msg(i: int) -> NewMessage:
     return NewMessage(tenant="acme", channel="sms", provider="null", recipient="+15550001111",
                       payload={"i": i})  # fmt: skip
-
-
-def dead(m: Message) -> Completion:
-    attempt = Attempt(m.id, m.claim_seq, "w1", m.provider, NOW, NOW, AttemptOutcome.FAILED,
-                      error_code="INVALID_RECIPIENT")  # fmt: skip
-    return Completion(m.id, m.claim_seq, "w1", Status.DEAD, attempt)
 
 
 async def _counted(store: Store) -> tuple[int, int, int, int]:
@@ -45,28 +40,14 @@ async def test_snapshot__figures_read_one_by_one_agree_while_messages_move(
     on the dead; read outside a snapshot, they did not (checked: they disagreed within a
     few rounds on both stores)."""
     total = 120
-    await store.enqueue_many([msg(i) for i in range(total)], NOW)
-    mover = create_store(store_url)
-    await mover.open()  # type: ignore[attr-defined]
-
-    async def move() -> None:
-        while batch := await mover.message_claim("w1", 2, 30, NOW):
-            await mover.message_complete_many("w1", [dead(m) for m in batch], NOW)
-
-    moving = asyncio.create_task(move())
     overlapped = 0
-    try:
+    async with dying(store, store_url, total, NOW) as moving:
         while not moving.done():
             async with store.snapshot():
                 everything, dead_count, dead_letters, by_tenant = await _counted(store)
             assert everything == by_tenant == total, (everything, by_tenant)
             assert dead_count == dead_letters, (dead_count, dead_letters)
             overlapped += 0 < dead_count < total
-        await moving
-    finally:
-        moving.cancel()
-        await asyncio.gather(moving, return_exceptions=True)
-        await mover.close()  # type: ignore[attr-defined]
     assert overlapped >= 3  # the snapshots did overlap the moves
     assert await _counted(store) == (total, total, total, total)
 
