@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from api_harness import Api
 
+from dying import dying
 from sluice.model import Attempt, AttemptOutcome, Completion, ErrorCode, Status
 from sluice.ops.connections import connection_add
 from sluice.secrets import SecretBox, generate_key
@@ -36,6 +37,22 @@ async def test_status__counts_controls_and_inbox(api: Api) -> None:
     body = r.json()
     assert body["counts"] == {"queued": 1}
     assert body["controls"] == [] and body["inbox"] == {}
+
+
+async def test_status__one_moment_while_messages_die(api: Api, store_url: str) -> None:
+    """Every answer of ``GET /v1/status?by=tenant`` is read at one moment: while another
+    process kills 120 messages two at a time, each counts all 120 (by status and by
+    tenant) and its dead count agrees with its dead letters."""
+    total, overlapped = 120, 0
+    async with dying(api.store, store_url, total, datetime.now(UTC)) as moving:
+        while not moving.done():
+            r = await api.client.get("/v1/status", params={"by": "tenant"}, headers=api.ops)
+            body = r.json()
+            counts = body["counts"]
+            assert sum(counts.values()) == sum(g["total"] for g in body["groups"]) == total
+            assert counts.get("dead", 0) == sum(g["count"] for g in body["dead"]), body
+            overlapped += 0 < counts.get("dead", 0) < total
+    assert overlapped >= 3  # the answers did overlap the moves
 
 
 async def test_dlq__list_retry_cancel_audited_as_the_key(api: Api) -> None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from _dying import dying
-
+from dying import dying
 from sluice.flow.controls import Mode, Scope
 from sluice.model import Attempt, AttemptOutcome, Completion, NewMessage, Status
 from sluice.store import AuditEntry, Store

@@ -8,8 +8,8 @@ import asyncio
 from datetime import UTC, datetime
 
 import pytest
-from _dying import dying
 
+from dying import dying
 from sluice.errors import StoreError
 from sluice.model import NewMessage
 from sluice.store import MessageFilter, Store, create_store

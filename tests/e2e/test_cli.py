@@ -30,6 +30,7 @@ import httpx
 import psycopg
 import pytest
 
+from dying import dying
 from sluice.model import NewMessage
 from sluice.store import Store, create_store
 from sluice.store._queries import migrations
@@ -360,6 +361,22 @@ def test_migrate__applies_the_schema_once_then_reports_it_up_to_date(fresh_url: 
     assert first.stdout.strip() == f"applied migrations: {expected}"
     assert second.stdout.strip() == "schema is up to date"
     assert ok_json("status", env=env)["counts"] == {}
+
+
+async def test_status__one_moment_while_messages_die(store: Store, store_url: str) -> None:
+    """``sluice status --by tenant --json`` run again and again while another process
+    kills 600 messages two at a time: every answer counts all of them, by status and by
+    tenant, and its dead count agrees with its dead letters (it reads one snapshot)."""
+    total, overlapped = 600, 0
+    args = ("status", "--by", "tenant", "--json", "--database-url", store_url)
+    async with dying(store, store_url, total, datetime.now(UTC), pause=0.003) as moving:
+        while not moving.done():
+            body = json.loads((await asyncio.to_thread(ok, *args)).stdout)
+            counts = body["counts"]
+            assert sum(counts.values()) == sum(g["total"] for g in body["groups"]) == total
+            assert counts.get("dead", 0) == sum(g["count"] for g in body["dead"]), body
+            overlapped += 0 < counts.get("dead", 0) < total
+    assert overlapped >= 2  # the answers did overlap the moves
 
 
 # -- send ---------------------------------------------------------------------------

@@ -14,10 +14,11 @@ from sluice.store import Store, create_store
 
 @contextlib.asynccontextmanager
 async def dying(
-    store: Store, store_url: str, total: int, now: datetime
+    store: Store, store_url: str, total: int, now: datetime, *, pause: float = 0.0
 ) -> AsyncIterator[asyncio.Task[None]]:
-    """Enqueue ``total`` messages on ``store``, then kill them from a second store; the
-    task doing it is yielded (done once every message is dead) and awaited on exit."""
+    """Enqueue ``total`` messages on ``store``, then kill them from a second store, two at
+    a time, ``pause`` seconds apart; the task doing it is yielded (done once every message
+    is dead) and awaited on exit."""
     await store.enqueue_many(
         [NewMessage(tenant="acme", channel="sms", provider="null", recipient="+15550001111",
                     payload={"i": i}) for i in range(total)],
@@ -35,6 +36,7 @@ async def dying(
                 for m in batch
             ]  # fmt: skip
             await mover.message_complete_many("w1", dead, now)
+            await asyncio.sleep(pause)
 
     moving = asyncio.create_task(move())
     try:
