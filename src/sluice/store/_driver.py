@@ -109,8 +109,11 @@ class SqlDriver(
 
     def _pinned(self) -> Any | None:
         """The connection of the snapshot the current task holds on this store, if any."""
+        held = _SNAPSHOTS.get()
+        if not held:  # every statement asks: nothing more to do unless a snapshot is open
+            return None
         task = asyncio.current_task()
-        for store, holder, conn in _SNAPSHOTS.get():
+        for store, holder, conn in held:
             if store is self and holder is task:
                 return conn
         return None
